@@ -1,0 +1,72 @@
+"""Shared fixtures: a synthetic MNIST in IDX format, so no test needs the network or real data."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file (gzipped when the name ends in .gz)."""
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as fh:
+        fh.write(header + array.contiguous().numpy().tobytes())
+
+
+def fake_images(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Digit-like uint8 images: a random bright blob per image on a dark background."""
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centre = 8 + 12 * torch.rand(n, 2, generator=generator)
+    dist2 = (ys - centre[:, 0, None, None]) ** 2 + (xs - centre[:, 1, None, None]) ** 2
+    return (255 * torch.exp(-dist2 / 18)).to(torch.uint8)
+
+
+@pytest.fixture(scope="session")
+def fake_mnist_dir(tmp_path_factory) -> Path:
+    """Four IDX files of the real sizes (60k + 10k images), train files gzipped, test files not."""
+    root = tmp_path_factory.mktemp("idx")
+    gen = torch.Generator().manual_seed(1234)
+    write_idx(root / "train-images-idx3-ubyte.gz", fake_images(60_000, gen))
+    write_idx(root / "train-labels-idx1-ubyte.gz", torch.randint(0, 10, (60_000,), generator=gen, dtype=torch.uint8))
+    write_idx(root / "t10k-images-idx3-ubyte", fake_images(10_000, gen))
+    write_idx(root / "t10k-labels-idx1-ubyte", torch.randint(0, 10, (10_000,), generator=gen, dtype=torch.uint8))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path, monkeypatch):
+    """Every test gets its own data cache, and W&B is off unless a test turns it on."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
+    """A data cache already filled from the fake IDX files (saves re-reading them per test)."""
+    from vae.data import load_mnist_uint8, static_binarization
+
+    cache = tmp_path_factory.mktemp("cache")
+    images = load_mnist_uint8(fake_mnist_dir, cache, log=lambda _: None)
+    static_binarization(images, 0, cache)
+    return cache
+
+
+def tiny_overrides(out_dir: Path) -> list[str]:
+    """Config overrides for a training run that takes seconds on a CPU."""
+    return [f"out_dir={out_dir}", "model.hidden=[32,16]", "steps=12", "log_every=2",
+            "checkpoint_every=4", "eval.every=6", "eval.batch_size=5000", "eval.iw_samples=4",
+            "eval.iw_examples=20", "tau.update_every=2", "tau.rate=0.05"]
+
+
+def env_with_cache(cache: Path) -> dict[str, str]:
+    """Environment for a subprocess: the given data cache, W&B off, the repo importable."""
+    env = dict(os.environ, VAE_DATA_DIR=str(cache), WANDB_MODE="disabled",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return env

@@ -1,0 +1,336 @@
+"""Gradient estimators against the exact gradient on enumerable problems, and their contracts.
+
+The oracle is :class:`vae.estimators.exact.Exact` differentiated by autograd (itself checked against
+a hand-written ``itertools.product`` enumeration). Problems are tiny ``DiscreteVAE``s with 64
+latent states: 3 categorical variables x 4 classes, and 6 Bernoulli variables. Many independent
+estimates come from one batched call (``vae.diagnostics.draw_gradients`` puts draws on the replica
+axis).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
+from vae.estimators import ESTIMATOR_NAMES, ESTIMATORS, EstimatorConfig, build_estimator
+from vae.estimators.sampling import sample_one_hot
+from vae.gumbel import gumbel_noise
+from vae.models import DiscreteVAE
+from vae.replicas import ReplicaGenerator
+
+KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
+DATA_DIM = 5
+UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop"]
+BIASED = ["gs", "st-gs", "st", "st-annealed", "darn"]
+NUM_DRAWS = 4000
+# Family-wise false-alarm rate of each z-test; Bonferroni over every gradient coordinate tested.
+ALPHA = 1e-3
+# Absolute slack for float32 round-off between the batched draws and the single-replica oracle.
+ABS_TOL = 1e-5
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """A seed derived from the test's own name, so each test draws its own fixed noise."""
+    return zlib.crc32(request.node.name.encode())
+
+
+def problem(kind: str, seed: int = 0) -> tuple[DiscreteVAE, Tensor]:
+    n, k = KINDS[kind]
+    return make_toy_problem(kind, n, k, data_dim=DATA_DIM, seed=seed)
+
+
+def build(name: str, kind: str, num_replicas: int = 1, **overrides: object):
+    return build_estimator(EstimatorConfig(name=name, **overrides), num_replicas=num_replicas,
+                           latent_shape=KINDS[kind], context_dim=DATA_DIM,
+                           rng=ReplicaGenerator(list(range(num_replicas))))
+
+
+def z_scores(draws: dict[str, Tensor], exact: dict[str, Tensor], scale: float = 1.0):
+    """``(max_z, z_crit)``: the largest |mean - exact| / se over coordinates, and the threshold.
+
+    ``se`` is the standard error of the Monte Carlo mean (sample std / sqrt(D)). Under the null
+    (unbiased) each |z| exceeds ``z_crit = Phi^-1(1 - ALPHA / (2P))`` with probability ALPHA / P,
+    so all P coordinates pass with probability >= 1 - ALPHA (Bonferroni). ABS_TOL is added to se's
+    multiple to absorb float32 round-off.
+    """
+    num_coords = sum(g.shape[1] for g in draws.values())
+    z_crit = torch.special.ndtri(torch.tensor(1 - ALPHA / (2 * num_coords), dtype=torch.float64))
+    worst = 0.0
+    for name, g in draws.items():
+        mean, se = g.mean(0) * scale, g.std(0) * scale / math.sqrt(g.shape[0])
+        excess = ((mean - exact[name]).abs() - ABS_TOL).clamp(min=0) / se.clamp(min=1e-12)
+        worst = max(worst, excess.max().item())
+    return worst, z_crit.item()
+
+
+def test_registry_and_config_names_agree() -> None:
+    assert tuple(ESTIMATORS) == ESTIMATOR_NAMES
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", "foo"), ("num_samples", 1), ("ema_decay", 1.0), ("ema_decay", -0.1),
+    ("baseline_hidden", 0), ("slope_rate", -1.0), ("max_slope", 0.5), ("max_states", 0)])
+def test_config_rejects_invalid_values(field: str, value: object) -> None:
+    cfg = EstimatorConfig(**{field: value})
+    with pytest.raises(ValueError, match=f"^estimator.{field}: "):
+        cfg.validate()
+    EstimatorConfig().validate()
+
+
+def test_exact_matches_hand_enumeration() -> None:
+    model, x = make_toy_problem("categorical", 2, 3, data_dim=DATA_DIM, seed=3)
+    exact = build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(2, 3),
+                            context_dim=DATA_DIM, rng=ReplicaGenerator([0]))
+    logits = model.encode(x)                                                 # [1, B, 2, 3]
+    surrogate, _ = exact(logits, lambda z: model.reconstruction_loss(z, x),
+                         rng=ReplicaGenerator([0]), tau=1.0, step=0, context=x)
+    probs = torch.softmax(logits, -1)
+    manual = torch.zeros_like(surrogate)
+    for i, j in itertools.product(range(3), range(3)):
+        z = F.one_hot(torch.tensor([i, j]), 3).float().expand_as(logits)
+        manual = manual + probs[..., 0, i] * probs[..., 1, j] * model.reconstruction_loss(z, x)
+    torch.testing.assert_close(surrogate, manual)
+    params = list(model.parameters())
+    for g, m in zip(torch.autograd.grad(surrogate.sum(), params, retain_graph=True),
+                    torch.autograd.grad(manual.sum(), params), strict=True):
+        torch.testing.assert_close(g, m)
+
+
+def test_exact_refuses_large_latent_spaces() -> None:
+    with pytest.raises(ValueError, match="estimator.max_states"):
+        build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(20, 10),
+                        context_dim=DATA_DIM, rng=ReplicaGenerator([0]))
+
+
+def test_one_hot_samples_follow_the_categorical(seed: int) -> None:
+    logits = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    z = sample_one_hot(logits.expand(1, 20000, 1, 4), ReplicaGenerator([seed]))
+    counts = z.sum((0, 1, 2))
+    expected = 20000 * torch.softmax(logits, -1)
+    chi2 = ((counts - expected).square() / expected).sum()
+    assert chi2 < 16.27  # chi-square, 3 degrees of freedom, p = 1e-3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", UNBIASED)
+def test_unbiased_estimators_match_exact(name: str, kind: str, seed: int) -> None:
+    model, x = problem(kind)
+    estimator = build(name, kind)
+    assert estimator.unbiased
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+    worst, z_crit = z_scores(draws, exact_gradients(model, x))
+    assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "muprop", "darn"])
+def test_variance_normalisation_divides_the_encoder_gradient(name: str, kind: str,
+                                                             seed: int) -> None:
+    """With centre c = 2 and variance v = 9 the encoder gradient is (unbiased estimate) / 3."""
+    model, x = problem(kind)
+    estimator = build(name, kind)
+    estimator.normaliser.mean.fill_(2.0)
+    estimator.normaliser.var.fill_(9.0)
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+    if name == "darn":  # biased, but the rescaling is exact: compare with the same centre, s = 1
+        estimator.normaliser.var.fill_(0.0)
+        plain = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+        torch.testing.assert_close(draws["encoder"] * 3, plain["encoder"], atol=1e-5, rtol=1e-4)
+        return
+    exact = exact_gradients(model, x)
+    worst, z_crit = z_scores({"encoder": draws["encoder"]}, exact, scale=3.0)
+    assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_muprop_is_exact_for_linear_objectives(kind: str, seed: int) -> None:
+    """For f linear in z the Taylor control variate is f itself: every draw is the exact gradient."""
+    n, k = KINDS[kind]
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    logits = torch.randn(1, 3, n, k, generator=torch.Generator().manual_seed(seed + 1),
+                         requires_grad=True)
+
+    def f(z: Tensor) -> Tensor:
+        return (z * weight).sum((-1, -2))
+
+    def grad(name: str) -> Tensor:
+        surrogate, _ = build(name, kind)(logits, f, rng=ReplicaGenerator([seed]), tau=1.0, step=0,
+                                         context=torch.zeros(1, 3, DATA_DIM))
+        return torch.autograd.grad(surrogate.sum(), logits)[0]
+
+    torch.testing.assert_close(grad("muprop"), grad("exact"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", BIASED)
+def test_biased_estimators_are_measurably_biased_but_aligned(name: str, kind: str,
+                                                             seed: int) -> None:
+    """The z-test that passes the unbiased estimators detects these ones' bias; their mean
+    encoder gradient still points the exact gradient's way (cosine > 0.5)."""
+    model, x = problem(kind)
+    estimator = build(name, kind)
+    assert not estimator.unbiased
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed, step=10**5)
+    exact = exact_gradients(model, x)
+    worst, z_crit = z_scores(draws, exact)
+    assert math.isfinite(worst) and worst > z_crit
+    assert torch.cosine_similarity(draws["encoder"].mean(0), exact["encoder"], dim=0) > 0.5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("hard", [False, True])
+def test_gs_is_the_gradient_of_the_relaxed_objective(kind: str, hard: bool, seed: int) -> None:
+    x = problem(kind)[1].expand(3, -1, -1)
+    model = DiscreteVAE(kind, *KINDS[kind], [8], ReplicaGenerator([1, 2, 3]), data_dim=DATA_DIM)
+    tau, seeds = 0.7, [seed, seed + 1, seed + 2]
+    params = list(model.parameters())
+    logits = model.encode(x)
+    surrogate, info = build("st-gs" if hard else "gs", kind, 3)(
+        logits, lambda z: model.reconstruction_loss(z, x), rng=ReplicaGenerator(seeds), tau=tau,
+        step=0, context=x)
+    grads = torch.autograd.grad(surrogate.sum(), params, retain_graph=True)
+
+    soft = torch.softmax((logits + gumbel_noise(logits.shape, ReplicaGenerator(seeds))) / tau, -1)
+    z = soft
+    if hard:
+        z = F.one_hot(soft.argmax(-1), soft.shape[-1]).float() - soft.detach() + soft
+    manual = torch.autograd.grad(model.reconstruction_loss(z, x).sum(), params)
+    for g, m in zip(grads, manual, strict=True):
+        torch.testing.assert_close(g, m)
+
+
+@pytest.mark.parametrize("step", [0, 20000, 10**6])
+def test_st_annealed_backpropagates_through_a_sharpened_softmax(step: int, seed: int) -> None:
+    cfg = {"slope_rate": 1e-4, "max_slope": 5.0}
+    slope = min(5.0, 1 + 1e-4 * step)
+    logits = torch.randn(1, 3, 2, 4, generator=torch.Generator().manual_seed(seed),
+                         requires_grad=True)
+    weight = torch.randn(2, 4, generator=torch.Generator().manual_seed(seed + 1))
+
+    def f(z: Tensor) -> Tensor:
+        return (z * weight).sum((-1, -2)).square()
+
+    surrogate, info = build("st-annealed", "categorical", **cfg)(
+        logits, f, rng=ReplicaGenerator([seed]), tau=1.0, step=step, context=torch.zeros(1, 3, 1))
+    assert info["slope"].tolist() == [pytest.approx(slope)]
+    z = sample_one_hot(logits, ReplicaGenerator([seed]))
+    probs = torch.softmax(slope * logits, -1)
+    torch.testing.assert_close(surrogate, f(z))
+    torch.testing.assert_close(torch.autograd.grad(surrogate.sum(), logits)[0],
+                               torch.autograd.grad(f(z + probs - probs.detach()).sum(), logits)[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["st-gs", "st", "st-annealed", "reinforce", "nvil", "rloo", "darn"])
+def test_sampled_latents_are_exactly_one_hot(name: str, kind: str, seed: int) -> None:
+    model, x = problem(kind)
+    seen: list[Tensor] = []
+
+    def f(z: Tensor) -> Tensor:
+        seen.append(z.detach())
+        return model.reconstruction_loss(z, x)
+
+    build(name, kind)(model.encode(x), f, rng=ReplicaGenerator([seed]), tau=1.0, step=0, context=x)
+    samples = seen[-1]  # darn evaluates f at the mean point first, then at the sample
+    assert ((samples == 0) | (samples == 1)).all() and (samples.sum(-1) == 1).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_estimates_are_shaped_finite_and_deterministic(name: str, kind: str, seed: int) -> None:
+    r, b = 2, 3
+    model = DiscreteVAE(kind, *KINDS[kind], [8], ReplicaGenerator([5, 6]), data_dim=DATA_DIM)
+    x = (torch.rand(r, b, DATA_DIM, generator=torch.Generator().manual_seed(seed)) < 0.5).float()
+    params = list(model.parameters())
+
+    def run() -> tuple[Tensor, ...]:
+        estimator = build(name, kind, num_replicas=r)
+        surrogate, info = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
+                                    rng=ReplicaGenerator([seed, seed + 1]), tau=0.8, step=3,
+                                    context=x)
+        assert surrogate.shape == (r, b)
+        for value in info.values():
+            assert value.shape[0] == r and not value.requires_grad
+        return torch.autograd.grad(surrogate.sum(), params + list(estimator.parameters()))
+
+    first, second = run(), run()
+    for g, again, p in zip(first, second, params, strict=False):
+        assert g.shape == p.shape and torch.isfinite(g).all()
+        assert torch.equal(g, again)
+
+
+@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
+def test_state_survives_a_state_dict_round_trip(name: str, seed: int) -> None:
+    x = problem("categorical")[1].expand(2, -1, -1)
+    model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([1, 2]), data_dim=DATA_DIM)
+    trained = build(name, "categorical", num_replicas=2)
+    rng = ReplicaGenerator([seed, seed + 1])
+    for step in range(5):
+        trained(model.encode(x), lambda z: model.reconstruction_loss(z, x), rng=rng, tau=1.0,
+                step=step, context=x)
+    assert (trained.normaliser.mean != 0).all() and (trained.normaliser.var != 0).all()
+
+    restored = build_estimator(EstimatorConfig(name=name), num_replicas=2,
+                               latent_shape=(3, 4), context_dim=DATA_DIM,
+                               rng=ReplicaGenerator([seed + 7, seed + 8]))
+    restored.load_state_dict(trained.state_dict())
+    for (key, a), (_, b) in zip(trained.state_dict().items(), restored.state_dict().items(),
+                                strict=True):
+        assert torch.equal(a, b), key
+    if name == "nvil":
+        assert any(key.startswith("baseline_net.") for key in restored.state_dict())
+
+    outputs = [est(model.encode(x), lambda z: model.reconstruction_loss(z, x),
+                   rng=ReplicaGenerator([3, 4]), tau=1.0, step=5, context=x)[1]
+               for est in (trained, restored)]
+    for key in outputs[0]:
+        assert torch.equal(outputs[0][key], outputs[1][key]), key
+
+
+def test_moving_averages_update_only_in_training_mode(seed: int) -> None:
+    model, x = problem("bernoulli")
+    estimator = build("reinforce-ema", "bernoulli").eval()
+    estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
+              rng=ReplicaGenerator([seed]), tau=1.0, step=0, context=x)
+    assert (estimator.normaliser.mean == 0).all() and (estimator.normaliser.var == 0).all()
+
+
+def test_nvil_baseline_is_trained_through_the_surrogate(seed: int) -> None:
+    """The surrogate's value is f(z); SGD on it fits the baseline to the centred signal."""
+    model, x = problem("categorical")
+    estimator = build("nvil", "categorical", ema_decay=0.0)
+    optimiser = torch.optim.SGD(estimator.parameters(), lr=1e-3)
+    rng = ReplicaGenerator([seed])
+    errors = []
+    for step in range(200):
+        logits = model.encode(x).detach()
+        surrogate, info = estimator(logits, lambda z: model.reconstruction_loss(z, x).detach(),
+                                    rng=rng, tau=1.0, step=step, context=x)
+        optimiser.zero_grad()
+        surrogate.sum().backward()
+        optimiser.step()
+        errors.append(info["baseline_mse"])
+    assert torch.stack(errors[-50:]).mean() < 0.5 * torch.stack(errors[:10]).mean()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_estimators_run_on_cuda(name: str, seed: int) -> None:
+    model, x = problem("categorical")
+    model, x = model.cuda(), x.cuda()
+    estimator = build(name, "categorical").cuda()
+    surrogate, info = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
+                                rng=ReplicaGenerator([seed], device="cuda"), tau=0.8, step=3,
+                                context=x)
+    grads = torch.autograd.grad(surrogate.sum(), list(model.parameters()))
+    assert all(g.is_cuda and torch.isfinite(g).all() for g in grads)
+    assert all(value.is_cuda for value in info.values())

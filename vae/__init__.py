@@ -1,0 +1,1 @@
+"""Discrete-latent VAEs with Gumbel-softmax and its rivals: the library behind experiments/."""

@@ -1,0 +1,262 @@
+"""Run configuration: typed dataclasses, YAML loading, dotted overrides, validation.
+
+A run is described by one :class:`Config`. YAML files (read with ``yaml.safe_load``) and
+command-line overrides (``tau.schedule=exp``, ``seeds=[0,1,2]``; values parsed as YAML) are merged
+into the defaults below. An unknown key, a wrong type or an invalid value raises
+:class:`ConfigError` with a one-line message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from vae.estimators.config import EstimatorConfig
+
+SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """The VAE (Jang et al. 2017, Section 4.2)."""
+
+    kind: str = "categorical"  # "categorical" (N one-hot variables of K classes) or "bernoulli"
+    num_latents: int = 20  # N: latent variables (20 categorical, or 200 Bernoulli)
+    num_classes: int = 10  # K: classes per variable (2 for Bernoulli)
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors
+
+
+@dataclass
+class TauConfig:
+    """Relaxation temperature, a pure function of the global step t (see vae/schedules.py)."""
+
+    schedule: str = "exp"  # constant | exp | linear | cosine | learned
+    tau0: float = 1.0  # tau at step 0 (and the constant value)
+    floor: float = 0.5  # lowest tau: exp clamps at it, linear and cosine end at it
+    rate: float = 3e-5  # r in the paper's max(floor, tau0 * exp(-r t))
+    update_every: int = 1000  # N: tau changes only every N steps (the paper's schedule)
+    anneal_steps: int | None = None  # linear / cosine reach the floor here; None = all steps
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser of the encoder, decoder, estimator and learned-tau parameters."""
+
+    name: str = "adam"  # "adam" or "sgd" (with momentum, the paper's Section 4 setting)
+    lr: float = 1e-3  # learning rate
+    momentum: float = 0.9  # sgd only
+    lr_decay: float = 1.0  # multiply lr by this every lr_decay_every steps (1.0 = constant)
+    lr_decay_every: int = 1000  # steps between lr decays
+
+
+@dataclass
+class DataConfig:
+    """Binarized MNIST (vae/data.py)."""
+
+    binarization: str = "static"  # static (fixed draw, the paper's) | dynamic | threshold
+    binarization_seed: int = 0  # seed of the static draw
+    data_dir: str | None = None  # directory with the four IDX files; None: cache, then download
+    batch_size: int = 100  # training batch size per replica
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation with discrete (one-hot) samples, never relaxed ones."""
+
+    every: int = 5000  # steps between validation / test negative ELBO (and at the end)
+    batch_size: int = 1000  # examples per evaluation batch
+    iw_samples: int = 1000  # m of the importance-weighted bound on the test set at the end
+    iw_examples: int | None = None  # test examples in that bound; None = all 10,000
+    iw_batch_size: int = 25  # examples per chunk of the bound (chunk holds examples x m samples)
+
+
+@dataclass
+class Config:
+    """One training run (all seeds of one configuration)."""
+
+    experiment: str = "vae_categorical"  # results go to <out_dir>/<experiment>/<run>/
+    seeds: list[int] = field(default_factory=lambda: [0])  # one replica per seed, trained together
+    steps: int = 50_000  # training steps
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    kl: str = "analytic"  # "analytic" KL to the uniform prior, or "relaxed" Monte Carlo (gs only)
+    log_every: int = 100  # steps between logged training metrics (no host sync in between)
+    checkpoint_every: int = 5000  # steps between checkpoints (a multiple of log_every)
+    gradvar_every: int = 0  # steps between encoder-gradient variance measurements; 0 = off
+    gradvar_draws: int = 100  # gradient draws per variance measurement
+    out_dir: str = "results/runs"  # root of the local results store
+    wandb_project: str = "discrete-vae"  # W&B project (mode from $WANDB_MODE, default offline)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    tau: TauConfig = field(default_factory=TauConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- building
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (ints are accepted where floats are)."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        inner = [t for t in get_args(tp) if t is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return _build(tp, value, key + ".")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed: {', '.join(hints)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["a.b=1", "seeds=[0,1]"]`` -> nested dict; each value is parsed as YAML."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item}: overrides take the form key=value (e.g. tau.schedule=exp)")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}") from err
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"config: cannot read {path} ({err.strerror})") from err
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config: {path} must hold a mapping of keys")
+    cfg = _build(Config, _merge(tree, parse_overrides(list(overrides))))
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """The resolved config as plain data (for config.yaml, checkpoints and W&B)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(values: dict) -> Config:
+    """Inverse of :func:`to_dict`, validated."""
+    cfg = _build(Config, values)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Raise :class:`ConfigError` at the first invalid value."""
+    try:
+        cfg.estimator.validate()
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    m, t, o, d, e = cfg.model, cfg.tau, cfg.optim, cfg.data, cfg.eval
+    _check(len(cfg.seeds) > 0, "seeds: must list at least one seed")
+    _check(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds: must be distinct, got {cfg.seeds}")
+    _check(all(0 <= s < 2**31 for s in cfg.seeds), "seeds: each must be in [0, 2**31)")
+    _check(cfg.steps >= 1, f"steps: must be >= 1, got {cfg.steps}")
+    _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
+    _check(cfg.kl in ("analytic", "relaxed"), f"kl: {cfg.kl!r}; allowed: analytic, relaxed")
+    _check(cfg.kl == "analytic" or cfg.estimator.name == "gs",
+           f"kl: 'relaxed' needs the relaxed sample of estimator.name=gs, got {cfg.estimator.name!r}")
+    _check(cfg.log_every >= 1, f"log_every: must be >= 1, got {cfg.log_every}")
+    _check(cfg.checkpoint_every >= 1 and cfg.checkpoint_every % cfg.log_every == 0,
+           f"checkpoint_every: must be a positive multiple of log_every ({cfg.log_every}), "
+           f"got {cfg.checkpoint_every}")
+    _check(cfg.gradvar_every >= 0, f"gradvar_every: must be >= 0, got {cfg.gradvar_every}")
+    _check(cfg.gradvar_draws >= 2, f"gradvar_draws: must be >= 2, got {cfg.gradvar_draws}")
+    _check(bool(cfg.experiment) and "/" not in cfg.experiment,
+           f"experiment: must be a non-empty name without '/', got {cfg.experiment!r}")
+    _check(m.kind in ("categorical", "bernoulli"), f"model.kind: {m.kind!r}; allowed: categorical, bernoulli")
+    _check(m.num_latents >= 1, f"model.num_latents: must be >= 1, got {m.num_latents}")
+    _check(m.num_classes >= 2, f"model.num_classes: must be >= 2, got {m.num_classes}")
+    _check(m.kind == "categorical" or m.num_classes == 2,
+           f"model.num_classes: must be 2 for model.kind=bernoulli, got {m.num_classes}")
+    _check(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
+           f"model.hidden: must be a non-empty list of positive sizes, got {m.hidden}")
+    _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    _check(t.tau0 > 0, f"tau.tau0: must be > 0, got {t.tau0}")
+    _check(0 < t.floor <= t.tau0 or t.schedule == "constant",
+           f"tau.floor: must be in (0, tau.tau0={t.tau0}], got {t.floor}")
+    _check(t.rate >= 0, f"tau.rate: must be >= 0, got {t.rate}")
+    _check(t.update_every >= 1, f"tau.update_every: must be >= 1, got {t.update_every}")
+    _check(t.anneal_steps is None or t.anneal_steps >= 1,
+           f"tau.anneal_steps: must be >= 1 or null, got {t.anneal_steps}")
+    _check(o.name in ("adam", "sgd"), f"optim.name: {o.name!r}; allowed: adam, sgd")
+    _check(o.lr > 0, f"optim.lr: must be > 0, got {o.lr}")
+    _check(0 <= o.momentum < 1, f"optim.momentum: must be in [0, 1), got {o.momentum}")
+    _check(0 < o.lr_decay <= 1, f"optim.lr_decay: must be in (0, 1], got {o.lr_decay}")
+    _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")
+    _check(d.binarization in ("static", "dynamic", "threshold"),
+           f"data.binarization: {d.binarization!r}; allowed: static, dynamic, threshold")
+    _check(d.batch_size >= 1, f"data.batch_size: must be >= 1, got {d.batch_size}")
+    _check(e.every >= 1, f"eval.every: must be >= 1, got {e.every}")
+    _check(e.batch_size >= 1, f"eval.batch_size: must be >= 1, got {e.batch_size}")
+    _check(e.iw_samples >= 1, f"eval.iw_samples: must be >= 1, got {e.iw_samples}")
+    _check(e.iw_examples is None or 1 <= e.iw_examples <= 10_000,
+           f"eval.iw_examples: must be in [1, 10000] or null, got {e.iw_examples}")
+    _check(e.iw_batch_size >= 1, f"eval.iw_batch_size: must be >= 1, got {e.iw_batch_size}")

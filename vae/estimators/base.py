@@ -1,0 +1,58 @@
+"""The estimator contract shared by every gradient estimator of the suite.
+
+An estimator turns the encoder's logits and a per-example objective ``f`` into a *surrogate*
+whose value is the objective at the sample(s) drawn and whose gradient, for the encoder (through
+``logits``) and for ``f``'s own parameters (the decoder), is the estimator's gradient estimate of
+
+    d/dtheta E_{z ~ q(z | x)} [ f(z) ],   q(z | x) = prod_n Categorical(z_n; softmax(logits_n)).
+
+Shapes (R = replicas/seeds, B = batch, N = latent variables, K = classes):
+
+    logits     [R, B, N, K]   unnormalised log-probabilities; a Bernoulli latent is the K = 2
+                              categorical with logits (0, l), so sigmoid(l) = P(z = 1)
+    f(z)       z [R, *S, B, N, K] -> [R, *S, B]; an estimator may add sample axes S after R
+                              (f broadcasts them) and may call f on non-one-hot points
+    surrogate  [R, B]         the training loop adds the analytic KL and calls backward on the sum
+
+Training-loop code never needs to know which estimator runs::
+
+    surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)
+
+Estimators with parameters of their own (baseline networks) are ``nn.Module`` children trained
+by the run's optimiser: their own loss enters the surrogate as ``aux - aux.detach()``, which adds
+its gradient without changing the surrogate's value. State such as moving averages lives in
+buffers, so it is checkpointed with ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from vae.replicas import ReplicaGenerator
+
+Objective = Callable[[Tensor], Tensor]
+"""``f(z)``: z ``[R, *S, B, N, K]`` -> per-example loss ``[R, *S, B]`` (lower is better)."""
+
+
+class Estimator(nn.Module, abc.ABC):
+    """Base class: subclasses implement :meth:`forward` with this exact signature."""
+
+    #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
+    unbiased: bool = False
+
+    @abc.abstractmethod
+    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return ``(surrogate [R, B], info)``; ``info`` holds detached tensors for logging.
+
+        Args:
+            logits: ``[R, B, N, K]`` encoder output.
+            f: per-example objective, see the module docstring.
+            rng: per-replica generators for every random draw.
+            tau: relaxation temperature (used by relaxation-based estimators only).
+            step: global training step (for estimators with their own schedules).
+            context: ``[R, B, D]`` the encoder's input, for input-dependent baselines.
+        """

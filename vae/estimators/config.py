@@ -1,0 +1,45 @@
+"""The estimator's configuration: its name and every hyperparameter any estimator reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Kept in step with ``vae.estimators.ESTIMATORS`` (a test checks the two agree); listed here so
+# that validating a config does not import the estimators.
+ESTIMATOR_NAMES = ("exact", "gs", "st-gs", "st", "st-annealed", "reinforce", "reinforce-ema",
+                   "nvil", "rloo", "darn", "muprop")
+
+
+@dataclass
+class EstimatorConfig:
+    """Which gradient estimator runs, and its hyperparameters (each read only by some)."""
+
+    name: str = "gs"  # one of ESTIMATOR_NAMES
+    num_samples: int = 4  # rloo: samples per example (k >= 2) for the leave-one-out baseline
+    ema_decay: float = 0.9  # reinforce-ema/nvil/darn/muprop: decay of the signal's moving averages
+    variance_normalisation: bool = True  # reinforce-ema/nvil/darn/muprop: divide by running std
+    baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP
+    slope_rate: float = 1e-4  # st-annealed: slope = min(max_slope, 1 + slope_rate * step)
+    max_slope: float = 5.0  # st-annealed: the slope's ceiling (Chung et al. 2016 used 5)
+    max_states: int = 4096  # exact: refuse latent spaces with more than this many K^N states
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field as ``estimator.<field>``."""
+        if self.name not in ESTIMATOR_NAMES:
+            raise ValueError(f"estimator.name: unknown {self.name!r}; allowed: "
+                             f"{', '.join(ESTIMATOR_NAMES)}")
+        if self.num_samples < 2:
+            raise ValueError(f"estimator.num_samples: must be an integer >= 2, "
+                             f"got {self.num_samples}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"estimator.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.baseline_hidden < 1:
+            raise ValueError(f"estimator.baseline_hidden: must be an integer >= 1, "
+                             f"got {self.baseline_hidden}")
+        if not self.slope_rate >= 0.0:
+            raise ValueError(f"estimator.slope_rate: must be >= 0, got {self.slope_rate}")
+        if not self.max_slope >= 1.0:
+            raise ValueError(f"estimator.max_slope: must be >= 1, got {self.max_slope}")
+        if self.max_states < 1:
+            raise ValueError(f"estimator.max_states: must be an integer >= 1, "
+                             f"got {self.max_states}")

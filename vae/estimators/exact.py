@@ -1,0 +1,55 @@
+"""``exact``: the true gradient of ``E_q[f(z)]`` by enumerating all ``K^N`` latent states.
+
+    surrogate = sum_z q(z | x) f(z),   z over {one-hot}^N,  q(z | x) = prod_n softmax(logits_n)[z_n]
+
+Its gradient is exactly ``d/dtheta E_q[f(z)]`` (encoder through q, decoder through f). The states
+go on one sample axis ``S = K^N`` of f, so cost and memory grow as ``K^N``; spaces larger than
+``max_states`` are refused.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vae.estimators.base import Estimator, Objective
+from vae.estimators.config import EstimatorConfig
+from vae.models import log_prob_one_hot
+from vae.replicas import ReplicaGenerator
+
+
+def all_states(num_latents: int, num_classes: int, device: torch.device | str = "cpu") -> Tensor:
+    """Every one-hot configuration, ``[K^N, N, K]``, in lexicographic order (last latent fastest)."""
+    index = torch.arange(num_classes ** num_latents, device=device)                 # [S]
+    powers = num_classes ** torch.arange(num_latents - 1, -1, -1, device=device)    # [N]
+    return F.one_hot(index[:, None] // powers % num_classes, num_classes).float()
+
+
+class Exact(Estimator):
+    """``exact``: enumerate the latent space; zero variance, no bias."""
+
+    unbiased = True
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+        self.max_states = cfg.max_states
+        check_state_count(*latent_shape, self.max_states)
+
+    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        r, b, n, k = logits.shape
+        check_state_count(n, k, self.max_states)
+        states = all_states(n, k, logits.device).to(logits.dtype)             # [S, N, K]
+        z = states[None, :, None].expand(r, -1, b, n, k)                        # [R, S, B, N, K]
+        loss = f(z)                                                             # [R, S, B]
+        surrogate = (log_prob_one_hot(logits, z).exp() * loss).sum(1)           # [R, B]
+        return surrogate, {"loss": surrogate.detach().mean(-1)}
+
+
+def check_state_count(num_latents: int, num_classes: int, max_states: int) -> None:
+    """Raise ``ValueError`` if ``K^N > max_states``."""
+    if num_classes ** num_latents > max_states:
+        raise ValueError(f"estimator.name: 'exact' enumerates K^N = {num_classes}^{num_latents} "
+                         f"states, more than estimator.max_states = {max_states}")

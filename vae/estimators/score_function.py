@@ -1,0 +1,115 @@
+"""Score-function (REINFORCE) estimators: ``reinforce``, ``reinforce-ema``, ``nvil``, ``rloo``.
+
+All are unbiased. With ``z ~ q(z | x)`` one-hot and a learning signal ``A`` that does not depend
+on the draw's score, the surrogate is
+
+    f(z) + A.detach() * (log q(z) - log q(z).detach())
+
+whose value is ``f(z)`` and whose gradient is ``grad f(z)`` (decoder) ``+ A grad log q(z)``
+(encoder). The estimators differ in ``A``:
+
+* ``reinforce`` (Williams 1992): ``A = f(z)``.
+* ``reinforce-ema`` (the paper's SF): ``A = (f(z) - c) / s``, moving-average centre c and running
+  std s (:class:`vae.estimators.signal.SignalNormaliser`).
+* ``nvil`` (Mnih & Gregor 2014): ``A = (f(z) - b(x) - c) / s`` with an input-dependent baseline
+  MLP ``b`` on ``context``, trained by the run's optimiser on ``(f(z) - b(x) - c)^2`` through an
+  ``aux - aux.detach()`` term.
+* ``rloo`` (Kool et al. 2019): k samples per example, ``A_i = f(z_i) - mean_{j != i} f(z_j)``,
+  surrogate averaged over the k samples.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vae.estimators.base import Estimator, Objective
+from vae.estimators.config import EstimatorConfig
+from vae.estimators.sampling import sample_one_hot
+from vae.estimators.signal import SignalNormaliser
+from vae.models import log_prob_one_hot
+from vae.replicas import ReplicaGenerator, ReplicaMLP
+
+
+def score_surrogate(loss: Tensor, signal: Tensor, log_q: Tensor) -> Tensor:
+    """``loss + signal.detach() * (log_q - log_q.detach())``: value ``loss``, all ``[R, *S, B]``."""
+    return loss + signal.detach() * (log_q - log_q.detach())
+
+
+class Reinforce(Estimator):
+    """``reinforce``: ``A = f(z)``, no baseline."""
+
+    unbiased = True
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+
+    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
+        loss = f(z)                                               # [R, B]
+        surrogate = score_surrogate(loss, loss, log_prob_one_hot(logits, z))
+        return surrogate, {"loss": loss.detach().mean(-1)}
+
+
+class ReinforceEMA(Estimator):
+    """``reinforce-ema``: ``A = (f(z) - c) / s`` with moving-average centre and scale."""
+
+    unbiased = True
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.variance_normalisation)
+
+    def baseline(self, context: Tensor) -> Tensor:
+        """Input-dependent baseline ``[R, B]`` (none here)."""
+        return torch.zeros(context.shape[:2], device=context.device)
+
+    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
+        loss = f(z)                                               # [R, B]
+        baseline = self.baseline(context)                         # [R, B]
+        centre = self.normaliser.mean.clone()                     # [R] before the update
+        signal, scale = self.normaliser(loss.detach() - baseline.detach())
+        surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
+        aux = (loss.detach() - centre[:, None] - baseline).square()   # [R, B] baseline's loss
+        surrogate = surrogate + (aux - aux.detach())                  # value unchanged
+        info = {"loss": loss.detach().mean(-1), "signal_centre": centre,
+                "signal_scale": scale, "baseline_mse": aux.detach().mean(-1)}
+        return surrogate, info
+
+
+class NVIL(ReinforceEMA):
+    """``nvil``: ``reinforce-ema`` plus a learned input-dependent baseline ``b(x)``."""
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
+        self.baseline_net = ReplicaMLP([context_dim, cfg.baseline_hidden, 1], rng, torch.nn.Tanh)
+
+    def baseline(self, context: Tensor) -> Tensor:
+        return self.baseline_net(context.detach().float()).squeeze(-1)   # [R, B]
+
+
+class RLOO(Estimator):
+    """``rloo``: k samples per example, leave-one-out baseline, surrogate averaged over samples."""
+
+    unbiased = True
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+        self.num_samples = cfg.num_samples
+
+    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        k = self.num_samples
+        z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]
+        loss = f(z)                                                       # [R, k, B]
+        others = (loss.sum(1, keepdim=True) - loss) / (k - 1)             # [R, k, B]
+        surrogate = score_surrogate(loss, loss - others, log_prob_one_hot(logits, z)).mean(1)
+        return surrogate, {"loss": loss.detach().mean((1, 2))}

@@ -1,0 +1,50 @@
+"""Moving-average centring and variance normalisation of a score-function learning signal.
+
+For a learning signal ``L [R, *S, B]`` (after any input-dependent baseline), with per-replica
+moving averages ``c`` (mean) and ``v`` (variance) held as ``[R]`` buffers (Mnih & Gregor 2014):
+
+    A = (L - c) / s,    s = max(1, sqrt(v)) if variance normalisation is on, else 1
+
+and, in training mode only, *after* A is formed (so c and v never depend on the current draw and
+the centring keeps the estimator unbiased), without gradients:
+
+    c <- d c + (1 - d) mean(L),    v <- d v + (1 - d) mean((L - c_old)^2)
+
+over all axes but R. Dividing by s rescales the whole encoder gradient of the estimators that use
+it: their estimate is an unbiased one divided by the (known, draw-independent) scale s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SignalNormaliser(nn.Module):
+    """Centre a learning signal by its moving average and optionally divide by its running std."""
+
+    def __init__(self, num_replicas: int, decay: float, normalise: bool):
+        super().__init__()
+        self.decay = decay
+        self.normalise = normalise
+        self.register_buffer("mean", torch.zeros(num_replicas))      # [R] c
+        self.register_buffer("var", torch.zeros(num_replicas))       # [R] v
+
+    def scale(self) -> Tensor:
+        """``[R]`` the divisor ``s`` (ones when normalisation is off)."""
+        if not self.normalise:
+            return torch.ones_like(self.var)
+        return self.var.sqrt().clamp(min=1.0)
+
+    def forward(self, signal: Tensor) -> tuple[Tensor, Tensor]:
+        """``L [R, *S, B]`` -> ``(A [R, *S, B], s [R])``; updates c and v in training mode."""
+        signal = signal.detach()
+        view = (-1, *([1] * (signal.dim() - 1)))
+        centred = signal - self.mean.view(view)
+        scale = self.scale()
+        normalised = centred / scale.view(view)
+        if self.training:
+            dims = tuple(range(1, signal.dim()))
+            self.mean.lerp_(signal.mean(dims), 1.0 - self.decay)
+            self.var.lerp_(centred.square().mean(dims), 1.0 - self.decay)
+        return normalised, scale

@@ -1,0 +1,115 @@
+"""Gumbel noise, Gumbel-softmax (soft and straight-through) samples, and the Concrete density.
+
+For logits ``l`` over K classes and ``g_k = -log(-log u_k)``, ``u_k ~ U(0, 1)``:
+
+* ``argmax_k (l_k + g_k)`` is an exact sample of ``Categorical(softmax(l))`` (Gumbel-max trick);
+* ``y = softmax((l + g) / tau)`` is a Gumbel-softmax (Concrete) sample: continuous, differentiable
+  in ``l``, and a biased stand-in for the one-hot sample;
+* the straight-through sample is ``one_hot(argmax y) - y.detach() + y``: exactly one-hot in the
+  forward pass, with the gradient of the soft sample ``y`` in the backward pass.
+
+All arithmetic is done in float32 whatever the logits' dtype (float16 / bfloat16 logits are
+upcast, and the sample is cast back), so no dtype can produce inf or NaN here.
+
+Every function that draws noise takes a :class:`vae.replicas.ReplicaGenerator`, so that replica
+``r`` of a multi-seed run draws exactly the noise a single-seed run with seed ``r`` would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vae.replicas import ReplicaGenerator
+
+# Uniform draws are clamped into [TINY, 1 - EPS/2]: -log(u) is then in [2.98e-8, 87.3] and
+# g = -log(-log u) in [-4.47, 17.3]; neither log can see 0, so g is always finite.
+_U_MIN = torch.finfo(torch.float32).tiny
+_U_MAX = 1.0 - torch.finfo(torch.float32).eps / 2
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], rng: ReplicaGenerator) -> Tensor:
+    """Standard Gumbel(0, 1) noise of ``shape`` in float32, always finite.
+
+    ``g = -log(-log u)`` with ``u`` clamped away from 0 and 1 (see module constants).
+    """
+    u = rng.uniform(shape).clamp_(_U_MIN, _U_MAX)
+    return -torch.log(-torch.log(u))
+
+
+def check_tau(tau: float | Tensor) -> None:
+    """Raise ``ValueError`` unless ``tau`` is a finite number > 0 (a float or a tensor)."""
+    ok = bool(torch.all(torch.isfinite(tau) & (tau > 0))) if isinstance(tau, Tensor) else (
+        math.isfinite(tau) and tau > 0)
+    if not ok:
+        raise ValueError(f"tau must be finite and > 0, got {tau}")
+
+
+def check_logits(logits: Tensor) -> None:
+    """Raise ``ValueError`` if ``logits`` hold inf or NaN (a host sync on accelerators)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits must be finite; got inf or NaN (did training diverge?)")
+
+
+def relax(logits: Tensor, gumbel: Tensor, tau: float | Tensor) -> Tensor:
+    """Soft sample ``softmax((logits + gumbel) / tau)`` over the last axis, in float32."""
+    return torch.softmax((logits.float() + gumbel) / tau, dim=-1)
+
+
+def straight_through(soft: Tensor) -> Tensor:
+    """One-hot ``argmax(soft)`` in the forward pass, gradient of ``soft`` in the backward pass."""
+    hard = F.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+def gumbel_softmax(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator,
+                   hard: bool = False) -> Tensor:
+    """A Gumbel-softmax sample of ``Categorical(softmax(logits))``, same shape and dtype.
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities (any float dtype; finite).
+        tau: temperature > 0 (float, or a tensor broadcastable to ``logits[..., :1]``).
+        rng: the generator(s) that draw the noise.
+        hard: if True, the straight-through sample (forward exactly one-hot, backward the
+            gradient of the soft sample); if False, the soft sample.
+
+    Raises:
+        ValueError: tau <= 0 or not finite, or logits not finite.
+    """
+    check_tau(tau)
+    check_logits(logits)
+    soft = relax(logits, gumbel_noise(logits.shape, rng), tau)
+    sample = straight_through(soft) if hard else soft
+    return sample.to(logits.dtype)
+
+
+def concrete_log_prob(log_y: Tensor, logits: Tensor, tau: float | Tensor) -> Tensor:
+    """Log-density of the Concrete (Gumbel-softmax) distribution at a point of the simplex.
+
+    With ``log_alpha = log_softmax(logits)`` and ``y`` on the (K-1)-simplex (Maddison et al. 2017,
+    Jang et al. 2017, eq. 3):
+
+        log p(y) = log((K-1)!) + (K-1) log tau + sum_k (log_alpha_k - (tau + 1) log y_k)
+                   - K logsumexp_k (log_alpha_k - tau log y_k)
+
+    Args:
+        log_y: ``[..., K]`` the point, as log-probabilities (``log_softmax`` of the relaxed
+            logits): taking the log first keeps tiny coordinates at small tau finite.
+        logits: ``[..., K]`` the distribution's logits.
+        tau: temperature > 0 (a float, or a tensor broadcastable to ``log_y[..., :1]``).
+
+    Returns:
+        ``[...]`` the log-density (w.r.t. Lebesgue measure on the first K-1 coordinates).
+    """
+    check_tau(tau)
+    k = logits.shape[-1]
+    log_alpha = torch.log_softmax(logits.float(), dim=-1)
+    log_y = log_y.float()
+    tau_t = torch.as_tensor(tau, dtype=torch.float32, device=logits.device).expand_as(log_y[..., :1])
+    return (math.lgamma(k) + (k - 1) * torch.log(tau_t[..., 0])
+            + (log_alpha - (tau_t + 1) * log_y).sum(-1)
+            - k * torch.logsumexp(log_alpha - tau_t * log_y, dim=-1))
+

@@ -1,0 +1,76 @@
+"""Temperature schedules: tau as a pure function of the global step t.
+
+Every deterministic schedule reads the step held at the last update, ``t_N = N * floor(t / N)``
+(``N = tau.update_every``), so tau changes only every N steps, as in the paper:
+
+* ``constant``: ``tau0``
+* ``exp``:      ``max(floor, tau0 * exp(-rate * t_N))``       (Jang et al. 2017, Section 4.2)
+* ``linear``:   ``tau0 + (floor - tau0) * min(1, t_N / T)``    (T = ``anneal_steps``)
+* ``cosine``:   ``floor + (tau0 - floor) * (1 + cos(pi * min(1, t_N / T))) / 2``
+* ``learned``:  ``tau = exp(log_tau)``, one parameter per replica, starting at ``tau0`` and
+  trained by the run's optimiser on the training loss (:class:`LearnedTemperature`).
+
+Being functions of t (not of an epoch counter, and not a compounding multiplication), they
+survive resumes and never reset.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from vae.config import TauConfig
+
+
+def scheduled_tau(cfg: TauConfig, step: int, total_steps: int) -> float:
+    """Temperature at ``step`` for the deterministic schedules (not ``learned``)."""
+    held = cfg.update_every * (step // cfg.update_every)
+    horizon = cfg.anneal_steps or total_steps
+    progress = min(1.0, held / horizon)
+    if cfg.schedule == "constant":
+        return cfg.tau0
+    if cfg.schedule == "exp":
+        return max(cfg.floor, cfg.tau0 * math.exp(-cfg.rate * held))
+    if cfg.schedule == "linear":
+        return cfg.tau0 + (cfg.floor - cfg.tau0) * progress
+    if cfg.schedule == "cosine":
+        return cfg.floor + (cfg.tau0 - cfg.floor) * (1 + math.cos(math.pi * progress)) / 2
+    raise ValueError(f"tau.schedule: {cfg.schedule!r} is not a deterministic schedule")
+
+
+class LearnedTemperature(nn.Module):
+    """``tau = exp(log_tau)`` with ``log_tau`` of shape ``[R, 1, 1, 1]`` (one per replica).
+
+    Broadcasts against logits ``[R, B, N, K]``; initialised at ``tau0``.
+    """
+
+    def __init__(self, tau0: float, num_replicas: int):
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.full((num_replicas, 1, 1, 1), math.log(tau0)))
+
+    def forward(self) -> Tensor:
+        return self.log_tau.exp()
+
+
+class Temperature(nn.Module):
+    """The run's temperature: ``temperature(step)`` gives a float, or a tensor when learned."""
+
+    def __init__(self, cfg: TauConfig, num_replicas: int, total_steps: int):
+        super().__init__()
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.num_replicas = num_replicas
+        self.learned = LearnedTemperature(cfg.tau0, num_replicas) if cfg.schedule == "learned" else None
+
+    def forward(self, step: int) -> float | Tensor:
+        return self.learned() if self.learned is not None else scheduled_tau(
+            self.cfg, step, self.total_steps)
+
+    def value(self, step: int) -> list[float]:
+        """Per-replica tau at ``step`` as plain floats, for logging."""
+        tau = self(step)
+        if isinstance(tau, Tensor):
+            return tau.detach().flatten().tolist()
+        return [tau] * self.num_replicas

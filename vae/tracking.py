@@ -1,0 +1,114 @@
+"""The local results store (the source of truth), mirrored to Weights & Biases.
+
+A run directory ``<out_dir>/<experiment>/<run>/`` holds:
+
+* ``config.yaml``   the resolved config;
+* ``metrics.jsonl`` one JSON object per value: ``{"step", "split", "metric", "replica", "seed",
+  "value"}``, appended and flushed as it comes;
+* ``summary.json``  final numbers per replica and their mean and standard deviation;
+* ``checkpoint.pt`` the latest checkpoint (written atomically).
+
+W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
+``<split>/<metric>/seed<s>``. Its mode comes from ``$WANDB_MODE``: ``offline`` by default (no account,
+no network; ``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or
+``disabled``. wandb is imported only when the mode is not ``disabled``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All rows of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunTracker:
+    """Appends metrics to the run directory and mirrors them to W&B."""
+
+    def __init__(self, run_dir: Path, config: dict, seeds: list[int], project: str,
+                 wandb_dir: Path, resume_step: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.seeds = seeds
+        metrics = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            # drop what was logged after the checkpoint we resume from: no duplicated steps
+            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step]
+            write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        else:
+            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self._file = open(metrics, "a")
+        self._wandb = self._start_wandb(config, project, wandb_dir)
+
+    def _start_wandb(self, config: dict, project: str, wandb_dir: Path) -> Any:
+        mode = os.environ.get("WANDB_MODE", "offline")
+        if mode == "disabled":
+            return None
+        import wandb  # only when logging is on
+
+        return wandb.init(project=project, name=self.run_dir.name, id=_wandb_id(self.run_dir),
+                          group=self.run_dir.parent.name, config=config, mode=mode,
+                          dir=str(wandb_dir),
+                          resume="allow", reinit="finish_previous")
+
+    def log(self, step: int, split: str, metrics: dict[str, list[float]]) -> None:
+        """Record ``metrics[name][r]`` (one value per replica) for ``split`` at ``step``."""
+        lines, flat = [], {}
+        for name, values in metrics.items():
+            for replica, (seed, value) in enumerate(zip(self.seeds, values, strict=True)):
+                lines.append(json.dumps({"step": step, "split": split, "metric": name,
+                                         "replica": replica, "seed": seed, "value": value}))
+                flat[f"{split}/{name}/seed{seed}"] = value
+            flat[f"{split}/{name}"] = sum(values) / len(values)
+        self._file.write("\n".join(lines) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        if self._wandb is not None:
+            self._wandb.log(flat, step=step)
+
+    def finish(self, summary: dict | None) -> None:
+        """Write ``summary.json`` (when given: a run that stopped early has none) and close."""
+        if summary is not None:
+            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if self._wandb is not None:
+            if summary is not None:
+                self._wandb.summary.update({k: v["mean"] if isinstance(v, dict) else v
+                                            for k, v in summary.items()})
+            self._wandb.finish(exit_code=0 if summary is not None else 1)
+            self._wandb = None
+        self._file.close()
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A stable W&B run id for a run directory, so a resumed run continues the same W&B run."""
+    return "".join(c if c.isalnum() else "-" for c in f"{run_dir.parent.name}-{run_dir.name}")[-64:]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

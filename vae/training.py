@@ -1,0 +1,259 @@
+"""The training loop as a function: a config in, a run directory out.
+
+One call trains every seed of a configuration at once on the replica axis (vae/replicas.py):
+the loss is ``sum_r mean_b [surrogate_rb + KL_rb]``, so each replica gets exactly the gradient of
+its own run. Per step there is no host sync: training losses are kept on the device and read
+every ``log_every`` steps, when they are also checked for inf / NaN.
+
+Resuming is exact on CPU: the checkpoint holds the model, optimiser, estimator and temperature
+states and the per-replica generator states, the data order is a function of (seed, epoch), and
+evaluation uses generators of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from vae.config import Config, config_from_dict, to_dict
+from vae.data import BinarizedMNIST, atomic_save
+from vae.estimators import build_estimator
+from vae.evaluation import eval_generator, importance_weighted_bound, negative_elbo
+from vae.gumbel import concrete_log_prob
+from vae.models import DiscreteVAE, kl_to_uniform
+from vae.replicas import ReplicaGenerator
+from vae.schedules import Temperature
+from vae.tracking import RunTracker, mean_std, read_metrics
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite training loss; the message names the step and replica."""
+
+
+class RunDirError(RuntimeError):
+    """The output directory cannot be written, or a run to resume is missing or corrupt."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunDirError("device: 'cuda' requested but no CUDA device is available; use device=auto")
+    return torch.device(name)
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """``<out_dir>/<experiment>/<estimator>__<schedule>__seeds<..>__<time>``."""
+    seeds = "-".join(map(str, cfg.seeds))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.out_dir) / cfg.experiment / f"{cfg.estimator.name}__{cfg.tau.schedule}__seeds{seeds}__{stamp}"
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """``lr * lr_decay ** floor(step / lr_decay_every)``: a pure function of the step."""
+    return cfg.optim.lr * cfg.optim.lr_decay ** (step // cfg.optim.lr_decay_every)
+
+
+def make_objective(model: DiscreteVAE, x: Tensor, logits: Tensor, kl: str,
+                   tau: float | Tensor) -> Callable[[Tensor], Tensor]:
+    """The per-example ``f(z)`` handed to the estimator.
+
+    ``analytic``: ``f(z) = -log p(x | z)``; the KL to the prior is added outside the estimator.
+    ``relaxed``: ``f(y) = -log p(x | y) + log q_tau(y | x) - log p_tau(y)`` with Concrete densities
+    for the posterior and the uniform prior (Maddison et al. 2017), for ``gs`` only: a
+    single-sample Monte Carlo KL on the relaxed sample y.
+    """
+    if kl == "analytic":
+        return lambda z: model.reconstruction_loss(z, x)
+    prior_logits = torch.zeros_like(logits)
+
+    def relaxed(y: Tensor) -> Tensor:
+        log_y = torch.log(y.float().clamp_min(torch.finfo(torch.float32).tiny))
+        mc_kl = concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior_logits, tau)
+        return model.reconstruction_loss(y, x) + mc_kl.sum(-1)
+
+    return relaxed
+
+
+class Trainer:
+    """Everything one run holds: data, model, estimator, temperature, optimiser, generators."""
+
+    def __init__(self, cfg: Config, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.data = BinarizedMNIST.load(cfg.data.binarization, self.device, cfg.data.binarization_seed,
+                                        Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=log)
+        r = len(cfg.seeds)
+        self.rng = ReplicaGenerator(cfg.seeds, self.device)
+        m = cfg.model
+        self.model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, self.rng).to(self.device)
+        self.estimator = build_estimator(cfg.estimator, num_replicas=r, latent_shape=(m.num_latents, m.num_classes),
+                                         context_dim=784, rng=self.rng).to(self.device)
+        self.temperature = Temperature(cfg.tau, r, cfg.steps).to(self.device)
+        params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
+        self.optimizer = (torch.optim.Adam(params, lr=cfg.optim.lr) if cfg.optim.name == "adam" else
+                          torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum))
+        self.step = 0
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step": self.step, "config": to_dict(self.cfg), "model": self.model.state_dict(),
+                "estimator": self.estimator.state_dict(), "temperature": self.temperature.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.estimator.load_state_dict(state["estimator"])
+        self.temperature.load_state_dict(state["temperature"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.load_state_dict(state["rng"])
+        self.step = state["step"]
+
+    # -- one step -------------------------------------------------------------------------
+    def train_step(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One update of every replica; returns per-replica (loss [R], kl [R], estimator info)."""
+        cfg, t = self.cfg, self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, t)
+        x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
+        tau = self.temperature(t)
+        logits = self.model.encode(x)                                            # [R, B, N, K]
+        f = make_objective(self.model, x, logits, cfg.kl, tau)
+        surrogate, info = self.estimator(logits, f, rng=self.rng, tau=tau, step=t, context=x)
+        kl = kl_to_uniform(logits) if cfg.kl == "analytic" else torch.zeros_like(surrogate)
+        loss = (surrogate + kl).mean(-1)                                         # [R]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss.detach(), kl.detach().mean(-1), info
+
+    def evaluate(self, split: str) -> list[float]:
+        rng = eval_generator(self.cfg.seeds, self.step, self.device)
+        return negative_elbo(self.model, self.data, split, rng, self.cfg.eval.batch_size).tolist()
+
+
+def _first_bad(history: Tensor) -> tuple[int, int] | None:
+    """(row, replica) of the first non-finite entry of ``history [T, R]``, or None."""
+    bad = ~torch.isfinite(history)
+    if not bool(bad.any()):
+        return None
+    row, replica = bad.nonzero()[0].tolist()
+    return row, replica
+
+
+def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False,
+          log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Train one run, or with ``resume=True`` continue ``run_dir`` from its checkpoint (its saved
+    config is used; ``cfg`` may be None). Returns the run directory."""
+    if resume:
+        if run_dir is None or not (Path(run_dir) / CHECKPOINT).exists():
+            raise RunDirError(f"--resume: no {CHECKPOINT} in {run_dir}")
+        try:
+            state = torch.load(Path(run_dir) / CHECKPOINT, weights_only=True, map_location="cpu")
+        except Exception as err:
+            raise RunDirError(f"--resume: {Path(run_dir) / CHECKPOINT} is unreadable ({type(err).__name__})") from err
+        cfg = config_from_dict(state["config"])
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    try:  # fail before any work if the output directory cannot be written
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        probe = run_dir.parent / f".write-test-{run_dir.name}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise RunDirError(f"out_dir: cannot write to {run_dir.parent} ({err.strerror})") from err
+
+    if resume and (run_dir / "summary.json").exists():
+        log(f"{run_dir} is already finished (summary.json exists); nothing to do")
+        return run_dir
+    trainer = Trainer(cfg, log=log)
+    if resume:
+        trainer.load_state_dict(state)
+        log(f"resuming {run_dir} at step {trainer.step}")
+    run_dir.mkdir(exist_ok=True)
+    tracker = RunTracker(run_dir, to_dict(cfg), cfg.seeds, cfg.wandb_project, Path(cfg.out_dir).parent,
+                         resume_step=trainer.step if resume else None)
+    log(f"run directory: {run_dir} (device {trainer.device}, seeds {cfg.seeds})")
+    summary = None
+    try:
+        start, first_step = time.perf_counter(), trainer.step
+        _loop(trainer, tracker, run_dir, progress)
+        seconds = time.perf_counter() - start
+        summary = _finish(trainer, tracker, progress)
+        summary["train_seconds"] = round(seconds, 2)
+        summary["steps_per_second"] = round((cfg.steps - first_step) / max(seconds, 1e-9), 2)
+    finally:
+        tracker.finish(summary)
+    return run_dir
+
+
+def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) -> None:
+    cfg = trainer.cfg
+    r = len(cfg.seeds)
+    history = torch.zeros(cfg.log_every, r, device=trainer.device)   # training loss per step
+    kl_history = torch.zeros_like(history)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=cfg.estimator.name,
+               unit="step", dynamic_ncols=True)
+    window_start = trainer.step
+    while trainer.step < cfg.steps:
+        loss, kl, info = trainer.train_step()
+        row = (trainer.step - 1) % cfg.log_every
+        history[row], kl_history[row] = loss, kl
+        bar.update(1)
+        done = trainer.step
+        if done % cfg.log_every and done != cfg.steps:
+            continue
+        window = slice(0, done - window_start if done % cfg.log_every else cfg.log_every)
+        bad = _first_bad(history[window])
+        if bad is not None:
+            bar.close()
+            raise TrainingDiverged(
+                f"non-finite training loss at step {window_start + bad[0] + 1}, replica {bad[1]} "
+                f"(seed {cfg.seeds[bad[1]]}); the last good checkpoint is kept in {run_dir / CHECKPOINT}")
+        metrics = {"loss": history[window].mean(0).tolist(), "kl": kl_history[window].mean(0).tolist(),
+                   "tau": trainer.temperature.value(done - 1), "lr": [learning_rate(cfg, done - 1)] * r}
+        metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
+        tracker.log(done, "train", metrics)
+        bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", tau=f"{metrics['tau'][0]:.3f}")
+        window_start = done
+        if done % cfg.eval.every == 0 or done == cfg.steps:
+            for split in ("valid", "test"):
+                tracker.log(done, split, {"neg_elbo": trainer.evaluate(split)})
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            atomic_save(trainer.state_dict(), run_dir / CHECKPOINT)
+    bar.close()
+
+
+def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
+    """The test bound with m discrete samples, and the run's summary."""
+    cfg, e = trainer.cfg, trainer.cfg.eval
+    examples = e.iw_examples or trainer.data.splits["test"].shape[0]
+    bar = tqdm(total=examples, disable=not progress, desc=f"test bound m={e.iw_samples}", unit="ex")
+    rng = eval_generator(cfg.seeds, cfg.steps + 1, trainer.device)
+    start = time.perf_counter()
+    bound = importance_weighted_bound(trainer.model, trainer.data, "test", rng, e.iw_samples,
+                                      e.iw_batch_size, e.iw_examples, progress=bar).tolist()
+    bar.close()
+    tracker.log(cfg.steps, "test", {"iw_bound": bound})
+    finals = {}
+    for row in (r for r in read_metrics(tracker.run_dir) if r["step"] == cfg.steps):
+        finals.setdefault(f"{row['split']}/{row['metric']}", [None] * len(cfg.seeds))[row["replica"]] = row["value"]
+    summary = {"experiment": cfg.experiment, "estimator": cfg.estimator.name, "tau_schedule": cfg.tau.schedule,
+               "seeds": cfg.seeds, "steps": cfg.steps, "device": str(trainer.device),
+               "iw_samples": e.iw_samples, "iw_examples": examples,
+               "iw_seconds": round(time.perf_counter() - start, 2)}
+    for key, values in sorted(finals.items()):
+        if all(isinstance(v, float) and math.isfinite(v) for v in values):
+            mean, std = mean_std(values)
+            summary[key] = {"per_seed": values, "mean": mean, "std": std}
+    return summary
+
