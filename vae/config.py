@@ -236,6 +236,9 @@ def validate(cfg: Config) -> None:
     _check(m.num_classes >= 2, f"model.num_classes: must be >= 2, got {m.num_classes}")
     _check(m.kind == "categorical" or m.num_classes == 2,
            f"model.num_classes: must be 2 for model.kind=bernoulli, got {m.num_classes}")
+    _check(cfg.estimator.name != "exact" or m.num_classes ** m.num_latents <= cfg.estimator.max_states,
+           f"estimator.name: 'exact' enumerates K^N = {m.num_classes}^{m.num_latents} states, more than "
+           f"estimator.max_states={cfg.estimator.max_states}; use it on small models only")
     _check(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
            f"model.hidden: must be a non-empty list of positive sizes, got {m.hidden}")
     _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")

@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from vae.config import Config, config_from_dict, to_dict
 from vae.data import BinarizedMNIST, atomic_save
+from vae.diagnostics import encoder_gradient_variance
 from vae.estimators import build_estimator
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_elbo
 from vae.gumbel import concrete_log_prob
 from vae.models import DiscreteVAE, kl_to_uniform
-from vae.replicas import ReplicaGenerator
+from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature
 from vae.tracking import RunTracker, mean_std, read_metrics
 
@@ -137,6 +138,15 @@ class Trainer:
         self.step += 1
         return loss.detach(), kl.detach().mean(-1), info
 
+    def gradient_variance(self) -> list[float]:
+        """Variance of the encoder gradient over ``gradvar_draws`` draws, on the first validation
+        batch, at the current parameters and tau; noise from generators of its own."""
+        cfg = self.cfg
+        x = self.data.splits["valid"][:cfg.data.batch_size].expand(len(cfg.seeds), -1, -1)
+        rng = ReplicaGenerator([derive_seed("gradvar", s, self.step) for s in cfg.seeds], self.device)
+        return encoder_gradient_variance(self.model, self.estimator, x, rng=rng, tau=self.temperature(self.step),
+                                         step=self.step, num_draws=cfg.gradvar_draws).tolist()
+
     def evaluate(self, split: str) -> list[float]:
         rng = eval_generator(self.cfg.seeds, self.step, self.device)
         return negative_elbo(self.model, self.data, split, rng, self.cfg.eval.batch_size).tolist()
@@ -228,6 +238,8 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
         if done % cfg.eval.every == 0 or done == cfg.steps:
             for split in ("valid", "test"):
                 tracker.log(done, split, {"neg_elbo": trainer.evaluate(split)})
+        if cfg.gradvar_every and done % cfg.gradvar_every == 0:
+            tracker.log(done, "train", {"encoder_grad_var": trainer.gradient_variance()})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             atomic_save(trainer.state_dict(), run_dir / CHECKPOINT)
     bar.close()

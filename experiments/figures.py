@@ -1,0 +1,362 @@
+"""Figures of the reproduction, from the local results store: ``python -m experiments.figures NAME``.
+
+========== =================================================================================
+fig1       the Gumbel-softmax distribution at tau = 0.1, 0.5, 1, 10 (the paper's Figure 1);
+           no training
+fig4       test negative ELBO against training steps for every estimator, Bernoulli and
+           categorical VAE, mean and spread over seeds (the paper's Figure 4)
+tau-ablation  hard (ST-GS) against soft (GS) samples under each temperature schedule: final
+           test bound, and training curves with the schedules themselves
+gradvar    encoder-gradient variance along training per estimator, and bias / variance
+           against tau on an enumerable problem (exact gradients, no training)
+samples    reconstructions, samples from the prior and a latent walk through the 10 classes,
+           decoded by a finished Gumbel-softmax run
+========== =================================================================================
+
+Each figure is written as PNG and PDF under ``<results>/figures/`` and carries a footer with
+the preset, seeds, steps, device and commits behind it. The training figures read the runs of
+their sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <name>`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep  # noqa: E402
+from experiments.tables import BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, SWEEP_DIR  # noqa: E402
+from vae.config import config_from_dict  # noqa: E402
+from vae.data import BinarizedMNIST  # noqa: E402
+from vae.diagnostics import gradient_errors, make_toy_problem  # noqa: E402
+from vae.estimators import EstimatorConfig, build_estimator  # noqa: E402
+from vae.gumbel import gumbel_softmax  # noqa: E402
+from vae.models import DiscreteVAE  # noqa: E402
+from vae.replicas import ReplicaGenerator  # noqa: E402
+from vae.results import curve, final, git_commit, load_summary, provenance  # noqa: E402
+from vae.training import CHECKPOINT  # noqa: E402
+
+PAPER_ESTIMATORS = ("reinforce-ema", "darn", "muprop", "st", "st-annealed", "gs", "st-gs")
+COLOURS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab10").colors))
+FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
+FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
+TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
+TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+TOY_DRAWS = 2000
+SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
+
+
+def save(fig: plt.Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
+    """Add the footer (wrapped below the axes) and write ``name``.png and .pdf."""
+    fig.text(0.5, 0.003, footer, ha="center", va="bottom", fontsize=6.5, color="0.3", wrap=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def sweep_points(name: str, preset: str, results_dir: Path) -> list[Point]:
+    """The points of ``configs/sweeps/<name>.yaml`` for ``preset`` (one per learning-rate set)."""
+    sweep = read_sweep(SWEEP_DIR / f"{name}.yaml")
+    return best_points(sweep, expand(sweep, preset, results_dir))
+
+
+def footer(points: list[Point], preset: str, extra: str = "") -> str:
+    return " ".join(filter(None, [extra, BUDGET_NOTES[preset], "\n" + provenance([p.run_dir for p in points], preset)]))
+
+
+def _band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
+    """Mean over seeds of ``key`` along training, with a +- one standard deviation band."""
+    c = curve(run_dir, key)
+    if not c.steps:
+        return
+    ax.plot(c.steps, c.mean, **style)
+    ax.fill_between(c.steps, [m - s for m, s in zip(c.mean, c.std)], [m + s for m, s in zip(c.mean, c.std)],
+                    color=style.get("color"), alpha=0.15, linewidth=0)
+
+
+# ----------------------------------------------------------------------------- figure 1
+
+def fig1(preset: str, results_dir: Path) -> list[Path]:
+    """Expected Gumbel-softmax sample and single samples at each tau, for one distribution."""
+    probs = torch.tensor(FIG1_PROBS)
+    logits = probs.log().expand(10_000, -1)
+    fig, axes = plt.subplots(2, len(FIG1_TAUS), figsize=(12, 5.2), sharex=True)
+    k = torch.arange(1, len(FIG1_PROBS) + 1)
+    for col, tau in enumerate(FIG1_TAUS):
+        samples = gumbel_softmax(logits, tau, ReplicaGenerator([col]))          # [10000, K]
+        top, bottom = axes[0, col], axes[1, col]
+        top.bar(k, samples.mean(0), color="tab:blue", label="E[y] (10,000 samples)")
+        top.plot(k, probs, "k_", markersize=18, mew=2, label="category probabilities")
+        top.set_title(f"τ = {tau:g}")
+        top.set_ylim(0, max(FIG1_PROBS) * 1.3)
+        for i in range(3):
+            bottom.bar(k + (i - 1) * 0.27, samples[i], width=0.27, label=f"sample {i + 1}")
+        bottom.set_ylim(0, 1)
+        bottom.set_xlabel("category")
+    axes[0, 0].set_ylabel("expected sample")
+    axes[1, 0].set_ylabel("single samples")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[1, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Figure 1 (reproduction): Gumbel-softmax samples y = softmax((log π + g) / τ) of one "
+                 "categorical distribution:\nτ → 0 gives one-hot samples whose mean is π; large τ gives "
+                 "near-uniform samples")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return save(fig, results_dir / "figures", "fig1_gumbel_softmax",
+                f"No training: 10,000 samples per τ drawn with vae.gumbel on cpu, seeds 0-3 | "
+                f"drawn at commit {git_commit()}")
+
+
+# ----------------------------------------------------------------------------- figure 4
+
+def fig4(preset: str, results_dir: Path) -> list[Path]:
+    """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE."""
+    points = sweep_points("table1", preset, results_dir)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
+        lows, highs = [], []
+        for point in (p for p in points if p.cfg.model.kind == kind):
+            name = point.cfg.estimator.name
+            _band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=ESTIMATOR_NAMES[name],
+                  linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
+            c = curve(point.run_dir, "test/neg_elbo")
+            lows += c.mean
+            highs += c.mean[len(c.mean) // 2:]
+        if lows:   # the early, very high values of slow estimators would flatten every curve
+            ax.set_ylim(min(lows) - 2, max(highs) + 0.3 * (max(highs) - min(lows)) + 2)
+        ax.set_title(f"({letter}) {title}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, title="estimator (dashed: later)", loc="upper right")
+    fig.suptitle("Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return save(fig, results_dir / "figures", "fig4_vae_curves", footer(points, preset))
+
+
+# ----------------------------------------------------------------------------- tau ablation
+
+def schedule_label(tau: dict) -> str:
+    """``{"schedule": "exp", "rate": 1e-5, "update_every": 500}`` -> ``exp r=1e-05 N=500``."""
+    short = {"tau0": "τ=", "rate": "r=", "update_every": "N="}
+    return " ".join([tau["schedule"], *(f"{short[k]}{v:g}" for k, v in tau.items() if k in short)])
+
+
+def _schedule_colours(labels: list[str]) -> dict[str, tuple]:
+    """Shades of one colour map per schedule family, so families read as groups."""
+    families = {"constant": "Blues", "exp": "Oranges", "linear": "Greens", "cosine": "Purples", "learned": "Reds"}
+    colours = {}
+    for family, cmap in families.items():
+        members = [label for label in labels if label.split()[0] == family]
+        for i, label in enumerate(members):
+            colours[label] = plt.get_cmap(cmap)(0.45 + 0.5 * (i + 1) / (len(members) + 1) if len(members) > 1 else 0.7)
+    return colours
+
+
+def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
+    """Final test bound per schedule and mode; test negative ELBO and tau along training."""
+    points = sweep_points("tau_ablation", preset, results_dir)
+    relaxed = [p for p in points if "tau" in p.values]
+    references = [p for p in points if "tau" not in p.values]
+    labels = list(dict.fromkeys(schedule_label(p.values["tau"]) for p in relaxed))
+    colours = _schedule_colours(labels)
+    modes = {"st-gs": ("hard (ST-GS)", "o"), "gs": ("soft (GS)", "s")}
+    bound_key = "test/iw_bound"
+    m = sorted({p.cfg.eval.iw_samples for p in points})
+
+    fig, ax = plt.subplots(figsize=(12, 5.2))
+    for j, (name, (mode, marker)) in enumerate(modes.items()):
+        xs, ys, errs = [], [], []
+        for p in (p for p in relaxed if p.cfg.estimator.name == name):
+            value = final(load_summary(p.run_dir), bound_key)
+            if value is not None:
+                xs.append(labels.index(schedule_label(p.values["tau"])) + (j - 0.5) * 0.25)
+                ys.append(value[0])
+                errs.append(value[1])
+        ax.errorbar(xs, ys, yerr=errs, fmt=marker, capsize=3, label=mode, markersize=7)
+    for p, style in zip(references, ("--", "-.", ":")):
+        value = final(load_summary(p.run_dir), bound_key)
+        if value is not None:
+            ax.axhline(value[0], color="0.35", linestyle=style,
+                       label=f"{ESTIMATOR_NAMES[p.cfg.estimator.name]} (no τ): {value[0]:.1f}")
+    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
+    ax.set_ylabel(f"final test bound -L_m, m = {', '.join(map(str, m))} (nats)")
+    ax.set_xlabel("temperature schedule")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Temperature ablation, categorical VAE: final test bound per schedule, hard vs soft "
+                 "samples (mean ± std over seeds)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    paths = save(fig, results_dir / "figures", "tau_ablation_final", footer(points, preset))
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
+    for col, (name, (mode, _)) in enumerate(modes.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        for p in (p for p in relaxed if p.cfg.estimator.name == name):
+            label = schedule_label(p.values["tau"])
+            _band(top, p.run_dir, "test/neg_elbo", color=colours[label], label=label)
+            _band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
+        for p, style in zip(references, ("--", "-.", ":")):
+            _band(top, p.run_dir, "test/neg_elbo", color="0.35", linestyle=style,
+                  label=ESTIMATOR_NAMES[p.cfg.estimator.name])
+        top.set_title(f"{mode}: test negative ELBO")
+        top.set_ylabel("test negative ELBO (nats, one discrete sample)")
+        top.grid(alpha=0.3)
+        bottom.set_title(f"{mode}: temperature τ")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("τ")
+        bottom.set_xlabel("training step")
+        bottom.grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Temperature ablation, categorical VAE: training curves per schedule (mean ± std over seeds)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return paths + save(fig, results_dir / "figures", "tau_ablation_curves", footer(points, preset))
+
+
+# ----------------------------------------------------------------------------- gradient variance
+
+def toy_errors(name: str, tau: float) -> dict[str, float]:
+    """Encoder bias and variance of ``name`` at ``tau`` on the enumerable toy problem."""
+    model, x = make_toy_problem(TOY["kind"], TOY["num_latents"], TOY["num_classes"], batch=TOY["batch"],
+                                data_dim=TOY["data_dim"], hidden=TOY["hidden"])
+    estimator = build_estimator(EstimatorConfig(name=name), num_replicas=1,
+                                latent_shape=(TOY["num_latents"], TOY["num_classes"]),
+                                context_dim=TOY["data_dim"], rng=ReplicaGenerator([0]))
+    errors = gradient_errors(model, estimator, x, tau=tau, num_draws=TOY_DRAWS, seed=0)
+    return {"bias": float(errors["encoder/bias"]), "variance": float(errors["encoder/variance"])}
+
+
+def gradvar(preset: str, results_dir: Path) -> list[Path]:
+    """(a) encoder-gradient variance along training; (b, c) bias and variance against tau."""
+    points = sweep_points("gradvar", preset, results_dir)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    for p in points:
+        name = p.cfg.estimator.name
+        _band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=ESTIMATOR_NAMES[name],
+              linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
+    draws = sorted({p.cfg.gradvar_draws for p in points})
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("training step")
+    axes[0].set_ylabel("sum of encoder-gradient variances")
+    axes[0].set_title(f"(a) categorical VAE: gradient variance along training\n"
+                      f"({', '.join(map(str, draws))} draws on a fixed validation batch)")
+    axes[0].legend(fontsize=7, ncol=2)
+
+    for name, style in (("gs", "o-"), ("st-gs", "s-")):
+        errors = [toy_errors(name, tau) for tau in TOY_TAUS]
+        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS[name], label=ESTIMATOR_NAMES[name])
+        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS[name], label=ESTIMATOR_NAMES[name])
+    for name, style in (("st", "--"), ("reinforce", ":"), ("rloo", "-.")):
+        errors = toy_errors(name, 1.0)
+        label = {"st": "ST (no τ)", "reinforce": "REINFORCE, no baseline", "rloo": "RLOO (k = 4)"}[name]
+        if name == "st":
+            axes[1].axhline(errors["bias"], color="0.35", linestyle=style, label=label)
+        axes[2].axhline(errors["variance"], color="0.35", linestyle=style, label=label)
+    noise = f"Monte Carlo noise of the bias of an unbiased estimator: about sqrt(variance / {TOY_DRAWS})"
+    for ax, what in ((axes[1], "bias ||E[g] - ∇||"), (axes[2], "variance Σ Var(g)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("temperature τ")
+        ax.set_ylabel(f"encoder gradient {what}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    shape = f"{TOY['num_latents']} x {TOY['num_classes']}"
+    axes[1].set_title(f"(b) bias against the exact gradient\n(enumerable toy VAE, {shape} latents)")
+    axes[2].set_title(f"(c) variance\n(same toy problem, {TOY_DRAWS} draws per point)")
+    fig.suptitle("Gradient estimators: variance during training, and the bias / variance trade-off of τ")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return save(fig, results_dir / "figures", "gradvar", footer(points, preset, extra=f"(b, c): {noise}, no training."))
+
+
+# ----------------------------------------------------------------------------- samples
+
+def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """``[B, 784]`` in [0, 1] -> an ``[H, W]`` grid (torchvision's make_grid) for imshow."""
+    return make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
+
+
+@torch.no_grad()
+def _decode_panels(point: Point) -> dict[str, tuple[torch.Tensor, int]]:
+    """Images (and images per row) decoded by replica 0 of a finished run."""
+    state = torch.load(point.run_dir / CHECKPOINT, weights_only=True, map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    m = cfg.model
+    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds))
+    model.load_state_dict(state["model"])
+    r = len(cfg.seeds)
+    data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
+                               Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
+    x = data.splits["test"][:16]                                                 # [16, 784]
+    mode = torch.nn.functional.one_hot(model.encode(x.expand(r, -1, -1)).argmax(-1), m.num_classes).float()
+
+    def decode(z: torch.Tensor) -> torch.Tensor:                              # z [B, N, K] -> [B, 784]
+        return torch.sigmoid(model.decode(z.expand(r, *z.shape)))[0]
+
+    recon = decode(mode[0])
+    rows = [x[:8], recon[:8], x[8:], recon[8:]]
+    prior = torch.nn.functional.one_hot(torch.randint(m.num_classes, (64, m.num_latents),
+                                                      generator=torch.Generator().manual_seed(0)), m.num_classes)
+    panels = {"reconstructions (rows 1, 3: test digits; rows 2, 4: decoded posterior mode)": (torch.cat(rows), 8),
+              "samples from the uniform prior (decoder means)": (decode(prior.float()), 8)}
+    if m.kind == "categorical":
+        walk = mode[0, :1].repeat(m.num_latents * m.num_classes, 1, 1)          # [N*K, N, K]
+        for n in range(m.num_latents):
+            walk[n * m.num_classes:(n + 1) * m.num_classes, n] = torch.eye(m.num_classes)
+        panels[f"latent walk from the first test digit: row n sets variable n to class 1..{m.num_classes}"] = (
+            decode(walk), m.num_classes)
+    return panels
+
+
+def samples(preset: str, results_dir: Path) -> list[Path]:
+    """Image grids of a finished Gumbel-softmax run, one figure per VAE kind."""
+    points = [p for p in sweep_points("table1", preset, results_dir) if p.cfg.estimator.name == SAMPLES_ESTIMATOR]
+    paths = []
+    for point in points:
+        if load_summary(point.run_dir) is None:
+            raise SweepError(f"samples: {point.run_dir} is not finished; run the table1 sweep first")
+        panels = _decode_panels(point)
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.2))
+        for ax, (title, (images, nrow)) in zip(axes, panels.items()):
+            ax.imshow(_image_grid(images, nrow), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=9, wrap=True)
+            ax.axis("off")
+        kind = point.cfg.model.kind
+        fig.suptitle(f"{MODEL_ROWS[kind]} trained with {ESTIMATOR_NAMES[SAMPLES_ESTIMATOR]} "
+                     f"(replica of seed {point.cfg.seeds[0]})")
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        paths += save(fig, results_dir / "figures", f"samples_{kind}", footer([point], preset))
+    return paths
+
+
+FIGURES: dict[str, Callable[[str, Path], list[Path]]] = {
+    "fig1": fig1, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.figures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("figure", choices=list(FIGURES))
+    parser.add_argument("--preset", default="quick", choices=PRESETS, help="which runs to read (default quick)")
+    parser.add_argument("--results-dir", default="results", help="results store root (default results)")
+    args = parser.parse_args(argv)
+    try:
+        paths = FIGURES[args.figure](args.preset, Path(args.results_dir))
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(f"wrote {p}" for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Run every point of a sweep file, resumably: ``python -m experiments.sweep FILE [--preset P]``.
+
+A sweep file is a W&B grid sweep plus keys of our own::
+
+    name: tau_ablation                 # runs go to <results>/runs/<name>/ (default: the file's stem)
+    method: grid                       # the only method
+    metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on
+    base: configs/vae_categorical.yaml # a config file, or a list of them (then one more axis)
+    parameters:                        # dotted config key -> {values: [...]} (an axis) or {value: v}
+      estimator.name: {values: [gs, st-gs]}
+      tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
+    include:                           # extra points next to the grid, each a mapping of overrides
+      - {estimator.name: rloo}
+    presets:                           # dotted overrides per budget; {values: [...]} adds an axis
+                                       # (or replaces the grid's axis of that key)
+      quick: {steps: 2000, seeds: [0, 1]}
+      paper: {steps: 50000, optim.lr: {values: [1.0e-4, 1.0e-3]}}
+
+Every point gets a deterministic run directory ``<results>/runs/<name>/<slug>__<hash>`` (the slug
+reads the point's own values, the hash is that of its whole resolved config), so a second call
+finds its runs again: a finished run (``summary.json``) is skipped, an unfinished one with a
+checkpoint is resumed, anything else starts afresh. A run that diverges is recorded in
+``failed.txt`` and skipped from then on (delete its directory to retry); the others go on.
+Bad input (unknown key or preset, missing file, invalid value) prints one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import itertools
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vae.config import Config, ConfigError, load_config, to_dict
+from vae.data import DataError
+from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
+from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
+
+PRESETS = ("tiny", "quick", "paper")
+LR_KEY = "optim.lr"  # the axis best_points selects over
+SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "presets"}
+
+
+class SweepError(ValueError):
+    """An invalid sweep file or argument; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: a base config file plus overrides, resolved and placed."""
+
+    base: str                # the config file it starts from
+    values: dict[str, Any]   # what sets it apart from the other points (its axes' values)
+    cfg: Config              # the resolved config
+    run_dir: Path            # where it is (or will be) stored
+
+    @property
+    def label(self) -> str:
+        """Readable name for progress lines and legends: ``vae_categorical gs``."""
+        return " ".join([Path(self.base).stem, *(_slug(k, v) for k, v in self.values.items())])
+
+    def status(self) -> str:
+        """``done``, ``failed``, ``resume`` (a checkpoint exists) or ``new``."""
+        if (self.run_dir / SUMMARY).exists():
+            return "done"
+        if (self.run_dir / FAILED).exists():
+            return "failed"
+        return "resume" if (self.run_dir / CHECKPOINT).exists() else "new"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file."""
+
+    path: Path
+    name: str
+    metric: str                                # the selection metric (lower is better)
+    bases: list[str]
+    axes: dict[str, list[Any]]                 # grid axes: dotted key -> values
+    fixed: dict[str, Any]                      # constant parameters ({value: v})
+    include: list[dict[str, Any]]              # extra points
+    presets: dict[str, dict[str, Any]]
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise SweepError(message)
+
+
+def _axis_or_value(key: str, spec: Any, where: str) -> tuple[bool, Any]:
+    """``{values: [...]}`` -> (True, list); ``{value: v}`` -> (False, v); anything else is invalid."""
+    _require(isinstance(spec, dict) and len(spec) == 1 and set(spec) <= {"values", "value"},
+             f"{where}.{key}: expected {{values: [...]}} or {{value: v}}, got {spec!r}")
+    if "values" in spec:
+        _require(isinstance(spec["values"], list) and len(spec["values"]) > 0,
+                 f"{where}.{key}.values: expected a non-empty list, got {spec['values']!r}")
+        return True, spec["values"]
+    return False, spec["value"]
+
+
+def read_sweep(path: str | Path) -> Sweep:
+    """Parse and check a sweep file (the configs of its points are checked by :func:`expand`)."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SweepError(f"sweep: cannot read {path} ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise SweepError(f"sweep: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
+    _require(isinstance(tree, dict), f"sweep: {path} must hold a mapping of keys")
+    unknown = sorted(set(tree) - SWEEP_KEYS)
+    if unknown:
+        raise SweepError(f"{unknown[0]}: unknown sweep key; allowed: {', '.join(sorted(SWEEP_KEYS))}")
+    _require(tree.get("method", "grid") == "grid", f"method: {tree.get('method')!r}; allowed: grid")
+    metric = tree.get("metric", {"name": "valid/neg_elbo", "goal": "minimize"})
+    _require(isinstance(metric, dict) and metric.get("goal", "minimize") == "minimize" and "name" in metric,
+             f"metric: expected {{name: <split>/<metric>, goal: minimize}}, got {metric!r}")
+    bases = tree.get("base")
+    bases = [bases] if isinstance(bases, str) else bases
+    _require(isinstance(bases, list) and bases and all(isinstance(b, str) for b in bases),
+             f"base: expected a config file or a list of them, got {tree.get('base')!r}")
+    for base in bases:
+        _require(Path(base).is_file(), f"base: config file {base} not found")
+    axes, fixed = {}, {}
+    for key, spec in (tree.get("parameters") or {}).items():
+        is_axis, value = _axis_or_value(key, spec, "parameters")
+        (axes if is_axis else fixed)[key] = value
+    include = tree.get("include") or []
+    _require(isinstance(include, list) and all(isinstance(p, dict) for p in include),
+             f"include: expected a list of mappings of overrides, got {include!r}")
+    presets = tree.get("presets") or {}
+    _require(isinstance(presets, dict) and all(isinstance(p, dict) for p in presets.values()),
+             "presets: expected a mapping from preset name to a mapping of overrides")
+    unknown = sorted(set(presets) - set(PRESETS))
+    if unknown:
+        raise SweepError(f"presets.{unknown[0]}: unknown preset; allowed: {', '.join(PRESETS)}")
+    return Sweep(path, tree.get("name", path.stem), metric["name"], bases, axes, fixed, include, presets)
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as a one-line YAML literal, as ``key=value`` overrides expect (``1.0e-05``, ``[0, 1]``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
+def _slug(key: str, value: Any) -> str:
+    """Short readable form of one override: strings as they are, numbers after the key's last part."""
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "-".join(_slug(k, v) for k, v in value.items())
+    if isinstance(value, list):
+        return f"{leaf}=" + "-".join(map(str, value))
+    return f"{leaf}={value}"
+
+
+def _run_name(point_values: dict[str, Any], base: str, cfg: Config) -> str:
+    """``<slug>__<hash>``: the slug reads the point's values, the hash is over the resolved config
+    (without ``out_dir``, so a store can move), so a changed setting never reuses an old run."""
+    resolved = to_dict(cfg)
+    resolved.pop("out_dir")
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+    slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in point_values.items())])
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
+
+
+def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
+    """Every point of ``sweep`` under ``preset``, in a fixed order, with its resolved config."""
+    _require(preset in sweep.presets,
+             f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}")
+    preset_axes, preset_fixed = {}, {}
+    for key, spec in sweep.presets[preset].items():
+        is_axis, value = (_axis_or_value(key, spec, f"presets.{preset}") if isinstance(spec, dict)
+                          and set(spec) & {"values", "value"} else (False, spec))
+        (preset_axes if is_axis else preset_fixed)[key] = value
+    axes = {**sweep.axes, **preset_axes}       # a preset axis replaces a grid axis of the same key
+    extra = {k: v for k, v in preset_axes.items() if k not in sweep.axes}
+    grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    included = [{**own, **dict(zip(extra, combo))} for own in sweep.include
+                for combo in itertools.product(*extra.values())]
+    points = []
+    for base in sweep.bases:
+        for values in grid + included:
+            overrides = {**sweep.fixed, **preset_fixed, **values, "experiment": sweep.name,
+                         "out_dir": str(results_dir / "runs")}
+            try:
+                cfg = load_config(base, [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
+            except ConfigError as err:
+                raise SweepError(f"{sweep.path}: {err}") from err
+            run_dir = results_dir / "runs" / sweep.name / _run_name(values, base, cfg)
+            points.append(Point(base, values, cfg, run_dir))
+    return points
+
+
+def best_points(sweep: Sweep, points: list[Point]) -> list[Point]:
+    """Of each set of points that differ only in ``optim.lr``, the one with the lowest
+    ``sweep.metric`` at the end of training: the paper's per-estimator learning-rate choice on
+    the validation set. Without a learning-rate axis every point is its own set."""
+    def group(point: Point) -> tuple:
+        others = {k: v for k, v in point.values.items() if k != LR_KEY}
+        return point.base, json.dumps(others, sort_keys=True)
+
+    def score(point: Point) -> float | None:
+        value = final(load_summary(point.run_dir), sweep.metric)
+        return None if value is None else value[0]
+
+    return list(select_best(points, group, score).values())
+
+
+@contextmanager
+def _lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` so that two sweeps never train the same run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".sweep.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another sweep of {directory} to finish", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def run_point(point: Point, sweep: Sweep, preset: str, progress: bool) -> str:
+    """Bring one point to ``done``: ``done`` / ``failed`` (skipped), ``finished`` or ``diverged``."""
+    status = point.status()
+    if status in ("done", "failed"):
+        return status
+    try:
+        if status == "resume":
+            train(None, point.run_dir, resume=True, progress=progress)
+            return "finished"
+        shutil.rmtree(point.run_dir, ignore_errors=True)   # leftovers of a run killed before its first checkpoint
+        point.run_dir.mkdir(parents=True)
+        info = {"sweep": str(sweep.path), "preset": preset, "values": point.values, "base": point.base,
+                "commit": git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (point.run_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        train(point.cfg, point.run_dir, progress=progress)
+        return "finished"
+    except TrainingDiverged as err:
+        (point.run_dir / FAILED).write_text(f"{err}\n")
+        return "diverged"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="sweep file (configs/sweeps/*.yaml)")
+    parser.add_argument("--preset", default="quick", help=f"budget, one of {', '.join(PRESETS)} (default quick)")
+    parser.add_argument("--results-dir", default="results", help="results store root (runs go to <dir>/runs)")
+    parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        sweep = read_sweep(args.sweep)
+        points = expand(sweep, args.preset, Path(args.results_dir))
+        if args.dry_run:
+            for i, point in enumerate(points, 1):
+                print(f"[{i}/{len(points)}] {point.label}: {point.status()} -> {point.run_dir}")
+            return 0
+        outcomes: Counter[str] = Counter()
+        with _lock(Path(args.results_dir) / "runs" / sweep.name):
+            for i, point in enumerate(points, 1):
+                head = f"[{i}/{len(points)}] {point.label}"
+                status = point.status()
+                if status in ("resume", "new"):
+                    print(f"{head}: {'resumed' if status == 'resume' else 'started'}", flush=True)
+                start = time.perf_counter()
+                outcome = run_point(point, sweep, args.preset, progress=not args.no_progress)
+                outcomes[outcome] += 1
+                detail = ""
+                if outcome == "finished":
+                    bound = final(load_summary(point.run_dir), "test/iw_bound") or (math.nan, math.nan)
+                    detail = f" in {time.perf_counter() - start:.0f} s, test/iw_bound {bound[0]:.2f}"
+                print(f"{head}: {outcome}{detail}", flush=True)
+    except (SweepError, ConfigError, DataError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{sweep.name} ({args.preset}): " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
+    if outcomes.get("diverged") or outcomes.get("failed"):
+        print(f"runs that diverged are marked by {FAILED} in their directory; delete it to retry")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

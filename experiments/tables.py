@@ -1,0 +1,157 @@
+"""Tables of the reproduction, from the local results store: ``python -m experiments.tables table1``.
+
+``table1``: the VAE rows of Table 1 of Jang, Gu & Poole (2017). For each estimator, our test
+bound (importance-weighted, m samples, mean ± std over seeds) beside the paper's number and the
+difference; NVIL and RLOO are later estimators with no paper number. When the preset's grid has
+several learning rates (``paper``), each estimator's is chosen on the validation negative ELBO,
+as in the paper, and the chosen one is listed. Written to ``<results>/tables/table1.md`` and
+``.tex``; the markdown is printed. Run the sweep first (``make table1`` does both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
+from vae.results import FAILED, final, load_summary, provenance
+
+SWEEP_DIR = Path("configs/sweeps")
+TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
+
+# Display names of the estimators, in the paper's column order, then the later ones.
+ESTIMATOR_NAMES = {"reinforce-ema": "SF", "darn": "DARN", "muprop": "MuProp", "st": "ST",
+                   "st-annealed": "Annealed ST", "gs": "Gumbel-S.", "st-gs": "ST Gumbel-S.",
+                   "nvil": "NVIL", "rloo": "RLOO"}
+MODEL_ROWS = {"bernoulli": "VAE (Bern.)", "categorical": "VAE (Cat.)"}
+
+# Reference values, not results of this code: Jang, Gu & Poole (2017), "Categorical
+# Reparameterization with Gumbel-Softmax", ICLR, Table 1, VAE rows: test negative variational
+# lower bound in nats (lower is better). No number for the later estimators (nvil, rloo).
+PAPER_TABLE1 = {
+    "bernoulli": {"reinforce-ema": 112.2, "darn": 110.9, "muprop": 109.7, "st": 116.0,
+                  "st-annealed": 111.5, "gs": 105.0, "st-gs": 111.5},
+    "categorical": {"reinforce-ema": 110.6, "darn": 128.8, "muprop": 107.0, "st": 110.9,
+                    "st-annealed": 107.8, "gs": 101.5, "st-gs": 107.8},
+}
+
+BUDGET_NOTES = {
+    "tiny": "Preset tiny: a test of the code path only; the numbers mean nothing.",
+    "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (a few epochs, far from converged, "
+              "and the bound on a subset of the test set): these numbers are NOT comparable to the "
+              "paper's, and the differences mostly measure under-training."),
+    "paper": "Preset paper: the paper's budget.",
+}
+
+
+def _cell(point: Point | None) -> str:
+    """``mean ± std`` of the run's test bound, or why there is none."""
+    if point is None:
+        return "not run"
+    if (point.run_dir / FAILED).exists():
+        return "diverged"
+    value = final(load_summary(point.run_dir), "test/iw_bound")
+    return "unfinished" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}"
+
+
+def _difference(point: Point | None, paper: float | None) -> str:
+    value = final(load_summary(point.run_dir), "test/iw_bound") if point is not None else None
+    return "–" if value is None or paper is None else f"{value[0] - paper:+.1f}"
+
+
+def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep."""
+    by_cell = {(p.cfg.model.kind, p.cfg.estimator.name): p for p in points}
+    columns = list(ESTIMATOR_NAMES)
+    tuned = any("optim.lr" in p.values for p in points)
+    rows = []
+    for kind, label in MODEL_ROWS.items():
+        cells = [by_cell.get((kind, name)) for name in columns]
+        papers = [PAPER_TABLE1[kind].get(name) for name in columns]
+        rows.append((f"{label} ours", [_cell(p) for p in cells]))
+        rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
+        rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
+        if tuned:
+            rows.append((f"{label} lr (chosen on valid.)",
+                         [f"{p.cfg.optim.lr:g}" if p is not None else "–" for p in cells]))
+    return [ESTIMATOR_NAMES[name] for name in columns], rows
+
+
+def table1_caption(points: list[Point], preset: str) -> str:
+    """What the numbers are, and the budget and provenance behind them."""
+    summaries = [s for s in (load_summary(p.run_dir) for p in points) if s is not None]
+    m = ", ".join(sorted({str(s["iw_samples"]) for s in summaries})) or "?"
+    examples = ", ".join(sorted({str(s["iw_examples"]) for s in summaries})) or "?"
+    seeds = ", ".join(sorted({str(len(s["seeds"])) for s in summaries})) or "?"
+    steps = ", ".join(sorted({str(s["steps"]) for s in summaries})) or "?"
+    lrs = sorted({p.cfg.optim.lr for p in points})
+    return (f"Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is "
+            f"better). 'ours': importance-weighted bound with m = {m} discrete samples on the first "
+            f"{examples} of the 10,000 test digits, mean ± std over {seeds} seeds, after {steps} training "
+            f"steps, learning rate {'chosen per estimator on the validation negative ELBO from ' if len(lrs) > 1 else ''}"
+            f"{', '.join(f'{lr:g}' for lr in lrs)}. 'paper': Jang, Gu & Poole (2017), Table 1 "
+            f"(SF = REINFORCE with a moving-average baseline and variance normalisation). NVIL and RLOO "
+            f"are later estimators (no paper number). {BUDGET_NOTES[preset]}\n\n"
+            f"{provenance([p.run_dir for p in points], preset)}")
+
+
+def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:
+    lines = ["| | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
+def _tex(text: str) -> str:
+    return (text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
+            .replace(" ± ", r" $\pm$ ").replace("−", "$-$").replace("–", "--").replace("|", "/"))
+
+
+def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:
+    """A ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\caption{" + _tex(caption.replace("\n\n", " ")) + "}", r"\label{tab:table1-vae}",
+             r"\begin{tabular}{l" + "c" * len(header) + "}", r"\toprule",
+             " & ".join(["", *map(_tex, header)]) + r" \\", r"\midrule"]
+    for i, (label, cells) in enumerate(rows):
+        if i and label.endswith(" ours"):
+            lines.append(r"\midrule")
+        lines.append(" & ".join([_tex(label), *map(_tex, cells)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def table1(preset: str, results_dir: Path) -> str:
+    """Write ``table1.md`` and ``table1.tex`` under ``<results_dir>/tables``; return the markdown."""
+    sweep = read_sweep(TABLE1_SWEEP)
+    points = best_points(sweep, expand(sweep, preset, results_dir))
+    header, rows = table1_rows(points)
+    caption = table1_caption(points, preset)
+    out = results_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(header, rows, caption)
+    (out / "table1.md").write_text(markdown)
+    (out / "table1.tex").write_text(to_latex(header, rows, caption))
+    return markdown
+
+
+TABLES = {"table1": table1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.tables", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=sorted(TABLES))
+    parser.add_argument("--preset", default="quick", choices=PRESETS, help="which runs to read (default quick)")
+    parser.add_argument("--results-dir", default="results", help="results store root (default results)")
+    args = parser.parse_args(argv)
+    try:
+        print(TABLES[args.table](args.preset, Path(args.results_dir)))
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The VAE's pieces: replica layers, the encoder's raw logits, the KL and the Bernoulli latents."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vae.models import DiscreteVAE, kl_to_uniform, log_prob_one_hot
+from vae.replicas import ReplicaGenerator, ReplicaLinear, derive_seed
+
+
+def test_replica_linear_is_r_independent_linear_maps():
+    layer = ReplicaLinear(5, 3, ReplicaGenerator([0, 1, 2]))
+    x = torch.randn(3, 4, 7, 5)
+    y = layer(x)
+    for r in range(3):
+        torch.testing.assert_close(y[r], F.linear(x[r], layer.weight[r].T, layer.bias[r, 0]))
+
+
+def test_replica_r_is_initialised_like_a_single_seed_run():
+    many = DiscreteVAE("categorical", 4, 3, [8], ReplicaGenerator([5, 9]))
+    one = DiscreteVAE("categorical", 4, 3, [8], ReplicaGenerator([9]))
+    for (name, p_many), p_one in zip(many.named_parameters(), one.parameters()):
+        assert torch.equal(p_many[1], p_one[0]), name
+
+
+def test_derived_seeds_differ_where_the_low_32_bits_would_not():
+    assert derive_seed("epoch", 3, 5) != derive_seed("epoch", 7, 5)
+    assert 0 <= derive_seed("eval", 0, 0) < 2**32
+
+
+def test_encoder_logits_are_not_squashed():
+    model = DiscreteVAE("categorical", 20, 10, [64], ReplicaGenerator([0]))
+    logits = model.encode(torch.bernoulli(torch.full((1, 50, 784), 0.3)))
+    assert logits.shape == (1, 50, 20, 10) and (logits < 0).any() and (logits > 0).any()
+
+
+def test_kl_to_uniform_matches_torch_and_is_zero_only_at_uniform():
+    logits = 3 * torch.randn(2, 6, 20, 10)
+    q = torch.distributions.Categorical(logits=logits)
+    p = torch.distributions.Categorical(logits=torch.zeros(10))
+    expected = torch.distributions.kl_divergence(q, p).sum(-1)
+    torch.testing.assert_close(kl_to_uniform(logits), expected)
+    assert (kl_to_uniform(logits) > 0).all()
+    torch.testing.assert_close(kl_to_uniform(torch.full((1, 2, 20, 10), 4.2)), torch.zeros(1, 2))
+    # extreme logits: still finite, and approaching N log K for one-hot posteriors
+    extreme = kl_to_uniform(torch.tensor([1e4] + [0.0] * 9).expand(1, 1, 20, 10))
+    torch.testing.assert_close(extreme, torch.tensor([[20 * math.log(10)]]))
+
+
+def test_bernoulli_latents_are_two_class_categoricals_with_sigmoid_probabilities():
+    model = DiscreteVAE("bernoulli", 200, 2, [64], ReplicaGenerator([0]))
+    x = torch.bernoulli(torch.full((1, 8, 784), 0.3))
+    logits = model.encode(x)                                    # [1, 8, 200, 2]
+    assert logits.shape == (1, 8, 200, 2) and torch.equal(logits[..., 0], torch.zeros(1, 8, 200))
+    on = torch.softmax(logits, -1)[..., 1]
+    torch.testing.assert_close(on, torch.sigmoid(logits[..., 1]))
+    assert model.decoder[0].weight.shape[1] == 200              # the decoder reads 200 bits
+    with pytest.raises(ValueError, match="num_classes must be 2"):
+        DiscreteVAE("bernoulli", 200, 3, [64], ReplicaGenerator([0]))
+
+
+def test_reconstruction_loss_broadcasts_sample_axes_and_is_bernoulli_nll():
+    model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([0, 1]))
+    x = torch.bernoulli(torch.full((2, 5, 784), 0.5))
+    z = F.one_hot(torch.randint(0, 4, (2, 7, 5, 3)), 4).float()   # [R, S, B, N, K]
+    loss = model.reconstruction_loss(z, x)
+    assert loss.shape == (2, 7, 5)
+    pixel_logits = model.decode(z[:, 2])
+    nll = -torch.distributions.Bernoulli(logits=pixel_logits).log_prob(x).sum(-1)
+    torch.testing.assert_close(loss[:, 2], nll)
+
+
+def test_log_prob_of_one_hot_samples():
+    logits = torch.randn(1, 2, 3, 4)
+    z = F.one_hot(torch.tensor([[[0, 3, 1], [2, 2, 0]]]), 4).float()
+    expected = torch.distributions.Categorical(logits=logits).log_prob(z.argmax(-1)).sum(-1)
+    torch.testing.assert_close(log_prob_one_hot(logits, z), expected)

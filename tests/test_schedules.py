@@ -1,0 +1,50 @@
+"""Temperature schedules against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vae.config import TauConfig
+from vae.schedules import Temperature, scheduled_tau
+
+
+@pytest.mark.parametrize("step, expected", [
+    (0, 1.0), (999, 1.0),                        # held for N = 1000 steps
+    (1000, math.exp(-3e-5 * 1000)),              # 0.970446
+    (12_345, math.exp(-3e-5 * 12_000)),          # 0.697676: t is held at 12,000
+    (23_000, 0.5015760),                         # exp(-0.69) just above the floor
+    (24_000, 0.5), (50_000, 0.5),                # exp(-0.72) = 0.4868 < floor
+])
+def test_paper_exp_schedule(step, expected):
+    cfg = TauConfig(schedule="exp", tau0=1.0, floor=0.5, rate=3e-5, update_every=1000)
+    assert scheduled_tau(cfg, step, 50_000) == pytest.approx(expected, rel=1e-6)
+
+
+def test_constant_linear_and_cosine():
+    const = TauConfig(schedule="constant", tau0=0.7)
+    assert scheduled_tau(const, 12345, 50_000) == 0.7
+    lin = TauConfig(schedule="linear", tau0=2.0, floor=0.5, update_every=10, anneal_steps=100)
+    assert [scheduled_tau(lin, t, 1000) for t in (0, 9, 10, 50, 100, 500)] == pytest.approx(
+        [2.0, 2.0, 1.85, 1.25, 0.5, 0.5])
+    cos = TauConfig(schedule="cosine", tau0=2.0, floor=0.5, update_every=1)
+    assert [scheduled_tau(cos, t, 100) for t in (0, 50, 100, 200)] == pytest.approx([2.0, 1.25, 0.5, 0.5])
+
+
+def test_learned_temperature_is_a_trainable_parameter_per_replica():
+    temp = Temperature(TauConfig(schedule="learned", tau0=1.5), num_replicas=3, total_steps=10)
+    tau = temp(0)
+    assert tau.shape == (3, 1, 1, 1) and torch.allclose(tau, torch.tensor(1.5))
+    (tau * torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1)).sum().backward()
+    assert temp.learned.log_tau.grad.flatten().tolist() == pytest.approx([1.5, 3.0, 4.5])
+    assert temp.value(0) == pytest.approx([1.5] * 3)
+
+
+def test_schedules_are_functions_of_the_step_only():
+    """No hidden state: asking in any order gives the same values (no per-epoch reset)."""
+    temp = Temperature(TauConfig(schedule="exp", rate=1e-4, update_every=500), 2, 50_000)
+    forward = [temp(t) for t in range(0, 30_000, 250)]
+    backward = [temp(t) for t in reversed(range(0, 30_000, 250))][::-1]
+    assert forward == backward and temp.value(7000) == [temp(7000)] * 2

@@ -1,0 +1,143 @@
+"""The harness end to end on a synthetic MNIST: replicas, exact resume after SIGKILL, divergence,
+bad input at the command line, and W&B offline logging."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae.config import load_config
+from vae.estimators import ESTIMATORS
+from vae.tracking import read_metrics
+from vae.training import CHECKPOINT, Trainer, TrainingDiverged, train
+
+from conftest import env_with_cache, tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def metric_table(run_dir: Path) -> dict[tuple, float]:
+    return {(r["step"], r["split"], r["metric"], r["seed"]): r["value"] for r in read_metrics(run_dir)}
+
+
+def run_cli(args: list[str], cache: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.train", "--no-progress", *args], cwd=REPO,
+                          env=env_with_cache(cache), capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_replica_r_of_a_multi_seed_run_equals_the_single_seed_run(shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    base = tiny_overrides(tmp_path) + ["estimator.name=nvil"]   # nvil: a stateful estimator with a network
+    both = metric_table(train(load_config(None, base + ["seeds=[4,9]"]), tmp_path / "both", progress=False))
+    alone = metric_table(train(load_config(None, base + ["seeds=[9]"]), tmp_path / "alone", progress=False))
+    from_both = {k: v for k, v in both.items() if k[3] == 9}
+    assert from_both.keys() == alone.keys() and len(alone) > 20
+    for key, value in alone.items():   # float tolerance: batched matmuls may sum in another order
+        assert from_both[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"exact"}))
+def test_every_estimator_trains_through_the_harness(name, shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, tiny_overrides(tmp_path) + [f"estimator.name={name}", "seeds=[0,1]",
+                                                        "gradvar_every=6", "gradvar_draws=3"])
+    run = train(cfg, tmp_path / "run", progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("train/loss", "valid/neg_elbo", "test/neg_elbo", "test/iw_bound", "train/encoder_grad_var"):
+        assert all(torch.isfinite(torch.tensor(summary[key]["per_seed"]))), key
+    # the m-sample bound is tighter than the single-sample ELBO (in expectation; by far here)
+    assert summary["test/iw_bound"]["mean"] <= summary["test/neg_elbo"]["mean"] + 1.0
+
+
+def test_exact_resume_after_sigkill(shared_cache, tmp_path):
+    """Kill a run right after its first checkpoint; the resumed run's metrics equal an
+    uninterrupted run's exactly, with no step missing or duplicated."""
+    args = [f"out_dir={tmp_path}", "steps=40", "log_every=5", "checkpoint_every=10", "eval.every=40",
+            "eval.iw_samples=4", "eval.iw_examples=20", "seeds=[0,1]", "estimator.name=reinforce-ema",
+            "tau.update_every=5", "tau.rate=0.01", "data.binarization=dynamic"]
+    full = run_cli(args + ["--run-dir", str(tmp_path / "full")], shared_cache)
+    assert full.returncode == 0, full.stderr
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", "--no-progress", *args,
+                             "--run-dir", str(killed_dir)], cwd=REPO, env=env_with_cache(shared_cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed_dir / CHECKPOINT).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = torch.load(killed_dir / CHECKPOINT, weights_only=True)["step"]
+    assert step < 40 and not (killed_dir / "summary.json").exists(), "the kill came too late to test resume"
+
+    resumed = run_cli(["--resume", str(killed_dir)], shared_cache)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_metrics(killed_dir)
+    keys = [(r["step"], r["split"], r["metric"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys))                                   # nothing logged twice
+    assert metric_table(killed_dir) == metric_table(tmp_path / "full")   # exactly equal on CPU
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    original = Trainer.train_step
+
+    def poisoned(self):
+        loss, kl, info = original(self)
+        if self.step == 7:                       # the 7th update of replica 1 returns NaN
+            loss = loss.clone()
+            loss[1] = float("nan")
+        return loss, kl, info
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["seeds=[0,1]"])
+    with pytest.raises(TrainingDiverged, match=r"step 7, replica 1 \(seed 1\).*last good checkpoint"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["step"] == 4
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tau.temp=1"], "tau.temp: unknown key"),
+    (["tau.tau0=0"], "tau.tau0: must be > 0"),
+    (["estimator.name=magic"], "estimator.name: unknown 'magic'"),
+    (["estimator.name=exact"], "estimator.name: 'exact' enumerates"),
+    (["data.data_dir=/nonexistent/mnist"], "/nonexistent/mnist: missing train-images"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(args, message, shared_cache, tmp_path):
+    cache = shared_cache if "data_dir" not in args[0] else tmp_path / "empty-cache"  # no cached copy
+    done = run_cli(args + [f"out_dir={tmp_path / 'runs'}"], cache)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not any((tmp_path / "runs").rglob("config.yaml"))            # nothing half-written
+
+
+def test_unwritable_output_directory_is_exit_status_2(shared_cache, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    done = run_cli([f"out_dir={tmp_path / 'a-file' / 'runs'}"], shared_cache)
+    assert done.returncode == 2 and "out_dir: cannot write" in done.stderr
+
+
+def test_cli_trains_the_bernoulli_config(shared_cache, tmp_path):
+    done = run_cli(["--config", "configs/vae_bernoulli.yaml", *tiny_overrides(tmp_path)], shared_cache)
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("results: "))
+    assert run_dir.parent.name == "vae_bernoulli" and (run_dir / "summary.json").exists()
+
+
+def test_wandb_offline_run_is_written_without_network(shared_cache, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    train(load_config(None, tiny_overrides(tmp_path / "runs")), tmp_path / "runs" / "x" / "run", progress=False)
+    offline = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and offline[0].stat().st_size > 0
