@@ -141,3 +141,19 @@ def test_wandb_offline_run_is_written_without_network(shared_cache, tmp_path, mo
     train(load_config(None, tiny_overrides(tmp_path / "runs")), tmp_path / "runs" / "x" / "run", progress=False)
     offline = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1 and offline[0].stat().st_size > 0
+
+
+def test_relaxed_kl_option_trains_gs(shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["kl=relaxed", "tau.schedule=learned"])
+    summary = json.loads((train(cfg, tmp_path / "run", progress=False) / "summary.json").read_text())
+    assert all(torch.isfinite(torch.tensor(summary["train/loss"]["per_seed"])))
+    assert summary["train/kl"]["per_seed"] == [0.0]        # the KL is inside f, not added analytically
+    assert summary["train/tau"]["per_seed"] != [1.0]       # the learned temperature moved
+
+
+def test_bench_entry_point_runs(shared_cache):
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--seeds", "2", "--steps", "2"],
+                          cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "speed-up of the replica axis" in done.stdout
