@@ -66,7 +66,7 @@ def straight_through(soft: Tensor) -> Tensor:
 
 
 def gumbel_softmax(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator,
-                   hard: bool = False) -> Tensor:
+                   hard: bool = False, check: bool = True) -> Tensor:
     """A Gumbel-softmax sample of ``Categorical(softmax(logits))``, same shape and dtype.
 
     Args:
@@ -75,12 +75,16 @@ def gumbel_softmax(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator,
         rng: the generator(s) that draw the noise.
         hard: if True, the straight-through sample (forward exactly one-hot, backward the
             gradient of the soft sample); if False, the soft sample.
+        check: validate tau and the logits (raising ``ValueError``). Checking finiteness reads
+            the logits back to the host; the training loop passes False and instead checks its
+            losses every ``log_every`` steps, so a GPU step needs no synchronisation.
 
     Raises:
         ValueError: tau <= 0 or not finite, or logits not finite.
     """
-    check_tau(tau)
-    check_logits(logits)
+    if check:
+        check_tau(tau)
+        check_logits(logits)
     soft = relax(logits, gumbel_noise(logits.shape, rng), tau)
     sample = straight_through(soft) if hard else soft
     return sample.to(logits.dtype)
