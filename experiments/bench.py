@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 
 import torch
 
-from vae.config import load_config
-from vae.training import Trainer
+from vae.config import ConfigError, load_config
+from vae.data import DataError
+from vae.training import RunDirError, Trainer
 
 
 def steps_per_second(seeds: list[int], steps: int, estimator: str, device: str, warmup: int = 10) -> float:
@@ -36,7 +38,7 @@ def steps_per_second(seeds: list[int], steps: int, estimator: str, device: str, 
     return steps / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (replicas)")
@@ -45,8 +47,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
-    together = steps_per_second(seeds, args.steps, args.estimator, args.device)
-    alone = [steps_per_second([s], args.steps, args.estimator, args.device) for s in seeds]
+    try:
+        together = steps_per_second(seeds, args.steps, args.estimator, args.device)
+        alone = [steps_per_second([s], args.steps, args.estimator, args.device) for s in seeds]
+    except (ConfigError, DataError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     sequential = 1 / sum(1 / a for a in alone)   # steps/s of all seeds when run one after another
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
@@ -57,7 +63,8 @@ def main() -> None:
     print(f"one seed at a time, {args.seeds} runs       : {sequential:8.1f} steps/s "
           f"({sequential * args.seeds:8.1f} seed-steps/s)")
     print(f"speed-up of the replica axis         : {together / sequential:8.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            if args.config or args.overrides:
-                raise ConfigError("--resume: takes no --config or overrides (the run keeps its config)")
+            if args.config or args.overrides or args.run_dir or args.data_dir:
+                raise ConfigError("--resume: takes no --config, --run-dir, --data-dir or overrides "
+                                  "(the run keeps its config and directory)")
             run_dir = train(None, Path(args.resume), resume=True, progress=not args.no_progress)
         else:
             overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])

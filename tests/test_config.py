@@ -60,6 +60,11 @@ def test_round_trip_through_plain_data():
     ("checkpoint_every=150", r"^checkpoint_every: must be a positive multiple of log_every"),
     ("model.kind=bernoulli", r"^model\.num_classes: must be 2"),
     ("device=tpu", r"^device: 'tpu'; allowed"),
+    ("tau.tau0=.inf", r"^tau\.tau0: must be a finite number"),
+    ("optim.lr=.nan", r"^optim\.lr: must be a finite number"),
+    ("data.batch_size=60000", r"^data\.batch_size: must be in \[1, 50000\]"),
+    ("experiment=..", r"^experiment: letters, digits"),
+    ("tau.schedule=learned tau.floor=1.0", r"^tau\.floor: the learned schedule keeps tau above floor"),
 ])
 def test_invalid_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as info:

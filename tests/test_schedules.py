@@ -33,13 +33,18 @@ def test_constant_linear_and_cosine():
     assert [scheduled_tau(cos, t, 100) for t in (0, 50, 100, 200)] == pytest.approx([2.0, 1.25, 0.5, 0.5])
 
 
-def test_learned_temperature_is_a_trainable_parameter_per_replica():
-    temp = Temperature(TauConfig(schedule="learned", tau0=1.5), num_replicas=3, total_steps=10)
+def test_learned_temperature_is_a_trainable_parameter_per_replica_above_the_floor():
+    temp = Temperature(TauConfig(schedule="learned", tau0=1.5, floor=0.5), num_replicas=3, total_steps=10)
     tau = temp(0)
     assert tau.shape == (3, 1, 1, 1) and torch.allclose(tau, torch.tensor(1.5))
     (tau * torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1)).sum().backward()
-    assert temp.learned.log_tau.grad.flatten().tolist() == pytest.approx([1.5, 3.0, 4.5])
+    # tau = floor + softplus(raw): dtau/draw = sigmoid(raw) = 1 - exp(-(tau - floor)) = 1 - 1/e
+    slope = 1 - math.exp(-1.0)
+    assert temp.learned.raw.grad.flatten().tolist() == pytest.approx([slope, 2 * slope, 3 * slope])
     assert temp.value(0) == pytest.approx([1.5] * 3)
+    with torch.no_grad():
+        temp.learned.raw.fill_(-1e4)
+    assert torch.all(temp(0) >= 0.5)
 
 
 def test_schedules_are_functions_of_the_step_only():

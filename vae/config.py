@@ -9,6 +9,8 @@ into the defaults below. An unknown key, a wrong type or an invalid value raises
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,9 +128,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
         return _build(tp, value, key + ".")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     return value
 
 
@@ -229,8 +233,8 @@ def validate(cfg: Config) -> None:
            f"got {cfg.checkpoint_every}")
     _check(cfg.gradvar_every >= 0, f"gradvar_every: must be >= 0, got {cfg.gradvar_every}")
     _check(cfg.gradvar_draws >= 2, f"gradvar_draws: must be >= 2, got {cfg.gradvar_draws}")
-    _check(bool(cfg.experiment) and "/" not in cfg.experiment,
-           f"experiment: must be a non-empty name without '/', got {cfg.experiment!r}")
+    _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", cfg.experiment) is not None,
+           f"experiment: letters, digits, '_', '.', '-' (not starting with '.'), got {cfg.experiment!r}")
     _check(m.kind in ("categorical", "bernoulli"), f"model.kind: {m.kind!r}; allowed: categorical, bernoulli")
     _check(m.num_latents >= 1, f"model.num_latents: must be >= 1, got {m.num_latents}")
     _check(m.num_classes >= 2, f"model.num_classes: must be >= 2, got {m.num_classes}")
@@ -245,6 +249,8 @@ def validate(cfg: Config) -> None:
     _check(t.tau0 > 0, f"tau.tau0: must be > 0, got {t.tau0}")
     _check(0 < t.floor <= t.tau0 or t.schedule == "constant",
            f"tau.floor: must be in (0, tau.tau0={t.tau0}], got {t.floor}")
+    _check(t.schedule != "learned" or t.floor < t.tau0,
+           f"tau.floor: the learned schedule keeps tau above floor, so it must be < tau.tau0={t.tau0}, got {t.floor}")
     _check(t.rate >= 0, f"tau.rate: must be >= 0, got {t.rate}")
     _check(t.update_every >= 1, f"tau.update_every: must be >= 1, got {t.update_every}")
     _check(t.anneal_steps is None or t.anneal_steps >= 1,
@@ -256,7 +262,7 @@ def validate(cfg: Config) -> None:
     _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")
     _check(d.binarization in ("static", "dynamic", "threshold"),
            f"data.binarization: {d.binarization!r}; allowed: static, dynamic, threshold")
-    _check(d.batch_size >= 1, f"data.batch_size: must be >= 1, got {d.batch_size}")
+    _check(1 <= d.batch_size <= 50_000, f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")
     _check(e.every >= 1, f"eval.every: must be >= 1, got {e.every}")
     _check(e.batch_size >= 1, f"eval.batch_size: must be >= 1, got {e.batch_size}")
     _check(e.iw_samples >= 1, f"eval.iw_samples: must be >= 1, got {e.iw_samples}")

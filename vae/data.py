@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -216,7 +217,7 @@ def _check_images(images: dict[str, Tensor], source: str) -> dict[str, Tensor]:
 
 
 def load_mnist_uint8(data_dir: Path | None = None, cache_dir: Path | None = None,
-                     log=print) -> dict[str, Tensor]:
+                     log: Callable[[str], None] = print) -> dict[str, Tensor]:
     """The three splits as uint8 ``[n, 784]`` tensors (and labels), from cache or the sources."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache_dir / "mnist_uint8.pt"
@@ -260,7 +261,7 @@ def load_mnist_uint8(data_dir: Path | None = None, cache_dir: Path | None = None
 def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | None = None) -> dict[str, Tensor]:
     """One Bernoulli(uint8/255) draw per image and split from ``seed``, cached as bool tensors."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cached = cache_dir / f"mnist_static_seed{seed}.pt"
+    cached = cache_dir / f"mnist_static_v2_seed{seed}.pt"
     if cached.exists():
         try:
             binary = torch.load(cached, weights_only=True)
@@ -268,7 +269,7 @@ def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | 
                 return binary
         except Exception:
             pass  # a corrupt or foreign file: it is a deterministic function of the images, redraw
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(derive_seed("binarize", seed))  # not replica seed's stream
     binary = {s: torch.bernoulli(images[s].float() / 255, generator=gen).bool() for s in SPLITS}
     atomic_save(binary, cached)
     return binary
@@ -290,7 +291,8 @@ class BinarizedMNIST:
 
     @classmethod
     def load(cls, binarization: Binarization, device: torch.device | str, seed: int = 0,
-             data_dir: Path | None = None, cache_dir: Path | None = None, log=print) -> BinarizedMNIST:
+             data_dir: Path | None = None, cache_dir: Path | None = None,
+             log: Callable[[str], None] = print) -> BinarizedMNIST:
         images = load_mnist_uint8(data_dir, cache_dir, log)
         if binarization == "threshold":
             splits = {s: (images[s] > 127).float() for s in SPLITS}  # uint8/255 > 0.5
@@ -317,7 +319,7 @@ class BinarizedMNIST:
         x = data[idx]                                                                    # [R, B, 784]
         return rng.bernoulli(x) if self.binarization == "dynamic" else x
 
-    def eval_batches(self, split: str, batch_size: int):
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Tensor]:
         """Consecutive ``[1, B, 784]`` batches covering the split once (broadcast over replicas)."""
         data = self.splits[split]
         for start in range(0, data.shape[0], batch_size):

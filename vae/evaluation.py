@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
 from vae.estimators.sampling import sample_one_hot
@@ -49,7 +50,7 @@ def negative_elbo(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng: Rep
 def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str,
                               rng: ReplicaGenerator, num_samples: int, batch_size: int,
                               max_examples: int | None = None, sample_chunk: int = 100,
-                              progress=None) -> Tensor:
+                              progress: tqdm | None = None) -> Tensor:
     """Mean ``-L_m(x)`` over the first ``max_examples`` of ``split`` (all if None): ``[R]``.
 
     Samples are drawn ``sample_chunk`` at a time and combined with a running logsumexp, so memory

@@ -8,8 +8,8 @@ For logits ``l`` over K classes and ``g_k = -log(-log u_k)``, ``u_k ~ U(0, 1)``:
 * the straight-through sample is ``one_hot(argmax y) - y.detach() + y``: exactly one-hot in the
   forward pass, with the gradient of the soft sample ``y`` in the backward pass.
 
-All arithmetic is done in float32 whatever the logits' dtype (float16 / bfloat16 logits are
-upcast, and the sample is cast back), so no dtype can produce inf or NaN here.
+All arithmetic is done in float32 whatever the logits' dtype (the logits are cast to float32 and
+the sample back to their dtype), so float16 / bfloat16 cannot produce inf or NaN here.
 
 Every function that draws noise takes a :class:`vae.replicas.ReplicaGenerator`, so that replica
 ``r`` of a multi-seed run draws exactly the noise a single-seed run with seed ``r`` would.
@@ -25,8 +25,8 @@ from torch import Tensor
 
 from vae.replicas import ReplicaGenerator
 
-# Uniform draws are clamped into [TINY, 1 - EPS/2]: -log(u) is then in [2.98e-8, 87.3] and
-# g = -log(-log u) in [-4.47, 17.3]; neither log can see 0, so g is always finite.
+# Uniform draws are clamped into [TINY, 1 - EPS/2]: -log(u) is then in [5.96e-8, 87.3] and
+# g = -log(-log u) in [-4.47, 16.6]; neither log can see 0, so g is always finite.
 _U_MIN = torch.finfo(torch.float32).tiny
 _U_MAX = 1.0 - torch.finfo(torch.float32).eps / 2
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vae.gumbel import concrete_log_prob, gumbel_noise
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
 LatentKind = Literal["categorical", "bernoulli"]
@@ -71,6 +72,20 @@ def kl_to_uniform(logits: Tensor) -> Tensor:
     """
     log_q = torch.log_softmax(logits.float(), dim=-1)
     return (log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum((-1, -2))
+
+
+def relaxed_kl_to_uniform(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator) -> Tensor:
+    """One-sample Monte Carlo ``KL(Concrete(logits, tau) || Concrete(uniform, tau))``: ``[R, B]``.
+
+    ``log q_tau(y) - log p_tau(y)`` summed over latents at ``y ~ Concrete(logits, tau)``, drawn in
+    log space (``log y = log_softmax((logits + g) / tau)``) so confident latents whose small
+    coordinates underflow in y keep exact log-densities. Reparameterised: differentiable in logits.
+    The sample is independent of the one the reconstruction uses, which keeps the estimate of the
+    relaxed objective unbiased.
+    """
+    log_y = torch.log_softmax((logits.float() + gumbel_noise(logits.shape, rng)) / tau, dim=-1)
+    return (concrete_log_prob(log_y, logits, tau)
+            - concrete_log_prob(log_y, torch.zeros_like(logits), tau)).sum(-1)
 
 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:

@@ -7,8 +7,9 @@ Every deterministic schedule reads the step held at the last update, ``t_N = N *
 * ``exp``:      ``max(floor, tau0 * exp(-rate * t_N))``       (Jang et al. 2017, Section 4.2)
 * ``linear``:   ``tau0 + (floor - tau0) * min(1, t_N / T)``    (T = ``anneal_steps``)
 * ``cosine``:   ``floor + (tau0 - floor) * (1 + cos(pi * min(1, t_N / T))) / 2``
-* ``learned``:  ``tau = exp(log_tau)``, one parameter per replica, starting at ``tau0`` and
-  trained by the run's optimiser on the training loss (:class:`LearnedTemperature`).
+* ``learned``:  ``tau = floor + softplus(raw)``, one parameter per replica, starting at ``tau0``
+  and trained by the run's optimiser on the training loss (:class:`LearnedTemperature`). Only
+  estimators that use tau (gs, st-gs) move it.
 
 Being functions of t (not of an epoch counter, and not a compounding multiplication), they
 survive resumes and never reset.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae.config import TauConfig
@@ -41,17 +43,20 @@ def scheduled_tau(cfg: TauConfig, step: int, total_steps: int) -> float:
 
 
 class LearnedTemperature(nn.Module):
-    """``tau = exp(log_tau)`` with ``log_tau`` of shape ``[R, 1, 1, 1]`` (one per replica).
+    """``tau = floor + softplus(raw)`` with ``raw`` of shape ``[R, 1, 1, 1]`` (one per replica).
 
-    Broadcasts against logits ``[R, B, N, K]``; initialised at ``tau0``.
+    Starts at ``tau0`` and never goes below ``floor`` (a tau near 0 makes relaxed gradients
+    explode). Broadcasts against logits ``[R, B, N, K]``.
     """
 
-    def __init__(self, tau0: float, num_replicas: int):
+    def __init__(self, tau0: float, floor: float, num_replicas: int):
         super().__init__()
-        self.log_tau = nn.Parameter(torch.full((num_replicas, 1, 1, 1), math.log(tau0)))
+        self.floor = floor
+        start = math.log(math.expm1(tau0 - floor))          # softplus^-1(tau0 - floor)
+        self.raw = nn.Parameter(torch.full((num_replicas, 1, 1, 1), start))
 
     def forward(self) -> Tensor:
-        return self.log_tau.exp()
+        return self.floor + F.softplus(self.raw)
 
 
 class Temperature(nn.Module):
@@ -62,7 +67,8 @@ class Temperature(nn.Module):
         self.cfg = cfg
         self.total_steps = total_steps
         self.num_replicas = num_replicas
-        self.learned = LearnedTemperature(cfg.tau0, num_replicas) if cfg.schedule == "learned" else None
+        self.learned = (LearnedTemperature(cfg.tau0, cfg.floor, num_replicas)
+                        if cfg.schedule == "learned" else None)
 
     def forward(self, step: int) -> float | Tensor:
         return self.learned() if self.learned is not None else scheduled_tau(

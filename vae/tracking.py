@@ -40,8 +40,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, flush it to disk, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -54,8 +58,10 @@ class RunTracker:
         self.seeds = seeds
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
-            # drop what was logged after the checkpoint we resume from: no duplicated steps
-            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step]
+            # drop what was logged after the checkpoint we resume from (the end-of-run bound is
+            # always logged after the last checkpoint): no duplicated steps
+            kept = [r for r in read_metrics(self.run_dir)
+                    if r["step"] <= resume_step and r["metric"] != "iw_bound"]
             write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         else:
             write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))

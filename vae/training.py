@@ -13,6 +13,7 @@ evaluation uses generators of its own.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +27,7 @@ from vae.data import BinarizedMNIST, atomic_save
 from vae.diagnostics import encoder_gradient_variance
 from vae.estimators import build_estimator
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_elbo
-from vae.gumbel import concrete_log_prob
-from vae.models import DiscreteVAE, kl_to_uniform
+from vae.models import DiscreteVAE, kl_to_uniform, relaxed_kl_to_uniform
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature
 from vae.tracking import RunTracker, mean_std, read_metrics
@@ -56,33 +56,13 @@ def default_run_dir(cfg: Config) -> Path:
     """``<out_dir>/<experiment>/<estimator>__<schedule>__seeds<..>__<time>``."""
     seeds = "-".join(map(str, cfg.seeds))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.out_dir) / cfg.experiment / f"{cfg.estimator.name}__{cfg.tau.schedule}__seeds{seeds}__{stamp}"
+    unique = secrets.token_hex(2)  # two runs started in the same second get different directories
+    return Path(cfg.out_dir) / cfg.experiment / f"{cfg.estimator.name}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}"
 
 
 def learning_rate(cfg: Config, step: int) -> float:
     """``lr * lr_decay ** floor(step / lr_decay_every)``: a pure function of the step."""
     return cfg.optim.lr * cfg.optim.lr_decay ** (step // cfg.optim.lr_decay_every)
-
-
-def make_objective(model: DiscreteVAE, x: Tensor, logits: Tensor, kl: str,
-                   tau: float | Tensor) -> Callable[[Tensor], Tensor]:
-    """The per-example ``f(z)`` handed to the estimator.
-
-    ``analytic``: ``f(z) = -log p(x | z)``; the KL to the prior is added outside the estimator.
-    ``relaxed``: ``f(y) = -log p(x | y) + log q_tau(y | x) - log p_tau(y)`` with Concrete densities
-    for the posterior and the uniform prior (Maddison et al. 2017), for ``gs`` only: a
-    single-sample Monte Carlo KL on the relaxed sample y.
-    """
-    if kl == "analytic":
-        return lambda z: model.reconstruction_loss(z, x)
-    prior_logits = torch.zeros_like(logits)
-
-    def relaxed(y: Tensor) -> Tensor:
-        log_y = torch.log(y.float().clamp_min(torch.finfo(torch.float32).tiny))
-        mc_kl = concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior_logits, tau)
-        return model.reconstruction_loss(y, x) + mc_kl.sum(-1)
-
-    return relaxed
 
 
 class Trainer:
@@ -111,6 +91,11 @@ class Trainer:
                 "estimator": self.estimator.state_dict(), "temperature": self.temperature.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": self.rng.state_dict()}
 
+    def parameters_finite(self) -> bool:
+        """Whether every trainable parameter is finite (one host sync; checked before saving)."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.estimator.load_state_dict(state["estimator"])
@@ -128,9 +113,10 @@ class Trainer:
         x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
         tau = self.temperature(t)
         logits = self.model.encode(x)                                            # [R, B, N, K]
-        f = make_objective(self.model, x, logits, cfg.kl, tau)
-        surrogate, info = self.estimator(logits, f, rng=self.rng, tau=tau, step=t, context=x)
-        kl = kl_to_uniform(logits) if cfg.kl == "analytic" else torch.zeros_like(surrogate)
+        surrogate, info = self.estimator(logits, lambda z: self.model.reconstruction_loss(z, x),
+                                         rng=self.rng, tau=tau, step=t, context=x)   # [R, B]
+        kl = (kl_to_uniform(logits) if cfg.kl == "analytic" else
+              relaxed_kl_to_uniform(logits, tau, self.rng))                      # [R, B]
         loss = (surrogate + kl).mean(-1)                                         # [R]
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -182,6 +168,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     except OSError as err:
         raise RunDirError(f"out_dir: cannot write to {run_dir.parent} ({err.strerror})") from err
 
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"run directory {run_dir} already holds a run; resume it with --resume or pick another")
     if resume and (run_dir / "summary.json").exists():
         log(f"{run_dir} is already finished (summary.json exists); nothing to do")
         return run_dir
@@ -213,36 +201,47 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     kl_history = torch.zeros_like(history)
     bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=cfg.estimator.name,
                unit="step", dynamic_ncols=True)
-    window_start = trainer.step
+    window_start = trainer.step       # first step of the current logging window (a multiple of log_every)
     while trainer.step < cfg.steps:
         loss, kl, info = trainer.train_step()
         row = (trainer.step - 1) % cfg.log_every
         history[row], kl_history[row] = loss, kl
         bar.update(1)
-        done = trainer.step
-        if done % cfg.log_every and done != cfg.steps:
-            continue
-        window = slice(0, done - window_start if done % cfg.log_every else cfg.log_every)
+        done, last = trainer.step, trainer.step == cfg.steps
+        at_log = done % cfg.log_every == 0 or last
+        at_eval = done % cfg.eval.every == 0 or last
+        at_gradvar = cfg.gradvar_every > 0 and done % cfg.gradvar_every == 0
+        at_checkpoint = done % cfg.checkpoint_every == 0 or last
+        if not (at_log or at_eval or at_gradvar or at_checkpoint):
+            continue                  # the common case: no host sync at all
+        window = slice(0, done - window_start)
         bad = _first_bad(history[window])
         if bad is not None:
-            bar.close()
-            raise TrainingDiverged(
-                f"non-finite training loss at step {window_start + bad[0] + 1}, replica {bad[1]} "
-                f"(seed {cfg.seeds[bad[1]]}); the last good checkpoint is kept in {run_dir / CHECKPOINT}")
-        metrics = {"loss": history[window].mean(0).tolist(), "kl": kl_history[window].mean(0).tolist(),
-                   "tau": trainer.temperature.value(done - 1), "lr": [learning_rate(cfg, done - 1)] * r}
-        metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
-        tracker.log(done, "train", metrics)
-        bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", tau=f"{metrics['tau'][0]:.3f}")
-        window_start = done
-        if done % cfg.eval.every == 0 or done == cfg.steps:
+            _diverged(cfg, run_dir, f"at step {window_start + bad[0] + 1}, replica {bad[1]} (seed {cfg.seeds[bad[1]]})", bar)
+        if at_log:
+            metrics = {"loss": history[window].mean(0).tolist(), "kl": kl_history[window].mean(0).tolist(),
+                       "tau": trainer.temperature.value(done - 1), "lr": [learning_rate(cfg, done - 1)] * r}
+            metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
+            tracker.log(done, "train", metrics)
+            bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", tau=f"{metrics['tau'][0]:.3f}")
+            window_start = done
+        if at_eval:
             for split in ("valid", "test"):
                 tracker.log(done, split, {"neg_elbo": trainer.evaluate(split)})
-        if cfg.gradvar_every and done % cfg.gradvar_every == 0:
+        if at_gradvar:
             tracker.log(done, "train", {"encoder_grad_var": trainer.gradient_variance()})
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if at_checkpoint:
+            if not trainer.parameters_finite():
+                _diverged(cfg, run_dir, f"in the parameters after step {done}", bar)
             atomic_save(trainer.state_dict(), run_dir / CHECKPOINT)
     bar.close()
+
+
+def _diverged(cfg: Config, run_dir: Path, where: str, bar: tqdm) -> None:
+    bar.close()
+    kept = (f"the last good checkpoint (step {torch.load(run_dir / CHECKPOINT, weights_only=True)['step']}) "
+            f"is kept in {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).exists() else "no checkpoint was written yet")
+    raise TrainingDiverged(f"non-finite values {where}; {kept}")
 
 
 def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
