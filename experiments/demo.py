@@ -8,6 +8,7 @@ a figure of the validation curves to results/figures/demo_curves.{png,pdf}.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ ESTIMATORS = ("gs", "st-gs", "reinforce-ema")
 CONFIG = Path("configs/demo.yaml")
 
 
-def run_all(results: Path = Path("results")) -> dict[str, Path]:
+def run_all(results: Path, overrides: list[str]) -> dict[str, Path]:
+    """Train (or reuse, or resume) one run per estimator; returns their directories."""
     runs = {}
     for name in ESTIMATORS:
         run_dir = results / "runs" / "demo" / name
@@ -29,7 +31,8 @@ def run_all(results: Path = Path("results")) -> dict[str, Path]:
         elif (run_dir / CHECKPOINT).exists():
             train(None, run_dir, resume=True)
         else:
-            train(load_config(CONFIG, [f"estimator.name={name}", f"out_dir={results / 'runs'}"]), run_dir)
+            cfg = load_config(CONFIG, [*overrides, f"estimator.name={name}", f"out_dir={results / 'runs'}"])
+            train(cfg, run_dir)
         runs[name] = run_dir
     return runs
 
@@ -48,9 +51,14 @@ def report(runs: dict[str, Path]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results", help="root of the results store")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of configs/demo.yaml")
+    args = parser.parse_args(argv)
     try:
-        runs = run_all()
+        runs = run_all(Path(args.results_dir), args.overrides)
     except (ConfigError, DataError, RunDirError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -58,7 +66,7 @@ def main() -> int:
     seeds = json.loads(next(iter(runs.values())).joinpath("summary.json").read_text())["seeds"]
     print(f"\nCategorical VAE (20x10), {len(seeds)} seeds, mean ± std over seeds, nats (lower is better):\n")
     print(table)
-    print("\nRuns (config, metrics.jsonl, summary.json, checkpoint) are in results/runs/demo/.")
+    print(f"\nRuns (config, metrics.jsonl, summary.json, checkpoint) are in {Path(args.results_dir) / 'runs' / 'demo'}/.")
     return 0
 
 

@@ -197,3 +197,14 @@ def test_bench_entry_point_runs(shared_cache):
                           cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "speed-up of the replica axis" in done.stdout
+
+
+def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
+    cmd = [sys.executable, "-m", "experiments.demo", "--results-dir", str(tmp_path), "model.hidden=[16]",
+           "steps=4", "log_every=2", "checkpoint_every=2", "eval.every=2", "eval.iw_samples=4",
+           "eval.iw_examples=10", "eval.batch_size=5000"]
+    first = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "| gs |" in first.stdout and "| st-gs |" in first.stdout and "| reinforce-ema |" in first.stdout
+    again = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 3
