@@ -39,6 +39,13 @@ def test_overrides_are_typed_yaml_values():
     assert cfg.tau.tau0 == 2.0 and isinstance(cfg.tau.tau0, float) and cfg.eval.iw_examples is None
 
 
+def test_a_section_given_a_string_sets_its_name():
+    cfg = load_config(None, ["estimator=st-gs", "optim=sgd", "estimator.num_samples=3"])
+    assert (cfg.estimator.name, cfg.estimator.num_samples, cfg.optim.name) == ("st-gs", 3, "sgd")
+    with pytest.raises(ConfigError, match="^estimator.name: unknown 'magic'"):
+        load_config(None, ["estimator=magic"])
+
+
 def test_round_trip_through_plain_data():
     cfg = load_config(None, ["model.kind=bernoulli", "model.num_latents=200", "model.num_classes=2"])
     assert config_from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg)))) == cfg

@@ -144,8 +144,13 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
 
 
+NAMED_SECTIONS = ("estimator", "optim")  # sections with a `name`: `estimator=st-gs` sets estimator.name
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
+    if not parents and leaf in NAMED_SECTIONS and isinstance(value, str):
+        parents, leaf = [leaf], "name"
     node = tree
     for p in parents:
         node = node.setdefault(p, {})
@@ -190,6 +195,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"config: {path} must hold a mapping of keys")
+        tree = {k: ({"name": v} if k in NAMED_SECTIONS and isinstance(v, str) else v) for k, v in tree.items()}
     cfg = _build(Config, _merge(tree, parse_overrides(list(overrides))))
     validate(cfg)
     return cfg
