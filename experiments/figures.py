@@ -1,62 +1,62 @@
 """Figures of the reproduction, from the local results store: ``python -m experiments.figures NAME``.
 
-========== =================================================================================
-fig1       the Gumbel-softmax distribution at tau = 0.1, 0.5, 1, 10 (the paper's Figure 1);
-           no training
-fig4       test negative ELBO against training steps for every estimator, Bernoulli and
-           categorical VAE, mean and spread over seeds (the paper's Figure 4)
-tau-ablation  hard (ST-GS) against soft (GS) samples under each temperature schedule: final
-           test bound, and training curves with the schedules themselves
-gradvar    encoder-gradient variance along training per estimator, and bias / variance
-           against tau on an enumerable problem (exact gradients, no training)
-samples    reconstructions, samples from the prior and a latent walk through the 10 classes,
-           decoded by a finished Gumbel-softmax run
-========== =================================================================================
+* ``fig1``: the Gumbel-softmax distribution at tau = 0.1, 0.5, 1, 10 (the paper's Figure 1), no
+  training;
+* ``fig4``: test negative ELBO against training steps for every estimator, Bernoulli and
+  categorical VAE, mean and spread over seeds (the paper's Figure 4);
+* ``tau-ablation``: hard (ST-GS) against soft (GS) samples under each temperature schedule: the
+  final test bound, and the training curves with the schedules themselves;
+* ``gradvar``: encoder-gradient variance along training per estimator, and bias / variance
+  against tau on an enumerable problem (exact gradients, no training);
+* ``samples``: reconstructions, samples from the prior and a latent walk through the classes,
+  decoded by a finished Gumbel-softmax run.
 
-Each figure is written as PNG and PDF under ``<results>/figures/`` and carries a footer with
-the preset, seeds, steps, device and commits behind it. The training figures read the runs of
-their sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <name>`` does).
+Each figure is written as PNG and PDF under ``<results>/figures/`` with a footer naming the
+preset, seeds, steps, device and commits behind it. The training figures read the runs of their
+sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <name>`` does).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
+from experiments.tables import BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, SWEEP_DIR
+from vae.config import config_from_dict
+from vae.data import BinarizedMNIST
+from vae.diagnostics import gradient_errors, make_toy_problem
+from vae.estimators import EstimatorConfig, build_estimator
+from vae.gumbel import gumbel_softmax
+from vae.models import DiscreteVAE
+from vae.replicas import ReplicaGenerator
+from vae.results import curve, final, git_commit, load_summary, provenance
+from vae.training import CHECKPOINT
 
-from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep  # noqa: E402
-from experiments.tables import BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, SWEEP_DIR  # noqa: E402
-from vae.config import config_from_dict  # noqa: E402
-from vae.data import BinarizedMNIST  # noqa: E402
-from vae.diagnostics import gradient_errors, make_toy_problem  # noqa: E402
-from vae.estimators import EstimatorConfig, build_estimator  # noqa: E402
-from vae.gumbel import gumbel_softmax  # noqa: E402
-from vae.models import DiscreteVAE  # noqa: E402
-from vae.replicas import ReplicaGenerator  # noqa: E402
-from vae.results import curve, final, git_commit, load_summary, provenance  # noqa: E402
-from vae.training import CHECKPOINT  # noqa: E402
+plt.switch_backend("Agg")   # files only, never a window
 
-PAPER_ESTIMATORS = ("reinforce-ema", "darn", "muprop", "st", "st-annealed", "gs", "st-gs")
+PAPER_ESTIMATORS = tuple(PAPER_TABLE1["categorical"])    # solid lines; the later estimators dashed
 COLOURS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab10").colors))
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
 TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-TOY_DRAWS = 2000
+TOY_DRAWS = {"tiny": 50, "quick": 2000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
-    """Add the footer (wrapped below the axes) and write ``name``.png and .pdf."""
-    fig.text(0.5, 0.003, footer, ha="center", va="bottom", fontsize=6.5, color="0.3", wrap=True)
+    """Lay out ``fig`` above its footer (wrapped to the figure's width) and write ``name``.png, .pdf."""
+    width = int(fig.get_figwidth() * 19)                     # characters per line at 6.5 pt
+    lines = [line for part in footer.split("\n") for line in textwrap.wrap(part, width)]
+    fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=6.5, color="0.3")
+    fig.tight_layout(rect=(0, (len(lines) * 9.5 + 6) / (fig.get_figheight() * 72), 1, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
     for path in paths:
@@ -72,7 +72,9 @@ def sweep_points(name: str, preset: str, results_dir: Path) -> list[Point]:
 
 
 def footer(points: list[Point], preset: str, extra: str = "") -> str:
-    return " ".join(filter(None, [extra, BUDGET_NOTES[preset], "\n" + provenance([p.run_dir for p in points], preset)]))
+    """``extra``, what the preset's budget means, then the provenance line of ``points``."""
+    note = " ".join(filter(None, [extra, BUDGET_NOTES[preset]]))
+    return note + "\n" + provenance([p.run_dir for p in points], preset)
 
 
 def _band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
@@ -102,16 +104,16 @@ def fig1(preset: str, results_dir: Path) -> list[Path]:
         top.set_ylim(0, max(FIG1_PROBS) * 1.3)
         for i in range(3):
             bottom.bar(k + (i - 1) * 0.27, samples[i], width=0.27, label=f"sample {i + 1}")
-        bottom.set_ylim(0, 1)
+        bottom.set_ylim(0, 1.25)
+        bottom.set_xticks(k)
         bottom.set_xlabel("category")
     axes[0, 0].set_ylabel("expected sample")
     axes[1, 0].set_ylabel("single samples")
     axes[0, 0].legend(fontsize=7, loc="upper left")
-    axes[1, 0].legend(fontsize=7, loc="upper left")
+    axes[1, 0].legend(fontsize=7, loc="upper center", ncol=3)
     fig.suptitle("Figure 1 (reproduction): Gumbel-softmax samples y = softmax((log π + g) / τ) of one "
                  "categorical distribution:\nτ → 0 gives one-hot samples whose mean is π; large τ gives "
                  "near-uniform samples")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save(fig, results_dir / "figures", "fig1_gumbel_softmax",
                 f"No training: 10,000 samples per τ drawn with vae.gumbel on cpu, seeds 0-3 | "
                 f"drawn at commit {git_commit()}")
@@ -122,7 +124,7 @@ def fig1(preset: str, results_dir: Path) -> list[Path]:
 def fig4(preset: str, results_dir: Path) -> list[Path]:
     """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE."""
     points = sweep_points("table1", preset, results_dir)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
         lows, highs = [], []
         for point in (p for p in points if p.cfg.model.kind == kind):
@@ -138,9 +140,8 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
         ax.set_xlabel("training step")
         ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, title="estimator (dashed: later)", loc="upper right")
+    axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return save(fig, results_dir / "figures", "fig4_vae_curves", footer(points, preset))
 
 
@@ -158,9 +159,21 @@ def _schedule_colours(labels: list[str]) -> dict[str, tuple]:
     colours = {}
     for family, cmap in families.items():
         members = [label for label in labels if label.split()[0] == family]
-        for i, label in enumerate(members):
-            colours[label] = plt.get_cmap(cmap)(0.45 + 0.5 * (i + 1) / (len(members) + 1) if len(members) > 1 else 0.7)
+        shades = [0.7] if len(members) == 1 else [0.4 + 0.55 * i / (len(members) - 1) for i in range(len(members))]
+        colours.update({label: plt.get_cmap(cmap)(shade) for label, shade in zip(members, shades)})
     return colours
+
+
+def _reached(points: list[Point]) -> str:
+    """Where the annealed schedules end (mean over seeds): with the paper's r, a short run
+    hardly anneals, and the figure says so."""
+    ends = {}
+    for p in points:
+        schedule = p.values["tau"]["schedule"]
+        if schedule != "constant":
+            mode = f" ({ESTIMATOR_NAMES[p.cfg.estimator.name]})" if schedule == "learned" else ""
+            ends[schedule_label(p.values["tau"]) + mode] = curve(p.run_dir, "train/tau").mean[-1:]
+    return "τ at the last step: " + ", ".join(f"{k} {v[0]:.2f}" for k, v in ends.items() if v) + "."
 
 
 def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
@@ -196,8 +209,8 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     ax.legend(fontsize=8)
     ax.set_title("Temperature ablation, categorical VAE: final test bound per schedule, hard vs soft "
                  "samples (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    paths = save(fig, results_dir / "figures", "tau_ablation_final", footer(points, preset))
+    note = _reached(relaxed)
+    paths = save(fig, results_dir / "figures", "tau_ablation_final", footer(points, preset, note))
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
     for col, (name, (mode, _)) in enumerate(modes.items()):
@@ -217,22 +230,22 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
         bottom.set_ylabel("τ")
         bottom.set_xlabel("training step")
         bottom.grid(alpha=0.3)
-    axes[0, 1].legend(fontsize=7, ncol=2)
+    handles, labels = axes[0, 1].get_legend_handles_labels()   # in the room below tau = 0.5
+    axes[1, 1].legend(handles, labels, fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.3))
     fig.suptitle("Temperature ablation, categorical VAE: training curves per schedule (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return paths + save(fig, results_dir / "figures", "tau_ablation_curves", footer(points, preset))
+    return paths + save(fig, results_dir / "figures", "tau_ablation_curves", footer(points, preset, note))
 
 
 # ----------------------------------------------------------------------------- gradient variance
 
-def toy_errors(name: str, tau: float) -> dict[str, float]:
+def toy_errors(name: str, tau: float, num_draws: int) -> dict[str, float]:
     """Encoder bias and variance of ``name`` at ``tau`` on the enumerable toy problem."""
     model, x = make_toy_problem(TOY["kind"], TOY["num_latents"], TOY["num_classes"], batch=TOY["batch"],
                                 data_dim=TOY["data_dim"], hidden=TOY["hidden"])
     estimator = build_estimator(EstimatorConfig(name=name), num_replicas=1,
                                 latent_shape=(TOY["num_latents"], TOY["num_classes"]),
                                 context_dim=TOY["data_dim"], rng=ReplicaGenerator([0]))
-    errors = gradient_errors(model, estimator, x, tau=tau, num_draws=TOY_DRAWS, seed=0)
+    errors = gradient_errors(model, estimator, x, tau=tau, num_draws=num_draws, seed=0)
     return {"bias": float(errors["encoder/bias"]), "variance": float(errors["encoder/variance"])}
 
 
@@ -244,25 +257,26 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
         name = p.cfg.estimator.name
         _band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=ESTIMATOR_NAMES[name],
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
-    draws = sorted({p.cfg.gradvar_draws for p in points})
+    run_draws = sorted({p.cfg.gradvar_draws for p in points})
     axes[0].set_yscale("log")
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("sum of encoder-gradient variances")
     axes[0].set_title(f"(a) categorical VAE: gradient variance along training\n"
-                      f"({', '.join(map(str, draws))} draws on a fixed validation batch)")
+                      f"({', '.join(map(str, run_draws))} draws on a fixed validation batch)")
     axes[0].legend(fontsize=7, ncol=2)
 
+    draws = TOY_DRAWS[preset]
     for name, style in (("gs", "o-"), ("st-gs", "s-")):
-        errors = [toy_errors(name, tau) for tau in TOY_TAUS]
+        errors = [toy_errors(name, tau, draws) for tau in TOY_TAUS]
         axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS[name], label=ESTIMATOR_NAMES[name])
         axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS[name], label=ESTIMATOR_NAMES[name])
     for name, style in (("st", "--"), ("reinforce", ":"), ("rloo", "-.")):
-        errors = toy_errors(name, 1.0)
+        errors = toy_errors(name, 1.0, draws)
         label = {"st": "ST (no τ)", "reinforce": "REINFORCE, no baseline", "rloo": "RLOO (k = 4)"}[name]
         if name == "st":
             axes[1].axhline(errors["bias"], color="0.35", linestyle=style, label=label)
         axes[2].axhline(errors["variance"], color="0.35", linestyle=style, label=label)
-    noise = f"Monte Carlo noise of the bias of an unbiased estimator: about sqrt(variance / {TOY_DRAWS})"
+    noise = f"Monte Carlo noise of the bias of an unbiased estimator: about sqrt(variance / {draws})"
     for ax, what in ((axes[1], "bias ||E[g] - ∇||"), (axes[2], "variance Σ Var(g)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -272,16 +286,19 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
         ax.legend(fontsize=7)
     shape = f"{TOY['num_latents']} x {TOY['num_classes']}"
     axes[1].set_title(f"(b) bias against the exact gradient\n(enumerable toy VAE, {shape} latents)")
-    axes[2].set_title(f"(c) variance\n(same toy problem, {TOY_DRAWS} draws per point)")
+    axes[2].set_title(f"(c) variance\n(same toy problem, {draws} draws per point)")
     fig.suptitle("Gradient estimators: variance during training, and the bias / variance trade-off of τ")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return save(fig, results_dir / "figures", "gradvar", footer(points, preset, extra=f"(b, c): {noise}, no training."))
+    note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
+            f"and model state. (b, c): no training; {noise}.")
+    return save(fig, results_dir / "figures", "gradvar", footer(points, preset, note))
 
 
 # ----------------------------------------------------------------------------- samples
 
 def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     """``[B, 784]`` in [0, 1] -> an ``[H, W]`` grid (torchvision's make_grid) for imshow."""
+    from torchvision.utils import make_grid  # here: importing torchvision takes seconds, only `samples` needs it
+
     return make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
 
 
@@ -333,7 +350,6 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
         kind = point.cfg.model.kind
         fig.suptitle(f"{MODEL_ROWS[kind]} trained with {ESTIMATOR_NAMES[SAMPLES_ESTIMATOR]} "
                      f"(replica of seed {point.cfg.seeds[0]})")
-        fig.tight_layout(rect=(0, 0.07, 1, 1))
         paths += save(fig, results_dir / "figures", f"samples_{kind}", footer([point], preset))
     return paths
 

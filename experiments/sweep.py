@@ -31,18 +31,21 @@ import fcntl
 import hashlib
 import itertools
 import json
-import math
+import multiprocessing
+import os
 import re
 import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from vae.config import Config, ConfigError, load_config, to_dict
@@ -185,9 +188,10 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
              f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}")
     preset_axes, preset_fixed = {}, {}
     for key, spec in sweep.presets[preset].items():
-        is_axis, value = (_axis_or_value(key, spec, f"presets.{preset}") if isinstance(spec, dict)
-                          and set(spec) & {"values", "value"} else (False, spec))
-        (preset_axes if is_axis else preset_fixed)[key] = value
+        if isinstance(spec, dict) and "values" in spec:     # an axis; any other value is an override
+            preset_axes[key] = _axis_or_value(key, spec, f"presets.{preset}")[1]
+        else:
+            preset_fixed[key] = spec
     axes = {**sweep.axes, **preset_axes}       # a preset axis replaces a grid axis of the same key
     extra = {k: v for k, v in preset_axes.items() if k not in sweep.axes}
     grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
@@ -235,25 +239,50 @@ def _lock(directory: Path) -> Iterator[None]:
         yield
 
 
-def run_point(point: Point, sweep: Sweep, preset: str, progress: bool) -> str:
-    """Bring one point to ``done``: ``done`` / ``failed`` (skipped), ``finished`` or ``diverged``."""
-    status = point.status()
-    if status in ("done", "failed"):
-        return status
+def run_point(point: Point, sweep: Sweep, preset: str, progress: bool,
+              threads: int | None = None) -> tuple[str, float]:
+    """Bring one point to ``done``; returns (``finished`` or ``diverged``, seconds taken).
+
+    ``threads`` sets torch's intra-op threads first (in a worker process of ``--workers``).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
     try:
-        if status == "resume":
+        if point.status() == "resume":
             train(None, point.run_dir, resume=True, progress=progress)
-            return "finished"
-        shutil.rmtree(point.run_dir, ignore_errors=True)   # leftovers of a run killed before its first checkpoint
-        point.run_dir.mkdir(parents=True)
-        info = {"sweep": str(sweep.path), "preset": preset, "values": point.values, "base": point.base,
-                "commit": git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        (point.run_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        train(point.cfg, point.run_dir, progress=progress)
-        return "finished"
+        else:
+            shutil.rmtree(point.run_dir, ignore_errors=True)  # leftovers of a run killed before its first checkpoint
+            train(point.cfg, point.run_dir, progress=progress)
+        outcome = "finished"
     except TrainingDiverged as err:
         (point.run_dir / FAILED).write_text(f"{err}\n")
-        return "diverged"
+        outcome = "diverged"
+    info = {"sweep": str(sweep.path), "preset": preset, "base": point.base, "values": point.values,
+            "outcome": outcome, "commit": git_commit(), "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (point.run_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return outcome, time.perf_counter() - start
+
+
+def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers: int,
+               progress: bool) -> Iterator[tuple[str, Point, str, float]]:
+    """Run ``todo`` (heading, point) one after another, or on ``workers`` processes of
+    ``cpu_count / workers`` torch threads each (small networks use threads poorly, so two
+    one-thread processes outpace one two-thread process); yields (heading, point, outcome, seconds)."""
+    if workers == 1:
+        for head, point in todo:
+            print(f"{head}: {'resumed' if point.status() == 'resume' else 'started'}", flush=True)
+            yield head, point, *run_point(point, sweep, preset, progress)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_point, point, sweep, preset, False, threads): (head, point)
+                   for head, point in todo}
+        for future in as_completed(futures):
+            yield *futures[future], *future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,37 +291,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", help="sweep file (configs/sweeps/*.yaml)")
     parser.add_argument("--preset", default="quick", help=f"budget, one of {', '.join(PRESETS)} (default quick)")
     parser.add_argument("--results-dir", default="results", help="results store root (runs go to <dir>/runs)")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
+        _require(args.workers >= 1, f"--workers: must be >= 1, got {args.workers}")
         sweep = read_sweep(args.sweep)
         points = expand(sweep, args.preset, Path(args.results_dir))
+        n = len(points)
         if args.dry_run:
             for i, point in enumerate(points, 1):
-                print(f"[{i}/{len(points)}] {point.label}: {point.status()} -> {point.run_dir}")
+                print(f"[{i}/{n}] {point.label}: {point.status()} -> {point.run_dir}")
             return 0
         outcomes: Counter[str] = Counter()
         with _lock(Path(args.results_dir) / "runs" / sweep.name):
+            todo = []
             for i, point in enumerate(points, 1):
-                head = f"[{i}/{len(points)}] {point.label}"
-                status = point.status()
-                if status in ("resume", "new"):
-                    print(f"{head}: {'resumed' if status == 'resume' else 'started'}", flush=True)
-                start = time.perf_counter()
-                outcome = run_point(point, sweep, args.preset, progress=not args.no_progress)
+                head, status = f"[{i}/{n}] {point.label}", point.status()
+                if status in ("done", "failed"):
+                    outcomes[status] += 1
+                    print(f"{head}: {status}" + (f" (see {FAILED})" if status == "failed" else ""))
+                else:
+                    todo.append((head, point))
+            progress = not args.no_progress and args.workers == 1
+            for head, point, outcome, seconds in run_points(todo, sweep, args.preset, args.workers, progress):
                 outcomes[outcome] += 1
-                detail = ""
-                if outcome == "finished":
-                    bound = final(load_summary(point.run_dir), "test/iw_bound") or (math.nan, math.nan)
-                    detail = f" in {time.perf_counter() - start:.0f} s, test/iw_bound {bound[0]:.2f}"
-                print(f"{head}: {outcome}{detail}", flush=True)
+                bound = final(load_summary(point.run_dir), "test/iw_bound")
+                detail = f", test/iw_bound {bound[0]:.2f}" if bound else f" ({FAILED})"
+                print(f"{head}: {outcome} in {seconds:.0f} s{detail}", flush=True)
     except (SweepError, ConfigError, DataError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{sweep.name} ({args.preset}): " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
-    if outcomes.get("diverged") or outcomes.get("failed"):
-        print(f"runs that diverged are marked by {FAILED} in their directory; delete it to retry")
+    print(f"{sweep.name} ({args.preset}): " + ", ".join(f"{k} {c}" for k, c in sorted(outcomes.items())))
+    if outcomes["diverged"] or outcomes["failed"]:
+        print(f"diverged runs are marked by {FAILED} in their directory and skipped; delete it to retry")
     return 0
 
 

@@ -38,9 +38,9 @@ PAPER_TABLE1 = {
 
 BUDGET_NOTES = {
     "tiny": "Preset tiny: a test of the code path only; the numbers mean nothing.",
-    "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (a few epochs, far from converged, "
-              "and the bound on a subset of the test set): these numbers are NOT comparable to the "
-              "paper's, and the differences mostly measure under-training."),
+    "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (minutes per run, far from converged, "
+              "bounds on a subset of the test set): these numbers are NOT comparable to the paper's, "
+              "and the differences mostly measure under-training."),
     "paper": "Preset paper: the paper's budget.",
 }
 
@@ -56,6 +56,7 @@ def _cell(point: Point | None) -> str:
 
 
 def _difference(point: Point | None, paper: float | None) -> str:
+    """``ours - paper`` with its sign, or a dash when either is missing."""
     value = final(load_summary(point.run_dir), "test/iw_bound") if point is not None else None
     return "–" if value is None or paper is None else f"{value[0] - paper:+.1f}"
 
@@ -79,32 +80,37 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
 
 
 def table1_caption(points: list[Point], preset: str) -> str:
-    """What the numbers are, and the budget and provenance behind them."""
+    """What the numbers are, and the budget and provenance behind them (read from the runs)."""
     summaries = [s for s in (load_summary(p.run_dir) for p in points) if s is not None]
-    m = ", ".join(sorted({str(s["iw_samples"]) for s in summaries})) or "?"
-    examples = ", ".join(sorted({str(s["iw_examples"]) for s in summaries})) or "?"
+
+    def values(key: str) -> str:
+        return ", ".join(sorted({str(s[key]) for s in summaries})) or "?"
+
+    examples = values("iw_examples")
+    digits = "all 10,000 test digits" if examples == "10000" else f"the first {examples} of the 10,000 test digits"
     seeds = ", ".join(sorted({str(len(s["seeds"])) for s in summaries})) or "?"
-    steps = ", ".join(sorted({str(s["steps"]) for s in summaries})) or "?"
     lrs = sorted({p.cfg.optim.lr for p in points})
+    lr = ", ".join(f"{v:g}" for v in lrs)
+    lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
     return (f"Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is "
-            f"better). 'ours': importance-weighted bound with m = {m} discrete samples on the first "
-            f"{examples} of the 10,000 test digits, mean ± std over {seeds} seeds, after {steps} training "
-            f"steps, learning rate {'chosen per estimator on the validation negative ELBO from ' if len(lrs) > 1 else ''}"
-            f"{', '.join(f'{lr:g}' for lr in lrs)}. 'paper': Jang, Gu & Poole (2017), Table 1 "
-            f"(SF = REINFORCE with a moving-average baseline and variance normalisation). NVIL and RLOO "
-            f"are later estimators (no paper number). {BUDGET_NOTES[preset]}\n\n"
-            f"{provenance([p.run_dir for p in points], preset)}")
+            f"better). 'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on "
+            f"{digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps, learning rate "
+            f"{lr}. 'paper': Jang, Gu & Poole (2017), Table 1 (SF = REINFORCE with a moving-average baseline "
+            f"and variance normalisation). NVIL and RLOO are later estimators (no paper number). "
+            f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
 def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:
+    """A GitHub markdown table, then the caption."""
     lines = ["| | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
 
 def _tex(text: str) -> str:
+    """Escape LaTeX's special characters and typeset ±, − and – the LaTeX way."""
     return (text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
-            .replace(" ± ", r" $\pm$ ").replace("−", "$-$").replace("–", "--").replace("|", "/"))
+            .replace(" ± ", r" $\pm$ ").replace("−", "$-$").replace("–", "--").replace(" | ", "; "))
 
 
 def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:

@@ -136,7 +136,7 @@ def test_variance_normalisation_divides_the_encoder_gradient(name: str, kind: st
                                                              seed: int) -> None:
     """With centre c = 2 and variance v = 9 the encoder gradient is (unbiased estimate) / 3."""
     model, x = problem(kind)
-    estimator = build(name, kind)
+    estimator = build(name, kind, variance_normalisation=True)
     estimator.normaliser.mean.fill_(2.0)
     estimator.normaliser.var.fill_(9.0)
     draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)

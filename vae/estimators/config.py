@@ -17,7 +17,7 @@ class EstimatorConfig:
     name: str = "gs"  # one of ESTIMATOR_NAMES
     num_samples: int = 4  # rloo: samples per example (k >= 2) for the leave-one-out baseline
     ema_decay: float = 0.9  # reinforce-ema/nvil/darn/muprop: decay of the signal's moving averages
-    variance_normalisation: bool = True  # reinforce-ema/nvil/darn/muprop: divide by running std
+    variance_normalisation: bool = False  # reinforce-ema/nvil/darn/muprop: divide the signal by its running std (off: it also reweights the analytic KL, see README)
     baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP
     slope_rate: float = 1e-4  # st-annealed: slope = min(max_slope, 1 + slope_rate * step)
     max_slope: float = 5.0  # st-annealed: the slope's ceiling (Chung et al. 2016 used 5)

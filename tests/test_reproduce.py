@@ -1,0 +1,150 @@
+"""The reproduction targets end to end in the ``tiny`` preset, on the synthetic MNIST: every make
+target runs and writes its files; the sweep skips finished runs, resumes unfinished ones and
+refuses bad input; the learning-rate selection picks the best validation run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import sweep as sweep_cli
+from experiments.sweep import best_points, expand, read_sweep
+from vae.results import SUMMARY, curve, provenance
+from vae.training import CHECKPOINT
+
+from conftest import env_with_cache
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = ["fig1_gumbel_softmax", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
+           "samples_bernoulli", "samples_categorical"]
+
+
+@pytest.fixture(scope="module")
+def tiny_results(shared_cache, tmp_path_factory) -> tuple[Path, str]:
+    """``make -j2 figures PRESET=tiny`` once (``-o install``: the environment running the tests is
+    the one to use; ``-j2`` also checks that targets sharing a sweep can run at once); returns the
+    results directory and the make output."""
+    results = tmp_path_factory.mktemp("results")
+    command = ["make", "--no-print-directory", "-j2", "--output-sync=target", "-o", "install", "figures",
+               "PRESET=tiny", "WORKERS=1", f"RESULTS={results}", f"PY={sys.executable}"]
+    done = subprocess.run(command, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return results, done.stdout
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_make_figures_writes_every_figure_as_png_and_pdf(tiny_results, name):
+    results, _ = tiny_results
+    for ext in ("png", "pdf"):
+        path = results / "figures" / f"{name}.{ext}"
+        assert path.exists() and path.stat().st_size > 1000, path
+
+
+def test_table1_has_both_vae_rows_the_paper_numbers_and_its_provenance(tiny_results):
+    results, output = tiny_results
+    markdown = (results / "tables" / "table1.md").read_text()
+    for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper",
+                 "112.2", "116.0", "101.5", "128.8", "preset tiny", "m = 4", "first 10 of the 10,000",
+                 "NVIL", "RLOO", "drawn at commit"):
+        assert text in markdown, text
+    assert markdown.split("\n\n")[0] in output                # printed at the end of `make table1`
+    assert "\\toprule" in (results / "tables" / "table1.tex").read_text()
+
+
+def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
+    results, _ = tiny_results
+    runs = sorted((results / "runs").glob("*/*/"))
+    assert len(runs) == 4 + 7 + 2                           # table1, tau_ablation, gradvar (tiny grids)
+    for run in runs:
+        assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
+        assert curve(run, "test/neg_elbo").steps == [2, 4]
+    assert "preset tiny | 13/13 runs finished" in provenance(runs, "tiny")
+
+
+def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress"]
+    monkeypatch.chdir(REPO)
+    assert sweep_cli.main(args) == 0
+    assert "gradvar (tiny): finished 2" in capsys.readouterr().out
+    gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
+    before = (rloo.run_dir / "metrics.jsonl").read_text()
+
+    (gs.run_dir / SUMMARY).unlink()                         # killed after its last checkpoint
+    for leftover in rloo.run_dir.iterdir():                 # killed before its first checkpoint
+        if leftover.name not in ("config.yaml", "metrics.jsonl"):
+            leftover.unlink()
+    assert sweep_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "vae_categorical gs: resumed" in out and "vae_categorical rloo: started" in out
+    assert "gradvar (tiny): finished 2" in out
+    assert (gs.run_dir / SUMMARY).exists() and (gs.run_dir / CHECKPOINT).exists()
+    assert (rloo.run_dir / "metrics.jsonl").read_text() == before   # started afresh, same run
+
+    assert sweep_cli.main(args) == 0
+    assert "gradvar (tiny): done 2" in capsys.readouterr().out
+
+
+def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
+                           "--results-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * 11 + 3 and all(": new -> " in line for line in lines)
+    assert "[1/25] vae_categorical st-gs constant-tau0=0.1: new" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("sweep_text", "args", "message"), [
+    ("base: configs/vae_categorical.yaml\nparameters:\n  estimator.nme: {values: [gs]}\npresets: {quick: {}}\n",
+     [], "estimator.nme: unknown key"),
+    ("base: configs/vae_categorical.yaml\npresets: {quick: {}}\n", ["--preset", "paper"],
+     "'paper' is not defined"),
+    ("base: configs/vae_categorical.yaml\npresets: {huge: {}}\n", [], "presets.huge: unknown preset"),
+    ("base: configs/missing.yaml\npresets: {quick: {}}\n", [], "config file configs/missing.yaml not found"),
+    ("base: configs/vae_categorical.yaml\nparameters:\n  steps: [10]\npresets: {quick: {}}\n", [],
+     "parameters.steps: expected {values: [...]} or {value: v}"),
+    ("base: configs/vae_categorical.yaml\nmethod: bayes\npresets: {quick: {}}\n", [], "method: 'bayes'"),
+    ("base: configs/vae_categorical.yaml\npresets: {quick: {optim.lr: -1.0}}\n", [], "optim.lr: must be > 0"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(sweep_text, args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "bad.yaml"
+    path.write_text(sweep_text)
+    assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--dry-run", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_missing_sweep_file_exits_2_from_the_command_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.sweep", str(tmp_path / "nope.yaml")], cwd=REPO,
+                          env=env_with_cache(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: sweep: cannot read"), done.stderr
+
+
+def test_learning_rate_is_chosen_per_group_on_the_validation_metric(tmp_path, monkeypatch):
+    """A preset axis (the paper's lr grid) multiplies the grid; best_points keeps, per estimator,
+    the lr with the lowest final valid/neg_elbo, and never an unfinished run."""
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "lr.yaml"
+    path.write_text("base: configs/vae_categorical.yaml\nparameters:\n  estimator.name: {values: [gs, st]}\n"
+                    "presets:\n  paper:\n    optim.lr: {values: [1.0e-4, 1.0e-3, 1.0e-2]}\n")
+    sweep = read_sweep(path)
+    points = expand(sweep, "paper", tmp_path)
+    assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [
+        ("gs", 1e-4), ("gs", 1e-3), ("gs", 1e-2), ("st", 1e-4), ("st", 1e-3), ("st", 1e-2)]
+    assert len({p.run_dir for p in points}) == 6
+    scores = {("gs", 1e-4): 120.0, ("gs", 1e-3): 110.0, ("gs", 1e-2): 130.0, ("st", 1e-4): 125.0, ("st", 1e-3): 105.0}
+    for p in points:                                        # ("st", 1e-2) stays unfinished
+        if (p.cfg.estimator.name, p.cfg.optim.lr) in scores:
+            p.run_dir.mkdir(parents=True)
+            value = scores[p.cfg.estimator.name, p.cfg.optim.lr]
+            (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value,
+                                                                             "std": 0.0}}))
+    chosen = best_points(sweep, points)
+    assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in chosen] == [("gs", 1e-3), ("st", 1e-3)]
