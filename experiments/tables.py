@@ -96,7 +96,8 @@ def table1_caption(points: list[Point], preset: str) -> str:
             f"better). 'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on "
             f"{digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps, learning rate "
             f"{lr}. 'paper': Jang, Gu & Poole (2017), Table 1 (SF = REINFORCE with a moving-average baseline "
-            f"and variance normalisation). NVIL and RLOO are later estimators (no paper number). "
+            f"and variance normalisation; ours centres the signal but divides by its std only when "
+            f"estimator.variance_normalisation is on, off by default, see README). NVIL and RLOO are later estimators (no paper number). "
             f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
