@@ -15,8 +15,6 @@ from vae.data import (BinarizedMNIST, DataError, epoch_permutation, load_mnist_u
                       static_binarization)
 from vae.replicas import ReplicaGenerator
 
-from conftest import write_idx
-
 
 def quiet(_):
     return None
