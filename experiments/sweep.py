@@ -2,7 +2,7 @@
 
 A sweep file is a W&B grid sweep plus keys of our own::
 
-    name: tau_ablation                 # runs go to <results>/runs/<name>/ (default: the file's stem)
+    name: tau_ablation                 # runs go to <results>/sweeps/<name>/ (default: the file's stem)
     method: grid                       # the only method
     metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on
     base: configs/vae_categorical.yaml # a config file, or a list of them (then one more axis)
@@ -16,11 +16,16 @@ A sweep file is a W&B grid sweep plus keys of our own::
       quick: {steps: 2000, seeds: [0, 1]}
       paper: {steps: 50000, optim.lr: {values: [1.0e-4, 1.0e-3]}}
 
-Every point gets a deterministic run directory ``<results>/runs/<name>/<slug>__<hash>`` (the slug
-reads the point's own values, the hash is that of its whole resolved config), so a second call
-finds its runs again: a finished run (``summary.json``) is skipped, an unfinished one with a
-checkpoint is resumed, anything else starts afresh. A run that diverges is recorded in
+Every point gets a deterministic run directory ``<results>/sweeps/<name>/<slug>__<hash>``: the
+slug reads the point's own values, the hash is that of every setting of its resolved config that
+differs from the defaults of ``vae/config.py`` (so a config key added later with a default that
+keeps the old behaviour changes no run's directory). A second call finds its runs again: a
+finished run (``summary.json``) whose saved config equals the point's is skipped; one whose
+config differs (a changed default) is ``stale`` and trained again; an unfinished one with a
+checkpoint is resumed; anything else starts afresh. A run that diverges is recorded in
 ``failed.txt`` and skipped from then on (delete its directory to retry); the others go on.
+The run directories, checkpoints aside, are the records the figures and tables are drawn from;
+the repository commits them (``.gitignore`` leaves out the checkpoints).
 Bad input (unknown key or preset, missing file, invalid value) prints one line and exits with 2.
 """
 
@@ -48,12 +53,13 @@ from typing import Any
 import torch
 import yaml
 
-from vae.config import Config, ConfigError, load_config, to_dict
+from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
 from vae.data import DataError
 from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
 from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
 
-PRESETS = ("tiny", "quick", "paper")
+PRESETS = ("tiny", "quick", "converged", "paper")
+STORE = "sweeps"  # <results>/sweeps/<sweep name>/<run>: the committed run records
 LR_KEY = "optim.lr"  # the axis best_points selects over
 SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "presets"}
 
@@ -77,12 +83,19 @@ class Point:
         return " ".join([Path(self.base).stem, *(_slug(k, v) for k, v in self.values.items())])
 
     def status(self) -> str:
-        """``done``, ``failed``, ``resume`` (a checkpoint exists) or ``new``."""
-        if (self.run_dir / SUMMARY).exists():
-            return "done"
-        if (self.run_dir / FAILED).exists():
-            return "failed"
-        return "resume" if (self.run_dir / CHECKPOINT).exists() else "new"
+        """``done``, ``failed``, ``resume`` (a checkpoint exists), ``stale`` (any of those, under
+        another config) or ``new``."""
+        state = next((name for name, marker in (("done", SUMMARY), ("failed", FAILED), ("resume", CHECKPOINT))
+                      if (self.run_dir / marker).exists()), "new")
+        return "stale" if state != "new" and not self.saved_config_matches() else state
+
+    def saved_config_matches(self) -> bool:
+        """Whether the run's ``config.yaml`` (keys it lacks at their defaults) is this point's config."""
+        try:
+            saved = config_from_dict(yaml.safe_load((self.run_dir / "config.yaml").read_text()))
+        except (OSError, yaml.YAMLError, ConfigError, TypeError):
+            return False
+        return _without_out_dir(to_dict(saved)) == _without_out_dir(to_dict(self.cfg))
 
 
 @dataclass(frozen=True)
@@ -168,16 +181,37 @@ def _slug(key: str, value: Any) -> str:
     if isinstance(value, dict):
         return "-".join(_slug(k, v) for k, v in value.items())
     if isinstance(value, list):
-        return f"{leaf}=" + "-".join(map(str, value))
+        return f"{leaf}=" + ("-".join(map(str, value)) or "none")
     return f"{leaf}={value}"
 
 
+def _without_out_dir(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k != "out_dir"}
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def identity(cfg: Config) -> dict[str, Any]:
+    """The settings of ``cfg`` that differ from the defaults, ``out_dir`` aside (so a store can
+    move): what a run's directory hash is taken over."""
+    defaults = _leaves(to_dict(Config()))
+    return {k: v for k, v in _leaves(_without_out_dir(to_dict(cfg))).items()
+            if k not in defaults or defaults[k] != v}
+
+
 def _run_name(point_values: dict[str, Any], base: str, cfg: Config) -> str:
-    """``<slug>__<hash>``: the slug reads the point's values, the hash is over the resolved config
-    (without ``out_dir``, so a store can move), so a changed setting never reuses an old run."""
-    resolved = to_dict(cfg)
-    resolved.pop("out_dir")
-    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+    """``<slug>__<hash>``: the slug reads the point's values, the hash is over :func:`identity`,
+    so a changed setting never reuses an old run."""
+    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
     slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in point_values.items())])
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
 
@@ -198,15 +232,15 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
     included = [{**own, **dict(zip(extra, combo))} for own in sweep.include
                 for combo in itertools.product(*extra.values())]
     points = []
-    for base in sweep.bases:
-        for values in grid + included:
+    for values in grid + included:      # bases innermost: each estimator's runs on both VAEs come together
+        for base in sweep.bases:
             overrides = {**sweep.fixed, **preset_fixed, **values, "experiment": sweep.name,
-                         "out_dir": str(results_dir / "runs")}
+                         "out_dir": str(results_dir / STORE)}
             try:
                 cfg = load_config(base, [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
             except ConfigError as err:
                 raise SweepError(f"{sweep.path}: {err}") from err
-            run_dir = results_dir / "runs" / sweep.name / _run_name(values, base, cfg)
+            run_dir = results_dir / STORE / sweep.name / _run_name(values, base, cfg)
             points.append(Point(base, values, cfg, run_dir))
     return points
 
@@ -251,8 +285,8 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool,
     try:
         if point.status() == "resume":
             train(None, point.run_dir, resume=True, progress=progress)
-        else:
-            shutil.rmtree(point.run_dir, ignore_errors=True)  # leftovers of a run killed before its first checkpoint
+        else:   # leftovers of a run killed before its first checkpoint, or a stale run
+            shutil.rmtree(point.run_dir, ignore_errors=True)
             train(point.cfg, point.run_dir, progress=progress)
         outcome = "finished"
     except TrainingDiverged as err:
@@ -305,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i}/{n}] {point.label}: {point.status()} -> {point.run_dir}")
             return 0
         outcomes: Counter[str] = Counter()
-        with _lock(Path(args.results_dir) / "runs" / sweep.name):
+        with _lock(Path(args.results_dir) / STORE / sweep.name):
             todo = []
             for i, point in enumerate(points, 1):
                 head, status = f"[{i}/{n}] {point.label}", point.status()

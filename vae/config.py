@@ -35,7 +35,8 @@ class ModelConfig:
     kind: str = "categorical"  # "categorical" (N one-hot variables of K classes) or "bernoulli"
     num_latents: int = 20  # N: latent variables (20 categorical, or 200 Bernoulli)
     num_classes: int = 10  # K: classes per variable (2 for Bernoulli)
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors; [] = linear (the paper's notation)
+    prior: str = "uniform"  # "uniform" over each latent's K classes, or "learned" (one logit vector per latent)
 
 
 @dataclass
@@ -249,8 +250,9 @@ def validate(cfg: Config) -> None:
     _check(cfg.estimator.name != "exact" or m.num_classes ** m.num_latents <= cfg.estimator.max_states,
            f"estimator.name: 'exact' enumerates K^N = {m.num_classes}^{m.num_latents} states, more than "
            f"estimator.max_states={cfg.estimator.max_states}; use it on small models only")
-    _check(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
-           f"model.hidden: must be a non-empty list of positive sizes, got {m.hidden}")
+    _check(all(h >= 1 for h in m.hidden),
+           f"model.hidden: must be a list of positive sizes ([] for affine maps), got {m.hidden}")
+    _check(m.prior in ("uniform", "learned"), f"model.prior: {m.prior!r}; allowed: uniform, learned")
     _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     _check(t.tau0 > 0, f"tau.tau0: must be > 0, got {t.tau0}")
     _check(0 < t.floor <= t.tau0 or t.schedule == "constant",

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
-from vae.models import DiscreteVAE, LatentKind, kl_to_uniform
+from vae.models import DiscreteVAE, LatentKind
+from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
 def make_toy_problem(kind: LatentKind, num_latents: int, num_classes: int, *, batch: int = 2,
@@ -119,8 +120,9 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
                               num_draws: int) -> Tensor:
     """``[R]``: sum over encoder coordinates of the variance of the encoder gradient over draws.
 
-    The gradient is that of the batch-mean negative ELBO surrogate, ``mean_b (surrogate_b +
-    KL(q(z | x_b) || uniform))``, for a fixed batch ``x [R, B, D]``; each of ``num_draws >= 2``
+    The gradient is that of the batch-mean training loss as the trainer computes it
+    (:func:`vae.objectives.training_loss`, variance normalisation included), for a fixed batch
+    ``x [R, B, D]``; each of ``num_draws >= 2``
     draws uses fresh noise from ``rng`` (pass a generator of its own to leave the training
     stream untouched). Gradients come from ``torch.autograd.grad``, so no ``.grad`` is written;
     the estimator runs in eval mode (its moving averages are not updated) and its mode is restored.
@@ -133,10 +135,8 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
     try:
         total = total_sq = torch.zeros(())
         for _ in range(num_draws):
-            logits = model.encode(x)
-            surrogate, _ = estimator(logits, lambda z: model.reconstruction_loss(z, x), rng=rng,
-                                     tau=tau, step=step, context=x)
-            loss = (surrogate + kl_to_uniform(logits)).mean(-1).sum()
+            per_example, _, _ = training_loss(model, estimator, x, rng=rng, tau=tau, step=step)
+            loss = per_example.mean(-1).sum()
             g = _flat_grads(loss, params)["encoder"].double()                 # [R, P]
             total, total_sq = total + g, total_sq + g.square()
     finally:

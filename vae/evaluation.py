@@ -5,7 +5,7 @@ Both use exact one-hot samples ``z ~ q(z | x)`` (never relaxed ones, and no temp
 * negative ELBO, one sample per example:
   ``-L(x) = -log p(x | z) + KL(q(z | x) || p(z))``, the KL analytic;
 * importance-weighted bound with m samples (Burda et al. 2016), the number Table 1 compares:
-  ``-L_m(x) = -log (1/m) sum_i p(x | z_i) p(z_i) / q(z_i | x)``, with ``p(z) = K^-N`` uniform.
+  ``-L_m(x) = -log (1/m) sum_i p(x | z_i) p(z_i) / q(z_i | x)``, with the model's prior p(z).
   ``-L_m`` decreases towards ``-log p(x)`` as m grows; ``-L_1`` is the negative ELBO in expectation.
 
 Evaluation draws its noise from generators of its own (seeded from the run's seeds), so how often
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
 from vae.estimators.sampling import sample_one_hot
-from vae.models import DiscreteVAE, kl_to_uniform, log_prob_one_hot
+from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.replicas import ReplicaGenerator, derive_seed
 
 def eval_generator(seeds: list[int], step: int, device: torch.device | str) -> ReplicaGenerator:
@@ -40,7 +40,7 @@ def negative_elbo(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng: Rep
         x = x.expand(num_replicas, -1, -1)                   # [R, B, 784]
         logits = model.encode(x)                             # [R, B, N, K]
         z = sample_one_hot(logits, rng)                      # [R, B, N, K]
-        loss = model.reconstruction_loss(z, x) + kl_to_uniform(logits)  # [R, B]
+        loss = model.reconstruction_loss(z, x) + model.kl(logits)    # [R, B]
         total = total + loss.sum(-1)
         count += x.shape[1]
     return total / count
@@ -57,8 +57,6 @@ def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: s
     is ``R x sample_chunk x batch_size x 784`` floats whatever m is.
     """
     num_replicas = len(rng)
-    n, k = model.num_latents, model.num_classes
-    log_prior = -n * math.log(k)
     total, count = 0.0, 0
     for x in data.eval_batches(split, batch_size):
         if max_examples is not None:
@@ -71,7 +69,7 @@ def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: s
         for start in range(0, num_samples, sample_chunk):
             s = min(sample_chunk, num_samples - start)
             z = sample_one_hot(logits, rng, num_samples=s)   # [R, S, B, N, K]
-            log_w = (-model.reconstruction_loss(z, x) + log_prior
+            log_w = (-model.reconstruction_loss(z, x) + model.log_prior(z)
                      - log_prob_one_hot(logits, z))          # [R, S, B]
             log_w_sum = torch.logaddexp(log_w_sum, torch.logsumexp(log_w, dim=1))
         total = total - (log_w_sum - math.log(num_samples)).sum(-1)

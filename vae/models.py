@@ -1,8 +1,11 @@
 """The discrete-latent VAE of Jang et al. (2017), Section 4.2, on a replica axis.
 
-Encoder ``784-512-256-(N*K)`` with ReLU between layers and *no* activation on the output logits;
-decoder ``(N*K)-256-512-784`` mirrored, giving Bernoulli logits for the 784 pixels. The prior is
-uniform over each latent's K classes.
+Encoder ``784-[hidden]-(N*K)`` with ReLU between layers and *no* activation on the output logits;
+decoder ``(N*K)-[reversed hidden]-784``, giving Bernoulli logits for the 784 pixels. ``hidden =
+[512, 256]`` is the author's public notebook; ``hidden = []`` is the paper's own notation
+(``784-200-784``, ``784-(20x10)-784``): affine maps, no deterministic hidden layer. The prior
+over each latent's K classes is uniform, or learned (one logit vector per latent, shared by all
+examples; the final arXiv version of the paper says "learned", earlier ones "uniform").
 
 A Bernoulli latent (``kind="bernoulli"``) is the K = 2 categorical with logits ``(0, l)``: then
 ``softmax(0, l)[1] = sigmoid(l)``, and the Gumbel-softmax of the pair is the binary Concrete of
@@ -13,7 +16,6 @@ Bernoulli VAE is exactly the paper's 200-unit model.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -24,34 +26,76 @@ from vae.gumbel import concrete_log_prob, gumbel_noise
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
 LatentKind = Literal["categorical", "bernoulli"]
+PriorKind = Literal["uniform", "learned"]
 
 
 class DiscreteVAE(nn.Module):
     """VAE with N discrete latents of K classes each, R replicas at once.
 
     Shapes: x ``[R, B, 784]`` in {0, 1}; logits ``[R, B, N, K]``; z ``[R, *S, B, N, K]``.
+
+    ``logit_scale`` (a scalar buffer, 1 unless an estimator sets it, see
+    :meth:`vae.estimators.base.Estimator.logit_scale`) multiplies the encoder's output: the
+    posterior is ``q(z_n | x) = softmax(logit_scale * l_n)`` everywhere, in training, in the KL
+    and in evaluation.
     """
 
     def __init__(self, kind: LatentKind, num_latents: int, num_classes: int,
-                 hidden: list[int], rng: ReplicaGenerator, data_dim: int = 784):
+                 hidden: list[int], rng: ReplicaGenerator, data_dim: int = 784,
+                 prior: PriorKind = "uniform"):
         super().__init__()
         if kind == "bernoulli" and num_classes != 2:
             raise ValueError(f"model.num_classes must be 2 for Bernoulli latents, got {num_classes}")
+        if prior not in ("uniform", "learned"):
+            raise ValueError(f"model.prior must be 'uniform' or 'learned', got {prior!r}")
         self.kind = kind
         self.num_latents = num_latents
         self.num_classes = num_classes
-        encoder_out = num_latents * (1 if kind == "bernoulli" else num_classes)
-        decoder_in = num_latents * (1 if kind == "bernoulli" else num_classes)
-        self.encoder = ReplicaMLP([data_dim, *hidden, encoder_out], rng)
-        self.decoder = ReplicaMLP([decoder_in, *reversed(hidden), data_dim], rng)
+        free = 1 if kind == "bernoulli" else num_classes              # free logits per latent
+        self.encoder = ReplicaMLP([data_dim, *hidden, num_latents * free], rng)
+        self.decoder = ReplicaMLP([num_latents * free, *reversed(hidden), data_dim], rng)
+        self.register_buffer("logit_scale", torch.ones(()))
+        # learned prior: free logits [R, 1, N, free], from the uniform prior
+        self.prior_free = (nn.Parameter(torch.zeros(len(rng), 1, num_latents, free))
+                           if prior == "learned" else None)
+
+    def _as_logits(self, free: Tensor) -> Tensor:
+        """Free logits ``[..., N, free]`` -> categorical logits ``[..., N, K]`` (Bernoulli: ``(0, l)``)."""
+        if self.kind == "bernoulli":
+            return torch.cat([torch.zeros_like(free), free], dim=-1)
+        return free
 
     def encode(self, x: Tensor) -> Tensor:
         """``[R, B, D]`` -> latent logits ``[R, B, N, K]`` (no squashing of the output)."""
-        out = self.encoder(x)
-        if self.kind == "bernoulli":
-            on = out.unsqueeze(-1)                                   # [R, B, N, 1]
-            return torch.cat([torch.zeros_like(on), on], dim=-1)     # logits (0, l)
-        return out.unflatten(-1, (self.num_latents, self.num_classes))
+        out = self.encoder(x) * self.logit_scale                     # [R, B, N * free]
+        return self._as_logits(out.unflatten(-1, (self.num_latents, -1)))
+
+    def prior_logits(self) -> Tensor:
+        """``[R, 1, N, K]`` logits of the prior, broadcasting over the batch (uniform: zeros ``[1, 1, N, K]``)."""
+        if self.prior_free is None:
+            return torch.zeros(1, 1, self.num_latents, self.num_classes, device=self.logit_scale.device)
+        return self._as_logits(self.prior_free)
+
+    def kl(self, logits: Tensor) -> Tensor:
+        """Analytic ``KL(q(z | x) || p(z))`` summed over latents: ``[R, B, N, K] -> [R, B]``."""
+        return categorical_kl(logits, self.prior_logits())
+
+    def relaxed_kl(self, logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator) -> Tensor:
+        """One-sample Monte Carlo KL between the Concrete posterior and the Concrete prior, ``[R, B]``.
+
+        ``log q_tau(y) - log p_tau(y)`` summed over latents at ``y ~ Concrete(logits, tau)``, drawn
+        in log space (``log y = log_softmax((logits + g) / tau)``) so confident latents whose small
+        coordinates underflow in y keep exact log-densities. Reparameterised: differentiable in the
+        logits. The sample is independent of the one the reconstruction uses, which keeps the
+        estimate of the relaxed objective unbiased.
+        """
+        log_y = torch.log_softmax((logits.float() + gumbel_noise(logits.shape, rng)) / tau, dim=-1)
+        prior = self.prior_logits().expand_as(logits)
+        return (concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior, tau)).sum(-1)
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """``log p(z)`` for one-hot z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
+        return log_prob_one_hot(self.prior_logits(), z)
 
     def decode(self, z: Tensor) -> Tensor:
         """``z [R, *S, B, N, K]`` (one-hot or relaxed) -> pixel logits ``[R, *S, B, D]``."""
@@ -65,27 +109,16 @@ class DiscreteVAE(nn.Module):
         return F.binary_cross_entropy_with_logits(pixel_logits, x, reduction="none").sum(-1)
 
 
-def kl_to_uniform(logits: Tensor) -> Tensor:
-    """Analytic ``KL(q || Uniform(K))`` summed over latents: ``[R, B, N, K] -> [R, B]``.
+def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
+    """Analytic ``KL(q || p)`` summed over latents: logits ``[R, B, N, K]``, prior logits
+    broadcastable to them (zeros: uniform) -> ``[R, B]``.
 
-    ``KL = sum_k q_k (log q_k + log K) >= 0``, zero exactly when q is uniform.
+    ``KL = sum_k q_k (log q_k - log p_k) >= 0``, zero exactly when q = p; for the uniform prior
+    ``log p_k = -log K``.
     """
     log_q = torch.log_softmax(logits.float(), dim=-1)
-    return (log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum((-1, -2))
-
-
-def relaxed_kl_to_uniform(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator) -> Tensor:
-    """One-sample Monte Carlo ``KL(Concrete(logits, tau) || Concrete(uniform, tau))``: ``[R, B]``.
-
-    ``log q_tau(y) - log p_tau(y)`` summed over latents at ``y ~ Concrete(logits, tau)``, drawn in
-    log space (``log y = log_softmax((logits + g) / tau)``) so confident latents whose small
-    coordinates underflow in y keep exact log-densities. Reparameterised: differentiable in logits.
-    The sample is independent of the one the reconstruction uses, which keeps the estimate of the
-    relaxed objective unbiased.
-    """
-    log_y = torch.log_softmax((logits.float() + gumbel_noise(logits.shape, rng)) / tau, dim=-1)
-    return (concrete_log_prob(log_y, logits, tau)
-            - concrete_log_prob(log_y, torch.zeros_like(logits), tau)).sum(-1)
+    log_p = torch.log_softmax(prior_logits.float(), dim=-1)
+    return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:

@@ -27,7 +27,8 @@ from vae.data import BinarizedMNIST, atomic_save
 from vae.diagnostics import encoder_gradient_variance
 from vae.estimators import build_estimator
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_elbo
-from vae.models import DiscreteVAE, kl_to_uniform, relaxed_kl_to_uniform
+from vae.models import DiscreteVAE
+from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature
 from vae.tracking import RunTracker, mean_std, read_metrics
@@ -76,7 +77,8 @@ class Trainer:
         r = len(cfg.seeds)
         self.rng = ReplicaGenerator(cfg.seeds, self.device)
         m = cfg.model
-        self.model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, self.rng).to(self.device)
+        self.model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, self.rng,
+                                 prior=m.prior).to(self.device)
         self.estimator = build_estimator(cfg.estimator, num_replicas=r, latent_shape=(m.num_latents, m.num_classes),
                                          context_dim=784, rng=self.rng).to(self.device)
         self.temperature = Temperature(cfg.tau, r, cfg.steps).to(self.device)
@@ -111,18 +113,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, t)
         x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
-        tau = self.temperature(t)
-        logits = self.model.encode(x)                                            # [R, B, N, K]
-        surrogate, info = self.estimator(logits, lambda z: self.model.reconstruction_loss(z, x),
-                                         rng=self.rng, tau=tau, step=t, context=x)   # [R, B]
-        kl = (kl_to_uniform(logits) if cfg.kl == "analytic" else
-              relaxed_kl_to_uniform(logits, tau, self.rng))                      # [R, B]
-        loss = (surrogate + kl).mean(-1)                                         # [R]
+        per_example, kl, info = training_loss(self.model, self.estimator, x, rng=self.rng,
+                                              tau=self.temperature(t), step=t, kl=cfg.kl)  # [R, B]
+        loss = per_example.mean(-1)                                              # [R]
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.optimizer.step()
         self.step += 1
-        return loss.detach(), kl.detach().mean(-1), info
+        return loss.detach(), kl.mean(-1), info
 
     def gradient_variance(self) -> list[float]:
         """Variance of the encoder gradient over ``gradvar_draws`` draws, on the first validation

@@ -22,6 +22,15 @@ Estimators with parameters of their own (baseline networks) are ``nn.Module`` ch
 by the run's optimiser: their own loss enters the surrogate as ``aux - aux.detach()``, which adds
 its gradient without changing the surrogate's value. State such as moving averages lives in
 buffers, so it is checkpointed with ``state_dict()``.
+
+Two hooks let an estimator change what the trainer does around it (``vae.objectives``):
+
+* :meth:`Estimator.encoder_gradient_scale` -- variance normalisation (Mnih & Gregor 2014): the
+  *whole* encoder gradient of the training loss (the estimator's score term and the analytic
+  KL's encoder gradient alike) is divided by the learning signal's running std; the decoder's is
+  not. The estimate of ``E_q[f]``'s gradient returned by the surrogate itself stays unscaled.
+* :meth:`Estimator.logit_scale` -- the slope ``a`` of slope-annealed ST: the posterior is
+  ``softmax(a * logits)`` in sampling, in the backward pass, in the KL and in evaluation.
 """
 
 from __future__ import annotations
@@ -42,6 +51,16 @@ class Estimator(nn.Module, abc.ABC):
 
     #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
     unbiased: bool = False
+
+    def encoder_gradient_scale(self) -> Tensor | None:
+        """``[R]`` divisor of the whole encoder gradient of the training loss, or None (no scaling).
+
+        It must not depend on the coming draw (it is read before the estimator is called)."""
+        return None
+
+    def logit_scale(self, step: int) -> float:
+        """The factor ``a`` on the encoder's logits at ``step``: ``q = softmax(a * logits)`` (1 here)."""
+        return 1.0
 
     @abc.abstractmethod
     def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,

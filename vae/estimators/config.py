@@ -17,11 +17,16 @@ class EstimatorConfig:
     name: str = "gs"  # one of ESTIMATOR_NAMES
     num_samples: int = 4  # rloo: samples per example (k >= 2) for the leave-one-out baseline
     ema_decay: float = 0.9  # reinforce-ema/nvil/darn/muprop: decay of the signal's moving averages
-    variance_normalisation: bool = False  # reinforce-ema/nvil/darn/muprop: divide the signal by its running std (off: it also reweights the analytic KL, see README)
+    variance_normalisation: bool | None = None  # reinforce-ema/nvil/darn/muprop: divide the whole encoder gradient by the signal's running std; null = on (the paper's)
     baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP
     slope_rate: float = 1e-4  # st-annealed: slope = min(max_slope, 1 + slope_rate * step)
     max_slope: float = 5.0  # st-annealed: the slope's ceiling (Chung et al. 2016 used 5)
     max_states: int = 4096  # exact: refuse latent spaces with more than this many K^N states
+    darn_point: str = "uniform"  # darn: Taylor point, "uniform" (1/K; Gregor et al.'s 1/2) or "mean" (softmax(logits))
+
+    def normalises(self) -> bool:
+        """Whether variance normalisation is on (null means on, as in the paper)."""
+        return True if self.variance_normalisation is None else self.variance_normalisation
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field as ``estimator.<field>``."""
@@ -40,6 +45,8 @@ class EstimatorConfig:
             raise ValueError(f"estimator.slope_rate: must be >= 0, got {self.slope_rate}")
         if not self.max_slope >= 1.0:
             raise ValueError(f"estimator.max_slope: must be >= 1, got {self.max_slope}")
+        if self.darn_point not in ("uniform", "mean"):
+            raise ValueError(f"estimator.darn_point: {self.darn_point!r}; allowed: uniform, mean")
         if self.max_states < 1:
             raise ValueError(f"estimator.max_states: must be an integer >= 1, "
                              f"got {self.max_states}")

@@ -10,8 +10,10 @@ discrete objective ``E_q[f(z)]``.
   the gradient of ``y``.
 * ``st`` (Bengio et al. 2013, as in Jang et al.): forward an exact one-hot sample ``z ~ q``,
   backward the gradient of ``softmax(logits)``: ``z + (p - p.detach())`` (exactly z forward).
-* ``st-annealed`` (Chung et al. 2016): like ``st`` with ``p = softmax(slope * logits)`` in the
-  backward pass and ``slope = min(max_slope, 1 + slope_rate * step)``.
+* ``st-annealed`` (Chung et al. 2016): ``st`` on the sharpened posterior ``softmax(a * logits)``,
+  ``a = min(max_slope, 1 + slope_rate * step)``. The slope is applied by the model
+  (:meth:`Estimator.logit_scale`), so the sample, the straight-through gradient, the KL and the
+  evaluation all use one distribution.
 """
 
 from __future__ import annotations
@@ -57,23 +59,18 @@ class StraightThrough(Estimator):
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__()
 
-    def slope(self, step: int) -> float:
-        """The softmax's slope in the backward pass (1 for plain ST)."""
-        return 1.0
-
     def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        slope = self.slope(step)
-        probs = torch.softmax(slope * logits.float(), dim=-1)   # [R, B, N, K]
+        probs = torch.softmax(logits.float(), dim=-1)           # [R, B, N, K]
         z = sample_one_hot(logits, rng)                         # [R, B, N, K]
         loss = f((z + (probs - probs.detach())).to(logits.dtype))  # [R, B], forward exactly z
         info = {"loss": loss.detach().mean(-1),
-                "slope": torch.full(loss.shape[:1], slope, device=loss.device)}
+                "slope": torch.full(loss.shape[:1], self.logit_scale(step), device=loss.device)}
         return loss, info
 
 
 class SlopeAnnealedST(StraightThrough):
-    """``st-annealed``: ``st`` with slope ``min(max_slope, 1 + slope_rate * step)``."""
+    """``st-annealed``: ``st`` on ``softmax(a * logits)``, ``a = min(max_slope, 1 + slope_rate * step)``."""
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -82,5 +79,5 @@ class SlopeAnnealedST(StraightThrough):
         self.slope_rate = cfg.slope_rate
         self.max_slope = cfg.max_slope
 
-    def slope(self, step: int) -> float:
+    def logit_scale(self, step: int) -> float:
         return min(self.max_slope, 1.0 + self.slope_rate * step)

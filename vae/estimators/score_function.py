@@ -9,11 +9,12 @@ whose value is ``f(z)`` and whose gradient is ``grad f(z)`` (decoder) ``+ A grad
 (encoder). The estimators differ in ``A``:
 
 * ``reinforce`` (Williams 1992): ``A = f(z)``.
-* ``reinforce-ema`` (the paper's SF): ``A = (f(z) - c) / s``, moving-average centre c and running
-  std s (:class:`vae.estimators.signal.SignalNormaliser`).
-* ``nvil`` (Mnih & Gregor 2014): ``A = (f(z) - b(x) - c) / s`` with an input-dependent baseline
-  MLP ``b`` on ``context``, trained by the run's optimiser on ``(f(z) - b(x) - c)^2`` through an
-  ``aux - aux.detach()`` term.
+* ``reinforce-ema`` (the paper's SF): ``A = f(z) - c``, moving-average centre c; with variance
+  normalisation (on unless ``estimator.variance_normalisation=false``) the trainer divides the
+  whole encoder gradient by the running std s (:mod:`vae.estimators.signal`).
+* ``nvil`` (Mnih & Gregor 2014): ``A = f(z) - b(x) - c`` with an input-dependent baseline MLP
+  ``b`` on ``context``, trained by the run's optimiser on ``(f(z) - b(x) - c)^2`` through an
+  ``aux - aux.detach()`` term; variance normalisation as ``reinforce-ema``.
 * ``rloo`` (Kool et al. 2019): k samples per example, ``A_i = f(z_i) - mean_{j != i} f(z_j)``,
   surrogate averaged over the k samples.
 """
@@ -54,14 +55,17 @@ class Reinforce(Estimator):
 
 
 class ReinforceEMA(Estimator):
-    """``reinforce-ema``: ``A = (f(z) - c) / s`` with moving-average centre and scale."""
+    """``reinforce-ema``: ``A = f(z) - c`` with a moving-average centre; variance normalisation."""
 
     unbiased = True
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__()
-        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.variance_normalisation)
+        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
+
+    def encoder_gradient_scale(self) -> Tensor | None:
+        return self.normaliser.scale() if self.normaliser.normalise else None
 
     def baseline(self, context: Tensor) -> Tensor:
         """Input-dependent baseline ``[R, B]`` (none here)."""
@@ -72,8 +76,8 @@ class ReinforceEMA(Estimator):
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
         baseline = self.baseline(context)                         # [R, B]
-        centre = self.normaliser.mean.clone()                     # [R] before the update
-        signal, scale = self.normaliser(loss.detach() - baseline.detach())
+        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
+        signal = self.normaliser(loss.detach() - baseline.detach())           # [R, B]
         surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
         aux = (loss.detach() - centre[:, None] - baseline).square()   # [R, B] baseline's loss
         surrogate = surrogate + (aux - aux.detach())                  # value unchanged

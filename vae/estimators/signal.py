@@ -1,17 +1,19 @@
-"""Moving-average centring and variance normalisation of a score-function learning signal.
+"""Moving-average centring and the variance-normalisation scale of a score-function learning signal.
 
 For a learning signal ``L [R, *S, B]`` (after any input-dependent baseline), with per-replica
 moving averages ``c`` (mean) and ``v`` (variance) held as ``[R]`` buffers (Mnih & Gregor 2014):
 
-    A = (L - c) / s,    s = max(1, sqrt(v)) if variance normalisation is on, else 1
+    A = L - c,    s = max(1, sqrt(v)) if variance normalisation is on, else 1
 
 and, in training mode only, *after* A is formed (so c and v never depend on the current draw and
 the centring keeps the estimator unbiased), without gradients:
 
     c <- d c + (1 - d) mean(L),    v <- d v + (1 - d) mean((L - c_old)^2)
 
-over all axes but R. Dividing by s rescales the whole encoder gradient of the estimators that use
-it: their estimate is an unbiased one divided by the (known, draw-independent) scale s.
+over all axes but R. The scale s is not applied here: the estimators hand it to the trainer
+(:meth:`vae.estimators.base.Estimator.encoder_gradient_scale`), which divides the *whole* encoder
+gradient of the training loss by it -- the score term and the analytic KL's encoder gradient alike,
+as when the KL is part of NVIL's learning signal ``log p(x, z) - log q(z | x)``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 
 
 class SignalNormaliser(nn.Module):
-    """Centre a learning signal by its moving average and optionally divide by its running std."""
+    """Centre a learning signal by its moving average; keep its running std as the scale ``s``."""
 
     def __init__(self, num_replicas: int, decay: float, normalise: bool):
         super().__init__()
@@ -36,15 +38,13 @@ class SignalNormaliser(nn.Module):
             return torch.ones_like(self.var)
         return self.var.sqrt().clamp(min=1.0)
 
-    def forward(self, signal: Tensor) -> tuple[Tensor, Tensor]:
-        """``L [R, *S, B]`` -> ``(A [R, *S, B], s [R])``; updates c and v in training mode."""
+    def forward(self, signal: Tensor) -> Tensor:
+        """``L [R, *S, B]`` -> ``A = L - c [R, *S, B]``; updates c and v in training mode."""
         signal = signal.detach()
         view = (-1, *([1] * (signal.dim() - 1)))
         centred = signal - self.mean.view(view)
-        scale = self.scale()
-        normalised = centred / scale.view(view)
         if self.training:
             dims = tuple(range(1, signal.dim()))
             self.mean.lerp_(signal.mean(dims), 1.0 - self.decay)
             self.var.lerp_(centred.square().mean(dims), 1.0 - self.decay)
-        return normalised, scale
+        return centred

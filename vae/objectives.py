@@ -1,0 +1,47 @@
+"""The training objective exactly as the trainer computes it, shared with the diagnostics and tests.
+
+Per example, with the posterior logits ``l = a * encoder(x)`` (``a`` the estimator's
+:meth:`~vae.estimators.base.Estimator.logit_scale`, 1 except for slope-annealed ST):
+
+    loss = surrogate(l, f) + KL(q(z | x) || p(z)),    f(z) = -log p(x | z)
+
+whose value is a single-sample negative ELBO for hard-sample estimators (a relaxed objective,
+not a bound, for ``gs``) and whose gradient is the estimator's estimate of the negative ELBO's
+gradient. If the estimator asks for variance normalisation
+(:meth:`~vae.estimators.base.Estimator.encoder_gradient_scale`, ``s [R]``), the logits pass
+through :func:`divide_gradient` first, so the *whole* encoder gradient -- the estimator's and the
+KL's -- is divided by ``s``, while the decoder's and the prior's are not.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vae.estimators import Estimator
+from vae.models import DiscreteVAE
+from vae.replicas import ReplicaGenerator
+
+
+def divide_gradient(x: Tensor, scale: Tensor) -> Tensor:
+    """Value ``x [R, ...]``, gradient divided by ``scale [R]`` (per replica)."""
+    s = scale.reshape(-1, *([1] * (x.dim() - 1)))
+    return x.detach() + (x - x.detach()) / s
+
+
+def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator,
+                  tau: float | Tensor, step: int, kl: str = "analytic") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """The per-example training loss ``[R, B]``, its KL term ``[R, B]`` (detached) and the
+    estimator's info, for a batch ``x [R, B, D]`` at ``step``.
+
+    ``kl`` is ``analytic`` or ``relaxed`` (a one-sample Monte Carlo KL between Concrete
+    distributions, for ``gs``). Sets ``model.logit_scale`` to the estimator's slope at ``step``.
+    """
+    model.logit_scale.fill_(estimator.logit_scale(step))
+    logits = model.encode(x)                                                   # [R, B, N, K]
+    scale = estimator.encoder_gradient_scale()
+    if scale is not None:
+        logits = divide_gradient(logits, scale)
+    surrogate, info = estimator(logits, lambda z: model.reconstruction_loss(z, x), rng=rng,
+                                tau=tau, step=step, context=x)                 # [R, B]
+    kl_term = model.kl(logits) if kl == "analytic" else model.relaxed_kl(logits, tau, rng)
+    return surrogate + kl_term, kl_term.detach(), info
