@@ -33,6 +33,14 @@ def test_bernoulli_config_is_200_binary_latents():
     assert (cfg.model.kind, cfg.model.num_latents, cfg.model.num_classes) == ("bernoulli", 200, 2)
 
 
+@pytest.mark.parametrize("name", ["vae_categorical", "vae_bernoulli"])
+def test_linear_configs_differ_from_the_mlp_ones_only_in_the_hidden_layers(name):
+    mlp, linear = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_linear.yaml")
+    assert linear.model.hidden == [] and mlp.model.hidden == [512, 256]
+    linear.model.hidden, linear.experiment = mlp.model.hidden, mlp.experiment
+    assert linear == mlp
+
+
 def test_overrides_are_typed_yaml_values():
     cfg = load_config(None, ["estimator.name=st-gs", "seeds=[0,1,2]", "tau.tau0=2", "eval.iw_examples=null"])
     assert cfg.estimator.name == "st-gs" and cfg.seeds == [0, 1, 2]
@@ -63,6 +71,9 @@ def test_round_trip_through_plain_data():
     ("steps=many", r"^steps: expected int, got 'many'"),
     ("steps=1.5", r"^steps: expected int"),
     ("model.hidden=64", r"^model\.hidden: expected a list"),
+    ("model.hidden=[0]", r"^model\.hidden: must be a list of positive sizes"),
+    ("model.prior=flat", r"^model\.prior: 'flat'; allowed: uniform, learned"),
+    ("estimator.darn_point=half", r"^estimator\.darn_point: 'half'; allowed"),
     ("kl=relaxed estimator.name=st-gs", r"^kl: 'relaxed' needs .*gs"),
     ("checkpoint_every=150", r"^checkpoint_every: must be a positive multiple of log_every"),
     ("model.kind=bernoulli", r"^model\.num_classes: must be 2"),

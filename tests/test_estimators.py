@@ -22,7 +22,8 @@ from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.estimators import ESTIMATOR_NAMES, ESTIMATORS, EstimatorConfig, build_estimator
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_noise
-from vae.models import DiscreteVAE
+from vae.models import DiscreteVAE, categorical_kl
+from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
@@ -77,7 +78,8 @@ def test_registry_and_config_names_agree() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("name", "foo"), ("num_samples", 1), ("ema_decay", 1.0), ("ema_decay", -0.1),
-    ("baseline_hidden", 0), ("slope_rate", -1.0), ("max_slope", 0.5), ("max_states", 0)])
+    ("baseline_hidden", 0), ("slope_rate", -1.0), ("max_slope", 0.5), ("max_states", 0),
+    ("darn_point", "half")])
 def test_config_rejects_invalid_values(field: str, value: object) -> None:
     cfg = EstimatorConfig(**{field: value})
     with pytest.raises(ValueError, match=f"^estimator.{field}: "):
@@ -132,22 +134,38 @@ def test_unbiased_estimators_match_exact(name: str, kind: str, seed: int) -> Non
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "muprop", "darn"])
-def test_variance_normalisation_divides_the_encoder_gradient(name: str, kind: str,
-                                                             seed: int) -> None:
-    """With centre c = 2 and variance v = 9 the encoder gradient is (unbiased estimate) / 3."""
+def test_variance_normalisation_divides_the_whole_encoder_gradient_of_the_training_loss(
+        name: str, kind: str, seed: int) -> None:
+    """The training loss as the trainer computes it (``vae.objectives.training_loss``: surrogate +
+    analytic KL), with centre c = 2 and variance v = 9 frozen (eval mode), so s = 3: the mean
+    encoder gradient is ``(g_recon + g_KL) / 3`` -- not ``g_recon / 3 + g_KL``, which is what
+    dividing only the score term gives -- and the decoder gradient is not divided."""
     model, x = problem(kind)
-    estimator = build(name, kind, variance_normalisation=True)
+    estimator = build(name, kind)                       # variance normalisation on by default
     estimator.normaliser.mean.fill_(2.0)
     estimator.normaliser.var.fill_(9.0)
-    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
-    if name == "darn":  # biased, but the rescaling is exact: compare with the same centre, s = 1
+    estimator.eval()
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed, loss="training")
+    if name == "darn":  # biased, but the rescaling is exact: compare with the same noise at s = 1
         estimator.normaliser.var.fill_(0.0)
-        plain = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+        plain = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed, loss="training")
         torch.testing.assert_close(draws["encoder"] * 3, plain["encoder"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(draws["decoder"], plain["decoder"])
         return
-    exact = exact_gradients(model, x)
-    worst, z_crit = z_scores({"encoder": draws["encoder"]}, exact, scale=3.0)
+    whole = exact_gradients(model, x, loss="training")                 # g_recon + g_KL
+    recon = exact_gradients(model, x)                                  # g_recon
+    worst, z_crit = z_scores(draws, {"encoder": whole["encoder"] / 3, "decoder": whole["decoder"]})
     assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
+    score_only = recon["encoder"] / 3 + (whole["encoder"] - recon["encoder"])
+    worst, z_crit = z_scores({"encoder": draws["encoder"]}, {"encoder": score_only})
+    assert worst > z_crit, f"{name}: cannot tell the whole-gradient scaling from the score-only one"
+
+
+@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "muprop", "darn"])
+def test_variance_normalisation_is_on_by_default_and_can_be_turned_off(name: str) -> None:
+    assert build(name, "categorical").encoder_gradient_scale() is not None
+    assert build(name, "categorical", variance_normalisation=False).encoder_gradient_scale() is None
+    assert build("rloo", "categorical").encoder_gradient_scale() is None
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -167,6 +185,58 @@ def test_muprop_is_exact_for_linear_objectives(kind: str, seed: int) -> None:
         return torch.autograd.grad(surrogate.sum(), logits)[0]
 
     torch.testing.assert_close(grad("muprop"), grad("exact"))
+
+
+def darn_draws(point: str, logits: Tensor, f, seed: int) -> tuple[Tensor, Tensor]:
+    """NUM_DRAWS ``darn`` gradients w.r.t. ``logits [1, B, N, K]`` (one per replica) and the
+    exact gradient of ``E_q[f]``."""
+    n, k = logits.shape[-2:]
+    many = logits.detach().expand(NUM_DRAWS, *logits.shape[1:]).clone().requires_grad_(True)
+    darn = build_estimator(EstimatorConfig(name="darn", darn_point=point), num_replicas=NUM_DRAWS,
+                           latent_shape=(n, k), context_dim=1, rng=ReplicaGenerator([0]))
+    rng = ReplicaGenerator(torch.randint(2**62, (NUM_DRAWS,), generator=torch.Generator().manual_seed(seed)).tolist())
+    surrogate, _ = darn(many, f, rng=rng, tau=1.0, step=0, context=torch.zeros(NUM_DRAWS, logits.shape[1], 1))
+    draws = torch.autograd.grad(surrogate.sum(), many)[0].flatten(1)                # [D, P]
+    exact = build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(n, k),
+                            context_dim=1, rng=ReplicaGenerator([0]))
+    exact, _ = exact(logits, f, rng=ReplicaGenerator([0]), tau=1.0, step=0,
+                     context=torch.zeros(1, logits.shape[1], 1))
+    return draws, torch.autograd.grad(exact.sum(), logits)[0].flatten()
+
+
+def test_darn_half_estimator_is_unbiased_for_objectives_quadratic_in_binary_units(seed: int) -> None:
+    """Gu et al. (2016, eq. 6): for a binary unit the 1/2 estimator's mean is
+    (f'(0) + f'(1)) / 2 . grad mu, which is the exact (f(1) - f(0)) grad mu when f is quadratic."""
+    gen = torch.Generator().manual_seed(seed)
+    free = torch.randn(1, 3, 6, 1, generator=gen)
+    logits = torch.cat([torch.zeros_like(free), free], -1).requires_grad_(True)     # [1, B, 6, 2]
+    a, b = torch.randn(6, 6, generator=gen), torch.randn(6, generator=gen)
+
+    def f(z: Tensor) -> Tensor:
+        x = z[..., 1]
+        return ((x @ a) * x).sum(-1) + x @ b
+
+    draws, exact = darn_draws("uniform", logits, f, seed)
+    worst, z_crit = z_scores({"logits": draws}, {"logits": exact})
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+
+
+def test_darn_at_the_mean_estimates_the_mean_field_gradient(seed: int) -> None:
+    """With z_bar = mu the per-variable signals average to f'(mu) . grad mu: the gradient of
+    f(softmax(logits)), not of E_q[f] (which the z-test then tells apart for a nonlinear f)."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, 2, 3, 4, generator=gen).requires_grad_(True)
+    weight = torch.randn(3, 4, generator=gen)
+
+    def f(z: Tensor) -> Tensor:
+        return (z * weight).sum((-1, -2)).square()
+
+    draws, exact = darn_draws("mean", logits, f, seed)
+    mean_field = torch.autograd.grad(f(torch.softmax(logits, -1)).sum(), logits)[0].flatten()
+    worst, z_crit = z_scores({"logits": draws}, {"logits": mean_field})
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+    worst, z_crit = z_scores({"logits": draws}, {"logits": exact})
+    assert worst > z_crit
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -207,25 +277,31 @@ def test_gs_is_the_gradient_of_the_relaxed_objective(kind: str, hard: bool, seed
         torch.testing.assert_close(g, m)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("step", [0, 20000, 10**6])
-def test_st_annealed_backpropagates_through_a_sharpened_softmax(step: int, seed: int) -> None:
-    cfg = {"slope_rate": 1e-4, "max_slope": 5.0}
+def test_st_annealed_samples_differentiates_and_regularises_one_distribution(kind: str, step: int,
+                                                                             seed: int) -> None:
+    """Through the trainer's loss, with slope a = min(5, 1 + 1e-4 t): the forward sample is drawn
+    from softmax(a l), the backward pass is the straight-through gradient of softmax(a l), and the
+    KL is that of softmax(a l) -- one distribution, the one evaluation then uses too."""
     slope = min(5.0, 1 + 1e-4 * step)
-    logits = torch.randn(1, 3, 2, 4, generator=torch.Generator().manual_seed(seed),
-                         requires_grad=True)
-    weight = torch.randn(2, 4, generator=torch.Generator().manual_seed(seed + 1))
+    model, x = problem(kind, seed=seed % 1000)
+    estimator = build("st-annealed", kind, slope_rate=1e-4, max_slope=5.0)
+    params = list(model.parameters())
+    loss, kl, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=1.0, step=step)
+    assert info["slope"].tolist() == [pytest.approx(slope)] and model.logit_scale.item() == pytest.approx(slope)
 
-    def f(z: Tensor) -> Tensor:
-        return (z * weight).sum((-1, -2)).square()
-
-    surrogate, info = build("st-annealed", "categorical", **cfg)(
-        logits, f, rng=ReplicaGenerator([seed]), tau=1.0, step=step, context=torch.zeros(1, 3, 1))
-    assert info["slope"].tolist() == [pytest.approx(slope)]
-    z = sample_one_hot(logits, ReplicaGenerator([seed]))
-    probs = torch.softmax(slope * logits, -1)
-    torch.testing.assert_close(surrogate, f(z))
-    torch.testing.assert_close(torch.autograd.grad(surrogate.sum(), logits)[0],
-                               torch.autograd.grad(f(z + probs - probs.detach()).sum(), logits)[0])
+    free = model.encoder(x).unflatten(-1, (KINDS[kind][0], -1))       # the encoder's raw output l
+    logits = slope * (torch.cat([torch.zeros_like(free), free], -1) if kind == "bernoulli" else free)
+    z = sample_one_hot(logits, ReplicaGenerator([seed]))               # the same noise
+    probs = torch.softmax(logits, -1)
+    manual = model.reconstruction_loss(z + probs - probs.detach(), x) + categorical_kl(logits, torch.zeros(KINDS[kind][1]))
+    torch.testing.assert_close(loss, manual)
+    torch.testing.assert_close(kl, categorical_kl(logits, torch.zeros(KINDS[kind][1])))
+    for g, m in zip(torch.autograd.grad(loss.sum(), params, retain_graph=True),
+                    torch.autograd.grad(manual.sum(), params), strict=True):
+        torch.testing.assert_close(g, m)
+    assert torch.allclose(model.encode(x), logits)                   # what evaluation sees
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.models import DiscreteVAE, kl_to_uniform, log_prob_one_hot
+from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
 from vae.replicas import ReplicaGenerator, ReplicaLinear, derive_seed
 
 
@@ -39,16 +39,48 @@ def test_encoder_logits_are_not_squashed():
 
 
 def test_kl_to_uniform_matches_torch_and_is_zero_only_at_uniform():
+    uniform = torch.zeros(1, 1, 20, 10)
     logits = 3 * torch.randn(2, 6, 20, 10)
     q = torch.distributions.Categorical(logits=logits)
     p = torch.distributions.Categorical(logits=torch.zeros(10))
     expected = torch.distributions.kl_divergence(q, p).sum(-1)
-    torch.testing.assert_close(kl_to_uniform(logits), expected)
-    assert (kl_to_uniform(logits) > 0).all()
-    torch.testing.assert_close(kl_to_uniform(torch.full((1, 2, 20, 10), 4.2)), torch.zeros(1, 2))
+    torch.testing.assert_close(categorical_kl(logits, uniform), expected)
+    assert (categorical_kl(logits, uniform) > 0).all()
+    torch.testing.assert_close(categorical_kl(torch.full((1, 2, 20, 10), 4.2), uniform), torch.zeros(1, 2))
     # extreme logits: still finite, and approaching N log K for one-hot posteriors
-    extreme = kl_to_uniform(torch.tensor([1e4] + [0.0] * 9).expand(1, 1, 20, 10))
+    extreme = categorical_kl(torch.tensor([1e4] + [0.0] * 9).expand(1, 1, 20, 10), uniform)
     torch.testing.assert_close(extreme, torch.tensor([[20 * math.log(10)]]))
+
+
+@pytest.mark.parametrize("kind", ["categorical", "bernoulli"])
+def test_learned_prior_is_trained_and_enters_the_kl_and_the_log_prior(kind: str):
+    n, k = (4, 3) if kind == "categorical" else (5, 2)
+    model = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1]), prior="learned")
+    assert any(p is model.prior_free for p in model.parameters())
+    with torch.no_grad():
+        model.prior_free.normal_()
+    prior = model.prior_logits()                                          # [R, 1, N, K]
+    assert prior.shape == (2, 1, n, k)
+    if kind == "bernoulli":
+        assert torch.equal(prior[..., 0], torch.zeros(2, 1, n))
+    x = torch.bernoulli(torch.full((2, 6, 784), 0.3))
+    logits = model.encode(x)
+    q = torch.distributions.Categorical(logits=logits)
+    p = torch.distributions.Categorical(logits=prior)
+    torch.testing.assert_close(model.kl(logits), torch.distributions.kl_divergence(q, p).sum(-1))
+    z = F.one_hot(q.sample(), k).float()
+    torch.testing.assert_close(model.log_prior(z), p.log_prob(z.argmax(-1)).sum(-1))
+    uniform = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1]))
+    torch.testing.assert_close(uniform.log_prior(z), torch.full((2, 6), -n * math.log(k)))
+    with pytest.raises(ValueError, match="model.prior"):
+        DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0]), prior="flat")
+
+
+def test_empty_hidden_gives_the_papers_affine_encoder_and_decoder():
+    model = DiscreteVAE("categorical", 20, 10, [], ReplicaGenerator([0]))
+    assert [type(m).__name__ for m in model.encoder] == ["ReplicaLinear"]
+    assert [type(m).__name__ for m in model.decoder] == ["ReplicaLinear"]
+    assert model.encoder[0].weight.shape == (1, 784, 200) and model.decoder[0].weight.shape == (1, 200, 784)
 
 
 def test_bernoulli_latents_are_two_class_categoricals_with_sigmoid_probabilities():

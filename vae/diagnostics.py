@@ -65,34 +65,51 @@ def _groups(model: DiscreteVAE) -> dict[str, list[nn.Parameter]]:
     return {"encoder": list(model.encoder.parameters()), "decoder": list(model.decoder.parameters())}
 
 
-def _surrogate_grads(model: DiscreteVAE, estimator: Estimator, x: Tensor, rng: ReplicaGenerator,
-                     tau: float, step: int) -> dict[str, Tensor]:
-    """One draw per replica of the gradient of ``sum_b surrogate`` (no KL): ``{group: [R, P]}``."""
-    surrogate, _ = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
+LOSSES = ("estimator", "training")
+
+
+def _draw_grads(model: DiscreteVAE, estimator: Estimator, x: Tensor, rng: ReplicaGenerator,
+                tau: float, step: int, loss: str) -> dict[str, Tensor]:
+    """One draw per replica of the gradient of ``sum_b`` of a loss: ``{group: [R, P]}``.
+
+    ``loss="estimator"``: the estimator's surrogate alone, an estimate of ``grad E_q[f]``;
+    ``loss="training"``: the training loss as the trainer computes it
+    (:func:`vae.objectives.training_loss`: the analytic KL and variance normalisation included).
+    """
+    if loss == "training":
+        value = training_loss(model, estimator, x, rng=rng, tau=tau, step=step)[0]
+    elif loss == "estimator":
+        value, _ = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
                              rng=rng, tau=tau, step=step, context=x)
-    return _flat_grads(surrogate.sum(), _groups(model))
+    else:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return _flat_grads(value.sum(), _groups(model))
 
 
-def exact_gradients(model: DiscreteVAE, x: Tensor, *, max_states: int = 4096) -> dict[str, Tensor]:
-    """The exact gradient of ``sum_b E_q[f]`` for a single-replica model: ``{group: [P]}``."""
+def exact_gradients(model: DiscreteVAE, x: Tensor, *, max_states: int = 4096,
+                    loss: str = "estimator") -> dict[str, Tensor]:
+    """The exact gradient of ``sum_b E_q[f]`` (``loss="training"``: of ``sum_b E_q[f] + KL``)
+    for a single-replica model: ``{group: [P]}``."""
     exact = build_estimator(EstimatorConfig(name="exact", max_states=max_states), num_replicas=1,
                             latent_shape=(model.num_latents, model.num_classes),
                             context_dim=x.shape[-1], rng=ReplicaGenerator([0]))
-    grads = _surrogate_grads(model, exact, x, ReplicaGenerator([0]), tau=1.0, step=0)
+    grads = _draw_grads(model, exact, x, ReplicaGenerator([0]), tau=1.0, step=0, loss=loss)
     return {name: g[0] for name, g in grads.items()}
 
 
 def draw_gradients(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, tau: float,
-                   num_draws: int, seed: int, step: int = 0) -> dict[str, Tensor]:
-    """``num_draws`` independent gradient estimates of ``sum_b E_q[f]``: ``{group: [D, P]}``.
+                   num_draws: int, seed: int, step: int = 0,
+                   loss: str = "estimator") -> dict[str, Tensor]:
+    """``num_draws`` independent gradient estimates: ``{group: [D, P]}``; ``loss`` as in
+    :func:`_draw_grads` (``estimator``: of ``sum_b E_q[f]``).
 
     ``model`` and ``estimator`` have one replica and ``x`` is ``[1, B, D]``; both are copied onto
     ``num_draws`` replicas (so neither is changed), with draw ``d`` seeded by ``seed`` and ``d``.
     """
     seeds = torch.randint(2**62, (num_draws,), generator=torch.Generator().manual_seed(seed))
-    return _surrogate_grads(replicate(model, num_draws), replicate(estimator, num_draws),
-                            x.expand(num_draws, *x.shape[1:]), ReplicaGenerator(seeds.tolist()),
-                            tau=tau, step=step)
+    return _draw_grads(replicate(model, num_draws), replicate(estimator, num_draws),
+                       x.expand(num_draws, *x.shape[1:]), ReplicaGenerator(seeds.tolist()),
+                       tau=tau, step=step, loss=loss)
 
 
 def gradient_errors(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, tau: float,

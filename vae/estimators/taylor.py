@@ -1,25 +1,32 @@
-"""Estimators built on the first-order Taylor expansion of f at the mean point: ``darn``, ``muprop``.
+"""Estimators built on a first-order Taylor expansion of f: ``muprop`` and ``darn``.
 
 With ``mu = softmax(logits)`` (the mean of the one-hot z, ``[R, B, N, K]``), ``mu_bar`` the same
-point detached, and ``g = df/dz (mu_bar)`` (one backward pass through f at a non-one-hot point):
+point detached, and ``f'(p) = df/dz (p)`` (one backward pass through f at a point p that need not
+be one-hot):
 
-* ``muprop`` (Gu et al. 2016), unbiased: control variate ``h(z) = f(mu_bar) + g . (z - mu_bar)``,
+* ``muprop`` (Gu et al. 2016), unbiased: control variate ``h(z) = f(mu_bar) + f'(mu_bar) . (z - mu_bar)``,
 
-      grad = grad_phi f(z) + (f(z) - h(z)) grad log q(z) + g . grad mu
+      grad = grad_phi f(z) + (f(z) - h(z)) grad log q(z) + f'(mu_bar) . grad mu
 
-  (``E_q[h(z)]`` is ``f(mu_bar) + g . (mu - mu_bar)``, whose gradient is the last term).
-* ``darn`` (Gregor et al. 2014), biased unless f is linear in z: the learning signal
-  ``f(z) - f(z_bar)`` is replaced by its first-order Taylor term at a fixed point ``z_bar``,
+  (``E_q[h(z)]`` is ``f(mu_bar) + f'(mu_bar) . (mu - mu_bar)``, whose gradient is the last term).
+* ``darn`` (Gregor et al. 2014), biased: each latent variable n is treated as the model's only
+  unit ("the 1/2 estimator", Gu et al. 2016, Sec. 4.2): its own learning signal is a first-order
+  Taylor term, with no analytic correction,
 
-      grad = grad_phi f(z) + g(z_bar) . (z - z_bar) grad log q(z)
+      grad = grad_phi f(z) + sum_n A_n grad log q(z_n),   A_n = f'_n(p) . (z_n - z_bar_n)
 
-  ``estimator.darn_point`` picks ``z_bar``: ``uniform`` (1/K in every class: Gregor et al.'s 1/2
-  for binary units, the default) or ``mean`` (``mu_bar``, the point MuProp expands at).
+  ``estimator.darn_point`` picks the point:
+
+  - ``uniform`` (the default): ``z_bar = 1/K`` in every class and the derivative at the sample,
+    ``p = z`` -- Gu et al.'s eq. 5: ``z_bar = 1/2`` for binary units (Gregor et al.'s choice),
+    1/K for categorical ones (what Gu et al. used); unbiased when f is quadratic in binary z;
+  - ``mean``: ``z_bar = p = mu_bar``, the Taylor term at the mean; its expectation is the
+    mean-field gradient ``f'(mu_bar) . grad mu`` (unbiased when f is linear in z).
 
 Both centre the signal by a moving average (:mod:`vae.estimators.signal`) and, with the paper's
 variance normalisation, have the trainer divide the whole encoder gradient (MuProp's analytic
 term and the KL's included) by the signal's running std. ``f`` must treat examples independently
-(``df(mu)_b / dmu_b'`` = 0 for b != b'), as per-example losses do.
+(``df(p)_b / dp_b'`` = 0 for b != b'), as per-example losses do.
 """
 
 from __future__ import annotations
@@ -36,21 +43,17 @@ from vae.models import log_prob_one_hot
 from vae.replicas import ReplicaGenerator
 
 
-def mean_field_gradient(mean: Tensor, f: Objective) -> tuple[Tensor, Tensor]:
-    """``(f(mean) [R, B], df/dz(mean) [R, B, N, K])`` at a detached point, both detached."""
+def gradient_at(point: Tensor, f: Objective) -> tuple[Tensor, Tensor]:
+    """``(f(point) [R, B], df/dz(point) [R, B, N, K])`` at a detached point, both detached."""
     with torch.enable_grad():
-        point = mean.detach().requires_grad_(True)
+        point = point.detach().requires_grad_(True)
         value = f(point)
         (grad,) = torch.autograd.grad(value.sum(), point)
     return value.detach(), grad
 
 
-class MuProp(Estimator):
-    """``muprop``: score function with the Taylor control variate plus its analytic mean."""
-
-    unbiased = True
-    #: Whether the Taylor term's expectation is added back (MuProp) or dropped (DARN).
-    analytic_term = True
+class _TaylorEstimator(Estimator):
+    """What ``muprop`` and ``darn`` share: the signal's moving averages and the VN scale."""
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -60,38 +63,34 @@ class MuProp(Estimator):
     def encoder_gradient_scale(self) -> Tensor | None:
         return self.normaliser.scale() if self.normaliser.normalise else None
 
-    def expansion_point(self, mean: Tensor) -> Tensor:
-        """The Taylor point ``[R, B, N, K]``: the mean-field point ``mu`` (MuProp)."""
-        return mean
+    def _surrogate(self, logits: Tensor, z: Tensor, loss: Tensor,
+                   raw_signal: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Centre ``raw_signal [R, B]`` and build the score-function surrogate and its info."""
+        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
+        signal = self.normaliser(raw_signal)
+        info = {"loss": loss.detach().mean(-1), "signal_centre": centre, "signal_scale": scale}
+        return score_surrogate(loss, signal, log_prob_one_hot(logits, z)), info
 
-    def signal(self, loss: Tensor, at_point: Tensor, taylor: Tensor) -> Tensor:
-        """The raw learning signal ``[R, B]``: ``f(z) - h(z)``."""
-        return loss - at_point - taylor
+
+class MuProp(_TaylorEstimator):
+    """``muprop``: score function with the Taylor control variate at the mean, plus its analytic mean."""
+
+    unbiased = True
 
     def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mean = torch.softmax(logits.float(), dim=-1).to(logits.dtype)     # [R, B, N, K]
-        point = self.expansion_point(mean).detach()                       # [R, B, N, K]
-        at_point, slope = mean_field_gradient(point, f)                   # [R, B], [R, B, N, K]
+        at_mean, slope = gradient_at(mean, f)                             # [R, B], [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         loss = f(z)                                                       # [R, B]
-        taylor = (slope * (z - point)).sum((-1, -2))                      # [R, B]
-        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
-        signal = self.normaliser(self.signal(loss.detach(), at_point, taylor))
-        surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
-        if self.analytic_term:
-            analytic = (slope * (mean - mean.detach())).sum((-1, -2))     # [R, B], value 0
-            surrogate = surrogate + analytic
-        info = {"loss": loss.detach().mean(-1), "signal_centre": centre,
-                "signal_scale": scale}
-        return surrogate, info
+        taylor = (slope * (z - mean.detach())).sum((-1, -2))              # [R, B]
+        surrogate, info = self._surrogate(logits, z, loss, loss.detach() - at_mean - taylor)
+        analytic = (slope * (mean - mean.detach())).sum((-1, -2))         # [R, B], value 0
+        return surrogate + analytic, info
 
 
-class DARN(MuProp):
-    """``darn``: learning signal ``g(z_bar) . (z - z_bar)``, no analytic term (biased)."""
-
-    unbiased = False
-    analytic_term = False
+class DARN(_TaylorEstimator):
+    """``darn``: per-variable learning signals ``f'_n(p) . (z_n - z_bar_n)``, no analytic term (biased)."""
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -99,9 +98,20 @@ class DARN(MuProp):
                          context_dim=context_dim, rng=rng)
         self.point = cfg.darn_point
 
-    def expansion_point(self, mean: Tensor) -> Tensor:
-        """``uniform``: 1/K in every class (1/2 for binary units); ``mean``: ``mu``."""
-        return torch.full_like(mean, 1.0 / mean.shape[-1]) if self.point == "uniform" else mean
-
-    def signal(self, loss: Tensor, at_point: Tensor, taylor: Tensor) -> Tensor:
-        return taylor
+    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        log_q = torch.log_softmax(logits.float(), dim=-1)                 # [R, B, N, K]
+        z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
+        if self.point == "uniform":          # derivative at the sample, point 1/K
+            bar = torch.full_like(z, 1.0 / z.shape[-1])
+            _, slope = gradient_at(z, f)                                  # [R, B, N, K]
+        else:                                # derivative and point at the mean
+            bar = log_q.detach().exp().to(logits.dtype)
+            _, slope = gradient_at(bar, f)
+        loss = f(z)                                                       # [R, B]
+        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
+        signal = self.normaliser((slope * (z - bar)).sum(-1))             # [R, B, N] one per variable
+        log_q_z = (z * log_q).sum(-1)                                     # [R, B, N] log q(z_n)
+        surrogate = loss + (signal * (log_q_z - log_q_z.detach())).sum(-1)   # value f(z)
+        info = {"loss": loss.detach().mean(-1), "signal_centre": centre, "signal_scale": scale}
+        return surrogate, info
