@@ -11,7 +11,7 @@
 * ``samples``: reconstructions, samples from the prior and a latent walk through the classes,
   decoded by a finished Gumbel-softmax run.
 
-Each figure is written as PNG and PDF under ``<results>/figures/`` with a footer naming the
+Each figure is written as PNG and PDF under ``<results>/figures/<preset>/`` with a footer naming the
 preset, seeds, steps, device and commits behind it. The training figures read the runs of their
 sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <name>`` does).
 """
@@ -33,6 +33,7 @@ from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
 from vae.estimators import EstimatorConfig, build_estimator
+from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
@@ -114,7 +115,7 @@ def fig1(preset: str, results_dir: Path) -> list[Path]:
     fig.suptitle("Figure 1 (reproduction): Gumbel-softmax samples y = softmax((log π + g) / τ) of one "
                  "categorical distribution:\nτ → 0 gives one-hot samples whose mean is π; large τ gives "
                  "near-uniform samples")
-    return save(fig, results_dir / "figures", "fig1_gumbel_softmax",
+    return save(fig, results_dir / "figures" / preset, "fig1_gumbel_softmax",
                 f"No training: 10,000 samples per τ drawn with vae.gumbel on cpu, seeds 0-3 | "
                 f"drawn at commit {git_commit()}")
 
@@ -142,7 +143,7 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds")
-    return save(fig, results_dir / "figures", "fig4_vae_curves", footer(points, preset))
+    return save(fig, results_dir / "figures" / preset, "fig4_vae_curves", footer(points, preset))
 
 
 # ----------------------------------------------------------------------------- tau ablation
@@ -210,7 +211,7 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     ax.set_title("Temperature ablation, categorical VAE: final test bound per schedule, hard vs soft "
                  "samples (mean ± std over seeds)")
     note = _reached(relaxed)
-    paths = save(fig, results_dir / "figures", "tau_ablation_final", footer(points, preset, note))
+    paths = save(fig, results_dir / "figures" / preset, "tau_ablation_final", footer(points, preset, note))
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
     for col, (name, (mode, _)) in enumerate(modes.items()):
@@ -233,7 +234,7 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     handles, labels = axes[0, 1].get_legend_handles_labels()   # in the room below tau = 0.5
     axes[1, 1].legend(handles, labels, fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.3))
     fig.suptitle("Temperature ablation, categorical VAE: training curves per schedule (mean ± std over seeds)")
-    return paths + save(fig, results_dir / "figures", "tau_ablation_curves", footer(points, preset, note))
+    return paths + save(fig, results_dir / "figures" / preset, "tau_ablation_curves", footer(points, preset, note))
 
 
 # ----------------------------------------------------------------------------- gradient variance
@@ -290,7 +291,7 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     fig.suptitle("Gradient estimators: variance during training, and the bias / variance trade-off of τ")
     note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
             f"and model state. (b, c): no training; {noise}.")
-    return save(fig, results_dir / "figures", "gradvar", footer(points, preset, note))
+    return save(fig, results_dir / "figures" / preset, "gradvar", footer(points, preset, note))
 
 
 # ----------------------------------------------------------------------------- samples
@@ -308,7 +309,7 @@ def _decode_panels(point: Point) -> dict[str, tuple[torch.Tensor, int]]:
     state = torch.load(point.run_dir / CHECKPOINT, weights_only=True, map_location="cpu")
     cfg = config_from_dict(state["config"])
     m = cfg.model
-    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds))
+    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior)
     model.load_state_dict(state["model"])
     r = len(cfg.seeds)
     data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
@@ -321,10 +322,10 @@ def _decode_panels(point: Point) -> dict[str, tuple[torch.Tensor, int]]:
 
     recon = decode(mode[0])
     rows = [x[:8], recon[:8], x[8:], recon[8:]]
-    prior = torch.nn.functional.one_hot(torch.randint(m.num_classes, (64, m.num_latents),
-                                                      generator=torch.Generator().manual_seed(0)), m.num_classes)
+    prior = model.prior_logits()[:1].expand(1, 64, m.num_latents, m.num_classes)   # replica 0's prior
+    draws = sample_one_hot(prior, ReplicaGenerator([0]))[0]                       # [64, N, K]
     panels = {"reconstructions (rows 1, 3: test digits; rows 2, 4: decoded posterior mode)": (torch.cat(rows), 8),
-              "samples from the uniform prior (decoder means)": (decode(prior.float()), 8)}
+              f"samples from the {m.prior} prior (decoder means)": (decode(draws), 8)}
     if m.kind == "categorical":
         walk = mode[0, :1].repeat(m.num_latents * m.num_classes, 1, 1)          # [N*K, N, K]
         for n in range(m.num_latents):
@@ -350,7 +351,7 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
         kind = point.cfg.model.kind
         fig.suptitle(f"{MODEL_ROWS[kind]} trained with {ESTIMATOR_NAMES[SAMPLES_ESTIMATOR]} "
                      f"(replica of seed {point.cfg.seeds[0]})")
-        paths += save(fig, results_dir / "figures", f"samples_{kind}", footer([point], preset))
+        paths += save(fig, results_dir / "figures" / preset, f"samples_{kind}", footer([point], preset))
     return paths
 
 

@@ -32,6 +32,7 @@ Bad input (unknown key or preset, missing file, invalid value) prints one line a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import hashlib
 import itertools
@@ -40,6 +41,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -298,6 +300,14 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool,
     return outcome, time.perf_counter() - start
 
 
+def _die_with_parent() -> None:
+    """In a worker process: be sent SIGTERM when the sweep process ends, however it ends (Linux;
+    elsewhere a killed sweep's workers finish their current run). Without it a killed sweep
+    leaves its workers training on, beside the sweep started again."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG = 1
+
+
 def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers: int,
                progress: bool) -> Iterator[tuple[str, Point, str, float]]:
     """Run ``todo`` (heading, point) one after another, or on ``workers`` processes of
@@ -309,7 +319,8 @@ def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers
             yield head, point, *run_point(point, sweep, preset, progress)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent)
     try:
         futures = {pool.submit(run_point, point, sweep, preset, False, threads): (head, point)
                    for head, point in todo}

@@ -5,14 +5,20 @@ refuses bad input; the learning-rate selection picks the best validation run."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from experiments import sweep as sweep_cli
-from experiments.sweep import best_points, expand, read_sweep
+from experiments.sweep import best_points, expand, identity, read_sweep
+from vae.config import load_config
 from vae.results import SUMMARY, curve, provenance
 from vae.training import CHECKPOINT
 
@@ -41,29 +47,40 @@ def tiny_results(shared_cache, tmp_path_factory) -> tuple[Path, str]:
 def test_make_figures_writes_every_figure_as_png_and_pdf(tiny_results, name):
     results, _ = tiny_results
     for ext in ("png", "pdf"):
-        path = results / "figures" / f"{name}.{ext}"
+        path = results / "figures" / "tiny" / f"{name}.{ext}"
         assert path.exists() and path.stat().st_size > 1000, path
+
+
+def test_model_question_table_has_every_candidate_both_metrics_and_the_paper(tiny_results):
+    results, output = tiny_results
+    markdown = (results / "tables" / "tiny" / "model_question.md").read_text()
+    for text in ("| linear; Adam lr 0.001 |", "| MLP 16, learned prior; Adam lr 0.001 |", "| paper (Table 1) | 105.0 | 111.5 | 101.5 | 107.8 |",
+                 "linear; optimiser chosen on validation", "mean abs(ours − paper), bound", "mean abs(ours − paper), ELBO",
+                 "preset tiny | 4/4 runs finished"):
+        assert text in markdown, text
+    row = next(line for line in markdown.splitlines() if line.startswith("| linear; Adam"))
+    assert len(re.findall(r"\d\.\d / \d+\.\d", row)) == 2 and "(2) |" in row   # Bern. and Cat. GS, both metrics
 
 
 def test_table1_has_both_vae_rows_the_paper_numbers_and_its_provenance(tiny_results):
     results, output = tiny_results
-    markdown = (results / "tables" / "table1.md").read_text()
+    markdown = (results / "tables" / "tiny" / "table1.md").read_text()
     for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper",
                  "112.2", "116.0", "101.5", "128.8", "preset tiny", "m = 4", "first 10 of the 10,000",
                  "NVIL", "RLOO", "drawn at commit"):
         assert text in markdown, text
     assert markdown.split("\n\n")[0] in output                # printed at the end of `make table1`
-    assert "\\toprule" in (results / "tables" / "table1.tex").read_text()
+    assert "\\toprule" in (results / "tables" / "tiny" / "table1.tex").read_text()
 
 
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
-    runs = sorted((results / "runs").glob("*/*/"))
-    assert len(runs) == 4 + 7 + 2                           # table1, tau_ablation, gradvar (tiny grids)
+    runs = sorted((results / "sweeps").glob("*/*/"))
+    assert len(runs) == 4 + 7 + 2 + 4                       # table1, tau_ablation, gradvar, model_question
     for run in runs:
         assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
         assert curve(run, "test/neg_elbo").steps == [2, 4]
-    assert "preset tiny | 13/13 runs finished" in provenance(runs, "tiny")
+    assert "preset tiny | 17/17 runs finished" in provenance(runs, "tiny")
 
 
 def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp_path, monkeypatch, capsys):
@@ -90,6 +107,59 @@ def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp
     assert "gradvar (tiny): done 2" in capsys.readouterr().out
 
 
+def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():
+    """So a config key added later, with a default that keeps the old behaviour, moves no run."""
+    assert identity(load_config(None)) == {}
+    cfg = load_config(None, ["estimator=st-gs", "model.hidden=[]", "out_dir=elsewhere"])
+    assert identity(cfg) == {"estimator.name": "st-gs", "model.hidden": []}
+
+
+def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(REPO)
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress"]
+    assert sweep_cli.main(args) == 0
+    gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
+    saved = yaml.safe_load((gs.run_dir / "config.yaml").read_text())
+    saved["estimator"]["ema_decay"] = 0.5                   # as if a default had changed since
+    (gs.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert (gs.status(), rloo.status()) == ("stale", "done")
+    capsys.readouterr()
+    assert sweep_cli.main(args) == 0
+    assert "gradvar (tiny): done 1, finished 1" in capsys.readouterr().out
+    assert gs.status() == "done"
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_workers_of_a_killed_sweep_stop_with_it(shared_cache, tmp_path):
+    """SIGKILL the sweep mid-run: its worker processes must not train on unseen (and then clash
+    with the sweep started again)."""
+    path = tmp_path / "long.yaml"
+    path.write_text(f"base: {REPO}/configs/vae_categorical.yaml\nparameters:\n  estimator.name: {{values: [gs, st]}}\n"
+                    "presets:\n  quick: {steps: 100000, model.hidden: [16], eval.every: 100000}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", str(path), "--workers", "2",
+                             "--results-dir", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("sweeps/*/*/metrics.jsonl"))) < 2:
+        time.sleep(0.2)
+    workers = {c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()}
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    survivors = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in survivors:                                    # leave no stray training behind
+        os.kill(w, signal.SIGKILL)
+    assert not survivors
+
+
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
@@ -97,7 +167,7 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * 11 + 3 and all(": new -> " in line for line in lines)
     assert "[1/25] vae_categorical st-gs constant-tau0=0.1: new" in lines[0]
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "sweeps").exists()
 
 
 @pytest.mark.parametrize(("sweep_text", "args", "message"), [
