@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
-from experiments.tables import BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, SWEEP_DIR
+from experiments.tables import BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, SWEEP_DIR, schedule_label
 from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
@@ -147,12 +147,6 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- tau ablation
-
-def schedule_label(tau: dict) -> str:
-    """``{"schedule": "exp", "rate": 1e-5, "update_every": 500}`` -> ``exp r=1e-05 N=500``."""
-    short = {"tau0": "τ=", "rate": "r=", "update_every": "N="}
-    return " ".join([tau["schedule"], *(f"{short[k]}{v:g}" for k, v in tau.items() if k in short)])
-
 
 def _schedule_colours(labels: list[str]) -> dict[str, tuple]:
     """Shades of one colour map per schedule family, so families read as groups."""

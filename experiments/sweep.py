@@ -9,10 +9,12 @@ A sweep file is a W&B grid sweep plus keys of our own::
     parameters:                        # dotted config key -> {values: [...]} (an axis) or {value: v}
       estimator.name: {values: [gs, st-gs]}
       tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
-    include:                           # extra points next to the grid, each a mapping of overrides
-      - {estimator.name: rloo}
+    include:                           # extra points next to the grid, each a mapping of overrides;
+      - {estimator.name: rloo}         # a value written {values: [...]} makes the entry a small grid
+    select: [optim.lr]                 # axes chosen on `metric` by the tables (default: optim.lr)
     presets:                           # dotted overrides per budget; {values: [...]} adds an axis
-                                       # (or replaces the grid's axis of that key)
+                                       # (or replaces the grid's axis of that key); `include:`
+                                       # replaces the file's include list for that preset
       quick: {steps: 2000, seeds: [0, 1]}
       paper: {steps: 50000, optim.lr: {values: [1.0e-4, 1.0e-3]}}
 
@@ -62,8 +64,7 @@ from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
 STORE = "sweeps"  # <results>/sweeps/<sweep name>/<run>: the committed run records
-LR_KEY = "optim.lr"  # the axis best_points selects over
-SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "presets"}
+SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "select", "presets"}
 
 
 class SweepError(ValueError):
@@ -110,7 +111,8 @@ class Sweep:
     bases: list[str]
     axes: dict[str, list[Any]]                 # grid axes: dotted key -> values
     fixed: dict[str, Any]                      # constant parameters ({value: v})
-    include: list[dict[str, Any]]              # extra points
+    include: list[dict[str, Any]]              # extra points (a {values: [...]} value: an axis of that entry)
+    select: list[str]                          # axes chosen on `metric` by best_points
     presets: dict[str, dict[str, Any]]
 
 
@@ -157,16 +159,38 @@ def read_sweep(path: str | Path) -> Sweep:
     for key, spec in (tree.get("parameters") or {}).items():
         is_axis, value = _axis_or_value(key, spec, "parameters")
         (axes if is_axis else fixed)[key] = value
-    include = tree.get("include") or []
-    _require(isinstance(include, list) and all(isinstance(p, dict) for p in include),
-             f"include: expected a list of mappings of overrides, got {include!r}")
+    include = _include_list(tree.get("include"), "include")
+    select = tree.get("select", ["optim.lr"])
+    _require(isinstance(select, list) and all(isinstance(k, str) for k in select),
+             f"select: expected a list of dotted keys, got {select!r}")
     presets = tree.get("presets") or {}
     _require(isinstance(presets, dict) and all(isinstance(p, dict) for p in presets.values()),
              "presets: expected a mapping from preset name to a mapping of overrides")
     unknown = sorted(set(presets) - set(PRESETS))
     if unknown:
         raise SweepError(f"presets.{unknown[0]}: unknown preset; allowed: {', '.join(PRESETS)}")
-    return Sweep(path, tree.get("name", path.stem), metric["name"], bases, axes, fixed, include, presets)
+    for name, preset in presets.items():
+        if "include" in preset:
+            _include_list(preset["include"], f"presets.{name}.include")
+    return Sweep(path, tree.get("name", path.stem), metric["name"], bases, axes, fixed, include, select, presets)
+
+
+def _include_list(value: Any, where: str) -> list[dict[str, Any]]:
+    value = value or []
+    _require(isinstance(value, list) and all(isinstance(p, dict) for p in value),
+             f"{where}: expected a list of mappings of overrides, got {value!r}")
+    return value
+
+
+def _is_axis(spec: Any) -> bool:
+    return isinstance(spec, dict) and set(spec) == {"values"}
+
+
+def _entry_points(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """An include entry's points: its {values: [...]} values are axes, the rest fixed."""
+    axes = {k: _axis_or_value(k, v, where)[1] for k, v in entry.items() if _is_axis(v)}
+    fixed = {k: v for k, v in entry.items() if k not in axes}
+    return [{**fixed, **dict(zip(axes, combo))} for combo in itertools.product(*axes.values())]
 
 
 def _yaml_value(value: Any) -> str:
@@ -223,7 +247,10 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
     _require(preset in sweep.presets,
              f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}")
     preset_axes, preset_fixed = {}, {}
+    include = sweep.presets[preset].get("include", sweep.include)
     for key, spec in sweep.presets[preset].items():
+        if key == "include":
+            continue
         if isinstance(spec, dict) and "values" in spec:     # an axis; any other value is an override
             preset_axes[key] = _axis_or_value(key, spec, f"presets.{preset}")[1]
         else:
@@ -231,8 +258,8 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
     axes = {**sweep.axes, **preset_axes}       # a preset axis replaces a grid axis of the same key
     extra = {k: v for k, v in preset_axes.items() if k not in sweep.axes}
     grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-    included = [{**own, **dict(zip(extra, combo))} for own in sweep.include
-                for combo in itertools.product(*extra.values())]
+    included = [{**own, **dict(zip(extra, combo))} for entry in include
+                for own in _entry_points(entry, "include") for combo in itertools.product(*extra.values())]
     points = []
     for values in grid + included:      # bases innermost: each estimator's runs on both VAEs come together
         for base in sweep.bases:
@@ -248,11 +275,12 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
 
 
 def best_points(sweep: Sweep, points: list[Point]) -> list[Point]:
-    """Of each set of points that differ only in ``optim.lr``, the one with the lowest
-    ``sweep.metric`` at the end of training: the paper's per-estimator learning-rate choice on
-    the validation set. Without a learning-rate axis every point is its own set."""
+    """Of each set of points that differ only in the ``select`` axes (``optim.lr`` by default),
+    the one with the lowest ``sweep.metric`` at the end of training: the paper's per-estimator
+    choice of learning rate (and temperature schedule) on the validation set. Without such axes
+    every point is its own set."""
     def group(point: Point) -> tuple:
-        others = {k: v for k, v in point.values.items() if k != LR_KEY}
+        others = {k: v for k, v in point.values.items() if k not in sweep.select}
         return point.base, json.dumps(others, sort_keys=True)
 
     def score(point: Point) -> float | None:
@@ -350,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i}/{n}] {point.label}: {point.status()} -> {point.run_dir}")
             return 0
         outcomes: Counter[str] = Counter()
+        started = time.perf_counter()
         with _lock(Path(args.results_dir) / STORE / sweep.name):
             todo = []
             for i, point in enumerate(points, 1):
@@ -368,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, ConfigError, DataError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{sweep.name} ({args.preset}): " + ", ".join(f"{k} {c}" for k, c in sorted(outcomes.items())))
+    wall = time.perf_counter() - started
+    print(f"{sweep.name} ({args.preset}): " + ", ".join(f"{k} {c}" for k, c in sorted(outcomes.items()))
+          + f"; wall time {wall / 60:.1f} min with {args.workers} worker(s)")
     if outcomes["diverged"] or outcomes["failed"]:
         print(f"diverged runs are marked by {FAILED} in their directory and skipped; delete it to retry")
     return 0

@@ -82,6 +82,10 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
         if tuned:
             rows.append((f"{label} lr (chosen on valid.)",
                          [f"{p.cfg.optim.lr:g}" if p is not None else "–" for p in cells]))
+        if any("tau" in p.values for p in points):
+            rows.append((f"{label} τ (chosen on valid.)",
+                         [schedule_label(p.values["tau"]) if p is not None and "tau" in p.values else "–"
+                          for p in cells]))
     return [ESTIMATOR_NAMES[name] for name in columns], rows
 
 
@@ -132,6 +136,12 @@ def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str)
         lines.append(" & ".join([_tex(label), *map(_tex, cells)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def schedule_label(tau: dict) -> str:
+    """``{"schedule": "exp", "rate": 1e-5, "update_every": 500}`` -> ``exp r=1e-05 N=500``."""
+    short = {"tau0": "τ=", "rate": "r=", "update_every": "N="}
+    return " ".join([tau["schedule"], *(f"{short[k]}{v:g}" for k, v in tau.items() if k in short)])
 
 
 def write_table(name: str, header: list[str], rows: list[tuple[str, list[str]]], caption: str,

@@ -218,3 +218,25 @@ def test_learning_rate_is_chosen_per_group_on_the_validation_metric(tmp_path, mo
                                                                              "std": 0.0}}))
     chosen = best_points(sweep, points)
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in chosen] == [("gs", 1e-3), ("st", 1e-3)]
+
+
+def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_ones(tmp_path, monkeypatch):
+    """table1.yaml's paper preset: a preset ``include`` whose entry has {values} axes adds the
+    relaxed estimators' (r, N) grid; best_points keeps one point per estimator and latent type,
+    chosen over lr (and tau) on the validation metric."""
+    monkeypatch.chdir(REPO)
+    sweep = read_sweep("configs/sweeps/table1.yaml")
+    points = expand(sweep, "paper", tmp_path)
+    relaxed = [p for p in points if p.cfg.estimator.name in ("gs", "st-gs")]
+    assert len(points) == 2 * (7 * 6 + 2 * 4 * 6) and len(relaxed) == 2 * 2 * 4 * 6
+    assert {p.cfg.tau.rate for p in relaxed} == {1e-5, 1e-4} and {p.cfg.tau.update_every for p in relaxed} == {500, 1000}
+    assert all("tau" not in p.values for p in points if p not in relaxed)
+    best = {(p.base, p.cfg.estimator.name): p for p in points
+            if p.cfg.optim.lr == 1e-3 and p.cfg.tau.rate == 1e-4 and p.cfg.tau.update_every == 500
+            or p.cfg.estimator.name not in ("gs", "st-gs") and p.cfg.optim.lr == 1e-3}
+    for p in points:
+        p.run_dir.mkdir(parents=True)
+        value = 100.0 if best.get((p.base, p.cfg.estimator.name)) is p else 120.0
+        (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value, "std": 0.0}}))
+    chosen = best_points(sweep, points)
+    assert len(chosen) == 18 and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}

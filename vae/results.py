@@ -97,13 +97,13 @@ def _joined(values: set) -> str:
 
 
 def provenance(run_dirs: Sequence[Path], preset: str) -> str:
-    """One line saying what made a figure or table: preset, seeds, steps, device and commits.
+    """One line saying what made a figure or table: preset, seeds, steps, device, run time and commits.
 
-    Seeds, steps and devices are read from the finished runs' summaries; the runs' commits from
-    their ``sweep.json``; the drawing commit is the current one.
+    Seeds, steps, devices and seconds are read from the finished runs' summaries; the runs' commits
+    from their ``sweep.json``; the drawing commit is the current one.
     """
     seeds, steps, devices, commits = set(), set(), set(), set()
-    finished = 0
+    finished, seconds = 0, 0.0
     for run_dir in run_dirs:
         summary = load_summary(run_dir)
         if summary is not None:
@@ -111,9 +111,11 @@ def provenance(run_dirs: Sequence[Path], preset: str) -> str:
             seeds.add(len(summary["seeds"]))
             steps.add(summary["steps"])
             devices.add(summary["device"])
+            seconds += summary.get("train_seconds", 0.0) + summary.get("iw_seconds", 0.0)
         info = Path(run_dir) / SWEEP_INFO
         if info.exists():
             commits.add(json.loads(info.read_text())["commit"])
     return (f"preset {preset} | {finished}/{len(run_dirs)} runs finished | seeds per run: {_joined(seeds)}"
-            f" | steps: {_joined(steps)} | device: {_joined(devices)} | runs from commit {_joined(commits)}"
+            f" | steps: {_joined(steps)} | device: {_joined(devices)} | run time {seconds / 3600:.1f} h"
+            f" (training and test bound, summed over runs) | runs from commit {_joined(commits)}"
             f" | drawn at commit {git_commit()}")

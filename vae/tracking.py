@@ -11,7 +11,8 @@ A run directory ``<out_dir>/<experiment>/<run>/`` holds:
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
 ``<split>/<metric>/seed<s>``. Its mode comes from ``$WANDB_MODE``: ``offline`` by default (no account,
 no network; ``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or
-``disabled``. wandb is imported only when the mode is not ``disabled``.
+``disabled``. wandb is imported only when the mode is not ``disabled``, and it prints nothing to
+the console unless ``WANDB_SILENT=false``.
 """
 
 from __future__ import annotations
@@ -74,9 +75,12 @@ class RunTracker:
             return None
         import wandb  # only when logging is on
 
+        # quiet on the console (no run summaries between a sweep's runs) unless WANDB_SILENT=false;
+        # W&B's files are the same either way
+        silent = os.environ.get("WANDB_SILENT", "true").lower() != "false"
         return wandb.init(project=project, name=self.run_dir.name, id=_wandb_id(self.run_dir),
                           group=self.run_dir.parent.name, config=config, mode=mode,
-                          dir=str(wandb_dir),
+                          dir=str(wandb_dir), settings=wandb.Settings(silent=silent),
                           resume="allow", reinit="finish_previous")
 
     def log(self, step: int, split: str, metrics: dict[str, list[float]]) -> None:
