@@ -28,7 +28,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
-from experiments.tables import BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, SWEEP_DIR, schedule_label
+from experiments.tables import (BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, SWEEP_DIR, column,
+                               column_title, schedule_label)
 from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
@@ -129,9 +130,9 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
     for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
         lows, highs = [], []
         for point in (p for p in points if p.cfg.model.kind == kind):
-            name = point.cfg.estimator.name
-            _band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=ESTIMATOR_NAMES[name],
-                  linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
+            name, variant = column(point)
+            _band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
+                  linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
             c = curve(point.run_dir, "test/neg_elbo")
             lows += c.mean
             highs += c.mean[len(c.mean) // 2:]
@@ -141,7 +142,7 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
         ax.set_xlabel("training step")
         ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
+    axes[1].legend(fontsize=8, title="estimator\n(dashed: later\nor a variant)", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds")
     return save(fig, results_dir / "figures" / preset, "fig4_vae_curves", footer(points, preset))
 

@@ -60,6 +60,7 @@ import yaml
 from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
 from vae.data import DataError
 from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
+from experiments.wandb_sweep import WandbSweepError, register, start_agents, wandb_config
 from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
@@ -358,6 +359,20 @@ def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers
         pool.shutdown(cancel_futures=True)
 
 
+def _register_with_wandb(sweep: Sweep, preset: str, points: list[Point], results_dir: Path, agents: int) -> int:
+    """``--wandb``: register the points with W&B, print how to start agents, start ``agents`` here."""
+    projects = {p.cfg.wandb_project for p in points}
+    _require(len(projects) == 1, f"--wandb: the points log to several W&B projects ({', '.join(sorted(projects))})")
+    config = wandb_config(sweep.path, sweep.name, sweep.metric, preset, [p.run_dir.name for p in points], results_dir)
+    full_id = register(config, projects.pop())
+    print(f"registered W&B sweep {full_id}: {len(points)} points of {sweep.path} (preset {preset})")
+    print("start an agent on each machine (from a clone of this repository, same commit):")
+    print(f"  wandb agent {full_id}")
+    if agents:
+        return start_agents(full_id, agents)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -367,11 +382,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--point", help="run only the point of this name (<slug>__<hash>; what a W&B agent runs)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="register the sweep with W&B and print the agent command (needs a login)")
+    parser.add_argument("--agents", type=int, default=0, help="with --wandb: start this many agents here")
     args = parser.parse_args(argv)
     try:
         _require(args.workers >= 1, f"--workers: must be >= 1, got {args.workers}")
+        _require(args.agents >= 0 and (args.wandb or not args.agents), "--agents: needs --wandb and a count >= 0")
         sweep = read_sweep(args.sweep)
         points = expand(sweep, args.preset, Path(args.results_dir))
+        if args.wandb:
+            return _register_with_wandb(sweep, args.preset, points, Path(args.results_dir), args.agents)
+        if args.point is not None:
+            points = [p for p in points if p.run_dir.name == args.point]
+            _require(len(points) == 1, f"--point: no point {args.point!r} in {sweep.path} under --preset {args.preset}")
         n = len(points)
         if args.dry_run:
             for i, point in enumerate(points, 1):
@@ -394,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 bound = final(load_summary(point.run_dir), "test/iw_bound")
                 detail = f", test/iw_bound {bound[0]:.2f}" if bound else f" ({FAILED})"
                 print(f"{head}: {outcome} in {seconds:.0f} s{detail}", flush=True)
-    except (SweepError, ConfigError, DataError, RunDirError) as err:
+    except (SweepError, ConfigError, DataError, RunDirError, WandbSweepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - started

@@ -16,10 +16,13 @@ the sweep first (``make table1`` / ``make model-question`` do both).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
+from vae.config import Config
 from vae.results import FAILED, final, load_summary, provenance
 
 SWEEP_DIR = Path("configs/sweeps")
@@ -67,15 +70,29 @@ def _difference(point: Point | None, paper: float | None) -> str:
     return "–" if value is None or paper is None else f"{value[0] - paper:+.1f}"
 
 
+def column(point: Point) -> tuple[str, str]:
+    """``(estimator name, variant)``: the variant spells the point's other estimator settings
+    (``darn_point=mean``), empty for the estimator as configured by default."""
+    variant = ", ".join(f"{k.removeprefix('estimator.')}={v}" for k, v in point.values.items()
+                        if k.startswith("estimator.") and k != "estimator.name")
+    return point.cfg.estimator.name, variant
+
+
+def column_title(name: str, variant: str) -> str:
+    return ESTIMATOR_NAMES[name] + (f" ({variant})" if variant else "")
+
+
 def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep."""
-    by_cell = {(p.cfg.model.kind, p.cfg.estimator.name): p for p in points}
-    columns = list(ESTIMATOR_NAMES)
+    """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep:
+    the estimators in the paper's order, each followed by its variants (no paper number)."""
+    by_cell = {(p.cfg.model.kind, *column(p)): p for p in points}
+    order = list(ESTIMATOR_NAMES)
+    columns = sorted(dict.fromkeys(column(p) for p in points), key=lambda c: (order.index(c[0]), c[1]))
     tuned = any("optim.lr" in p.values for p in points)
     rows = []
     for kind, label in MODEL_ROWS.items():
-        cells = [by_cell.get((kind, name)) for name in columns]
-        papers = [PAPER_TABLE1[kind].get(name) for name in columns]
+        cells = [by_cell.get((kind, *c)) for c in columns]
+        papers = [None if variant else PAPER_TABLE1[kind].get(name) for name, variant in columns]
         rows.append((f"{label} ours", [_cell(p) for p in cells]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
         rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
@@ -86,15 +103,31 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
             rows.append((f"{label} τ (chosen on valid.)",
                          [schedule_label(p.values["tau"]) if p is not None and "tau" in p.values else "–"
                           for p in cells]))
-    return [ESTIMATOR_NAMES[name] for name in columns], rows
+    return [column_title(*c) for c in columns], rows
+
+
+def model_label(cfg: Config) -> str:
+    """``affine encoder and decoder (784-(N·K)-784), uniform prior``, read from a config."""
+    m = cfg.model
+    shape = f"784-{'-'.join(map(str, m.hidden))}-(N·K)" if m.hidden else "784-(N·K)-784"
+    kind = "MLP encoder and mirrored decoder" if m.hidden else "affine encoder and decoder"
+    return f"{kind} ({shape}), {m.prior} prior"
+
+
+def optimiser_label(cfg: Config) -> str:
+    o = cfg.optim
+    return "Adam" if o.name == "adam" else f"SGD with momentum {o.momentum:g}"
 
 
 def table1_caption(points: list[Point], preset: str) -> str:
-    """What the numbers are, and the budget and provenance behind them (read from the runs)."""
+    """What the numbers are, and the model, budget and provenance behind them (read from the runs)."""
     summaries = [s for s in (load_summary(p.run_dir) for p in points) if s is not None]
 
     def values(key: str) -> str:
         return ", ".join(sorted({str(s[key]) for s in summaries})) or "?"
+
+    def labels(describe: Callable[[Config], str]) -> str:
+        return "; ".join(dict.fromkeys(describe(p.cfg) for p in points)) or "?"
 
     examples = values("iw_examples")
     digits = "all 10,000 test digits" if examples == "10000" else f"the first {examples} of the 10,000 test digits"
@@ -102,13 +135,19 @@ def table1_caption(points: list[Point], preset: str) -> str:
     lrs = sorted({p.cfg.optim.lr for p in points})
     lr = ", ".join(f"{v:g}" for v in lrs)
     lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
+    taus = "; ".join(dict.fromkeys(schedule_label(dataclasses.asdict(p.cfg.tau)) for p in points
+                                   if p.cfg.estimator.name in ("gs", "st-gs") and "tau" not in p.values))
+    floors = ", ".join(sorted({f"{p.cfg.tau.floor:g}" for p in points}))
+    tau = f" τ for GS and ST-GS: {taus}, floor {floors}." if taus else ""
     return (f"Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is "
             f"better). 'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on "
-            f"{digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps, learning rate "
-            f"{lr}. 'paper': Jang, Gu & Poole (2017), Table 1 (SF = REINFORCE with a moving-average baseline "
-            f"and variance normalisation; ours centres the signal but divides by its std only when "
-            f"estimator.variance_normalisation is on, off by default, see README). NVIL and RLOO are later estimators (no paper number). "
-            f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
+            f"{digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps at batch 100; model: "
+            f"{labels(model_label)}; optimiser {labels(optimiser_label)}, learning rate {lr}.{tau} "
+            f"'paper': Jang, Gu & Poole (2017), Table 1. SF = reinforce-ema (moving-average baseline), which like "
+            f"DARN, MuProp and NVIL divides the whole encoder gradient by the learning signal's running std "
+            f"(variance normalisation, as the paper did) unless a column says VN off. Columns with a setting in "
+            f"brackets are variants of the estimator before them, and NVIL and RLOO are later estimators: no "
+            f"paper number. {BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
 def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:

@@ -78,10 +78,12 @@ class RunTracker:
         # quiet on the console (no run summaries between a sweep's runs) unless WANDB_SILENT=false;
         # W&B's files are the same either way
         silent = os.environ.get("WANDB_SILENT", "true").lower() != "false"
-        return wandb.init(project=project, name=self.run_dir.name, id=_wandb_id(self.run_dir),
-                          group=self.run_dir.parent.name, config=config, mode=mode,
-                          dir=str(wandb_dir), settings=wandb.Settings(silent=silent),
-                          resume="allow", reinit="finish_previous")
+        # a W&B sweep agent owns the run's id (it passes it in the environment); otherwise the id
+        # is the run directory's, so a resumed run continues its W&B run
+        own_id = {} if "WANDB_SWEEP_ID" in os.environ else {"id": _wandb_id(self.run_dir), "resume": "allow"}
+        return wandb.init(project=project, name=self.run_dir.name, group=self.run_dir.parent.name,
+                          config=config, mode=mode, dir=str(wandb_dir), settings=wandb.Settings(silent=silent),
+                          reinit="finish_previous", **own_id)
 
     def log(self, step: int, split: str, metrics: dict[str, list[float]]) -> None:
         """Record ``metrics[name][r]`` (one value per replica) for ``split`` at ``step``."""
