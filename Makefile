@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo clean-runs
+.PHONY: install test test-all demo bench clean-runs
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ test-all: install   ## also the slow statistical / end-to-end tests
 
 demo: install
 	$(PY) -m experiments.demo
+
+DEVICE ?= cpu
+bench: install   ## time a plain PyTorch loop, the suite's step, the replica axis and the bound (DEVICE=cuda on a GPU)
+	$(PY) -m experiments.bench --device $(DEVICE)
 
 clean-runs:
 	rm -rf results/runs results/wandb

@@ -195,11 +195,15 @@ def test_relaxed_kl_option_trains_gs(shared_cache, tmp_path, monkeypatch):
     assert summary["train/tau"]["per_seed"] != [1.5]       # the learned temperature moved
 
 
-def test_bench_entry_point_runs(shared_cache):
-    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--seeds", "2", "--steps", "2"],
+def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--steps", "2", "--repeats", "1",
+                           "--bound-examples", "10", "--out", str(tmp_path), "--device", "cpu"],
                           cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "speed-up of the replica axis" in done.stdout
+    for text in ("(a) plain PyTorch loop", "(b) suite, one seed", "(c) replica axis, R = 10", "(d) m = 1000 bound"):
+        assert text in done.stdout, text
+    record = json.loads((tmp_path / "cpu.json").read_text())
+    assert len(record["steps_per_second"]) == 5 and all(v > 0 for v in record["steps_per_second"].values())
 
 
 def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
