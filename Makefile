@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench clean-runs
+.PHONY: install test test-all demo bench gpu-data gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ demo: install
 DEVICE ?= cpu
 bench: install   ## time a plain PyTorch loop, the suite's step, the replica axis and the bound (DEVICE=cuda on a GPU)
 	$(PY) -m experiments.bench --device $(DEVICE)
+
+# ---- GPU (see README "GPU") ----
+gpu-data: install   ## MNIST as IDX files in data/mnist/ (git-ignored), to carry to a GPU machine without network
+	$(PY) -m experiments.gpu_check --export-data data/mnist
+
+GPU_PY ?= python3
+gpu-check:   ## on the GPU machine, with its own Python (installs nothing): gpu tests, bench, tiny presets, numeric modes
+	$(GPU_PY) -m experiments.gpu_check --data-dir data/mnist --out results/gpu_check
 
 clean-runs:
 	rm -rf results/runs results/wandb

@@ -41,6 +41,14 @@ def test_cache_is_used_and_a_corrupt_cache_is_a_clear_error(fake_mnist_dir, tmp_
         load_mnist_uint8(None, cache, log=quiet)
 
 
+def test_exported_idx_files_read_back_exactly(fake_mnist_dir, tmp_path):
+    images = load_mnist_uint8(fake_mnist_dir, tmp_path / "c", log=quiet)
+    paths = data_module.export_idx(images, tmp_path / "idx")
+    assert {p.name for p in paths} == {f"{stem}.gz" for stem in data_module.IDX_FILES.values()}
+    again = load_mnist_uint8(tmp_path / "idx", tmp_path / "c2", log=quiet)
+    assert all(torch.equal(images[k], again[k]) for k in images)
+
+
 def test_missing_and_truncated_idx_files_name_the_file(fake_mnist_dir, tmp_path):
     with pytest.raises(DataError, match="missing train-images-idx3-ubyte"):
         load_mnist_uint8(tmp_path, tmp_path / "c", log=quiet)

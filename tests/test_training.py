@@ -45,6 +45,33 @@ def test_replica_r_of_a_multi_seed_run_equals_the_single_seed_run(shared_cache, 
         assert from_both[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch):
+    """compile=true (torch.compile of encoder and decoder) changes speed, not numbers: the same
+    losses step after step and the same gradients (compared at the first step: Adam's
+    normalisation turns float round-off in near-zero gradients into lr-sized weight differences)."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    base = ["model.hidden=[32]", "seeds=[3]", "steps=5", "device=cpu"]
+    eager, compiled = (Trainer(load_config(None, base + [f"compile={flag}"]), log=lambda _: None)
+                       for flag in ("false", "true"))
+    for step in range(5):
+        losses = [t.train_step()[0] for t in (eager, compiled)]
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-4)
+        if step == 0:
+            for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
+                torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert list(compiled.model.state_dict()) == list(eager.model.state_dict())   # checkpoints unchanged
+
+
+def test_bf16_precision_autocasts_the_forward_passes_and_trains(shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["precision=bf16", "device=cpu"])
+    trainer = Trainer(cfg, log=lambda _: None)
+    with trainer.numerics():
+        assert trainer.model.encoder(torch.zeros(1, 2, 784)).dtype == torch.bfloat16
+    summary = json.loads((train(cfg, tmp_path / "run", progress=False) / "summary.json").read_text())
+    assert math.isfinite(summary["test/iw_bound"]["mean"])
+
+
 @pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"exact"}))
 def test_every_estimator_trains_through_the_harness(name, shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
@@ -215,3 +242,21 @@ def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
     assert "| gs |" in first.stdout and "| st-gs |" in first.stdout and "| reinforce-ema |" in first.stdout
     again = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 3
+
+
+def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: `make gpu-check` runs the real thing")
+    done = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--out", str(tmp_path / "out")], cwd=REPO,
+                          env=env_with_cache(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: gpu-check: no CUDA device") and not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["compile=true"]])
+def test_a_run_trains_and_evaluates_on_cuda(extra, shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["device=cuda", "seeds=[0,1]", *extra])
+    summary = json.loads((train(cfg, tmp_path / "run", progress=False) / "summary.json").read_text())
+    assert summary["device"].startswith("cuda") and math.isfinite(summary["test/iw_bound"]["mean"])

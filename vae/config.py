@@ -22,6 +22,7 @@ import yaml
 from vae.estimators.config import EstimatorConfig
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
+PRECISIONS = ("float32", "tf32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,8 @@ class Config:
     seeds: list[int] = field(default_factory=lambda: [0])  # one replica per seed, trained together
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    precision: str = "float32"  # "float32"; "tf32" (TF32 matmuls on CUDA); "bf16" (bfloat16 autocast) -- see README "Speed"
+    compile: bool = False  # torch.compile the encoder and decoder (with CUDA graphs on a GPU)
     kl: str = "analytic"  # "analytic" KL to the uniform prior, or "relaxed" Monte Carlo (gs only)
     log_every: int = 100  # steps between logged training metrics (no host sync in between)
     checkpoint_every: int = 5000  # steps between checkpoints (a multiple of log_every)
@@ -232,6 +235,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.steps >= 1, f"steps: must be >= 1, got {cfg.steps}")
     _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
     _check(cfg.kl in ("analytic", "relaxed"), f"kl: {cfg.kl!r}; allowed: analytic, relaxed")
+    _check(cfg.precision in PRECISIONS, f"precision: {cfg.precision!r}; allowed: {', '.join(PRECISIONS)}")
     _check(cfg.kl == "analytic" or cfg.estimator.name == "gs",
            f"kl: 'relaxed' needs the relaxed sample of estimator.name=gs, got {cfg.estimator.name!r}")
     _check(cfg.log_every >= 1, f"log_every: must be >= 1, got {cfg.log_every}")

@@ -82,6 +82,13 @@ class Trainer:
         self.estimator = build_estimator(cfg.estimator, num_replicas=r, latent_shape=(m.num_latents, m.num_classes),
                                          context_dim=784, rng=self.rng).to(self.device)
         self.temperature = Temperature(cfg.tau, r, cfg.steps).to(self.device)
+        # TF32 is a process-wide switch of torch's; bf16 autocast is entered around each step
+        # and each evaluation (self.numerics()); the Gumbel and KL arithmetic stays in float32
+        torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
+        if cfg.compile:   # in place, so state_dict keys (and checkpoints) are unchanged
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"   # CUDA graphs on a GPU
+            self.model.encoder.compile(mode=mode)
+            self.model.decoder.compile(mode=mode)
         params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
         self.optimizer = (torch.optim.Adam(params, lr=cfg.optim.lr) if cfg.optim.name == "adam" else
                           torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum))
@@ -106,6 +113,10 @@ class Trainer:
         self.rng.load_state_dict(state["rng"])
         self.step = state["step"]
 
+    def numerics(self) -> torch.autocast:
+        """The context of every forward pass: bfloat16 autocast under ``precision=bf16``."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     # -- one step -------------------------------------------------------------------------
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One update of every replica; returns per-replica (loss [R], kl [R], estimator info)."""
@@ -113,8 +124,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, t)
         x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
-        per_example, kl, info = training_loss(self.model, self.estimator, x, rng=self.rng,
-                                              tau=self.temperature(t), step=t, kl=cfg.kl)  # [R, B]
+        with self.numerics():
+            per_example, kl, info = training_loss(self.model, self.estimator, x, rng=self.rng,
+                                                  tau=self.temperature(t), step=t, kl=cfg.kl)  # [R, B]
         loss = per_example.mean(-1)                                              # [R]
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -133,7 +145,8 @@ class Trainer:
 
     def evaluate(self, split: str) -> list[float]:
         rng = eval_generator(self.cfg.seeds, self.step, self.device)
-        return negative_elbo(self.model, self.data, split, rng, self.cfg.eval.batch_size).tolist()
+        with self.numerics():
+            return negative_elbo(self.model, self.data, split, rng, self.cfg.eval.batch_size).tolist()
 
 
 def _first_bad(history: Tensor) -> tuple[int, int] | None:
@@ -249,8 +262,9 @@ def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
     bar = tqdm(total=examples, disable=not progress, desc=f"test bound m={e.iw_samples}", unit="ex")
     rng = eval_generator(cfg.seeds, cfg.steps + 1, trainer.device)
     start = time.perf_counter()
-    bound = importance_weighted_bound(trainer.model, trainer.data, "test", rng, e.iw_samples,
-                                      e.iw_batch_size, e.iw_examples, progress=bar).tolist()
+    with trainer.numerics():
+        bound = importance_weighted_bound(trainer.model, trainer.data, "test", rng, e.iw_samples,
+                                          e.iw_batch_size, e.iw_examples, progress=bar).tolist()
     bar.close()
     tracker.log(cfg.steps, "test", {"iw_bound": bound})
     finals = {}

@@ -1,0 +1,157 @@
+"""`make gpu-check`: everything that needs a GPU, in one prepared script (under 8 minutes on one GPU).
+
+    python -m experiments.gpu_check --data-dir data/mnist --out results/gpu_check
+    python -m experiments.gpu_check --export-data data/mnist      # here, first: MNIST as IDX files
+
+Meant for a GPU machine with its own Python and no network: it installs nothing, imports wandb
+nowhere (every run sets ``WANDB_MODE=disabled``), and reads MNIST from IDX files that travel with
+the working tree (``--export-data`` writes them from this machine's cache). In order, each step
+timed and its outcome recorded, a failing step never stopping the next:
+
+1. the machine: Python, torch, the GPU;
+2. the tests marked ``gpu`` (``pytest -m gpu``; pytest must be importable there);
+3. ``experiments.bench --device cuda`` (the plain loop, the suite's step, the replica axis, the bound);
+4. the ``tiny`` preset of every sweep file and every figure and table, on CUDA;
+5. numeric modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and float32 with
+   ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits of each, beside
+   float32's.
+
+Writes ``<out>/gpu_check.md`` (a report to paste into the README) and ``<out>/gpu_check.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vae.data import export_idx, load_mnist_uint8
+
+SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
+FIGURES = ("fig1", "fig4", "tau-ablation", "gradvar", "samples")
+TABLES = ("table1", "model-question")
+MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"], "float32, compiled": ["compile=true"]}
+MODE_STEPS = 5000
+STEP_TIMEOUT = 420   # seconds for any one step; the whole check is meant to end within 8 minutes
+
+
+def run(command: list[str], env: dict[str, str]) -> tuple[bool, str, float]:
+    """Run one command; (succeeded, the end of its output, seconds)."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT)
+        ok, output = done.returncode == 0, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        ok, output = False, f"timed out after {STEP_TIMEOUT} s: {err.stdout or ''}"
+    return ok, output[-2000:], time.perf_counter() - start
+
+
+def numeric_modes(env: dict[str, str], workdir: Path) -> list[dict]:
+    """Train and bound the categorical VAE once per numeric mode; read the numbers from the runs."""
+    rows = []
+    for mode, overrides in MODES.items():
+        run_dir = workdir / "modes" / mode.replace(", ", "-")
+        command = [sys.executable, "-m", "experiments.train", "--no-progress", "--config", "configs/vae_categorical.yaml",
+                   "--run-dir", str(run_dir), f"steps={MODE_STEPS}", "device=cuda", f"out_dir={workdir / 'modes'}",
+                   "eval.every=5000", "checkpoint_every=5000", *overrides]
+        ok, output, seconds = run(command, env)
+        row = {"mode": mode, "ok": ok, "seconds": round(seconds, 1)}
+        if ok:
+            summary = json.loads((run_dir / "summary.json").read_text())
+            row.update(steps_per_second=summary["steps_per_second"], bound=summary["test/iw_bound"]["mean"],
+                       bound_seconds=summary["iw_seconds"])
+        else:
+            row["output"] = output
+        rows.append(row)
+    base = rows[0].get("bound")
+    for row in rows:
+        if base is not None and "bound" in row:
+            row["bound_minus_float32"] = round(row["bound"] - base, 3)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.gpu_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="data/mnist", help="the four MNIST IDX files")
+    parser.add_argument("--out", default="results/gpu_check", help="folder of the report")
+    parser.add_argument("--export-data", metavar="DIR", help="write MNIST from this machine's cache as IDX files to DIR, and stop")
+    args = parser.parse_args(argv)
+    if args.export_data:
+        paths = export_idx(load_mnist_uint8(), Path(args.export_data))
+        print("\n".join(f"wrote {p}" for p in paths))
+        return 0
+    if not torch.cuda.is_available():
+        print("error: gpu-check: no CUDA device here; run it on the GPU machine (see README 'GPU')", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    env = dict(os.environ, WANDB_MODE="disabled", VAE_DATA_DIR=str(workdir / "cache"), PYTHONUNBUFFERED="1")
+    load_mnist_uint8(Path(args.data_dir), workdir / "cache")       # fills the cache every later step reads
+    report: dict = {"python": platform.python_version(), "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name(), "steps": []}
+    started = time.perf_counter()
+
+    def step(name: str, command: list[str]) -> None:
+        ok, output, seconds = run(command, env)
+        report["steps"].append({"step": name, "ok": ok, "seconds": round(seconds, 1), "output": output})
+        print(f"{'ok  ' if ok else 'FAIL'} {seconds:6.1f} s  {name}", flush=True)
+
+    step("pytest -m gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"])
+    step("bench on cuda", [sys.executable, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)])
+    results = workdir / "results"
+    for sweep in SWEEPS:
+        step(f"sweep {sweep.name} tiny", [sys.executable, "-m", "experiments.sweep", str(sweep), "--preset", "tiny",
+                                          "--results-dir", str(results), "--no-progress"])
+    for figure in FIGURES:
+        step(f"figure {figure} tiny", [sys.executable, "-m", "experiments.figures", figure, "--preset", "tiny",
+                                       "--results-dir", str(results)])
+    for table in TABLES:
+        step(f"table {table} tiny", [sys.executable, "-m", "experiments.tables", table, "--preset", "tiny",
+                                     "--results-dir", str(results)])
+    report["modes"] = numeric_modes(env, workdir)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    bench = out / "cuda.json"
+    report["bench"] = json.loads(bench.read_text()) if bench.exists() else None
+
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "gpu_check.md").write_text(to_markdown(report))
+    print(to_markdown(report))
+    return 0 if all(s["ok"] for s in report["steps"]) and all(m["ok"] for m in report["modes"]) else 1
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"GPU check on {report['device']} (Python {report['python']}, torch {report['torch']}): "
+             f"{report['seconds']:.0f} s in all.", "", "| step | outcome | seconds |", "|---|---|---|"]
+    lines += [f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']:.1f} |" for s in report["steps"]]
+    if report.get("bench"):
+        rates = report["bench"]["steps_per_second"]
+        base = rates["(a) plain PyTorch loop"]
+        lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |", "|---|---|---|"]
+        for label, rate in rates.items():
+            replicas = int(label.rsplit(" ", 1)[1]) if label.startswith("(c)") else 1
+            lines.append(f"| {label} | {rate:.1f} | {rate * replicas / base:.2f}x |")
+        lines.append(f"| (d) m = 1000 bound, {report['bench']['bound_examples']} test digits | "
+                     f"{report['bench']['bound_seconds']} s | |")
+    lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
+    for m in report["modes"]:
+        if m["ok"]:
+            lines.append(f"| {m['mode']} | {m['steps_per_second']:.0f} | {m['bound']:.2f} | "
+                         f"{m.get('bound_minus_float32', 0):+.2f} |")
+        else:
+            lines.append(f"| {m['mode']} | FAILED | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
