@@ -49,7 +49,7 @@ FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
 TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-TOY_DRAWS = {"tiny": 50, "quick": 2000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
+TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
 
 
@@ -98,7 +98,7 @@ def fig1(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(2, len(FIG1_TAUS), figsize=(12, 5.2), sharex=True)
     k = torch.arange(1, len(FIG1_PROBS) + 1)
     for col, tau in enumerate(FIG1_TAUS):
-        samples = gumbel_softmax(logits, tau, ReplicaGenerator([col]))          # [10000, K]
+        samples = gumbel_softmax(logits, tau, generator=ReplicaGenerator([col]))          # [10000, K]
         top, bottom = axes[0, col], axes[1, col]
         top.bar(k, samples.mean(0), color="tab:blue", label="E[y] (10,000 samples)")
         top.plot(k, probs, "k_", markersize=18, mew=2, label="category probabilities")

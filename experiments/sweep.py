@@ -304,11 +304,13 @@ def _lock(directory: Path) -> Iterator[None]:
         yield
 
 
-def run_point(point: Point, sweep: Sweep, preset: str, progress: bool,
+def run_point(point: Point, sweep: Sweep, preset: str, progress: bool, commit: str,
               threads: int | None = None) -> tuple[str, float]:
     """Bring one point to ``done``; returns (``finished`` or ``diverged``, seconds taken).
 
-    ``threads`` sets torch's intra-op threads first (in a worker process of ``--workers``).
+    ``commit`` is the code's commit when the sweep started (what its processes run, whatever is
+    committed while they train), recorded in ``sweep.json``. ``threads`` sets torch's intra-op
+    threads first (in a worker process of ``--workers``).
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -324,7 +326,7 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool,
         (point.run_dir / FAILED).write_text(f"{err}\n")
         outcome = "diverged"
     info = {"sweep": str(sweep.path), "preset": preset, "base": point.base, "values": point.values,
-            "outcome": outcome, "commit": git_commit(), "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "outcome": outcome, "commit": commit, "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
     (point.run_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return outcome, time.perf_counter() - start
 
@@ -338,20 +340,20 @@ def _die_with_parent() -> None:
 
 
 def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers: int,
-               progress: bool) -> Iterator[tuple[str, Point, str, float]]:
+               progress: bool, commit: str) -> Iterator[tuple[str, Point, str, float]]:
     """Run ``todo`` (heading, point) one after another, or on ``workers`` processes of
     ``cpu_count / workers`` torch threads each (small networks use threads poorly, so two
     one-thread processes outpace one two-thread process); yields (heading, point, outcome, seconds)."""
     if workers == 1:
         for head, point in todo:
             print(f"{head}: {'resumed' if point.status() == 'resume' else 'started'}", flush=True)
-            yield head, point, *run_point(point, sweep, preset, progress)
+            yield head, point, *run_point(point, sweep, preset, progress, commit)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_die_with_parent)
     try:
-        futures = {pool.submit(run_point, point, sweep, preset, False, threads): (head, point)
+        futures = {pool.submit(run_point, point, sweep, preset, False, commit, threads): (head, point)
                    for head, point in todo}
         for future in as_completed(futures):
             yield *futures[future], *future.result()
@@ -414,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     todo.append((head, point))
             progress = not args.no_progress and args.workers == 1
-            for head, point, outcome, seconds in run_points(todo, sweep, args.preset, args.workers, progress):
+            runs = run_points(todo, sweep, args.preset, args.workers, progress, commit=git_commit())
+            for head, point, outcome, seconds in runs:
                 outcomes[outcome] += 1
                 bound = final(load_summary(point.run_dir), "test/iw_bound")
                 detail = f", test/iw_bound {bound[0]:.2f}" if bound else f" ({FAILED})"

@@ -410,3 +410,22 @@ def test_estimators_run_on_cuda(name: str, seed: int) -> None:
     grads = torch.autograd.grad(surrogate.sum(), list(model.parameters()))
     assert all(g.is_cuda and torch.isfinite(g).all() for g in grads)
     assert all(value.is_cuda for value in info.values())
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_every_estimator_works_on_plain_tensors_without_a_replica_axis(name: str, seed: int) -> None:
+    """logits [B, N, K], f on [..., B, N, K], torch's global generator: what a user's model has."""
+    torch.manual_seed(seed)
+    logits = torch.randn(4, 3, 4, requires_grad=True)
+    weight = torch.randn(3, 4)
+    x = torch.randn(4, DATA_DIM)
+
+    def f(z: Tensor) -> Tensor:
+        assert z.shape[-3:] == (4, 3, 4)
+        return (z * weight).sum((-1, -2)).square()
+
+    estimator = build_estimator(name, latent_shape=(3, 4), context_dim=DATA_DIM)
+    surrogate, info = estimator(logits, f, tau=0.7, context=x)
+    assert surrogate.shape == (4,) and all(v.dim() == 0 or v.shape[0] != 1 for v in info.values())
+    (grad,) = torch.autograd.grad(surrogate.sum(), logits)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -25,21 +25,21 @@ def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
 def test_hard_samples_follow_softmax_of_logits(tau):
     """Gumbel-max: the argmax class is distributed as softmax(logits), whatever tau."""
     logits = torch.tensor([0.7, 0.2, 0.1])
-    y = gumbel_softmax(logits.expand(100_000, 3), tau, ReplicaGenerator([0]), hard=True)
+    y = gumbel_softmax(logits.expand(100_000, 3), tau, generator=ReplicaGenerator([0]), hard=True)
     assert chi_square(y.sum(0), torch.softmax(logits, -1)) < CHI2_999[2]
 
 
 def test_hard_samples_follow_softmax_for_random_logits_k10():
     logits = 2 * torch.randn(10, generator=torch.Generator().manual_seed(3))
-    y = gumbel_softmax(logits.expand(100_000, 10), 0.5, ReplicaGenerator([1]), hard=True)
+    y = gumbel_softmax(logits.expand(100_000, 10), 0.5, generator=ReplicaGenerator([1]), hard=True)
     assert chi_square(y.sum(0), torch.softmax(logits, -1)) < CHI2_999[9]
 
 
 def test_straight_through_is_one_hot_with_the_soft_gradient():
     logits = torch.randn(64, 5, 7, requires_grad=True)
     weights = torch.randn(64, 5, 7)
-    hard = gumbel_softmax(logits, 0.7, ReplicaGenerator([5]), hard=True)
-    soft = gumbel_softmax(logits, 0.7, ReplicaGenerator([5]), hard=False)  # same noise
+    hard = gumbel_softmax(logits, 0.7, generator=ReplicaGenerator([5]), hard=True)
+    soft = gumbel_softmax(logits, 0.7, generator=ReplicaGenerator([5]), hard=False)  # same noise
     assert set(hard.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(hard.sum(-1), torch.ones(64, 5))
     assert torch.equal(hard.argmax(-1), soft.argmax(-1))
@@ -55,7 +55,7 @@ def test_no_inf_or_nan_for_extreme_logits_and_tau(dtype, tau):
     gen = torch.Generator().manual_seed(0)
     logits = (1e4 * torch.sign(torch.randn(1_000_000, 10, generator=gen))).to(dtype).requires_grad_()
     for hard in (False, True):
-        y = gumbel_softmax(logits, tau, ReplicaGenerator([7]), hard=hard)
+        y = gumbel_softmax(logits, tau, generator=ReplicaGenerator([7]), hard=hard)
         assert y.dtype == dtype
         assert torch.isfinite(y).all()
         (grad,) = torch.autograd.grad(y[:1000].float().pow(2).sum(), logits)
@@ -74,7 +74,7 @@ def test_gumbel_noise_is_finite_even_at_the_ends_of_the_uniform():
 def test_matches_torch_gumbel_softmax_in_distribution():
     """Mean soft sample per class equals torch's within 5 standard errors of the difference."""
     n, logits = 200_000, torch.tensor([1.5, 0.0, -1.0, 0.3])
-    ours = gumbel_softmax(logits.expand(n, 4), 0.5, ReplicaGenerator([11]))
+    ours = gumbel_softmax(logits.expand(n, 4), 0.5, generator=ReplicaGenerator([11]))
     torch.manual_seed(12)
     theirs = F.gumbel_softmax(logits.expand(n, 4), tau=0.5)
     se = torch.sqrt(ours.var(0) / n + theirs.var(0) / n)
@@ -84,13 +84,13 @@ def test_matches_torch_gumbel_softmax_in_distribution():
 @pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf, torch.tensor([1.0, 0.0])])
 def test_invalid_tau_is_a_value_error(tau):
     with pytest.raises(ValueError, match="tau"):
-        gumbel_softmax(torch.zeros(2, 2), tau, ReplicaGenerator([0]))
+        gumbel_softmax(torch.zeros(2, 2), tau, generator=ReplicaGenerator([0]))
 
 
 @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
 def test_non_finite_logits_are_a_value_error(bad):
     with pytest.raises(ValueError, match="logits"):
-        gumbel_softmax(torch.tensor([0.0, bad]), 1.0, ReplicaGenerator([0]))
+        gumbel_softmax(torch.tensor([0.0, bad]), 1.0, generator=ReplicaGenerator([0]))
 
 
 def test_concrete_density_matches_torch_relaxed_one_hot():
@@ -109,3 +109,15 @@ def test_binary_concrete_density_integrates_to_one(tau):
     density = concrete_log_prob(log_y, torch.tensor([0.4, -0.3]), tau).double().exp()
     integral = (density * y1 * (1 - y1)).sum() * (t[1] - t[0])
     assert abs(float(integral) - 1.0) < 1e-3
+
+
+def test_called_like_torch_with_the_global_generator_or_a_torch_generator():
+    """No generator: torch's global one, so torch.manual_seed makes it repeatable, as for
+    F.gumbel_softmax; a torch.Generator gives its own stream."""
+    logits = torch.randn(5, 4)
+    torch.manual_seed(3)
+    first = gumbel_softmax(logits, 0.5, hard=True)
+    torch.manual_seed(3)
+    assert torch.equal(first, gumbel_softmax(logits, 0.5, hard=True))
+    own = [gumbel_softmax(logits, 0.5, generator=torch.Generator().manual_seed(9)) for _ in range(2)]
+    assert torch.equal(own[0], own[1]) and own[0].shape == logits.shape

@@ -11,8 +11,10 @@ For logits ``l`` over K classes and ``g_k = -log(-log u_k)``, ``u_k ~ U(0, 1)``:
 All arithmetic is done in float32 whatever the logits' dtype (the logits are cast to float32 and
 the sample back to their dtype), so float16 / bfloat16 cannot produce inf or NaN here.
 
-Every function that draws noise takes a :class:`vae.replicas.ReplicaGenerator`, so that replica
-``r`` of a multi-seed run draws exactly the noise a single-seed run with seed ``r`` would.
+Every function that draws noise takes a ``generator``: None (torch's global generator, as
+``torch.nn.functional.gumbel_softmax``), a ``torch.Generator``, or a
+:class:`vae.replicas.ReplicaGenerator`, with which replica ``r`` of a multi-seed run draws exactly
+the noise a single-seed run with seed ``r`` would.
 """
 
 from __future__ import annotations
@@ -31,12 +33,26 @@ _U_MIN = torch.finfo(torch.float32).tiny
 _U_MAX = 1.0 - torch.finfo(torch.float32).eps / 2
 
 
-def gumbel_noise(shape: torch.Size | tuple[int, ...], rng: ReplicaGenerator) -> Tensor:
+Generator = ReplicaGenerator | torch.Generator | None
+
+
+def uniform(shape: torch.Size | tuple[int, ...], generator: Generator = None,
+            device: torch.device | str = "cpu") -> Tensor:
+    """``U[0, 1)`` float32 draws of ``shape`` from ``generator`` (None: torch's global one, on ``device``)."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    if isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, device=generator.device)
+    return generator.uniform(shape)
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: Generator = None,
+                 device: torch.device | str = "cpu") -> Tensor:
     """Standard Gumbel(0, 1) noise of ``shape`` in float32, always finite.
 
     ``g = -log(-log u)`` with ``u`` clamped away from 0 and 1 (see module constants).
     """
-    u = rng.uniform(shape).clamp_(_U_MIN, _U_MAX)
+    u = uniform(shape, generator, device).clamp_(_U_MIN, _U_MAX)
     return -torch.log(-torch.log(u))
 
 
@@ -65,16 +81,19 @@ def straight_through(soft: Tensor) -> Tensor:
     return hard - soft.detach() + soft
 
 
-def gumbel_softmax(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator,
-                   hard: bool = False, check: bool = True) -> Tensor:
+def gumbel_softmax(logits: Tensor, tau: float | Tensor = 1.0, hard: bool = False,
+                   generator: Generator = None, *, check: bool = True) -> Tensor:
     """A Gumbel-softmax sample of ``Categorical(softmax(logits))``, same shape and dtype.
+
+    Called like ``torch.nn.functional.gumbel_softmax(logits, tau, hard)`` (classes on the last
+    axis), with finite noise for any uniform draw and float32 arithmetic for any dtype.
 
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities (any float dtype; finite).
         tau: temperature > 0 (float, or a tensor broadcastable to ``logits[..., :1]``).
-        rng: the generator(s) that draw the noise.
         hard: if True, the straight-through sample (forward exactly one-hot, backward the
             gradient of the soft sample); if False, the soft sample.
+        generator: where the noise comes from (None: torch's global generator).
         check: validate tau and the logits (raising ``ValueError``). Checking finiteness reads
             the logits back to the host; the training loop passes False and instead checks its
             losses every ``log_every`` steps, so a GPU step needs no synchronisation.
@@ -85,7 +104,7 @@ def gumbel_softmax(logits: Tensor, tau: float | Tensor, rng: ReplicaGenerator,
     if check:
         check_tau(tau)
         check_logits(logits)
-    soft = relax(logits, gumbel_noise(logits.shape, rng), tau)
+    soft = relax(logits, gumbel_noise(logits.shape, generator, logits.device), tau)
     sample = straight_through(soft) if hard else soft
     return sample.to(logits.dtype)
 

@@ -89,7 +89,7 @@ class DiscreteVAE(nn.Module):
         logits. The sample is independent of the one the reconstruction uses, which keeps the
         estimate of the relaxed objective unbiased.
         """
-        log_y = torch.log_softmax((logits.float() + gumbel_noise(logits.shape, rng)) / tau, dim=-1)
+        log_y = torch.log_softmax((logits.float() + gumbel_noise(logits.shape, rng, logits.device)) / tau, dim=-1)
         prior = self.prior_logits().expand_as(logits)
         return (concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior, tau)).sum(-1)
 

@@ -15,6 +15,7 @@ KL's -- is divided by ``s``, while the decoder's and the prior's are not.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from vae.estimators import Estimator
@@ -35,13 +36,23 @@ def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: R
 
     ``kl`` is ``analytic`` or ``relaxed`` (a one-sample Monte Carlo KL between Concrete
     distributions, for ``gs``). Sets ``model.logit_scale`` to the estimator's slope at ``step``.
+    The info adds ``decoder_evals``: how many times the decoder ran per example (its cost, for
+    comparisons at equal compute).
     """
     model.logit_scale.fill_(estimator.logit_scale(step))
     logits = model.encode(x)                                                   # [R, B, N, K]
     scale = estimator.encoder_gradient_scale()
     if scale is not None:
         logits = divide_gradient(logits, scale)
-    surrogate, info = estimator(logits, lambda z: model.reconstruction_loss(z, x), rng=rng,
-                                tau=tau, step=step, context=x)                 # [R, B]
+    evaluated = []                                   # examples the decoder saw, call by call
+
+    def f(z: Tensor) -> Tensor:
+        loss = model.reconstruction_loss(z, x)                                 # [R, *S, B]
+        evaluated.append(loss.numel())
+        return loss
+
+    surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)   # [R, B]
+    info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
+                                       device=surrogate.device)
     kl_term = model.kl(logits) if kl == "analytic" else model.relaxed_kl(logits, tau, rng)
     return surrogate + kl_term, kl_term.detach(), info

@@ -29,18 +29,21 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 }
 
 
-def build_estimator(cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                    context_dim: int, rng: ReplicaGenerator) -> Estimator:
-    """Validate ``cfg`` and build its estimator.
+def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int], num_replicas: int = 1,
+                    context_dim: int = 0, rng: ReplicaGenerator | None = None) -> Estimator:
+    """Validate ``cfg`` and build its estimator: ``build_estimator("rloo", latent_shape=(20, 10))``.
 
     Args:
-        cfg: the estimator's config.
-        num_replicas: R, the leading axis of every buffer and parameter.
+        cfg: the estimator's config, or just its name (every other setting at its default).
         latent_shape: ``(N, K)``.
-        context_dim: D, the feature size of the ``context`` the estimator is called with.
-        rng: per-replica generators that initialise the estimator's parameters (if any).
+        num_replicas: R, the leading axis of every buffer and parameter (1 for plain tensors).
+        context_dim: D, the feature size of the ``context`` the estimator is called with (nvil).
+        rng: per-replica generators that initialise the estimator's parameters, if it has any
+            (default: seed 0 for every replica).
     """
+    cfg = EstimatorConfig(name=cfg) if isinstance(cfg, str) else cfg
     cfg.validate()
+    rng = rng if rng is not None else ReplicaGenerator([0] * num_replicas)
     return ESTIMATORS[cfg.name](cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                                 context_dim=context_dim, rng=rng)
 

@@ -18,6 +18,10 @@ Training-loop code never needs to know which estimator runs::
 
     surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)
 
+and on plain tensors, with no replica axis and torch's global generator::
+
+    surrogate, info = estimator(logits_bnk, f)      # logits [B, N, K], f(z [..., B, N, K]) -> [..., B]
+
 Estimators with parameters of their own (baseline networks) are ``nn.Module`` children trained
 by the run's optimiser: their own loss enters the surrogate as ``aux - aux.detach()``, which adds
 its gradient without changing the surrogate's value. State such as moving averages lives in
@@ -40,7 +44,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from vae.replicas import ReplicaGenerator
+from vae.gumbel import Generator
 
 Objective = Callable[[Tensor], Tensor]
 """``f(z)``: z ``[R, *S, B, N, K]`` -> per-example loss ``[R, *S, B]`` (lower is better)."""
@@ -62,16 +66,30 @@ class Estimator(nn.Module, abc.ABC):
         """The factor ``a`` on the encoder's logits at ``step``: ``q = softmax(a * logits)`` (1 here)."""
         return 1.0
 
-    @abc.abstractmethod
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, logits: Tensor, f: Objective, *, rng: Generator = None, tau: float | Tensor = 1.0,
+                step: int = 0, context: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Return ``(surrogate [R, B], info)``; ``info`` holds detached tensors for logging.
 
         Args:
-            logits: ``[R, B, N, K]`` encoder output.
+            logits: ``[R, B, N, K]`` encoder output, or ``[B, N, K]`` without a replica axis (then
+                ``f`` takes ``[..., B, N, K]`` and the surrogate is ``[B]``).
             f: per-example objective, see the module docstring.
-            rng: per-replica generators for every random draw.
+            rng: where random draws come from: per-replica generators, a torch.Generator, or
+                None (torch's global generator).
             tau: relaxation temperature (used by relaxation-based estimators only).
             step: global training step (for estimators with their own schedules).
-            context: ``[R, B, D]`` the encoder's input, for input-dependent baselines.
+            context: ``[R, B, D]`` (or ``[B, D]``) the encoder's input, for input-dependent
+                baselines (``nvil`` needs it).
         """
+        if logits.dim() == 3:                                  # no replica axis: add one of size 1
+            inner = f
+            surrogate, info = self.forward(logits.unsqueeze(0), lambda z: inner(z.squeeze(0)).unsqueeze(0),
+                                           rng=rng, tau=tau, step=step,
+                                           context=None if context is None else context.unsqueeze(0))
+            return surrogate.squeeze(0), {k: v.squeeze(0) for k, v in info.items()}
+        return self.estimate(logits, f, rng=rng, tau=tau, step=step, context=context)
+
+    @abc.abstractmethod
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator, tau: float | Tensor, step: int,
+                 context: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`forward` on ``[R, B, N, K]`` logits: what each estimator implements."""

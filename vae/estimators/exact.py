@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
+from vae.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.models import log_prob_one_hot
 from vae.replicas import ReplicaGenerator
@@ -37,7 +38,7 @@ class Exact(Estimator):
         self.max_states = cfg.max_states
         check_state_count(*latent_shape, self.max_states)
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         r, b, n, k = logits.shape
         check_state_count(n, k, self.max_states)

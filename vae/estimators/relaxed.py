@@ -24,7 +24,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import gumbel_softmax
+from vae.gumbel import Generator, gumbel_softmax
 from vae.replicas import ReplicaGenerator
 
 
@@ -37,11 +37,11 @@ class GumbelSoftmax(Estimator):
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__()
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         # no per-step host sync: tau is validated with the config, losses are checked every
         # log_every steps by the training loop
-        z = gumbel_softmax(logits, tau, rng, hard=self.hard, check=False)   # [R, B, N, K]
+        z = gumbel_softmax(logits, tau, hard=self.hard, generator=rng, check=False)   # [R, B, N, K]
         loss = f(z)                                             # [R, B]
         return loss, {"loss": loss.detach().mean(-1)}
 
@@ -59,7 +59,7 @@ class StraightThrough(Estimator):
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__()
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         probs = torch.softmax(logits.float(), dim=-1)           # [R, B, N, K]
         z = sample_one_hot(logits, rng)                         # [R, B, N, K]

@@ -5,16 +5,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.gumbel import gumbel_noise
-from vae.replicas import ReplicaGenerator
+from vae.gumbel import Generator, gumbel_noise
 
 
-def sample_one_hot(logits: Tensor, rng: ReplicaGenerator, num_samples: int | None = None) -> Tensor:
+def sample_one_hot(logits: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
     """One-hot ``z ~ Categorical(softmax(logits))``: ``one_hot(argmax(logits + g))``, g Gumbel.
 
     Args:
         logits: ``[R, B, N, K]``.
-        rng: per-replica generators.
+        rng: per-replica generators (or a torch.Generator, or None: torch's global one).
         num_samples: if given, draw that many independent samples on a new axis after R.
 
     Returns:
@@ -23,5 +22,5 @@ def sample_one_hot(logits: Tensor, rng: ReplicaGenerator, num_samples: int | Non
     r, *rest = logits.shape
     shape = (r, *rest) if num_samples is None else (r, num_samples, *rest)
     target = logits.detach().float() if num_samples is None else logits.detach().float().unsqueeze(1)
-    index = (target + gumbel_noise(shape, rng)).argmax(-1)       # [R, (S,) B, N]
+    index = (target + gumbel_noise(shape, rng, logits.device)).argmax(-1)       # [R, (S,) B, N]
     return F.one_hot(index, logits.shape[-1]).float()

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
+from vae.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import SignalNormaliser
@@ -46,7 +47,7 @@ class Reinforce(Estimator):
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__()
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
@@ -67,15 +68,15 @@ class ReinforceEMA(Estimator):
     def encoder_gradient_scale(self) -> Tensor | None:
         return self.normaliser.scale() if self.normaliser.normalise else None
 
-    def baseline(self, context: Tensor) -> Tensor:
-        """Input-dependent baseline ``[R, B]`` (none here)."""
-        return torch.zeros(context.shape[:2], device=context.device)
+    def baseline(self, context: Tensor | None, loss: Tensor) -> Tensor:
+        """Input-dependent baseline ``[R, B]``, shaped like the per-example ``loss`` (none here)."""
+        return torch.zeros_like(loss)
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
-        baseline = self.baseline(context)                         # [R, B]
+        baseline = self.baseline(context, loss)                   # [R, B]
         centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
         signal = self.normaliser(loss.detach() - baseline.detach())           # [R, B]
         surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
@@ -95,7 +96,9 @@ class NVIL(ReinforceEMA):
                          context_dim=context_dim, rng=rng)
         self.baseline_net = ReplicaMLP([context_dim, cfg.baseline_hidden, 1], rng, torch.nn.Tanh)
 
-    def baseline(self, context: Tensor) -> Tensor:
+    def baseline(self, context: Tensor | None, loss: Tensor) -> Tensor:
+        if context is None:
+            raise ValueError("nvil: needs context= (the encoder's input x) for its input-dependent baseline")
         return self.baseline_net(context.detach().float()).squeeze(-1)   # [R, B]
 
 
@@ -109,7 +112,7 @@ class RLOO(Estimator):
         super().__init__()
         self.num_samples = cfg.num_samples
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         k = self.num_samples
         z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
+from vae.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.score_function import score_surrogate
@@ -77,7 +78,7 @@ class MuProp(_TaylorEstimator):
 
     unbiased = True
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mean = torch.softmax(logits.float(), dim=-1).to(logits.dtype)     # [R, B, N, K]
         at_mean, slope = gradient_at(mean, f)                             # [R, B], [R, B, N, K]
@@ -98,7 +99,7 @@ class DARN(_TaylorEstimator):
                          context_dim=context_dim, rng=rng)
         self.point = cfg.darn_point
 
-    def forward(self, logits: Tensor, f: Objective, *, rng: ReplicaGenerator,
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_q = torch.log_softmax(logits.float(), dim=-1)                 # [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
