@@ -247,6 +247,11 @@ def validate(cfg: Config) -> None:
     _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", cfg.experiment) is not None,
            f"experiment: letters, digits, '_', '.', '-' (not starting with '.'), got {cfg.experiment!r}")
     _check(m.kind in ("categorical", "bernoulli"), f"model.kind: {m.kind!r}; allowed: categorical, bernoulli")
+    lowest_tau = t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
+    _check(cfg.estimator.name != "reinmax" or lowest_tau >= 1,
+           f"estimator.name: 'reinmax' needs tau >= 1 throughout (its authors' choice: at tau = 1 its backward pass "
+           f"is exact for quadratic objectives, below 1 its bias grows), but the schedule reaches {lowest_tau:g}; "
+           f"use tau.schedule=constant tau.tau0=1.0")
     _check(m.num_latents >= 1, f"model.num_latents: must be >= 1, got {m.num_latents}")
     _check(m.num_classes >= 2, f"model.num_classes: must be >= 2, got {m.num_classes}")
     _check(m.kind == "categorical" or m.num_classes == 2,

@@ -136,3 +136,24 @@ def concrete_log_prob(log_y: Tensor, logits: Tensor, tau: float | Tensor) -> Ten
             + (log_alpha - (tau_t + 1) * log_y).sum(-1)
             - k * torch.logsumexp(log_alpha - tau_t * log_y, dim=-1))
 
+
+
+def conditional_gumbel(logits: Tensor, hard: Tensor, generator: Generator = None) -> Tensor:
+    """Perturbed log-probabilities ``log_softmax(logits) + g`` drawn given their argmax: ``[..., K]``.
+
+    For ``hard`` one-hot at class b (the argmax of ``log pi + g`` for some Gumbel g) this samples
+    ``log pi + g`` from its conditional distribution given that argmax (Tucker et al. 2017,
+    appendix; Paulus et al. 2021): with ``E_i ~ Exp(1)``,
+
+        top:     z_b = -log E_b                          (the max is Gumbel(log sum pi) = Gumbel(0))
+        others:  z_i = -log(E_i / pi_i + E_b)            (Gumbel(log pi_i) truncated below z_b)
+
+    computed in log space (``-logaddexp(log E_i - log pi_i, log E_b)``) so tiny pi_i stay finite.
+    Differentiable in ``logits`` (the reparameterisation REBAR and RELAX need); detach the
+    logits for a sample that carries no gradient (Gumbel-Rao's).
+    """
+    log_pi = torch.log_softmax(logits.float(), dim=-1)
+    log_e = torch.log(-torch.log(uniform(logits.shape, generator, logits.device).clamp_(_U_MIN, _U_MAX)))
+    log_e_top = (log_e * hard).sum(-1, keepdim=True)                     # log E_b
+    others = -torch.logaddexp(log_e - log_pi, log_e_top)
+    return torch.where(hard.bool(), -log_e_top.expand_as(others), others)

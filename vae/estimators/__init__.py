@@ -9,7 +9,8 @@ from __future__ import annotations
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import ESTIMATOR_NAMES, EstimatorConfig
 from vae.estimators.exact import Exact
-from vae.estimators.relaxed import GumbelSoftmax, SlopeAnnealedST, StraightThrough, STGumbelSoftmax
+from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
+                                   STGumbelSoftmax)
 from vae.estimators.score_function import NVIL, RLOO, Reinforce, ReinforceEMA
 from vae.estimators.taylor import DARN, MuProp
 from vae.replicas import ReplicaGenerator
@@ -26,6 +27,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "rloo": RLOO,
     "darn": DARN,
     "muprop": MuProp,
+    "gumbel-rao": GumbelRao,
+    "reinmax": ReinMax,
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 # Kept in step with ``vae.estimators.ESTIMATORS`` (a test checks the two agree); listed here so
 # that validating a config does not import the estimators.
 ESTIMATOR_NAMES = ("exact", "gs", "st-gs", "st", "st-annealed", "reinforce", "reinforce-ema",
-                   "nvil", "rloo", "darn", "muprop")
+                   "nvil", "rloo", "darn", "muprop", "gumbel-rao", "reinmax")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class EstimatorConfig:
     slope_rate: float = 8e-5  # st-annealed: slope = min(max_slope, 1 + slope_rate * step); 8e-5 = Chung et al.'s 0.04 per epoch of 500 steps
     max_slope: float = 5.0  # st-annealed: the slope's ceiling (Chung et al. 2016 used 5)
     max_states: int = 4096  # exact: refuse latent spaces with more than this many K^N states
+    rao_samples: int = 10  # gumbel-rao: conditional Gumbel draws M averaged in the backward pass
     darn_point: str = "uniform"  # darn: Taylor point, "uniform" (1/K; Gregor et al.'s 1/2) or "mean" (softmax(logits))
 
     def normalises(self) -> bool:
@@ -45,6 +46,8 @@ class EstimatorConfig:
             raise ValueError(f"estimator.slope_rate: must be >= 0, got {self.slope_rate}")
         if not self.max_slope >= 1.0:
             raise ValueError(f"estimator.max_slope: must be >= 1, got {self.max_slope}")
+        if self.rao_samples < 1:
+            raise ValueError(f"estimator.rao_samples: must be an integer >= 1, got {self.rao_samples}")
         if self.darn_point not in ("uniform", "mean"):
             raise ValueError(f"estimator.darn_point: {self.darn_point!r}; allowed: uniform, mean")
         if self.max_states < 1:

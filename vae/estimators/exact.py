@@ -39,7 +39,7 @@ class Exact(Estimator):
         check_state_count(*latent_shape, self.max_states)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         r, b, n, k = logits.shape
         check_state_count(n, k, self.max_states)
         states = all_states(n, k, logits.device).to(logits.dtype)             # [S, N, K]

@@ -1,7 +1,8 @@
-"""Relaxation and straight-through estimators: ``gs``, ``st-gs``, ``st``, ``st-annealed``.
+"""Relaxation and straight-through estimators: ``gs``, ``st-gs``, ``st``, ``st-annealed``,
+``gumbel-rao``, ``reinmax``.
 
-All four backpropagate through a sample instead of weighting a score; none is unbiased for the
-discrete objective ``E_q[f(z)]``.
+All backpropagate through a sample instead of weighting a score; none is unbiased for the
+discrete objective ``E_q[f(z)]`` in general.
 
 * ``gs`` (Jang et al. 2017; Maddison et al. 2017): ``y = softmax((logits + g) / tau)``, surrogate
   ``f(y)``: the exact gradient of the *relaxed* objective ``E_g[f(y)]``, evaluated off the one-hot
@@ -14,17 +15,29 @@ discrete objective ``E_q[f(z)]``.
   ``a = min(max_slope, 1 + slope_rate * step)``. The slope is applied by the model
   (:meth:`Estimator.logit_scale`), so the sample, the straight-through gradient, the KL and the
   evaluation all use one distribution.
+* ``gumbel-rao`` (Paulus et al. 2021): ``st-gs`` with its backward pass averaged over M Gumbel
+  perturbations drawn *given* the hard sample D: ``D + s - s.detach()``,
+  ``s = mean_m softmax((log pi + G_m) / tau)``, ``G_m ~ G | argmax = D``
+  (:func:`vae.gumbel.conditional_gumbel`), the G_m held fixed (detached) as in the authors'
+  reference implementations. It is E[st-gs gradient | D]: the same mean, less variance, one
+  decoder evaluation (the M draws only enter the softmax).
+* ``reinmax`` (Liu et al. 2023): forward an exact one-hot sample D, backward the gradient of
+  ``pi_2 = 2 pi_1 - pi_0 / 2`` with ``pi_0 = softmax(logits)`` and
+  ``pi_1 = (D + softmax(logits / tau)) / 2`` (differentiated as ``softmax`` of logits shifted by a
+  constant): Heun's method where straight-through is Euler's. At tau = 1 it is exact for f
+  quadratic in z; it needs tau >= 1 (below, its bias grows; its authors' code refuses tau < 1).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, gumbel_softmax
+from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, gumbel_softmax
 from vae.replicas import ReplicaGenerator
 
 
@@ -38,7 +51,7 @@ class GumbelSoftmax(Estimator):
         super().__init__()
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         # no per-step host sync: tau is validated with the config, losses are checked every
         # log_every steps by the training loop
         z = gumbel_softmax(logits, tau, hard=self.hard, generator=rng, check=False)   # [R, B, N, K]
@@ -60,7 +73,7 @@ class StraightThrough(Estimator):
         super().__init__()
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         probs = torch.softmax(logits.float(), dim=-1)           # [R, B, N, K]
         z = sample_one_hot(logits, rng)                         # [R, B, N, K]
         loss = f((z + (probs - probs.detach())).to(logits.dtype))  # [R, B], forward exactly z
@@ -81,3 +94,46 @@ class SlopeAnnealedST(StraightThrough):
 
     def logit_scale(self, step: int) -> float:
         return min(self.max_slope, 1.0 + self.slope_rate * step)
+
+
+class GumbelRao(Estimator):
+    """``gumbel-rao``: forward D, backward the mean of M conditional Gumbel-softmax Jacobians."""
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+        self.num_draws = cfg.rao_samples
+
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        log_pi = torch.log_softmax(logits.float(), dim=-1)                       # [R, B, N, K]
+        hard = F.one_hot((log_pi.detach() + gumbel_noise(logits.shape, rng, logits.device)).argmax(-1),
+                         logits.shape[-1]).float()                               # [R, B, N, K]
+        draws = log_pi.detach().unsqueeze(1).expand(-1, self.num_draws, *log_pi.shape[1:])
+        perturbed = conditional_gumbel(draws, hard.unsqueeze(1).expand_as(draws), rng)  # [R, M, B, N, K]
+        noise = perturbed - draws                                                # G_m given D, no gradient
+        tau_ = tau.unsqueeze(1) if isinstance(tau, Tensor) else tau
+        soft = torch.softmax((log_pi.unsqueeze(1) + noise) / tau_, dim=-1).mean(1)   # [R, B, N, K]
+        loss = f((hard + soft - soft.detach()).to(logits.dtype))                # [R, B], forward exactly D
+        return loss, {"loss": loss.detach().mean(-1)}
+
+
+class ReinMax(Estimator):
+    """``reinmax``: forward D, backward the gradient of ``2 pi_1 - pi_0 / 2`` (tau >= 1)."""
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if not isinstance(tau, Tensor) and tau < 1:     # a learned tau is kept >= 1 by the config check
+            raise ValueError(f"reinmax: needs tau >= 1 (its authors' choice, see README), got {tau}")
+        logits = logits.float()
+        hard = sample_one_hot(logits, rng)                                       # [R, B, N, K]
+        pi0 = torch.softmax(logits, dim=-1)
+        pi1 = (hard + torch.softmax(logits / tau, dim=-1)) / 2
+        pi1 = torch.softmax((pi1.log() - logits).detach() + logits, dim=-1)       # value pi_1, Jacobian of a softmax
+        pi2 = 2 * pi1 - pi0 / 2
+        loss = f(hard + pi2 - pi2.detach())                                      # [R, B], forward exactly D
+        return loss, {"loss": loss.detach().mean(-1)}

@@ -48,7 +48,7 @@ class Reinforce(Estimator):
         super().__init__()
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
         surrogate = score_surrogate(loss, loss, log_prob_one_hot(logits, z))
@@ -73,7 +73,7 @@ class ReinforceEMA(Estimator):
         return torch.zeros_like(loss)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
         baseline = self.baseline(context, loss)                   # [R, B]
@@ -113,7 +113,7 @@ class RLOO(Estimator):
         self.num_samples = cfg.num_samples
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         k = self.num_samples
         z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]
         loss = f(z)                                                       # [R, k, B]

@@ -79,7 +79,7 @@ class MuProp(_TaylorEstimator):
     unbiased = True
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mean = torch.softmax(logits.float(), dim=-1).to(logits.dtype)     # [R, B, N, K]
         at_mean, slope = gradient_at(mean, f)                             # [R, B], [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
@@ -100,7 +100,7 @@ class DARN(_TaylorEstimator):
         self.point = cfg.darn_point
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_q = torch.log_softmax(logits.float(), dim=-1)                 # [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         if self.point == "uniform":          # derivative at the sample, point 1/K
