@@ -22,13 +22,20 @@ from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.estimators import ESTIMATOR_NAMES, ESTIMATORS, EstimatorConfig, build_estimator
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_noise
-from vae.models import DiscreteVAE, categorical_kl
+from vae.estimators.exact import all_states
+from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
 from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
 DATA_DIM = 5
-UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop"]
+UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop", "arm", "disarm"]
+BERNOULLI_ONLY = {"arm", "disarm"}
+
+
+def pairs(names) -> list[tuple[str, str]]:
+    """(name, kind) for every latent kind the estimator applies to."""
+    return [(name, kind) for name in names for kind in KINDS if kind == "bernoulli" or name not in BERNOULLI_ONLY]
 BIASED = ["gs", "st-gs", "st", "st-annealed", "darn", "gumbel-rao", "reinmax"]
 NUM_DRAWS = 4000
 # Family-wise false-alarm rate of each z-test; Bonferroni over every gradient coordinate tested.
@@ -106,6 +113,12 @@ def test_exact_matches_hand_enumeration() -> None:
         torch.testing.assert_close(g, m)
 
 
+@pytest.mark.parametrize("name", sorted(BERNOULLI_ONLY))
+def test_bernoulli_only_estimators_refuse_categorical_latents_and_name_the_alternatives(name: str) -> None:
+    with pytest.raises(ValueError, match=f"'{name}' is for Bernoulli latents .* use rloo, vimco, rebar, relax"):
+        build(name, "categorical")
+
+
 def test_exact_refuses_large_latent_spaces() -> None:
     with pytest.raises(ValueError, match="estimator.max_states"):
         build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(20, 10),
@@ -121,8 +134,7 @@ def test_one_hot_samples_follow_the_categorical(seed: int) -> None:
     assert chi2 < 16.27  # chi-square, 3 degrees of freedom, p = 1e-3
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", UNBIASED)
+@pytest.mark.parametrize(("name", "kind"), pairs(UNBIASED))
 def test_unbiased_estimators_match_exact(name: str, kind: str, seed: int) -> None:
     model, x = problem(kind)
     estimator = build(name, kind)
@@ -319,8 +331,7 @@ def test_sampled_latents_are_exactly_one_hot(name: str, kind: str, seed: int) ->
     assert ((samples == 0) | (samples == 1)).all() and (samples.sum(-1) == 1).all()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+@pytest.mark.parametrize(("name", "kind"), pairs(ESTIMATOR_NAMES))
 def test_estimates_are_shaped_finite_and_deterministic(name: str, kind: str, seed: int) -> None:
     r, b = 2, 3
     model = DiscreteVAE(kind, *KINDS[kind], [8], ReplicaGenerator([5, 6]), data_dim=DATA_DIM)
@@ -416,15 +427,16 @@ def test_estimators_run_on_cuda(name: str, seed: int) -> None:
 def test_every_estimator_works_on_plain_tensors_without_a_replica_axis(name: str, seed: int) -> None:
     """logits [B, N, K], f on [..., B, N, K], torch's global generator: what a user's model has."""
     torch.manual_seed(seed)
-    logits = torch.randn(4, 3, 4, requires_grad=True)
-    weight = torch.randn(3, 4)
+    k = 2 if name in BERNOULLI_ONLY else 4
+    logits = torch.randn(4, 3, k, requires_grad=True)
+    weight = torch.randn(3, k)
     x = torch.randn(4, DATA_DIM)
 
     def f(z: Tensor) -> Tensor:
-        assert z.shape[-3:] == (4, 3, 4)
+        assert z.shape[-3:] == (4, 3, k)
         return (z * weight).sum((-1, -2)).square()
 
-    estimator = build_estimator(name, latent_shape=(3, 4), context_dim=DATA_DIM)
+    estimator = build_estimator(name, latent_shape=(3, k), context_dim=DATA_DIM)
     surrogate, info = estimator(logits, f, tau=1.2, context=x)
     assert surrogate.shape == (4,) and all(v.dim() == 0 or v.shape[0] != 1 for v in info.values())
     (grad,) = torch.autograd.grad(surrogate.sum(), logits)
@@ -469,3 +481,31 @@ def test_reinmax_is_unbiased_for_quadratic_objectives_at_tau_one_only(tau: float
     assert (worst <= z_crit) == exact, f"max z-score {worst:.2f}, threshold {z_crit:.2f}"
     with pytest.raises(ValueError, match="tau >= 1"):
         build("reinmax", "categorical")(logits, f, tau=0.5)
+
+
+def exact_multi_sample_bound(model: DiscreteVAE, x: Tensor, k: int) -> Tensor:
+    """``sum_b E[log (1/k) sum_j w_j]`` over all k-tuples of latent states (enumeration), with
+    ``log w = log p(x | z) + log p(z) - log q(z | x)``: differentiable in every parameter."""
+    logits = model.encode(x)                                                # [1, B, N, K]
+    states = all_states(model.num_latents, model.num_classes)               # [S, N, K]
+    tuples = torch.tensor(list(itertools.product(range(states.shape[0]), repeat=k)))   # [S^k, k]
+    z = states[tuples][None, :, :, None].expand(-1, -1, -1, x.shape[1], -1, -1)        # [1, S^k, k, B, N, K]
+    log_q = log_prob_one_hot(logits, z)                                     # [1, S^k, k, B]
+    log_w = -model.reconstruction_loss(z, x) + model.log_prior(z) - log_q
+    bound = torch.logsumexp(log_w, dim=2) - math.log(k)                     # [1, S^k, B]
+    return (log_q.sum(2).exp() * bound).sum()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vimco_is_unbiased_for_its_multi_sample_bound_through_the_trainers_loss(kind: str, seed: int) -> None:
+    """Through vae.objectives.training_loss (which passes f = -log w and adds no KL), the mean of
+    VIMCO's encoder and decoder gradients is the exact gradient of -E[L_k], k = 2, enumerated
+    over all 64^2 pairs of latent states."""
+    model, x = problem(kind)
+    bound = exact_multi_sample_bound(model, x, k=2)
+    exact = dict(zip(["encoder", "decoder"], (torch.cat([g.flatten() for g in torch.autograd.grad(
+        -bound, list(part.parameters()), retain_graph=True)]) for part in (model.encoder, model.decoder))))
+    draws = draw_gradients(model, build("vimco", kind, num_samples=2), x, tau=1.0, num_draws=NUM_DRAWS,
+                           seed=seed, loss="training")
+    worst, z_crit = z_scores(draws, exact)
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"

@@ -7,7 +7,9 @@ Per example, with the posterior logits ``l = a * encoder(x)`` (``a`` the estimat
 
 whose value is a single-sample negative ELBO for hard-sample estimators (a relaxed objective,
 not a bound, for ``gs``) and whose gradient is the estimator's estimate of the negative ELBO's
-gradient. If the estimator asks for variance normalisation
+gradient. For a multi-sample-bound estimator (``vimco``) f is the whole negative log-weight
+``-log p(x | z) - log p(z) + log q(z | x)`` and the loss is the estimator's negative k-sample
+bound, with no KL added. If the estimator asks for variance normalisation
 (:meth:`~vae.estimators.base.Estimator.encoder_gradient_scale`, ``s [R]``), the logits pass
 through :func:`divide_gradient` first, so the *whole* encoder gradient -- the estimator's and the
 KL's -- is divided by ``s``, while the decoder's and the prior's are not.
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vae.estimators import Estimator
-from vae.models import DiscreteVAE
+from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.replicas import ReplicaGenerator
 
 
@@ -49,10 +51,14 @@ def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: R
     def f(z: Tensor) -> Tensor:
         loss = model.reconstruction_loss(z, x)                                 # [R, *S, B]
         evaluated.append(loss.numel())
+        if estimator.multi_sample_bound:             # the whole negative log-weight -log p(x, z) / q(z | x)
+            loss = loss - model.log_prior(z) + log_prob_one_hot(logits, z)
         return loss
 
     surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)   # [R, B]
     info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
                                        device=surrogate.device)
     kl_term = model.kl(logits) if kl == "analytic" else model.relaxed_kl(logits, tau, rng)
+    if estimator.multi_sample_bound:                 # the KL is inside the bound; logged, not added
+        return surrogate, kl_term.detach(), info
     return surrogate + kl_term, kl_term.detach(), info

@@ -6,12 +6,13 @@ config and the run's dimensions, so :func:`build_estimator` needs no per-name di
 
 from __future__ import annotations
 
+from vae.estimators.antithetic import ARM, DisARM
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import ESTIMATOR_NAMES, EstimatorConfig
 from vae.estimators.exact import Exact
 from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
                                    STGumbelSoftmax)
-from vae.estimators.score_function import NVIL, RLOO, Reinforce, ReinforceEMA
+from vae.estimators.score_function import NVIL, RLOO, VIMCO, Reinforce, ReinforceEMA
 from vae.estimators.taylor import DARN, MuProp
 from vae.replicas import ReplicaGenerator
 
@@ -29,6 +30,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "muprop": MuProp,
     "gumbel-rao": GumbelRao,
     "reinmax": ReinMax,
+    "arm": ARM,
+    "disarm": DisARM,
+    "vimco": VIMCO,
 }
 
 

@@ -55,6 +55,10 @@ class Estimator(nn.Module, abc.ABC):
 
     #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
     unbiased: bool = False
+    #: Whether the objective is a multi-sample bound: then f must be the whole negative log-weight
+    #: ``-log p(x, z) + log q(z | x)`` (differentiable in the logits) and the surrogate is the
+    #: negative bound, so the trainer adds no KL (``vimco``).
+    multi_sample_bound: bool = False
 
     def encoder_gradient_scale(self) -> Tensor | None:
         """``[R]`` divisor of the whole encoder gradient of the training loss, or None (no scaling).

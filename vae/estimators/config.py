@@ -7,7 +7,7 @@ from dataclasses import dataclass
 # Kept in step with ``vae.estimators.ESTIMATORS`` (a test checks the two agree); listed here so
 # that validating a config does not import the estimators.
 ESTIMATOR_NAMES = ("exact", "gs", "st-gs", "st", "st-annealed", "reinforce", "reinforce-ema",
-                   "nvil", "rloo", "darn", "muprop", "gumbel-rao", "reinmax")
+                   "nvil", "rloo", "darn", "muprop", "gumbel-rao", "reinmax", "arm", "disarm", "vimco")
 
 
 @dataclass
@@ -15,7 +15,7 @@ class EstimatorConfig:
     """Which gradient estimator runs, and its hyperparameters (each read only by some)."""
 
     name: str = "gs"  # one of ESTIMATOR_NAMES
-    num_samples: int = 4  # rloo: samples per example (k >= 2) for the leave-one-out baseline
+    num_samples: int = 4  # rloo, vimco: samples per example (k >= 2) for the leave-one-out baselines
     ema_decay: float = 0.9  # reinforce-ema/nvil/darn/muprop: decay of the signal's moving averages
     variance_normalisation: bool | None = None  # reinforce-ema/nvil/darn/muprop: divide the whole encoder gradient by the signal's running std; null = on (the paper's)
     baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP

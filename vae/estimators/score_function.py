@@ -17,9 +17,21 @@ whose value is ``f(z)`` and whose gradient is ``grad f(z)`` (decoder) ``+ A grad
   ``aux - aux.detach()`` term; variance normalisation as ``reinforce-ema``.
 * ``rloo`` (Kool et al. 2019): k samples per example, ``A_i = f(z_i) - mean_{j != i} f(z_j)``,
   surrogate averaged over the k samples.
+
+``vimco`` (Mnih & Rezende 2016) optimises another objective, the k-sample importance-weighted
+bound ``L = log (1/k) sum_j w_j``, ``log w_j = -f(z_j)`` with f the whole negative log-weight
+``-log p(x, z) + log q(z | x)`` (the trainer passes that f and adds no KL, see
+:attr:`Estimator.multi_sample_bound`). Its gradient
+
+    sum_j (L - L_{-j}) grad log q(z_j) + sum_j w~_j grad log w_j,    w~_j = w_j / sum_i w_i
+
+uses per-sample leave-one-out signals: ``L_{-j}`` is L with ``log w_j`` replaced by the mean of
+the others' (the geometric mean of their weights). Unbiased for the gradient of ``E[L]``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -120,3 +132,29 @@ class RLOO(Estimator):
         others = (loss.sum(1, keepdim=True) - loss) / (k - 1)             # [R, k, B]
         surrogate = score_surrogate(loss, loss - others, log_prob_one_hot(logits, z)).mean(1)
         return surrogate, {"loss": loss.detach().mean((1, 2))}
+
+
+class VIMCO(Estimator):
+    """``vimco``: k samples, the k-sample bound as objective, leave-one-out (geometric-mean) signals."""
+
+    unbiased = True
+    multi_sample_bound = True
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+        self.num_samples = cfg.num_samples
+
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        k = self.num_samples
+        z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]
+        log_w = -f(z)                                                     # [R, k, B]
+        bound = torch.logsumexp(log_w, dim=1) - math.log(k)               # [R, B]
+        others = (log_w.sum(1, keepdim=True) - log_w) / (k - 1)           # [R, k, B] mean of the others
+        eye = torch.eye(k, dtype=torch.bool, device=log_w.device)[None, :, :, None]   # [1, j, i, 1]
+        replaced = torch.where(eye, others.detach().unsqueeze(2), log_w.detach().unsqueeze(1))  # [R, j, i, B]
+        signal = bound.detach().unsqueeze(1) - (torch.logsumexp(replaced, dim=2) - math.log(k))  # [R, k, B]
+        log_q = log_prob_one_hot(logits, z)                               # [R, k, B]
+        surrogate = -(bound + (signal * (log_q - log_q.detach())).sum(1))  # value: -L
+        return surrogate, {"loss": -bound.detach().mean(-1)}
