@@ -29,7 +29,7 @@ from vae.replicas import ReplicaGenerator
 
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
 DATA_DIM = 5
-UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop", "arm", "disarm"]
+UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop", "arm", "disarm", "rebar", "relax"]
 BERNOULLI_ONLY = {"arm", "disarm"}
 
 
@@ -509,3 +509,51 @@ def test_vimco_is_unbiased_for_its_multi_sample_bound_through_the_trainers_loss(
                            seed=seed, loss="training")
     worst, z_crit = z_scores(draws, exact)
     assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+
+
+def moved(estimator, seed: int):
+    """``estimator`` with every parameter of its own moved away from its initial value."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in estimator.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    return estimator
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["rebar", "relax"])
+def test_control_variate_estimators_stay_unbiased_after_their_parameters_move(name: str, kind: str,
+                                                                            seed: int) -> None:
+    model, x = problem(kind)
+    estimator = moved(build(name, kind), seed)
+    assert estimator.eta.item() != 1.0 and estimator.log_temperature.exp().item() != 0.5
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+    worst, z_crit = z_scores(draws, exact_gradients(model, x))
+    assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
+
+
+@pytest.mark.parametrize("name", ["rebar", "relax"])
+def test_control_variate_parameters_descend_the_estimators_variance(name: str, seed: int) -> None:
+    """Trained by an optimiser on the surrogate alone (the model fixed), from a poor start (eta =
+    0.5, lambda = 2), eta, lambda (and r) lower the variance of the encoder gradient: measured with
+    1,000 draws before and after 150 steps, it must fall to a tenth (on this problem it is 42 at
+    eta = 0.5 and 0.05 at eta = 1, lambda = 0.5)."""
+    model, x = problem("categorical")
+    estimator = build(name, "categorical")
+    with torch.no_grad():
+        estimator.eta.fill_(0.5)
+        estimator.log_temperature.fill_(math.log(2.0))
+
+    def encoder_variance() -> float:
+        draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=1000, seed=seed)["encoder"]
+        return draws.var(0).sum().item()
+
+    before = encoder_variance()
+    optimiser = torch.optim.Adam(estimator.parameters(), lr=0.05)
+    rng = ReplicaGenerator([seed])
+    for step in range(150):
+        surrogate, _ = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x), rng=rng, step=step)
+        optimiser.zero_grad()
+        surrogate.sum().backward()
+        optimiser.step()
+    assert encoder_variance() < 0.1 * before

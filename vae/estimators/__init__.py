@@ -9,6 +9,7 @@ from __future__ import annotations
 from vae.estimators.antithetic import ARM, DisARM
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import ESTIMATOR_NAMES, EstimatorConfig
+from vae.estimators.control_variates import RELAX, REBAR
 from vae.estimators.exact import Exact
 from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
                                    STGumbelSoftmax)
@@ -33,6 +34,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "arm": ARM,
     "disarm": DisARM,
     "vimco": VIMCO,
+    "rebar": REBAR,
+    "relax": RELAX,
 }
 
 

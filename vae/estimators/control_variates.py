@@ -1,0 +1,94 @@
+"""Score function with a reparameterised control variate: ``rebar`` (Tucker et al. 2017) and
+``relax`` (Grathwohl et al. 2018). Both unbiased, for any value of their own parameters.
+
+With ``log pi = log_softmax(logits)``, Gumbel noise g, the perturbed log-probabilities
+``z = log pi + g``, the hard sample ``b = one_hot(argmax z)`` (an exact sample of q), the same
+perturbation drawn again *given* b, ``z~ ~ p(z | b)`` (:func:`vae.gumbel.conditional_gumbel`,
+reparameterised in the logits), and a control variate c:
+
+    grad = [f(b) - c(z~)] grad log q(b) + grad c(z) - grad c(z~)
+
+(``grad log q(b) = b - pi`` per variable). REBAR's control variate is the relaxed objective
+``c(z) = eta f(softmax(z / lambda))``; RELAX adds a learned network, ``c(z) = eta f(softmax(z /
+lambda)) + r(z)`` (its paper writes eta = 1; its code scales the whole of c; here eta scales the
+REBAR term only, so REBAR is RELAX with r = 0). The estimator's parameters -- eta, log lambda and
+r's weights, one set per replica, from eta = 1, lambda = 0.5 -- are trained by the run's optimiser
+on the estimate's own variance: the surrogate adds a term whose gradient, for them alone, is
+``d/dparams mean_b ||grad_b||^2`` (a single-draw estimate of the variance's gradient, by double
+backpropagation), with ``grad_b`` the estimate for example b's logits, as in the authors' RELAX code
+(the REBAR code uses the model parameters' gradient instead).
+
+The decoder's gradient is that of ``f(b)``; the surrogate's value is ``f(b)``. Cost: f is
+evaluated three times (at b, ``softmax(z / lambda)`` and ``softmax(z~ / lambda)``) and
+differentiated twice more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vae.estimators.base import Estimator, Objective
+from vae.estimators.config import EstimatorConfig
+from vae.gumbel import Generator, conditional_gumbel, gumbel_noise
+from vae.replicas import ReplicaGenerator, ReplicaMLP
+
+
+class REBAR(Estimator):
+    """``rebar``: control variate ``eta f(softmax(z / lambda))``, eta and lambda tuned online."""
+
+    unbiased = True
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__()
+        self.eta = nn.Parameter(torch.ones(num_replicas))                               # [R]
+        self.log_temperature = nn.Parameter(torch.full((num_replicas,), math.log(0.5)))  # [R] log lambda
+
+    def control_variate(self, f_relaxed: Tensor, perturbed: Tensor) -> Tensor:
+        """``c [R, S, B]`` from f at the relaxed points ``[R, S, B]`` and the perturbations ``[R, S, B, N, K]``."""
+        return self.eta[:, None, None] * f_relaxed
+
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = logits.float()
+        log_pi = torch.log_softmax(logits, dim=-1)                                # [R, B, N, K]
+        z = log_pi + gumbel_noise(logits.shape, rng, logits.device)               # [R, B, N, K]
+        hard = F.one_hot(z.detach().argmax(-1), logits.shape[-1]).float()         # b
+        z_given = conditional_gumbel(logits, hard, rng)                           # z~ | b
+        perturbed = torch.stack([z, z_given], dim=1)                              # [R, 2, B, N, K]
+        lam = self.log_temperature.exp()[:, None, None, None, None]
+        values = f(torch.cat([hard.unsqueeze(1), torch.softmax(perturbed / lam, dim=-1)], dim=1))  # [R, 3, B]
+        f_hard = values[:, 0]                                                     # [R, B]
+        c = self.control_variate(values[:, 1:], perturbed)                        # [R, 2, B]
+        (pathwise,) = torch.autograd.grad((c[:, 0] - c[:, 1]).sum(), logits, create_graph=True)
+        score = hard - log_pi.exp().detach()                                      # grad log q(b)
+        grad = (f_hard.detach() - c[:, 1])[..., None, None] * score + pathwise    # [R, B, N, K]
+
+        variance = grad.square().sum((-1, -2)).mean(-1)                           # [R]
+        own = list(self.parameters())
+        tuning = torch.autograd.grad(variance.sum(), own, retain_graph=True, allow_unused=True)
+        tune = sum((p * g.detach()).reshape(p.shape[0], -1).sum(-1)
+                   for p, g in zip(own, tuning) if g is not None)                # [R], gradient: tuning
+        injected = (logits * grad.detach()).sum((-1, -2))                         # [R, B], gradient: grad
+        surrogate = f_hard + (injected - injected.detach()) + (tune - tune.detach())[:, None]
+        info = {"loss": f_hard.detach().mean(-1), "eta": self.eta.detach().clone(),
+                "temperature": self.log_temperature.detach().exp(), "grad_sq": variance.detach()}
+        return surrogate, info
+
+
+class RELAX(REBAR):
+    """``relax``: REBAR's control variate plus a learned network ``r(z)`` (one hidden tanh layer)."""
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape, context_dim=context_dim,
+                         rng=rng)
+        n, k = latent_shape
+        self.network = ReplicaMLP([n * k, cfg.baseline_hidden, 1], rng, nn.Tanh)
+
+    def control_variate(self, f_relaxed: Tensor, perturbed: Tensor) -> Tensor:
+        return super().control_variate(f_relaxed, perturbed) + self.network(perturbed.flatten(-2)).squeeze(-1)
