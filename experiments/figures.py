@@ -44,10 +44,11 @@ from vae.training import CHECKPOINT
 plt.switch_backend("Agg")   # files only, never a window
 
 PAPER_ESTIMATORS = tuple(PAPER_TABLE1["categorical"])    # solid lines; the later estimators dashed
-COLOURS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab10").colors))
+COLOURS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab20").colors))
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
+TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}   # where arm and disarm apply too
 TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
@@ -234,24 +235,42 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- gradient variance
 
-def toy_errors(name: str, tau: float, num_draws: int) -> dict[str, float]:
-    """Encoder bias and variance of ``name`` at ``tau`` on the enumerable toy problem."""
-    model, x = make_toy_problem(TOY["kind"], TOY["num_latents"], TOY["num_classes"], batch=TOY["batch"],
-                                data_dim=TOY["data_dim"], hidden=TOY["hidden"])
-    estimator = build_estimator(EstimatorConfig(name=name), num_replicas=1,
-                                latent_shape=(TOY["num_latents"], TOY["num_classes"]),
-                                context_dim=TOY["data_dim"], rng=ReplicaGenerator([0]))
+def toy_errors(name: str, tau: float, num_draws: int, toy: dict = TOY) -> dict[str, float]:
+    """Encoder bias and variance of ``name`` at ``tau`` on an enumerable toy problem."""
+    model, x = make_toy_problem(toy["kind"], toy["num_latents"], toy["num_classes"], batch=toy["batch"],
+                                data_dim=toy["data_dim"], hidden=toy["hidden"])
+    estimator = build_estimator(EstimatorConfig(name=name), latent_shape=(toy["num_latents"], toy["num_classes"]),
+                                context_dim=toy["data_dim"])
     errors = gradient_errors(model, estimator, x, tau=tau, num_draws=num_draws, seed=0)
     return {"bias": float(errors["encoder/bias"]), "variance": float(errors["encoder/variance"])}
 
 
+def every_estimator_panel(ax: plt.Axes, draws: int) -> None:
+    """(d): bias and variance of every estimator at tau = 1 on the enumerable Bernoulli toy VAE."""
+    names = [n for n in ESTIMATOR_NAMES if n not in ("exact",)]
+    errors = [toy_errors(name, 1.0, draws, TOY_BERNOULLI) for name in names]
+    x = torch.arange(len(names)).float()
+    ax.bar(x - 0.2, [e["bias"] for e in errors], width=0.4, label="bias ||E[g] - ∇||", color="tab:red")
+    ax.bar(x + 0.2, [e["variance"] for e in errors], width=0.4, label="variance Σ Var(g)", color="tab:blue")
+    ax.axhline((max(e["variance"] for e in errors) / draws) ** 0.5, color="0.5", linestyle=":", linewidth=1,
+               label="noise floor of a bias, largest variance")
+    ax.set_xticks(x.tolist(), [ESTIMATOR_NAMES[n] for n in names], rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("encoder gradient (τ = 1)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"(d) every estimator, τ = 1 (ReinMax's floor)\n(enumerable toy VAE, "
+                 f"{TOY_BERNOULLI['num_latents']} Bernoulli latents, {draws} draws)")
+
+
 def gradvar(preset: str, results_dir: Path) -> list[Path]:
-    """(a) encoder-gradient variance along training; (b, c) bias and variance against tau."""
+    """(a) encoder-gradient variance along training; (b, c) bias and variance against tau; (d)
+    bias and variance of every estimator."""
     points = sweep_points("gradvar", preset, results_dir)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
     for p in points:
         name = p.cfg.estimator.name
-        _band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=ESTIMATOR_NAMES[name],
+        _band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=column_title(*column(p)),
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
     run_draws = sorted({p.cfg.gradvar_draws for p in points})
     axes[0].set_yscale("log")
@@ -283,9 +302,11 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     shape = f"{TOY['num_latents']} x {TOY['num_classes']}"
     axes[1].set_title(f"(b) bias against the exact gradient\n(enumerable toy VAE, {shape} latents)")
     axes[2].set_title(f"(c) variance\n(same toy problem, {draws} draws per point)")
-    fig.suptitle("Gradient estimators: variance during training, and the bias / variance trade-off of τ")
+    every_estimator_panel(axes[3], draws)
+    fig.suptitle("Gradient estimators: variance during training, the bias / variance trade-off of τ, and every "
+                 "estimator's bias and variance")
     note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
-            f"and model state. (b, c): no training; {noise}.")
+            f"and model state. (b, c, d): no training; {noise}; an unbiased estimator's bar of bias is that noise.")
     return save(fig, results_dir / "figures" / preset, "gradvar", footer(points, preset, note))
 
 

@@ -10,7 +10,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
       estimator.name: {values: [gs, st-gs]}
       tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
     include:                           # extra points next to the grid, each a mapping of overrides;
-      - {estimator.name: rloo}         # a value written {values: [...]} makes the entry a small grid
+      - {estimator.name: rloo}         # a value written {values: [...]} makes the entry a small grid;
+      - {base: configs/vae_bernoulli.yaml, estimator.name: arm}   # `base:` only for that base
     select: [optim.lr]                 # axes chosen on `metric` by the tables (default: optim.lr)
     presets:                           # dotted overrides per budget; {values: [...]} adds an axis
                                        # (or replaces the grid's axis of that key); `include:`
@@ -261,9 +262,13 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
     grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     included = [{**own, **dict(zip(extra, combo))} for entry in include
                 for own in _entry_points(entry, "include") for combo in itertools.product(*extra.values())]
+    for values in included:
+        _require(values.get("base", sweep.bases[0]) in sweep.bases,
+                 f"include: base {values.get('base')!r} is not one of the sweep's bases ({', '.join(sweep.bases)})")
     points = []
     for values in grid + included:      # bases innermost: each estimator's runs on both VAEs come together
-        for base in sweep.bases:
+        only = values.pop("base", None)
+        for base in sweep.bases if only is None else [only]:
             overrides = {**sweep.fixed, **preset_fixed, **values, "experiment": sweep.name,
                          "out_dir": str(results_dir / STORE)}
             try:

@@ -31,7 +31,8 @@ TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
 # Display names of the estimators, in the paper's column order, then the later ones.
 ESTIMATOR_NAMES = {"reinforce-ema": "SF", "darn": "DARN", "muprop": "MuProp", "st": "ST",
                    "st-annealed": "Annealed ST", "gs": "Gumbel-S.", "st-gs": "ST Gumbel-S.",
-                   "nvil": "NVIL", "rloo": "RLOO"}
+                   "nvil": "NVIL", "rloo": "RLOO", "vimco": "VIMCO", "rebar": "REBAR", "relax": "RELAX",
+                   "arm": "ARM", "disarm": "DisARM", "gumbel-rao": "Gumbel-Rao", "reinmax": "ReinMax"}
 MODEL_ROWS = {"bernoulli": "VAE (Bern.)", "categorical": "VAE (Cat.)"}
 
 # Reference values, not results of this code: Jang, Gu & Poole (2017), "Categorical
@@ -70,6 +71,18 @@ def _difference(point: Point | None, paper: float | None) -> str:
     return "–" if value is None or paper is None else f"{value[0] - paper:+.1f}"
 
 
+def _cost(point: Point | None, what: str) -> str:
+    """A run's cost per training step: decoder evaluations per example, or milliseconds (wall time
+    of the whole step, all its seeds, on its device)."""
+    summary = load_summary(point.run_dir) if point is not None else None
+    if summary is None:
+        return "–"
+    if what == "decoder":
+        evals = final(summary, "train/est/decoder_evals")
+        return "–" if evals is None else f"{evals[0]:g}"
+    return f"{1000 / summary['steps_per_second']:.1f}"
+
+
 def column(point: Point) -> tuple[str, str]:
     """``(estimator name, variant)``: the variant spells the point's other estimator settings
     (``darn_point=mean``), empty for the estimator as configured by default."""
@@ -96,6 +109,8 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
         rows.append((f"{label} ours", [_cell(p) for p in cells]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
         rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
+        rows.append((f"{label} decoder evaluations / example / step", [_cost(p, "decoder") for p in cells]))
+        rows.append((f"{label} ms / step", [_cost(p, "time") for p in cells]))
         if tuned:
             rows.append((f"{label} lr (chosen on valid.)",
                          [f"{p.cfg.optim.lr:g}" if p is not None else "–" for p in cells]))
@@ -146,8 +161,11 @@ def table1_caption(points: list[Point], preset: str) -> str:
             f"'paper': Jang, Gu & Poole (2017), Table 1. SF = reinforce-ema (moving-average baseline), which like "
             f"DARN, MuProp and NVIL divides the whole encoder gradient by the learning signal's running std "
             f"(variance normalisation, as the paper did) unless a column says VN off. Columns with a setting in "
-            f"brackets are variants of the estimator before them, and NVIL and RLOO are later estimators: no "
-            f"paper number. {BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
+            f"brackets are variants of the estimator before them, and the estimators after ST Gumbel-S. are later "
+            f"ones: no paper number. Every column trains the same steps at the same batch, so the costs differ: "
+            f"the cost rows give the decoder evaluations per example and the wall time per training step (all "
+            f"seeds of a run together, one CPU thread per run on the CPU); compare per unit of compute with them. "
+            f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
 def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:
