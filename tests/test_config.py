@@ -65,7 +65,7 @@ def test_round_trip_through_plain_data():
     ("tau.tau0=0", r"^tau\.tau0: must be > 0"),
     ("tau.tau0=-1", r"^tau\.tau0: must be > 0"),
     ("optim.lr=0", r"^optim\.lr: must be > 0"),
-    ("estimator.name=vimco", r"^estimator\.name: unknown 'vimco'; allowed: .*gs"),
+    ("estimator.name=vqvae", r"^estimator\.name: unknown 'vqvae'; allowed: .*gs"),
     ("tau.schedule=step", r"^tau\.schedule: 'step'; allowed: constant, exp"),
     ("seeds=[]", r"^seeds: must list at least one seed"),
     ("steps=many", r"^steps: expected int, got 'many'"),

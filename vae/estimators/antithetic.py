@@ -36,7 +36,8 @@ class ARM(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         if latent_shape[1] != 2:
             raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = "
                              f"{latent_shape[1]}; for categorical latents use {CATEGORICAL_ALTERNATIVES}")

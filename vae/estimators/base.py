@@ -44,7 +44,9 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from vae.estimators.config import EstimatorConfig
 from vae.gumbel import Generator
+from vae.replicas import ReplicaGenerator
 
 Objective = Callable[[Tensor], Tensor]
 """``f(z)``: z ``[R, *S, B, N, K]`` -> per-example loss ``[R, *S, B]`` (lower is better)."""
@@ -59,6 +61,13 @@ class Estimator(nn.Module, abc.ABC):
     #: ``-log p(x, z) + log q(z | x)`` (differentiable in the logits) and the surrogate is the
     #: negative bound, so the trainer adds no KL (``vimco``).
     multi_sample_bound: bool = False
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        """The registry's one constructor: an estimator with settings, state or parameters of its
+        own overrides it and reads them from ``cfg`` (R = ``num_replicas``, ``(N, K)`` =
+        ``latent_shape``, D = ``context_dim``; ``rng`` initialises its parameters)."""
+        super().__init__()
 
     def encoder_gradient_scale(self) -> Tensor | None:
         """``[R]`` divisor of the whole encoder gradient of the training loss, or None (no scaling).

@@ -44,7 +44,8 @@ class REBAR(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         self.eta = nn.Parameter(torch.ones(num_replicas))                               # [R]
         self.log_temperature = nn.Parameter(torch.full((num_replicas,), math.log(0.5)))  # [R] log lambda
 

@@ -46,10 +46,6 @@ class GumbelSoftmax(Estimator):
 
     hard = False
 
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
-
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         # no per-step host sync: tau is validated with the config, losses are checked every
@@ -67,10 +63,6 @@ class STGumbelSoftmax(GumbelSoftmax):
 
 class StraightThrough(Estimator):
     """``st``: forward an exact one-hot sample, backward the gradient of ``softmax(logits)``."""
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -101,7 +93,8 @@ class GumbelRao(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         self.num_draws = cfg.rao_samples
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -120,10 +113,6 @@ class GumbelRao(Estimator):
 
 class ReinMax(Estimator):
     """``reinmax``: forward D, backward the gradient of ``2 pi_1 - pi_0 / 2`` (tau >= 1)."""
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -55,10 +55,6 @@ class Reinforce(Estimator):
 
     unbiased = True
 
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
-
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
@@ -74,7 +70,8 @@ class ReinforceEMA(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
 
     def encoder_gradient_scale(self) -> Tensor | None:
@@ -121,7 +118,8 @@ class RLOO(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         self.num_samples = cfg.num_samples
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -142,7 +140,8 @@ class VIMCO(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         self.num_samples = cfg.num_samples
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,

@@ -58,7 +58,8 @@ class _TaylorEstimator(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__()
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
+                         context_dim=context_dim, rng=rng)
         self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
 
     def encoder_gradient_scale(self) -> Tensor | None:
