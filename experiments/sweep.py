@@ -237,10 +237,11 @@ def identity(cfg: Config) -> dict[str, Any]:
 
 
 def _run_name(point_values: dict[str, Any], base: str, cfg: Config) -> str:
-    """``<slug>__<hash>``: the slug reads the point's values, the hash is over :func:`identity`,
-    so a changed setting never reuses an old run."""
+    """``<slug>__<hash>``: the slug reads the point's values (in key order, so reordering a sweep
+    file's axes moves no run), the hash is over :func:`identity`, so a changed setting never
+    reuses an old run."""
     digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in point_values.items())])
+    slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in sorted(point_values.items()))])
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
 
 
