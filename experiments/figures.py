@@ -19,6 +19,8 @@ sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <na
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable
@@ -39,7 +41,7 @@ from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
 from vae.results import curve, final, git_commit, load_summary, provenance
-from vae.training import CHECKPOINT
+from vae.training import CHECKPOINT, train
 
 plt.switch_backend("Agg")   # files only, never a window
 
@@ -320,9 +322,23 @@ def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _decode_panels(point: Point) -> dict[str, tuple[torch.Tensor, int]]:
+def _checkpoint(point: Point, results_dir: Path) -> Path:
+    """The finished run's checkpoint. Committed records carry none: then the run is trained again
+    into ``<results>/runs/samples/`` (on the CPU the same seed gives the same weights)."""
+    if (point.run_dir / CHECKPOINT).exists():
+        return point.run_dir / CHECKPOINT
+    again = results_dir / "runs" / "samples" / point.run_dir.name
+    if not (again / "summary.json").exists():
+        shutil.rmtree(again, ignore_errors=True)
+        print(f"samples: {point.run_dir.name} has no checkpoint (records carry none); training it again in {again}")
+        cfg = dataclasses.replace(point.cfg, eval=dataclasses.replace(point.cfg.eval, iw_examples=10))  # weights only
+        train(cfg, again, progress=False, log=lambda _: None)
+    return again / CHECKPOINT
+
+
+def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     """Images (and images per row) decoded by replica 0 of a finished run."""
-    state = torch.load(point.run_dir / CHECKPOINT, weights_only=True, map_location="cpu")
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     cfg = config_from_dict(state["config"])
     m = cfg.model
     model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior)
@@ -353,12 +369,13 @@ def _decode_panels(point: Point) -> dict[str, tuple[torch.Tensor, int]]:
 
 def samples(preset: str, results_dir: Path) -> list[Path]:
     """Image grids of a finished Gumbel-softmax run, one figure per VAE kind."""
-    points = [p for p in sweep_points("table1", preset, results_dir) if p.cfg.estimator.name == SAMPLES_ESTIMATOR]
+    points = [p for p in sweep_points("table1", preset, results_dir)   # the grid's model, not an include's
+              if p.values == {"estimator.name": SAMPLES_ESTIMATOR}]
     paths = []
     for point in points:
         if load_summary(point.run_dir) is None:
             raise SweepError(f"samples: {point.run_dir} is not finished; run the table1 sweep first")
-        panels = _decode_panels(point)
+        panels = _decode_panels(_checkpoint(point, results_dir))
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.2))
         for ax, (title, (images, nrow)) in zip(axes, panels.items()):
             ax.imshow(_image_grid(images, nrow), cmap="gray", vmin=0, vmax=1)

@@ -107,6 +107,19 @@ def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp
     assert "gradvar (tiny): done 2" in capsys.readouterr().out
 
 
+def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, shared_cache, monkeypatch):
+    """As on a fresh clone: records without checkpoints; `samples` trains the run again."""
+    results, _ = tiny_results
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(REPO)
+    for checkpoint in (results / "sweeps" / "table1").glob("*gs*/checkpoint.pt"):
+        checkpoint.unlink()
+    from experiments.figures import samples
+    paths = samples("tiny", results)
+    assert len(paths) == 4 and all(p.exists() for p in paths)
+    assert len(list((results / "runs" / "samples").glob("*/checkpoint.pt"))) == 2   # one per VAE kind
+
+
 def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():
     """So a config key added later, with a default that keeps the old behaviour, moves no run."""
     assert identity(load_config(None)) == {}
