@@ -321,7 +321,6 @@ def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     return make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
 
 
-@torch.no_grad()
 def _checkpoint(point: Point, results_dir: Path) -> Path:
     """The finished run's checkpoint. Committed records carry none: then the run is trained again
     into ``<results>/runs/samples/`` (on the CPU the same seed gives the same weights)."""
@@ -336,6 +335,7 @@ def _checkpoint(point: Point, results_dir: Path) -> Path:
     return again / CHECKPOINT
 
 
+@torch.no_grad()
 def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     """Images (and images per row) decoded by replica 0 of a finished run."""
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
@@ -378,7 +378,7 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
         panels = _decode_panels(_checkpoint(point, results_dir))
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.2))
         for ax, (title, (images, nrow)) in zip(axes, panels.items()):
-            ax.imshow(_image_grid(images, nrow), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(_image_grid(images, nrow).numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=9, wrap=True)
             ax.axis("off")
         kind = point.cfg.model.kind
