@@ -346,16 +346,18 @@ def _die_with_parent() -> None:
 
 
 def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers: int,
-               progress: bool, commit: str) -> Iterator[tuple[str, Point, str, float]]:
-    """Run ``todo`` (heading, point) one after another, or on ``workers`` processes of
-    ``cpu_count / workers`` torch threads each (small networks use threads poorly, so two
-    one-thread processes outpace one two-thread process); yields (heading, point, outcome, seconds)."""
+               progress: bool, commit: str, threads: int | None = None) -> Iterator[tuple[str, Point, str, float]]:
+    """Run ``todo`` (heading, point) one after another, or on ``workers`` processes, each with
+    ``threads`` torch threads (default ``cpu_count / workers``: small networks use threads poorly,
+    so two one-thread processes outpace one two-thread process); yields (heading, point, outcome,
+    seconds)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
+        torch.set_num_threads(threads)
         for head, point in todo:
             print(f"{head}: {'resumed' if point.status() == 'resume' else 'started'}", flush=True)
             yield head, point, *run_point(point, sweep, preset, progress, commit)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_die_with_parent)
     try:
@@ -388,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="quick", help=f"budget, one of {', '.join(PRESETS)} (default quick)")
     parser.add_argument("--results-dir", default="results", help="results store root (runs go to <dir>/runs)")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: CPU cores / workers; 1 leaves the other cores free)")
     parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--point", help="run only the point of this name (<slug>__<hash>; what a W&B agent runs)")
@@ -397,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _require(args.workers >= 1, f"--workers: must be >= 1, got {args.workers}")
+        _require(args.threads is None or args.threads >= 1, f"--threads: must be >= 1, got {args.threads}")
         _require(args.agents >= 0 and (args.wandb or not args.agents), "--agents: needs --wandb and a count >= 0")
         sweep = read_sweep(args.sweep)
         points = expand(sweep, args.preset, Path(args.results_dir))
@@ -422,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     todo.append((head, point))
             progress = not args.no_progress and args.workers == 1
-            runs = run_points(todo, sweep, args.preset, args.workers, progress, commit=git_commit())
+            runs = run_points(todo, sweep, args.preset, args.workers, progress, commit=git_commit(),
+                              threads=args.threads)
             for head, point, outcome, seconds in runs:
                 outcomes[outcome] += 1
                 bound = final(load_summary(point.run_dir), "test/iw_bound")
