@@ -10,6 +10,12 @@ import torch
 
 from vae.data import write_idx
 
+# As the trainer does: denormal floats in thousands of replicas' gradients (some seeds of the
+# statistical tests) make CPU matmuls a hundred times slower. The setting is per thread, so the
+# tests' own computations run on this one thread (subprocesses keep torch's default).
+torch.set_flush_denormal(True)
+torch.set_num_threads(1)
+
 
 def fake_images(n: int, generator: torch.Generator) -> torch.Tensor:
     """Digit-like uint8 images: a random bright blob per image on a dark background."""

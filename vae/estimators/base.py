@@ -52,6 +52,13 @@ Objective = Callable[[Tensor], Tensor]
 """``f(z)``: z ``[R, *S, B, N, K]`` -> per-example loss ``[R, *S, B]`` (lower is better)."""
 
 
+def mean_field(f: Objective) -> Objective:
+    """The deterministic version of ``f`` that Taylor expansions (muprop, darn) differentiate:
+    ``f.mean_field`` when f has one (a network with stochastic layers below propagates their means
+    through them, vae/sbn.py), else f itself."""
+    return getattr(f, "mean_field", f)
+
+
 class Estimator(nn.Module, abc.ABC):
     """Base class: subclasses implement :meth:`forward` with this exact signature."""
 

@@ -23,7 +23,9 @@ be one-hot):
   - ``mean``: ``z_bar = p = mu_bar``, the Taylor term at the mean; its expectation is the
     mean-field gradient ``f'(mu_bar) . grad mu`` (unbiased when f is linear in z).
 
-Both centre the signal by a moving average (:mod:`vae.estimators.signal`) and, with the paper's
+Both read f's mean-field version (:func:`vae.estimators.base.mean_field`: f itself for the VAE;
+for a network with stochastic layers below, its means propagated through them, the point Gu et
+al. expand a multi-layer network at). Both centre the signal by a moving average (:mod:`vae.estimators.signal`) and, with the paper's
 variance normalisation, have the trainer divide the whole encoder gradient (MuProp's analytic
 term and the KL's included) by the signal's running std. ``f`` must treat examples independently
 (``df(p)_b / dp_b'`` = 0 for b != b'), as per-example losses do.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae.estimators.base import Estimator, Objective
+from vae.estimators.base import Estimator, Objective, mean_field
 from vae.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
@@ -82,7 +84,7 @@ class MuProp(_TaylorEstimator):
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mean = torch.softmax(logits.float(), dim=-1).to(logits.dtype)     # [R, B, N, K]
-        at_mean, slope = gradient_at(mean, f)                             # [R, B], [R, B, N, K]
+        at_mean, slope = gradient_at(mean, mean_field(f))                 # [R, B], [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         loss = f(z)                                                       # [R, B]
         taylor = (slope * (z - mean.detach())).sum((-1, -2))              # [R, B]
@@ -106,10 +108,10 @@ class DARN(_TaylorEstimator):
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         if self.point == "uniform":          # derivative at the sample, point 1/K
             bar = torch.full_like(z, 1.0 / z.shape[-1])
-            _, slope = gradient_at(z, f)                                  # [R, B, N, K]
+            _, slope = gradient_at(z, mean_field(f))                      # [R, B, N, K]
         else:                                # derivative and point at the mean
             bar = log_q.detach().exp().to(logits.dtype)
-            _, slope = gradient_at(bar, f)
+            _, slope = gradient_at(bar, mean_field(f))
         loss = f(z)                                                       # [R, B]
         centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
         signal = self.normaliser((slope * (z - bar)).sum(-1))             # [R, B, N] one per variable

@@ -1,0 +1,142 @@
+"""Structured output prediction with a stochastic binary network (Jang et al. 2017, Section 4.1).
+
+Predict the lower half of a binarized digit (``x_lower``, pixels 392..783) from its upper half
+(``x_upper``, pixels 0..391) through L stochastic layers (the paper: two layers of 200 Bernoulli
+units, ``392-200-200-392``, or of 20 categorical variables of 10 classes,
+``392-(20x10)-(20x10)-392``): the logits of layer l are an affine function of the layer below
+(``model.hidden`` adds deterministic ReLU layers in between; the paper's rows use none), and the
+last layer gives the Bernoulli logits of ``x_lower``. Shapes as in the VAE: R replicas, latents
+``[R, *S, B, N, K]`` (a Bernoulli layer is the 2-class categorical with logits ``(0, l)``).
+
+Training minimises ``-log p(x_lower | h)`` at one sample ``h ~ p(h | x_upper)`` (the paper's m = 1
+objective) with one estimator per stochastic layer, **nested**: the objective layer l's estimator
+differentiates samples layer l+1 through layer l+1's estimator, so no estimator knows about
+layers, and a score-function estimator's learning signal at layer l is everything downstream of
+it. Estimators that expand the objective in a Taylor series (muprop, darn) read its mean-field
+version (``f.mean_field``: means propagated deterministically through the layers below), the
+point Gu et al. (2016) expand a multi-layer network at.
+
+Evaluation: ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)`` (m = 1000 for Table 1
+and Figure 3): an upper bound on ``-log p(x_lower | x_upper)`` that tightens as m grows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vae.data import BinarizedMNIST
+from vae.estimators import Estimator
+from vae.estimators.sampling import sample_one_hot
+from vae.gumbel import Generator
+from vae.models import LatentKind
+from vae.replicas import ReplicaGenerator, ReplicaMLP
+
+HALF = 392  # pixels in the upper (input) and lower (output) half of a 28 x 28 digit
+
+
+class StochasticBinaryNetwork(nn.Module):
+    """``392 -> (N x K) -> ... -> (N x K) -> 392`` with ``layers`` stochastic layers, R replicas."""
+
+    def __init__(self, kind: LatentKind, num_latents: int, num_classes: int, hidden: list[int], layers: int,
+                 rng: ReplicaGenerator):
+        super().__init__()
+        if kind == "bernoulli" and num_classes != 2:
+            raise ValueError(f"model.num_classes must be 2 for Bernoulli latents, got {num_classes}")
+        self.kind, self.num_latents, self.num_classes, self.layers = kind, num_latents, num_classes, layers
+        width = num_latents * (1 if kind == "bernoulli" else num_classes)     # a layer's free logits
+        sizes = [HALF, *[width] * layers, HALF]
+        self.maps = nn.ModuleList(ReplicaMLP([a, *hidden, b], rng) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def flat(self, z: Tensor) -> Tensor:
+        """A layer's sample ``[..., N, K]`` as the next map's input ``[..., N * free]``."""
+        return z[..., 1] if self.kind == "bernoulli" else z.flatten(-2)
+
+    def logits(self, layer: int, below: Tensor) -> Tensor:
+        """Logits ``[R, ..., N, K]`` of stochastic layer ``layer`` (0-based) given the layer below
+        (``x_upper`` for layer 0, else that layer's flat sample)."""
+        free = self.maps[layer](below).unflatten(-1, (self.num_latents, -1))
+        return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
+
+    def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
+        """``-log p(x_lower | h_L)``: z ``[R, *S, B, N, K]``, lower ``[R, B, 392]`` -> ``[R, *S, B]``."""
+        pixel_logits = self.maps[-1](self.flat(z))
+        lower = lower.reshape(lower.shape[0], *([1] * (z.dim() - 4)), *lower.shape[1:]).expand_as(pixel_logits)
+        return F.binary_cross_entropy_with_logits(pixel_logits, lower, reduction="none").sum(-1)
+
+
+def _merge(t: Tensor, lead: int) -> Tensor:
+    """``[R, *S, B, ...]`` with ``lead`` = len(S) + 1 axes after R merged into one: ``[R, S*B, ...]``."""
+    return t.reshape(t.shape[0], -1, *t.shape[1 + lead:])
+
+
+def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x: Tensor, *,
+                  rng: Generator, tau: float | Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The per-example training loss ``[R, B]`` (value ``-log p(x_lower | h)`` at the sampled h) and
+    the first layer's estimator info, for a batch ``x [R, B, 784]``; one estimator per layer."""
+    upper, lower = x[..., :HALF], x[..., HALF:]
+
+    def layer_surrogate(layer: int, logits: Tensor, lower: Tensor, context: Tensor) -> tuple[Tensor, dict]:
+        """Layer ``layer``'s estimator on logits ``[R, B', N, K]`` (B' may hold sample axes of the
+        layers above, merged into the batch), its objective nested over the layers below."""
+        last = layer == model.layers - 1
+
+        def f(z: Tensor) -> Tensor:                                   # [R, *S, B', N, K] -> [R, *S, B']
+            if last:
+                return model.output_loss(z, lower)
+            lead = z.dim() - 3                                        # len(S) + 1
+            below = model.flat(z)                                     # [R, *S, B', N * free]
+            repeated = lower.reshape(lower.shape[0], *([1] * (lead - 1)), *lower.shape[1:])
+            repeated = repeated.expand(*below.shape[:-1], lower.shape[-1])
+            surrogate, _ = layer_surrogate(layer + 1, _merge(model.logits(layer + 1, below), lead),
+                                           _merge(repeated, lead), _merge(below, lead))
+            return surrogate.reshape(z.shape[:-2])
+
+        f.mean_field = lambda point: mean_field_loss(model, layer, point, lower)
+        return estimators[layer](logits, f, rng=rng, tau=tau, step=step, context=context)
+
+    surrogate, info = layer_surrogate(0, model.logits(0, upper), lower, upper)
+    return surrogate, info
+
+
+def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, lower: Tensor) -> Tensor:
+    """``-log p(x_lower | .)`` with the layers below ``layer`` at their means given ``point``
+    (layer ``layer``'s value, ``[R, *S, B, N, K]``): the deterministic network Taylor expansions use."""
+    for below in range(layer + 1, model.layers):
+        point = torch.softmax(model.logits(below, model.flat(point)).float(), dim=-1).to(point.dtype)
+    return model.output_loss(point, lower)
+
+
+@torch.no_grad()
+def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST, split: str,
+                            rng: ReplicaGenerator, num_samples: int, batch_size: int,
+                            max_examples: int | None = None, sample_chunk: int = 100,
+                            progress: Callable[[int], object] | None = None) -> Tensor:
+    """Mean ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)``, over the first
+    ``max_examples`` of ``split`` (all if None): ``[R]`` nats. Samples are drawn ``sample_chunk``
+    at a time and combined with a running logsumexp."""
+    num_replicas = len(rng)
+    total, count = 0.0, 0
+    for x in data.eval_batches(split, batch_size):
+        if max_examples is not None:
+            x = x[:, :max_examples - count]
+            if x.shape[1] == 0:
+                break
+        x = x.expand(num_replicas, -1, -1)                                    # [R, B, 784]
+        upper, lower = x[..., :HALF], x[..., HALF:]
+        log_sum = torch.full(x.shape[:2], -math.inf, device=x.device)         # [R, B]
+        for start in range(0, num_samples, sample_chunk):
+            s = min(sample_chunk, num_samples - start)
+            h = sample_one_hot(model.logits(0, upper), rng, num_samples=s)    # [R, S, B, N, K]
+            for layer in range(1, model.layers):
+                h = sample_one_hot(model.logits(layer, model.flat(h)), rng)   # [R, S, B, N, K]
+            log_sum = torch.logaddexp(log_sum, torch.logsumexp(-model.output_loss(h, lower), dim=1))
+        total = total - (log_sum - math.log(num_samples)).sum(-1)
+        count += x.shape[1]
+        if progress is not None:
+            progress(x.shape[1])
+    return total / count
