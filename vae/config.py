@@ -23,6 +23,7 @@ from vae.estimators.config import EstimatorConfig
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")
+TASK_NAMES = ("vae", "sbn")  # kept in step with vae.tasks.TASKS (a test checks the two agree)
 
 
 class ConfigError(ValueError):
@@ -36,7 +37,8 @@ class ModelConfig:
     kind: str = "categorical"  # "categorical" (N one-hot variables of K classes) or "bernoulli"
     num_latents: int = 20  # N: latent variables (20 categorical, or 200 Bernoulli)
     num_classes: int = 10  # K: classes per variable (2 for Bernoulli)
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors; [] = linear (the paper's notation)
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors; [] = linear (the paper's notation); sbn: between stochastic layers
+    layers: int = 2  # sbn: stochastic layers (the paper: 2)
     prior: str = "uniform"  # "uniform" over each latent's K classes, or "learned" (one logit vector per latent)
 
 
@@ -82,6 +84,7 @@ class EvalConfig:
     iw_samples: int = 1000  # m of the importance-weighted bound on the test set at the end
     iw_examples: int | None = None  # test examples in that bound; None = all 10,000
     iw_batch_size: int = 25  # examples per chunk of the bound (chunk holds examples x m samples)
+    curve_samples: int = 100  # sbn: m of the NLL logged for valid and test every `every` steps
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Config:
     """One training run (all seeds of one configuration)."""
 
     experiment: str = "vae_categorical"  # results go to <out_dir>/<experiment>/<run>/
+    task: str = "vae"  # "vae" (the paper's Section 4.2) or "sbn" (Section 4.1: a digit's lower half from its upper half)
     seeds: list[int] = field(default_factory=lambda: [0])  # one replica per seed, trained together
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
@@ -236,6 +240,15 @@ def validate(cfg: Config) -> None:
     _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
     _check(cfg.kl in ("analytic", "relaxed"), f"kl: {cfg.kl!r}; allowed: analytic, relaxed")
     _check(cfg.precision in PRECISIONS, f"precision: {cfg.precision!r}; allowed: {', '.join(PRECISIONS)}")
+    _check(cfg.task in TASK_NAMES, f"task: {cfg.task!r}; allowed: {', '.join(TASK_NAMES)}")
+    if cfg.task == "sbn":
+        _check(cfg.kl == "analytic" and cfg.model.prior == "uniform",
+               "task: 'sbn' has no prior and no KL (kl and model.prior keep their defaults)")
+        _check(cfg.gradvar_every == 0, "gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task=sbn")
+        _check(cfg.estimator.name != "vimco", "estimator.name: 'vimco' optimises a VAE's multi-sample bound; "
+               "for task=sbn use rloo (its multi-sample score-function estimator)")
+        _check(cfg.model.layers >= 1, f"model.layers: must be >= 1, got {cfg.model.layers}")
+    _check(cfg.eval.curve_samples >= 1, f"eval.curve_samples: must be >= 1, got {cfg.eval.curve_samples}")
     _check(cfg.kl == "analytic" or cfg.estimator.name == "gs",
            f"kl: 'relaxed' needs the relaxed sample of estimator.name=gs, got {cfg.estimator.name!r}")
     _check(cfg.log_every >= 1, f"log_every: must be >= 1, got {cfg.log_every}")

@@ -23,11 +23,11 @@ and Figure 3): an upper bound on ``-log p(x_lower | x_upper)`` that tightens as 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator
@@ -77,8 +77,10 @@ def _merge(t: Tensor, lead: int) -> Tensor:
 def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x: Tensor, *,
                   rng: Generator, tau: float | Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
     """The per-example training loss ``[R, B]`` (value ``-log p(x_lower | h)`` at the sampled h) and
-    the first layer's estimator info, for a batch ``x [R, B, 784]``; one estimator per layer."""
+    the first layer's estimator info, for a batch ``x [R, B, 784]``; one estimator per layer. The
+    info adds ``decoder_evals``: output-layer evaluations per example (the step's cost)."""
     upper, lower = x[..., :HALF], x[..., HALF:]
+    evaluated = []
 
     def layer_surrogate(layer: int, logits: Tensor, lower: Tensor, context: Tensor) -> tuple[Tensor, dict]:
         """Layer ``layer``'s estimator on logits ``[R, B', N, K]`` (B' may hold sample axes of the
@@ -87,7 +89,9 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
 
         def f(z: Tensor) -> Tensor:                                   # [R, *S, B', N, K] -> [R, *S, B']
             if last:
-                return model.output_loss(z, lower)
+                loss = model.output_loss(z, lower)
+                evaluated.append(loss.numel())
+                return loss
             lead = z.dim() - 3                                        # len(S) + 1
             below = model.flat(z)                                     # [R, *S, B', N * free]
             repeated = lower.reshape(lower.shape[0], *([1] * (lead - 1)), *lower.shape[1:])
@@ -100,6 +104,8 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
         return estimators[layer](logits, f, rng=rng, tau=tau, step=step, context=context)
 
     surrogate, info = layer_surrogate(0, model.logits(0, upper), lower, upper)
+    info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
+                                       device=surrogate.device)
     return surrogate, info
 
 
@@ -115,7 +121,7 @@ def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, l
 def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST, split: str,
                             rng: ReplicaGenerator, num_samples: int, batch_size: int,
                             max_examples: int | None = None, sample_chunk: int = 100,
-                            progress: Callable[[int], object] | None = None) -> Tensor:
+                            progress: tqdm | None = None) -> Tensor:
     """Mean ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)``, over the first
     ``max_examples`` of ``split`` (all if None): ``[R]`` nats. Samples are drawn ``sample_chunk``
     at a time and combined with a running logsumexp."""
@@ -138,5 +144,5 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST
         total = total - (log_sum - math.log(num_samples)).sum(-1)
         count += x.shape[1]
         if progress is not None:
-            progress(x.shape[1])
+            progress.update(x.shape[1])
     return total / count

@@ -54,15 +54,15 @@ class RunTracker:
     """Appends metrics to the run directory and mirrors them to W&B."""
 
     def __init__(self, run_dir: Path, config: dict, seeds: list[int], project: str,
-                 wandb_dir: Path, resume_step: int | None = None):
+                 wandb_dir: Path, resume_step: int | None = None, final_metric: str = "iw_bound"):
         self.run_dir = Path(run_dir)
         self.seeds = seeds
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
-            # drop what was logged after the checkpoint we resume from (the end-of-run bound is
-            # always logged after the last checkpoint): no duplicated steps
+            # drop what was logged after the checkpoint we resume from (the end-of-run number,
+            # `final_metric`, is always logged after the last checkpoint): no duplicated steps
             kept = [r for r in read_metrics(self.run_dir)
-                    if r["step"] <= resume_step and r["metric"] != "iw_bound"]
+                    if r["step"] <= resume_step and r["metric"] != final_metric]
             write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         else:
             write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))

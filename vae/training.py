@@ -25,12 +25,10 @@ from tqdm import tqdm
 from vae.config import Config, config_from_dict, to_dict
 from vae.data import BinarizedMNIST, atomic_save
 from vae.diagnostics import encoder_gradient_variance
-from vae.estimators import build_estimator
-from vae.evaluation import eval_generator, importance_weighted_bound, negative_elbo
-from vae.models import DiscreteVAE
-from vae.objectives import training_loss
-from vae.replicas import ReplicaGenerator, derive_seed
+from vae.evaluation import eval_generator
+from vae.replicas import ReplicaGenerator, ReplicaMLP, derive_seed
 from vae.schedules import Temperature
+from vae.tasks import TASKS
 from vae.tracking import RunTracker, mean_std, read_metrics
 
 CHECKPOINT = "checkpoint.pt"
@@ -80,19 +78,17 @@ class Trainer:
                                         Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=log)
         r = len(cfg.seeds)
         self.rng = ReplicaGenerator(cfg.seeds, self.device)
-        m = cfg.model
-        self.model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, self.rng,
-                                 prior=m.prior).to(self.device)
-        self.estimator = build_estimator(cfg.estimator, num_replicas=r, latent_shape=(m.num_latents, m.num_classes),
-                                         context_dim=784, rng=self.rng).to(self.device)
+        self.task = TASKS[cfg.task]
+        model, estimator = self.task.build(cfg, self.rng)
+        self.model, self.estimator = model.to(self.device), estimator.to(self.device)
         self.temperature = Temperature(cfg.tau, r, cfg.steps).to(self.device)
         # TF32 is a process-wide switch of torch's; bf16 autocast is entered around each step
         # and each evaluation (self.numerics()); the Gumbel and KL arithmetic stays in float32
         torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
         if cfg.compile:   # in place, so state_dict keys (and checkpoints) are unchanged
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"   # CUDA graphs on a GPU
-            self.model.encoder.compile(mode=mode)
-            self.model.decoder.compile(mode=mode)
+            for network in (m for m in self.model.modules() if isinstance(m, ReplicaMLP)):
+                network.compile(mode=mode)
         params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
         self.optimizer = (torch.optim.Adam(params, lr=cfg.optim.lr) if cfg.optim.name == "adam" else
                           torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum))
@@ -129,8 +125,8 @@ class Trainer:
             group["lr"] = learning_rate(cfg, t)
         x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
         with self.numerics():
-            per_example, kl, info = training_loss(self.model, self.estimator, x, rng=self.rng,
-                                                  tau=self.temperature(t), step=t, kl=cfg.kl)  # [R, B]
+            per_example, kl, info = self.task.loss(self.model, self.estimator, x, rng=self.rng,
+                                                   tau=self.temperature(t), step=t, cfg=cfg)   # [R, B]
         loss = per_example.mean(-1)                                              # [R]
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -149,8 +145,8 @@ class Trainer:
 
     def evaluate(self, split: str) -> list[float]:
         rng = eval_generator(self.cfg.seeds, self.step, self.device)
-        with self.numerics():
-            return negative_elbo(self.model, self.data, split, rng, self.cfg.eval.batch_size).tolist()
+        with self.numerics(), torch.no_grad():
+            return self.task.curve(self.model, self.data, split, rng, self.cfg).tolist()
 
 
 def _first_bad(history: Tensor) -> tuple[int, int] | None:
@@ -194,7 +190,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         log(f"resuming {run_dir} at step {trainer.step}")
     run_dir.mkdir(exist_ok=True)
     tracker = RunTracker(run_dir, to_dict(cfg), cfg.seeds, cfg.wandb_project, Path(cfg.out_dir).parent,
-                         resume_step=trainer.step if resume else None)
+                         resume_step=trainer.step if resume else None, final_metric=trainer.task.final_metric)
     log(f"run directory: {run_dir} (device {trainer.device}, seeds {cfg.seeds})")
     summary = None
     try:
@@ -242,7 +238,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
             window_start = done
         if at_eval:
             for split in ("valid", "test"):
-                tracker.log(done, split, {"neg_elbo": trainer.evaluate(split)})
+                tracker.log(done, split, {trainer.task.curve_metric: trainer.evaluate(split)})
         if at_gradvar:
             tracker.log(done, "train", {"encoder_grad_var": trainer.gradient_variance()})
         if at_checkpoint:
@@ -263,14 +259,14 @@ def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
     """The test bound with m discrete samples, and the run's summary."""
     cfg, e = trainer.cfg, trainer.cfg.eval
     examples = e.iw_examples or trainer.data.splits["test"].shape[0]
-    bar = tqdm(total=examples, disable=not progress, desc=f"test bound m={e.iw_samples}", unit="ex")
+    bar = tqdm(total=examples, disable=not progress, desc=f"test {trainer.task.final_metric} m={e.iw_samples}",
+               unit="ex")
     rng = eval_generator(cfg.seeds, cfg.steps + 1, trainer.device)
     start = time.perf_counter()
-    with trainer.numerics():
-        bound = importance_weighted_bound(trainer.model, trainer.data, "test", rng, e.iw_samples,
-                                          e.iw_batch_size, e.iw_examples, progress=bar).tolist()
+    with trainer.numerics(), torch.no_grad():
+        bound = trainer.task.final(trainer.model, trainer.data, rng, cfg, progress=bar).tolist()
     bar.close()
-    tracker.log(cfg.steps, "test", {"iw_bound": bound})
+    tracker.log(cfg.steps, "test", {trainer.task.final_metric: bound})
     finals = {}
     for row in (r for r in read_metrics(tracker.run_dir) if r["step"] == cfg.steps):
         finals.setdefault(f"{row['split']}/{row['metric']}", [None] * len(cfg.seeds))[row["replica"]] = row["value"]

@@ -1,0 +1,101 @@
+"""The two tasks of the paper's Section 4 behind one interface, so the trainer has no branch per task.
+
+* ``vae`` (Section 4.2): the discrete VAE of vae/models.py, one estimator; logs the one-sample
+  negative ELBO along training and the m-sample importance-weighted bound at the end.
+* ``sbn`` (Section 4.1): the stochastic binary network of vae/sbn.py, one estimator per stochastic
+  layer (nested); logs the m-sample NLL of the lower half along training (``nll``, m =
+  ``eval.curve_samples``) and at the end (``iw_nll``, m = ``eval.iw_samples``).
+
+A task builds its model and estimator(s) from a config, computes the per-example training loss,
+and evaluates held-out data. Everything else -- data, optimiser, temperature, checkpoints,
+logging, divergence checks, resume -- is the trainer's (vae/training.py).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from vae import sbn
+from vae.config import Config
+from vae.data import BinarizedMNIST
+from vae.estimators import build_estimator
+from vae.evaluation import importance_weighted_bound, negative_elbo
+from vae.models import DiscreteVAE
+from vae.objectives import training_loss
+from vae.replicas import ReplicaGenerator
+
+
+class Task(Protocol):
+    curve_metric: str   # logged for valid and test every eval.every steps
+    final_metric: str   # logged for test at the end: the number the paper's tables compare
+
+    def build(self, cfg: Config, rng: ReplicaGenerator) -> tuple[nn.Module, nn.Module]:
+        """(model, estimator module) for ``cfg``, R = len(cfg.seeds) replicas."""
+
+    def loss(self, model: nn.Module, estimator: nn.Module, x: Tensor, *, rng: ReplicaGenerator,
+             tau: float | Tensor, step: int, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(per-example loss [R, B], its KL term [R, B], estimator info) for a batch x [R, B, 784]."""
+
+    def curve(self, model: nn.Module, data: BinarizedMNIST, split: str, rng: ReplicaGenerator, cfg: Config) -> Tensor:
+        """``[R]``: the curve metric on ``split``."""
+
+    def final(self, model: nn.Module, data: BinarizedMNIST, rng: ReplicaGenerator, cfg: Config,
+              progress: tqdm | None) -> Tensor:
+        """``[R]``: the final metric on the test set (m = eval.iw_samples on eval.iw_examples digits)."""
+
+
+class VAETask:
+    curve_metric = "neg_elbo"
+    final_metric = "iw_bound"
+
+    def build(self, cfg: Config, rng: ReplicaGenerator) -> tuple[nn.Module, nn.Module]:
+        m = cfg.model
+        model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, rng, prior=m.prior)
+        estimator = build_estimator(cfg.estimator, num_replicas=len(cfg.seeds),
+                                    latent_shape=(m.num_latents, m.num_classes), context_dim=784, rng=rng)
+        return model, estimator
+
+    def loss(self, model, estimator, x, *, rng, tau, step, cfg):
+        return training_loss(model, estimator, x, rng=rng, tau=tau, step=step, kl=cfg.kl)
+
+    def curve(self, model, data, split, rng, cfg):
+        return negative_elbo(model, data, split, rng, cfg.eval.batch_size)
+
+    def final(self, model, data, rng, cfg, progress):
+        e = cfg.eval
+        return importance_weighted_bound(model, data, "test", rng, e.iw_samples, e.iw_batch_size, e.iw_examples,
+                                         progress=progress)
+
+
+class SBNTask:
+    curve_metric = "nll"       # m = eval.curve_samples
+    final_metric = "iw_nll"    # m = eval.iw_samples (the paper's m = 1000)
+
+    def build(self, cfg: Config, rng: ReplicaGenerator) -> tuple[nn.Module, nn.Module]:
+        m = cfg.model
+        model = sbn.StochasticBinaryNetwork(m.kind, m.num_latents, m.num_classes, m.hidden, m.layers, rng)
+        width = m.num_latents * (1 if m.kind == "bernoulli" else m.num_classes)
+        estimators = nn.ModuleList(
+            build_estimator(cfg.estimator, num_replicas=len(cfg.seeds), latent_shape=(m.num_latents, m.num_classes),
+                            context_dim=sbn.HALF if layer == 0 else width, rng=rng)
+            for layer in range(m.layers))
+        return model, estimators
+
+    def loss(self, model, estimator, x, *, rng, tau, step, cfg):
+        loss, info = sbn.training_loss(model, list(estimator), x, rng=rng, tau=tau, step=step)
+        return loss, torch.zeros_like(loss.detach()), info
+
+    def curve(self, model, data, split, rng, cfg):
+        return sbn.negative_log_likelihood(model, data, split, rng, cfg.eval.curve_samples, cfg.eval.batch_size)
+
+    def final(self, model, data, rng, cfg, progress):
+        e = cfg.eval
+        return sbn.negative_log_likelihood(model, data, "test", rng, e.iw_samples, e.iw_batch_size, e.iw_examples,
+                                           progress=progress)
+
+
+TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask()}
