@@ -29,3 +29,13 @@ def test_committed_table_is_redrawn_from_the_committed_records(path: Path, tmp_p
     preset, name = path.parent.name, path.stem.replace("_", "-")
     redrawn = TABLES[name](preset, tmp_path)
     assert _without_drawing_commit(redrawn) == _without_drawing_commit(path.read_text())
+
+
+def test_the_readme_shows_the_committed_tables_as_they_are():
+    """Every table the README embeds (between ``<!-- table: <preset>/<name> -->`` markers) is the
+    committed table file, so the README's numbers are the records' numbers."""
+    readme = (REPO / "README.md").read_text()
+    embedded = re.findall(r"<!-- table: (\S+) -->\n(.*?)\n<!-- /table -->", readme, flags=re.S)
+    assert embedded, "the README embeds no table"
+    for name, body in embedded:
+        assert body == (REPO / "results" / "tables" / f"{name}.md").read_text().strip(), name
