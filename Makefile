@@ -52,16 +52,21 @@ WORKERS ?= 2
 SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS)
 FIGURE = $(PY) -m experiments.figures --preset $(PRESET) --results-dir $(RESULTS)
 
-.PHONY: fig1 fig4 table1 model-question tau-ablation gradvar samples figures
+.PHONY: fig1 fig3 fig4 table1 model-question tau-ablation gradvar samples figures
 
 fig1: install   ## the Gumbel-softmax distribution against tau (no training)
 	$(FIGURE) fig1
+
+fig3: install   ## test NLL of the SBN during training, every estimator, both latent types
+	$(SWEEP) configs/sweeps/sbn.yaml
+	$(FIGURE) fig3
 
 fig4: install   ## test negative ELBO during training, every estimator, both VAEs
 	$(SWEEP) configs/sweeps/table1.yaml
 	$(FIGURE) fig4
 
-table1: install   ## Table 1, VAE rows, beside the paper's numbers
+table1: install   ## Table 1, SBN and VAE rows, beside the paper's numbers
+	$(SWEEP) configs/sweeps/sbn.yaml
 	$(SWEEP) configs/sweeps/table1.yaml
 	$(PY) -m experiments.tables table1 --preset $(PRESET) --results-dir $(RESULTS)
 
@@ -81,4 +86,4 @@ samples: install   ## reconstructions, prior samples and a latent walk of a Gumb
 	$(SWEEP) configs/sweeps/table1.yaml
 	$(FIGURE) samples
 
-figures: fig1 fig4 table1 model-question tau-ablation gradvar samples
+figures: fig1 fig3 fig4 table1 model-question tau-ablation gradvar samples

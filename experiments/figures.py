@@ -2,6 +2,8 @@
 
 * ``fig1``: the Gumbel-softmax distribution at tau = 0.1, 0.5, 1, 10 (the paper's Figure 1), no
   training;
+* ``fig3``: test NLL of the SBN (Section 4.1) against training steps for every estimator, Bernoulli
+  and categorical, mean and spread over seeds (the paper's Figure 3);
 * ``fig4``: test negative ELBO against training steps for every estimator, Bernoulli and
   categorical VAE, mean and spread over seeds (the paper's Figure 4);
 * ``tau-ablation``: hard (ST-GS) against soft (GS) samples under each temperature schedule: the
@@ -30,7 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
-from experiments.tables import (BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, SWEEP_DIR, column,
+from experiments.tables import (BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, ROWS, SWEEP_DIR, column,
                                column_title, schedule_label)
 from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
@@ -45,7 +47,7 @@ from vae.training import CHECKPOINT, train
 
 plt.switch_backend("Agg")   # files only, never a window
 
-PAPER_ESTIMATORS = tuple(PAPER_TABLE1["categorical"])    # solid lines; the later estimators dashed
+PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed
 COLOURS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab20").colors))
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
@@ -148,6 +150,26 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
     axes[1].legend(fontsize=8, title="estimator\n(dashed: later\nor a variant)", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds")
     return save(fig, results_dir / "figures" / preset, "fig4_vae_curves", footer(points, preset))
+
+
+def fig3(preset: str, results_dir: Path) -> list[Path]:
+    """Test NLL along training per estimator: (a) Bernoulli, (b) categorical SBN."""
+    points = sweep_points("sbn", preset, results_dir)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
+    m = sorted({p.cfg.eval.curve_samples for p in points})
+    for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
+        for point in (p for p in points if p.cfg.model.kind == kind):
+            name, variant = column(point)
+            _band(ax, point.run_dir, "test/nll", color=COLOURS[name], label=column_title(name, variant),
+                  linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
+        ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))})")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("Figure 3 (reproduction): structured output prediction, test negative log-likelihood during "
+                 "training, mean ± std over seeds")
+    return save(fig, results_dir / "figures" / preset, "fig3_sbn_curves", footer(points, preset))
 
 
 # ----------------------------------------------------------------------------- tau ablation
@@ -389,7 +411,7 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
 
 
 FIGURES: dict[str, Callable[[str, Path], list[Path]]] = {
-    "fig1": fig1, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples}
+    "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples}
 
 
 def main(argv: list[str] | None = None) -> int:

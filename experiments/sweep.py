@@ -431,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
                               threads=args.threads)
             for head, point, outcome, seconds in runs:
                 outcomes[outcome] += 1
-                bound = final(load_summary(point.run_dir), "test/iw_bound")
-                detail = f", test/iw_bound {bound[0]:.2f}" if bound else f" ({FAILED})"
+                summary = load_summary(point.run_dir)
+                key = summary.get("final_metric", "test/iw_bound") if summary else ""
+                value = final(summary, key)
+                detail = f", {key} {value[0]:.2f}" if value else f" ({FAILED})"
                 print(f"{head}: {outcome} in {seconds:.0f} s{detail}", flush=True)
     except (SweepError, ConfigError, DataError, RunDirError, WandbSweepError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -27,22 +27,32 @@ from vae.results import FAILED, final, load_summary, provenance
 
 SWEEP_DIR = Path("configs/sweeps")
 TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
+SBN_SWEEP = SWEEP_DIR / "sbn.yaml"
 
 # Display names of the estimators, in the paper's column order, then the later ones.
 ESTIMATOR_NAMES = {"reinforce-ema": "SF", "darn": "DARN", "muprop": "MuProp", "st": "ST",
                    "st-annealed": "Annealed ST", "gs": "Gumbel-S.", "st-gs": "ST Gumbel-S.",
                    "nvil": "NVIL", "rloo": "RLOO", "vimco": "VIMCO", "rebar": "REBAR", "relax": "RELAX",
                    "arm": "ARM", "disarm": "DisARM", "gumbel-rao": "Gumbel-Rao", "reinmax": "ReinMax"}
+# Table 1's rows: (task, latent kind) -> label, and the test number each row compares.
+ROWS = {("sbn", "bernoulli"): "SBN (Bern.)", ("sbn", "categorical"): "SBN (Cat.)",
+        ("vae", "bernoulli"): "VAE (Bern.)", ("vae", "categorical"): "VAE (Cat.)"}
 MODEL_ROWS = {"bernoulli": "VAE (Bern.)", "categorical": "VAE (Cat.)"}
+FINAL = {"vae": "test/iw_bound", "sbn": "test/iw_nll"}
 
 # Reference values, not results of this code: Jang, Gu & Poole (2017), "Categorical
-# Reparameterization with Gumbel-Softmax", ICLR, Table 1, VAE rows: test negative variational
-# lower bound in nats (lower is better). No number for the later estimators (nvil, rloo).
+# Reparameterization with Gumbel-Softmax", ICLR, Table 1, in nats (lower is better): SBN rows,
+# test negative log-likelihood (m = 1000); VAE rows, test negative variational lower bound. No
+# number for the later estimators.
 PAPER_TABLE1 = {
-    "bernoulli": {"reinforce-ema": 112.2, "darn": 110.9, "muprop": 109.7, "st": 116.0,
-                  "st-annealed": 111.5, "gs": 105.0, "st-gs": 111.5},
-    "categorical": {"reinforce-ema": 110.6, "darn": 128.8, "muprop": 107.0, "st": 110.9,
-                    "st-annealed": 107.8, "gs": 101.5, "st-gs": 107.8},
+    ("sbn", "bernoulli"): {"reinforce-ema": 72.0, "darn": 59.7, "muprop": 58.9, "st": 58.9,
+                           "st-annealed": 58.7, "gs": 58.5, "st-gs": 59.3},
+    ("sbn", "categorical"): {"reinforce-ema": 73.1, "darn": 67.9, "muprop": 63.0, "st": 61.8,
+                             "st-annealed": 61.1, "gs": 59.0, "st-gs": 59.7},
+    ("vae", "bernoulli"): {"reinforce-ema": 112.2, "darn": 110.9, "muprop": 109.7, "st": 116.0,
+                           "st-annealed": 111.5, "gs": 105.0, "st-gs": 111.5},
+    ("vae", "categorical"): {"reinforce-ema": 110.6, "darn": 128.8, "muprop": 107.0, "st": 110.9,
+                             "st-annealed": 107.8, "gs": 101.5, "st-gs": 107.8},
 }
 
 BUDGET_NOTES = {
@@ -55,19 +65,24 @@ BUDGET_NOTES = {
 }
 
 
+def _final(point: Point) -> tuple[float, float] | None:
+    """(mean, std) of the run's test number: the VAE's m-sample bound, the SBN's m-sample NLL."""
+    return final(load_summary(point.run_dir), FINAL[point.cfg.task])
+
+
 def _cell(point: Point | None) -> str:
-    """``mean ± std`` of the run's test bound, or why there is none."""
+    """``mean ± std`` of the run's test number, or why there is none."""
     if point is None:
         return "not run"
     if (point.run_dir / FAILED).exists():
         return "diverged"
-    value = final(load_summary(point.run_dir), "test/iw_bound")
+    value = _final(point)
     return "unfinished" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}"
 
 
 def _difference(point: Point | None, paper: float | None) -> str:
     """``ours - paper`` with its sign, or a dash when either is missing."""
-    value = final(load_summary(point.run_dir), "test/iw_bound") if point is not None else None
+    value = _final(point) if point is not None else None
     return "–" if value is None or paper is None else f"{value[0] - paper:+.1f}"
 
 
@@ -98,14 +113,15 @@ def column_title(name: str, variant: str) -> str:
 def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep:
     the estimators in the paper's order, each followed by its variants (no paper number)."""
-    by_cell = {(p.cfg.model.kind, *column(p)): p for p in points}
+    by_cell = {(p.cfg.task, p.cfg.model.kind, *column(p)): p for p in points}
     order = list(ESTIMATOR_NAMES)
     columns = sorted(dict.fromkeys(column(p) for p in points), key=lambda c: (order.index(c[0]), c[1]))
     tuned = any("optim.lr" in p.values for p in points)
     rows = []
-    for kind, label in MODEL_ROWS.items():
-        cells = [by_cell.get((kind, *c)) for c in columns]
-        papers = [None if variant else PAPER_TABLE1[kind].get(name) for name, variant in columns]
+    for (task, kind), label in ((row, label) for row, label in ROWS.items()
+                                if any((p.cfg.task, p.cfg.model.kind) == row for p in points)):
+        cells = [by_cell.get((task, kind, *c)) for c in columns]
+        papers = [None if variant else PAPER_TABLE1[task, kind].get(name) for name, variant in columns]
         rows.append((f"{label} ours", [_cell(p) for p in cells]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
         rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
@@ -124,6 +140,9 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
 def model_label(cfg: Config) -> str:
     """``affine encoder and decoder (784-(N·K)-784), uniform prior``, read from a config."""
     m = cfg.model
+    if cfg.task == "sbn":
+        maps = "affine maps" if not m.hidden else f"hidden ReLU layers {m.hidden} between them"
+        return f"{m.layers} stochastic layers, 392-" + "-".join(["(N·K)"] * m.layers) + f"-392, {maps}"
     shape = f"784-{'-'.join(map(str, m.hidden))}-(N·K)" if m.hidden else "784-(N·K)-784"
     kind = "MLP encoder and mirrored decoder" if m.hidden else "affine encoder and decoder"
     return f"{kind} ({shape}), {m.prior} prior"
@@ -154,9 +173,13 @@ def table1_caption(points: list[Point], preset: str) -> str:
                                    if p.cfg.estimator.name in ("gs", "st-gs") and "tau" not in p.values))
     floors = ", ".join(sorted({f"{p.cfg.tau.floor:g}" for p in points}))
     tau = f" τ for GS and ST-GS: {taus}, floor {floors}." if taus else ""
-    return (f"Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is "
-            f"better). 'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on "
-            f"{digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps at batch 100; model: "
+    what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
+            f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
+    if any(p.cfg.task == "sbn" for p in points):
+        what = ("Table 1, SBN rows (reproduction). Test negative log-likelihood of a digit's lower half given its "
+                "upper half in nats (lower is better). 'ours': -log (1/m) sum_i p(x_lower | h_i), h_i ~ "
+                f"p(h | x_upper), m = {values('iw_samples')}, on")
+    return (f"{what} {digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps at batch 100; model: "
             f"{labels(model_label)}; optimiser {labels(optimiser_label)}, learning rate {lr}.{tau} "
             f"'paper': Jang, Gu & Poole (2017), Table 1. SF = reinforce-ema (moving-average baseline), which like "
             f"DARN, MuProp and NVIL divides the whole encoder gradient by the learning signal's running std "
@@ -216,10 +239,13 @@ def write_tables(name: str, tables: list[Table], preset: str, results_dir: Path)
 
 
 def table1(preset: str, results_dir: Path) -> str:
-    """Table 1's VAE rows, one table per model the preset trains (the first is the sweep's grid's
-    model, the reproduction; see the module docstring)."""
-    sweep = read_sweep(TABLE1_SWEEP)
-    points = best_points(sweep, expand(sweep, preset, results_dir))
+    """Table 1: the SBN rows (configs/sweeps/sbn.yaml), then the VAE rows, one table per model the
+    preset trains (the first VAE table is the sweep's grid's model, the reproduction)."""
+    points = []
+    for path in (SBN_SWEEP, TABLE1_SWEEP):
+        sweep = read_sweep(path)
+        if preset in sweep.presets:
+            points += best_points(sweep, expand(sweep, preset, results_dir))
     by_model: dict[str, list[Point]] = {}
     for point in points:
         by_model.setdefault(model_label(point.cfg), []).append(point)
@@ -254,7 +280,7 @@ def model_question_rows(points: list[Point]) -> tuple[list[str], list[tuple[str,
     by_setting: dict[str, dict[tuple[str, str], Point]] = {}
     for p in points:
         by_setting.setdefault(setting_label(p), {})[(p.cfg.model.kind, p.cfg.estimator.name)] = p
-    paper = [PAPER_TABLE1[kind][name] for kind, name in QUESTION_COLUMNS]
+    paper = [PAPER_TABLE1["vae", kind][name] for kind, name in QUESTION_COLUMNS]
 
     def row(cells: list[Point | None]) -> list[str]:
         finals = [_finals(p) if p is not None else {} for p in cells]

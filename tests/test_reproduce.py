@@ -25,7 +25,7 @@ from vae.training import CHECKPOINT
 from conftest import env_with_cache
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = ["fig1_gumbel_softmax", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
+FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
            "samples_bernoulli", "samples_categorical"]
 
 
@@ -62,10 +62,11 @@ def test_model_question_table_has_every_candidate_both_metrics_and_the_paper(tin
     assert len(re.findall(r"\d\.\d / \d+\.\d", row)) == 2 and "(2) |" in row   # Bern. and Cat. GS, both metrics
 
 
-def test_table1_has_both_vae_rows_the_paper_numbers_and_its_provenance(tiny_results):
+def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "table1.md").read_text()
-    for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper",
+    for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper", "SBN (Bern.) ours",
+                 "SBN (Cat.) paper", "72.0", "59.0", "SBN rows", "p(h | x_upper)",
                  "112.2", "105.0", "110.6", "101.5", "preset tiny", "m = 4", "first 10 of the 10,000",
                  "decoder evaluations / example / step", "ms / step", "drawn at commit"):
         assert text in markdown, text
@@ -76,11 +77,11 @@ def test_table1_has_both_vae_rows_the_paper_numbers_and_its_provenance(tiny_resu
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
     runs = sorted((results / "sweeps").glob("*/*/"))
-    assert len(runs) == 4 + 7 + 2 + 4                       # table1, tau_ablation, gradvar, model_question
+    assert len(runs) == 4 + 7 + 2 + 4 + 4                   # table1, tau_ablation, gradvar, model_question, sbn
     for run in runs:
         assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
-        assert curve(run, "test/neg_elbo").steps == [2, 4]
-    assert "preset tiny | 17/17 runs finished" in provenance(runs, "tiny")
+        assert curve(run, "test/nll" if run.parent.name == "sbn" else "test/neg_elbo").steps == [2, 4]
+    assert "preset tiny | 21/21 runs finished" in provenance(runs, "tiny")
 
 
 def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp_path, monkeypatch, capsys):

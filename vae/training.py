@@ -271,6 +271,7 @@ def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
     for row in (r for r in read_metrics(tracker.run_dir) if r["step"] == cfg.steps):
         finals.setdefault(f"{row['split']}/{row['metric']}", [None] * len(cfg.seeds))[row["replica"]] = row["value"]
     summary = {"experiment": cfg.experiment, "estimator": cfg.estimator.name, "tau_schedule": cfg.tau.schedule,
+               "final_metric": f"test/{trainer.task.final_metric}",
                "seeds": cfg.seeds, "steps": cfg.steps, "device": str(trainer.device),
                "iw_samples": e.iw_samples, "iw_examples": examples,
                "iw_seconds": round(time.perf_counter() - start, 2)}
