@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the results store root of every target (runs, sweeps, figures, tables)
+RESULTS ?= results
 
 .PHONY: install test test-all demo bench gpu-data gpu-check clean-runs
 
@@ -20,8 +22,8 @@ test: install
 test-all: install   ## also the slow statistical / end-to-end tests
 	$(PY) -m pytest -q -m ''
 
-demo: install
-	$(PY) -m experiments.demo
+demo: install   ## RESULTS=dir puts its runs under dir/runs/demo (default results)
+	$(PY) -m experiments.demo --results-dir $(RESULTS)
 
 DEVICE ?= cpu
 bench: install   ## time a plain PyTorch loop, the suite's step, the replica axis and the bound (DEVICE=cuda on a GPU)
@@ -46,7 +48,6 @@ clean-runs:
 # (hours; its records are committed, so a fresh clone redraws without training); PRESET=paper is
 # the paper's full protocol (a GPU); PRESET=tiny is the tests' smoke run.
 PRESET ?= quick
-RESULTS ?= results
 # Training processes at once: two one-thread processes outpace one two-thread process on 2 cores.
 WORKERS ?= 2
 SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS)

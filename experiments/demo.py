@@ -47,7 +47,7 @@ def report(runs: dict[str, Path]) -> str:
             return f"{s[key]['mean']:.1f} ± {s[key]['std']:.1f}"
 
         rows.append(f"| {name} | {pm('test/neg_elbo')} | {pm('test/iw_bound')} (m={s['iw_samples']}, "
-                    f"{s['iw_examples']}) | {pm('valid/neg_elbo')} | {s['steps_per_second']} | {s['device']} |")
+                    f"{s['iw_examples']}) | {pm('valid/neg_elbo')} | {s['steps_per_second'] or '–'} | {s['device']} |")
     return "\n".join(rows)
 
 

@@ -32,12 +32,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
-from experiments.tables import (BUDGET_NOTES, ESTIMATOR_NAMES, MODEL_ROWS, PAPER_TABLE1, ROWS, SWEEP_DIR, column,
+from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SWEEP_DIR, column,
                                column_title, schedule_label)
 from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
-from vae.estimators import EstimatorConfig, build_estimator
+from vae.estimators import EstimatorConfig, build_estimator, display_name
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
@@ -48,7 +48,7 @@ from vae.training import CHECKPOINT, train
 plt.switch_backend("Agg")   # files only, never a window
 
 PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed
-COLOURS = dict(zip(ESTIMATOR_NAMES, plt.get_cmap("tab20").colors))
+COLOURS = dict(zip(COLUMN_ORDER, plt.get_cmap("tab20").colors))
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
@@ -84,7 +84,7 @@ def footer(points: list[Point], preset: str, extra: str = "") -> str:
     return note + "\n" + provenance([p.run_dir for p in points], preset)
 
 
-def _band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
+def band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
     """Mean over seeds of ``key`` along training, with a +- one standard deviation band."""
     c = curve(run_dir, key)
     if not c.steps:
@@ -136,7 +136,7 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
         lows, highs = [], []
         for point in (p for p in points if p.cfg.model.kind == kind):
             name, variant = column(point)
-            _band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
+            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
             c = curve(point.run_dir, "test/neg_elbo")
             lows += c.mean
@@ -160,7 +160,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
     for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
         for point in (p for p in points if p.cfg.model.kind == kind):
             name, variant = column(point)
-            _band(ax, point.run_dir, "test/nll", color=COLOURS[name], label=column_title(name, variant),
+            band(ax, point.run_dir, "test/nll", color=COLOURS[name], label=column_title(name, variant),
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
         ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
         ax.set_xlabel("training step")
@@ -192,7 +192,7 @@ def _reached(points: list[Point]) -> str:
     for p in points:
         schedule = p.values["tau"]["schedule"]
         if schedule != "constant":
-            mode = f" ({ESTIMATOR_NAMES[p.cfg.estimator.name]})" if schedule == "learned" else ""
+            mode = f" ({display_name(p.cfg.estimator.name)})" if schedule == "learned" else ""
             ends[schedule_label(p.values["tau"]) + mode] = curve(p.run_dir, "train/tau").mean[-1:]
     return "τ at the last step: " + ", ".join(f"{k} {v[0]:.2f}" for k, v in ends.items() if v) + "."
 
@@ -222,7 +222,7 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
         value = final(load_summary(p.run_dir), bound_key)
         if value is not None:
             ax.axhline(value[0], color="0.35", linestyle=style,
-                       label=f"{ESTIMATOR_NAMES[p.cfg.estimator.name]} (no τ): {value[0]:.1f}")
+                       label=f"{display_name(p.cfg.estimator.name)} (no τ): {value[0]:.1f}")
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
     ax.set_ylabel(f"final test bound -L_m, m = {', '.join(map(str, m))} (nats)")
     ax.set_xlabel("temperature schedule")
@@ -238,11 +238,11 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
         top, bottom = axes[0, col], axes[1, col]
         for p in (p for p in relaxed if p.cfg.estimator.name == name):
             label = schedule_label(p.values["tau"])
-            _band(top, p.run_dir, "test/neg_elbo", color=colours[label], label=label)
-            _band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
+            band(top, p.run_dir, "test/neg_elbo", color=colours[label], label=label)
+            band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
         for p, style in zip(references, ("--", "-.", ":")):
-            _band(top, p.run_dir, "test/neg_elbo", color="0.35", linestyle=style,
-                  label=ESTIMATOR_NAMES[p.cfg.estimator.name])
+            band(top, p.run_dir, "test/neg_elbo", color="0.35", linestyle=style,
+                  label=display_name(p.cfg.estimator.name))
         top.set_title(f"{mode}: test negative ELBO")
         top.set_ylabel("test negative ELBO (nats, one discrete sample)")
         top.grid(alpha=0.3)
@@ -271,14 +271,14 @@ def toy_errors(name: str, tau: float, num_draws: int, toy: dict = TOY) -> dict[s
 
 def every_estimator_panel(ax: plt.Axes, draws: int) -> None:
     """(d): bias and variance of every estimator at tau = 1 on the enumerable Bernoulli toy VAE."""
-    names = [n for n in ESTIMATOR_NAMES if n not in ("exact",)]
+    names = list(COLUMN_ORDER)
     errors = [toy_errors(name, 1.0, draws, TOY_BERNOULLI) for name in names]
     x = torch.arange(len(names)).float()
     ax.bar(x - 0.2, [e["bias"] for e in errors], width=0.4, label="bias ||E[g] - ∇||", color="tab:red")
     ax.bar(x + 0.2, [e["variance"] for e in errors], width=0.4, label="variance Σ Var(g)", color="tab:blue")
     ax.axhline((max(e["variance"] for e in errors) / draws) ** 0.5, color="0.5", linestyle=":", linewidth=1,
                label="noise floor of a bias, largest variance")
-    ax.set_xticks(x.tolist(), [ESTIMATOR_NAMES[n] for n in names], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(x.tolist(), [display_name(n) for n in names], rotation=60, ha="right", fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("encoder gradient (τ = 1)")
     ax.grid(axis="y", alpha=0.3)
@@ -294,7 +294,7 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
     for p in points:
         name = p.cfg.estimator.name
-        _band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=column_title(*column(p)),
+        band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=column_title(*column(p)),
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
     run_draws = sorted({p.cfg.gradvar_draws for p in points})
     axes[0].set_yscale("log")
@@ -307,8 +307,8 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     draws = TOY_DRAWS[preset]
     for name, style in (("gs", "o-"), ("st-gs", "s-")):
         errors = [toy_errors(name, tau, draws) for tau in TOY_TAUS]
-        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS[name], label=ESTIMATOR_NAMES[name])
-        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS[name], label=ESTIMATOR_NAMES[name])
+        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS[name], label=display_name(name))
+        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS[name], label=display_name(name))
     for name, style in (("st", "--"), ("reinforce", ":"), ("rloo", "-.")):
         errors = toy_errors(name, 1.0, draws)
         label = {"st": "ST (no τ)", "reinforce": "REINFORCE, no baseline", "rloo": "RLOO (k = 4)"}[name]
@@ -404,7 +404,7 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
             ax.set_title(title, fontsize=9, wrap=True)
             ax.axis("off")
         kind = point.cfg.model.kind
-        fig.suptitle(f"{MODEL_ROWS[kind]} trained with {ESTIMATOR_NAMES[SAMPLES_ESTIMATOR]} "
+        fig.suptitle(f"{MODEL_ROWS[kind]} trained with {display_name(SAMPLES_ESTIMATOR)} "
                      f"(replica of seed {point.cfg.seeds[0]})")
         paths += save(fig, results_dir / "figures" / preset, f"samples_{kind}", footer([point], preset))
     return paths

@@ -5,7 +5,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
     name: tau_ablation                 # runs go to <results>/sweeps/<name>/ (default: the file's stem)
     method: grid                       # the only method
     metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on
-    base: configs/vae_categorical.yaml # a config file, or a list of them (then one more axis)
+    base: configs/vae_categorical.yaml # a config file, or a list of them (then one more axis);
+                                       # a relative path is read from the repository root
     parameters:                        # dotted config key -> {values: [...]} (an axis) or {value: v}
       estimator.name: {values: [gs, st-gs]}
       tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
@@ -19,6 +20,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
       quick: {steps: 2000, seeds: [0, 1]}
       paper: {steps: 50000, optim.lr: {values: [1.0e-4, 1.0e-3]}}
 
+Without ``--preset`` a file with presets runs ``quick`` and a file without runs as written
+(``--preset none``). Points whose resolved configs are equal are one run (the first listed).
 Every point gets a deterministic run directory ``<results>/sweeps/<name>/<slug>__<hash>``: the
 slug reads the point's own values, the hash is that of every setting of its resolved config that
 differs from the defaults of ``vae/config.py`` (so a config key added later with a default that
@@ -58,13 +61,15 @@ from typing import Any
 import torch
 import yaml
 
-from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 from vae.data import DataError
 from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
 from experiments.wandb_sweep import WandbSweepError, register, start_agents, wandb_config
 from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
+AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
+REPO = Path(__file__).resolve().parents[1]  # relative `base:` paths are read from here
 STORE = "sweeps"  # <results>/sweeps/<sweep name>/<run>: the committed run records
 SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "select", "presets"}
 
@@ -97,7 +102,7 @@ class Point:
     def saved_config_matches(self) -> bool:
         """Whether the run's ``config.yaml`` (keys it lacks at their defaults) is this point's config."""
         try:
-            saved = config_from_dict(yaml.safe_load((self.run_dir / "config.yaml").read_text()))
+            saved = config_from_dict(read_yaml((self.run_dir / "config.yaml").read_text()))
         except (OSError, yaml.YAMLError, ConfigError, TypeError):
             return False
         return _without_out_dir(to_dict(saved)) == _without_out_dir(to_dict(self.cfg))
@@ -138,7 +143,7 @@ def read_sweep(path: str | Path) -> Sweep:
     """Parse and check a sweep file (the configs of its points are checked by :func:`expand`)."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = read_yaml(path.read_text())
     except OSError as err:
         raise SweepError(f"sweep: cannot read {path} ({err.strerror})") from err
     except yaml.YAMLError as err:
@@ -156,7 +161,7 @@ def read_sweep(path: str | Path) -> Sweep:
     _require(isinstance(bases, list) and bases and all(isinstance(b, str) for b in bases),
              f"base: expected a config file or a list of them, got {tree.get('base')!r}")
     for base in bases:
-        _require(Path(base).is_file(), f"base: config file {base} not found")
+        _require(base_path(base).is_file(), f"base: config file {base} not found (relative paths are read from {REPO})")
     axes, fixed = {}, {}
     for key, spec in (tree.get("parameters") or {}).items():
         is_axis, value = _axis_or_value(key, spec, "parameters")
@@ -175,6 +180,12 @@ def read_sweep(path: str | Path) -> Sweep:
         if "include" in preset:
             _include_list(preset["include"], f"presets.{name}.include")
     return Sweep(path, tree.get("name", path.stem), metric["name"], bases, axes, fixed, include, select, presets)
+
+
+def base_path(base: str) -> Path:
+    """Where a sweep's ``base:`` config lives: an absolute path as it is, a relative one under the
+    repository root (so the sweep runs the same from any directory)."""
+    return Path(base) if Path(base).is_absolute() else REPO / base
 
 
 def _include_list(value: Any, where: str) -> list[dict[str, Any]]:
@@ -217,12 +228,12 @@ def _without_out_dir(values: dict) -> dict:
     return {k: v for k, v in values.items() if k != "out_dir"}
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flat_settings(tree: dict, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(flat_settings(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -231,27 +242,35 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
 def identity(cfg: Config) -> dict[str, Any]:
     """The settings of ``cfg`` that differ from the defaults, ``out_dir`` aside (so a store can
     move): what a run's directory hash is taken over."""
-    defaults = _leaves(to_dict(Config()))
-    return {k: v for k, v in _leaves(_without_out_dir(to_dict(cfg))).items()
+    defaults = flat_settings(to_dict(Config()))
+    return {k: v for k, v in flat_settings(_without_out_dir(to_dict(cfg))).items()
             if k not in defaults or defaults[k] != v}
 
 
-def _run_name(point_values: dict[str, Any], base: str, cfg: Config) -> str:
-    """``<slug>__<hash>``: the slug reads the point's values (in key order, so reordering a sweep
-    file's axes moves no run), the hash is over :func:`identity`, so a changed setting never
+def _digest(cfg: Config) -> str:
+    """The hash of :func:`identity`: equal for equal resolved configs, so a changed setting never
     reuses an old run."""
-    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _run_name(point_values: dict[str, Any], base: str, digest: str) -> str:
+    """``<slug>__<digest>``: the slug reads the point's values (in key order, so reordering a sweep
+    file's axes moves no run)."""
     slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in sorted(point_values.items()))])
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
 
 
 def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
-    """Every point of ``sweep`` under ``preset``, in a fixed order, with its resolved config."""
-    _require(preset in sweep.presets,
-             f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}")
+    """Every point of ``sweep`` under ``preset`` (``AS_WRITTEN``: no preset), in a fixed order, with
+    its resolved config; a point whose resolved config equals an earlier one's is left out (the
+    two would be one run)."""
+    _require(preset == AS_WRITTEN or preset in sweep.presets,
+             f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}"
+             f" ({AS_WRITTEN}: the file as written)")
+    chosen = sweep.presets.get(preset, {})
     preset_axes, preset_fixed = {}, {}
-    include = sweep.presets[preset].get("include", sweep.include)
-    for key, spec in sweep.presets[preset].items():
+    include = chosen.get("include", sweep.include)
+    for key, spec in chosen.items():
         if key == "include":
             continue
         if isinstance(spec, dict) and "values" in spec:     # an axis; any other value is an override
@@ -266,18 +285,20 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
     for values in included:
         _require(values.get("base", sweep.bases[0]) in sweep.bases,
                  f"include: base {values.get('base')!r} is not one of the sweep's bases ({', '.join(sweep.bases)})")
-    points = []
+    points, digests = [], set()
     for values in grid + included:      # bases innermost: each estimator's runs on both VAEs come together
         only = values.pop("base", None)
         for base in sweep.bases if only is None else [only]:
             overrides = {**sweep.fixed, **preset_fixed, **values, "experiment": sweep.name,
                          "out_dir": str(results_dir / STORE)}
             try:
-                cfg = load_config(base, [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
+                cfg = load_config(base_path(base), [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
             except ConfigError as err:
                 raise SweepError(f"{sweep.path}: {err}") from err
-            run_dir = results_dir / STORE / sweep.name / _run_name(values, base, cfg)
-            points.append(Point(base, values, cfg, run_dir))
+            digest = _digest(cfg)
+            if digest not in digests:
+                digests.add(digest)
+                points.append(Point(base, values, cfg, results_dir / STORE / sweep.name / _run_name(values, base, digest)))
     return points
 
 
@@ -353,10 +374,14 @@ def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers
     seconds)."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
+        before = torch.get_num_threads()
         torch.set_num_threads(threads)
-        for head, point in todo:
-            print(f"{head}: {'resumed' if point.status() == 'resume' else 'started'}", flush=True)
-            yield head, point, *run_point(point, sweep, preset, progress, commit)
+        try:
+            for head, point in todo:
+                print(f"{head}: {'resumed' if point.status() == 'resume' else 'started'}", flush=True)
+                yield head, point, *run_point(point, sweep, preset, progress, commit)
+        finally:
+            torch.set_num_threads(before)   # the caller's setting again (a test calling main in-process)
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_die_with_parent)
@@ -387,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="sweep file (configs/sweeps/*.yaml)")
-    parser.add_argument("--preset", default="quick", help=f"budget, one of {', '.join(PRESETS)} (default quick)")
+    parser.add_argument("--preset", help=f"budget, one of {', '.join(PRESETS)}, or {AS_WRITTEN} (the file as "
+                        "written); default: quick if the file defines presets, else none")
     parser.add_argument("--results-dir", default="results", help="results store root (runs go to <dir>/runs)")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
     parser.add_argument("--threads", type=int, default=None,
@@ -404,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         _require(args.threads is None or args.threads >= 1, f"--threads: must be >= 1, got {args.threads}")
         _require(args.agents >= 0 and (args.wandb or not args.agents), "--agents: needs --wandb and a count >= 0")
         sweep = read_sweep(args.sweep)
+        args.preset = args.preset or ("quick" if sweep.presets else AS_WRITTEN)
         points = expand(sweep, args.preset, Path(args.results_dir))
         if args.wandb:
             return _register_with_wandb(sweep, args.preset, points, Path(args.results_dir), args.agents)

@@ -21,19 +21,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
+from experiments.sweep import PRESETS, STORE, Point, SweepError, best_points, expand, read_sweep
 from vae.config import Config
+from vae.estimators import display_name
 from vae.results import FAILED, final, load_summary, provenance
 
 SWEEP_DIR = Path("configs/sweeps")
 TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
 SBN_SWEEP = SWEEP_DIR / "sbn.yaml"
 
-# Display names of the estimators, in the paper's column order, then the later ones.
-ESTIMATOR_NAMES = {"reinforce-ema": "SF", "darn": "DARN", "muprop": "MuProp", "st": "ST",
-                   "st-annealed": "Annealed ST", "gs": "Gumbel-S.", "st-gs": "ST Gumbel-S.",
-                   "nvil": "NVIL", "rloo": "RLOO", "vimco": "VIMCO", "rebar": "REBAR", "relax": "RELAX",
-                   "arm": "ARM", "disarm": "DisARM", "gumbel-rao": "Gumbel-Rao", "reinmax": "ReinMax"}
+# The estimators' columns: the paper's order, then the later ones; any other (a plugin's) after them.
+# Their display names are the classes' own (vae.estimators.display_name).
+COLUMN_ORDER = ["reinforce-ema", "darn", "muprop", "st", "st-annealed", "gs", "st-gs", "nvil", "rloo", "vimco", "rebar",
+                "relax", "arm", "disarm", "gumbel-rao", "reinmax"]
 # Table 1's rows: (task, latent kind) -> label, and the test number each row compares.
 ROWS = {("sbn", "bernoulli"): "SBN (Bern.)", ("sbn", "categorical"): "SBN (Cat.)",
         ("vae", "bernoulli"): "VAE (Bern.)", ("vae", "categorical"): "VAE (Cat.)"}
@@ -95,7 +95,8 @@ def _cost(point: Point | None, what: str) -> str:
     if what == "decoder":
         evals = final(summary, "train/est/decoder_evals")
         return "–" if evals is None else f"{evals[0]:g}"
-    return f"{1000 / summary['steps_per_second']:.1f}"
+    speed = summary.get("steps_per_second")   # None (or 0 in older records): resumed at its end, no step timed
+    return f"{1000 / speed:.1f}" if speed else "–"
 
 
 def column(point: Point) -> tuple[str, str]:
@@ -107,15 +108,17 @@ def column(point: Point) -> tuple[str, str]:
 
 
 def column_title(name: str, variant: str) -> str:
-    return ESTIMATOR_NAMES[name] + (f" ({variant})" if variant else "")
+    return display_name(name) + (f" ({variant})" if variant else "")
 
 
 def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep:
     the estimators in the paper's order, each followed by its variants (no paper number)."""
     by_cell = {(p.cfg.task, p.cfg.model.kind, *column(p)): p for p in points}
-    order = list(ESTIMATOR_NAMES)
-    columns = sorted(dict.fromkeys(column(p) for p in points), key=lambda c: (order.index(c[0]), c[1]))
+    def rank(c: tuple[str, str]) -> tuple[int, str, str]:
+        return (COLUMN_ORDER.index(c[0]) if c[0] in COLUMN_ORDER else len(COLUMN_ORDER), c[0], c[1])
+
+    columns = sorted(dict.fromkeys(column(p) for p in points), key=rank)
     tuned = any("optim.lr" in p.values for p in points)
     rows = []
     for (task, kind), label in ((row, label) for row, label in ROWS.items()
@@ -227,9 +230,18 @@ def schedule_label(tau: dict) -> str:
 Table = tuple[list[str], list[tuple[str, list[str]]], str]   # header, rows (label, cells), caption
 
 
-def write_tables(name: str, tables: list[Table], preset: str, results_dir: Path) -> str:
+class NothingFinished(RuntimeError):
+    """No run behind a table has finished: there is nothing to draw."""
+
+
+def write_tables(name: str, tables: list[Table], preset: str, results_dir: Path, points: list[Point]) -> str:
     """Write ``<results_dir>/tables/<preset>/<name>.md`` and ``.tex`` (the tables one after the
-    other); return the markdown."""
+    other); return the markdown. Refuses (:class:`NothingFinished`) when none of ``points`` has
+    finished, so a table of dashes never replaces a drawn one."""
+    if not any(load_summary(p.run_dir) for p in points):
+        target = name.replace("_", "-")
+        raise NothingFinished(f"{name}: none of its {len(points)} runs under preset {preset} has finished in "
+                              f"{results_dir / STORE}; train them first (make {target} PRESET={preset})")
     out = results_dir / "tables" / preset
     out.mkdir(parents=True, exist_ok=True)
     markdown = "\n".join(to_markdown(*table) for table in tables)
@@ -250,7 +262,7 @@ def table1(preset: str, results_dir: Path) -> str:
     for point in points:
         by_model.setdefault(model_label(point.cfg), []).append(point)
     return write_tables("table1", [(*table1_rows(group), table1_caption(group, preset)) for group in by_model.values()],
-                        preset, results_dir)
+                        preset, results_dir, points)
 
 
 # ----------------------------------------------------------------------------- model question
@@ -301,7 +313,7 @@ def model_question_rows(points: list[Point]) -> tuple[list[str], list[tuple[str,
                           and "valid/neg_elbo" in _finals(cells[column])]
             chosen.append(min(candidates, key=lambda p: _finals(p)["valid/neg_elbo"]) if candidates else None)
         rows.append((f"{model}; optimiser chosen on validation", row(chosen)))
-    header = [f"{MODEL_ROWS[kind].removeprefix('VAE ')} {ESTIMATOR_NAMES[name]}" for kind, name in QUESTION_COLUMNS]
+    header = [f"{MODEL_ROWS[kind].removeprefix('VAE ')} {display_name(name)}" for kind, name in QUESTION_COLUMNS]
     return header + [f"mean abs(ours − paper), {name} (cells)" for name in METRICS.values()], rows
 
 
@@ -321,7 +333,7 @@ def model_question(preset: str, results_dir: Path) -> str:
                f"brackets), against the paper's Table 1 (GS, ST-GS; Bernoulli, categorical). The last rows follow the "
                f"paper's protocol: per cell, the optimiser with the lowest validation negative ELBO. "
                f"{BUDGET_NOTES.get(preset, '')}\n\n{provenance([p.run_dir for p in points], preset)}")
-    return write_tables("model_question", [(header, rows, caption)], preset, results_dir)
+    return write_tables("model_question", [(header, rows, caption)], preset, results_dir, points)
 
 
 TABLES = {"table1": table1, "model-question": model_question}
@@ -339,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NothingFinished as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

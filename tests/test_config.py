@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -45,6 +45,20 @@ def test_overrides_are_typed_yaml_values():
     cfg = load_config(None, ["estimator.name=st-gs", "seeds=[0,1,2]", "tau.tau0=2", "eval.iw_examples=null"])
     assert cfg.estimator.name == "st-gs" and cfg.seeds == [0, 1, 2]
     assert cfg.tau.tau0 == 2.0 and isinstance(cfg.tau.tau0, float) and cfg.eval.iw_examples is None
+
+
+def test_scientific_notation_is_a_number_in_overrides_and_files(tmp_path):
+    """YAML 1.1 reads 3e-4 as a string; the suite reads it as the number a researcher meant."""
+    cfg = load_config(None, ["optim.lr=3e-4", "tau.rate=1E-4", "steps=5e4", "eval.iw_examples=1e3"])
+    assert (cfg.optim.lr, cfg.tau.rate, cfg.steps, cfg.eval.iw_examples) == (3e-4, 1e-4, 50000, 1000)
+    assert isinstance(cfg.steps, int) and isinstance(cfg.eval.iw_examples, int)
+    (tmp_path / "c.yaml").write_text("optim: {lr: 3e-4}\ntau: {rate: -2e+3}\nexperiment: 1e-3x\n")
+    with pytest.raises(ConfigError, match=r"^tau\.rate: must be >= 0"):  # read as the number -2000
+        load_config(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml", ["tau.rate=2e-5"]).optim.lr == 3e-4
+    assert read_yaml("[1, 0x10, 1_000, abc, 2.5e1]") == [1, 16, 1000, "abc", 25.0]  # the rest is YAML 1.1
+    with pytest.raises(ConfigError, match=r"^steps: expected int, got 2500\.5$"):
+        load_config(None, ["steps=2.5005e3"])  # an int field takes a float only if it is integral
 
 
 def test_a_section_given_a_string_sets_its_name():

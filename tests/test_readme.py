@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -28,3 +29,93 @@ def test_use_an_estimator_in_your_own_model_runs_as_written():
     first = namespace["f"](torch.nn.functional.one_hot(torch.zeros(64, 20, dtype=torch.long), 10).float())
     assert first.shape == (64,)
     assert namespace["info"]["loss"].dim() == 0        # the estimator's diagnostics, without a replica axis
+
+
+def test_nothing_in_the_project_points_outside_it():
+    """A user's clone holds only the repository: no file may cite a document beside it."""
+    import subprocess
+    root = README.parent
+    files = subprocess.run(["git", "ls-files", "--", ":!results/sweeps"], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.split()
+    offenders = [name for name in files if name.endswith((".py", ".md", ".yaml", ".toml", ".txt", "Makefile"))
+                 and "../shared" in (root / name).read_text(errors="ignore") and name != "tests/test_readme.py"]
+    assert not offenders, offenders
+
+
+def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shared_cache, tmp_path, monkeypatch):
+    """The README's example module, as a user would save it: trained by `experiments.train` (its
+    options checked), resumed further, swept beside a built-in estimator, and drawn in Table 1's
+    layout under its own display name."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import env_with_cache, tiny_overrides
+    from experiments.sweep import expand, read_sweep
+    from experiments.tables import table1_rows
+
+    (tmp_path / "my_estimator.py").write_text(section_code("## Your own estimator in the suite"))
+    env = env_with_cache(shared_cache)
+    env["PYTHONPATH"] = f"{tmp_path}{':' + env['PYTHONPATH'] if env.get('PYTHONPATH') else ''}"
+    root = README.parent
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    tiny = tiny_overrides(tmp_path / "runs")
+    done = cli("experiments.train", "--no-progress", "plugins=[my_estimator]", "estimator=reinforce-const",
+               "estimator.options.baseline=9e1", *tiny)
+    assert done.returncode == 0, done.stderr
+    run_dir = next((tmp_path / "runs").glob("*/*/summary.json")).parent
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["plugins"] == ["my_estimator"] and saved["estimator"]["options"] == {"baseline": 90.0}
+    assert cli("experiments.train", "--no-progress", "--resume", str(run_dir), "steps=16").returncode == 0
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 16
+    typo = cli("experiments.train", "plugins=[my_estimator]", "estimator=reinforce-const", "estimator.options.baselin=1")
+    assert typo.returncode == 2 and "estimator.options.baselin: unknown key; allowed: baseline" in typo.stderr
+
+    sweep = tmp_path / "my_sweep.yaml"
+    sweep.write_text("base: configs/vae_categorical_linear.yaml\nparameters:\n  plugins: {value: [my_estimator]}\n"
+                     "  estimator.name: {values: [reinforce-const, reinforce-ema]}\n"
+                     + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in tiny[1:]))
+    done = cli("experiments.sweep", str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress")
+    assert done.returncode == 0 and "my_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    header, rows = table1_rows(expand(read_sweep(sweep), "none", tmp_path / "store"))
+    assert header == ["SF", "SF, constant baseline"]
+    assert rows[0][0] == "VAE (Cat.) ours" and all("±" in cell for cell in rows[0][1])
+
+
+def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
+    """The commands and sweep file of "A first hour", run as written from a directory of the user's
+    (with `configs/` beside it), on a tiny budget: a few tiny settings are appended to the train
+    command and replace the sweep file's `steps`."""
+    import subprocess
+    import sys
+
+    from conftest import env_with_cache, tiny_overrides
+
+    section = README.read_text()[README.read_text().index("### A first hour"):]
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    sweep = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    tiny = tiny_overrides(tmp_path)[1:]                       # all but out_dir: the commands' own stores
+    assert "steps: {value: 5e3}" in sweep
+    (tmp_path / "my_ablation.yaml").write_text(
+        sweep.replace("steps: {value: 5e3}", "steps: {value: 12}")
+        + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in tiny if not o.startswith("steps")))
+    (tmp_path / "configs").symlink_to(README.parent / "configs")
+    outputs = []
+    for line in commands:
+        words = line.split("#")[0].split()
+        assert words[:2] == ["python", "-m"], line
+        extra = tiny if words[2] == "experiments.train" else []
+        done = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path, env=env_with_cache(shared_cache),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+        outputs.append(done.stdout)
+    assert re.search(r"^test/iw_bound \d+\.\d\d ± \d+\.\d\d \(2 seeds\)$", outputs[0], re.M)
+    assert outputs[1].count(": new -> ") == 4 and "my_ablation (none): finished 4" in outputs[2]
+    assert outputs[3].count("| vae_categorical_linear__") == 4 and "optim.lr" in outputs[3]
+    assert (tmp_path / "results" / "figures" / "compare.png").exists()

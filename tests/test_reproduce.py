@@ -174,6 +174,37 @@ def test_workers_of_a_killed_sweep_stop_with_it(shared_cache, tmp_path):
     assert not survivors
 
 
+def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_each_config_once(
+        shared_cache, tmp_path, monkeypatch, capsys):
+    """No `presets:` means the file as written; `base:` is read from the repository root, not the
+    current directory; an include point equal to a grid point (the same resolved config) is one run;
+    3e-4 in a sweep file is a number."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(tmp_path)                             # not the repository
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: configs/vae_categorical.yaml\n"
+                    "parameters:\n  estimator.name: {values: [gs, st]}\n  optim.lr: {values: [3e-4]}\n"
+                    "  steps: {value: 4}\n  log_every: {value: 2}\n  checkpoint_every: {value: 2}\n"
+                    "  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n  eval.iw_examples: {value: 10}\n"
+                    "  model.hidden: {value: [8]}\n"
+                    "include:\n  - {estimator.name: gs, optim.lr: 0.0003}\n")
+    points = expand(read_sweep(path), sweep_cli.AS_WRITTEN, tmp_path)
+    assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [("gs", 3e-4), ("st", 3e-4)]
+    assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress"]) == 0
+    assert "mine (none): finished 2" in capsys.readouterr().out
+    assert len(list((tmp_path / "sweeps" / "mine").glob("*/summary.json"))) == 2
+
+
+@pytest.mark.parametrize("table", ["table1", "model-question"])
+def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(table, tmp_path, monkeypatch, capsys):
+    from experiments import tables
+    monkeypatch.chdir(REPO)
+    assert tables.main([table, "--preset", "quick", "--results-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "has finished" in err and f"make {table} PRESET=quick" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "tables").exists()
+
+
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",

@@ -4,6 +4,7 @@ bad input at the command line, and W&B offline logging."""
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import signal
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from vae.config import load_config
+from vae.config import ConfigError, load_config
 from vae.estimators import ESTIMATORS
 from vae.tracking import read_metrics
 from vae.training import CHECKPOINT, RunDirError, Trainer, TrainingDiverged, train
@@ -204,8 +206,66 @@ def test_unwritable_output_directory_is_exit_status_2(shared_cache, tmp_path):
 def test_cli_trains_the_bernoulli_config(shared_cache, tmp_path):
     done = run_cli(["--config", "configs/vae_bernoulli.yaml", *tiny_overrides(tmp_path)], shared_cache)
     assert done.returncode == 0, done.stderr
-    run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("results: "))
+    run_dir = Path(next(line for line in done.stdout.splitlines() if line.startswith("results: ")).removeprefix("results: "))
     assert run_dir.parent.name == "vae_bernoulli" and (run_dir / "summary.json").exists()
+
+
+def test_cli_puts_the_run_under_results_dir_and_prints_the_held_out_numbers(shared_cache, tmp_path):
+    done = run_cli(["--results-dir", str(tmp_path / "store"), *tiny_overrides(tmp_path)[1:], "seeds=[0,1]"], shared_cache)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "store" / "runs" / "vae_categorical").glob("*/summary.json"))) == 1
+    assert re.search(r"^test/iw_bound \d+\.\d\d ± \d+\.\d\d \(2 seeds\)$", done.stdout, re.M), done.stdout
+    assert re.search(r"^valid/neg_elbo \d+\.\d\d ± ", done.stdout, re.M), done.stdout
+    both = run_cli(["--results-dir", str(tmp_path), f"out_dir={tmp_path}"], shared_cache)
+    assert both.returncode == 2 and "out_dir: give --results-dir or out_dir=, not both" in both.stderr
+
+
+def test_print_config_prints_the_resolved_config_and_runs_nothing(shared_cache, tmp_path):
+    done = run_cli(["--config", "configs/vae_bernoulli.yaml", "optim.lr=3e-4", "--results-dir", str(tmp_path),
+                    "--print-config"], shared_cache)
+    assert done.returncode == 0, done.stderr
+    printed = yaml.safe_load(done.stdout)
+    assert printed["optim"]["lr"] == 3e-4 and printed["model"]["kind"] == "bernoulli"
+    assert printed["out_dir"] == str(tmp_path / "runs") and not any(tmp_path.iterdir())
+
+
+def test_resume_with_more_steps_trains_a_finished_run_further_as_if_never_stopped(shared_cache, tmp_path, monkeypatch):
+    """12 steps, then resumed to 16: every logged number equals a straight 16-step run's, and the
+    bound at the old end (step 12) is kept beside the new one."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, tiny_overrides(tmp_path))
+    train(cfg, tmp_path / "extended", progress=False)
+    done = run_cli(["--resume", str(tmp_path / "extended"), "steps=1.6e1"], shared_cache)
+    assert done.returncode == 0, done.stderr
+    straight = metric_table(train(load_config(None, tiny_overrides(tmp_path) + ["steps=16"]), tmp_path / "straight",
+                                  progress=False))
+    extended = metric_table(tmp_path / "extended")
+    old_end = {k: v for k, v in extended.items() if k[0] == 12 and k[2] == "iw_bound"}
+    assert len(old_end) == 1 and {k: v for k, v in extended.items() if k not in old_end} == straight
+    summary = json.loads((tmp_path / "extended" / "summary.json").read_text())
+    assert summary["steps"] == 16 and summary["steps_per_second"] > 0   # timed over both processes
+    assert yaml.safe_load((tmp_path / "extended" / "config.yaml").read_text())["steps"] == 16
+
+
+@pytest.mark.parametrize("args, message", [
+    (["steps=8"], "steps: a resumed run can only train further, got 8 < its 12"),
+    (["optim.lr=1e-2"], "--resume: the one override it takes is steps=N"),
+    (["steps=16", "--results-dir", "x"], "--resume: takes no --config"),
+])
+def test_resume_refuses_anything_but_more_steps(args, message, shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    train(load_config(None, tiny_overrides(tmp_path)), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    done = run_cli(["--resume", str(tmp_path / "run"), *args], shared_cache)
+    assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before and (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_schedule_that_ends_at_the_last_step_is_not_trained_further(shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    train(load_config(None, tiny_overrides(tmp_path) + ["tau.schedule=linear"]), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="^steps: this run's linear tau schedule ends at its last step"):
+        train(None, tmp_path / "run", resume=True, steps=16, progress=False)
 
 
 def test_wandb_offline_run_is_written_without_network_and_prints_nothing(shared_cache, tmp_path, monkeypatch, capfd):
@@ -299,3 +359,19 @@ def test_cli_trains_the_sbn_config_and_refuses_what_does_not_apply(shared_cache,
     assert done.returncode == 0, done.stderr[-2000:]
     done = run_cli(["--config", "configs/sbn_bernoulli.yaml", f"out_dir={tmp_path}", "estimator.name=vimco"], shared_cache)
     assert done.returncode == 2 and "'vimco' optimises a VAE's multi-sample bound" in done.stderr
+
+
+def test_wandb_ids_keep_the_start_of_long_run_names_and_stay_distinct():
+    from vae.tracking import wandb_id
+    short = wandb_id(Path("results/sweeps/table1/vae_bernoulli__gs__4e7030e5"))
+    assert short == "table1-vae-bernoulli--gs--4e7030e5"
+    long_a = wandb_id(Path("sweeps/model_question/vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3041"))
+    long_b = wandb_id(Path("sweeps/model_question/vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3042"))
+    assert len(long_a) == 64 and long_a.startswith("model-question-vae-categorical--st-gs") and long_a != long_b
+
+
+def test_make_demo_passes_results_to_the_demo():
+    """`make demo RESULTS=dir` writes under dir, as every other target does (dry run: make -n)."""
+    done = subprocess.run(["make", "-n", "-o", "install", "demo", "RESULTS=/some/where"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "-m experiments.demo --results-dir /some/where" in done.stdout, done.stdout

@@ -1,7 +1,8 @@
 """Run configuration: typed dataclasses, YAML loading, dotted overrides, validation.
 
-A run is described by one :class:`Config`. YAML files (read with ``yaml.safe_load``) and
-command-line overrides (``tau.schedule=exp``, ``seeds=[0,1,2]``; values parsed as YAML) are merged
+A run is described by one :class:`Config`. YAML files (read with :func:`read_yaml`: ``yaml.safe_load``
+that also reads ``3e-4`` as a number) and command-line overrides (``tau.schedule=exp``,
+``seeds=[0,1,2]``, ``optim.lr=3e-4``; values parsed the same way) are merged
 into the defaults below. An unknown key, a wrong type or an invalid value raises
 :class:`ConfigError` with a one-line message naming the key and what is allowed.
 """
@@ -9,6 +10,7 @@ into the defaults below. An unknown key, a wrong type or an invalid value raises
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
 import types
@@ -28,6 +30,25 @@ TASK_NAMES = ("vae", "sbn")  # kept in step with vae.tasks.TASKS (a test checks 
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the key and what is allowed."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``3e-4``, ``1E5`` and ``5e4`` as floats.
+
+    YAML 1.1 (PyYAML) calls a scalar a float only with a dot (``3.0e-4``), so ``3e-4`` would be the
+    string '3e-4': the first learning-rate override of every ablation would be refused.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML safely (no arbitrary objects), scientific notation read as numbers."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
 
 
 @dataclass
@@ -92,6 +113,7 @@ class Config:
     """One training run (all seeds of one configuration)."""
 
     experiment: str = "vae_categorical"  # results go to <out_dir>/<experiment>/<run>/
+    plugins: list[str] = field(default_factory=list)  # modules imported first: your own estimators (vae.estimators.register)
     task: str = "vae"  # "vae" (the paper's Section 4.2) or "sbn" (Section 4.1: a digit's lower half from its upper half)
     seeds: list[int] = field(default_factory=lambda: [0])  # one replica per seed, trained together
     steps: int = 50_000  # training steps
@@ -127,6 +149,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         inner = [t for t in get_args(tp) if t is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        return dict(value)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -137,6 +163,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _build(tp, value, key + ".")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # steps=5e4
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if tp is float and not math.isfinite(value):
@@ -175,7 +203,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"{item}: overrides take the form key=value (e.g. tau.schedule=exp)")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = read_yaml(raw) if raw else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"{key}: cannot parse value {raw!r}") from err
         _set_dotted(tree, key.strip(), value)
@@ -198,15 +226,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except OSError as err:
             raise ConfigError(f"config: cannot read {path} ({err.strerror})") from err
         try:
-            tree = yaml.safe_load(text) or {}
+            tree = read_yaml(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"config: {path} must hold a mapping of keys")
         tree = {k: ({"name": v} if k in NAMED_SECTIONS and isinstance(v, str) else v) for k, v in tree.items()}
-    cfg = _build(Config, _merge(tree, parse_overrides(list(overrides))))
-    validate(cfg)
-    return cfg
+    return _checked(_build(Config, _merge(tree, parse_overrides(list(overrides)))))
 
 
 def to_dict(cfg: Config) -> dict:
@@ -216,7 +242,26 @@ def to_dict(cfg: Config) -> dict:
 
 def config_from_dict(values: dict) -> Config:
     """Inverse of :func:`to_dict`, validated."""
-    cfg = _build(Config, values)
+    return _checked(_build(Config, values))
+
+
+def _checked(cfg: Config) -> Config:
+    """``cfg`` after importing its plugins (which register estimators), with its estimator's own
+    options checked against the estimator's ``Options`` dataclass (and typed by it), validated."""
+    for module in cfg.plugins:
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # whatever the module raises, the message names the key
+            raise ConfigError(f"plugins: cannot import {module!r} ({type(err).__name__}: {err}); a module "
+                              "importable from the current directory or PYTHONPATH is allowed") from err
+    from vae.estimators import ESTIMATORS
+
+    declared = ESTIMATORS[cfg.estimator.name].Options if cfg.estimator.name in ESTIMATORS else None
+    if cfg.estimator.options:
+        _check(declared is not None, f"estimator.options: {cfg.estimator.name!r} declares no options "
+                                     f"(got {', '.join(cfg.estimator.options)})")
+        built = _build(declared, cfg.estimator.options, "estimator.options.")
+        cfg.estimator.options = {k: getattr(built, k) for k in cfg.estimator.options}
     validate(cfg)
     return cfg
 

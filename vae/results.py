@@ -54,6 +54,13 @@ def final(summary: dict | None, key: str) -> tuple[float, float] | None:
     return summary[key]["mean"], summary[key]["std"]
 
 
+def held_out_lines(summary: dict) -> list[str]:
+    """The final held-out numbers of a run, one line each: ``test/iw_bound 105.31 ± 0.12 (2 seeds)``."""
+    seeds = len(summary["seeds"])
+    return [f"{key} {value['mean']:.2f} ± {value['std']:.2f} ({seeds} seed{'s' if seeds > 1 else ''})"
+            for key, value in sorted(summary.items()) if key.startswith(("valid/", "test/"))]
+
+
 @dataclass(frozen=True)
 class Curve:
     """A metric along training: per logged step, the mean and standard deviation over seeds."""

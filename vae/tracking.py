@@ -17,6 +17,7 @@ the console unless ``WANDB_SILENT=false``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -59,13 +60,13 @@ class RunTracker:
         self.seeds = seeds
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
-            # drop what was logged after the checkpoint we resume from (the end-of-run number,
-            # `final_metric`, is always logged after the last checkpoint): no duplicated steps
-            kept = [r for r in read_metrics(self.run_dir)
-                    if r["step"] <= resume_step and r["metric"] != final_metric]
+            # drop what was logged after the checkpoint we resume from, and the end-of-run number
+            # (`final_metric`, logged after the last checkpoint) of the end this run trains to:
+            # no duplicated steps (a run trained further keeps the number of its old end)
+            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step
+                    and not (r["metric"] == final_metric and r["step"] == config["steps"])]
             write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
-        else:
-            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self._file = open(metrics, "a")
         self._wandb = self._start_wandb(config, project, wandb_dir)
 
@@ -80,7 +81,7 @@ class RunTracker:
         silent = os.environ.get("WANDB_SILENT", "true").lower() != "false"
         # a W&B sweep agent owns the run's id (it passes it in the environment); otherwise the id
         # is the run directory's, so a resumed run continues its W&B run
-        own_id = {} if "WANDB_SWEEP_ID" in os.environ else {"id": _wandb_id(self.run_dir), "resume": "allow"}
+        own_id = {} if "WANDB_SWEEP_ID" in os.environ else {"id": wandb_id(self.run_dir), "resume": "allow"}
         return wandb.init(project=project, name=self.run_dir.name, group=self.run_dir.parent.name,
                           config=config, mode=mode, dir=str(wandb_dir), settings=wandb.Settings(silent=silent),
                           reinit="finish_previous", **own_id)
@@ -113,9 +114,12 @@ class RunTracker:
         self._file.close()
 
 
-def _wandb_id(run_dir: Path) -> str:
-    """A stable W&B run id for a run directory, so a resumed run continues the same W&B run."""
-    return "".join(c if c.isalnum() else "-" for c in f"{run_dir.parent.name}-{run_dir.name}")[-64:]
+def wandb_id(run_dir: Path) -> str:
+    """A stable W&B run id for a run directory, so a resumed run continues the same W&B run: the
+    directory's ``<experiment>-<run>`` with W&B's characters, and past W&B's 64 characters its
+    first 55 and a hash of the whole (the start, which says what the run is, survives)."""
+    full = "".join(c if c.isalnum() else "-" for c in f"{run_dir.parent.name}-{run_dir.name}")
+    return full if len(full) <= 64 else f"{full[:55]}-{hashlib.sha256(full.encode()).hexdigest()[:8]}"
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

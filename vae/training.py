@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vae.config import Config, config_from_dict, to_dict
+from vae.config import Config, ConfigError, config_from_dict, to_dict
 from vae.data import BinarizedMNIST, atomic_save
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
@@ -93,12 +93,13 @@ class Trainer:
         self.optimizer = (torch.optim.Adam(params, lr=cfg.optim.lr) if cfg.optim.name == "adam" else
                           torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum))
         self.step = 0
+        self.timing = {"seconds": 0.0, "steps": 0}   # training wall time so far, over every process of the run
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"step": self.step, "config": to_dict(self.cfg), "model": self.model.state_dict(),
                 "estimator": self.estimator.state_dict(), "temperature": self.temperature.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": self.rng.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng.state_dict(), "timing": dict(self.timing)}
 
     def parameters_finite(self) -> bool:
         """Whether every trainable parameter is finite (one host sync; checked before saving)."""
@@ -112,6 +113,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.load_state_dict(state["rng"])
         self.step = state["step"]
+        self.timing = dict(state.get("timing", {"seconds": 0.0, "steps": 0}))   # older checkpoints: untimed
 
     def numerics(self) -> torch.autocast:
         """The context of every forward pass: bfloat16 autocast under ``precision=bf16``."""
@@ -158,10 +160,12 @@ def _first_bad(history: Tensor) -> tuple[int, int] | None:
     return row, replica
 
 
-def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False,
+def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, steps: int | None = None,
           log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Train one run, or with ``resume=True`` continue ``run_dir`` from its checkpoint (its saved
-    config is used; ``cfg`` may be None). Returns the run directory."""
+    config is used; ``cfg`` may be None), to ``steps`` if given: a finished run trains further
+    (its old end numbers stay in ``metrics.jsonl``; ``summary.json`` is written anew at the new
+    end). Returns the run directory."""
     if resume:
         if run_dir is None or not (Path(run_dir) / CHECKPOINT).exists():
             raise RunDirError(f"--resume: no {CHECKPOINT} in {run_dir}")
@@ -170,6 +174,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         except Exception as err:
             raise RunDirError(f"--resume: {Path(run_dir) / CHECKPOINT} is unreadable ({type(err).__name__})") from err
         cfg = config_from_dict(state["config"])
+        if steps is not None:
+            cfg = _extended(cfg, steps)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     try:  # fail before any work if the output directory cannot be written
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +188,10 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"run directory {run_dir} already holds a run; resume it with --resume or pick another")
     if resume and (run_dir / "summary.json").exists():
-        log(f"{run_dir} is already finished (summary.json exists); nothing to do")
-        return run_dir
+        if state["step"] == cfg.steps:
+            log(f"{run_dir} is already finished (summary.json exists); nothing to do")
+            return run_dir
+        (run_dir / "summary.json").unlink()  # trained further: its numbers stay in metrics.jsonl
     trainer = Trainer(cfg, log=log)
     if resume:
         trainer.load_state_dict(state)
@@ -194,15 +202,24 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     log(f"run directory: {run_dir} (device {trainer.device}, seeds {cfg.seeds})")
     summary = None
     try:
-        start, first_step = time.perf_counter(), trainer.step
         _loop(trainer, tracker, run_dir, progress)
-        seconds = time.perf_counter() - start
         summary = _finish(trainer, tracker, progress)
-        summary["train_seconds"] = round(seconds, 2)
-        summary["steps_per_second"] = round((cfg.steps - first_step) / max(seconds, 1e-9), 2)
+        seconds, steps = trainer.timing["seconds"], trainer.timing["steps"]
+        summary["train_seconds"] = round(seconds, 2)   # summed over the processes that trained it
+        summary["steps_per_second"] = round(steps / seconds, 2) if steps else None   # None: no timed step
     finally:
         tracker.finish(summary)
     return run_dir
+
+
+def _extended(cfg: Config, steps: int) -> Config:
+    """``cfg`` with ``steps`` training steps: the one setting a resumed run may change."""
+    if steps < cfg.steps:
+        raise ConfigError(f"steps: a resumed run can only train further, got {steps} < its {cfg.steps}")
+    if steps > cfg.steps and cfg.tau.schedule in ("linear", "cosine") and cfg.tau.anneal_steps is None:
+        raise ConfigError(f"steps: this run's {cfg.tau.schedule} tau schedule ends at its last step "
+                          "(tau.anneal_steps: null); training further would change the schedule it trained with")
+    return config_from_dict({**to_dict(cfg), "steps": steps})
 
 
 def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) -> None:
@@ -213,6 +230,11 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=cfg.estimator.name,
                unit="step", dynamic_ncols=True)
     window_start = trainer.step       # first step of the current logging window (a multiple of log_every)
+    start, first_step, before = time.perf_counter(), trainer.step, dict(trainer.timing)
+
+    def clock() -> None:              # the run's training time, kept in every checkpoint
+        trainer.timing = {"seconds": before["seconds"] + time.perf_counter() - start,
+                          "steps": before["steps"] + trainer.step - first_step}
     while trainer.step < cfg.steps:
         loss, kl, info = trainer.train_step()
         row = (trainer.step - 1) % cfg.log_every
@@ -244,7 +266,9 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
         if at_checkpoint:
             if not trainer.parameters_finite():
                 _diverged(cfg, run_dir, f"in the parameters after step {done}", bar)
+            clock()
             atomic_save(trainer.state_dict(), run_dir / CHECKPOINT)
+    clock()
     bar.close()
 
 

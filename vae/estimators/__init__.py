@@ -1,14 +1,19 @@
 """Gradient estimators for discrete latents: one registry from name to class, one builder.
 
 Every estimator follows the contract of :mod:`vae.estimators.base`; its constructor takes the
-config and the run's dimensions, so :func:`build_estimator` needs no per-name dispatch.
+config and the run's dimensions, so :func:`build_estimator` needs no per-name dispatch. The
+registry, :data:`ESTIMATORS`, is the one list of names: config validation, the trainer, the sweep
+runner and the tables all read it. An estimator of your own joins it with :func:`register` in a
+module that the run's config names in ``plugins`` (README "Your own estimator").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vae.estimators.antithetic import ARM, DisARM
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import ESTIMATOR_NAMES, EstimatorConfig
+from vae.estimators.config import EstimatorConfig
 from vae.estimators.control_variates import RELAX, REBAR
 from vae.estimators.exact import Exact
 from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
@@ -39,6 +44,27 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 }
 
 
+def register(name: str) -> Callable[[type[Estimator]], type[Estimator]]:
+    """Class decorator: add an :class:`Estimator` subclass to the registry as ``name``::
+
+        @register("my-estimator")
+        class MyEstimator(Estimator): ...
+    """
+    def add(cls: type[Estimator]) -> type[Estimator]:
+        if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+            raise TypeError(f"register({name!r}): {cls!r} is not a subclass of vae.estimators.Estimator")
+        if ESTIMATORS.get(name, cls) is not cls:
+            raise ValueError(f"register({name!r}): the name is taken by {ESTIMATORS[name].__qualname__}")
+        ESTIMATORS[name] = cls
+        return cls
+    return add
+
+
+def display_name(name: str) -> str:
+    """How tables and figures write the estimator ``name`` ("SF", "Gumbel-S.", or the name itself)."""
+    return ESTIMATORS[name].display_name or name
+
+
 def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int], num_replicas: int = 1,
                     context_dim: int = 0, rng: ReplicaGenerator | None = None) -> Estimator:
     """Validate ``cfg`` and build its estimator: ``build_estimator("rloo", latent_shape=(20, 10))``.
@@ -58,5 +84,4 @@ def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int]
                                 context_dim=context_dim, rng=rng)
 
 
-__all__ = ["ESTIMATORS", "ESTIMATOR_NAMES", "Estimator", "EstimatorConfig", "Objective",
-           "build_estimator"]
+__all__ = ["ESTIMATORS", "Estimator", "EstimatorConfig", "Objective", "build_estimator", "display_name", "register"]

@@ -32,6 +32,7 @@ CATEGORICAL_ALTERNATIVES = "rloo, vimco, rebar, relax, muprop (unbiased) or gumb
 class ARM(Estimator):
     """``arm``: the antithetic pair's difference times ``u - 1/2``, per unit."""
 
+    display_name = "ARM"
     unbiased = True
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
@@ -64,6 +65,8 @@ class ARM(Estimator):
 
 class DisARM(ARM):
     """``disarm``: ARM averaged over the pair: ``1/2 (-1)^{b~} 1[b != b~] sigmoid(|phi|)`` per unit."""
+
+    display_name = "DisARM"
 
     def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
         sign = 1 - 2 * b_anti                                                  # (-1)^{b~}

@@ -60,7 +60,14 @@ def mean_field(f: Objective) -> Objective:
 
 
 class Estimator(nn.Module, abc.ABC):
-    """Base class: subclasses implement :meth:`forward` with this exact signature."""
+    """Base class: subclasses implement :meth:`estimate` (see :meth:`forward` for its arguments)."""
+
+    #: The estimator's name in tables and figure legends ("SF", "Gumbel-S."); empty: its registry name.
+    display_name: str = ""
+    #: Settings of this estimator beyond the shared ones of :class:`EstimatorConfig`: a dataclass
+    #: whose fields are set as ``estimator.options.<field>`` and checked like every config key; the
+    #: estimator reads them as ``self.Options(**cfg.options)``. None: it has none.
+    Options: type | None = None
 
     #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
     unbiased: bool = False

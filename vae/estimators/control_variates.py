@@ -40,6 +40,7 @@ from vae.replicas import ReplicaGenerator, ReplicaMLP
 class REBAR(Estimator):
     """``rebar``: control variate ``eta f(softmax(z / lambda))``, eta and lambda tuned online."""
 
+    display_name = "REBAR"
     unbiased = True
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
@@ -83,6 +84,8 @@ class REBAR(Estimator):
 
 class RELAX(REBAR):
     """``relax``: REBAR's control variate plus a learned network ``r(z)`` (one hidden tanh layer)."""
+
+    display_name = "RELAX"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):

@@ -30,6 +30,7 @@ def all_states(num_latents: int, num_classes: int, device: torch.device | str = 
 class Exact(Estimator):
     """``exact``: enumerate the latent space; zero variance, no bias."""
 
+    display_name = "exact"
     unbiased = True
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],

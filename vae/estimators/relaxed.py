@@ -44,6 +44,7 @@ from vae.replicas import ReplicaGenerator
 class GumbelSoftmax(Estimator):
     """``gs``: surrogate ``f(softmax((logits + g) / tau))`` with Gumbel noise g."""
 
+    display_name = "Gumbel-S."
     hard = False
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -58,11 +59,14 @@ class GumbelSoftmax(Estimator):
 class STGumbelSoftmax(GumbelSoftmax):
     """``st-gs``: forward ``one_hot(argmax(logits + g))``, backward the gradient of ``gs``."""
 
+    display_name = "ST Gumbel-S."
     hard = True
 
 
 class StraightThrough(Estimator):
     """``st``: forward an exact one-hot sample, backward the gradient of ``softmax(logits)``."""
+
+    display_name = "ST"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -77,6 +81,8 @@ class StraightThrough(Estimator):
 class SlopeAnnealedST(StraightThrough):
     """``st-annealed``: ``st`` on ``softmax(a * logits)``, ``a = min(max_slope, 1 + slope_rate * step)``."""
 
+    display_name = "Annealed ST"
+
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
@@ -90,6 +96,8 @@ class SlopeAnnealedST(StraightThrough):
 
 class GumbelRao(Estimator):
     """``gumbel-rao``: forward D, backward the mean of M conditional Gumbel-softmax Jacobians."""
+
+    display_name = "Gumbel-Rao"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -113,6 +121,8 @@ class GumbelRao(Estimator):
 
 class ReinMax(Estimator):
     """``reinmax``: forward D, backward the gradient of ``2 pi_1 - pi_0 / 2`` (tau >= 1)."""
+
+    display_name = "ReinMax"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

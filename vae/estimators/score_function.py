@@ -53,6 +53,7 @@ def score_surrogate(loss: Tensor, signal: Tensor, log_q: Tensor) -> Tensor:
 class Reinforce(Estimator):
     """``reinforce``: ``A = f(z)``, no baseline."""
 
+    display_name = "REINFORCE"
     unbiased = True
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -66,6 +67,7 @@ class Reinforce(Estimator):
 class ReinforceEMA(Estimator):
     """``reinforce-ema``: ``A = f(z) - c`` with a moving-average centre; variance normalisation."""
 
+    display_name = "SF"
     unbiased = True
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
@@ -99,6 +101,8 @@ class ReinforceEMA(Estimator):
 class NVIL(ReinforceEMA):
     """``nvil``: ``reinforce-ema`` plus a learned input-dependent baseline ``b(x)``."""
 
+    display_name = "NVIL"
+
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
@@ -114,6 +118,7 @@ class NVIL(ReinforceEMA):
 class RLOO(Estimator):
     """``rloo``: k samples per example, leave-one-out baseline, surrogate averaged over samples."""
 
+    display_name = "RLOO"
     unbiased = True
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
@@ -135,6 +140,7 @@ class RLOO(Estimator):
 class VIMCO(Estimator):
     """``vimco``: k samples, the k-sample bound as objective, leave-one-out (geometric-mean) signals."""
 
+    display_name = "VIMCO"
     unbiased = True
     multi_sample_bound = True
 

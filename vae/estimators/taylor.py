@@ -79,6 +79,7 @@ class _TaylorEstimator(Estimator):
 class MuProp(_TaylorEstimator):
     """``muprop``: score function with the Taylor control variate at the mean, plus its analytic mean."""
 
+    display_name = "MuProp"
     unbiased = True
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -95,6 +96,8 @@ class MuProp(_TaylorEstimator):
 
 class DARN(_TaylorEstimator):
     """``darn``: per-variable learning signals ``f'_n(p) . (z_n - z_bar_n)``, no analytic term (biased)."""
+
+    display_name = "DARN"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
