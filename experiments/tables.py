@@ -272,12 +272,14 @@ METRICS = {"test/iw_bound": "bound", "test/neg_elbo": "ELBO"}   # the two readin
 
 
 def setting_label(point: Point) -> str:
-    """``linear, learned prior; SGD+mom. 0.9 lr 0.003``: the candidate a point belongs to."""
-    m, o = point.cfg.model, point.cfg.optim
+    """``linear, learned prior; SGD+mom. 0.9 lr 0.003`` (and ``; τ r 1e-05 N 500`` for a schedule
+    of the paper's annealing grid): the candidate a point belongs to."""
+    m, o, tau = point.cfg.model, point.cfg.optim, point.values.get("tau")
     model = "linear" if not m.hidden else "MLP " + "-".join(map(str, m.hidden))
     prior = ", learned prior" if m.prior == "learned" else ""
     optim = f"Adam lr {o.lr:g}" if o.name == "adam" else f"SGD+mom. {o.momentum:g} lr {o.lr:g}"
-    return f"{model}{prior}; {optim}"
+    schedule = f"; τ r {point.cfg.tau.rate:g} N {point.cfg.tau.update_every}" if tau else ""
+    return f"{model}{prior}; {optim}{schedule}"
 
 
 def _finals(point: Point) -> dict[str, float]:
