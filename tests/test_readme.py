@@ -119,3 +119,10 @@ def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
     assert outputs[1].count(": new -> ") == 4 and "my_ablation (none): finished 4" in outputs[2]
     assert outputs[3].count("| vae_categorical_linear__") == 4 and "optim.lr" in outputs[3]
     assert (tmp_path / "results" / "figures" / "compare.png").exists()
+
+
+def test_the_environment_is_activated_before_the_first_python_command():
+    """`python -m ...` right after `make demo` fails outside .venv: the README says so first."""
+    text = README.read_text()
+    first_command = re.search(r"^python -m ", text, re.M).start()
+    assert text.index("source .venv/bin/activate") < first_command
