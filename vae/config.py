@@ -25,7 +25,7 @@ from vae.estimators.config import EstimatorConfig
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")
-TASK_NAMES = ("vae", "sbn")  # kept in step with vae.tasks.TASKS (a test checks the two agree)
+TASK_NAMES = ("vae", "sbn", "ssl")  # kept in step with vae.tasks.TASKS (a test checks the two agree)
 
 
 class ConfigError(ValueError):
@@ -109,12 +109,26 @@ class EvalConfig:
 
 
 @dataclass
+class SSLConfig:
+    """Semi-supervised classification with the M2 model (Jang et al. 2017, Section 4.3; vae/m2.py)."""
+
+    y: str = "marginal"  # the class y of unlabelled images: "marginal" (summed over the C classes, exact) or an estimator of the registry (gs, st-gs, ...: one sample of y, the estimator.* settings apply)
+    num_classes: int = 10  # C: classes of y (10 with MNIST's labels; any C >= 2 with labels=random)
+    labels: str = "mnist"  # "mnist" (the digits' classes) or "random" (one fixed uniform draw in [0, C) per image: for timing with any C)
+    num_labelled: int = 100  # labelled training images, num_labelled / C per class, chosen by each seed from the 50,000
+    labelled_batch_size: int = 100  # labelled images per step (per seed), beside data.batch_size unlabelled ones
+    alpha: float = 0.1  # weight of the classification loss -log q(y | x) on labelled images (the paper: from 0.1, 0.2, 0.3, 0.8, 1.0)
+    latent_dim: int = 50  # D: dimensions of the Gaussian style variable z
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # channels of the three conv layers of q(y | x) and q(z | x, y); p(x | y, z) mirrors them
+
+
+@dataclass
 class Config:
     """One training run (all seeds of one configuration)."""
 
     experiment: str = "vae_categorical"  # results go to <out_dir>/<experiment>/<run>/
     plugins: list[str] = field(default_factory=list)  # modules imported first: your own estimators (vae.estimators.register)
-    task: str = "vae"  # "vae" (the paper's Section 4.2) or "sbn" (Section 4.1: a digit's lower half from its upper half)
+    task: str = "vae"  # "vae" (the paper's Section 4.2), "sbn" (Section 4.1: a digit's lower half from its upper half) or "ssl" (Section 4.3: semi-supervised classification, M2)
     seeds: list[int] = field(default_factory=lambda: [0])  # one replica per seed, trained together
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
@@ -133,6 +147,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
 # ----------------------------------------------------------------------------- building
@@ -293,6 +308,12 @@ def validate(cfg: Config) -> None:
         _check(cfg.estimator.name != "vimco", "estimator.name: 'vimco' optimises a VAE's multi-sample bound; "
                "for task=sbn use rloo (its multi-sample score-function estimator)")
         _check(cfg.model.layers >= 1, f"model.layers: must be >= 1, got {cfg.model.layers}")
+    if cfg.task == "ssl":
+        _check(cfg.kl == "analytic", "kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
+        _check(cfg.gradvar_every == 0, "gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task=ssl")
+        _check(not cfg.compile, "compile: covers the MLPs of tasks vae and sbn, not the ssl task's convolutions; "
+               "set false")
+    _validate_ssl(cfg)
     _check(cfg.eval.curve_samples >= 1, f"eval.curve_samples: must be >= 1, got {cfg.eval.curve_samples}")
     _check(cfg.kl == "analytic" or cfg.estimator.name == "gs",
            f"kl: 'relaxed' needs the relaxed sample of estimator.name=gs, got {cfg.estimator.name!r}")
@@ -347,3 +368,35 @@ def validate(cfg: Config) -> None:
     _check(e.iw_examples is None or 1 <= e.iw_examples <= 10_000,
            f"eval.iw_examples: must be in [1, 10000] or null, got {e.iw_examples}")
     _check(e.iw_batch_size >= 1, f"eval.iw_batch_size: must be >= 1, got {e.iw_batch_size}")
+
+
+def _validate_ssl(cfg: Config) -> None:
+    """The ``ssl`` section (checked for every task: its defaults are valid)."""
+    from vae.estimators import ESTIMATORS, Estimator
+
+    s, t = cfg.ssl, cfg.tau
+    _check(s.y == "marginal" or s.y in ESTIMATORS,
+           f"ssl.y: unknown {s.y!r}; allowed: marginal, {', '.join(ESTIMATORS)}")
+    if s.y != "marginal":
+        sampler = ESTIMATORS[s.y]
+        _check(not sampler.multi_sample_bound and sampler.logit_scale is Estimator.logit_scale,
+               f"ssl.y: {s.y!r} changes the VAE's objective (a multi-sample bound or a sharpened posterior); "
+               "use marginal or an estimator of one sample of y (gs, st-gs, st, rloo, ...)")
+        _check(s.y not in ("arm", "disarm") or s.num_classes == 2,
+               f"ssl.y: {s.y!r} is for two classes (ssl.num_classes=2), got {s.num_classes}")
+        lowest_tau = t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
+        _check(s.y != "reinmax" or lowest_tau >= 1,
+               f"ssl.y: 'reinmax' needs tau >= 1 throughout, but the schedule reaches {lowest_tau:g}")
+    _check(s.num_classes >= 2, f"ssl.num_classes: must be >= 2, got {s.num_classes}")
+    _check(s.labels in ("mnist", "random"), f"ssl.labels: {s.labels!r}; allowed: mnist, random")
+    _check(s.labels == "random" or s.num_classes == 10,
+           f"ssl.num_classes: MNIST's labels have 10 classes, got {s.num_classes}; other C need ssl.labels=random")
+    _check(0 < s.num_labelled <= 50_000 and s.num_labelled % s.num_classes == 0,
+           f"ssl.num_labelled: must be a positive multiple of ssl.num_classes={s.num_classes} (as many per class) "
+           f"up to 50000, got {s.num_labelled}")
+    _check(1 <= s.labelled_batch_size <= s.num_labelled,
+           f"ssl.labelled_batch_size: must be in [1, ssl.num_labelled={s.num_labelled}], got {s.labelled_batch_size}")
+    _check(s.alpha >= 0, f"ssl.alpha: must be >= 0, got {s.alpha}")
+    _check(s.latent_dim >= 1, f"ssl.latent_dim: must be >= 1, got {s.latent_dim}")
+    _check(len(s.channels) == 3 and all(c >= 1 for c in s.channels),
+           f"ssl.channels: must be three positive sizes (one per conv layer), got {s.channels}")

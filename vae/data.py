@@ -37,7 +37,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -313,11 +313,13 @@ class BinarizedMNIST:
     """The splits as float32 ``[n, 784]`` tensors on one device; batches are drawn there.
 
     ``splits`` holds {0, 1} pixels for every split, except ``train`` under dynamic binarization,
-    which holds the intensities ``uint8 / 255`` and is binarized per batch.
+    which holds the intensities ``uint8 / 255`` and is binarized per batch. ``labels`` holds each
+    split's digit classes, int64 ``[n]`` (read by the semi-supervised task only).
     """
 
     splits: dict[str, Tensor]
     binarization: Binarization
+    labels: dict[str, Tensor] = field(default_factory=dict)
     _order: tuple[tuple, Tensor] | None = None  # (seeds, epoch) -> [R, n] order on device
 
     @classmethod
@@ -331,7 +333,8 @@ class BinarizedMNIST:
             splits = {s: b.float() for s, b in static_binarization(images, seed, cache_dir).items()}
             if binarization == "dynamic":
                 splits["train"] = images["train"].float() / 255
-        return cls({s: x.to(device) for s, x in splits.items()}, binarization)
+        return cls({s: x.to(device) for s, x in splits.items()}, binarization,
+                   {s: images[f"{s}_labels"].long().to(device) for s in SPLITS})
 
     def train_batch(self, seeds: list[int], step: int, batch_size: int, rng: ReplicaGenerator) -> Tensor:
         """Training batch ``[R, B, 784]``: replica r's batch at ``step`` depends on seeds[r] alone.

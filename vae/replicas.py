@@ -1,10 +1,11 @@
 """The replica axis: R independent runs (one per seed) trained together in one process.
 
 Every tensor of a run carries a leading replica dimension ``R``: weights ``[R, in, out]``,
-activations ``[R, ..., features]``. Replicas never mix: matrix products are batched over R, the
-loss is a sum of per-replica losses, and Adam is element-wise, so replica ``r`` of a multi-seed
-run follows exactly the trajectory of a single-seed run with seed ``r`` (tested). Randomness is
-drawn per replica from that replica's own generator, for the same reason.
+activations ``[R, ..., features]``. Replicas never mix: matrix products are batched over R,
+convolutions grouped over R (:class:`ReplicaConv2d`, on images in a grouped layout), the loss is
+a sum of per-replica losses, and Adam is element-wise, so replica ``r`` of a multi-seed run follows
+exactly the trajectory of a single-seed run with seed ``r`` (tested). Randomness is drawn per
+replica from that replica's own generator, for the same reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -51,6 +53,17 @@ class ReplicaGenerator:
             raise ValueError(f"leading dimension {shape[0]} is not the replica count "
                              f"{len(self.generators)}")
         return torch.stack([torch.rand(shape[1:], generator=g, device=self.device)
+                            for g in self.generators])
+
+    def normal(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        """Standard normal float32 samples of ``shape`` (``shape[0] == R`` when R > 1)."""
+        shape = tuple(shape)
+        if len(self.generators) == 1:
+            return torch.randn(shape, generator=self.generators[0], device=self.device)
+        if shape[0] != len(self.generators):
+            raise ValueError(f"leading dimension {shape[0]} is not the replica count "
+                             f"{len(self.generators)}")
+        return torch.stack([torch.randn(shape[1:], generator=g, device=self.device)
                             for g in self.generators])
 
     def bernoulli(self, probs: Tensor) -> Tensor:
@@ -96,3 +109,42 @@ class ReplicaMLP(nn.Sequential):
                 layers.append(activation())
             layers.append(ReplicaLinear(d_in, d_out, rng))
         super().__init__(*layers)
+
+
+class ReplicaConv2d(nn.Module):
+    """``R`` independent 2-D convolutions (``transposed=True``: transposed convolutions) as one
+    grouped convolution.
+
+    Input ``[M, R * C_in, H, W]``, output ``[M, R * C_out, H', W']`` (the *grouped layout*: channels
+    ``r * C .. (r + 1) * C - 1`` are replica r's, see :func:`to_groups`); with ``groups = R`` each
+    replica's outputs read its own channels and weights only. Weights ``[R, C_out, C_in, k, k]``
+    (transposed: ``[R, C_in, C_out, k, k]``, torch's order) and bias ``[R, C_out]``, initialised as
+    ``nn.Conv2d`` / ``nn.ConvTranspose2d`` are (uniform in ``+-1/sqrt(fan_in)``, ``fan_in`` =
+    weight.shape[2] * k * k), each replica from its own generator.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, padding: int,
+                 rng: ReplicaGenerator, transposed: bool = False):
+        super().__init__()
+        r = len(rng)
+        shape = (in_channels, out_channels) if transposed else (out_channels, in_channels)
+        bound = 1.0 / math.sqrt(shape[1] * kernel * kernel)
+        self.weight = nn.Parameter((2 * rng.uniform((r, *shape, kernel, kernel)) - 1) * bound)
+        self.bias = nn.Parameter((2 * rng.uniform((r, out_channels)) - 1) * bound)
+        self.stride, self.padding, self.transposed = stride, padding, transposed
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = F.conv_transpose2d if self.transposed else F.conv2d
+        return conv(x, self.weight.flatten(0, 1), self.bias.flatten(), stride=self.stride, padding=self.padding,
+                    groups=self.weight.shape[0])
+
+
+def to_groups(x: Tensor, channels: int, side: int) -> Tensor:
+    """``[R, M, channels * side * side]`` -> the grouped layout ``[M, R * channels, side, side]``."""
+    r, m = x.shape[:2]
+    return x.transpose(0, 1).reshape(m, r * channels, side, side)
+
+
+def from_groups(x: Tensor, num_replicas: int) -> Tensor:
+    """The grouped layout ``[M, R * C, H, W]`` -> ``[R, M, C * H * W]``."""
+    return x.reshape(x.shape[0], num_replicas, -1).transpose(0, 1)

@@ -5,21 +5,28 @@
 * ``sbn`` (Section 4.1): the stochastic binary network of vae/sbn.py, one estimator per stochastic
   layer (nested); logs the m-sample NLL of the lower half along training (``nll``, m =
   ``eval.curve_samples``) and at the end (``iw_nll``, m = ``eval.iw_samples``).
+* ``ssl`` (Section 4.3): semi-supervised classification with the M2 model of vae/m2.py, y of the
+  unlabelled images summed (``ssl.y=marginal``) or sampled through an estimator; the trainer's
+  batch is the unlabelled one, the labelled batch is drawn from the labelled set the model holds;
+  the KL term it returns is the unlabelled images' ``KL(q(y | x) || p(y))``. Logs the negative
+  ELBO (y summed exactly) and the classification accuracy along training (``neg_elbo``,
+  ``accuracy``) and the m-sample bound at the end (``iw_bound``).
 
-A task builds its model and estimator(s) from a config, computes the per-example training loss,
-and evaluates held-out data. Everything else -- data, optimiser, temperature, checkpoints,
-logging, divergence checks, resume -- is the trainer's (vae/training.py).
+A task builds its model and estimator(s) from a config (and the data), computes the per-example
+training loss, and evaluates held-out data. Everything else -- data, optimiser, temperature,
+checkpoints, logging, divergence checks, resume -- is the trainer's (vae/training.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vae import sbn
+from vae import m2, sbn
 from vae.config import Config
 from vae.data import BinarizedMNIST
 from vae.estimators import build_estimator
@@ -30,18 +37,22 @@ from vae.replicas import ReplicaGenerator
 
 
 class Task(Protocol):
-    curve_metric: str   # logged for valid and test every eval.every steps
+    curve_metric: str   # the principal metric of curve(), logged for valid and test every eval.every steps
     final_metric: str   # logged for test at the end: the number the paper's tables compare
 
-    def build(self, cfg: Config, rng: ReplicaGenerator) -> tuple[nn.Module, nn.Module]:
+    def estimator_name(self, cfg: Config) -> str:
+        """What treats the discrete latents: the name run directories, summaries and progress bars carry."""
+
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         """(model, estimator module) for ``cfg``, R = len(cfg.seeds) replicas."""
 
     def loss(self, model: nn.Module, estimator: nn.Module, x: Tensor, *, rng: ReplicaGenerator,
              tau: float | Tensor, step: int, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(per-example loss [R, B], its KL term [R, B], estimator info) for a batch x [R, B, 784]."""
 
-    def curve(self, model: nn.Module, data: BinarizedMNIST, split: str, rng: ReplicaGenerator, cfg: Config) -> Tensor:
-        """``[R]``: the curve metric on ``split``."""
+    def curve(self, model: nn.Module, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
+              cfg: Config) -> dict[str, Tensor]:
+        """``{metric: [R]}`` on ``split``: ``curve_metric`` and any others the task logs beside it."""
 
     def final(self, model: nn.Module, data: BinarizedMNIST, rng: ReplicaGenerator, cfg: Config,
               progress: tqdm | None) -> Tensor:
@@ -52,7 +63,10 @@ class VAETask:
     curve_metric = "neg_elbo"
     final_metric = "iw_bound"
 
-    def build(self, cfg: Config, rng: ReplicaGenerator) -> tuple[nn.Module, nn.Module]:
+    def estimator_name(self, cfg: Config) -> str:
+        return cfg.estimator.name
+
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         m = cfg.model
         model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, rng, prior=m.prior)
         estimator = build_estimator(cfg.estimator, num_replicas=len(cfg.seeds),
@@ -63,7 +77,7 @@ class VAETask:
         return training_loss(model, estimator, x, rng=rng, tau=tau, step=step, kl=cfg.kl)
 
     def curve(self, model, data, split, rng, cfg):
-        return negative_elbo(model, data, split, rng, cfg.eval.batch_size)
+        return {self.curve_metric: negative_elbo(model, data, split, rng, cfg.eval.batch_size)}
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
@@ -75,7 +89,10 @@ class SBNTask:
     curve_metric = "nll"       # m = eval.curve_samples
     final_metric = "iw_nll"    # m = eval.iw_samples (the paper's m = 1000)
 
-    def build(self, cfg: Config, rng: ReplicaGenerator) -> tuple[nn.Module, nn.Module]:
+    def estimator_name(self, cfg: Config) -> str:
+        return cfg.estimator.name
+
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         m = cfg.model
         model = sbn.StochasticBinaryNetwork(m.kind, m.num_latents, m.num_classes, m.hidden, m.layers, rng)
         width = m.num_latents * (1 if m.kind == "bernoulli" else m.num_classes)
@@ -90,7 +107,8 @@ class SBNTask:
         return loss, torch.zeros_like(loss.detach()), info
 
     def curve(self, model, data, split, rng, cfg):
-        return sbn.negative_log_likelihood(model, data, split, rng, cfg.eval.curve_samples, cfg.eval.batch_size)
+        return {self.curve_metric: sbn.negative_log_likelihood(model, data, split, rng, cfg.eval.curve_samples,
+                                                               cfg.eval.batch_size)}
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
@@ -98,4 +116,35 @@ class SBNTask:
                                            progress=progress)
 
 
-TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask()}
+class SSLTask:
+    curve_metric = "neg_elbo"  # y summed exactly, one z per class; logged beside "accuracy" of argmax q(y | x)
+    final_metric = "iw_bound"  # m = eval.iw_samples samples of z per class, y summed exactly
+
+    def estimator_name(self, cfg: Config) -> str:
+        return cfg.ssl.y
+
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
+        s, r = cfg.ssl, len(cfg.seeds)
+        labelled = m2.LabelledSet.choose(data.splits["train"], m2.class_labels(data, "train", s), cfg.seeds,
+                                         s.num_labelled, s.num_classes, dynamic=data.binarization == "dynamic")
+        model = m2.M2(s.num_classes, s.latent_dim, s.channels, rng, labelled)
+        estimator = (m2.marginal(s.num_classes, r) if s.y == "marginal" else
+                     build_estimator(dataclasses.replace(cfg.estimator, name=s.y), num_replicas=r,
+                                     latent_shape=(1, s.num_classes), context_dim=784, rng=rng))
+        return model, estimator
+
+    def loss(self, model, estimator, x, *, rng, tau, step, cfg):
+        labelled_x, labelled_y = model.labelled.batch(step, cfg.ssl.labelled_batch_size, rng)
+        return m2.training_loss(model, estimator, x, labelled_x, labelled_y, rng=rng, tau=tau, step=step,
+                                alpha=cfg.ssl.alpha)
+
+    def curve(self, model, data, split, rng, cfg):
+        return m2.evaluate(model, data, split, m2.class_labels(data, split, cfg.ssl), rng, cfg.eval.batch_size)
+
+    def final(self, model, data, rng, cfg, progress):
+        e = cfg.eval
+        return m2.importance_weighted_bound(model, data, "test", rng, e.iw_samples, e.iw_batch_size, e.iw_examples,
+                                            progress=progress)
+
+
+TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask(), "ssl": SSLTask()}

@@ -56,7 +56,8 @@ def default_run_dir(cfg: Config) -> Path:
     seeds = "-".join(map(str, cfg.seeds))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     unique = secrets.token_hex(2)  # two runs started in the same second get different directories
-    return Path(cfg.out_dir) / cfg.experiment / f"{cfg.estimator.name}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}"
+    estimator = TASKS[cfg.task].estimator_name(cfg)
+    return Path(cfg.out_dir) / cfg.experiment / f"{estimator}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}"
 
 
 def learning_rate(cfg: Config, step: int) -> float:
@@ -79,7 +80,7 @@ class Trainer:
         r = len(cfg.seeds)
         self.rng = ReplicaGenerator(cfg.seeds, self.device)
         self.task = TASKS[cfg.task]
-        model, estimator = self.task.build(cfg, self.rng)
+        model, estimator = self.task.build(cfg, self.rng, self.data)
         self.model, self.estimator = model.to(self.device), estimator.to(self.device)
         self.temperature = Temperature(cfg.tau, r, cfg.steps).to(self.device)
         # TF32 is a process-wide switch of torch's; bf16 autocast is entered around each step
@@ -145,10 +146,12 @@ class Trainer:
         return encoder_gradient_variance(self.model, self.estimator, x, rng=rng, tau=self.temperature(self.step),
                                          step=self.step, num_draws=cfg.gradvar_draws).tolist()
 
-    def evaluate(self, split: str) -> list[float]:
+    def evaluate(self, split: str) -> dict[str, list[float]]:
+        """The task's curve metrics on ``split``, per replica."""
         rng = eval_generator(self.cfg.seeds, self.step, self.device)
         with self.numerics(), torch.no_grad():
-            return self.task.curve(self.model, self.data, split, rng, self.cfg).tolist()
+            metrics = self.task.curve(self.model, self.data, split, rng, self.cfg)
+        return {name: values.tolist() for name, values in metrics.items()}
 
 
 def _first_bad(history: Tensor) -> tuple[int, int] | None:
@@ -227,7 +230,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     r = len(cfg.seeds)
     history = torch.zeros(cfg.log_every, r, device=trainer.device)   # training loss per step
     kl_history = torch.zeros_like(history)
-    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=cfg.estimator.name,
+    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=trainer.task.estimator_name(cfg),
                unit="step", dynamic_ncols=True)
     window_start = trainer.step       # first step of the current logging window (a multiple of log_every)
     start, first_step, before = time.perf_counter(), trainer.step, dict(trainer.timing)
@@ -260,7 +263,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
             window_start = done
         if at_eval:
             for split in ("valid", "test"):
-                tracker.log(done, split, {trainer.task.curve_metric: trainer.evaluate(split)})
+                tracker.log(done, split, trainer.evaluate(split))
         if at_gradvar:
             tracker.log(done, "train", {"encoder_grad_var": trainer.gradient_variance()})
         if at_checkpoint:
@@ -294,7 +297,8 @@ def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
     finals = {}
     for row in (r for r in read_metrics(tracker.run_dir) if r["step"] == cfg.steps):
         finals.setdefault(f"{row['split']}/{row['metric']}", [None] * len(cfg.seeds))[row["replica"]] = row["value"]
-    summary = {"experiment": cfg.experiment, "estimator": cfg.estimator.name, "tau_schedule": cfg.tau.schedule,
+    summary = {"experiment": cfg.experiment, "estimator": trainer.task.estimator_name(cfg),
+               "tau_schedule": cfg.tau.schedule,
                "final_metric": f"test/{trainer.task.final_metric}",
                "seeds": cfg.seeds, "steps": cfg.steps, "device": str(trainer.device),
                "iw_samples": e.iw_samples, "iw_examples": examples,
