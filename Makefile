@@ -53,7 +53,7 @@ WORKERS ?= 2
 SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS)
 FIGURE = $(PY) -m experiments.figures --preset $(PRESET) --results-dir $(RESULTS)
 
-.PHONY: fig1 fig3 fig4 table1 model-question tau-ablation gradvar samples figures
+.PHONY: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples figures
 
 fig1: install   ## the Gumbel-softmax distribution against tau (no training)
 	$(FIGURE) fig1
@@ -71,6 +71,16 @@ table1: install   ## Table 1, SBN and VAE rows, beside the paper's numbers
 	$(SWEEP) configs/sweeps/table1.yaml
 	$(PY) -m experiments.tables table1 --preset $(PRESET) --results-dir $(RESULTS)
 
+table2: install   ## Table 2, semi-supervised classification: marginal, GS, ST-GS beside the paper's numbers
+	$(SWEEP) configs/sweeps/ssl.yaml
+	$(PY) -m experiments.tables table2 --preset $(PRESET) --results-dir $(RESULTS)
+
+# (a) times one process per CPU thread, as each run of a WORKERS=2 sweep trains (DEVICE=cuda on a GPU)
+fig5: install   ## (a) steps/s of marginal vs GS against the classes; (b) style/class analogies of a GS run
+	$(PY) -m experiments.bench --ssl-classes --preset $(PRESET) --device $(DEVICE) --threads 1 --out $(RESULTS)/bench/$(PRESET)
+	$(SWEEP) configs/sweeps/ssl.yaml
+	$(FIGURE) fig5
+
 model-question: install   ## which model, optimiser and metric the paper's VAE numbers fit
 	$(SWEEP) configs/sweeps/model_question.yaml
 	$(PY) -m experiments.tables model-question --preset $(PRESET) --results-dir $(RESULTS)
@@ -87,4 +97,4 @@ samples: install   ## reconstructions, prior samples and a latent walk of a Gumb
 	$(SWEEP) configs/sweeps/table1.yaml
 	$(FIGURE) samples
 
-figures: fig1 fig3 fig4 table1 model-question tau-ablation gradvar samples
+figures: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples

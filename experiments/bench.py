@@ -1,6 +1,7 @@
 """Time the same training work several ways in one process and print the ratios.
 
     python -m experiments.bench [--device auto] [--steps 200] [--repeats 5] [--bound-examples N]
+    python -m experiments.bench --ssl-classes [--preset quick] [--device auto] [--steps S] [--repeats N]
 
 On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the notebook MLP, batch
 100, Gumbel-softmax, Adam), after warm-up, the median of ``--repeats`` timings of each:
@@ -15,6 +16,14 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
 
 Prints steps/s and each one's ratio to (a), and writes the numbers as JSON to
 ``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
+
+``--ssl-classes`` (Figure 5(a), ``make fig5``) times instead the semi-supervised M2 training step
+(configs/ssl_m2.yaml) with the unlabelled digits' class summed (``ssl.y=marginal``, C decoder passes
+per digit) and sampled with Gumbel-softmax (``ssl.y=gs``, one pass), for C classes of random labels
+(``ssl.labels=random``), both modes on the same device in this process, after warm-up, the median
+of the repeats. ``--preset`` picks the classes and the budget (:data:`SSL_BENCH`; ``tiny``: tiny
+networks, the tests' code path). Prints steps/s and the speed-up gs / marginal per C, and writes
+them to ``<out>/ssl_speed_<device>.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.sweep import PRESETS
 from vae.config import Config, ConfigError, load_config
 from vae.data import DataError
 from vae.evaluation import eval_generator, importance_weighted_bound
@@ -39,6 +49,17 @@ from vae.training import RunDirError, Trainer
 
 CONFIG = "configs/vae_categorical.yaml"
 REPLICAS = (1, 5, 10)
+SSL_CONFIG = "configs/ssl_m2.yaml"
+SSL_MODES = ("marginal", "gs")
+# --ssl-classes per preset: the classes C timed, timed steps per repeat, repeats, warm-up steps, overrides
+SSL_BENCH = {
+    "tiny": {"classes": [10, 20], "steps": 2, "repeats": 1, "warmup": 1,
+             "overrides": ["ssl.channels=[2,2,2]", "ssl.latent_dim=2", "ssl.labelled_batch_size=10",
+                           "data.batch_size=20"]},
+    "quick": {"classes": [10, 20, 50, 100], "steps": 5, "repeats": 3, "warmup": 2, "overrides": []},
+    "converged": {"classes": [10, 20, 50, 100], "steps": 20, "repeats": 5, "warmup": 5, "overrides": []},
+    "paper": {"classes": [10, 20, 50, 100], "steps": 100, "repeats": 5, "warmup": 10, "overrides": []},
+}
 
 
 def _timed(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None], warmup: int = 10) -> float:
@@ -54,6 +75,45 @@ def _timed(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[]
         sync()
         rates.append(steps / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def device_name(device: torch.device) -> str:
+    """``NVIDIA H100 80GB HBM3`` or ``CPU x86_64, 2 threads``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, out: Path) -> Path:
+    """Figure 5(a): training steps/s of ``marginal`` and ``gs`` per number of classes (module
+    docstring); returns the JSON record's path."""
+    budget = SSL_BENCH[preset]
+    steps, repeats = steps or budget["steps"], repeats or budget["repeats"]
+    rates: dict[str, dict[str, float]] = {mode: {} for mode in SSL_MODES}
+    for c in budget["classes"]:
+        for mode in SSL_MODES:
+            overrides = [f"device={device}", "ssl.labels=random", f"ssl.num_classes={c}", f"ssl.y={mode}",
+                         *budget["overrides"]]
+            trainer = Trainer(load_config(SSL_CONFIG, overrides), log=lambda _: None)
+            rates[mode][str(c)] = _timed(trainer.train_step, steps, repeats, _sync(trainer.device), budget["warmup"])
+    speedup = {c: rates["gs"][c] / rates["marginal"][c] for c in rates["gs"]}
+    name = device_name(trainer.device)
+    print(f"device: {name}; torch {torch.__version__}; M2 of {SSL_CONFIG} ({preset}), random labels; median of "
+          f"{repeats} x {steps} steps after {budget['warmup']} warm-up steps")
+    for c, ratio in speedup.items():
+        print(f"C = {c:>3}: marginal {rates['marginal'][c]:8.2f} steps/s, gs {rates['gs'][c]:8.2f} steps/s, "
+              f"gs / marginal {ratio:5.2f}x")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"device": name, "torch": torch.__version__, "config": SSL_CONFIG, "preset": preset,
+              "overrides": budget["overrides"], "steps": steps, "repeats": repeats, "warmup": budget["warmup"],
+              "steps_per_second": rates, "speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path = out / f"ssl_speed_{trainer.device.type}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
@@ -97,18 +157,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 200; "
+                        "--ssl-classes: the preset's)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats; the median is reported "
+                        "(default 5; --ssl-classes: the preset's)")
+    parser.add_argument("--ssl-classes", action="store_true",
+                        help="time marginal against gs in the semi-supervised task per number of classes (Figure 5(a))")
+    parser.add_argument("--preset", default="quick", choices=PRESETS,
+                        help="with --ssl-classes: the classes and budget (default quick)")
     parser.add_argument("--bound-examples", type=int, default=None,
                         help="test digits in the m = 1000 bound (default: all on CUDA, 1000 on the CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads on the CPU (default torch's; 1: as each run of a 2-worker sweep trains)")
     parser.add_argument("--out", default="results/bench", help="folder of the JSON record")
     args = parser.parse_args(argv)
     try:
-        if args.steps < 1 or args.repeats < 1:
-            raise ConfigError("--steps and --repeats: must be >= 1")
+        if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads)):
+            raise ConfigError("--steps, --repeats and --threads: must be >= 1")
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if args.ssl_classes:
+            print(f"wrote {ssl_speed(args.device, args.preset, args.steps, args.repeats, Path(args.out))}")
+            return 0
+        args.steps, args.repeats = args.steps or 200, args.repeats or 5
         one = Trainer(load_config(CONFIG, [f"device={args.device}"]), log=lambda _: None)
         device = one.device
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync = _sync(device)
         rates = {"(a) plain PyTorch loop": _timed(plain_loop(one.cfg, one), args.steps, args.repeats, sync),
                  "(b) suite, one seed": _timed(one.train_step, args.steps, args.repeats, sync)}
         for r in REPLICAS:
@@ -126,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"CPU {platform.machine()}, {torch.get_num_threads()} threads")
+    name = device_name(device)
     base = rates["(a) plain PyTorch loop"]
     print(f"device: {name}; torch {torch.__version__}; categorical VAE 20x10, MLP 512-256, batch 100, gs, Adam; "
           f"median of {args.repeats} x {args.steps} steps after warm-up")

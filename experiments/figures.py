@@ -11,7 +11,12 @@
 * ``gradvar``: encoder-gradient variance along training per estimator, and bias / variance
   against tau on an enumerable problem (exact gradients, no training);
 * ``samples``: reconstructions, samples from the prior and a latent walk through the classes,
-  decoded by a finished Gumbel-softmax run.
+  decoded by a finished Gumbel-softmax run;
+* ``fig5``: semi-supervised classification (Section 4.3): (a) training steps/s of the summed
+  (``marginal``) and the Gumbel-softmax class against the number of classes, and their ratio, read
+  from ``<results>/bench/<preset>/ssl_speed_<device>.json`` (``python -m experiments.bench
+  --ssl-classes``, which ``make fig5`` runs first); (b) analogies: the style z of a few test
+  digits, decoded under every class, by a finished ``gs`` run of the ssl sweep.
 
 Each figure is written as PNG and PDF under ``<results>/figures/<preset>/`` with a footer naming the
 preset, seeds, steps, device and commits behind it. The training figures read the runs of their
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import sys
 import textwrap
@@ -32,8 +38,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
-from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SWEEP_DIR, column,
-                               column_title, schedule_label)
+from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
+                               SWEEP_DIR, column, column_title, schedule_label)
+from vae import m2
 from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
@@ -56,6 +63,8 @@ TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}
 TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
+ANALOGY_DIGITS = 8         # rows of fig5(b): test digits whose style is kept
+PAPER_SPEEDUP = {10: 2.0, 100: 9.9}   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
@@ -78,9 +87,9 @@ def sweep_points(name: str, preset: str, results_dir: Path) -> list[Point]:
     return best_points(sweep, expand(sweep, preset, results_dir))
 
 
-def footer(points: list[Point], preset: str, extra: str = "") -> str:
-    """``extra``, what the preset's budget means, then the provenance line of ``points``."""
-    note = " ".join(filter(None, [extra, BUDGET_NOTES[preset]]))
+def footer(points: list[Point], preset: str, extra: str = "", notes: dict[str, str] = BUDGET_NOTES) -> str:
+    """``extra``, what the preset's budget means (``notes``), then the provenance line of ``points``."""
+    note = " ".join(filter(None, [extra, notes[preset]]))
     return note + "\n" + provenance([p.run_dir for p in points], preset)
 
 
@@ -410,8 +419,89 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
     return paths
 
 
+# ----------------------------------------------------------------------------- figure 5
+
+def _speed_record(preset: str, results_dir: Path) -> dict:
+    """The newest ``ssl_speed_<device>.json`` of ``preset`` (written by ``experiments.bench --ssl-classes``)."""
+    records = sorted((results_dir / "bench" / preset).glob("ssl_speed_*.json"), key=lambda p: p.stat().st_mtime)
+    if not records:
+        raise SweepError(f"fig5: no {results_dir / 'bench' / preset}/ssl_speed_<device>.json; run python -m "
+                         f"experiments.bench --ssl-classes --preset {preset} --out {results_dir / 'bench' / preset}"
+                         f" (make fig5 does)")
+    return json.loads(records[-1].read_text())
+
+
+def speed_panel(ax: plt.Axes, record: dict) -> None:
+    """(a): steps/s of both modes against C (log scale), and gs / marginal on a second axis."""
+    rates = record["steps_per_second"]
+    for mode, style, label in (("marginal", "o-", "marginalization (C decoder passes)"),
+                               ("gs", "s-", f"{display_name('gs')} (one decoder pass)")):
+        classes = sorted(int(c) for c in rates[mode])
+        ax.plot(classes, [rates[mode][str(c)] for c in classes], style, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of classes C")
+    ax.set_ylabel("training steps / s")
+    ax.grid(alpha=0.3, which="both")
+    ratio = ax.twinx()
+    classes = sorted(int(c) for c in record["speedup"])
+    ratio.plot(classes, [record["speedup"][str(c)] for c in classes], "k^--", label="speed-up gs / marginal (right)")
+    ratio.plot(list(PAPER_SPEEDUP), list(PAPER_SPEEDUP.values()), "r*", markersize=11,
+               label="paper's speed-up (GTX Titan X)")
+    ratio.set_ylabel("speed-up gs / marginal")
+    ratio.set_ylim(bottom=0)
+    handles = [h for a in (ax, ratio) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center")
+    ax.set_title(f"(a) training speed against the number of classes\n({record['device']}, random labels)")
+
+
+@torch.no_grad()
+def analogies(checkpoint: Path) -> torch.Tensor:
+    """(b): ``[ANALOGY_DIGITS * (C + 1), 784]``, per test digit the digit, then its style z (mean of
+    q(z | x, y), y = argmax q(y | x)) decoded under each class y (Bernoulli means), by replica 0."""
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    s = cfg.ssl
+    model = m2.M2(s.num_classes, s.latent_dim, s.channels, ReplicaGenerator(cfg.seeds))
+    model.load_state_dict(state["model"])
+    data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
+                               Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
+    x = data.splits["test"][:ANALOGY_DIGITS].expand(len(cfg.seeds), -1, -1)          # [R, B, 784]
+    c = s.num_classes
+    guess = torch.nn.functional.one_hot(model.classify(x).argmax(-1), c).float()     # [R, B, C]
+    style, _ = model.style(model.style_features(x), guess)                            # [R, B, D]
+    every_class = torch.eye(c)[None, :, None].expand(len(cfg.seeds), c, x.shape[1], c)    # [R, C, B, C]
+    z = style.unsqueeze(1).expand(-1, c, -1, -1)                                      # [R, C, B, D]
+    decoded = torch.sigmoid(model.decode(every_class, z))[0].transpose(0, 1)          # [B, C, 784]
+    return torch.cat([x[0].unsqueeze(1), decoded], dim=1).reshape(-1, x.shape[-1])
+
+
+def fig5(preset: str, results_dir: Path) -> list[Path]:
+    """(a) training speed of marginal and gs against C; (b) analogies of a finished gs run."""
+    record = _speed_record(preset, results_dir)
+    point = next(p for p in sweep_points("ssl", preset, results_dir) if p.cfg.ssl.y == SAMPLES_ESTIMATOR)
+    if load_summary(point.run_dir) is None:
+        raise SweepError(f"fig5: {point.run_dir} is not finished; run the ssl sweep first")
+    images = analogies(_checkpoint(point, results_dir))
+    classes = point.cfg.ssl.num_classes
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1, 1.2]})
+    speed_panel(axes[0], record)
+    axes[1].imshow(_image_grid(images, classes + 1).numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[1].axis("off")
+    axes[1].set_title(f"(b) analogies: column 1 a test digit; columns 2-{classes + 1} its style z (mean of q(z | x, y),"
+                      f" y = argmax q(y | x)) decoded with y = class 0..{classes - 1}", fontsize=9, wrap=True)
+    fig.suptitle(f"Figure 5 (reproduction): semi-supervised M2, summed against Gumbel-softmax class; (b) by the "
+                 f"{display_name(SAMPLES_ESTIMATOR)} run (replica of seed {point.cfg.seeds[0]})")
+    speed = (f"(a): median of {record['repeats']} x {record['steps']} training steps after {record['warmup']} "
+             f"warm-up steps per point, both modes in one process, {record['config']} with random labels"
+             f"{' and ' + ', '.join(record['overrides']) if record['overrides'] else ''}, measured "
+             f"{record['measured']} with torch {record['torch']} (a busy machine slows both modes alike).")
+    return save(fig, results_dir / "figures" / preset, "fig5_ssl", footer([point], preset, speed, SSL_BUDGET_NOTES))
+
+
 FIGURES: dict[str, Callable[[str, Path], list[Path]]] = {
-    "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples}
+    "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples,
+    "fig5": fig5}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
 
     name: tau_ablation                 # runs go to <results>/sweeps/<name>/ (default: the file's stem)
     method: grid                       # the only method
-    metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on
+    metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on (goal:
+                                       # minimize, the default, or maximize, e.g. valid/accuracy)
     base: configs/vae_categorical.yaml # a config file, or a list of them (then one more axis);
                                        # a relative path is read from the repository root
     parameters:                        # dotted config key -> {values: [...]} (an axis) or {value: v}
@@ -71,6 +72,7 @@ PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
 REPO = Path(__file__).resolve().parents[1]  # relative `base:` paths are read from here
 STORE = "sweeps"  # <results>/sweeps/<sweep name>/<run>: the committed run records
+GOALS = ("minimize", "maximize")   # a sweep metric's goal: the best point has the lowest / highest value
 SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "select", "presets"}
 
 
@@ -114,7 +116,8 @@ class Sweep:
 
     path: Path
     name: str
-    metric: str                                # the selection metric (lower is better)
+    metric: str                                # the selection metric
+    goal: str                                  # minimize or maximize `metric`
     bases: list[str]
     axes: dict[str, list[Any]]                 # grid axes: dotted key -> values
     fixed: dict[str, Any]                      # constant parameters ({value: v})
@@ -154,8 +157,8 @@ def read_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{unknown[0]}: unknown sweep key; allowed: {', '.join(sorted(SWEEP_KEYS))}")
     _require(tree.get("method", "grid") == "grid", f"method: {tree.get('method')!r}; allowed: grid")
     metric = tree.get("metric", {"name": "valid/neg_elbo", "goal": "minimize"})
-    _require(isinstance(metric, dict) and metric.get("goal", "minimize") == "minimize" and "name" in metric,
-             f"metric: expected {{name: <split>/<metric>, goal: minimize}}, got {metric!r}")
+    _require(isinstance(metric, dict) and metric.get("goal", "minimize") in GOALS and "name" in metric,
+             f"metric: expected {{name: <split>/<metric>, goal: minimize or maximize}}, got {metric!r}")
     bases = tree.get("base")
     bases = [bases] if isinstance(bases, str) else bases
     _require(isinstance(bases, list) and bases and all(isinstance(b, str) for b in bases),
@@ -179,7 +182,8 @@ def read_sweep(path: str | Path) -> Sweep:
     for name, preset in presets.items():
         if "include" in preset:
             _include_list(preset["include"], f"presets.{name}.include")
-    return Sweep(path, tree.get("name", path.stem), metric["name"], bases, axes, fixed, include, select, presets)
+    return Sweep(path, tree.get("name", path.stem), metric["name"], metric.get("goal", "minimize"), bases, axes, fixed,
+                 include, select, presets)
 
 
 def base_path(base: str) -> Path:
@@ -304,16 +308,18 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
 
 def best_points(sweep: Sweep, points: list[Point]) -> list[Point]:
     """Of each set of points that differ only in the ``select`` axes (``optim.lr`` by default),
-    the one with the lowest ``sweep.metric`` at the end of training: the paper's per-estimator
-    choice of learning rate (and temperature schedule) on the validation set. Without such axes
-    every point is its own set."""
+    the one with the best ``sweep.metric`` at the end of training (the lowest, or the highest
+    under ``goal: maximize``): the paper's per-estimator choice of learning rate (and temperature
+    schedule) on the validation set. Without such axes every point is its own set."""
     def group(point: Point) -> tuple:
         others = {k: v for k, v in point.values.items() if k not in sweep.select}
         return point.base, json.dumps(others, sort_keys=True)
 
+    sign = -1.0 if sweep.goal == "maximize" else 1.0     # select_best keeps the lowest score
+
     def score(point: Point) -> float | None:
         value = final(load_summary(point.run_dir), sweep.metric)
-        return None if value is None else value[0]
+        return None if value is None else sign * value[0]
 
     return list(select_best(points, group, score).values())
 
@@ -398,7 +404,8 @@ def _register_with_wandb(sweep: Sweep, preset: str, points: list[Point], results
     """``--wandb``: register the points with W&B, print how to start agents, start ``agents`` here."""
     projects = {p.cfg.wandb_project for p in points}
     _require(len(projects) == 1, f"--wandb: the points log to several W&B projects ({', '.join(sorted(projects))})")
-    config = wandb_config(sweep.path, sweep.name, sweep.metric, preset, [p.run_dir.name for p in points], results_dir)
+    config = wandb_config(sweep.path, sweep.name, sweep.metric, sweep.goal, preset, [p.run_dir.name for p in points],
+                          results_dir)
     full_id = register(config, projects.pop())
     print(f"registered W&B sweep {full_id}: {len(points)} points of {sweep.path} (preset {preset})")
     print("start an agent on each machine (from a clone of this repository, same commit):")

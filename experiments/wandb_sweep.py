@@ -34,13 +34,13 @@ class WandbSweepError(ValueError):
     """W&B cannot be reached or used; the message says what to do instead."""
 
 
-def wandb_config(sweep_path: Path, name: str, metric: str, preset: str, point_names: list[str],
+def wandb_config(sweep_path: Path, name: str, metric: str, goal: str, preset: str, point_names: list[str],
                  results_dir: Path) -> dict[str, Any]:
     """The W&B sweep configuration of a sweep file's points under ``preset``."""
     return {
         "name": f"{name} ({preset})",
         "method": "grid",
-        "metric": {"name": metric, "goal": "minimize"},
+        "metric": {"name": metric, "goal": goal},
         "parameters": {POINT: {"values": list(point_names)}},
         "command": ["${env}", "${interpreter}", "-m", "experiments.sweep", str(sweep_path), "--preset", preset,
                     "--results-dir", str(results_dir), "${args}"],

@@ -26,7 +26,7 @@ from conftest import env_with_cache
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
-           "samples_bernoulli", "samples_categorical"]
+           "samples_bernoulli", "samples_categorical", "fig5_ssl"]
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +74,41 @@ def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(ti
     assert "\\toprule" in (results / "tables" / "tiny" / "table1.tex").read_text()
 
 
+def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny_results):
+    results, output = tiny_results
+    markdown = (results / "tables" / "tiny" / "table2.md").read_text()
+    for text in ("| Marginalization | ", "| Gumbel | ", "| ST Gumbel-Softmax | ", "| 106.8 |", "| 92.6 |", "| 109.6 |",
+                 "| 92.4 |", "| 110.7 |", "| 93.6 |", "test bound −L_m, ours", "decoder evaluations / example / step",
+                 "ms / step", "prints the ELBO", "m = 4", "first 10 of the 10,000", "preset tiny | 3/3 runs finished",
+                 "drawn at commit"):
+        assert text in markdown, text
+    marginal = next(line for line in markdown.splitlines() if line.startswith("| Marginalization"))
+    gumbel = next(line for line in markdown.splitlines() if line.startswith("| Gumbel"))
+    assert "| 10 |" in marginal and "| 1 |" in gumbel       # decoder passes per digit: C against one
+    assert markdown.split("\n\n")[0] in output
+
+
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
     runs = sorted((results / "sweeps").glob("*/*/"))
-    assert len(runs) == 4 + 7 + 2 + 4 + 4                   # table1, tau_ablation, gradvar, model_question, sbn
+    assert len(runs) == 4 + 7 + 2 + 4 + 4 + 3               # table1, tau_ablation, gradvar, model_question, sbn, ssl
     for run in runs:
         assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
-        assert curve(run, "test/nll" if run.parent.name == "sbn" else "test/neg_elbo").steps == [2, 4]
-    assert "preset tiny | 21/21 runs finished" in provenance(runs, "tiny")
+        key = "test/nll" if run.parent.name == "sbn" else "test/neg_elbo"
+        assert curve(run, key).steps == ([4] if run.parent.name == "ssl" else [2, 4])   # ssl: evaluated at the end
+    assert "preset tiny | 24/24 runs finished" in provenance(runs, "tiny")
+
+
+def test_ssl_speed_benchmark_writes_both_modes_and_a_ratio_per_number_of_classes(shared_cache, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--ssl-classes", "--preset", "tiny", "--device",
+                           "cpu", "--threads", "1", "--out", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "ssl_speed_cpu.json").read_text())
+    classes = {"10", "20"}
+    assert set(record["steps_per_second"]) == {"marginal", "gs"} and set(record["speedup"]) == classes
+    assert all(set(rates) == classes and min(rates.values()) > 0 for rates in record["steps_per_second"].values())
+    assert "gs / marginal" in done.stdout
 
 
 def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp_path, monkeypatch, capsys):
@@ -195,7 +222,7 @@ def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_e
     assert len(list((tmp_path / "sweeps" / "mine").glob("*/summary.json"))) == 2
 
 
-@pytest.mark.parametrize("table", ["table1", "model-question"])
+@pytest.mark.parametrize("table", ["table1", "table2", "model-question"])
 def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(table, tmp_path, monkeypatch, capsys):
     from experiments import tables
     monkeypatch.chdir(REPO)
@@ -225,6 +252,8 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     ("base: configs/vae_categorical.yaml\nparameters:\n  steps: [10]\npresets: {quick: {}}\n", [],
      "parameters.steps: expected {values: [...]} or {value: v}"),
     ("base: configs/vae_categorical.yaml\nmethod: bayes\npresets: {quick: {}}\n", [], "method: 'bayes'"),
+    ("base: configs/vae_categorical.yaml\nmetric: {name: valid/accuracy, goal: best}\npresets: {quick: {}}\n", [],
+     "goal: minimize or maximize"),
     ("base: configs/vae_categorical.yaml\npresets: {quick: {optim.lr: -1.0}}\n", [], "optim.lr: must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(sweep_text, args, message, tmp_path, monkeypatch, capsys):
@@ -263,6 +292,22 @@ def test_learning_rate_is_chosen_per_group_on_the_validation_metric(tmp_path, mo
                                                                              "std": 0.0}}))
     chosen = best_points(sweep, points)
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in chosen] == [("gs", 1e-3), ("st", 1e-3)]
+
+
+def test_a_maximized_metric_chooses_the_highest_value(tmp_path, monkeypatch):
+    """ssl.yaml's paper preset: alpha chosen per mode on the highest final valid/accuracy."""
+    monkeypatch.chdir(REPO)
+    sweep = read_sweep("configs/sweeps/ssl.yaml")
+    assert (sweep.metric, sweep.goal) == ("valid/accuracy", "maximize")
+    points = expand(sweep, "paper", tmp_path)
+    assert len(points) == 3 * 5
+    for p in points:
+        p.run_dir.mkdir(parents=True)
+        value = 0.9 if p.cfg.ssl.alpha == 0.3 else 0.8
+        (p.run_dir / SUMMARY).write_text(json.dumps({"valid/accuracy": {"per_seed": [value], "mean": value, "std": 0.0}}))
+    chosen = best_points(sweep, points)
+    assert [(p.cfg.ssl.y, p.cfg.ssl.alpha) for p in chosen] == [("marginal", 0.3), ("gs", 0.3), ("st-gs", 0.3)]
+    assert read_sweep("configs/sweeps/table1.yaml").goal == "minimize"     # the default
 
 
 def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_ones(tmp_path, monkeypatch):

@@ -56,10 +56,10 @@ def test_every_shipped_sweep_translates_to_exactly_the_local_points(path: Path, 
     sweep = read_sweep(path)
     for preset in (p for p in PRESETS if p in sweep.presets):
         points = expand(sweep, preset, tmp_path)
-        config = wandb_config(sweep.path, sweep.name, sweep.metric, preset, [p.run_dir.name for p in points], tmp_path)
+        config = wandb_config(sweep.path, sweep.name, sweep.metric, sweep.goal, preset, [p.run_dir.name for p in points], tmp_path)
         names = config["parameters"][POINT]["values"]
         assert names == [p.run_dir.name for p in points] and len(set(names)) == len(names)
-        assert config["method"] == "grid" and config["metric"] == {"name": sweep.metric, "goal": "minimize"}
+        assert config["method"] == "grid" and config["metric"] == {"name": sweep.metric, "goal": sweep.goal}
         assert config["command"][-1] == "${args}" and preset in config["command"]
 
 
