@@ -126,3 +126,22 @@ def test_the_environment_is_activated_before_the_first_python_command():
     text = README.read_text()
     first_command = re.search(r"^python -m ", text, re.M).start()
     assert text.index("source .venv/bin/activate") < first_command
+
+
+def test_the_config_key_table_lists_every_key_with_its_default():
+    """The README's "Config keys" table names every key of vae/config.py with the default the
+    code has (a README that said `variance_normalisation` defaults to true went unnoticed)."""
+    from vae.config import Config, read_yaml, to_dict
+    from experiments.sweep import flat_settings
+
+    text = README.read_text()
+    table = text[text.index("### Config keys"):text.index("### What a run writes")]
+    documented = {}
+    for row in (line for line in table.splitlines() if line.startswith("| `")):
+        keys_cell, defaults_cell = row.split(" | ")[:2]
+        keys = re.findall(r"`([^`]+)`", keys_cell)
+        defaults = re.findall(r"`([^`]+)`", defaults_cell)
+        assert len(keys) == len(defaults), row
+        documented.update({k: read_yaml(d) for k, d in zip(keys, defaults)})
+    expected = {**flat_settings(to_dict(Config())), "estimator.options": {}}   # an empty mapping has no leaves
+    assert documented == expected
