@@ -87,6 +87,12 @@ def sweep_points(name: str, preset: str, results_dir: Path) -> list[Point]:
     return best_points(sweep, expand(sweep, preset, results_dir))
 
 
+def finished(points: list[Point]) -> list[Point]:
+    """The points whose runs have finished: the only ones a figure draws, so that a figure from the
+    committed records (which hold finished runs only) is the same on every clone."""
+    return [p for p in points if load_summary(p.run_dir) is not None]
+
+
 def footer(points: list[Point], preset: str, extra: str = "", notes: dict[str, str] = BUDGET_NOTES) -> str:
     """``extra``, what the preset's budget means (``notes``), then the provenance line of ``points``."""
     note = " ".join(filter(None, [extra, notes[preset]]))
@@ -143,7 +149,7 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
         lows, highs = [], []
-        for point in (p for p in points if p.cfg.model.kind == kind):
+        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             name, variant = column(point)
             band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
@@ -167,7 +173,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     m = sorted({p.cfg.eval.curve_samples for p in points})
     for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
-        for point in (p for p in points if p.cfg.model.kind == kind):
+        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             name, variant = column(point)
             band(ax, point.run_dir, "test/nll", color=COLOURS[name], label=column_title(name, variant),
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
@@ -198,7 +204,7 @@ def _reached(points: list[Point]) -> str:
     """Where the annealed schedules end (mean over seeds): with the paper's r, a short run
     hardly anneals, and the figure says so."""
     ends = {}
-    for p in points:
+    for p in finished(points):
         schedule = p.values["tau"]["schedule"]
         if schedule != "constant":
             mode = f" ({display_name(p.cfg.estimator.name)})" if schedule == "learned" else ""
@@ -245,11 +251,11 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
     for col, (name, (mode, _)) in enumerate(modes.items()):
         top, bottom = axes[0, col], axes[1, col]
-        for p in (p for p in relaxed if p.cfg.estimator.name == name):
+        for p in (p for p in finished(relaxed) if p.cfg.estimator.name == name):
             label = schedule_label(p.values["tau"])
             band(top, p.run_dir, "test/neg_elbo", color=colours[label], label=label)
             band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
-        for p, style in zip(references, ("--", "-.", ":")):
+        for p, style in zip(finished(references), ("--", "-.", ":")):
             band(top, p.run_dir, "test/neg_elbo", color="0.35", linestyle=style,
                   label=display_name(p.cfg.estimator.name))
         top.set_title(f"{mode}: test negative ELBO")
@@ -301,7 +307,7 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     bias and variance of every estimator."""
     points = sweep_points("gradvar", preset, results_dir)
     fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
-    for p in points:
+    for p in finished(points):
         name = p.cfg.estimator.name
         band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=column_title(*column(p)),
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")

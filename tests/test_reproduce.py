@@ -232,6 +232,19 @@ def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(
     assert not (tmp_path / "tables").exists()
 
 
+def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
+    """A run still training has curves on this machine only: a figure drawn from them would differ
+    from the same figure drawn on a clone of the committed records."""
+    from experiments.figures import finished
+    monkeypatch.chdir(REPO)
+    gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
+    for point in (gs, rloo):
+        point.run_dir.mkdir(parents=True)
+        (point.run_dir / "metrics.jsonl").write_text("")
+    (gs.run_dir / SUMMARY).write_text("{}")
+    assert finished([gs, rloo]) == [gs]
+
+
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
