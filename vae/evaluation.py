@@ -15,6 +15,7 @@ a run evaluates never changes its training trajectory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -47,16 +48,16 @@ def negative_elbo(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng: Rep
 
 
 @torch.no_grad()
-def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str,
-                              rng: ReplicaGenerator, num_samples: int, batch_size: int,
-                              max_examples: int | None = None, sample_chunk: int = 100,
-                              progress: tqdm | None = None) -> Tensor:
-    """Mean ``-L_m(x)`` over the first ``max_examples`` of ``split`` (all if None): ``[R]``.
-
-    Samples are drawn ``sample_chunk`` at a time and combined with a running logsumexp, so memory
-    is ``R x sample_chunk x batch_size x 784`` floats whatever m is.
-    """
-    num_replicas = len(rng)
+def negative_log_mean_weight(data: BinarizedMNIST, split: str, num_replicas: int, num_samples: int,
+                             batch_size: int, sample_chunk: int,
+                             log_weights: Callable[[Tensor], Callable[[int], Tensor]],
+                             max_examples: int | None = None, progress: tqdm | None = None) -> Tensor:
+    """Mean ``-log (1/m) sum_i w_i`` (m = ``num_samples``) over the first ``max_examples`` of
+    ``split`` (all if None): ``[R]``. The one loop of every m-sample bound of the suite (VAE, SBN,
+    M2): ``log_weights(x)`` for a batch ``x [R, B, 784]`` does the per-batch work once and returns
+    ``draw(s)``, the log-weights of s more samples ``[R, S', B]`` (S' may be s times a sum the
+    bound adds, e.g. M2's classes); samples come ``sample_chunk`` at a time and are combined with
+    a running logsumexp, so memory does not grow with m."""
     total, count = 0.0, 0
     for x in data.eval_batches(split, batch_size):
         if max_examples is not None:
@@ -64,16 +65,30 @@ def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: s
             if x.shape[1] == 0:
                 break
         x = x.expand(num_replicas, -1, -1)                   # [R, B, 784]
-        logits = model.encode(x)                             # [R, B, N, K]
+        draw = log_weights(x)
         log_w_sum = torch.full(x.shape[:2], -math.inf, device=x.device)  # [R, B]
         for start in range(0, num_samples, sample_chunk):
-            s = min(sample_chunk, num_samples - start)
-            z = sample_one_hot(logits, rng, num_samples=s)   # [R, S, B, N, K]
-            log_w = (-model.reconstruction_loss(z, x) + model.log_prior(z)
-                     - log_prob_one_hot(logits, z))          # [R, S, B]
-            log_w_sum = torch.logaddexp(log_w_sum, torch.logsumexp(log_w, dim=1))
+            log_w_sum = torch.logaddexp(log_w_sum, torch.logsumexp(draw(min(sample_chunk, num_samples - start)), dim=1))
         total = total - (log_w_sum - math.log(num_samples)).sum(-1)
         count += x.shape[1]
         if progress is not None:
             progress.update(x.shape[1])
     return total / count
+
+
+def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str,
+                              rng: ReplicaGenerator, num_samples: int, batch_size: int,
+                              max_examples: int | None = None, sample_chunk: int = 100,
+                              progress: tqdm | None = None) -> Tensor:
+    """Mean ``-L_m(x)`` over the first ``max_examples`` of ``split`` (all if None): ``[R]``, with
+    ``w = p(x, z) / q(z | x)``, ``z ~ q(z | x)``; memory ``R x sample_chunk x batch_size x 784``."""
+    def log_weights(x: Tensor) -> Callable[[int], Tensor]:
+        logits = model.encode(x)                             # [R, B, N, K]
+
+        def draw(s: int) -> Tensor:
+            z = sample_one_hot(logits, rng, num_samples=s)   # [R, S, B, N, K]
+            return -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z)   # [R, S, B]
+        return draw
+
+    return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, sample_chunk, log_weights,
+                                    max_examples, progress)

@@ -58,6 +58,7 @@ the accuracy of ``argmax q(y | x)``, and the m-sample importance-weighted bound 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,7 @@ from tqdm import tqdm
 from vae.config import ConfigError, SSLConfig
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
+from vae.evaluation import negative_log_mean_weight
 from vae.models import categorical_kl
 from vae.objectives import divide_gradient
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups
@@ -289,37 +291,28 @@ def evaluate(model: M2, data: BinarizedMNIST, split: str, labels: Tensor, rng: R
     return {"neg_elbo": total / count, "accuracy": correct / count}
 
 
-@torch.no_grad()
 def importance_weighted_bound(model: M2, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
                               num_samples: int, batch_size: int, max_examples: int | None = None,
                               progress: tqdm | None = None) -> Tensor:
     """Mean m-sample bound on ``-log p(x)`` with y summed exactly (module docstring) over the first
     ``max_examples`` of ``split`` (all if None): ``[R]``. Samples of z are drawn in chunks of at most
-    ``PAIRS_PER_CHUNK`` (image, class, sample) triples, combined with a running logsumexp."""
-    num_replicas, c = len(rng), model.num_classes
-    total, count = 0.0, 0
-    for x in data.eval_batches(split, batch_size):
-        if max_examples is not None:
-            x = x[:, :max_examples - count]
-            if x.shape[1] == 0:
-                break
-        x = x.expand(num_replicas, -1, -1)                                   # [R, B, 784]
-        b = x.shape[1]
-        from_x = model.style_features(x)
-        log_sum = torch.full((num_replicas, b), -math.inf, device=x.device)  # [R, B]
-        chunk = max(1, PAIRS_PER_CHUNK // (c * b))
-        for start in range(0, num_samples, chunk):
-            s = min(chunk, num_samples - start)
-            y = torch.eye(c, device=x.device)[None, None, :, None].expand(num_replicas, s, c, b, c)  # [R, S, C, B, C]
+    ``PAIRS_PER_CHUNK`` (image, class, sample) triples (vae.evaluation.negative_log_mean_weight)."""
+    r, c = len(rng), model.num_classes
+
+    def log_weights(x: Tensor) -> Callable[[int], Tensor]:
+        from_x, b = model.style_features(x), x.shape[1]
+
+        def draw(s: int) -> Tensor:
+            y = torch.eye(c, device=x.device)[None, None, :, None].expand(r, s, c, b, c)  # [R, S, C, B, C]
             mu, log_var = model.style(from_x, y)                             # [R, S, C, B, D]
             eps = rng.normal(mu.shape)
             z = mu + (0.5 * log_var).exp() * eps
             # log p(z) - log q(z | x, y) = -1/2 sum_d (z^2 - eps^2 - log_var); log p(y) = -log C
             log_w = (-model.reconstruction_loss(x, y, z) - 0.5 * (z.square() - eps.square() - log_var).sum(-1)
                      - math.log(c))                                          # [R, S, C, B]
-            log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w.flatten(1, 2), dim=1))
-        total = total - (log_sum - math.log(num_samples)).sum(-1)
-        count += b
-        if progress is not None:
-            progress.update(b)
-    return total / count
+            return log_w.flatten(1, 2)                                       # the classes summed with the samples
+        return draw
+
+    chunk = max(1, PAIRS_PER_CHUNK // (c * batch_size))
+    return negative_log_mean_weight(data, split, r, num_samples, batch_size, chunk, log_weights, max_examples,
+                                    progress)

@@ -23,6 +23,7 @@ and Figure 3): an upper bound on ``-log p(x_lower | x_upper)`` that tightens as 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator
 from vae.estimators.sampling import sample_one_hot
+from vae.evaluation import negative_log_mean_weight
 from vae.gumbel import Generator
 from vae.models import LatentKind
 from vae.replicas import ReplicaGenerator, ReplicaMLP
@@ -117,32 +119,21 @@ def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, l
     return model.output_loss(point, lower)
 
 
-@torch.no_grad()
 def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST, split: str,
                             rng: ReplicaGenerator, num_samples: int, batch_size: int,
                             max_examples: int | None = None, sample_chunk: int = 100,
                             progress: tqdm | None = None) -> Tensor:
     """Mean ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)``, over the first
-    ``max_examples`` of ``split`` (all if None): ``[R]`` nats. Samples are drawn ``sample_chunk``
-    at a time and combined with a running logsumexp."""
-    num_replicas = len(rng)
-    total, count = 0.0, 0
-    for x in data.eval_batches(split, batch_size):
-        if max_examples is not None:
-            x = x[:, :max_examples - count]
-            if x.shape[1] == 0:
-                break
-        x = x.expand(num_replicas, -1, -1)                                    # [R, B, 784]
+    ``max_examples`` of ``split`` (all if None): ``[R]`` nats (vae.evaluation.negative_log_mean_weight)."""
+    def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
-        log_sum = torch.full(x.shape[:2], -math.inf, device=x.device)         # [R, B]
-        for start in range(0, num_samples, sample_chunk):
-            s = min(sample_chunk, num_samples - start)
+
+        def draw(s: int) -> Tensor:
             h = sample_one_hot(model.logits(0, upper), rng, num_samples=s)    # [R, S, B, N, K]
             for layer in range(1, model.layers):
                 h = sample_one_hot(model.logits(layer, model.flat(h)), rng)   # [R, S, B, N, K]
-            log_sum = torch.logaddexp(log_sum, torch.logsumexp(-model.output_loss(h, lower), dim=1))
-        total = total - (log_sum - math.log(num_samples)).sum(-1)
-        count += x.shape[1]
-        if progress is not None:
-            progress.update(x.shape[1])
-    return total / count
+            return -model.output_loss(h, lower)                               # [R, S, B]
+        return draw
+
+    return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, sample_chunk, log_weights,
+                                    max_examples, progress)
