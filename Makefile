@@ -50,7 +50,9 @@ clean-runs:
 PRESET ?= quick
 # Training processes at once: two one-thread processes outpace one two-thread process on 2 cores.
 WORKERS ?= 2
-SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS)
+# More flags for every sweep, e.g. SWEEP_FLAGS=--pack-lr (a learning-rate grid on the replica axis, the GPU recipe)
+SWEEP_FLAGS ?=
+SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS) $(SWEEP_FLAGS)
 FIGURE = $(PY) -m experiments.figures --preset $(PRESET) --results-dir $(RESULTS)
 
 .PHONY: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples figures

@@ -12,7 +12,11 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     sync per step);
 (c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s);
 (d) the m = 1000 importance-weighted test bound (``--bound-examples`` test digits: all 10,000 on
-    CUDA; 1,000 by default on the CPU, where all of them take minutes).
+    CUDA; 1,000 by default on the CPU, where all of them take minutes);
+(e) one pack of Table 1's ``paper`` preset as ``sweep --pack-lr`` trains it: categorical GS, its
+    6 learning rates x 5 seeds on the replica axis (R = 30, SGD, a learning rate per replica),
+    timed over a tenth of ``--steps`` per repeat; from it, the training time of the whole preset
+    (all its packs, at this pack's cost per step: estimators with more decoder passes cost more).
 
 Prints steps/s and each one's ratio to (a), and writes the numbers as JSON to
 ``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
@@ -41,13 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.sweep import PRESETS
-from vae.config import Config, ConfigError, load_config
+from experiments.sweep import AS_WRITTEN, PRESETS, Pack, expand, pack_by_lr, read_sweep
+from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
 from vae.data import DataError
 from vae.evaluation import eval_generator, importance_weighted_bound
 from vae.training import RunDirError, Trainer
 
 CONFIG = "configs/vae_categorical.yaml"
+PAPER_SWEEP, PAPER_PRESET = "configs/sweeps/table1.yaml", "paper"   # (e): its packs under --pack-lr
 REPLICAS = (1, 5, 10)
 SSL_CONFIG = "configs/ssl_m2.yaml"
 SSL_MODES = ("marginal", "gs")
@@ -153,6 +158,15 @@ def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
     return step
 
 
+def paper_packs(device: str) -> tuple[list, Config]:
+    """(e): Table 1's paper preset under ``--pack-lr`` (its units: packs and any lone points), and
+    the config of its categorical GS pack on ``device``."""
+    units = pack_by_lr(expand(read_sweep(PAPER_SWEEP), PAPER_PRESET, Path("results")), Path("results/packs"))
+    gs = next(u for u in units if isinstance(u, Pack) and u.cfg.estimator.name == "gs"
+              and u.cfg.model.kind == "categorical")
+    return units, config_from_dict({**to_dict(gs.cfg), "device": device})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,10 +199,20 @@ def main(argv: list[str] | None = None) -> int:
         sync = _sync(device)
         rates = {"(a) plain PyTorch loop": _timed(plain_loop(one.cfg, one), args.steps, args.repeats, sync),
                  "(b) suite, one seed": _timed(one.train_step, args.steps, args.repeats, sync)}
+        replicas = {}
         for r in REPLICAS:
             trainer = Trainer(load_config(CONFIG, [f"device={args.device}", f"seeds={list(range(r))}"]),
                               log=lambda _: None)
-            rates[f"(c) replica axis, R = {r}"] = _timed(trainer.train_step, args.steps, args.repeats, sync)
+            label = f"(c) replica axis, R = {r}"
+            rates[label], replicas[label] = _timed(trainer.train_step, args.steps, args.repeats, sync), r
+        units, pack_cfg = paper_packs(args.device)
+        r = len(pack_cfg.seeds)
+        label = f"(e) a paper-preset pack, R = {r}"
+        pack = Trainer(pack_cfg, log=lambda _: None)
+        rates[label], replicas[label] = _timed(pack.train_step, max(2, args.steps // 10), args.repeats, sync), r
+        paper = {"sweep": PAPER_SWEEP, "preset": PAPER_PRESET, "units": len(units), "steps": pack_cfg.steps,
+                 "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units),
+                 "estimated_training_hours": round(len(units) * pack_cfg.steps / rates[label] / 3600, 2)}
         examples = args.bound_examples or (10_000 if device.type == "cuda" else 1_000)
         sync()
         start = time.perf_counter()
@@ -205,14 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; categorical VAE 20x10, MLP 512-256, batch 100, gs, Adam; "
           f"median of {args.repeats} x {args.steps} steps after warm-up")
     for label, rate in rates.items():
-        replicas = int(label.rsplit(" ", 1)[1]) if label.startswith("(c)") else 1
-        print(f"{label:28s} {rate:9.1f} steps/s {rate * replicas:9.1f} seed-steps/s "
-              f"{rate * replicas / base:7.2f}x (a)")
+        seeds = replicas.get(label, 1)
+        print(f"{label:34s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)")
     print(f"(d) m = 1000 bound, {examples} test digits: {bound_seconds:.1f} s")
+    print(f"{PAPER_SWEEP} --preset {PAPER_PRESET} --pack-lr: {paper['points']} points in {paper['units']} runs; "
+          f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "
+          "of training (at GS's cost per step; without the bounds)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"device": name, "torch": torch.__version__, "steps": args.steps, "repeats": args.repeats,
-              "steps_per_second": rates, "bound_examples": examples, "bound_seconds": round(bound_seconds, 2),
+              "steps_per_second": rates, "replicas": replicas, "paper_preset": paper,
+              "bound_examples": examples, "bound_seconds": round(bound_seconds, 2),
               "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     path = out / f"{device.type}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")

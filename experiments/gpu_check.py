@@ -139,10 +139,13 @@ def to_markdown(report: dict) -> str:
         base = rates["(a) plain PyTorch loop"]
         lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |", "|---|---|---|"]
         for label, rate in rates.items():
-            replicas = int(label.rsplit(" ", 1)[1]) if label.startswith("(c)") else 1
-            lines.append(f"| {label} | {rate:.1f} | {rate * replicas / base:.2f}x |")
+            lines.append(f"| {label} | {rate:.1f} | {rate * report['bench']['replicas'].get(label, 1) / base:.2f}x |")
         lines.append(f"| (d) m = 1000 bound, {report['bench']['bound_examples']} test digits | "
                      f"{report['bench']['bound_seconds']} s | |")
+        paper = report["bench"]["paper_preset"]
+        lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
+                      f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training at (e)'s "
+                      "steps/s (GS's cost per step)."]
     lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
     for m in report["modes"]:
         if m["ok"]:

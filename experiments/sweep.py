@@ -32,7 +32,9 @@ config differs (a changed default) is ``stale`` and trained again; an unfinished
 checkpoint is resumed; anything else starts afresh. A run that diverges is recorded in
 ``failed.txt`` and skipped from then on (delete its directory to retry); the others go on.
 The run directories, checkpoints aside, are the records the figures and tables are drawn from;
-the repository commits them (``.gitignore`` leaves out the checkpoints).
+the repository commits them (``.gitignore`` leaves out the checkpoints). ``--pack-lr`` trains the
+points that differ only in ``optim.lr`` as one run with a learning rate per replica (:class:`Pack`)
+and then gives each point the records it would have had alone.
 Bad input (unknown key or preset, missing file, invalid value) prints one line and exits with 2.
 """
 
@@ -65,6 +67,7 @@ import yaml
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 from vae.data import DataError
 from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
+from vae.tracking import mean_std, read_metrics, write_text_atomic
 from experiments.wandb_sweep import WandbSweepError, register, start_agents, wandb_config
 from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
 
@@ -72,6 +75,7 @@ PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
 REPO = Path(__file__).resolve().parents[1]  # relative `base:` paths are read from here
 STORE = "sweeps"  # <results>/sweeps/<sweep name>/<run>: the committed run records
+PACKS = "packs"   # <results>/packs/<sweep name>/<pack>: packs in training (--pack-lr), never committed
 GOALS = ("minimize", "maximize")   # a sweep metric's goal: the best point has the lowest / highest value
 SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "select", "presets"}
 
@@ -108,6 +112,75 @@ class Point:
         except (OSError, yaml.YAMLError, ConfigError, TypeError):
             return False
         return _without_out_dir(to_dict(saved)) == _without_out_dir(to_dict(self.cfg))
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Points that differ only in ``optim.lr``, trained as one run with a learning rate per
+    replica (``--pack-lr``): replicas ``k*S .. (k+1)*S - 1`` are point k's S seeds. The pack trains
+    in a directory of its own (resumable like any run); when it ends, each point's run directory
+    gets the records it would have had alone (:func:`split_pack`) and the pack's directory goes."""
+
+    points: tuple[Point, ...]
+    run_dir: Path
+
+    @property
+    def cfg(self) -> Config:
+        values = to_dict(self.points[0].cfg)
+        values["seeds"] = [s for p in self.points for s in p.cfg.seeds]
+        values["optim"]["lr"] = [p.cfg.optim.lr for p in self.points for _ in p.cfg.seeds]
+        return config_from_dict(values)
+
+
+def pack_by_lr(points: list[Point], packs_dir: Path) -> list[Point | Pack]:
+    """``points`` with those that differ only in ``optim.lr`` gathered into packs (in the order of
+    their first point); a point with no such partner, or with a checkpoint of its own to resume,
+    stays as it is."""
+    groups: dict[str, list[Point]] = {}
+    for point in points:
+        values = _without_out_dir(to_dict(point.cfg))
+        values["optim"] = {k: v for k, v in values["optim"].items() if k != "lr"}
+        alone = point.status() == "resume"
+        groups.setdefault(point.run_dir.name if alone else json.dumps(values, sort_keys=True), []).append(point)
+    units: list[Point | Pack] = []
+    for members in groups.values():
+        if len(members) == 1:
+            units.append(members[0])
+            continue
+        digest = hashlib.sha256("\n".join(sorted(p.run_dir.name for p in members)).encode()).hexdigest()[:8]
+        others = {k: v for k, v in members[0].values.items() if k != "optim.lr"}
+        units.append(Pack(tuple(members), packs_dir / _run_name(others, members[0].base, f"lr-pack__{digest}")))
+    return units
+
+
+def split_pack(pack: Pack, info: dict[str, Any]) -> None:
+    """Write each point's records from the finished pack's: its config, its replicas' metric rows
+    (renumbered from 0), its summary (its seeds' numbers; the pack's training and bound time shared
+    equally, the pack's whole in ``packed``) and ``sweep.json``."""
+    rows = read_metrics(pack.run_dir)
+    summary = load_summary(pack.run_dir)
+    k = len(pack.points)
+    offset = 0
+    for point in pack.points:
+        own = range(offset, offset + len(point.cfg.seeds))
+        shutil.rmtree(point.run_dir, ignore_errors=True)   # leftovers of a stale run
+        point.run_dir.mkdir(parents=True)
+        write_text_atomic(point.run_dir / "config.yaml", yaml.safe_dump(to_dict(point.cfg), sort_keys=False))
+        write_text_atomic(point.run_dir / "metrics.jsonl", "".join(
+            json.dumps({**r, "replica": r["replica"] - offset}) + "\n" for r in rows if r["replica"] in own))
+        mine = {key: value for key, value in summary.items() if not isinstance(value, dict)}
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                per_seed = value["per_seed"][own.start:own.stop]
+                mean, std = mean_std(per_seed)
+                mine[key] = {"per_seed": per_seed, "mean": mean, "std": std}
+        mine.update(seeds=point.cfg.seeds, train_seconds=round(summary["train_seconds"] / k, 2),
+                    iw_seconds=round(summary["iw_seconds"] / k, 2),
+                    packed={"points": k, "train_seconds": summary["train_seconds"], "iw_seconds": summary["iw_seconds"]})
+        write_text_atomic(point.run_dir / SUMMARY, json.dumps(mine, indent=2) + "\n")
+        (point.run_dir / SWEEP_INFO).write_text(json.dumps({**info, "base": point.base, "values": point.values,
+                                                             "pack": pack.run_dir.name}, indent=2) + "\n")
+        offset = own.stop
 
 
 @dataclass(frozen=True)
@@ -364,6 +437,38 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool, commit: s
     return outcome, time.perf_counter() - start
 
 
+def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, commit: str,
+             threads: int | None = None) -> list[tuple[str, float]]:
+    """Bring a point or a pack to ``done``; returns (outcome, seconds) per point. A pack in which
+    any replica diverges is trained again point by point, so that only the diverging learning
+    rate is marked failed."""
+    if isinstance(unit, Point):
+        return [run_point(unit, sweep, preset, progress, commit, threads)]
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    pack_cfg = unit.cfg
+    try:
+        resumable = (unit.run_dir / CHECKPOINT).exists() and (unit.run_dir / "config.yaml").exists() and \
+            read_yaml((unit.run_dir / "config.yaml").read_text()) == to_dict(pack_cfg)
+        if resumable:
+            train(None, unit.run_dir, resume=True, progress=progress)
+        else:
+            shutil.rmtree(unit.run_dir, ignore_errors=True)
+            train(pack_cfg, unit.run_dir, progress=progress)
+    except TrainingDiverged as err:
+        print(f"a pack of {len(unit.points)} learning rates diverged ({err}); training its points one by one",
+              flush=True)
+        shutil.rmtree(unit.run_dir, ignore_errors=True)
+        return [run_point(point, sweep, preset, progress, commit) for point in unit.points]
+    info = {"sweep": str(sweep.path), "preset": preset, "outcome": "finished", "commit": commit,
+            "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
+    split_pack(unit, info)
+    shutil.rmtree(unit.run_dir)
+    seconds = (time.perf_counter() - start) / len(unit.points)
+    return [("finished", seconds)] * len(unit.points)
+
+
 def _die_with_parent() -> None:
     """In a worker process: be sent SIGTERM when the sweep process ends, however it ends (Linux;
     elsewhere a killed sweep's workers finish their current run). Without it a killed sweep
@@ -372,30 +477,38 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG = 1
 
 
-def run_points(todo: list[tuple[str, Point]], sweep: Sweep, preset: str, workers: int,
+def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, preset: str, workers: int,
                progress: bool, commit: str, threads: int | None = None) -> Iterator[tuple[str, Point, str, float]]:
-    """Run ``todo`` (heading, point) one after another, or on ``workers`` processes, each with
+    """Run ``todo`` (points and packs) one after another, or on ``workers`` processes, each with
     ``threads`` torch threads (default ``cpu_count / workers``: small networks use threads poorly,
     so two one-thread processes outpace one two-thread process); yields (heading, point, outcome,
-    seconds)."""
+    seconds) per point, ``heads`` giving each point's heading by its run directory."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+
+    def members(unit: Point | Pack) -> tuple[Point, ...]:
+        return unit.points if isinstance(unit, Pack) else (unit,)
     if workers == 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            for head, point in todo:
-                print(f"{head}: {'resumed' if point.status() == 'resume' else 'started'}", flush=True)
-                yield head, point, *run_point(point, sweep, preset, progress, commit)
+            for unit in todo:
+                for point in members(unit):
+                    print(f"{heads[point.run_dir]}: {'resumed' if point.status() == 'resume' else 'started'}"
+                          + (f" (in a pack of {len(unit.points)} learning rates)" if isinstance(unit, Pack) else ""),
+                          flush=True)
+                results = run_unit(unit, sweep, preset, progress, commit)
+                for point, result in zip(members(unit), results):
+                    yield heads[point.run_dir], point, *result
         finally:
             torch.set_num_threads(before)   # the caller's setting again (a test calling main in-process)
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_die_with_parent)
     try:
-        futures = {pool.submit(run_point, point, sweep, preset, False, commit, threads): (head, point)
-                   for head, point in todo}
+        futures = {pool.submit(run_unit, unit, sweep, preset, False, commit, threads): unit for unit in todo}
         for future in as_completed(futures):
-            yield *futures[future], *future.result()
+            for point, result in zip(members(futures[future]), future.result()):
+                yield heads[point.run_dir], point, *result
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -427,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads per run (default: CPU cores / workers; 1 leaves the other cores free)")
     parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--pack-lr", action="store_true",
+                        help="train the points that differ only in optim.lr as one run, a learning rate per replica "
+                             "(the GPU recipe for a learning-rate grid); their records are the same as unpacked")
     parser.add_argument("--point", help="run only the point of this name (<slug>__<hash>; what a W&B agent runs)")
     parser.add_argument("--wandb", action="store_true",
                         help="register the sweep with W&B and print the agent command (needs a login)")
@@ -452,16 +568,18 @@ def main(argv: list[str] | None = None) -> int:
         outcomes: Counter[str] = Counter()
         started = time.perf_counter()
         with _lock(Path(args.results_dir) / STORE / sweep.name):
-            todo = []
+            todo, heads = [], {}
             for i, point in enumerate(points, 1):
                 head, status = f"[{i}/{n}] {point.label}", point.status()
                 if status in ("done", "failed"):
                     outcomes[status] += 1
                     print(f"{head}: {status}" + (f" (see {FAILED})" if status == "failed" else ""))
                 else:
-                    todo.append((head, point))
+                    todo.append(point)
+                    heads[point.run_dir] = head
+            units = pack_by_lr(todo, Path(args.results_dir) / PACKS / sweep.name) if args.pack_lr else todo
             progress = not args.no_progress and args.workers == 1
-            runs = run_points(todo, sweep, args.preset, args.workers, progress, commit=git_commit(),
+            runs = run_points(units, heads, sweep, args.preset, args.workers, progress, commit=git_commit(),
                               threads=args.threads)
             for head, point, outcome, seconds in runs:
                 outcomes[outcome] += 1

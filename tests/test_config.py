@@ -61,6 +61,12 @@ def test_scientific_notation_is_a_number_in_overrides_and_files(tmp_path):
         load_config(None, ["steps=2.5005e3"])  # an int field takes a float only if it is integral
 
 
+def test_a_learning_rate_per_replica_is_a_list_beside_the_seeds():
+    cfg = load_config(None, ["seeds=[0,0,1]", "optim.lr=[1e-3,3e-3,1e-3]"])
+    assert cfg.optim.lr == [1e-3, 3e-3, 1e-3] and all(isinstance(v, float) for v in cfg.optim.lr)
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg)))) == cfg
+
+
 def test_a_section_given_a_string_sets_its_name():
     cfg = load_config(None, ["estimator=st-gs", "optim=sgd", "estimator.num_samples=3"])
     assert (cfg.estimator.name, cfg.estimator.num_samples, cfg.optim.name) == ("st-gs", 3, "sgd")
@@ -96,6 +102,10 @@ def test_round_trip_through_plain_data():
     ("device=tpu", r"^device: 'tpu'; allowed"),
     ("tau.tau0=.inf", r"^tau\.tau0: must be a finite number"),
     ("optim.lr=.nan", r"^optim\.lr: must be a finite number"),
+    ("seeds=[0,1] optim.lr=[0.1]", r"^optim\.lr: a list needs one learning rate per seed \(2\), got 1"),
+    ("seeds=[0,0] optim.lr=[0.1,0.1]", r"^seeds: must be distinct \(or, with a list optim\.lr, distinct seed and"),
+    ("seeds=[0,1] optim.lr=[0.1,-1]", r"^optim\.lr: must be > 0"),
+    ("seeds=[0,0]", r"^seeds: must be distinct"),
     ("data.batch_size=60000", r"^data\.batch_size: must be in \[1, 50000\]"),
     ("experiment=..", r"^experiment: letters, digits"),
     ("tau.schedule=learned tau.floor=1.0", r"^tau\.floor: the learned schedule keeps tau above floor"),

@@ -18,9 +18,9 @@ import yaml
 
 from experiments import sweep as sweep_cli
 from experiments.sweep import best_points, expand, identity, read_sweep
-from vae.config import load_config
+from vae.config import load_config, to_dict
 from vae.results import SUMMARY, curve, provenance
-from vae.training import CHECKPOINT
+from vae.training import CHECKPOINT, Trainer
 
 from conftest import env_with_cache
 
@@ -343,3 +343,98 @@ def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_one
         (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value, "std": 0.0}}))
     chosen = best_points(sweep, points)
     assert len(chosen) == 2 * 14 + 2 and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}
+
+
+LR_GRID = ("base: configs/vae_categorical.yaml\n"
+           "parameters:\n  estimator.name: {values: [nvil, gs]}\n  optim.lr: {values: [1.0e-3, 3.0e-3]}\n"
+           "  optim.name: {value: sgd}\n  seeds: {value: [0, 1]}\n  steps: {value: 6}\n  log_every: {value: 2}\n"
+           "  checkpoint_every: {value: 2}\n  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n"
+           "  eval.iw_examples: {value: 10}\n  model.hidden: {value: [8]}\n")
+
+
+def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared_cache, tmp_path, monkeypatch, capsys):
+    """--pack-lr trains each estimator's two learning rates as one run (4 replicas: 2 lrs x 2
+    seeds) and splits it: every point's config, metric rows and summary numbers are those of the
+    same sweep trained point by point (float tolerance: batched matmuls may sum in another order),
+    the pack's directory is gone, and a second call finds every point done."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    path = tmp_path / "grid.yaml"
+    path.write_text(LR_GRID)
+    packed, alone = tmp_path / "packed", tmp_path / "alone"
+    assert sweep_cli.main([str(path), "--results-dir", str(packed), "--no-progress", "--pack-lr"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(in a pack of 2 learning rates)") == 4 and "grid (none): finished 4" in out
+    assert sweep_cli.main([str(path), "--results-dir", str(alone), "--no-progress"]) == 0
+    assert not list((packed / sweep_cli.PACKS / "grid").iterdir())
+    sweep = read_sweep(path)
+    for p, q in zip(expand(sweep, sweep_cli.AS_WRITTEN, packed), expand(sweep, sweep_cli.AS_WRITTEN, alone)):
+        configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (p.run_dir, q.run_dir)]
+        assert configs[0] == to_dict(p.cfg) and {**configs[0], "out_dir": None} == {**configs[1], "out_dir": None}
+        rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (p.run_dir, q.run_dir)]
+        assert [{k: v for k, v in r.items() if k != "value"} for r in rows[0]] == \
+               [{k: v for k, v in r.items() if k != "value"} for r in rows[1]]
+        for a, b in zip(*rows):   # NVIL's baseline statistics: differences of ~500-nat signals (see test_training)
+            assert a["value"] == pytest.approx(b["value"], rel=1e-5, abs=1e-4 if a["metric"].startswith("est/") else 1e-6), a
+        s, t = (json.loads((d / SUMMARY).read_text()) for d in (p.run_dir, q.run_dir))
+        assert s["seeds"] == t["seeds"] == [0, 1] and s["packed"]["points"] == 2
+        assert s["test/iw_bound"]["per_seed"] == pytest.approx(t["test/iw_bound"]["per_seed"], rel=1e-5)
+        assert json.loads((p.run_dir / "sweep.json").read_text())["values"] == p.values
+    assert sweep_cli.main([str(path), "--results-dir", str(packed), "--no-progress", "--pack-lr"]) == 0
+    assert "grid (none): done 4" in capsys.readouterr().out
+
+
+def test_a_pack_that_diverges_trains_its_points_one_by_one(shared_cache, tmp_path, monkeypatch, capsys):
+    """A learning rate that diverges must not take the others down: the pack is trained again point
+    by point and only the diverging point is marked failed (the replicas of lr 10 report a NaN loss)."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    original = Trainer.train_step
+
+    def nan_at_lr_10(self):
+        loss, kl, info = original(self)
+        lr = self.cfg.optim.lr
+        for r, value in enumerate(lr if isinstance(lr, list) else [lr] * len(loss)):
+            if value == 10.0:
+                loss[r] = float("nan")
+        return loss, kl, info
+    monkeypatch.setattr(Trainer, "train_step", nan_at_lr_10)
+    path = tmp_path / "grid.yaml"
+    path.write_text(LR_GRID.replace("[nvil, gs]", "[gs]").replace("[1.0e-3, 3.0e-3]", "[1.0e-3, 10.0]"))
+    assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
+    out = capsys.readouterr().out
+    assert "a pack of 2 learning rates diverged" in out and "diverged 1, finished 1" in out
+    good, bad = expand(read_sweep(path), sweep_cli.AS_WRITTEN, tmp_path)
+    assert (good.run_dir / SUMMARY).exists() and "packed" not in json.loads((good.run_dir / SUMMARY).read_text())
+    assert (bad.run_dir / "failed.txt").exists()
+
+
+def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(shared_cache, tmp_path, monkeypatch,
+                                                                            capsys):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    path = tmp_path / "grid.yaml"
+    path.write_text(LR_GRID.replace("[nvil, gs]", "[gs]"))
+    split = sweep_cli.split_pack
+
+    def killed(pack, info):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep_cli, "split_pack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"])
+    (pack_dir,) = (tmp_path / sweep_cli.PACKS / "grid").iterdir()
+    assert (pack_dir / CHECKPOINT).exists()
+    monkeypatch.setattr(sweep_cli, "split_pack", split)
+    assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "grid (none): finished 2" in out and not pack_dir.exists()
+
+
+def test_a_point_with_a_checkpoint_of_its_own_is_resumed_alone_not_packed(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(LR_GRID)
+    nvil_1, nvil_3, gs_1, gs_3 = expand(read_sweep(path), sweep_cli.AS_WRITTEN, tmp_path)
+    gs_1.run_dir.mkdir(parents=True)
+    (gs_1.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(gs_1.cfg)))
+    (gs_1.run_dir / CHECKPOINT).write_bytes(b"")
+    assert gs_1.status() == "resume"
+    units = sweep_cli.pack_by_lr([nvil_1, nvil_3, gs_1, gs_3], tmp_path / "packs")
+    assert [u.points if isinstance(u, sweep_cli.Pack) else u for u in units] == [(nvil_1, nvil_3), gs_1, gs_3]
+    assert units[0].cfg.seeds == [0, 1, 0, 1] and units[0].cfg.optim.lr == [1e-3, 1e-3, 3e-3, 3e-3]

@@ -80,7 +80,7 @@ class OptimConfig:
     """Optimiser of the encoder, decoder, estimator and learned-tau parameters."""
 
     name: str = "adam"  # "adam" or "sgd" (with momentum, the paper's Section 4 setting)
-    lr: float = 1e-3  # learning rate
+    lr: float | list[float] = 1e-3  # learning rate; or one per replica, lr[r] for seeds[r] (sweep --pack-lr)
     momentum: float = 0.9  # sgd only
     lr_decay: float = 1.0  # multiply lr by this every lr_decay_every steps (1.0 = constant)
     lr_decay_every: int = 1000  # steps between lr decays
@@ -163,7 +163,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in get_args(tp):
             return None
         inner = [t for t in get_args(tp) if t is not type(None)]
-        return _coerce(value, inner[0], key)
+        lists = [t for t in inner if get_origin(t) is list]   # `float | list[float]`: a list takes the list type
+        return _coerce(value, lists[0] if lists and isinstance(value, list) else inner[0], key)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
@@ -294,7 +295,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(str(err)) from err
     m, t, o, d, e = cfg.model, cfg.tau, cfg.optim, cfg.data, cfg.eval
     _check(len(cfg.seeds) > 0, "seeds: must list at least one seed")
-    _check(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds: must be distinct, got {cfg.seeds}")
+    lrs = o.lr if isinstance(o.lr, list) else [o.lr] * len(cfg.seeds)
+    _check(len(lrs) == len(cfg.seeds),
+           f"optim.lr: a list needs one learning rate per seed ({len(cfg.seeds)}), got {len(lrs)}")
+    _check(len(set(zip(cfg.seeds, lrs))) == len(cfg.seeds),
+           f"seeds: must be distinct (or, with a list optim.lr, distinct seed and learning rate pairs), got {cfg.seeds}")
     _check(all(0 <= s < 2**31 for s in cfg.seeds), "seeds: each must be in [0, 2**31)")
     _check(cfg.steps >= 1, f"steps: must be >= 1, got {cfg.steps}")
     _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
@@ -355,7 +360,7 @@ def validate(cfg: Config) -> None:
     _check(t.anneal_steps is None or t.anneal_steps >= 1,
            f"tau.anneal_steps: must be >= 1 or null, got {t.anneal_steps}")
     _check(o.name in ("adam", "sgd"), f"optim.name: {o.name!r}; allowed: adam, sgd")
-    _check(o.lr > 0, f"optim.lr: must be > 0, got {o.lr}")
+    _check(all(lr > 0 for lr in lrs), f"optim.lr: must be > 0, got {o.lr}")
     _check(0 <= o.momentum < 1, f"optim.momentum: must be in [0, 1), got {o.momentum}")
     _check(0 < o.lr_decay <= 1, f"optim.lr_decay: must be in (0, 1], got {o.lr_decay}")
     _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")

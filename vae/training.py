@@ -26,6 +26,7 @@ from vae.config import Config, ConfigError, config_from_dict, to_dict
 from vae.data import BinarizedMNIST, atomic_save
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
+from vae.optim import make_optimizer
 from vae.replicas import ReplicaGenerator, ReplicaMLP, derive_seed
 from vae.schedules import Temperature
 from vae.tasks import TASKS
@@ -60,9 +61,12 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.out_dir) / cfg.experiment / f"{estimator}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}"
 
 
-def learning_rate(cfg: Config, step: int) -> float:
-    """``lr * lr_decay ** floor(step / lr_decay_every)``: a pure function of the step."""
-    return cfg.optim.lr * cfg.optim.lr_decay ** (step // cfg.optim.lr_decay_every)
+def learning_rate(cfg: Config, step: int) -> float | list[float]:
+    """``lr * lr_decay ** floor(step / lr_decay_every)``: a pure function of the step (a list,
+    one per replica, when ``optim.lr`` is one)."""
+    decay = cfg.optim.lr_decay ** (step // cfg.optim.lr_decay_every)
+    lr = cfg.optim.lr
+    return [v * decay for v in lr] if isinstance(lr, list) else lr * decay
 
 
 class Trainer:
@@ -91,8 +95,7 @@ class Trainer:
             for network in (m for m in self.model.modules() if isinstance(m, ReplicaMLP)):
                 network.compile(mode=mode)
         params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
-        self.optimizer = (torch.optim.Adam(params, lr=cfg.optim.lr) if cfg.optim.name == "adam" else
-                          torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum))
+        self.optimizer = make_optimizer(params, cfg.optim)
         self.step = 0
         self.timing = {"seconds": 0.0, "steps": 0}   # training wall time so far, over every process of the run
 
@@ -256,7 +259,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
             _diverged(cfg, run_dir, f"at step {window_start + bad[0] + 1}, replica {bad[1]} (seed {cfg.seeds[bad[1]]})", bar)
         if at_log:
             metrics = {"loss": history[window].mean(0).tolist(), "kl": kl_history[window].mean(0).tolist(),
-                       "tau": trainer.temperature.value(done - 1), "lr": [learning_rate(cfg, done - 1)] * r}
+                       "tau": trainer.temperature.value(done - 1), "lr": _per_replica(learning_rate(cfg, done - 1), r)}
             metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
             tracker.log(done, "train", metrics)
             bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", tau=f"{metrics['tau'][0]:.3f}")
@@ -273,6 +276,10 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
             atomic_save(trainer.state_dict(), run_dir / CHECKPOINT)
     clock()
     bar.close()
+
+
+def _per_replica(value: float | list[float], r: int) -> list[float]:
+    return value if isinstance(value, list) else [value] * r
 
 
 def _diverged(cfg: Config, run_dir: Path, where: str, bar: tqdm) -> None:

@@ -1,0 +1,104 @@
+"""The optimiser of a run, and Adam / SGD with one learning rate per replica.
+
+torch's optimisers take one learning rate per parameter group, while every parameter of a run
+holds all R replicas (``[R, ...]``, vae/replicas.py). :class:`ReplicaAdam` and :class:`ReplicaSGD`
+apply ``lr[r]`` to slice ``r`` of every parameter, with the formulas of torch's single-tensor
+Adam and SGD, so replica ``r`` takes the update a run of its own with learning rate ``lr[r]``
+would take (tested against torch's, and through the trainer against single runs). That puts a
+learning-rate grid on the replica axis beside the seeds (``optim.lr`` as a list; ``sweep
+--pack-lr``). A run with one learning rate uses torch's own optimisers: their multi-tensor
+kernels launch fewer GPU kernels per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from vae.config import OptimConfig
+
+
+def make_optimizer(params: Iterable[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or SGD with momentum, as ``optim`` says: torch's for one learning rate, the replica
+    versions below for a list (one per replica)."""
+    if isinstance(optim.lr, list):
+        if optim.name == "adam":
+            return ReplicaAdam(params, optim.lr)
+        return ReplicaSGD(params, optim.lr, momentum=optim.momentum)
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum)
+
+
+class _ReplicaOptimizer(torch.optim.Optimizer):
+    """Shared part: ``group["lr"]`` is a list of R learning rates; every parameter is ``[R, ...]``."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: list[float], defaults: dict):
+        super().__init__(params, {"lr": list(lr), **defaults})
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() == 0 or p.shape[0] != len(group["lr"]):
+                    raise ValueError(f"a parameter of shape {tuple(p.shape)} has no replica axis of "
+                                     f"length {len(group['lr'])} (one learning rate per replica)")
+
+    @staticmethod
+    def _per_replica(lr: list[float], p: Tensor) -> Tensor:
+        """``lr`` shaped ``[R, 1, ..., 1]`` to broadcast over ``p [R, ...]``."""
+        return torch.tensor(lr, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
+
+
+class ReplicaAdam(_ReplicaOptimizer):
+    """Adam (no weight decay, no amsgrad): for replica r, with ``g`` the gradient and t the step,
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr[r] / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: list[float], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        super().__init__(params, lr, {"betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                state["exp_avg"].lerp_(p.grad, 1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                denom = (state["exp_avg_sq"].sqrt() / (1 - beta2 ** t) ** 0.5).add_(group["eps"])
+                step_size = self._per_replica(group["lr"], p) / (1 - beta1 ** t)
+                p.sub_(step_size * state["exp_avg"] / denom)
+
+
+class ReplicaSGD(_ReplicaOptimizer):
+    """SGD with momentum (no dampening, no Nesterov): for replica r,
+    ``buf = momentum buf + g`` (``buf = g`` at the first step), ``p -= lr[r] buf``; without
+    momentum ``p -= lr[r] g``."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: list[float], momentum: float = 0.0):
+        super().__init__(params, lr, {"momentum": momentum})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                direction = p.grad
+                if group["momentum"] > 0:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = p.grad.clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
+                    direction = state["momentum_buffer"]
+                p.sub_(self._per_replica(group["lr"], p) * direction)
