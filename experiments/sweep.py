@@ -543,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack-lr", action="store_true",
                         help="train the points that differ only in optim.lr as one run, a learning rate per replica "
                              "(the GPU recipe for a learning-rate grid); their records are the same as unpacked")
-    parser.add_argument("--point", help="run only the point of this name (<slug>__<hash>; what a W&B agent runs)")
+    parser.add_argument("--point", nargs="+", metavar="NAME",
+                        help="run only the points of these names (<slug>__<hash>, as --dry-run lists them; a W&B "
+                             "agent runs one)")
     parser.add_argument("--wandb", action="store_true",
                         help="register the sweep with W&B and print the agent command (needs a login)")
     parser.add_argument("--agents", type=int, default=0, help="with --wandb: start this many agents here")
@@ -558,8 +560,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.wandb:
             return _register_with_wandb(sweep, args.preset, points, Path(args.results_dir), args.agents)
         if args.point is not None:
-            points = [p for p in points if p.run_dir.name == args.point]
-            _require(len(points) == 1, f"--point: no point {args.point!r} in {sweep.path} under --preset {args.preset}")
+            names = {p.run_dir.name for p in points}
+            missing = [name for name in args.point if name not in names]
+            if missing:
+                raise SweepError(f"--point: no point {missing[0]!r} in {sweep.path} under --preset {args.preset}")
+            points = [p for p in points if p.run_dir.name in args.point]
         n = len(points)
         if args.dry_run:
             for i, point in enumerate(points, 1):

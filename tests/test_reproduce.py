@@ -253,6 +253,10 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     assert len(lines) == 2 * 11 + 3 and all(": new -> " in line for line in lines)
     assert "[1/25] vae_categorical st-gs constant-tau0=0.1: new" in lines[0]
     assert not (tmp_path / "sweeps").exists()
+    names = [line.rsplit("/", 1)[1] for line in lines[3:5]]   # --point takes several names
+    assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
+                           "--results-dir", str(tmp_path), "--point", *names]) == 0
+    assert [line.rsplit("/", 1)[1] for line in capsys.readouterr().out.splitlines()] == names
 
 
 @pytest.mark.parametrize(("sweep_text", "args", "message"), [
