@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,25 +47,21 @@ class ReplicaGenerator:
 
     def uniform(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
         """``U[0, 1)`` float32 samples of ``shape`` (``shape[0] == R`` when R > 1)."""
-        shape = tuple(shape)
-        if len(self.generators) == 1:
-            return torch.rand(shape, generator=self.generators[0], device=self.device)
-        if shape[0] != len(self.generators):
-            raise ValueError(f"leading dimension {shape[0]} is not the replica count "
-                             f"{len(self.generators)}")
-        return torch.stack([torch.rand(shape[1:], generator=g, device=self.device)
-                            for g in self.generators])
+        return self._draw(torch.rand, shape)
 
     def normal(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
         """Standard normal float32 samples of ``shape`` (``shape[0] == R`` when R > 1)."""
+        return self._draw(torch.randn, shape)
+
+    def _draw(self, sampler: Callable[..., Tensor], shape: torch.Size | tuple[int, ...]) -> Tensor:
+        """``sampler`` (torch.rand or torch.randn) per replica: slice r from generator r."""
         shape = tuple(shape)
         if len(self.generators) == 1:
-            return torch.randn(shape, generator=self.generators[0], device=self.device)
+            return sampler(shape, generator=self.generators[0], device=self.device)
         if shape[0] != len(self.generators):
             raise ValueError(f"leading dimension {shape[0]} is not the replica count "
                              f"{len(self.generators)}")
-        return torch.stack([torch.randn(shape[1:], generator=g, device=self.device)
-                            for g in self.generators])
+        return torch.stack([sampler(shape[1:], generator=g, device=self.device) for g in self.generators])
 
     def bernoulli(self, probs: Tensor) -> Tensor:
         """Bernoulli draws with the given probabilities (``probs.shape[0] == R`` when R > 1)."""
