@@ -354,10 +354,10 @@ def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["compile=true"]])
+@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["compile=true"], ["seeds=[0,0]", "optim.lr=[1.0e-3,3.0e-3]"]])
 def test_a_run_trains_and_evaluates_on_cuda(extra, shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    cfg = load_config(None, tiny_overrides(tmp_path) + ["device=cuda", "seeds=[0,1]", *extra])
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["device=cuda", "seeds=[0,1]", *extra])   # later keys win
     summary = json.loads((train(cfg, tmp_path / "run", progress=False) / "summary.json").read_text())
     assert summary["device"].startswith("cuda") and math.isfinite(summary["test/iw_bound"]["mean"])
 
