@@ -123,3 +123,20 @@ def test_agent_trains_its_point_into_the_store_once_and_logs_to_the_sweeps_run(s
     assert "gradvar (tiny): done 1" in capsys.readouterr().out
     assert len([c for c in calls if c[0] == "init"]) == 1
     assert sweep_cli.main([*args[:-1], "--point=nope"]) == 2
+
+
+def test_each_replica_has_its_own_wandb_key_even_where_seeds_repeat(tmp_path, monkeypatch) -> None:
+    """A pack (--pack-lr) repeats seeds, one per learning rate: W&B must get every replica's value."""
+    from vae.tracking import RunTracker
+
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for seeds, keys in (([3, 4], ["seed3", "seed4"]), ([0, 0], ["replica0-seed0", "replica1-seed0"])):
+        run_dir = tmp_path / f"run-{seeds[0]}-{seeds[1]}"
+        run_dir.mkdir()
+        tracker = RunTracker(run_dir, {"steps": 1}, seeds, "project", tmp_path)
+        tracker.log(1, "valid", {"neg_elbo": [100.0, 101.0]})
+        tracker.finish(None)
+        logged = [c for c in calls if c[0] == "log"][-1][2]
+        assert logged == {"valid/neg_elbo": 100.5, **{f"valid/neg_elbo/{k}": v for k, v in zip(keys, [100.0, 101.0])}}

@@ -9,7 +9,8 @@ A run directory ``<out_dir>/<experiment>/<run>/`` holds:
 * ``checkpoint.pt`` the latest checkpoint (written atomically).
 
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
-``<split>/<metric>/seed<s>``. Its mode comes from ``$WANDB_MODE``: ``offline`` by default (no account,
+``<split>/<metric>/seed<s>`` (``.../replica<r>-seed<s>`` in a run whose seeds repeat). Its mode
+comes from ``$WANDB_MODE``: ``offline`` by default (no account,
 no network; ``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or
 ``disabled``. wandb is imported only when the mode is not ``disabled``, and it prints nothing to
 the console unless ``WANDB_SILENT=false``.
@@ -58,6 +59,10 @@ class RunTracker:
                  wandb_dir: Path, resume_step: int | None = None, final_metric: str = "iw_bound"):
         self.run_dir = Path(run_dir)
         self.seeds = seeds
+        # W&B's name of each replica: seed<s>, or replica<r>-seed<s> where a seed repeats (a
+        # learning rate per replica, sweep --pack-lr), so that no replica hides another
+        unique = len(set(seeds)) == len(seeds)
+        self.names = [f"seed{s}" if unique else f"replica{r}-seed{s}" for r, s in enumerate(seeds)]
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             # drop what was logged after the checkpoint we resume from, and the end-of-run number
@@ -93,7 +98,7 @@ class RunTracker:
             for replica, (seed, value) in enumerate(zip(self.seeds, values, strict=True)):
                 lines.append(json.dumps({"step": step, "split": split, "metric": name,
                                          "replica": replica, "seed": seed, "value": value}))
-                flat[f"{split}/{name}/seed{seed}"] = value
+                flat[f"{split}/{name}/{self.names[replica]}"] = value
             flat[f"{split}/{name}"] = sum(values) / len(values)
         self._file.write("\n".join(lines) + "\n")
         self._file.flush()
