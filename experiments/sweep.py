@@ -67,9 +67,9 @@ import yaml
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 from vae.data import DataError
 from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
-from vae.tracking import mean_std, read_metrics, write_text_atomic
+from vae.tracking import read_metrics, write_text_atomic
 from experiments.wandb_sweep import WandbSweepError, register, start_agents, wandb_config
-from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
+from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, final_numbers, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
@@ -142,41 +142,40 @@ def pack_by_lr(points: list[Point], packs_dir: Path) -> list[Point | Pack]:
         values["optim"] = {k: v for k, v in values["optim"].items() if k != "lr"}
         alone = point.status() == "resume"
         groups.setdefault(point.run_dir.name if alone else json.dumps(values, sort_keys=True), []).append(point)
-    units: list[Point | Pack] = []
-    for members in groups.values():
-        if len(members) == 1:
-            units.append(members[0])
-            continue
-        digest = hashlib.sha256("\n".join(sorted(p.run_dir.name for p in members)).encode()).hexdigest()[:8]
-        others = {k: v for k, v in members[0].values.items() if k != "optim.lr"}
-        units.append(Pack(tuple(members), packs_dir / _run_name(others, members[0].base, f"lr-pack__{digest}")))
-    return units
+    return [members[0] if len(members) == 1 else make_pack(members, packs_dir) for members in groups.values()]
+
+
+def make_pack(members: list[Point], packs_dir: Path) -> Pack:
+    """The pack of ``members`` (ordered by learning rate), in a directory named by its members."""
+    digest = hashlib.sha256("\n".join(sorted(p.run_dir.name for p in members)).encode()).hexdigest()[:8]
+    others = {k: v for k, v in members[0].values.items() if k != "optim.lr"}
+    return Pack(tuple(sorted(members, key=lambda p: p.cfg.optim.lr)),
+                packs_dir / _run_name(others, members[0].base, f"lr-pack__{digest}"))
 
 
 def split_pack(pack: Pack, info: dict[str, Any]) -> None:
     """Write each point's records from the finished pack's: its config, its replicas' metric rows
-    (renumbered from 0), its summary (its seeds' numbers; the pack's training and bound time shared
-    equally, the pack's whole in ``packed``) and ``sweep.json``."""
+    (renumbered from 0), its summary (its seeds' final numbers; the pack's training and bound time
+    shared equally, so its steps/s is the pack's times the number of points; the pack's own in
+    ``packed``) and ``sweep.json``."""
     rows = read_metrics(pack.run_dir)
     summary = load_summary(pack.run_dir)
     k = len(pack.points)
     offset = 0
     for point in pack.points:
         own = range(offset, offset + len(point.cfg.seeds))
+        mine_rows = [{**r, "replica": r["replica"] - offset} for r in rows if r["replica"] in own]
         shutil.rmtree(point.run_dir, ignore_errors=True)   # leftovers of a stale run
         point.run_dir.mkdir(parents=True)
         write_text_atomic(point.run_dir / "config.yaml", yaml.safe_dump(to_dict(point.cfg), sort_keys=False))
-        write_text_atomic(point.run_dir / "metrics.jsonl", "".join(
-            json.dumps({**r, "replica": r["replica"] - offset}) + "\n" for r in rows if r["replica"] in own))
+        write_text_atomic(point.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in mine_rows))
         mine = {key: value for key, value in summary.items() if not isinstance(value, dict)}
-        for key, value in summary.items():
-            if isinstance(value, dict):
-                per_seed = value["per_seed"][own.start:own.stop]
-                mean, std = mean_std(per_seed)
-                mine[key] = {"per_seed": per_seed, "mean": mean, "std": std}
+        mine.update(final_numbers(mine_rows, point.cfg.steps, len(own)))
+        rate = summary["steps_per_second"]
         mine.update(seeds=point.cfg.seeds, train_seconds=round(summary["train_seconds"] / k, 2),
-                    iw_seconds=round(summary["iw_seconds"] / k, 2),
-                    packed={"points": k, "train_seconds": summary["train_seconds"], "iw_seconds": summary["iw_seconds"]})
+                    iw_seconds=round(summary["iw_seconds"] / k, 2), steps_per_second=rate and round(rate * k, 2),
+                    packed={"points": k, "train_seconds": summary["train_seconds"], "iw_seconds": summary["iw_seconds"],
+                            "steps_per_second": rate})
         write_text_atomic(point.run_dir / SUMMARY, json.dumps(mine, indent=2) + "\n")
         (point.run_dir / SWEEP_INFO).write_text(json.dumps({**info, "base": point.base, "values": point.values,
                                                              "pack": pack.run_dir.name}, indent=2) + "\n")
@@ -439,15 +438,17 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool, commit: s
 
 def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, commit: str,
              threads: int | None = None) -> list[tuple[str, float]]:
-    """Bring a point or a pack to ``done``; returns (outcome, seconds) per point. A pack in which
-    any replica diverges is trained again point by point, so that only the diverging learning
-    rate is marked failed."""
+    """Bring a point or a pack to ``done``; returns (outcome, seconds) per point. When a replica of
+    a pack diverges, its point is marked failed (alone it takes the same steps) and the others
+    are packed again; non-finite parameters, which name no replica, send every point to train
+    alone."""
     if isinstance(unit, Point):
         return [run_point(unit, sweep, preset, progress, commit, threads)]
     if threads is not None:
         torch.set_num_threads(threads)
     start = time.perf_counter()
     pack_cfg = unit.cfg
+    info = {"sweep": str(sweep.path), "preset": preset, "commit": commit}
     try:
         resumable = (unit.run_dir / CHECKPOINT).exists() and (unit.run_dir / "config.yaml").exists() and \
             read_yaml((unit.run_dir / "config.yaml").read_text()) == to_dict(pack_cfg)
@@ -457,13 +458,25 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
             shutil.rmtree(unit.run_dir, ignore_errors=True)
             train(pack_cfg, unit.run_dir, progress=progress)
     except TrainingDiverged as err:
-        print(f"a pack of {len(unit.points)} learning rates diverged ({err}); training its points one by one",
-              flush=True)
         shutil.rmtree(unit.run_dir, ignore_errors=True)
-        return [run_point(point, sweep, preset, progress, commit) for point in unit.points]
-    info = {"sweep": str(sweep.path), "preset": preset, "outcome": "finished", "commit": commit,
-            "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
-    split_pack(unit, info)
+        if err.replica is None:
+            print(f"a pack of {len(unit.points)} learning rates diverged ({err}); training its points one by one",
+                  flush=True)
+            return [run_point(point, sweep, preset, progress, commit) for point in unit.points]
+        bad = unit.points[err.replica // len(unit.points[0].cfg.seeds)]
+        print(f"learning rate {bad.cfg.optim.lr:g} of a pack diverged ({err}); packing the others again", flush=True)
+        shutil.rmtree(bad.run_dir, ignore_errors=True)
+        bad.run_dir.mkdir(parents=True)
+        write_text_atomic(bad.run_dir / "config.yaml", yaml.safe_dump(to_dict(bad.cfg), sort_keys=False))
+        (bad.run_dir / FAILED).write_text(f"in a pack of learning rates ({unit.run_dir.name}): {err}\n")
+        (bad.run_dir / SWEEP_INFO).write_text(json.dumps({**info, "base": bad.base, "values": bad.values,
+                                                           "outcome": "diverged", "pack": unit.run_dir.name,
+                                                           "ended": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        rest = [p for p in unit.points if p is not bad]
+        again = rest[0] if len(rest) == 1 else make_pack(rest, unit.run_dir.parent)
+        results = dict(zip((p.run_dir for p in rest), run_unit(again, sweep, preset, progress, commit)))
+        return [results.get(p.run_dir, ("diverged", time.perf_counter() - start)) for p in unit.points]
+    split_pack(unit, {**info, "outcome": "finished", "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
     shutil.rmtree(unit.run_dir)
     seconds = (time.perf_counter() - start) / len(unit.points)
     return [("finished", seconds)] * len(unit.points)
@@ -492,8 +505,9 @@ def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, p
         torch.set_num_threads(threads)
         try:
             for unit in todo:
+                resumed = (unit.run_dir / CHECKPOINT).exists() if isinstance(unit, Pack) else unit.status() == "resume"
                 for point in members(unit):
-                    print(f"{heads[point.run_dir]}: {'resumed' if point.status() == 'resume' else 'started'}"
+                    print(f"{heads[point.run_dir]}: {'resumed' if resumed else 'started'}"
                           + (f" (in a pack of {len(unit.points)} learning rates)" if isinstance(unit, Pack) else ""),
                           flush=True)
                 results = run_unit(unit, sweep, preset, progress, commit)
@@ -545,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the GPU recipe for a learning-rate grid); their records are the same as unpacked")
     parser.add_argument("--point", nargs="+", metavar="NAME",
                         help="run only the points of these names (<slug>__<hash>, as --dry-run lists them; a W&B "
-                             "agent runs one)")
+                             "agent runs one); put it after the sweep file")
     parser.add_argument("--wandb", action="store_true",
                         help="register the sweep with W&B and print the agent command (needs a login)")
     parser.add_argument("--agents", type=int, default=0, help="with --wandb: start this many agents here")

@@ -126,17 +126,20 @@ def test_agent_trains_its_point_into_the_store_once_and_logs_to_the_sweeps_run(s
 
 
 def test_each_replica_has_its_own_wandb_key_even_where_seeds_repeat(tmp_path, monkeypatch) -> None:
-    """A pack (--pack-lr) repeats seeds, one per learning rate: W&B must get every replica's value."""
+    """A pack (--pack-lr) repeats seeds, one per learning rate: W&B must get every replica's value,
+    named by its learning rate and seed."""
     from vae.tracking import RunTracker
 
     calls: list = []
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    for seeds, keys in (([3, 4], ["seed3", "seed4"]), ([0, 0], ["replica0-seed0", "replica1-seed0"])):
+    for lr, seeds, expected in ((1e-3, [3, 4], {"valid/neg_elbo": 100.5, "valid/neg_elbo/seed3": 100.0,
+                                                  "valid/neg_elbo/seed4": 101.0}),
+                                ([1e-3, 3e-3], [0, 0], {"valid/neg_elbo/lr0.001-seed0": 100.0,   # no mean over
+                                                        "valid/neg_elbo/lr0.003-seed0": 101.0})):  # two lrs
         run_dir = tmp_path / f"run-{seeds[0]}-{seeds[1]}"
         run_dir.mkdir()
-        tracker = RunTracker(run_dir, {"steps": 1}, seeds, "project", tmp_path)
+        tracker = RunTracker(run_dir, {"steps": 1, "optim": {"lr": lr}}, seeds, "project", tmp_path)
         tracker.log(1, "valid", {"neg_elbo": [100.0, 101.0]})
         tracker.finish(None)
-        logged = [c for c in calls if c[0] == "log"][-1][2]
-        assert logged == {"valid/neg_elbo": 100.5, **{f"valid/neg_elbo/{k}": v for k, v in zip(keys, [100.0, 101.0])}}
+        assert [c for c in calls if c[0] == "log"][-1][2] == expected

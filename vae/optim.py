@@ -42,11 +42,16 @@ class _ReplicaOptimizer(torch.optim.Optimizer):
                 if p.dim() == 0 or p.shape[0] != len(group["lr"]):
                     raise ValueError(f"a parameter of shape {tuple(p.shape)} has no replica axis of "
                                      f"length {len(group['lr'])} (one learning rate per replica)")
+        self._lr_tensors: dict[tuple, Tensor] = {}
 
-    @staticmethod
-    def _per_replica(lr: list[float], p: Tensor) -> Tensor:
-        """``lr`` shaped ``[R, 1, ..., 1]`` to broadcast over ``p [R, ...]``."""
-        return torch.tensor(lr, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
+    def _lr_view(self, lr: list[float], p: Tensor) -> Tensor:
+        """``lr`` as a ``[R, 1, ..., 1]`` tensor on ``p``'s device, to broadcast over ``p [R, ...]``;
+        copied to the device only when the learning rates change (no host sync per step)."""
+        key = (tuple(lr), p.device, p.dtype)
+        if key not in self._lr_tensors:
+            self._lr_tensors = {k: v for k, v in self._lr_tensors.items() if k[1:] != key[1:]}   # the old rates
+            self._lr_tensors[key] = torch.tensor(lr, dtype=p.dtype).to(p.device)
+        return self._lr_tensors[key].view(-1, *[1] * (p.dim() - 1))
 
 
 class ReplicaAdam(_ReplicaOptimizer):
@@ -75,7 +80,7 @@ class ReplicaAdam(_ReplicaOptimizer):
                 state["exp_avg"].lerp_(p.grad, 1 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                 denom = (state["exp_avg_sq"].sqrt() / (1 - beta2 ** t) ** 0.5).add_(group["eps"])
-                step_size = self._per_replica(group["lr"], p) / (1 - beta1 ** t)
+                step_size = self._lr_view(group["lr"], p) / (1 - beta1 ** t)
                 p.sub_(step_size * state["exp_avg"] / denom)
 
 
@@ -101,4 +106,4 @@ class ReplicaSGD(_ReplicaOptimizer):
                     else:
                         state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
                     direction = state["momentum_buffer"]
-                p.sub_(self._per_replica(group["lr"], p) * direction)
+                p.sub_(self._lr_view(group["lr"], p) * direction)

@@ -9,7 +9,8 @@ A run directory ``<out_dir>/<experiment>/<run>/`` holds:
 * ``checkpoint.pt`` the latest checkpoint (written atomically).
 
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
-``<split>/<metric>/seed<s>`` (``.../replica<r>-seed<s>`` in a run whose seeds repeat). Its mode
+``<split>/<metric>/seed<s>`` (only ``.../lr<lr>-seed<s>`` in a run with a learning rate per
+replica). Its mode
 comes from ``$WANDB_MODE``: ``offline`` by default (no account,
 no network; ``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or
 ``disabled``. wandb is imported only when the mode is not ``disabled``, and it prints nothing to
@@ -59,10 +60,13 @@ class RunTracker:
                  wandb_dir: Path, resume_step: int | None = None, final_metric: str = "iw_bound"):
         self.run_dir = Path(run_dir)
         self.seeds = seeds
-        # W&B's name of each replica: seed<s>, or replica<r>-seed<s> where a seed repeats (a
-        # learning rate per replica, sweep --pack-lr), so that no replica hides another
-        unique = len(set(seeds)) == len(seeds)
-        self.names = [f"seed{s}" if unique else f"replica{r}-seed{s}" for r, s in enumerate(seeds)]
+        # W&B's name of each replica: seed<s>, or lr<lr>-seed<s> in a run with a learning rate per
+        # replica (sweep --pack-lr), whose replicas are not seeds of one configuration: it gets no
+        # mean over replicas either
+        lrs = config.get("optim", {}).get("lr")
+        self.one_config = not isinstance(lrs, list)
+        self.names = ([f"seed{s}" for s in seeds] if self.one_config else
+                      [f"lr{lr:g}-seed{s}" for s, lr in zip(seeds, lrs, strict=True)])
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             # drop what was logged after the checkpoint we resume from, and the end-of-run number
@@ -99,7 +103,8 @@ class RunTracker:
                 lines.append(json.dumps({"step": step, "split": split, "metric": name,
                                          "replica": replica, "seed": seed, "value": value}))
                 flat[f"{split}/{name}/{self.names[replica]}"] = value
-            flat[f"{split}/{name}"] = sum(values) / len(values)
+            if self.one_config:
+                flat[f"{split}/{name}"] = sum(values) / len(values)
         self._file.write("\n".join(lines) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -113,7 +118,7 @@ class RunTracker:
         if self._wandb is not None:
             if summary is not None:
                 self._wandb.summary.update({k: v["mean"] if isinstance(v, dict) else v
-                                            for k, v in summary.items()})
+                                            for k, v in summary.items() if self.one_config or not isinstance(v, dict)})
             self._wandb.finish(exit_code=0 if summary is not None else 1)
             self._wandb = None
         self._file.close()

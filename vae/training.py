@@ -36,7 +36,12 @@ CHECKPOINT = "checkpoint.pt"
 
 
 class TrainingDiverged(RuntimeError):
-    """A non-finite training loss; the message names the step and replica."""
+    """A non-finite training loss; the message names the step and replica (``replica``: its index,
+    None when the non-finite values were found in the parameters)."""
+
+    def __init__(self, message: str, replica: int | None = None):
+        super().__init__(message)
+        self.replica = replica
 
 
 class RunDirError(RuntimeError):
@@ -256,10 +261,11 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
         window = slice(0, done - window_start)
         bad = _first_bad(history[window])
         if bad is not None:
-            _diverged(cfg, run_dir, f"at step {window_start + bad[0] + 1}, replica {bad[1]} (seed {cfg.seeds[bad[1]]})", bar)
+            _diverged(cfg, run_dir, f"at step {window_start + bad[0] + 1}, replica {bad[1]} (seed {cfg.seeds[bad[1]]})", bar,
+                      replica=bad[1])
         if at_log:
             metrics = {"loss": history[window].mean(0).tolist(), "kl": kl_history[window].mean(0).tolist(),
-                       "tau": trainer.temperature.value(done - 1), "lr": _per_replica(learning_rate(cfg, done - 1), r)}
+                       "tau": trainer.temperature.value(done - 1), "lr": _one_per_replica(learning_rate(cfg, done - 1), r)}
             metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
             tracker.log(done, "train", metrics)
             bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", tau=f"{metrics['tau'][0]:.3f}")
@@ -278,15 +284,29 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     bar.close()
 
 
-def _per_replica(value: float | list[float], r: int) -> list[float]:
+def _one_per_replica(value: float | list[float], r: int) -> list[float]:
     return value if isinstance(value, list) else [value] * r
 
 
-def _diverged(cfg: Config, run_dir: Path, where: str, bar: tqdm) -> None:
+def _diverged(cfg: Config, run_dir: Path, where: str, bar: tqdm, replica: int | None = None) -> None:
     bar.close()
     kept = (f"the last good checkpoint (step {torch.load(run_dir / CHECKPOINT, weights_only=True)['step']}) "
             f"is kept in {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).exists() else "no checkpoint was written yet")
-    raise TrainingDiverged(f"non-finite values {where}; {kept}")
+    raise TrainingDiverged(f"non-finite values {where}; {kept}", replica)
+
+
+def final_numbers(rows: list[dict], steps: int, num_replicas: int) -> dict[str, dict]:
+    """``{"<split>/<metric>": {"per_seed", "mean", "std"}}`` of the metric rows logged at ``steps``
+    (replicas ``0 .. num_replicas - 1``): a metric appears only if every replica's value is finite."""
+    finals: dict[str, list] = {}
+    for row in (r for r in rows if r["step"] == steps):
+        finals.setdefault(f"{row['split']}/{row['metric']}", [None] * num_replicas)[row["replica"]] = row["value"]
+    numbers = {}
+    for key, values in sorted(finals.items()):
+        if all(isinstance(v, float) and math.isfinite(v) for v in values):
+            mean, std = mean_std(values)
+            numbers[key] = {"per_seed": values, "mean": mean, "std": std}
+    return numbers
 
 
 def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
@@ -301,18 +321,12 @@ def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
         bound = trainer.task.final(trainer.model, trainer.data, rng, cfg, progress=bar).tolist()
     bar.close()
     tracker.log(cfg.steps, "test", {trainer.task.final_metric: bound})
-    finals = {}
-    for row in (r for r in read_metrics(tracker.run_dir) if r["step"] == cfg.steps):
-        finals.setdefault(f"{row['split']}/{row['metric']}", [None] * len(cfg.seeds))[row["replica"]] = row["value"]
     summary = {"experiment": cfg.experiment, "estimator": trainer.task.estimator_name(cfg),
                "tau_schedule": cfg.tau.schedule,
                "final_metric": f"test/{trainer.task.final_metric}",
                "seeds": cfg.seeds, "steps": cfg.steps, "device": str(trainer.device),
                "iw_samples": e.iw_samples, "iw_examples": examples,
                "iw_seconds": round(time.perf_counter() - start, 2)}
-    for key, values in sorted(finals.items()):
-        if all(isinstance(v, float) and math.isfinite(v) for v in values):
-            mean, std = mean_std(values)
-            summary[key] = {"per_seed": values, "mean": mean, "std": std}
+    summary.update(final_numbers(read_metrics(tracker.run_dir), cfg.steps, len(cfg.seeds)))
     return summary
 
