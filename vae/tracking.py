@@ -10,10 +10,8 @@ A run directory ``<out_dir>/<experiment>/<run>/`` holds:
 
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
 ``<split>/<metric>/seed<s>`` (only ``.../lr<lr>-seed<s>`` in a run with a learning rate per
-replica). Its mode
-comes from ``$WANDB_MODE``: ``offline`` by default (no account,
-no network; ``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or
-``disabled``. wandb is imported only when the mode is not ``disabled``, and it prints nothing to
+replica). Its mode comes from ``$WANDB_MODE``: ``offline`` by default (no account, no network;
+``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or ``disabled``. wandb is imported only when the mode is not ``disabled``, and it prints nothing to
 the console unless ``WANDB_SILENT=false``.
 """
 
