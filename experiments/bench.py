@@ -37,7 +37,6 @@ import json
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,8 +161,8 @@ def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
 def paper_packs(device: str) -> tuple[list, Config]:
     """(e): Table 1's paper preset under ``--pack-lr`` (its units: packs and any lone points), and
     the config of its categorical GS pack on ``device``."""
-    nowhere = Path(tempfile.gettempdir()) / "bench-no-store"   # no run there: every point is new, as on a fresh clone
-    units = pack_by_lr(expand(read_sweep(PAPER_SWEEP), PAPER_PRESET, nowhere), nowhere / "packs")
+    # grouped only: nothing is read or written under these paths
+    units = pack_by_lr(expand(read_sweep(PAPER_SWEEP), PAPER_PRESET, Path("results")), Path("results/packs"))
     gs = next(u for u in units if isinstance(u, Pack) and u.cfg.estimator.name == "gs"
               and u.cfg.model.kind == "categorical")
     return units, config_from_dict({**to_dict(gs.cfg), "device": device})

@@ -134,15 +134,22 @@ class Pack:
 
 def pack_by_lr(points: list[Point], packs_dir: Path) -> list[Point | Pack]:
     """``points`` with those that differ only in ``optim.lr`` gathered into packs (in the order of
-    their first point); a point with no such partner, or with a checkpoint of its own to resume,
-    stays as it is."""
+    their first point); a point with no such partner stays as it is."""
     groups: dict[str, list[Point]] = {}
     for point in points:
         values = _without_out_dir(to_dict(point.cfg))
         values["optim"] = {k: v for k, v in values["optim"].items() if k != "lr"}
-        alone = point.status() == "resume"
-        groups.setdefault(point.run_dir.name if alone else json.dumps(values, sort_keys=True), []).append(point)
+        groups.setdefault(json.dumps(values, sort_keys=True), []).append(point)
     return [members[0] if len(members) == 1 else make_pack(members, packs_dir) for members in groups.values()]
+
+
+def units_to_train(todo: list[Point], pack_lr: bool, packs_dir: Path) -> list[Point | Pack]:
+    """What a sweep trains: ``todo`` as it is, or (``pack_lr``) packed by learning rate, except a
+    point with a checkpoint of its own, which resumes alone (first)."""
+    if not pack_lr:
+        return todo
+    resuming = [p for p in todo if p.status() == "resume"]
+    return resuming + pack_by_lr([p for p in todo if p not in resuming], packs_dir)
 
 
 def make_pack(members: list[Point], packs_dir: Path) -> Pack:
@@ -596,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     todo.append(point)
                     heads[point.run_dir] = head
-            units = pack_by_lr(todo, Path(args.results_dir) / PACKS / sweep.name) if args.pack_lr else todo
+            units = units_to_train(todo, args.pack_lr, Path(args.results_dir) / PACKS / sweep.name)
             progress = not args.no_progress and args.workers == 1
             runs = run_points(units, heads, sweep, args.preset, args.workers, progress, commit=git_commit(),
                               threads=args.threads)

@@ -445,6 +445,6 @@ def test_a_point_with_a_checkpoint_of_its_own_is_resumed_alone_not_packed(tmp_pa
     (gs_1.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(gs_1.cfg)))
     (gs_1.run_dir / CHECKPOINT).write_bytes(b"")
     assert gs_1.status() == "resume"
-    units = sweep_cli.pack_by_lr([nvil_1, nvil_3, gs_1, gs_3], tmp_path / "packs")
-    assert [u.points if isinstance(u, sweep_cli.Pack) else u for u in units] == [(nvil_1, nvil_3), gs_1, gs_3]
-    assert units[0].cfg.seeds == [0, 1, 0, 1] and units[0].cfg.optim.lr == [1e-3, 1e-3, 3e-3, 3e-3]
+    units = sweep_cli.units_to_train([nvil_1, nvil_3, gs_1, gs_3], True, tmp_path / "packs")
+    assert [u.points if isinstance(u, sweep_cli.Pack) else u for u in units] == [gs_1, (nvil_1, nvil_3), gs_3]
+    assert units[1].cfg.seeds == [0, 1, 0, 1] and units[1].cfg.optim.lr == [1e-3, 1e-3, 3e-3, 3e-3]
