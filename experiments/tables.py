@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from experiments.sweep import PRESETS, STORE, Point, SweepError, best_points, expand, read_sweep
-from vae.config import Config
+from vae.config import Config, TauConfig
 from vae.estimators import display_name
 from vae.results import FAILED, final, load_summary, provenance
 
@@ -182,10 +182,9 @@ def table1_caption(points: list[Point], preset: str) -> str:
     lrs = sorted({p.cfg.optim.lr for p in points})
     lr = ", ".join(f"{v:g}" for v in lrs)
     lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
-    taus = "; ".join(dict.fromkeys(schedule_label(dataclasses.asdict(p.cfg.tau)) for p in points
+    taus = "; ".join(dict.fromkeys(tau_caption(p.cfg.tau) for p in points
                                    if p.cfg.estimator.name in ("gs", "st-gs") and "tau" not in p.values))
-    floors = ", ".join(sorted({f"{p.cfg.tau.floor:g}" for p in points}))
-    tau = f" τ for GS and ST-GS: {taus}, floor {floors}." if taus else ""
+    tau = f" τ for GS and ST-GS: {taus}." if taus else ""
     what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
             f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
     if any(p.cfg.task == "sbn" for p in points):
@@ -235,6 +234,13 @@ def schedule_label(tau: dict) -> str:
     """``{"schedule": "exp", "rate": 1e-5, "update_every": 500}`` -> ``exp r=1e-05 N=500``."""
     short = {"tau0": "τ=", "rate": "r=", "update_every": "N="}
     return " ".join([tau["schedule"], *(f"{short[k]}{v:g}" for k, v in tau.items() if k in short)])
+
+
+def tau_caption(tau: TauConfig) -> str:
+    """The settings ``tau``'s schedule uses: ``constant τ=1``, ``exp τ=1 r=3e-05 N=1000, floor 0.5``."""
+    if tau.schedule in ("constant", "learned"):
+        return schedule_label({"schedule": tau.schedule, "tau0": tau.tau0})
+    return f"{schedule_label(dataclasses.asdict(tau))}, floor {tau.floor:g}"
 
 
 Table = tuple[list[str], list[tuple[str, list[str]]], str]   # header, rows (label, cells), caption

@@ -68,7 +68,8 @@ def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(ti
     for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper", "SBN (Bern.) ours",
                  "SBN (Cat.) paper", "72.0", "59.0", "SBN rows", "p(h | x_upper)",
                  "112.2", "105.0", "110.6", "101.5", "preset tiny", "m = 4", "first 10 of the 10,000",
-                 "decoder evaluations / example / step", "ms / step", "drawn at commit"):
+                 "decoder evaluations / example / step", "ms / step", "drawn at commit",
+                 "τ for GS and ST-GS: exp τ=1 r=3e-05 N=1000, floor 0.5.", "τ for GS and ST-GS: constant τ=1."):
         assert text in markdown, text
     assert markdown.split("\n\n")[0] in output                # printed at the end of `make table1`
     assert "\\toprule" in (results / "tables" / "tiny" / "table1.tex").read_text()
