@@ -201,15 +201,17 @@ def _schedule_colours(labels: list[str]) -> dict[str, tuple]:
 
 
 def _reached(points: list[Point]) -> str:
-    """Where the annealed schedules end (mean over seeds): with the paper's r, a short run
-    hardly anneals, and the figure says so."""
+    """The budget, and where the annealed schedules end (mean over seeds): with the paper's r, a
+    short run hardly anneals, and the figure says so."""
+    budget = ", ".join(sorted({f"{p.cfg.steps:,} steps at batch {p.cfg.data.batch_size}" for p in points}))
     ends = {}
     for p in finished(points):
         schedule = p.values["tau"]["schedule"]
         if schedule != "constant":
             mode = f" ({display_name(p.cfg.estimator.name)})" if schedule == "learned" else ""
             ends[schedule_label(p.values["tau"]) + mode] = curve(p.run_dir, "train/tau").mean[-1:]
-    return "τ at the last step: " + ", ".join(f"{k} {v[0]:.2f}" for k, v in ends.items() if v) + "."
+    reached = ", ".join(f"{k} {v[0]:.2f}" for k, v in ends.items() if v)
+    return f"Budget: {budget}." + (f" τ at the last step: {reached}." if reached else "")
 
 
 def tau_ablation(preset: str, results_dir: Path) -> list[Path]:

@@ -65,7 +65,7 @@ BUDGET_NOTES = {
     "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (minutes per run, far from converged, "
               "bounds on a subset of the test set): these numbers are NOT comparable to the paper's, "
               "and the differences mostly measure under-training."),
-    "converged": "Preset converged: the paper's 50,000 steps at batch 100, on 2 CPU cores.",
+    "converged": "Preset converged: a budget that 2 CPU cores finish in hours (steps: in the provenance line), records committed.",
     "paper": "Preset paper: the paper's budget.",
 }
 
