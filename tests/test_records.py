@@ -8,6 +8,7 @@ committed file but for the line's 'drawn at commit' field.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,19 @@ def test_the_readme_shows_the_committed_tables_as_they_are():
     assert embedded, "the README embeds no table"
     for name, body in embedded:
         assert body == (REPO / "results" / "tables" / f"{name}.md").read_text().strip(), name
+
+
+def test_only_finished_runs_are_committed():
+    """A committed run directory is a finished run's record (its summary and sweep.json beside its
+    config and metrics, never a checkpoint): an unfinished run's files belong to one machine."""
+    tracked = subprocess.run(["git", "ls-files", "results/sweeps"], cwd=REPO, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    files: dict[str, set[str]] = {}
+    for line in tracked.stdout.splitlines():
+        run, _, name = line.rpartition("/")
+        files.setdefault(run, set()).add(name)
+    assert files, "no run records are committed"
+    for run, names in files.items():
+        assert {"config.yaml", "metrics.jsonl", "summary.json", "sweep.json"} <= names, run
+        assert not any(name.endswith(".pt") for name in names), run
