@@ -99,6 +99,13 @@ def footer(points: list[Point], preset: str, extra: str = "", notes: dict[str, s
     return note + "\n" + provenance([p.run_dir for p in points], preset)
 
 
+def curve_digits(points: list[Point]) -> str:
+    """The test digits the points' curves are measured on: ``all 10,000 test digits``, ``the
+    first 1000 test digits``."""
+    counts = sorted({p.cfg.eval.curve_examples or 10_000 for p in points})
+    return "all 10,000 test digits" if counts == [10_000] else f"the first {', '.join(map(str, counts))} test digits"
+
+
 def band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
     """Mean over seeds of ``key`` along training, with a +- one standard deviation band."""
     c = curve(run_dir, key)
@@ -179,7 +186,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
         ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
         ax.set_xlabel("training step")
-        ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))})")
+        ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{curve_digits(points)})")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Figure 3 (reproduction): structured output prediction, test negative log-likelihood during "

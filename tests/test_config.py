@@ -107,6 +107,7 @@ def test_round_trip_through_plain_data():
     ("seeds=[0,1] optim.lr=[0.1,-1]", r"^optim\.lr: must be > 0"),
     ("seeds=[0,0]", r"^seeds: must be distinct"),
     ("data.batch_size=60000", r"^data\.batch_size: must be in \[1, 50000\]"),
+    ("eval.curve_examples=0", r"^eval\.curve_examples: must be in \[1, 10000\] or null"),
     ("experiment=..", r"^experiment: letters, digits"),
     ("tau.schedule=learned tau.floor=1.0", r"^tau\.floor: the learned schedule keeps tau above floor"),
 ])

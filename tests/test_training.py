@@ -196,6 +196,27 @@ def test_evaluation_and_gradient_variance_keep_their_own_schedule(shared_cache, 
     assert sorted({r["step"] for r in rows if r["metric"] == "loss"}) == [2, 4, 6, 8, 10, 12]
 
 
+@pytest.mark.parametrize("task", ["vae", "sbn", "ssl"])
+def test_curves_on_the_first_digits_are_the_curves_of_a_split_cut_there(task, shared_cache, tmp_path, monkeypatch):
+    """``eval.curve_examples=N``: what the trainer logs along training is its curve metric on a split
+    holding only the first N digits (same model, same evaluation noise), and it differs from the
+    whole split's."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    config = {"vae": None, "sbn": "configs/sbn_bernoulli.yaml", "ssl": "configs/ssl_m2.yaml"}[task]
+    small = {"vae": [], "sbn": ["model.num_latents=4", "eval.curve_samples=4"],
+             "ssl": ["ssl.channels=[4,4,4]", "ssl.latent_dim=3"]}[task]
+    base = tiny_overrides(tmp_path) + small + ["eval.batch_size=200"]    # 1,000 digits: batches 200 apart
+    cut = Trainer(load_config(config, base + ["eval.curve_examples=1000"]), log=lambda _: None)
+    whole = Trainer(load_config(config, base), log=lambda _: None)
+    whole.model.load_state_dict(cut.model.state_dict())
+    assert whole.data is not cut.data                                  # cutting one leaves the other whole
+    full = whole.data.splits["valid"]
+    whole.data.splits["valid"] = full[:1000]
+    assert cut.evaluate("valid") == whole.evaluate("valid")
+    whole.data.splits["valid"] = full
+    assert cut.evaluate("valid") != whole.evaluate("valid")
+
+
 def test_an_existing_run_directory_is_not_overwritten(shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     cfg = load_config(None, tiny_overrides(tmp_path))

@@ -106,6 +106,7 @@ class EvalConfig:
     iw_examples: int | None = None  # test examples in that bound; None = all 10,000
     iw_batch_size: int = 25  # examples per chunk of the bound (chunk holds examples x m samples)
     curve_samples: int = 100  # sbn: m of the NLL logged for valid and test every `every` steps
+    curve_examples: int | None = None  # examples of each split in those curves (the first ones); None = all 10,000
 
 
 @dataclass
@@ -372,6 +373,8 @@ def validate(cfg: Config) -> None:
     _check(e.iw_samples >= 1, f"eval.iw_samples: must be >= 1, got {e.iw_samples}")
     _check(e.iw_examples is None or 1 <= e.iw_examples <= 10_000,
            f"eval.iw_examples: must be in [1, 10000] or null, got {e.iw_examples}")
+    _check(e.curve_examples is None or 1 <= e.curve_examples <= 10_000,
+           f"eval.curve_examples: must be in [1, 10000] or null, got {e.curve_examples}")
     _check(e.iw_batch_size >= 1, f"eval.iw_batch_size: must be >= 1, got {e.iw_batch_size}")
 
 

@@ -353,9 +353,10 @@ class BinarizedMNIST:
         x = data[idx]                                                                    # [R, B, 784]
         return rng.bernoulli(x) if self.binarization == "dynamic" else x
 
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[Tensor]:
-        """Consecutive ``[1, B, 784]`` batches covering the split once (broadcast over replicas)."""
-        data = self.splits[split]
+    def eval_batches(self, split: str, batch_size: int, max_examples: int | None = None) -> Iterator[Tensor]:
+        """Consecutive ``[1, B, 784]`` batches covering the split's first ``max_examples`` (all if
+        None) once (broadcast over replicas)."""
+        data = self.splits[split][:max_examples]
         for start in range(0, data.shape[0], batch_size):
             yield data[start:start + batch_size].unsqueeze(0)
 

@@ -33,11 +33,12 @@ def eval_generator(seeds: list[int], step: int, device: torch.device | str) -> R
 
 @torch.no_grad()
 def negative_elbo(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
-                  batch_size: int) -> Tensor:
-    """Mean single-sample negative ELBO over ``split``, per replica: ``[R]`` (nats)."""
+                  batch_size: int, max_examples: int | None = None) -> Tensor:
+    """Mean single-sample negative ELBO over the first ``max_examples`` of ``split`` (all if None),
+    per replica: ``[R]`` (nats)."""
     total, count = 0.0, 0
     num_replicas = len(rng)
-    for x in data.eval_batches(split, batch_size):
+    for x in data.eval_batches(split, batch_size, max_examples):
         x = x.expand(num_replicas, -1, -1)                   # [R, B, 784]
         logits = model.encode(x)                             # [R, B, N, K]
         z = sample_one_hot(logits, rng)                      # [R, B, N, K]
@@ -59,11 +60,7 @@ def negative_log_mean_weight(data: BinarizedMNIST, split: str, num_replicas: int
     bound adds, e.g. M2's classes); samples come ``sample_chunk`` at a time and are combined with
     a running logsumexp, so memory does not grow with m."""
     total, count = 0.0, 0
-    for x in data.eval_batches(split, batch_size):
-        if max_examples is not None:
-            x = x[:, :max_examples - count]
-            if x.shape[1] == 0:
-                break
+    for x in data.eval_batches(split, batch_size, max_examples):
         x = x.expand(num_replicas, -1, -1)                   # [R, B, 784]
         draw = log_weights(x)
         log_w_sum = torch.full(x.shape[:2], -math.inf, device=x.device)  # [R, B]

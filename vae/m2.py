@@ -275,14 +275,14 @@ def marginal(num_classes: int, num_replicas: int) -> Estimator:
 
 @torch.no_grad()
 def evaluate(model: M2, data: BinarizedMNIST, split: str, labels: Tensor, rng: ReplicaGenerator,
-             batch_size: int) -> dict[str, Tensor]:
-    """Over ``split``, per replica ``[R]``: ``neg_elbo``, the mean ``-U(x)`` with y summed exactly
-    and one z per class, and ``accuracy``, the fraction of images whose ``argmax q(y | x)`` is
-    their class in ``labels [n]``."""
+             batch_size: int, max_examples: int | None = None) -> dict[str, Tensor]:
+    """Over the first ``max_examples`` of ``split`` (all if None), per replica ``[R]``:
+    ``neg_elbo``, the mean ``-U(x)`` with y summed exactly and one z per class, and ``accuracy``,
+    the fraction of images whose ``argmax q(y | x)`` is their class in ``labels [n]``."""
     num_replicas = len(rng)
     exact = marginal(model.num_classes, num_replicas).to(labels.device)
     total, correct, count = 0.0, 0.0, 0
-    for x in data.eval_batches(split, batch_size):
+    for x in data.eval_batches(split, batch_size, max_examples):
         x = x.expand(num_replicas, -1, -1)                                   # [R, B, 784]
         loss, _, _ = unlabelled_loss(model, exact, x, rng=rng, tau=1.0, step=0)
         total = total + loss.sum(-1)

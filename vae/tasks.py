@@ -77,7 +77,8 @@ class VAETask:
         return training_loss(model, estimator, x, rng=rng, tau=tau, step=step, kl=cfg.kl)
 
     def curve(self, model, data, split, rng, cfg):
-        return {self.curve_metric: negative_elbo(model, data, split, rng, cfg.eval.batch_size)}
+        return {self.curve_metric: negative_elbo(model, data, split, rng, cfg.eval.batch_size,
+                                                 cfg.eval.curve_examples)}
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
@@ -108,7 +109,7 @@ class SBNTask:
 
     def curve(self, model, data, split, rng, cfg):
         return {self.curve_metric: sbn.negative_log_likelihood(model, data, split, rng, cfg.eval.curve_samples,
-                                                               cfg.eval.batch_size)}
+                                                               cfg.eval.batch_size, cfg.eval.curve_examples)}
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
@@ -139,7 +140,8 @@ class SSLTask:
                                 alpha=cfg.ssl.alpha)
 
     def curve(self, model, data, split, rng, cfg):
-        return m2.evaluate(model, data, split, m2.class_labels(data, split, cfg.ssl), rng, cfg.eval.batch_size)
+        return m2.evaluate(model, data, split, m2.class_labels(data, split, cfg.ssl), rng, cfg.eval.batch_size,
+                           cfg.eval.curve_examples)
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
