@@ -11,6 +11,7 @@ family-wise level 1e-3.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import zlib
@@ -45,10 +46,10 @@ def problem(kind: str, seed: int = 0) -> tuple[StochasticBinaryNetwork, Tensor]:
     return model, x
 
 
-def estimators(name: str, kind: str, model: StochasticBinaryNetwork, replicas: int = 1) -> list:
+def estimators(name: str, kind: str, model: StochasticBinaryNetwork, replicas: int = 1, **settings) -> list:
     n, k = KINDS[kind]
     widths = [HALF, n * (1 if kind == "bernoulli" else k)]      # each layer's input: its NVIL context
-    cfg = EstimatorConfig(name=name, baseline_hidden=8, num_samples=2)   # 4,000 replicas: small networks, k = 2
+    cfg = EstimatorConfig(name=name, baseline_hidden=8, num_samples=2, **settings)   # 4,000 replicas: small networks, k = 2
     return [build_estimator(cfg, latent_shape=(n, k), num_replicas=replicas, context_dim=d) for d in widths]
 
 
@@ -122,3 +123,50 @@ def test_biased_estimators_have_a_measurable_bias_through_two_layers(name: str, 
     worst, z_crit = worst_z(got, want)
     assert math.isfinite(worst) and worst > z_crit
     assert torch.cosine_similarity(got["map0"].mean(0), want["map0"], dim=0) > 0.3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_slope_annealed_st_samples_every_layer_from_its_sharpened_distribution(kind: str) -> None:
+    """``st-annealed`` at slope a (here 1 + 0.5 * 4 = 3) is ``st`` on the network whose stochastic
+    layers' logits are a times larger: the same loss from the same noise, gradients a times the
+    sharpened network's for the stochastic layers' maps, and afterwards the same logits (what the
+    evaluation samples from)."""
+    model, x = problem(kind, seed=5)
+    n, k = KINDS[kind]
+    annealed = estimators("st-annealed", kind, model, slope_rate=0.5, max_slope=5.0)
+    sharp = copy.deepcopy(model)
+    with torch.no_grad():
+        for stochastic_layer in sharp.maps[:-1]:         # affine maps: 3 W, 3 b give 3 x the logits
+            for p in stochastic_layer.parameters():
+                p.mul_(3.0)
+    loss, _ = training_loss(model, annealed, x, rng=ReplicaGenerator([7]), tau=1.0, step=4)
+    plain, _ = training_loss(sharp, estimators("st", kind, sharp), x, rng=ReplicaGenerator([7]), tau=1.0, step=4)
+    torch.testing.assert_close(loss, plain)
+    got, want = layer_grads(model, loss), layer_grads(sharp, plain)
+    for name, factor in (("map0", 3.0), ("map1", 3.0), ("map2", 1.0)):
+        torch.testing.assert_close(got[name], factor * want[name])
+    upper, h = x[..., :HALF], torch.rand(1, x.shape[1], n * (1 if kind == "bernoulli" else k))
+    torch.testing.assert_close(model.logits(0, upper), sharp.logits(0, upper))
+    torch.testing.assert_close(model.logits(1, h), sharp.logits(1, h))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
+def test_variance_normalisation_divides_each_stochastic_layers_gradient_by_its_own_scale(name: str, kind: str) -> None:
+    """With normalisation on and running variances giving scales s = (2, 5) to the two layers'
+    estimators, the training loss's gradient for layer l's map is the one with normalisation off
+    (same noise, same moving averages, same baselines) divided by s_l; the output map's is the
+    same: each layer's whole gradient, as the VAE's encoder's (tests/test_estimators.py)."""
+    model, x = problem(kind, seed=6)
+    on, off = estimators(name, kind, model), estimators(name, kind, model, variance_normalisation=False)
+    for a, b, s in zip(on, off, (2.0, 5.0)):
+        a.normaliser.var.fill_(s ** 2)
+        a.normaliser.mean.fill_(3.0)
+        b.load_state_dict(a.state_dict())
+    loss_on, _ = training_loss(model, on, x, rng=ReplicaGenerator([9]), tau=1.0, step=0)
+    loss_off, _ = training_loss(model, off, x, rng=ReplicaGenerator([9]), tau=1.0, step=0)
+    torch.testing.assert_close(loss_on, loss_off)
+    got, want = layer_grads(model, loss_on), layer_grads(model, loss_off)
+    assert want["map0"].abs().max() > 0 and want["map1"].abs().max() > 0
+    for name_, divisor in (("map0", 2.0), ("map1", 5.0), ("map2", 1.0)):
+        torch.testing.assert_close(got[name_], want[name_] / divisor)

@@ -68,9 +68,9 @@ from tqdm import tqdm
 from vae.config import ConfigError, SSLConfig
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
+from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
 from vae.models import categorical_kl
-from vae.objectives import divide_gradient
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups
 
 SIDE = 28            # images are SIDE x SIDE

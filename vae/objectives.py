@@ -21,14 +21,9 @@ import torch
 from torch import Tensor
 
 from vae.estimators import Estimator
+from vae.estimators.signal import divide_gradient
 from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.replicas import ReplicaGenerator
-
-
-def divide_gradient(x: Tensor, scale: Tensor) -> Tensor:
-    """Value ``x [R, ...]``, gradient divided by ``scale [R]`` (per replica)."""
-    s = scale.reshape(-1, *([1] * (x.dim() - 1)))
-    return x.detach() + (x - x.detach()) / s
 
 
 def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator,

@@ -14,7 +14,10 @@ differentiates samples layer l+1 through layer l+1's estimator, so no estimator 
 layers, and a score-function estimator's learning signal at layer l is everything downstream of
 it. Estimators that expand the objective in a Taylor series (muprop, darn) read its mean-field
 version (``f.mean_field``: means propagated deterministically through the layers below), the
-point Gu et al. (2016) expand a multi-layer network at.
+point Gu et al. (2016) expand a multi-layer network at. What an estimator asks of the model
+applies layer by layer, as the VAE applies it to its encoder: variance normalisation divides the
+gradient of layer l's logits by layer l's estimator's scale, and slope-annealed ST's slope
+multiplies layer l's logits, in training and in evaluation (``model.logit_scale``).
 
 Evaluation: ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)`` (m = 1000 for Table 1
 and Figure 3): an upper bound on ``-log p(x_lower | x_upper)`` that tightens as m grows.
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator
 from vae.estimators.sampling import sample_one_hot
+from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
 from vae.gumbel import Generator
 from vae.models import LatentKind
@@ -53,6 +57,10 @@ class StochasticBinaryNetwork(nn.Module):
         width = num_latents * (1 if kind == "bernoulli" else num_classes)     # a layer's free logits
         sizes = [HALF, *[width] * layers, HALF]
         self.maps = nn.ModuleList(ReplicaMLP([a, *hidden, b], rng) for a, b in zip(sizes[:-1], sizes[1:]))
+        # the slope a_l of each stochastic layer (1 unless its estimator sets one: slope-annealed ST,
+        # vae.estimators.base.Estimator.logit_scale): p(h_l | h_{l-1}) = softmax(a_l * logits)
+        # everywhere, in training and in evaluation, as the VAE's posterior (vae.models.DiscreteVAE)
+        self.register_buffer("logit_scale", torch.ones(layers))
 
     def flat(self, z: Tensor) -> Tensor:
         """A layer's sample ``[..., N, K]`` as the next map's input ``[..., N * free]``."""
@@ -60,8 +68,8 @@ class StochasticBinaryNetwork(nn.Module):
 
     def logits(self, layer: int, below: Tensor) -> Tensor:
         """Logits ``[R, ..., N, K]`` of stochastic layer ``layer`` (0-based) given the layer below
-        (``x_upper`` for layer 0, else that layer's flat sample)."""
-        free = self.maps[layer](below).unflatten(-1, (self.num_latents, -1))
+        (``x_upper`` for layer 0, else that layer's flat sample), times the layer's slope."""
+        free = (self.maps[layer](below) * self.logit_scale[layer]).unflatten(-1, (self.num_latents, -1))
         return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
 
     def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
@@ -79,12 +87,24 @@ def _merge(t: Tensor, lead: int) -> Tensor:
 def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x: Tensor, *,
                   rng: Generator, tau: float | Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
     """The per-example training loss ``[R, B]`` (value ``-log p(x_lower | h)`` at the sampled h) and
-    the first layer's estimator info, for a batch ``x [R, B, 784]``; one estimator per layer. The
-    info adds ``decoder_evals``: output-layer evaluations per example (the step's cost)."""
+    the first layer's estimator info, for a batch ``x [R, B, 784]``; one estimator per layer. Sets
+    ``model.logit_scale`` to the layers' estimators' slopes at ``step``. With variance normalisation
+    (:meth:`Estimator.encoder_gradient_scale`, ``s_l [R]``) the whole gradient of layer l's logits,
+    so of its map, is divided by its estimator's s_l, as the VAE's encoder's (vae.objectives); the
+    output map's is not. The info adds ``decoder_evals``: output-layer evaluations per example (the
+    step's cost)."""
+    model.logit_scale = torch.tensor([estimator.logit_scale(step) for estimator in estimators],
+                                     device=model.logit_scale.device)     # a new tensor: graphs keep theirs
+    scales = [estimator.encoder_gradient_scale() for estimator in estimators]   # read before any draw
     upper, lower = x[..., :HALF], x[..., HALF:]
     evaluated = []
 
-    def layer_surrogate(layer: int, logits: Tensor, lower: Tensor, context: Tensor) -> tuple[Tensor, dict]:
+    def logits(layer: int, below: Tensor) -> Tensor:
+        """Layer ``layer``'s logits given the layer below, their gradient divided by ``s_layer``."""
+        out = model.logits(layer, below)
+        return out if scales[layer] is None else divide_gradient(out, scales[layer])
+
+    def layer_surrogate(layer: int, layer_logits: Tensor, lower: Tensor, context: Tensor) -> tuple[Tensor, dict]:
         """Layer ``layer``'s estimator on logits ``[R, B', N, K]`` (B' may hold sample axes of the
         layers above, merged into the batch), its objective nested over the layers below."""
         last = layer == model.layers - 1
@@ -98,14 +118,14 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
             below = model.flat(z)                                     # [R, *S, B', N * free]
             repeated = lower.reshape(lower.shape[0], *([1] * (lead - 1)), *lower.shape[1:])
             repeated = repeated.expand(*below.shape[:-1], lower.shape[-1])
-            surrogate, _ = layer_surrogate(layer + 1, _merge(model.logits(layer + 1, below), lead),
+            surrogate, _ = layer_surrogate(layer + 1, _merge(logits(layer + 1, below), lead),
                                            _merge(repeated, lead), _merge(below, lead))
             return surrogate.reshape(z.shape[:-2])
 
         f.mean_field = lambda point: mean_field_loss(model, layer, point, lower)
-        return estimators[layer](logits, f, rng=rng, tau=tau, step=step, context=context)
+        return estimators[layer](layer_logits, f, rng=rng, tau=tau, step=step, context=context)
 
-    surrogate, info = layer_surrogate(0, model.logits(0, upper), lower, upper)
+    surrogate, info = layer_surrogate(0, logits(0, upper), lower, upper)
     info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
                                        device=surrogate.device)
     return surrogate, info

@@ -12,14 +12,23 @@ the centring keeps the estimator unbiased), without gradients:
 
 over all axes but R. The scale s is not applied here: the estimators hand it to the trainer
 (:meth:`vae.estimators.base.Estimator.encoder_gradient_scale`), which divides the *whole* encoder
-gradient of the training loss by it -- the score term and the analytic KL's encoder gradient alike,
-as when the KL is part of NVIL's learning signal ``log p(x, z) - log q(z | x)``.
+gradient of the training loss by it (:func:`divide_gradient` on the logits) -- the score term and
+the analytic KL's encoder gradient alike, as when the KL is part of NVIL's learning signal
+``log p(x, z) - log q(z | x)``; in a network of several stochastic layers (vae.sbn), each layer's
+logits by its own estimator's s.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+
+def divide_gradient(x: Tensor, scale: Tensor) -> Tensor:
+    """Value ``x [R, ...]``, gradient divided by ``scale [R]`` (per replica): how a model applies
+    an estimator's ``encoder_gradient_scale`` to the logits it hands the estimator."""
+    s = scale.reshape(-1, *([1] * (x.dim() - 1)))
+    return x.detach() + (x - x.detach()) / s
 
 
 class SignalNormaliser(nn.Module):
