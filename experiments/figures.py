@@ -39,7 +39,7 @@ import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
 from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
-                               SWEEP_DIR, column, column_title, schedule_label)
+                               SWEEP_DIR, column, column_title, schedule_label, test_digits)
 from vae import m2
 from vae.config import config_from_dict
 from vae.data import BinarizedMNIST
@@ -97,13 +97,6 @@ def footer(points: list[Point], preset: str, extra: str = "", notes: dict[str, s
     """``extra``, what the preset's budget means (``notes``), then the provenance line of ``points``."""
     note = " ".join(filter(None, [extra, notes[preset]]))
     return note + "\n" + provenance([p.run_dir for p in points], preset)
-
-
-def curve_digits(points: list[Point]) -> str:
-    """The test digits the points' curves are measured on: ``all 10,000 test digits``, ``the
-    first 1000 test digits``."""
-    counts = sorted({p.cfg.eval.curve_examples or 10_000 for p in points})
-    return "all 10,000 test digits" if counts == [10_000] else f"the first {', '.join(map(str, counts))} test digits"
 
 
 def band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
@@ -179,6 +172,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
     points = sweep_points("sbn", preset, results_dir)
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     m = sorted({p.cfg.eval.curve_samples for p in points})
+    digits = test_digits(", ".join(sorted({str(p.cfg.eval.curve_examples or 10_000) for p in points})))
     for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
         for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             name, variant = column(point)
@@ -186,7 +180,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
         ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
         ax.set_xlabel("training step")
-        ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{curve_digits(points)})")
+        ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{digits})")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("Figure 3 (reproduction): structured output prediction, test negative log-likelihood during "

@@ -93,8 +93,8 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
     so of its map, is divided by its estimator's s_l, as the VAE's encoder's (vae.objectives); the
     output map's is not. The info adds ``decoder_evals``: output-layer evaluations per example (the
     step's cost)."""
-    model.logit_scale = torch.tensor([estimator.logit_scale(step) for estimator in estimators],
-                                     device=model.logit_scale.device)     # a new tensor: graphs keep theirs
+    for layer, estimator in enumerate(estimators):
+        model.logit_scale[layer].fill_(estimator.logit_scale(step))      # in place: no copy to the device
     scales = [estimator.encoder_gradient_scale() for estimator in estimators]   # read before any draw
     upper, lower = x[..., :HALF], x[..., HALF:]
     evaluated = []
