@@ -564,9 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack-lr", action="store_true",
                         help="train the points that differ only in optim.lr as one run, a learning rate per replica "
                              "(the GPU recipe for a learning-rate grid); their records are the same as unpacked")
-    parser.add_argument("--point", nargs="+", metavar="NAME",
+    parser.add_argument("--point", nargs="+", action="extend", metavar="NAME",
                         help="run only the points of these names (<slug>__<hash>, as --dry-run lists them; a W&B "
-                             "agent runs one); put it after the sweep file")
+                             "agent runs one; --point A B and --point A --point B are the same); put it after the "
+                             "sweep file")
     parser.add_argument("--wandb", action="store_true",
                         help="register the sweep with W&B and print the agent command (needs a login)")
     parser.add_argument("--agents", type=int, default=0, help="with --wandb: start this many agents here")

@@ -258,6 +258,9 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
                            "--results-dir", str(tmp_path), "--point", *names]) == 0
     assert [line.rsplit("/", 1)[1] for line in capsys.readouterr().out.splitlines()] == names
+    assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",  # repeated
+                           "--results-dir", str(tmp_path), "--point", names[0], "--point", names[1]]) == 0
+    assert [line.rsplit("/", 1)[1] for line in capsys.readouterr().out.splitlines()] == names
 
 
 @pytest.mark.parametrize(("sweep_text", "args", "message"), [
