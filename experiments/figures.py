@@ -348,9 +348,9 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     fig.suptitle("Gradient estimators: variance during training, the bias / variance trade-off of τ, and every "
                  "estimator's bias and variance")
     note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
-            f"and model state; the gradient is the trainer's, so for the estimators with variance normalisation "
-            f"(SF, NVIL, DARN, MuProp) it is divided by the signal's running std s and its variance by s²: compare "
-            f"those curves with each other, not with the rest. (b, c, d): no training; {noise}; an unbiased "
+            f"and model state; the gradient is the training loss's before variance normalisation (SF, NVIL, DARN "
+            f"and MuProp train on it divided by the signal's running std s), so every curve is the estimator's own "
+            f"variance. (b, c, d): no training; {noise}; an unbiased "
             f"estimator's bar of bias is that noise.")
     return save(fig, results_dir / "figures" / preset, "gradvar", footer(points, preset, note))
 

@@ -15,8 +15,8 @@ from vae.replicas import ReplicaGenerator
 NUM_DRAWS = 4000
 
 
-def build(name: str, latent_shape: tuple[int, int], num_replicas: int = 1, data_dim: int = 5):
-    return build_estimator(EstimatorConfig(name=name), num_replicas=num_replicas,
+def build(name: str, latent_shape: tuple[int, int], num_replicas: int = 1, data_dim: int = 5, **settings):
+    return build_estimator(EstimatorConfig(name=name, **settings), num_replicas=num_replicas,
                            latent_shape=latent_shape, context_dim=data_dim,
                            rng=ReplicaGenerator(list(range(num_replicas))))
 
@@ -97,6 +97,23 @@ def test_encoder_gradient_variance_of_exact_is_zero_and_of_reinforce_is_not() ->
                         for name in ("exact", "reinforce"))
     assert (exact < 1e-10).all()
     assert (reinforce > 1e-4).all()
+
+
+@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
+def test_encoder_gradient_variance_is_measured_before_variance_normalisation(name: str) -> None:
+    """With the same noise and the same signal centre, the variance with normalisation on (the
+    trainer divides the encoder gradient by s = 3 and 1.5) equals that with it off: the
+    diagnostic undoes the division. Without the undoing they differ by s^2 = 9 and 2.25."""
+    model, x = tiny_vae(2)
+    variances = []
+    for normalise in (True, False):
+        estimator = build(name, (3, 4), num_replicas=2, variance_normalisation=normalise)
+        estimator.normaliser.mean.fill_(2.0)
+        estimator.normaliser.var.copy_(torch.tensor([9.0, 2.25]))
+        variances.append(encoder_gradient_variance(model, estimator, x, rng=ReplicaGenerator([3, 4]),
+                                                   tau=1.0, step=0, num_draws=8))
+    assert (variances[0] > 1e-4).all()
+    torch.testing.assert_close(variances[0], variances[1], rtol=1e-5, atol=0)
 
 
 def test_encoder_gradient_variance_needs_two_draws() -> None:

@@ -138,8 +138,11 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
     """``[R]``: sum over encoder coordinates of the variance of the encoder gradient over draws.
 
     The gradient is that of the batch-mean training loss as the trainer computes it
-    (:func:`vae.objectives.training_loss`, variance normalisation included), for a fixed batch
-    ``x [R, B, D]``; each of ``num_draws >= 2``
+    (:func:`vae.objectives.training_loss`), for a fixed batch ``x [R, B, D]``, *before*
+    variance normalisation: the trainer divides the encoder gradient of SF, NVIL, DARN and MuProp
+    by the running std ``s [R]`` (:meth:`Estimator.encoder_gradient_scale`), a per-replica
+    rescaling that Adam all but undoes; the gradient is multiplied back by ``s`` here, so the
+    variance is the estimator's own and compares across estimators. Each of ``num_draws >= 2``
     draws uses fresh noise from ``rng`` (pass a generator of its own to leave the training
     stream untouched). Gradients come from ``torch.autograd.grad``, so no ``.grad`` is written;
     the estimator runs in eval mode (its moving averages are not updated) and its mode is restored.
@@ -147,6 +150,8 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
     if num_draws < 2:
         raise ValueError(f"num_draws must be >= 2 for a variance, got {num_draws}")
     params = {"encoder": list(model.encoder.parameters())}
+    scale = estimator.encoder_gradient_scale()                                # [R] or None
+    undo = torch.ones(()) if scale is None else scale.double()[:, None]      # [R, 1]
     was_training = estimator.training
     estimator.eval()
     try:
@@ -154,7 +159,7 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
         for _ in range(num_draws):
             per_example, _, _ = training_loss(model, estimator, x, rng=rng, tau=tau, step=step)
             loss = per_example.mean(-1).sum()
-            g = _flat_grads(loss, params)["encoder"].double()                 # [R, P]
+            g = _flat_grads(loss, params)["encoder"].double() * undo          # [R, P]
             total, total_sq = total + g, total_sq + g.square()
     finally:
         estimator.train(was_training)
