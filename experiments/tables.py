@@ -28,6 +28,7 @@ from pathlib import Path
 from experiments.sweep import PRESETS, STORE, Point, SweepError, best_points, expand, read_sweep
 from vae.config import Config, TauConfig
 from vae.estimators import display_name
+from vae.estimators.config import BERNOULLI_ONLY
 from vae.results import FAILED, final, load_summary, provenance
 
 SWEEP_DIR = Path("configs/sweeps")
@@ -75,11 +76,12 @@ def _final(point: Point) -> tuple[float, float] | None:
     return final(load_summary(point.run_dir), FINAL[point.cfg.task])
 
 
-def _cell(point: Point | None, key: str | None = None, scale: float = 1.0) -> str:
+def _cell(point: Point | None, key: str | None = None, scale: float = 1.0, *,
+          applies: bool = True) -> str:
     """``mean ± std`` of ``key`` (default: the run's test number of :data:`FINAL`) times ``scale``,
-    or why there is none."""
+    or why there is none (``applies=False``: the estimator does not apply to the row's latents)."""
     if point is None:
-        return "not run"
+        return "not run" if applies else "Bernoulli only"
     if (point.run_dir / FAILED).exists():
         return "diverged"
     value = final(load_summary(point.run_dir), key or FINAL[point.cfg.task])
@@ -131,7 +133,8 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
                                 if any((p.cfg.task, p.cfg.model.kind) == row for p in points)):
         cells = [by_cell.get((task, kind, *c)) for c in columns]
         papers = [None if variant else PAPER_TABLE1[task, kind].get(name) for name, variant in columns]
-        rows.append((f"{label} ours", [_cell(p) for p in cells]))
+        rows.append((f"{label} ours", [_cell(p, applies=kind == "bernoulli" or name not in BERNOULLI_ONLY)
+                                       for p, (name, _) in zip(cells, columns)]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
         rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
         rows.append((f"{label} decoder evaluations / example / step", [_cost(p, "decoder") for p in cells]))

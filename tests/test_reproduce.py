@@ -233,6 +233,20 @@ def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(
     assert not (tmp_path / "tables").exists()
 
 
+def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path, monkeypatch):
+    """ARM and DisARM have no categorical cell (Bernoulli latents only), which is not the same as
+    a cell still to run: the table says which."""
+    from experiments.tables import table1_rows
+    monkeypatch.chdir(REPO)
+    points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", tmp_path)
+    header, rows = table1_rows([p for p in points if p.cfg.model.hidden == []])
+    cells = dict(rows)
+    bernoulli_only = [h for h, c in zip(header, cells["VAE (Cat.) ours"]) if c == "Bernoulli only"]
+    assert bernoulli_only == ["ARM", "DisARM"]
+    assert "Bernoulli only" not in cells["VAE (Bern.) ours"]
+    assert set(cells["VAE (Bern.) ours"]) == {"unfinished"}       # every Bernoulli cell is a point
+
+
 def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
     """A run still training has curves on this machine only: a figure drawn from them would differ
     from the same figure drawn on a clone of the committed records."""

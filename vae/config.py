@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vae.estimators.config import EstimatorConfig
+from vae.estimators.config import BERNOULLI_ONLY, CATEGORICAL_ALTERNATIVES, EstimatorConfig
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -332,9 +332,9 @@ def validate(cfg: Config) -> None:
     _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", cfg.experiment) is not None,
            f"experiment: letters, digits, '_', '.', '-' (not starting with '.'), got {cfg.experiment!r}")
     _check(m.kind in ("categorical", "bernoulli"), f"model.kind: {m.kind!r}; allowed: categorical, bernoulli")
-    _check(cfg.estimator.name not in ("arm", "disarm") or m.kind == "bernoulli",
+    _check(cfg.estimator.name not in BERNOULLI_ONLY or m.kind == "bernoulli",
            f"estimator.name: {cfg.estimator.name!r} is for Bernoulli latents (model.kind=bernoulli); for "
-           f"categorical latents use rloo, vimco, rebar, relax, muprop (unbiased) or gumbel-rao, reinmax (biased)")
+           f"categorical latents use {CATEGORICAL_ALTERNATIVES}")
     lowest_tau = t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
     _check(cfg.estimator.name != "reinmax" or lowest_tau >= 1,
            f"estimator.name: 'reinmax' needs tau >= 1 throughout (its authors' choice: at tau = 1 its backward pass "

@@ -22,11 +22,9 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import EstimatorConfig
+from vae.estimators.config import CATEGORICAL_ALTERNATIVES, EstimatorConfig
 from vae.gumbel import Generator, uniform
 from vae.replicas import ReplicaGenerator
-
-CATEGORICAL_ALTERNATIVES = "rloo, vimco, rebar, relax, muprop (unbiased) or gumbel-rao, reinmax (biased)"
 
 
 class ARM(Estimator):
