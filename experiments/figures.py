@@ -350,8 +350,7 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
             f"and model state; the gradient is the training loss's before variance normalisation (SF, NVIL, DARN "
             f"and MuProp train on it divided by the signal's running std s), so every curve is the estimator's own "
-            f"variance. (b, c, d): no training; {noise}; an unbiased "
-            f"estimator's bar of bias is that noise.")
+            f"variance. (b, c, d): no training; {noise}; an unbiased estimator's bar of bias is that noise.")
     return save(fig, results_dir / "figures" / preset, "gradvar", footer(points, preset, note))
 
 

@@ -151,7 +151,7 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
         raise ValueError(f"num_draws must be >= 2 for a variance, got {num_draws}")
     params = {"encoder": list(model.encoder.parameters())}
     scale = estimator.encoder_gradient_scale()                                # [R] or None
-    undo = torch.ones(()) if scale is None else scale.double()[:, None]      # [R, 1]
+    undo = 1.0 if scale is None else scale.double()[:, None]                 # [R, 1]: undo the division
     was_training = estimator.training
     estimator.eval()
     try:
