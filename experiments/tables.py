@@ -170,6 +170,24 @@ def test_digits(examples: str) -> str:
     return "all 10,000 test digits" if examples == "10000" else f"the first {examples} of the 10,000 test digits"
 
 
+def paper_distance(points: list[Point]) -> str:
+    """``mean abs(ours − paper)`` over the finished cells that have a paper number, per row and over
+    all of them, with the number of cells in brackets; empty when no such cell has finished."""
+    gaps: dict[str, list[float]] = {}
+    for p in points:
+        name, variant = column(p)
+        paper = None if variant else PAPER_TABLE1[p.cfg.task, p.cfg.model.kind].get(name)
+        value = _final(p)
+        if paper is not None and value is not None:
+            gaps.setdefault(ROWS[p.cfg.task, p.cfg.model.kind], []).append(abs(value[0] - paper))
+    if not gaps:
+        return ""
+    every = [g for row in gaps.values() for g in row]
+    parts = [f"{label} {sum(g) / len(g):.1f} ({len(g)})" for label, g in gaps.items()]
+    return (f" Mean abs(ours − paper) over the finished cells with a paper number (their number in brackets): "
+            f"{', '.join(parts)}; all {sum(every) / len(every):.1f} ({len(every)}).")
+
+
 def table1_caption(points: list[Point], preset: str) -> str:
     """What the numbers are, and the model, budget and provenance behind them (read from the runs)."""
     summaries = [s for s in (load_summary(p.run_dir) for p in points) if s is not None]
@@ -196,7 +214,7 @@ def table1_caption(points: list[Point], preset: str) -> str:
                 f"p(h | x_upper), m = {values('iw_samples')}, on")
     return (f"{what} {digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps at batch 100; model: "
             f"{labels(model_label)}; optimiser {labels(optimiser_label)}, learning rate {lr}.{tau} "
-            f"'paper': Jang, Gu & Poole (2017), Table 1. SF = reinforce-ema (moving-average baseline), which like "
+            f"'paper': Jang, Gu & Poole (2017), Table 1.{paper_distance(points)} SF = reinforce-ema (moving-average baseline), which like "
             f"DARN, MuProp and NVIL divides the whole encoder gradient by the learning signal's running std "
             f"(variance normalisation, as the paper did) unless a column says VN off. Columns with a setting in "
             f"brackets are variants of the estimator before them, and the estimators after ST Gumbel-S. are later "

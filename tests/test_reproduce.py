@@ -75,6 +75,19 @@ def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(ti
     assert "\\toprule" in (results / "tables" / "tiny" / "table1.tex").read_text()
 
 
+def test_table1_caption_gives_the_mean_distance_to_the_paper_of_its_own_difference_rows(tiny_results):
+    """The caption's ``mean abs(ours − paper)`` per row agrees with the mean of that row's printed
+    ``ours − paper`` cells; they are rounded to 0.1, so the two may differ by up to 0.05."""
+    results, _ = tiny_results
+    vae_table = (results / "tables" / "tiny" / "table1.md").read_text().split("Table 1, SBN rows")[1]
+    for label in ("VAE (Bern.)", "VAE (Cat.)"):
+        row = next(line for line in vae_table.splitlines() if line.startswith(f"| {label} ours − paper"))
+        gaps = [abs(float(cell)) for cell in row.split("|")[2:-1] if cell.strip() != "–"]
+        stated = re.search(re.escape(label) + r" (\d+\.\d) \((\d+)\)", vae_table)
+        assert stated is not None and int(stated[2]) == len(gaps) > 0, label
+        assert abs(float(stated[1]) - sum(gaps) / len(gaps)) <= 0.05 + 1e-9, (label, stated[0], gaps)
+
+
 def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "table2.md").read_text()
