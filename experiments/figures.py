@@ -39,9 +39,9 @@ import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
 from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
-                               SWEEP_DIR, column, column_title, schedule_label, test_digits)
+                               SWEEP_DIR, column, column_title, model_label, schedule_label, test_digits)
 from vae import m2
-from vae.config import config_from_dict
+from vae.config import Config, config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
 from vae.estimators import EstimatorConfig, build_estimator, display_name
@@ -143,28 +143,46 @@ def fig1(preset: str, results_dir: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- figure 4
 
+def model_slug(cfg: Config) -> str:
+    """``affine`` or ``mlp-512-256`` (and ``-learned-prior``): a VAE's model in a file name."""
+    m = cfg.model
+    return ("-".join(["mlp", *map(str, m.hidden)]) if m.hidden else "affine") + ("-learned-prior" if m.prior == "learned" else "")
+
+
 def fig4(preset: str, results_dir: Path) -> list[Path]:
-    """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE."""
-    points = sweep_points("table1", preset, results_dir)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
-    for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
-        lows, highs = [], []
-        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
-            name, variant = column(point)
-            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
-                  linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
-            c = curve(point.run_dir, "test/neg_elbo")
-            lows += c.mean
-            highs += c.mean[len(c.mean) // 2:]
-        if lows:   # the early, very high values of slow estimators would flatten every curve
-            ax.set_ylim(min(lows) - 2, max(highs) + 0.3 * (max(highs) - min(lows)) + 2)
-        ax.set_title(f"({letter}) {title}")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, title="estimator\n(dashed: later\nor a variant)", loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds")
-    return save(fig, results_dir / "figures" / preset, "fig4_vae_curves", footer(points, preset))
+    """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE. One
+    figure per model of the sweep, as Table 1 has one table per model: ``fig4_vae_curves`` for the
+    sweep's grid's model (the reproduction), ``fig4_vae_curves_<model>`` for any other."""
+    by_model: dict[str, list[Point]] = {}
+    for point in sweep_points("table1", preset, results_dir):
+        by_model.setdefault(model_label(point.cfg), []).append(point)
+    paths = []
+    for number, (model, points) in enumerate(by_model.items()):
+        if not finished(points):
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
+        for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
+            lows, highs = [], []
+            for point in (p for p in finished(points) if p.cfg.model.kind == kind):
+                name, variant = column(point)
+                band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
+                      linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
+                c = curve(point.run_dir, "test/neg_elbo")
+                lows += c.mean
+                highs += c.mean[len(c.mean) // 2:]
+            if lows:   # the early, very high values of slow estimators would flatten every curve
+                ax.set_ylim(min(lows) - 2, max(highs) + 0.3 * (max(highs) - min(lows)) + 2)
+            ax.set_title(f"({letter}) {title}")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
+            ax.grid(alpha=0.3)
+        handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}   # both panels'
+        axes[1].legend(handles.values(), handles.keys(), fontsize=8, title="estimator\n(dashed: later\nor a variant)",
+                       loc="upper left", bbox_to_anchor=(1.02, 1))
+        fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds\n{model}")
+        name = "fig4_vae_curves" + ("" if number == 0 else f"_{model_slug(points[0].cfg)}")
+        paths += save(fig, results_dir / "figures" / preset, name, footer(points, preset))
+    return paths
 
 
 def fig3(preset: str, results_dir: Path) -> list[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,6 +272,22 @@ def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
         (point.run_dir / "metrics.jsonl").write_text("")
     (gs.run_dir / SUMMARY).write_text("{}")
     assert finished([gs, rloo]) == [gs]
+
+
+def test_fig4_draws_one_figure_per_model_as_table1_has_one_table_per_model(tmp_path, monkeypatch):
+    """The converged sweep trains the affine model and the MLP: curves of both in one panel would
+    carry two legend entries per estimator with nothing to tell them apart."""
+    from experiments.figures import fig4
+    monkeypatch.chdir(REPO)
+    points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", tmp_path)
+    chosen = [next(p for p in points if p.cfg.model.hidden == hidden and p.cfg.estimator.name == "st")
+              for hidden in ([], [512, 256])]
+    for point in chosen:                    # the committed records of these two runs, copied
+        committed = REPO / "results" / "sweeps" / "table1" / point.run_dir.name
+        shutil.copytree(committed, point.run_dir, ignore=shutil.ignore_patterns("*.pt"))
+    names = sorted(path.name for path in fig4("converged", tmp_path))
+    assert names == ["fig4_vae_curves.pdf", "fig4_vae_curves.png",
+                     "fig4_vae_curves_mlp-512-256.pdf", "fig4_vae_curves_mlp-512-256.png"]
 
 
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
