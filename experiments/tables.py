@@ -84,8 +84,12 @@ def _cell(point: Point | None, key: str | None = None, scale: float = 1.0, *,
         return "not run" if applies else "Bernoulli only"
     if (point.run_dir / FAILED).exists():
         return "diverged"
-    value = final(load_summary(point.run_dir), key or FINAL[point.cfg.task])
-    return "unfinished" if value is None else f"{scale * value[0]:.1f} ± {scale * value[1]:.1f}"
+    summary = load_summary(point.run_dir)
+    value = final(summary, key or FINAL[point.cfg.task])
+    if value is None:
+        return "unfinished"
+    spread = f" ± {scale * value[1]:.1f}" if len(summary["seeds"]) > 1 else ""   # one seed: no spread to show
+    return f"{scale * value[0]:.1f}{spread}"
 
 
 def _difference(point: Point | None, paper: float | None) -> str:
@@ -199,7 +203,9 @@ def table1_caption(points: list[Point], preset: str) -> str:
         return "; ".join(dict.fromkeys(describe(p.cfg) for p in points)) or "?"
 
     digits = test_digits(values("iw_examples"))
-    seeds = ", ".join(sorted({str(len(s["seeds"])) for s in summaries})) or "?"
+    counts = sorted({len(s["seeds"]) for s in summaries})
+    seeds = "one seed" if counts == [1] else f"mean ± std over {', '.join(map(str, counts)) or '?'} seeds"
+    seeds += " (a cell without ± is one seed)" if len(counts) > 1 and 1 in counts else ""
     lrs = sorted({p.cfg.optim.lr for p in points})
     lr = ", ".join(f"{v:g}" for v in lrs)
     lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
@@ -212,7 +218,7 @@ def table1_caption(points: list[Point], preset: str) -> str:
         what = ("Table 1, SBN rows (reproduction). Test negative log-likelihood of a digit's lower half given its "
                 "upper half in nats (lower is better). 'ours': -log (1/m) sum_i p(x_lower | h_i), h_i ~ "
                 f"p(h | x_upper), m = {values('iw_samples')}, on")
-    return (f"{what} {digits}, mean ± std over {seeds} seeds, after {values('steps')} training steps at batch 100; model: "
+    return (f"{what} {digits}, {seeds}, after {values('steps')} training steps at batch 100; model: "
             f"{labels(model_label)}; optimiser {labels(optimiser_label)}, learning rate {lr}.{tau} "
             f"'paper': Jang, Gu & Poole (2017), Table 1.{paper_distance(points)} SF = reinforce-ema (moving-average baseline), which like "
             f"DARN, MuProp and NVIL divides the whole encoder gradient by the learning signal's running std "

@@ -261,6 +261,20 @@ def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path
     assert set(cells["VAE (Bern.) ours"]) == {"unfinished"}       # every Bernoulli cell is a point
 
 
+def test_table1_shows_a_spread_only_where_there_are_seeds_to_spread(monkeypatch):
+    """The committed converged records: the affine model's cells have 2 seeds (``mean ± std``), the
+    MLP's one (the mean alone: a '± 0.0' would claim seeds that agree exactly)."""
+    from experiments.tables import table1_caption, table1_rows
+    monkeypatch.chdir(REPO)
+    points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", REPO / "results")
+    for hidden, cell, caption in (([], r"\d+\.\d ± \d+\.\d", "mean ± std over 2 seeds"), ([512, 256], r"\d+\.\d", "one seed")):
+        group = [p for p in points if p.cfg.model.hidden == hidden]
+        cells = [c for label, row in table1_rows(group)[1] if label.endswith(" ours") for c in row]
+        finished = [c for c in cells if c[0].isdigit()]
+        assert finished and all(re.fullmatch(cell, c) for c in finished), (hidden, finished)
+        assert f"test digits, {caption}, after" in table1_caption(group, "converged")
+
+
 def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
     """A run still training has curves on this machine only: a figure drawn from them would differ
     from the same figure drawn on a clone of the committed records."""
