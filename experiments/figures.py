@@ -39,7 +39,7 @@ import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
 from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
-                               SWEEP_DIR, column, column_title, model_label, schedule_label, test_digits)
+                               SWEEP_DIR, by_model, column, column_title, schedule_label, test_digits)
 from vae import m2
 from vae.config import Config, config_from_dict
 from vae.data import BinarizedMNIST
@@ -152,37 +152,39 @@ def model_slug(cfg: Config) -> str:
 def fig4(preset: str, results_dir: Path) -> list[Path]:
     """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE. One
     figure per model of the sweep, as Table 1 has one table per model: ``fig4_vae_curves`` for the
-    sweep's grid's model (the reproduction), ``fig4_vae_curves_<model>`` for any other."""
-    by_model: dict[str, list[Point]] = {}
-    for point in sweep_points("table1", preset, results_dir):
-        by_model.setdefault(model_label(point.cfg), []).append(point)
+    sweep's grid's model (the reproduction, drawn even before a run ends, as every figure),
+    ``fig4_vae_curves_<model>`` for any other model with a finished run."""
     paths = []
-    for number, (model, points) in enumerate(by_model.items()):
-        if number > 0 and not finished(points):   # the grid's model is drawn even before a run ends, as every figure
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
-        for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
-            lows, highs = [], []
-            for point in (p for p in finished(points) if p.cfg.model.kind == kind):
-                name, variant = column(point)
-                band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[name], label=column_title(name, variant),
-                      linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
-                c = curve(point.run_dir, "test/neg_elbo")
-                lows += c.mean
-                highs += c.mean[len(c.mean) // 2:]
-            if lows:   # the early, very high values of slow estimators would flatten every curve
-                ax.set_ylim(min(lows) - 2, max(highs) + 0.3 * (max(highs) - min(lows)) + 2)
-            ax.set_title(f"({letter}) {title}")
-            ax.set_xlabel("training step")
-            ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
-            ax.grid(alpha=0.3)
-        handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}   # both panels'
-        axes[1].legend(handles.values(), handles.keys(), fontsize=8, title="estimator\n(dashed: later\nor a variant)",
-                       loc="upper left", bbox_to_anchor=(1.02, 1))
-        fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds\n{model}")
-        name = "fig4_vae_curves" + ("" if number == 0 else f"_{model_slug(points[0].cfg)}")
-        paths += save(fig, results_dir / "figures" / preset, name, footer(points, preset))
+    for number, (model, points) in enumerate(by_model(sweep_points("table1", preset, results_dir)).items()):
+        if number == 0 or finished(points):
+            name = "fig4_vae_curves" + ("" if number == 0 else f"_{model_slug(points[0].cfg)}")
+            paths += vae_curves(points, model, preset, results_dir, name)
     return paths
+
+
+def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, name: str) -> list[Path]:
+    """Figure 4 for the runs of one model: a panel per latent kind, a curve per finished run."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
+    for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
+        lows, highs = [], []
+        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
+            estimator, variant = column(point)
+            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[estimator], label=column_title(estimator, variant),
+                  linestyle="-" if estimator in PAPER_ESTIMATORS and not variant else "--", marker=".")
+            c = curve(point.run_dir, "test/neg_elbo")
+            lows += c.mean
+            highs += c.mean[len(c.mean) // 2:]
+        if lows:   # the early, very high values of slow estimators would flatten every curve
+            ax.set_ylim(min(lows) - 2, max(highs) + 0.3 * (max(highs) - min(lows)) + 2)
+        ax.set_title(f"({letter}) {title}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
+        ax.grid(alpha=0.3)
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}   # both panels'
+    axes[1].legend(handles.values(), handles.keys(), fontsize=8, title="estimator\n(dashed: later\nor a variant)",
+                   loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds\n{model}")
+    return save(fig, results_dir / "figures" / preset, name, footer(points, preset))
 
 
 def fig3(preset: str, results_dir: Path) -> list[Path]:

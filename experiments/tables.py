@@ -187,9 +187,9 @@ def paper_distance(points: list[Point]) -> str:
     if not gaps:
         return ""
     every = [g for row in gaps.values() for g in row]
-    parts = [f"{label} {sum(g) / len(g):.1f} ({len(g)})" for label, g in gaps.items()]
+    parts = ", ".join(f"{label} {mean_gap(g)}" for label, g in gaps.items())
     return (f" Mean abs(ours − paper) over the finished cells with a paper number (their number in brackets): "
-            f"{', '.join(parts)}; all {sum(every) / len(every):.1f} ({len(every)}).")
+            f"{parts}; all {mean_gap(every)}.")
 
 
 def table1_caption(points: list[Point], preset: str) -> str:
@@ -293,6 +293,19 @@ def write_tables(name: str, tables: list[Table], preset: str, results_dir: Path,
     return markdown
 
 
+def by_model(points: list[Point]) -> dict[str, list[Point]]:
+    """``points`` grouped by :func:`model_label`, in sweep order (the grid's model first)."""
+    groups: dict[str, list[Point]] = {}
+    for point in points:
+        groups.setdefault(model_label(point.cfg), []).append(point)
+    return groups
+
+
+def mean_gap(gaps: list[float]) -> str:
+    """``2.4 (14)``: the mean of ``gaps`` and, in brackets, how many there are."""
+    return f"{sum(gaps) / len(gaps):.1f} ({len(gaps)})"
+
+
 def table1(preset: str, results_dir: Path) -> str:
     """Table 1: the SBN rows (configs/sweeps/sbn.yaml), then the VAE rows, one table per model the
     preset trains (the first VAE table is the sweep's grid's model, the reproduction)."""
@@ -301,10 +314,7 @@ def table1(preset: str, results_dir: Path) -> str:
         sweep = read_sweep(path)
         if preset in sweep.presets:
             points += best_points(sweep, expand(sweep, preset, results_dir))
-    by_model: dict[str, list[Point]] = {}
-    for point in points:
-        by_model.setdefault(model_label(point.cfg), []).append(point)
-    return write_tables("table1", [(*table1_rows(group), table1_caption(group, preset)) for group in by_model.values()],
+    return write_tables("table1", [(*table1_rows(group), table1_caption(group, preset)) for group in by_model(points).values()],
                         preset, results_dir, points)
 
 
@@ -418,7 +428,7 @@ def model_question_rows(points: list[Point]) -> tuple[list[str], list[tuple[str,
         out = [" / ".join(f"{f[k]:.1f}" if k in f else "–" for k in METRICS) for f in finals]
         for key in METRICS:
             gaps = [abs(f[key] - v) for f, v in zip(finals, paper) if key in f]
-            out.append(f"{sum(gaps) / len(gaps):.1f} ({len(gaps)})" if gaps else "–")
+            out.append(mean_gap(gaps) if gaps else "–")
         return out
 
     rows = [(label, row([cells.get(c) for c in QUESTION_COLUMNS])) for label, cells in by_setting.items()]
