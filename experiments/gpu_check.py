@@ -1,22 +1,26 @@
-"""`make gpu-check`: everything that needs a GPU, in one prepared script (under 8 minutes on one GPU).
+"""`make gpu-check`: everything that needs a GPU, in one prepared script (about 5 minutes on one GPU).
 
     python -m experiments.gpu_check --data-dir data/mnist --out results/gpu_check
     python -m experiments.gpu_check --export-data data/mnist      # here, first: MNIST as IDX files
 
 Meant for a GPU machine with its own Python and no network: it installs nothing, imports wandb
 nowhere (every run sets ``WANDB_MODE=disabled``), and reads MNIST from IDX files that travel with
-the working tree (``--export-data`` writes them from this machine's cache). In order, each step
-timed and its outcome recorded, a failing step never stopping the next:
+the working tree (``--export-data`` writes them from this machine's cache). Each step is timed and
+its outcome recorded, a failing step never stopping the next:
 
 1. the machine: Python, torch, the GPU;
-2. the tests marked ``gpu`` (``pytest -m gpu``; pytest must be importable there);
-3. ``experiments.bench --device cuda`` (the plain loop, the suite's step, the replica axis, the bound);
-4. the ``tiny`` preset of every sweep file and every figure and table, on CUDA;
-5. numeric modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and float32 with
-   ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits of each, beside
-   float32's.
+2. side by side (nothing timed): the tests marked ``gpu`` (``pytest -m gpu``; pytest must be
+   importable there), the ``tiny`` preset of every sweep file and of Figure 5(a)'s bench; then
+   every figure and table's ``tiny`` preset, on CUDA;
+3. alone, one after the other (these are timings): ``experiments.bench --device cuda`` (the plain
+   loop, the suite's step, the replica axis, the bound); Figure 5(a)'s speed of ``marginal`` against
+   ``gs`` per number of classes (``experiments.bench --ssl-classes``, converged preset, 100 steps a
+   repeat); numeric modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and
+   float32 with ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits of each,
+   beside float32's.
 
-Writes ``<out>/gpu_check.md`` (a report to paste into the README) and ``<out>/gpu_check.json``.
+Writes ``<out>/gpu_check.md`` (a report to paste into the README), ``<out>/gpu_check.json`` and the
+two bench records, ``<out>/cuda.json`` and ``<out>/ssl_speed_cuda.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -36,11 +41,12 @@ import torch
 from vae.data import export_idx, load_mnist_uint8
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
-FIGURES = ("fig1", "fig4", "tau-ablation", "gradvar", "samples")
-TABLES = ("table1", "model-question")
+FIGURES = ("fig1", "fig3", "fig4", "fig5", "tau-ablation", "gradvar", "samples")
+TABLES = ("table1", "table2", "model-question")
 MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"], "float32, compiled": ["compile=true"]}
 MODE_STEPS = 5000
-STEP_TIMEOUT = 420   # seconds for any one step; the whole check is meant to end within 8 minutes
+SSL_SPEED_STEPS = 100   # timed steps per repeat of Figure 5(a)'s bench (the converged preset's 20 are too few on a GPU)
+STEP_TIMEOUT = 300   # seconds for any one step; the whole check is meant to end within about 5 minutes
 
 
 def run(command: list[str], env: dict[str, str]) -> tuple[bool, str, float]:
@@ -102,27 +108,38 @@ def main(argv: list[str] | None = None) -> int:
                     "device": torch.cuda.get_device_name(), "steps": []}
     started = time.perf_counter()
 
-    def step(name: str, command: list[str]) -> None:
-        ok, output, seconds = run(command, env)
+    def record(name: str, outcome: tuple[bool, str, float]) -> None:
+        ok, output, seconds = outcome
         report["steps"].append({"step": name, "ok": ok, "seconds": round(seconds, 1), "output": output})
         print(f"{'ok  ' if ok else 'FAIL'} {seconds:6.1f} s  {name}", flush=True)
 
-    step("pytest -m gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"])
-    step("bench on cuda", [sys.executable, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)])
+    def side_by_side(commands: dict[str, list[str]]) -> None:
+        with ThreadPoolExecutor(len(commands)) as pool:
+            outcomes = {name: pool.submit(run, command, env) for name, command in commands.items()}
+            for name, outcome in outcomes.items():
+                record(name, outcome.result())
+
     results = workdir / "results"
-    for sweep in SWEEPS:
-        step(f"sweep {sweep.name} tiny", [sys.executable, "-m", "experiments.sweep", str(sweep), "--preset", "tiny",
-                                          "--results-dir", str(results), "--no-progress"])
-    for figure in FIGURES:
-        step(f"figure {figure} tiny", [sys.executable, "-m", "experiments.figures", figure, "--preset", "tiny",
-                                       "--results-dir", str(results)])
-    for table in TABLES:
-        step(f"table {table} tiny", [sys.executable, "-m", "experiments.tables", table, "--preset", "tiny",
-                                     "--results-dir", str(results)])
+    python = sys.executable
+    side_by_side({"pytest -m gpu": [python, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]}
+                 | {f"sweep {sweep.name} tiny": [python, "-m", "experiments.sweep", str(sweep), "--preset", "tiny",
+                                                 "--results-dir", str(results), "--no-progress"] for sweep in SWEEPS}
+                 | {"Figure 5(a) speed tiny": [python, "-m", "experiments.bench", "--ssl-classes", "--preset", "tiny",
+                                               "--device", "cuda", "--out", str(results / "bench" / "tiny")]})
+    side_by_side({f"figure {figure} tiny": [python, "-m", "experiments.figures", figure, "--preset", "tiny",
+                                            "--results-dir", str(results)] for figure in FIGURES}
+                 | {f"table {table} tiny": [python, "-m", "experiments.tables", table, "--preset", "tiny",
+                                            "--results-dir", str(results)] for table in TABLES})
+    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env))
+    record("Figure 5(a) speed on cuda", run([python, "-m", "experiments.bench", "--ssl-classes", "--device", "cuda",
+                                             "--preset", "converged", "--steps", str(SSL_SPEED_STEPS),
+                                             "--out", str(out)], env))
     report["modes"] = numeric_modes(env, workdir)
     report["seconds"] = round(time.perf_counter() - started, 1)
     bench = out / "cuda.json"
     report["bench"] = json.loads(bench.read_text()) if bench.exists() else None
+    ssl_speed = out / "ssl_speed_cuda.json"
+    report["ssl_speed"] = json.loads(ssl_speed.read_text()) if ssl_speed.exists() else None
 
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "gpu_check.md").write_text(to_markdown(report))
@@ -146,6 +163,11 @@ def to_markdown(report: dict) -> str:
         lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
                       f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training at (e)'s "
                       "steps/s (GS's cost per step)."]
+    if report.get("ssl_speed"):
+        rates = report["ssl_speed"]["steps_per_second"]
+        lines += ["", "| Figure 5(a): classes C | marginal steps/s | gs steps/s | gs / marginal |", "|---|---|---|---|"]
+        lines += [f"| {c} | {rates['marginal'][c]:.1f} | {rates['gs'][c]:.1f} | {ratio:.2f}x |"
+                  for c, ratio in report["ssl_speed"]["speedup"].items()]
     lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
     for m in report["modes"]:
         if m["ok"]:

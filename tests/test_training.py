@@ -349,9 +349,12 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
     assert record["replicas"]["(e) a paper-preset pack, R = 30"] == 30
     assert record["paper_preset"]["estimated_training_hours"] > 0
     from experiments.gpu_check import to_markdown   # the GPU check's report reads this record as it is
+    ssl_speed = {"steps_per_second": {"marginal": {"10": 4.0, "100": 1.0}, "gs": {"10": 8.0, "100": 9.5}},
+                 "speedup": {"10": 2.0, "100": 9.5}}     # the shape bench.ssl_speed writes (tests/test_reproduce.py runs it)
     report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
-                          "bench": record})
+                          "bench": record, "ssl_speed": ssl_speed})
     assert "| (e) a paper-preset pack, R = 30 |" in report and "252 points in 42 runs" in report
+    assert "| 100 | 1.0 | 9.5 | 9.50x |" in report
 
 
 def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
