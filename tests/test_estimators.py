@@ -418,11 +418,12 @@ def test_nvil_baseline_is_trained_through_the_surrogate(seed: int) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
 def test_estimators_run_on_cuda(name: str, seed: int) -> None:
-    model, x = problem("categorical")
+    kind = "bernoulli" if name in BERNOULLI_ONLY else "categorical"
+    model, x = problem(kind)
     model, x = model.cuda(), x.cuda()
-    estimator = build(name, "categorical").cuda()
+    estimator = build(name, kind).cuda()
     surrogate, info = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
-                                rng=ReplicaGenerator([seed], device="cuda"), tau=0.8, step=3,
+                                rng=ReplicaGenerator([seed], device="cuda"), tau=1.0, step=3,   # reinmax: tau >= 1
                                 context=x)
     grads = torch.autograd.grad(surrogate.sum(), list(model.parameters()))
     assert all(g.is_cuda and torch.isfinite(g).all() for g in grads)
