@@ -13,9 +13,10 @@
 * ``samples``: reconstructions, samples from the prior and a latent walk through the classes,
   decoded by a finished Gumbel-softmax run;
 * ``fig5``: semi-supervised classification (Section 4.3): (a) training steps/s of the summed
-  (``marginal``) and the Gumbel-softmax class against the number of classes, and their ratio, read
-  from ``<results>/bench/<preset>/ssl_speed_<device>.json`` (``python -m experiments.bench
-  --ssl-classes``, which ``make fig5`` runs first); (b) analogies: the style z of a few test
+  (``marginal``) and the Gumbel-softmax class against the number of classes, and their ratio, one
+  line per device from every ``<results>/bench/<preset>/ssl_speed_<device>.json`` (``python -m
+  experiments.bench --ssl-classes``, which ``make fig5`` runs first; ``make gpu-check`` writes a
+  GPU's); (b) analogies: the style z of a few test
   digits, decoded under every class, by a finished ``gs`` run of the ssl sweep.
 
 Each figure is written as PNG and PDF under ``<results>/figures/<preset>/`` with a footer naming the
@@ -452,38 +453,42 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- figure 5
 
-def _speed_record(preset: str, results_dir: Path) -> dict:
-    """The newest ``ssl_speed_<device>.json`` of ``preset`` (written by ``experiments.bench --ssl-classes``)."""
-    records = sorted((results_dir / "bench" / preset).glob("ssl_speed_*.json"), key=lambda p: p.stat().st_mtime)
+def _speed_records(preset: str, results_dir: Path) -> list[dict]:
+    """Every ``ssl_speed_<device>.json`` of ``preset``, one per device, by file name (written by
+    ``experiments.bench --ssl-classes``: both modes timed in one process on that device)."""
+    records = sorted((results_dir / "bench" / preset).glob("ssl_speed_*.json"))
     if not records:
         raise SweepError(f"fig5: no {results_dir / 'bench' / preset}/ssl_speed_<device>.json; run python -m "
                          f"experiments.bench --ssl-classes --preset {preset} --out {results_dir / 'bench' / preset}"
                          f" (make fig5 does)")
-    return json.loads(records[-1].read_text())
+    return [json.loads(path.read_text()) for path in records]
 
 
-def speed_panel(ax: plt.Axes, record: dict) -> None:
-    """(a): steps/s of both modes against C (log scale), and gs / marginal on a second axis."""
-    rates = record["steps_per_second"]
-    for mode, style, label in (("marginal", "o-", "marginalization (C decoder passes)"),
-                               ("gs", "s-", f"{display_name('gs')} (one decoder pass)")):
-        classes = sorted(int(c) for c in rates[mode])
-        ax.plot(classes, [rates[mode][str(c)] for c in classes], style, label=label)
+def speed_panel(ax: plt.Axes, records: list[dict]) -> None:
+    """(a): steps/s of both modes against C (log scale), and gs / marginal on a second axis, one
+    colour per device's record."""
+    ratio = ax.twinx()
+    for record, colour in zip(records, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        rates, device = record["steps_per_second"], record["device"]
+        for mode, style, label in (("marginal", "o-", "marginalization (C decoder passes)"),
+                                   ("gs", "s:", f"{display_name('gs')} (one decoder pass)")):
+            classes = sorted(int(c) for c in rates[mode])
+            ax.plot(classes, [rates[mode][str(c)] for c in classes], style, color=colour, label=f"{label}, {device}")
+        classes = sorted(int(c) for c in record["speedup"])
+        ratio.plot(classes, [record["speedup"][str(c)] for c in classes], "^--", color=colour, linewidth=2.5,
+                   label=f"speed-up gs / marginal, {device} (right)")
+    ratio.plot(list(PAPER_SPEEDUP), list(PAPER_SPEEDUP.values()), "r*", markersize=11,
+               label="paper's speed-up, GTX Titan X (right)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of classes C")
     ax.set_ylabel("training steps / s")
     ax.grid(alpha=0.3, which="both")
-    ratio = ax.twinx()
-    classes = sorted(int(c) for c in record["speedup"])
-    ratio.plot(classes, [record["speedup"][str(c)] for c in classes], "k^--", label="speed-up gs / marginal (right)")
-    ratio.plot(list(PAPER_SPEEDUP), list(PAPER_SPEEDUP.values()), "r*", markersize=11,
-               label="paper's speed-up (GTX Titan X)")
     ratio.set_ylabel("speed-up gs / marginal")
     ratio.set_ylim(bottom=0)
     handles = [h for a in (ax, ratio) for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center")
-    ax.set_title(f"(a) training speed against the number of classes\n({record['device']}, random labels)")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=6, loc="upper center")
+    ax.set_title("(a) training speed against the number of classes (random labels)")
 
 
 @torch.no_grad()
@@ -509,24 +514,25 @@ def analogies(checkpoint: Path) -> torch.Tensor:
 
 def fig5(preset: str, results_dir: Path) -> list[Path]:
     """(a) training speed of marginal and gs against C; (b) analogies of a finished gs run."""
-    record = _speed_record(preset, results_dir)
+    records = _speed_records(preset, results_dir)
     point = next(p for p in sweep_points("ssl", preset, results_dir) if p.cfg.ssl.y == SAMPLES_ESTIMATOR)
     if load_summary(point.run_dir) is None:
         raise SweepError(f"fig5: {point.run_dir} is not finished; run the ssl sweep first")
     images = analogies(_checkpoint(point, results_dir))
     classes = point.cfg.ssl.num_classes
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1, 1.2]})
-    speed_panel(axes[0], record)
+    speed_panel(axes[0], records)
     axes[1].imshow(_image_grid(images, classes + 1).numpy(), cmap="gray", vmin=0, vmax=1)
     axes[1].axis("off")
     axes[1].set_title(f"(b) analogies: column 1 a test digit; columns 2-{classes + 1} its style z (mean of q(z | x, y),"
                       f" y = argmax q(y | x)) decoded with y = class 0..{classes - 1}", fontsize=9, wrap=True)
     fig.suptitle(f"Figure 5 (reproduction): semi-supervised M2, summed against Gumbel-softmax class; (b) by the "
                  f"{display_name(SAMPLES_ESTIMATOR)} run (replica of seed {point.cfg.seeds[0]})")
-    speed = (f"(a): median of {record['repeats']} x {record['steps']} training steps after {record['warmup']} "
-             f"warm-up steps per point, both modes in one process, {record['config']} with random labels"
-             f"{' and ' + ', '.join(record['overrides']) if record['overrides'] else ''}, measured "
-             f"{record['measured']} with torch {record['torch']} (a busy machine slows both modes alike).")
+    speed = " ".join(
+        f"(a) {r['device']}: median of {r['repeats']} x {r['steps']} training steps after {r['warmup']} warm-up steps "
+        f"per point, both modes in one process, {r['config']} with random labels"
+        f"{' and ' + ', '.join(r['overrides']) if r['overrides'] else ''}, measured {r['measured']} with torch "
+        f"{r['torch']}." for r in records) + " A busy machine slows both modes alike."
     return save(fig, results_dir / "figures" / preset, "fig5_ssl", footer([point], preset, speed, SSL_BUDGET_NOTES))
 
 

@@ -510,3 +510,28 @@ def test_a_point_with_a_checkpoint_of_its_own_is_resumed_alone_not_packed(tmp_pa
     units = sweep_cli.units_to_train([nvil_1, nvil_3, gs_1, gs_3], True, tmp_path / "packs")
     assert [u.points if isinstance(u, sweep_cli.Pack) else u for u in units] == [gs_1, (nvil_1, nvil_3), gs_3]
     assert units[1].cfg.seeds == [0, 1, 0, 1] and units[1].cfg.optim.lr == [1e-3, 1e-3, 3e-3, 3e-3]
+
+
+def test_fig5_speed_panel_draws_every_devices_record_beside_the_paper(tmp_path):
+    """Figure 5(a) reads one record per device (a CPU's from ``make fig5``, a GPU's from ``make
+    gpu-check``) and draws each device's two rates and its speed-up; records from bench.ssl_speed's format."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from experiments.figures import _speed_records, speed_panel
+    folder = tmp_path / "bench" / "converged"
+    folder.mkdir(parents=True)
+    for device, gs in (("cpu", 20.0), ("cuda", 70.0)):
+        record = {"device": f"{device} box", "steps_per_second": {"marginal": {"10": 5.0, "100": 0.5},
+                                                                  "gs": {"10": gs, "100": gs}},
+                  "speedup": {"10": gs / 5.0, "100": gs / 0.5}}
+        (folder / f"ssl_speed_{device}.json").write_text(json.dumps(record))
+    records = _speed_records("converged", tmp_path)
+    assert [r["device"] for r in records] == ["cpu box", "cuda box"]
+    fig, ax = plt.subplots()
+    speed_panel(ax, records)
+    labels = ax.get_legend().get_texts()
+    assert sum("speed-up gs / marginal" in t.get_text() for t in labels) == 2      # one per device
+    assert sum("cuda box" in t.get_text() for t in labels) == 3                    # marginal, gs, speed-up
+    assert any("paper's speed-up" in t.get_text() for t in labels)
+    plt.close(fig)
