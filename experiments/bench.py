@@ -2,6 +2,7 @@
 
     python -m experiments.bench [--device auto] [--steps 200] [--repeats 5] [--bound-examples N]
     python -m experiments.bench --ssl-classes [--preset quick] [--device auto] [--steps S] [--repeats N]
+    python -m experiments.bench --profile [--preset quick] [--device auto] [--steps 10]
 
 On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the notebook MLP, batch
 100, Gumbel-softmax, Adam), after warm-up, the median of ``--repeats`` timings of each:
@@ -28,6 +29,9 @@ per digit) and sampled with Gumbel-softmax (``ssl.y=gs``, one pass), for C class
 of the repeats. ``--preset`` picks the classes and the budget (:data:`SSL_BENCH`; ``tiny``: tiny
 networks, the tests' code path). Prints steps/s and the speed-up gs / marginal per C, and writes
 them to ``<out>/ssl_speed_<device>.json``.
+
+``--profile`` asks where a step's time goes rather than how long it takes (:func:`profile_steps`):
+on a GPU, whether the device is busy or waits on the host's launches and synchronisations.
 """
 
 from __future__ import annotations
@@ -121,6 +125,50 @@ def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, 
     return path
 
 
+def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
+    """Where a training step's time goes (``--profile``): ``torch.profiler`` over ``steps`` steps,
+    after warm-up, of the categorical VAE (GS) and of the M2 step with C = 10 (marginal and gs, the
+    preset's overrides). Per workload: wall ms per step under the profiler, the host's self time
+    and the device's busy time per step (their gap is time the GPU waits for the host), the CUDA
+    runtime calls per step (kernel launches, copies, synchronisations), and the operators with the
+    most self time. Prints it all and writes it to ``<out>/profile_<device>.txt``; returns the path."""
+    workloads = {"categorical VAE, gs": (CONFIG, []),
+                 **{f"M2 {mode}, C = 10": (SSL_CONFIG, [f"ssl.y={mode}", "ssl.labels=random", "ssl.num_classes=10",
+                                                        *SSL_BENCH[preset]["overrides"]]) for mode in SSL_MODES}}
+    lines = []
+    for label, (config, overrides) in workloads.items():
+        trainer = Trainer(load_config(config, [f"device={device}", *overrides]), log=lambda _: None)
+        sync = _sync(trainer.device)
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if trainer.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        for _ in range(3):
+            trainer.train_step()
+        sync()
+        with torch.profiler.profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            sync()
+            wall = time.perf_counter() - start
+        averages = prof.key_averages()
+        host = sum(e.self_cpu_time_total for e in averages) / steps / 1000
+        busy = sum(e.self_device_time_total for e in averages) / steps / 1000
+        runtime = sorted((e for e in averages if e.key.startswith("cu")), key=lambda e: -e.count)
+        calls = ", ".join(f"{e.key} {e.count / steps:.0f}" for e in runtime[:6]) or "none (no CUDA)"
+        sort_by = "self_device_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
+        lines += [f"== {label}: {1000 * wall / steps:.2f} ms per step under the profiler ({steps} steps); "
+                  f"host self time {host:.2f} ms, device busy {busy:.2f} ms per step",
+                  f"CUDA runtime calls per step: {calls}", averages.table(sort_by=sort_by, row_limit=12), ""]
+    text = (f"device: {device_name(trainer.device)}; torch {torch.__version__}; measured "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n" + "\n".join(lines))
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"profile_{trainer.device.type}.txt"
+    path.write_text(text)
+    return path
+
+
 def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
     """(a): one step of the loop public code writes (same sizes, same data, same device)."""
     m, device = cfg.model, trainer.device
@@ -178,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 5; --ssl-classes: the preset's)")
     parser.add_argument("--ssl-classes", action="store_true",
                         help="time marginal against gs in the semi-supervised task per number of classes (Figure 5(a))")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the VAE step and the M2 step (marginal, gs) instead: where a step's time goes")
     parser.add_argument("--preset", default="quick", choices=PRESETS,
-                        help="with --ssl-classes: the classes and budget (default quick)")
+                        help="with --ssl-classes: the classes and budget; with --profile: the M2 networks (default quick)")
     parser.add_argument("--bound-examples", type=int, default=None,
                         help="test digits in the m = 1000 bound (default: all on CUDA, 1000 on the CPU)")
     parser.add_argument("--threads", type=int, default=None,
@@ -191,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--steps, --repeats and --threads: must be >= 1")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        if args.profile:
+            print(f"wrote {profile_steps(args.device, args.preset, args.steps or 10, Path(args.out))}")
+            return 0
         if args.ssl_classes:
             print(f"wrote {ssl_speed(args.device, args.preset, args.steps, args.repeats, Path(args.out))}")
             return 0

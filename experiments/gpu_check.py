@@ -15,12 +15,14 @@ its outcome recorded, a failing step never stopping the next:
 3. alone, one after the other (these are timings): ``experiments.bench --device cuda`` (the plain
    loop, the suite's step, the replica axis, the bound); Figure 5(a)'s speed of ``marginal`` against
    ``gs`` per number of classes (``experiments.bench --ssl-classes``, converged preset, 100 steps a
-   repeat); numeric modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and
-   float32 with ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits of each,
-   beside float32's.
+   repeat); where the VAE's and M2's step times go (``experiments.bench --profile``); numeric
+   modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and float32 with
+   ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits of each, beside
+   float32's.
 
 Writes ``<out>/gpu_check.md`` (a report to paste into the README), ``<out>/gpu_check.json`` and the
-two bench records, ``<out>/cuda.json`` and ``<out>/ssl_speed_cuda.json``.
+two bench records, ``<out>/cuda.json`` and ``<out>/ssl_speed_cuda.json``, and the profile,
+``<out>/profile_cuda.txt``.
 """
 
 from __future__ import annotations
@@ -134,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     record("Figure 5(a) speed on cuda", run([python, "-m", "experiments.bench", "--ssl-classes", "--device", "cuda",
                                              "--preset", "converged", "--steps", str(SSL_SPEED_STEPS),
                                              "--out", str(out)], env))
+    record("profile on cuda", run([python, "-m", "experiments.bench", "--profile", "--device", "cuda",
+                                   "--preset", "converged", "--out", str(out)], env))
     report["modes"] = numeric_modes(env, workdir)
     report["seconds"] = round(time.perf_counter() - started, 1)
     bench = out / "cuda.json"
     report["bench"] = json.loads(bench.read_text()) if bench.exists() else None
     ssl_speed = out / "ssl_speed_cuda.json"
     report["ssl_speed"] = json.loads(ssl_speed.read_text()) if ssl_speed.exists() else None
+    profile = out / "profile_cuda.txt"
+    report["profile"] = [line for line in profile.read_text().splitlines() if line.startswith(("== ", "CUDA runtime"))] \
+        if profile.exists() else None
 
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "gpu_check.md").write_text(to_markdown(report))
@@ -168,6 +175,9 @@ def to_markdown(report: dict) -> str:
         lines += ["", "| Figure 5(a): classes C | marginal steps/s | gs steps/s | gs / marginal |", "|---|---|---|---|"]
         lines += [f"| {c} | {rates['marginal'][c]:.1f} | {rates['gs'][c]:.1f} | {ratio:.2f}x |"
                   for c, ratio in report["ssl_speed"]["speedup"].items()]
+    if report.get("profile"):
+        lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):", "",
+                  *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
     lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
     for m in report["modes"]:
         if m["ok"]:

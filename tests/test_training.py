@@ -357,6 +357,24 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
     assert "| 100 | 1.0 | 9.5 | 9.50x |" in report
 
 
+def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tmp_path):
+    """``bench --profile`` (a step of ``make gpu-check``): the VAE step and both M2 modes, each with
+    its per-step host and device times, CUDA runtime calls and operator table, in one file."""
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--profile", "--preset", "tiny", "--steps", "1",
+                           "--device", "cpu", "--out", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = (tmp_path / "profile_cpu.txt").read_text()
+    for workload in ("categorical VAE, gs", "M2 marginal, C = 10", "M2 gs, C = 10"):
+        assert f"== {workload}: " in text and text.count("Self CPU %") == 3, workload
+    assert text.count("CUDA runtime calls per step: none (no CUDA)") == 3
+    from experiments.gpu_check import to_markdown   # the GPU check's report quotes the summary lines
+    summary = [line for line in text.splitlines() if line.startswith(("== ", "CUDA runtime"))]
+    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
+                          "profile": summary})
+    assert "- M2 gs, C = 10: " in report
+
+
 def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
     cmd = [sys.executable, "-m", "experiments.demo", "--results-dir", str(tmp_path), "model.hidden=[16]",
            "steps=4", "log_every=2", "checkpoint_every=2", "eval.every=2", "eval.iw_samples=4",
