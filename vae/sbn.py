@@ -91,8 +91,8 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
     ``model.logit_scale`` to the layers' estimators' slopes at ``step``. With variance normalisation
     (:meth:`Estimator.encoder_gradient_scale`, ``s_l [R]``) the whole gradient of layer l's logits,
     so of its map, is divided by its estimator's s_l, as the VAE's encoder's (vae.objectives); the
-    output map's is not. The info adds ``decoder_evals``: output-layer evaluations per example (the
-    step's cost)."""
+    output map's is not. The info adds ``decoder_evals``: output-layer evaluations per example, the
+    mean-field passes of MuProp and DARN included (the step's cost)."""
     for layer, estimator in enumerate(estimators):
         model.logit_scale[layer].fill_(estimator.logit_scale(step))      # in place: no copy to the device
     scales = [estimator.encoder_gradient_scale() for estimator in estimators]   # read before any draw
@@ -122,7 +122,12 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
                                            _merge(repeated, lead), _merge(below, lead))
             return surrogate.reshape(z.shape[:-2])
 
-        f.mean_field = lambda point: mean_field_loss(model, layer, point, lower)
+        def at_means(point: Tensor) -> Tensor:                        # f's mean-field version, counted as f is
+            loss = mean_field_loss(model, layer, point, lower)
+            evaluated.append(loss.numel())
+            return loss
+
+        f.mean_field = at_means
         return estimators[layer](layer_logits, f, rng=rng, tau=tau, step=step, context=context)
 
     surrogate, info = layer_surrogate(0, logits(0, upper), lower, upper)
