@@ -123,6 +123,11 @@ def column_title(name: str, variant: str) -> str:
     return display_name(name) + (f" ({variant})" if variant else "")
 
 
+def paper_number(task: str, kind: str, name: str, variant: str) -> float | None:
+    """The paper's Table 1 number for an estimator column, None for a variant or a later estimator."""
+    return None if variant else PAPER_TABLE1[task, kind].get(name)
+
+
 def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep:
     the estimators in the paper's order, each followed by its variants (no paper number)."""
@@ -136,7 +141,7 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
     for (task, kind), label in ((row, label) for row, label in ROWS.items()
                                 if any((p.cfg.task, p.cfg.model.kind) == row for p in points)):
         cells = [by_cell.get((task, kind, *c)) for c in columns]
-        papers = [None if variant else PAPER_TABLE1[task, kind].get(name) for name, variant in columns]
+        papers = [paper_number(task, kind, name, variant) for name, variant in columns]
         rows.append((f"{label} ours", [_cell(p, applies=kind == "bernoulli" or name not in BERNOULLI_ONLY)
                                        for p, (name, _) in zip(cells, columns)]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
@@ -180,7 +185,7 @@ def paper_distance(points: list[Point]) -> str:
     gaps: dict[str, list[float]] = {}
     for p in points:
         name, variant = column(p)
-        paper = None if variant else PAPER_TABLE1[p.cfg.task, p.cfg.model.kind].get(name)
+        paper = paper_number(p.cfg.task, p.cfg.model.kind, name, variant)
         value = _final(p)
         if paper is not None and value is not None:
             gaps.setdefault(ROWS[p.cfg.task, p.cfg.model.kind], []).append(abs(value[0] - paper))

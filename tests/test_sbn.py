@@ -175,10 +175,11 @@ def test_variance_normalisation_divides_each_stochastic_layers_gradient_by_its_o
 
 @pytest.mark.parametrize("kind", ["bernoulli", "categorical"])
 def test_decoder_evals_count_every_output_layer_pass_mean_field_ones_too(kind: str) -> None:
-    """The cost row of Table 1: ST runs the output layer once per example; MuProp three times (the
-    sample, and the mean-field pass of each layer's Taylor expansion: layer 2's inside layer 1's
-    sample, layer 1's through the means of layer 2), as the VAE's MuProp counts its Taylor point."""
+    """The cost row of Table 1: ST runs the output layer once per example; MuProp and DARN three
+    times (the sample, and the mean-field pass of each layer's Taylor expansion: layer 2's inside
+    layer 1's sample, layer 1's through the means of layer 2), as the VAE's MuProp counts its
+    Taylor point."""
     model, x = problem(kind)
-    for name, passes in (("st", 1), ("muprop", 3)):
+    for name, passes in (("st", 1), ("muprop", 3), ("darn", 3)):
         _, info = training_loss(model, estimators(name, kind, model), x, rng=ReplicaGenerator([0]), tau=1.0, step=0)
         assert info["decoder_evals"].tolist() == [passes], name
