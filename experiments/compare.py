@@ -36,10 +36,12 @@ from experiments.sweep import flat_settings
 from experiments.tables import to_markdown
 from vae.config import ConfigError, config_from_dict, read_yaml, to_dict
 from vae.results import curve, final, git_commit, load_summary
+from vae.tasks import TASKS
 
 CONFIG = "config.yaml"
-IGNORED = ("out_dir", "experiment",                          # where a run was written, not what it is
-           "estimator.name", "tau.schedule", "steps", "seeds")  # shown in their own columns (seeds as a count)
+IGNORED = ("out_dir", "experiment",          # where a run was written, not what it is
+           "estimator.name", "ssl.y",        # the estimator column (the task's reading of them)
+           "tau.schedule", "steps", "seeds") # their own columns (seeds as a count)
 
 
 class CompareError(ValueError):
@@ -49,6 +51,7 @@ class CompareError(ValueError):
 @dataclass(frozen=True)
 class Run:
     path: Path
+    estimator: str             # what the run trains with (the task's reading: ssl.y for the ssl task)
     settings: dict[str, Any]   # the resolved config, dotted keys
     summary: dict | None       # None while unfinished
 
@@ -75,8 +78,8 @@ def load_run(run_dir: Path) -> Run:
         tree = read_yaml((run_dir / CONFIG).read_text())
         if not isinstance(tree, dict):
             raise ConfigError("not a mapping of keys")
-        settings = flat_settings(to_dict(config_from_dict(tree)))
-        return Run(run_dir, settings, load_summary(run_dir))
+        cfg = config_from_dict(tree)
+        return Run(run_dir, TASKS[cfg.task].estimator_name(cfg), flat_settings(to_dict(cfg)), load_summary(run_dir))
     except (ConfigError, yaml.YAMLError, json.JSONDecodeError) as err:
         raise CompareError(f"{run_dir}: unreadable run ({str(err).splitlines()[0]})") from err
 
@@ -98,7 +101,7 @@ def compare_table(runs: list[Run], metrics: list[str]) -> str:
     """The markdown table: one row per run, the metrics, then the settings that differ."""
     keys = differing(runs)
     header = ["estimator", "τ schedule", "steps", "seeds", *metrics, *keys]
-    rows = [(r.path.name, [r.settings["estimator.name"], r.settings["tau.schedule"], str(r.settings["steps"]),
+    rows = [(r.path.name, [r.estimator, r.settings["tau.schedule"], str(r.settings["steps"]),
                            str(len(r.settings["seeds"])), *(_cell(r.summary, m) for m in metrics),
                            *(f"{v:g}" if isinstance(v := r.settings.get(k), float) else str(v) for k in keys)])
             for r in runs]

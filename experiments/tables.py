@@ -334,7 +334,7 @@ SSL_BUDGET_NOTES = {
     "tiny": BUDGET_NOTES["tiny"],
     "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (1,000 steps, 2 epochs, minutes per run; the bound "
               "on 200 test digits): far from converged, NOT comparable to the paper's numbers."),
-    "converged": ("Preset converged: what 2 CPU cores train in about 1.5 hours: 10,000 steps (20 epochs), a fifth "
+    "converged": ("Preset converged: what 2 CPU cores train in about 1.6 hours: 10,000 steps (20 epochs), a fifth "
                   "of the paper's 50,000, alpha fixed at 0.1, the bound on the first 500 test digits."),
     "paper": "Preset paper: the paper's budget (50,000 steps, 5 seeds, alpha chosen on validation accuracy).",
 }

@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from experiments.compare import main, short
-from vae.config import load_config
+from vae.config import load_config, to_dict
 from vae.training import train
 
 from conftest import tiny_overrides
+
+REPO = Path(__file__).resolve().parent.parent
 
 RUNS = {"a_gs": ["estimator.name=gs", "seeds=[0,1]"],
         "b_stgs": ["estimator.name=st-gs", "optim.lr=0.003"],
@@ -110,3 +113,16 @@ def test_long_run_names_keep_their_start_and_end_in_the_legend():
     label = short(name)
     assert len(label) == 40 and label.startswith("vae_categorical") and label.endswith("a2270cd1")
     assert short("a_gs") == "a_gs"
+
+
+def test_the_estimator_column_is_what_the_task_trains_with(tmp_path, capsys):
+    """An ssl run trains its unlabelled class with ``ssl.y``, not ``estimator.name`` (left at its
+    default): the column reads ssl.y, and neither key shows again as a differing setting."""
+    for mode in ("marginal", "st-gs"):
+        cfg = load_config(REPO / "configs" / "ssl_m2.yaml", [f"ssl.y={mode}"])
+        (tmp_path / mode).mkdir()
+        (tmp_path / mode / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    assert main([str(tmp_path)]) == 0
+    header, rows = table(capsys.readouterr().out)
+    assert (rows["marginal"]["estimator"], rows["st-gs"]["estimator"]) == ("marginal", "st-gs")
+    assert not {"ssl.y", "estimator.name"} & set(header)
