@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 from vae.config import ConfigError, SSLConfig
 from vae.data import BinarizedMNIST
-from vae.estimators import Estimator, EstimatorConfig, build_estimator
+from vae.estimators import Estimator, EstimatorConfig, build_estimator, passes_per_example
 from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
 from vae.models import categorical_kl
@@ -238,8 +238,7 @@ def unlabelled_loss(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaG
         return loss
 
     surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)
-    info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
-                                       device=surrogate.device)
+    info["decoder_evals"] = passes_per_example(evaluated, surrogate)
     kl = categorical_kl(logits, torch.zeros_like(logits))                    # uniform p(y)
     return surrogate + kl, kl.detach(), info
 

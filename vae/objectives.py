@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae.estimators import Estimator
+from vae.estimators import Estimator, passes_per_example
 from vae.estimators.signal import divide_gradient
 from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.replicas import ReplicaGenerator
@@ -51,8 +51,7 @@ def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: R
         return loss
 
     surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)   # [R, B]
-    info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
-                                       device=surrogate.device)
+    info["decoder_evals"] = passes_per_example(evaluated, surrogate)
     kl_term = model.kl(logits) if kl == "analytic" else model.relaxed_kl(logits, tau, rng)
     if estimator.multi_sample_bound:                 # the KL is inside the bound; logged, not added
         return surrogate, kl_term.detach(), info

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
-from vae.estimators import Estimator
+from vae.estimators import Estimator, passes_per_example
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
@@ -131,8 +131,7 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
         return estimators[layer](layer_logits, f, rng=rng, tau=tau, step=step, context=context)
 
     surrogate, info = layer_surrogate(0, logits(0, upper), lower, upper)
-    info["decoder_evals"] = torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(),
-                                       device=surrogate.device)
+    info["decoder_evals"] = passes_per_example(evaluated, surrogate)
     return surrogate, info
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vae.estimators.antithetic import ARM, DisARM
-from vae.estimators.base import Estimator, Objective
+from vae.estimators.base import Estimator, Objective, passes_per_example
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.control_variates import RELAX, REBAR
 from vae.estimators.exact import Exact
@@ -84,4 +84,5 @@ def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int]
                                 context_dim=context_dim, rng=rng)
 
 
-__all__ = ["ESTIMATORS", "Estimator", "EstimatorConfig", "Objective", "build_estimator", "display_name", "register"]
+__all__ = ["ESTIMATORS", "Estimator", "EstimatorConfig", "Objective", "build_estimator", "display_name",
+           "passes_per_example", "register"]
