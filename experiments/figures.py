@@ -384,21 +384,20 @@ def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     return make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
 
 
-def _checkpoint(point: Point, results_dir: Path) -> Path:
-    """The finished run's checkpoint. Committed records carry none: then the run is trained again
-    into ``<results>/runs/samples/`` (on the CPU the same seed gives the same weights)."""
-    if (point.run_dir / CHECKPOINT).exists():
-        return point.run_dir / CHECKPOINT
-    again = results_dir / "runs" / "samples" / point.run_dir.name
+def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
+    """The finished run's checkpoint. Committed records carry none: then the run (config ``cfg``) is
+    trained again into ``<results>/runs/samples/`` (on the CPU the same seed gives the same weights)."""
+    if (run_dir / CHECKPOINT).exists():
+        return run_dir / CHECKPOINT
+    again = results_dir / "runs" / "samples" / run_dir.name
     if not (again / "summary.json").exists():
         shutil.rmtree(again, ignore_errors=True)
-        print(f"samples: {point.run_dir.name} has no checkpoint (records carry none); training it again in {again}")
-        cfg = dataclasses.replace(point.cfg, eval=dataclasses.replace(point.cfg.eval, iw_examples=10))  # weights only
+        print(f"{run_dir.name} has no checkpoint (records carry none); training it again in {again}")
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, iw_examples=10))  # weights only
         train(cfg, again, progress=False, log=lambda _: None)
     return again / CHECKPOINT
 
 
-@torch.no_grad()
 def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     """Images (and images per row) decoded by replica 0 of a finished run."""
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
@@ -438,7 +437,7 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
     for point in points:
         if load_summary(point.run_dir) is None:
             raise SweepError(f"samples: {point.run_dir} is not finished; run the table1 sweep first")
-        panels = _decode_panels(_checkpoint(point, results_dir))
+        panels = _decode_panels(checkpoint_of(point.run_dir, point.cfg, results_dir))
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.2))
         for ax, (title, (images, nrow)) in zip(axes, panels.items()):
             ax.imshow(_image_grid(images, nrow).numpy(), cmap="gray", vmin=0, vmax=1)
@@ -495,15 +494,11 @@ def speed_panel(ax: plt.Axes, records: list[dict]) -> None:
 def analogies(checkpoint: Path) -> torch.Tensor:
     """(b): ``[ANALOGY_DIGITS * (C + 1), 784]``, per test digit the digit, then its style z (mean of
     q(z | x, y), y = argmax q(y | x)) decoded under each class y (Bernoulli means), by replica 0."""
-    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
-    cfg = config_from_dict(state["config"])
-    s = cfg.ssl
-    model = m2.M2(s.num_classes, s.latent_dim, s.channels, ReplicaGenerator(cfg.seeds))
-    model.load_state_dict(state["model"])
+    model, cfg = m2.load_model(checkpoint)
     data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
                                Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
     x = data.splits["test"][:ANALOGY_DIGITS].expand(len(cfg.seeds), -1, -1)          # [R, B, 784]
-    c = s.num_classes
+    c = cfg.ssl.num_classes
     guess = torch.nn.functional.one_hot(model.classify(x).argmax(-1), c).float()     # [R, B, C]
     style, _ = model.style(model.style_features(x), guess)                            # [R, B, D]
     every_class = torch.eye(c)[None, :, None].expand(len(cfg.seeds), c, x.shape[1], c)    # [R, C, B, C]
@@ -518,7 +513,7 @@ def fig5(preset: str, results_dir: Path) -> list[Path]:
     point = next(p for p in sweep_points("ssl", preset, results_dir) if p.cfg.ssl.y == SAMPLES_ESTIMATOR)
     if load_summary(point.run_dir) is None:
         raise SweepError(f"fig5: {point.run_dir} is not finished; run the ssl sweep first")
-    images = analogies(_checkpoint(point, results_dir))
+    images = analogies(checkpoint_of(point.run_dir, point.cfg, results_dir))
     classes = point.cfg.ssl.num_classes
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1, 1.2]})
     speed_panel(axes[0], records)

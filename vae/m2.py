@@ -57,15 +57,17 @@ the accuracy of ``argmax q(y | x)``, and the m-sample importance-weighted bound 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vae.config import ConfigError, SSLConfig
+from vae.config import Config, ConfigError, SSLConfig, config_from_dict
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, EstimatorConfig, build_estimator, passes_per_example
 from vae.estimators.signal import divide_gradient
@@ -266,10 +268,76 @@ def training_loss(model: M2, estimator: Estimator, x: Tensor, labelled_x: Tensor
     return unlabelled + labelled, kl, info
 
 
+def load_model(checkpoint: Path) -> tuple[M2, Config]:
+    """The trained M2 of a run's checkpoint (on the CPU, every replica) and the run's config."""
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    s = cfg.ssl
+    model = M2(s.num_classes, s.latent_dim, s.channels, ReplicaGenerator(cfg.seeds))
+    model.load_state_dict(state["model"])
+    return model, cfg
+
+
+def logit_gradients(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator, tau: float, step: int,
+                    draws: int, images_per_pass: int = 1000) -> Tensor:
+    """``[draws, R, B, C]``: independent draws of the gradient of ``-U(x_b)`` (:func:`unlabelled_loss`, as the
+    trainer computes it: the estimator's term and the exact KL) with respect to the logits of
+    ``q(y | x_b)``, for ``x [R, B, 784]``: what the classifier learns from each unlabelled image. The
+    images of a batch do not interact, so the draws are copies of the batch side by side, at most
+    ``images_per_pass`` images per forward pass, and the gradient of the sum holds each copy's own.
+    With :func:`marginal` the draws differ only in z's noise: their mean tends to the exact gradient."""
+    captured: list[Tensor] = []
+
+    def as_leaf(module: nn.Module, inputs: tuple[Tensor], logits: Tensor) -> Tensor:   # the loss's logits
+        captured.append(logits.detach().requires_grad_())
+        return captured[-1]
+
+    hook = model.classifier_out.register_forward_hook(as_leaf)
+    r, b = x.shape[:2]
+    per_pass = max(1, images_per_pass // b)
+    gradients = []
+    try:
+        for done in range(0, draws, per_pass):
+            copies = min(per_pass, draws - done)
+            captured.clear()
+            loss, _, _ = unlabelled_loss(model, estimator, x.repeat(1, copies, 1), rng=rng, tau=tau, step=step)
+            grad = torch.autograd.grad(loss.sum(), captured[0])[0]                  # [R, copies * B, C]
+            gradients.append(grad.reshape(r, copies, b, -1).transpose(0, 1))
+    finally:
+        hook.remove()
+    return torch.cat(gradients)
+
+
+def gradient_agreement(draws: Tensor, exact: Tensor) -> dict[str, float]:
+    """How well draws ``[D, R, B, C]`` of a per-image gradient estimate the exact one ``exact [R, B, C]``,
+    averaged over the R * B images, with ``g = mean_d g_d``:
+
+        cosine      cos(g, g*)
+        top_class   whether argmin_c g_c = argmin_c g*_c: the class whose logit a descent step raises most
+        bias        ||g - g*|| / ||g*||
+        spread      sqrt(sum_c Var_d g_dc) / ||g*||   (one draw's error about its mean, relative)
+    """
+    mean, norm = draws.mean(0), exact.norm(dim=-1)
+    return {"cosine": torch.cosine_similarity(mean, exact, dim=-1).mean().item(),
+            "top_class": (mean.argmin(-1) == exact.argmin(-1)).float().mean().item(),
+            "bias": ((mean - exact).norm(dim=-1) / norm).mean().item(),
+            "spread": (draws.var(0, correction=0).sum(-1).sqrt() / norm).mean().item()}
+
+
 def marginal(num_classes: int, num_replicas: int) -> Estimator:
     """``ssl.y=marginal``: the ``exact`` estimator on y's C classes (the sum over y)."""
     return build_estimator(EstimatorConfig(name="exact", max_states=num_classes), latent_shape=(1, num_classes),
                            num_replicas=num_replicas)
+
+
+def y_estimator(y: str, settings: EstimatorConfig, num_classes: int, num_replicas: int,
+                rng: ReplicaGenerator | None = None) -> Estimator:
+    """The estimator of the unlabelled images' class, ``ssl.y``: :func:`marginal`, or the registry's
+    estimator ``y`` with the ``estimator.*`` ``settings`` (``rng`` initialises its parameters, if any)."""
+    if y == "marginal":
+        return marginal(num_classes, num_replicas)
+    return build_estimator(dataclasses.replace(settings, name=y), num_replicas=num_replicas,
+                           latent_shape=(1, num_classes), context_dim=SIDE * SIDE, rng=rng)
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ checkpoints, logging, divergence checks, resume -- is the trainer's (vae/trainin
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Protocol
 
 import torch
@@ -129,9 +128,7 @@ class SSLTask:
         labelled = m2.LabelledSet.choose(data.splits["train"], m2.class_labels(data, "train", s), cfg.seeds,
                                          s.num_labelled, s.num_classes, dynamic=data.binarization == "dynamic")
         model = m2.M2(s.num_classes, s.latent_dim, s.channels, rng, labelled)
-        estimator = (m2.marginal(s.num_classes, r) if s.y == "marginal" else
-                     build_estimator(dataclasses.replace(cfg.estimator, name=s.y), num_replicas=r,
-                                     latent_shape=(1, s.num_classes), context_dim=784, rng=rng))
+        estimator = m2.y_estimator(s.y, cfg.estimator, s.num_classes, r, rng)
         return model, estimator
 
     def loss(self, model, estimator, x, *, rng, tau, step, cfg):

@@ -1,0 +1,134 @@
+"""What does each estimator of the class y teach M2's classifier? ``python -m experiments.ssl_gradients RUN``.
+
+    python -m experiments.ssl_gradients results/sweeps/ssl/ssl_m2__st-gs__31d7e72c \\
+        --estimator st-gs --estimator st-gs@0.5 --estimator gs --estimator rloo --draws 1000 --examples 50
+
+On the trained M2 of a finished semi-supervised run (``RUN``, its directory), for the first
+``--examples`` validation digits taken as unlabelled: the gradient of the unlabelled loss ``-U(x)``
+(as the trainer computes it, vae/m2.py) with respect to the logits of q(y | x), drawn ``--draws`` times
+per ``--estimator NAME[@TAU]`` (tau default 1), against the exact gradient (y summed over the classes, the mean of as
+many draws of the ``marginal`` gradient, which differ only in z's noise). Prints a markdown table,
+one row per ``--estimator`` (``marginal`` too: its fresh draws show the reference's own noise), averaged over the
+digits and the run's seeds (``vae.m2.gradient_agreement``): the cosine between the estimator's mean
+gradient and the exact one, how often both raise the same class's logit most, the bias and one
+draw's spread, both relative to the exact gradient's norm (the bias includes the noise of the means,
+about ``spread / sqrt(draws)``: one draw of y is noisy, so use a thousand draws or more). ``--out
+FILE`` also writes the table there.
+
+Estimators with parameters or running statistics of their own (nvil, relax, reinforce-ema, ...)
+are trained beside the model and not saved with it, so only stateless ones are measured. Committed
+records carry no checkpoint: a run without one is trained again first (``<results>/runs/samples/``,
+as the figures do). Bad input (no finished ssl run, an estimator that cannot be measured, a tau that is no positive number)
+prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from experiments.figures import checkpoint_of
+from experiments.tables import to_markdown
+from vae import m2
+from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
+from vae.data import BinarizedMNIST
+from vae.estimators import Estimator, display_name
+from vae.replicas import ReplicaGenerator, derive_seed
+from vae.results import git_commit, load_summary
+from vae.tracking import write_text_atomic
+
+HEADER = ["τ", "cosine to exact", "same top class %", "bias / ‖exact‖", "spread / ‖exact‖"]
+DEFAULT_ROWS = ["gs", "st-gs", "rloo"]
+
+
+class GradientsError(ValueError):
+    """Bad input: the message is the one line printed."""
+
+
+def parse_row(spec: str, cfg: Config) -> tuple[str, float]:
+    """``NAME[@TAU]`` -> (name, tau), checked: the run ``cfg`` could train with ``ssl.y = name`` at a
+    constant tau, and the estimator has no parameters or running statistics of its own (those are
+    not saved with the model)."""
+    name, _, tau_text = spec.partition("@")
+    try:
+        tau = float(tau_text or 1.0)
+        validate(dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, y=name),
+                                     tau=TauConfig(schedule="constant", tau0=tau)))
+    except ValueError as err:            # ConfigError is one
+        raise GradientsError(f"--estimator {spec}: {err}") from None
+    estimator = m2.y_estimator(name, cfg.estimator, cfg.ssl.num_classes, len(cfg.seeds))
+    if list(estimator.parameters()) or list(estimator.buffers()):
+        raise GradientsError(f"--estimator {spec}: trains a state of its own, which checkpoints do not keep; "
+                             "measurable: the stateless ones (gs, st-gs, st, gumbel-rao, reinmax, rloo, ...)")
+    return name, tau
+
+
+def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], draws: int, examples: int,
+                    results_dir: Path) -> str:
+    """The markdown table of the module docstring for the run in ``run_dir`` (its config ``cfg``)."""
+    model, cfg = m2.load_model(checkpoint_of(run_dir, cfg, results_dir))
+    data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
+                               Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
+    r, c = len(cfg.seeds), cfg.ssl.num_classes
+    x = data.splits["valid"][:examples].expand(r, -1, -1)                       # [R, B, 784]
+
+    def gradients(estimator: Estimator, tau: float, label: str) -> torch.Tensor:
+        rng = ReplicaGenerator([derive_seed("ssl-gradients", seed, label) for seed in cfg.seeds])
+        return m2.logit_gradients(model, estimator, x, rng=rng, tau=tau, step=cfg.steps, draws=draws)
+
+    exact = gradients(m2.marginal(c, r), 1.0, "marginal").mean(0)               # [R, B, C]
+    table = []
+    for name, tau in tqdm(rows, desc="estimators"):
+        estimator = m2.y_estimator(name, cfg.estimator, c, r)
+        stats = m2.gradient_agreement(gradients(estimator, tau, f"{name}@{tau}"), exact)
+        table.append(("marginal, fresh z" if name == "marginal" else display_name(name), [f"{tau:g}", f"{stats['cosine']:.2f}", f"{100 * stats['top_class']:.0f}",
+                                           f"{stats['bias']:.2f}", f"{stats['spread']:.2f}"]))
+    summary = load_summary(run_dir)
+    command = " ".join(["python -m experiments.ssl_gradients", str(run_dir),
+                        *(f"--estimator {name}@{tau:g}" for name, tau in rows), f"--draws {draws} --examples {examples}"])
+    caption = (f"Gradient of the unlabelled loss -U(x) with respect to the logits of q(y | x) on the trained M2 of "
+               f"{run_dir.name} (trained with {cfg.ssl.y}, {cfg.steps} steps, test accuracy "
+               f"{100 * summary['test/accuracy']['mean']:.1f} %), for the first {examples} validation digits, "
+               f"{draws} draws per row, against the exact gradient (y summed, the mean of {draws} draws over z's "
+               f"noise); mean over the digits and {r} seed(s). `{command}`, at commit {git_commit()}.")
+    return to_markdown(HEADER, table, caption)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.ssl_gradients", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", metavar="RUN", help="a finished ssl run's directory")
+    parser.add_argument("--estimator", action="append", metavar="NAME[@TAU]",
+                        help=f"an estimator of y at temperature TAU (default 1); repeatable; default: {DEFAULT_ROWS}")
+    parser.add_argument("--draws", type=int, default=1000, help="gradient draws per row and for the exact one (1000)")
+    parser.add_argument("--examples", type=int, default=50, help="validation digits (default 50)")
+    parser.add_argument("--results-dir", default="results", help="results store root (default results)")
+    parser.add_argument("--out", metavar="FILE", help="also write the table to FILE")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run)
+    try:
+        if not (run_dir / "config.yaml").exists() or load_summary(run_dir) is None:
+            raise GradientsError(f"RUN {run_dir}: not a finished run directory (config.yaml and summary.json)")
+        cfg = config_from_dict(read_yaml((run_dir / "config.yaml").read_text()))
+        if cfg.task != "ssl":
+            raise GradientsError(f"RUN {run_dir}: a run of task {cfg.task!r}, not ssl")
+        rows = [parse_row(spec, cfg) for spec in args.estimator or DEFAULT_ROWS]
+        if args.draws < 2 or args.examples < 1:
+            raise GradientsError(f"--draws must be >= 2 and --examples >= 1, got {args.draws} and {args.examples}")
+    except GradientsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = agreement_table(run_dir, cfg, rows, args.draws, args.examples, Path(args.results_dir))
+    print(table)
+    if args.out:
+        write_text_atomic(Path(args.out), table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
