@@ -62,6 +62,17 @@ class FixedNoise:
         return self.eps
 
 
+class ZeroNoise(ReplicaGenerator):
+    """Generators whose ``normal(shape)`` is zeros: z = mu, so f(y) is a deterministic function of y
+    and the exact gradient over y a closed form; y is drawn with the generators' uniforms."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__([seed])
+
+    def normal(self, shape: torch.Size) -> Tensor:
+        return torch.zeros(shape)
+
+
 def tiny(seed: int = 0, batch: int = 3) -> tuple[m2.M2, Tensor]:
     model = m2.M2(C, D, CHANNELS, ReplicaGenerator([seed]))
     x = (torch.rand(1, batch, 784, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
@@ -301,3 +312,86 @@ def test_more_labelled_images_than_a_class_holds_is_a_config_error(shared_cache,
     with pytest.raises(ConfigError, match=r"^ssl\.num_labelled: class \d has \d+ training images, fewer than "
                                           r"num_labelled / C = 5000$"):
         Trainer(cfg, log=lambda _: None)
+
+
+def exact_logit_gradient(model: m2.M2, x: Tensor) -> tuple[Tensor, float]:
+    """The gradient of -U(x) with respect to the logits of q(y | x) at z = mu (:class:`ZeroNoise`), in
+    closed form: q_c (f_c - E_q f) + q_c (log q_c - E_q log q), ``[1, B, C]``; and the float32
+    round-off of sums of C terms of size |f| (1e-6 max |f|, as in the test above)."""
+    with torch.no_grad():
+        q = torch.softmax(model.classify(x), -1)
+        from_x = model.style_features(x)
+        f = torch.stack([m2.class_loss(model, x, from_x, one_hot(c, x.shape[1]), ZeroNoise()) for c in range(C)], -1)
+    a = f + q.log()
+    return q * (a - (q * a).sum(-1, keepdim=True)), 1e-6 * f.abs().max().item()
+
+
+def test_logit_gradients_of_the_marginal_are_the_closed_form_for_every_draw_and_digit():
+    """With z = mu the summed objective is deterministic: each of 5 draws, computed two or one copies
+    of the batch per pass, is the closed-form gradient of each digit (a mixed-up digit or draw fails:
+    the class enters the decoder 30x more strongly than at initialisation, so that the digits'
+    gradients differ by over 10x the round-off)."""
+    model, x = tiny(batch=3)
+    with torch.no_grad():
+        model.decoder[0].weight[:, :C] *= 30                                  # [R, C + D, c3, 4, 4]: y's rows
+    draws = m2.logit_gradients(model, m2.marginal(C, 1), x, rng=ZeroNoise(), tau=1.0, step=0, draws=5,
+                               images_per_pass=6)
+    assert draws.shape == (5, 1, 3, C)
+    want, round_off = exact_logit_gradient(model, x)
+    assert (want[0, 0] - want[0, 1]).abs().max() > 10 * round_off            # a swap of digits would fail
+    for draw in draws:
+        torch.testing.assert_close(draw, want, rtol=0, atol=round_off)
+
+
+def test_logit_gradients_of_rloo_are_unbiased():
+    """RLOO (4 samples of y) is unbiased: the mean of 4,000 draws of its logit gradient is the closed
+    form within z * SE per coordinate (SE = sample std / sqrt(4000)), Bonferroni over the B * C = 20
+    coordinates at family-wise level 1e-3. ST-GS on the same digits is biased: its mean is farther
+    than that (and the check would see it)."""
+    model, x = tiny(batch=2)
+    want = exact_logit_gradient(model, x)[0][0]                               # [B, C]
+    z_crit = torch.special.ndtri(torch.tensor(1 - ALPHA / (2 * 2 * C), dtype=torch.float64)).item()
+
+    def z_scores(name: str) -> Tensor:
+        draws = m2.logit_gradients(model, build_estimator(name, latent_shape=(1, C)), x, rng=ZeroNoise(5),
+                                   tau=1.0, step=0, draws=4000)[:, 0]        # [D, B, C]
+        se = draws.std(0) / math.sqrt(draws.shape[0])
+        return (draws.mean(0) - want).abs() / se
+
+    assert z_scores("rloo").max().item() <= z_crit
+    assert z_scores("st-gs").max().item() > z_crit
+
+
+def test_gradient_agreement_measures_cosine_top_class_bias_and_spread():
+    exact = torch.tensor([[[1.0, -2.0, 1.0], [0.0, 3.0, -4.0]]])               # [R=1, B=2, C=3], norms sqrt(6), 5
+    v = torch.tensor([[[0.5, 0.5, -1.0], [3.0, 0.0, 0.0]]])
+    unbiased = torch.stack([exact + v, exact - v])                            # mean exact, one draw off by v
+    stats = m2.gradient_agreement(unbiased, exact)
+    assert stats["cosine"] == pytest.approx(1.0) and stats["top_class"] == 1.0 and stats["bias"] == pytest.approx(0.0)
+    assert stats["spread"] == pytest.approx((math.sqrt(1.5) / math.sqrt(6) + 3 / 5) / 2)
+    stats = m2.gradient_agreement(-exact.unsqueeze(0), exact)                 # the opposite direction
+    assert stats["cosine"] == pytest.approx(-1.0) and stats["top_class"] == 0.0
+    assert stats["bias"] == pytest.approx(2.0) and stats["spread"] == 0.0
+
+
+def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_cache, tmp_path, monkeypatch, capsys):
+    from experiments.ssl_gradients import main
+
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    run_dir = train(load_config(None, ssl_overrides(tmp_path) + ["ssl.y=st-gs"]), tmp_path / "run", progress=False)
+    out = tmp_path / "gradients.md"
+    assert main([str(run_dir), "--estimator", "marginal", "--estimator", "st-gs@0.5", "--draws", "3",
+                 "--examples", "4", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| marginal, fresh z", "1"], ["| ST Gumbel-S.", "0.5"]]
+    for row in rows:
+        cosine, top, bias, spread = (float(v) for v in row.strip("| ").split(" | ")[2:])
+        assert -1 <= cosine <= 1 and 0 <= top <= 100 and bias >= 0 and spread >= 0
+    assert "--estimator marginal@1 --estimator st-gs@0.5 --draws 3 --examples 4" in out.read_text()
+    capsys.readouterr()
+    for args, message in [([str(run_dir), "--estimator", "nvil"], "--estimator nvil: trains a state of its own"),
+                          ([str(run_dir), "--estimator", "gs@0"], "--estimator gs@0: tau.tau0: must be > 0"),
+                          ([str(tmp_path)], "not a finished run directory")]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
