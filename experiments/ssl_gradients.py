@@ -71,6 +71,7 @@ def parse_row(spec: str, cfg: Config) -> tuple[str, float]:
 def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], draws: int, examples: int,
                     results_dir: Path) -> str:
     """The markdown table of the module docstring for the run in ``run_dir`` (its config ``cfg``)."""
+    commit = git_commit()              # the code that runs (read before the minutes of measuring)
     model, cfg = m2.load_model(checkpoint_of(run_dir, cfg, results_dir))
     data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
                                Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
@@ -95,7 +96,7 @@ def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], d
                f"{run_dir.name} (trained with {cfg.ssl.y}, {cfg.steps} steps, test accuracy "
                f"{100 * summary['test/accuracy']['mean']:.1f} %), for the first {examples} validation digits, "
                f"{draws} draws per row, against the exact gradient (y summed, the mean of {draws} draws over z's "
-               f"noise); mean over the digits and {r} seed(s). `{command}`, at commit {git_commit()}.")
+               f"noise); mean over the digits and {r} seed(s). `{command}`, at commit {commit}.")
     return to_markdown(HEADER, table, caption)
 
 
