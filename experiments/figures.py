@@ -398,6 +398,7 @@ def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
     return again / CHECKPOINT
 
 
+@torch.no_grad()
 def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     """Images (and images per row) decoded by replica 0 of a finished run."""
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")

@@ -5,21 +5,22 @@
 
 On the trained M2 of a finished semi-supervised run (``RUN``, its directory), for the first
 ``--examples`` validation digits taken as unlabelled: the gradient of the unlabelled loss ``-U(x)``
-(as the trainer computes it, vae/m2.py) with respect to the logits of q(y | x), drawn ``--draws`` times
-per ``--estimator NAME[@TAU]`` (tau default 1), against the exact gradient (y summed over the classes, the mean of as
-many draws of the ``marginal`` gradient, which differ only in z's noise). Prints a markdown table,
-one row per ``--estimator`` (``marginal`` too: its fresh draws show the reference's own noise), averaged over the
-digits and the run's seeds (``vae.m2.gradient_agreement``): the cosine between the estimator's mean
-gradient and the exact one, how often both raise the same class's logit most, the bias and one
-draw's spread, both relative to the exact gradient's norm (the bias includes the noise of the means,
-about ``spread / sqrt(draws)``: one draw of y is noisy, so use a thousand draws or more). ``--out
-FILE`` also writes the table there.
+(as the trainer computes it, vae/m2.py) with respect to the logits of q(y | x), drawn ``--draws``
+times per ``--estimator NAME[@TAU]`` (tau default 1), against the exact gradient (y summed over the
+classes: the mean of as many draws of the ``marginal`` gradient, which differ only in z's noise).
+Prints a markdown table, one row per ``--estimator`` (``marginal`` too: its fresh draws show the
+reference's own noise), averaged over the digits and the run's seeds
+(``vae.m2.gradient_agreement``): the cosine between the estimator's mean gradient and the exact
+one, how often both raise the same class's logit most, the bias and one draw's spread, both
+relative to the exact gradient's norm (the bias includes the noise of the mean, about ``spread /
+sqrt(draws)``: one draw of y is noisy, so use a thousand draws or more). ``--out FILE`` also
+writes the table there.
 
 Estimators with parameters or running statistics of their own (nvil, relax, reinforce-ema, ...)
 are trained beside the model and not saved with it, so only stateless ones are measured. Committed
 records carry no checkpoint: a run without one is trained again first (``<results>/runs/samples/``,
-as the figures do). Bad input (no finished ssl run, an estimator that cannot be measured, a tau that is no positive number)
-prints one line and exits with status 2.
+as the figures do). Bad input (no finished ssl run, an estimator that cannot be measured, a tau
+that is not a positive number) prints one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -87,11 +88,13 @@ def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], d
     for name, tau in tqdm(rows, desc="estimators"):
         estimator = m2.y_estimator(name, cfg.estimator, c, r)
         stats = m2.gradient_agreement(gradients(estimator, tau, f"{name}@{tau}"), exact)
-        table.append(("marginal, fresh z" if name == "marginal" else display_name(name), [f"{tau:g}", f"{stats['cosine']:.2f}", f"{100 * stats['top_class']:.0f}",
-                                           f"{stats['bias']:.2f}", f"{stats['spread']:.2f}"]))
+        label = "marginal, fresh z" if name == "marginal" else display_name(name)
+        table.append((label, [f"{tau:g}", f"{stats['cosine']:.2f}", f"{100 * stats['top_class']:.0f}",
+                              f"{stats['bias']:.2f}", f"{stats['spread']:.2f}"]))
     summary = load_summary(run_dir)
     command = " ".join(["python -m experiments.ssl_gradients", str(run_dir),
-                        *(f"--estimator {name}@{tau:g}" for name, tau in rows), f"--draws {draws} --examples {examples}"])
+                        *(f"--estimator {name}@{tau:g}" for name, tau in rows),
+                        f"--draws {draws} --examples {examples}"])
     caption = (f"Gradient of the unlabelled loss -U(x) with respect to the logits of q(y | x) on the trained M2 of "
                f"{run_dir.name} (trained with {cfg.ssl.y}, {cfg.steps} steps, test accuracy "
                f"{100 * summary['test/accuracy']['mean']:.1f} %), for the first {examples} validation digits, "
