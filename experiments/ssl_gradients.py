@@ -9,10 +9,11 @@ On the trained M2 of a finished semi-supervised run (``RUN``, its directory), fo
 times per ``--estimator NAME[@TAU]`` (tau default 1), against the exact gradient (y summed over the
 classes: the mean of as many draws of the ``marginal`` gradient, which differ only in z's noise).
 Prints a markdown table, one row per ``--estimator`` (``marginal`` too: its fresh draws show the
-reference's own noise), averaged over the digits and the run's seeds
-(``vae.m2.gradient_agreement``): the cosine between the estimator's mean gradient and the exact
-one, how often both raise the same class's logit most, the bias and one draw's spread, both
-relative to the exact gradient's norm (the bias includes the noise of the mean, about ``spread /
+reference's own noise), each number taken over the digits' gradients as one vector, so that a digit
+counts by its gradient's size (a confident q(y | x) has all but none), and averaged over the run's
+seeds (``vae.m2.gradient_agreement``): the cosine between the estimator's mean gradient and the
+exact one, the share of the exact gradient on digits where both raise the same class's logit most,
+the bias and one draw's spread, both relative to the exact gradient's norm (the bias includes the noise of the mean, about ``spread /
 sqrt(draws)``: one draw of y is noisy, so use a thousand draws or more). ``--out FILE`` also
 writes the table there.
 
@@ -43,7 +44,7 @@ from vae.replicas import ReplicaGenerator, derive_seed
 from vae.results import git_commit, load_summary
 from vae.tracking import write_text_atomic
 
-HEADER = ["τ", "cosine to exact", "same top class %", "bias / ‖exact‖", "spread / ‖exact‖"]
+HEADER = ["τ", "cosine to exact", "same top class, % of ‖exact‖", "bias / ‖exact‖", "spread / ‖exact‖"]
 DEFAULT_ROWS = ["gs", "st-gs", "rloo"]
 
 
@@ -99,7 +100,7 @@ def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], d
                f"{run_dir.name} (trained with {cfg.ssl.y}, {cfg.steps} steps, test accuracy "
                f"{100 * summary['test/accuracy']['mean']:.1f} %), for the first {examples} validation digits, "
                f"{draws} draws per row, against the exact gradient (y summed, the mean of {draws} draws over z's "
-               f"noise); mean over the digits and {r} seed(s). `{command}`, at commit {commit}.")
+               f"noise); the digits' gradients as one vector, mean over {r} seed(s). `{command}`, at commit {commit}.")
     return to_markdown(HEADER, table, caption)
 
 

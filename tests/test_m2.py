@@ -363,15 +363,21 @@ def test_logit_gradients_of_rloo_are_unbiased():
 
 
 def test_gradient_agreement_measures_cosine_top_class_bias_and_spread():
-    exact = torch.tensor([[[1.0, -2.0, 1.0], [0.0, 3.0, -4.0]]])               # [R=1, B=2, C=3], norms sqrt(6), 5
-    v = torch.tensor([[[0.5, 0.5, -1.0], [3.0, 0.0, 0.0]]])
-    unbiased = torch.stack([exact + v, exact - v])                            # mean exact, one draw off by v
-    stats = m2.gradient_agreement(unbiased, exact)
-    assert stats["cosine"] == pytest.approx(1.0) and stats["top_class"] == 1.0 and stats["bias"] == pytest.approx(0.0)
-    assert stats["spread"] == pytest.approx((math.sqrt(1.5) / math.sqrt(6) + 3 / 5) / 2)
+    """On constructed draws of one replica's two images (exact norms sqrt(6) and 5; the batch's sqrt(31))."""
+    exact = torch.tensor([[[1.0, -2.0, 1.0], [0.0, 3.0, -4.0]]])               # [R=1, B=2, C=3]
+    v = torch.tensor([[[0.5, 0.5, -1.0], [3.0, 0.0, 0.0]]])                   # ||v|| = sqrt(10.5)
+    stats = m2.gradient_agreement(torch.stack([exact + v, exact - v]), exact)  # mean exact, each draw off by v
+    assert stats == pytest.approx({"cosine": 1.0, "top_class": 1.0, "bias": 0.0, "spread": math.sqrt(10.5 / 31)})
     stats = m2.gradient_agreement(-exact.unsqueeze(0), exact)                 # the opposite direction
-    assert stats["cosine"] == pytest.approx(-1.0) and stats["top_class"] == 0.0
-    assert stats["bias"] == pytest.approx(2.0) and stats["spread"] == 0.0
+    assert stats == pytest.approx({"cosine": -1.0, "top_class": 0.0, "bias": 2.0, "spread": 0.0})
+    swapped = exact.clone()
+    swapped[0, 1] = torch.tensor([0.0, -4.0, 3.0])                            # image 2 raises another class
+    stats = m2.gradient_agreement(swapped.unsqueeze(0), exact)
+    assert stats["top_class"] == pytest.approx(math.sqrt(6) / (math.sqrt(6) + 5))   # image 1's share of the norm
+    assert stats["cosine"] == pytest.approx((6 - 24) / 31) and stats["bias"] == pytest.approx(math.sqrt(98 / 31))
+    flat = torch.zeros(1, 1, 3)                                               # an image with no gradient at all
+    stats = m2.gradient_agreement(torch.cat([exact, flat], 1).unsqueeze(0), torch.cat([exact, flat], 1))
+    assert stats == pytest.approx({"cosine": 1.0, "top_class": 1.0, "bias": 0.0, "spread": 0.0})
 
 
 def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_cache, tmp_path, monkeypatch, capsys):

@@ -309,19 +309,25 @@ def logit_gradients(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaG
 
 
 def gradient_agreement(draws: Tensor, exact: Tensor) -> dict[str, float]:
-    """How well draws ``[D, R, B, C]`` of a per-image gradient estimate the exact one ``exact [R, B, C]``,
-    averaged over the R * B images, with ``g = mean_d g_d``:
+    """How well draws ``[D, R, B, C]`` of a per-image gradient estimate the exact one ``exact [R, B, C]``.
+    Per replica, the batch's B x C gradient as one vector (so each image counts by its gradient's
+    size: a confident q(y | x) has all but no gradient), with ``g = mean_d g_d``, averaged over R:
 
         cosine      cos(g, g*)
-        top_class   whether argmin_c g_c = argmin_c g*_c: the class whose logit a descent step raises most
+        top_class   the share of ||g*|| (summed over images) on images where argmin_c g_c = argmin_c g*_c:
+                    both raise the same class's logit most in a descent step
         bias        ||g - g*|| / ||g*||
-        spread      sqrt(sum_c Var_d g_dc) / ||g*||   (one draw's error about its mean, relative)
+        spread      sqrt(mean_d ||g_d - g||^2) / ||g*||   (one draw's error about the mean, relative)
     """
-    mean, norm = draws.mean(0), exact.norm(dim=-1)
-    return {"cosine": torch.cosine_similarity(mean, exact, dim=-1).mean().item(),
-            "top_class": (mean.argmin(-1) == exact.argmin(-1)).float().mean().item(),
-            "bias": ((mean - exact).norm(dim=-1) / norm).mean().item(),
-            "spread": (draws.var(0, correction=0).sum(-1).sqrt() / norm).mean().item()}
+    mean = draws.mean(0)                                                      # [R, B, C]
+    size = exact.flatten(1).norm(dim=1)                                       # [R]
+    per_image = exact.norm(dim=-1)                                            # [R, B]
+    same = (mean.argmin(-1) == exact.argmin(-1)).float()
+    stats = {"cosine": torch.cosine_similarity(mean.flatten(1), exact.flatten(1), dim=1),
+             "top_class": (same * per_image).sum(1) / per_image.sum(1),
+             "bias": (mean - exact).flatten(1).norm(dim=1) / size,
+             "spread": (draws - mean).flatten(2).square().sum(-1).mean(0).sqrt() / size}
+    return {key: value.mean().item() for key, value in stats.items()}
 
 
 def marginal(num_classes: int, num_replicas: int) -> Estimator:
