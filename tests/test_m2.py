@@ -1,6 +1,8 @@
 """Semi-supervised classification with M2 (Section 4.3): the marginal objective against an
 enumeration of the classes, the class frequencies of sampled y, the importance-weighted bound
-against torch's densities, the labelled set, replica independence, and the task end to end.
+against torch's densities, the labelled set, replica independence, the task end to end, and the
+classifier-gradient measurement of ``experiments.ssl_gradients`` (exact for the marginal, unbiased
+for RLOO, biased for ST-GS).
 
 Exact checks use a tiny M2 (conv channels 4, 4, 4; D = 3) with the z noise fixed, so the marginal
 objective and the per-class single-sample objectives see the same draws. The frequency test is a
