@@ -407,8 +407,7 @@ def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior)
     model.load_state_dict(state["model"])
     r = len(cfg.seeds)
-    data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
-                               Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
+    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
     x = data.splits["test"][:16]                                                 # [16, 784]
     mode = torch.nn.functional.one_hot(model.encode(x.expand(r, -1, -1)).argmax(-1), m.num_classes).float()
 
@@ -496,8 +495,7 @@ def analogies(checkpoint: Path) -> torch.Tensor:
     """(b): ``[ANALOGY_DIGITS * (C + 1), 784]``, per test digit the digit, then its style z (mean of
     q(z | x, y), y = argmax q(y | x)) decoded under each class y (Bernoulli means), by replica 0."""
     model, cfg = m2.load_model(checkpoint)
-    data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
-                               Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
+    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
     x = data.splits["test"][:ANALOGY_DIGITS].expand(len(cfg.seeds), -1, -1)          # [R, B, 784]
     c = cfg.ssl.num_classes
     guess = torch.nn.functional.one_hot(model.classify(x).argmax(-1), c).float()     # [R, B, C]

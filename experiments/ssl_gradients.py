@@ -13,9 +13,9 @@ reference's own noise), each number taken over the digits' gradients as one vect
 counts by its gradient's size (a confident q(y | x) has all but none), and averaged over the run's
 seeds (``vae.m2.gradient_agreement``): the cosine between the estimator's mean gradient and the
 exact one, the share of the exact gradient on digits where both raise the same class's logit most,
-the bias and one draw's spread, both relative to the exact gradient's norm (the bias includes the noise of the mean, about ``spread /
-sqrt(draws)``: one draw of y is noisy, so use a thousand draws or more). ``--out FILE`` also
-writes the table there.
+the bias and one draw's spread, both relative to the exact gradient's norm (the bias includes the
+noise of the mean, about ``spread / sqrt(draws)``: one draw of y is noisy, so use a thousand draws
+or more). ``--out FILE`` also writes the table there.
 
 Estimators with parameters or running statistics of their own (nvil, relax, reinforce-ema, ...)
 are trained beside the model and not saved with it, so only stateless ones are measured. Committed
@@ -75,8 +75,7 @@ def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], d
     """The markdown table of the module docstring for the run in ``run_dir`` (its config ``cfg``)."""
     commit = git_commit()              # the code that runs (read before the minutes of measuring)
     model, cfg = m2.load_model(checkpoint_of(run_dir, cfg, results_dir))
-    data = BinarizedMNIST.load(cfg.data.binarization, "cpu", cfg.data.binarization_seed,
-                               Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=lambda _: None)
+    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
     r, c = len(cfg.seeds), cfg.ssl.num_classes
     x = data.splits["valid"][:examples].expand(r, -1, -1)                       # [R, B, 784]
 

@@ -39,12 +39,15 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
 from vae.replicas import ReplicaGenerator, derive_seed
+
+if TYPE_CHECKING:
+    from vae.config import DataConfig
 
 Binarization = Literal["static", "dynamic", "threshold"]
 SPLITS = ("train", "valid", "test")
@@ -321,6 +324,13 @@ class BinarizedMNIST:
     binarization: Binarization
     labels: dict[str, Tensor] = field(default_factory=dict)
     _order: tuple[tuple, Tensor] | None = None  # (seeds, epoch) -> [R, n] order on device
+
+    @classmethod
+    def for_config(cls, data: DataConfig, device: torch.device | str,
+                   log: Callable[[str], None] = print) -> BinarizedMNIST:
+        """The data a run's ``data`` config section names (binarization, its seed, the IDX directory)."""
+        return cls.load(data.binarization, device, data.binarization_seed,
+                        Path(data.data_dir) if data.data_dir else None, log=log)
 
     @classmethod
     def load(cls, binarization: Binarization, device: torch.device | str, seed: int = 0,

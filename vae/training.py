@@ -84,8 +84,7 @@ class Trainer:
         torch.set_flush_denormal(True)
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.data = BinarizedMNIST.load(cfg.data.binarization, self.device, cfg.data.binarization_seed,
-                                        Path(cfg.data.data_dir) if cfg.data.data_dir else None, log=log)
+        self.data = BinarizedMNIST.for_config(cfg.data, self.device, log=log)
         r = len(cfg.seeds)
         self.rng = ReplicaGenerator(cfg.seeds, self.device)
         self.task = TASKS[cfg.task]
