@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the results store root of every target (runs, sweeps, figures, tables)
 RESULTS ?= results
 
-.PHONY: install test test-all demo bench gpu-data gpu-check clean-runs
+.PHONY: install test test-all test-portable demo bench gpu-data gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -16,11 +16,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# One pytest worker per core (pytest-xdist), each on one torch thread (tests/conftest.py); tests
+# that share a module's fixture go to one worker (--dist loadgroup), so it is built once.
+PYTEST = $(PY) -m pytest -q -n auto --dist loadfile
 test: install
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: install   ## also the slow statistical / end-to-end tests
-	$(PY) -m pytest -q -m ''
+	$(PYTEST) -m ''
+
+# The tests that compare two computations of one number, under the kernel paths of other CPUs:
+# oneDNN limited to SSE4.1, to AVX2 and unlimited, and ATen's own kernels without vector units.
+PORTABLE_TESTS = tests/test_estimators.py tests/test_sbn.py tests/test_m2.py tests/test_models.py \
+	tests/test_gumbel.py tests/test_optim.py tests/test_diagnostics.py tests/test_training.py tests/test_records.py \
+	tests/test_reproduce.py::test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves
+test-portable: install   ## the numerics-sensitive tests as another CPU would run them (minutes)
+	for isa in SSE41 AVX2 ALL; do echo "ONEDNN_MAX_CPU_ISA=$$isa"; ONEDNN_MAX_CPU_ISA=$$isa $(PYTEST) $(PORTABLE_TESTS) || exit 1; done
+	echo "ATEN_CPU_CAPABILITY=default"; ATEN_CPU_CAPABILITY=default $(PYTEST) $(PORTABLE_TESTS)
 
 demo: install   ## RESULTS=dir puts its runs under dir/runs/demo (default results)
 	$(PY) -m experiments.demo --results-dir $(RESULTS)

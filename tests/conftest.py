@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -38,11 +40,14 @@ def fake_mnist_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path, monkeypatch):
-    """Every test gets its own data cache, and W&B is off unless a test turns it on."""
+def _isolated_environment(request, tmp_path, monkeypatch):
+    """Every test gets its own data cache, W&B is off unless a test turns it on, and torch's global
+    generator is seeded from the test's own name: a test draws the same numbers whichever worker
+    runs it and whatever ran before it."""
     monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
     yield
 
 
@@ -61,11 +66,25 @@ def tiny_overrides(out_dir: Path) -> list[str]:
     """Config overrides for a training run that takes seconds on a CPU."""
     return [f"out_dir={out_dir}", "model.hidden=[32,16]", "steps=12", "log_every=2",
             "checkpoint_every=4", "eval.every=6", "eval.batch_size=5000", "eval.iw_samples=4",
-            "eval.iw_examples=20", "tau.update_every=2", "tau.rate=0.05"]
+            "eval.iw_examples=20", "eval.curve_examples=200", "tau.update_every=2", "tau.rate=0.05"]
 
 
 def env_with_cache(cache: Path) -> dict[str, str]:
-    """Environment for a subprocess: the given data cache, W&B off, the repo importable."""
-    env = dict(os.environ, VAE_DATA_DIR=str(cache), WANDB_MODE="disabled",
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    """Environment for a subprocess: the given data cache, W&B off, the repo importable, one
+    thread (as the tests' own process: a run continued in a subprocess then sums in the same
+    order, and two test workers do not oversubscribe two cores)."""
+    env = dict(os.environ, VAE_DATA_DIR=str(cache), WANDB_MODE="disabled", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     return env
+
+
+FLOAT32_EPS = torch.finfo(torch.float32).eps
+
+
+def float32_rtol(terms: int) -> float:
+    """Relative tolerance between two float32 computations of one sum of ``terms`` positive terms
+    that add them in other orders (another kernel, blocking or replica count): the round-off of
+    each addition is at most eps/2 of the partial sum and, rounding errors being independent in
+    sign, accumulates like a random walk, std about ``sqrt(terms) * eps / 2`` of the sum; this
+    allows 8 such standard deviations, ``4 sqrt(terms) eps``."""
+    return 4 * math.sqrt(terms) * FLOAT32_EPS

@@ -4,7 +4,9 @@ The oracle is :class:`vae.estimators.exact.Exact` differentiated by autograd (it
 a hand-written ``itertools.product`` enumeration). Problems are tiny ``DiscreteVAE``s with 64
 latent states: 3 categorical variables x 4 classes, and 6 Bernoulli variables. Many independent
 estimates come from one batched call (``vae.diagnostics.draw_gradients`` puts draws on the replica
-axis).
+axis). The point of these tests is the algebra, so problems, estimators and oracles compute in
+float64: no CPU's choice of float32 kernels can move a z-score or an equality (the noise is the
+same float32 draw either way).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ BIASED = ["gs", "st-gs", "st", "st-annealed", "darn", "gumbel-rao", "reinmax"]
 NUM_DRAWS = 4000
 # Family-wise false-alarm rate of each z-test; Bonferroni over every gradient coordinate tested.
 ALPHA = 1e-3
-# Absolute slack for float32 round-off between the batched draws and the single-replica oracle.
-ABS_TOL = 1e-5
+DTYPE = torch.float64
+# Absolute slack for round-off between the batched draws and the single-replica oracle: gradients
+# of size ~10 summed over 64 states in float64 round off near 1e-13.
+ABS_TOL = 1e-10
 
 
 @pytest.fixture
@@ -54,13 +58,13 @@ def seed(request: pytest.FixtureRequest) -> int:
 
 def problem(kind: str, seed: int = 0) -> tuple[DiscreteVAE, Tensor]:
     n, k = KINDS[kind]
-    return make_toy_problem(kind, n, k, data_dim=DATA_DIM, seed=seed)
+    return make_toy_problem(kind, n, k, data_dim=DATA_DIM, seed=seed, dtype=DTYPE)
 
 
 def build(name: str, kind: str, num_replicas: int = 1, **overrides: object):
     return build_estimator(EstimatorConfig(name=name, **overrides), num_replicas=num_replicas,
                            latent_shape=KINDS[kind], context_dim=DATA_DIM,
-                           rng=ReplicaGenerator(list(range(num_replicas))))
+                           rng=ReplicaGenerator(list(range(num_replicas)))).to(DTYPE)
 
 
 def z_scores(draws: dict[str, Tensor], exact: dict[str, Tensor], scale: float = 1.0):
@@ -101,7 +105,7 @@ def test_config_rejects_invalid_values(field: str, value: object) -> None:
 
 
 def test_exact_matches_hand_enumeration() -> None:
-    model, x = make_toy_problem("categorical", 2, 3, data_dim=DATA_DIM, seed=3)
+    model, x = make_toy_problem("categorical", 2, 3, data_dim=DATA_DIM, seed=3, dtype=DTYPE)
     exact = build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(2, 3),
                             context_dim=DATA_DIM, rng=ReplicaGenerator([0]))
     logits = model.encode(x)                                                 # [1, B, 2, 3]
@@ -110,7 +114,7 @@ def test_exact_matches_hand_enumeration() -> None:
     probs = torch.softmax(logits, -1)
     manual = torch.zeros_like(surrogate)
     for i, j in itertools.product(range(3), range(3)):
-        z = F.one_hot(torch.tensor([i, j]), 3).float().expand_as(logits)
+        z = F.one_hot(torch.tensor([i, j]), 3).to(DTYPE).expand_as(logits)
         manual = manual + probs[..., 0, i] * probs[..., 1, j] * model.reconstruction_loss(z, x)
     torch.testing.assert_close(surrogate, manual)
     params = list(model.parameters())
@@ -190,8 +194,8 @@ def test_variance_normalisation_is_on_by_default_and_can_be_turned_off(name: str
 def test_muprop_is_exact_for_linear_objectives(kind: str, seed: int) -> None:
     """For f linear in z the Taylor control variate is f itself: every draw is the exact gradient."""
     n, k = KINDS[kind]
-    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
-    logits = torch.randn(1, 3, n, k, generator=torch.Generator().manual_seed(seed + 1),
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)
+    logits = torch.randn(1, 3, n, k, generator=torch.Generator().manual_seed(seed + 1), dtype=DTYPE,
                          requires_grad=True)
 
     def f(z: Tensor) -> Tensor:
@@ -199,7 +203,7 @@ def test_muprop_is_exact_for_linear_objectives(kind: str, seed: int) -> None:
 
     def grad(name: str) -> Tensor:
         surrogate, _ = build(name, kind)(logits, f, rng=ReplicaGenerator([seed]), tau=1.0, step=0,
-                                         context=torch.zeros(1, 3, DATA_DIM))
+                                         context=torch.zeros(1, 3, DATA_DIM, dtype=DTYPE))
         return torch.autograd.grad(surrogate.sum(), logits)[0]
 
     torch.testing.assert_close(grad("muprop"), grad("exact"))
@@ -211,7 +215,7 @@ def darn_draws(point: str, logits: Tensor, f, seed: int) -> tuple[Tensor, Tensor
     n, k = logits.shape[-2:]
     many = logits.detach().expand(NUM_DRAWS, *logits.shape[1:]).clone().requires_grad_(True)
     darn = build_estimator(EstimatorConfig(name="darn", darn_point=point), num_replicas=NUM_DRAWS,
-                           latent_shape=(n, k), context_dim=1, rng=ReplicaGenerator([0]))
+                           latent_shape=(n, k), context_dim=1, rng=ReplicaGenerator([0])).to(DTYPE)
     rng = ReplicaGenerator(torch.randint(2**62, (NUM_DRAWS,), generator=torch.Generator().manual_seed(seed)).tolist())
     surrogate, _ = darn(many, f, rng=rng, tau=1.0, step=0, context=torch.zeros(NUM_DRAWS, logits.shape[1], 1))
     draws = torch.autograd.grad(surrogate.sum(), many)[0].flatten(1)                # [D, P]
@@ -226,9 +230,9 @@ def test_darn_half_estimator_is_unbiased_for_objectives_quadratic_in_binary_unit
     """Gu et al. (2016, eq. 6): for a binary unit the 1/2 estimator's mean is
     (f'(0) + f'(1)) / 2 . grad mu, which is the exact (f(1) - f(0)) grad mu when f is quadratic."""
     gen = torch.Generator().manual_seed(seed)
-    free = torch.randn(1, 3, 6, 1, generator=gen)
+    free = torch.randn(1, 3, 6, 1, generator=gen, dtype=DTYPE)
     logits = torch.cat([torch.zeros_like(free), free], -1).requires_grad_(True)     # [1, B, 6, 2]
-    a, b = torch.randn(6, 6, generator=gen), torch.randn(6, generator=gen)
+    a, b = torch.randn(6, 6, generator=gen, dtype=DTYPE), torch.randn(6, generator=gen, dtype=DTYPE)
 
     def f(z: Tensor) -> Tensor:
         x = z[..., 1]
@@ -243,8 +247,8 @@ def test_darn_at_the_mean_estimates_the_mean_field_gradient(seed: int) -> None:
     """With z_bar = mu the per-variable signals average to f'(mu) . grad mu: the gradient of
     f(softmax(logits)), not of E_q[f] (which the z-test then tells apart for a nonlinear f)."""
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(1, 2, 3, 4, generator=gen).requires_grad_(True)
-    weight = torch.randn(3, 4, generator=gen)
+    logits = torch.randn(1, 2, 3, 4, generator=gen, dtype=DTYPE).requires_grad_(True)
+    weight = torch.randn(3, 4, generator=gen, dtype=DTYPE)
 
     def f(z: Tensor) -> Tensor:
         return (z * weight).sum((-1, -2)).square()
@@ -277,7 +281,7 @@ def test_biased_estimators_are_measurably_biased_but_aligned(name: str, kind: st
 @pytest.mark.parametrize("hard", [False, True])
 def test_gs_is_the_gradient_of_the_relaxed_objective(kind: str, hard: bool, seed: int) -> None:
     x = problem(kind)[1].expand(3, -1, -1)
-    model = DiscreteVAE(kind, *KINDS[kind], [8], ReplicaGenerator([1, 2, 3]), data_dim=DATA_DIM)
+    model = DiscreteVAE(kind, *KINDS[kind], [8], ReplicaGenerator([1, 2, 3]), data_dim=DATA_DIM).to(DTYPE)
     tau, seeds = 0.7, [seed, seed + 1, seed + 2]
     params = list(model.parameters())
     logits = model.encode(x)
@@ -289,7 +293,7 @@ def test_gs_is_the_gradient_of_the_relaxed_objective(kind: str, hard: bool, seed
     soft = torch.softmax((logits + gumbel_noise(logits.shape, ReplicaGenerator(seeds))) / tau, -1)
     z = soft
     if hard:
-        z = F.one_hot(soft.argmax(-1), soft.shape[-1]).float() - soft.detach() + soft
+        z = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(DTYPE) - soft.detach() + soft
     manual = torch.autograd.grad(model.reconstruction_loss(z, x).sum(), params)
     for g, m in zip(grads, manual, strict=True):
         torch.testing.assert_close(g, m)
@@ -363,7 +367,7 @@ def test_estimates_are_shaped_finite_and_deterministic(name: str, kind: str, see
 @pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
 def test_state_survives_a_state_dict_round_trip(name: str, seed: int) -> None:
     x = problem("categorical")[1].expand(2, -1, -1)
-    model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([1, 2]), data_dim=DATA_DIM)
+    model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([1, 2]), data_dim=DATA_DIM).to(DTYPE)
     trained = build(name, "categorical", num_replicas=2)
     rng = ReplicaGenerator([seed, seed + 1])
     for step in range(5):
@@ -373,7 +377,7 @@ def test_state_survives_a_state_dict_round_trip(name: str, seed: int) -> None:
 
     restored = build_estimator(EstimatorConfig(name=name), num_replicas=2,
                                latent_shape=(3, 4), context_dim=DATA_DIM,
-                               rng=ReplicaGenerator([seed + 7, seed + 8]))
+                               rng=ReplicaGenerator([seed + 7, seed + 8])).to(DTYPE)
     restored.load_state_dict(trained.state_dict())
     for (key, a), (_, b) in zip(trained.state_dict().items(), restored.state_dict().items(),
                                 strict=True):
@@ -471,8 +475,8 @@ def test_reinmax_is_unbiased_for_quadratic_objectives_at_tau_one_only(tau: float
     quadratic in z at tau = 1 (straight-through, Euler's rule, is not); at tau = 2 the z-test
     detects its bias."""
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(1, 3, 3, 4, generator=gen).requires_grad_(True)
-    a, b = torch.randn(12, 12, generator=gen), torch.randn(12, generator=gen)
+    logits = torch.randn(1, 3, 3, 4, generator=gen, dtype=DTYPE).requires_grad_(True)
+    a, b = torch.randn(12, 12, generator=gen, dtype=DTYPE), torch.randn(12, generator=gen, dtype=DTYPE)
 
     def f(z: Tensor) -> Tensor:
         flat = z.flatten(-2)
@@ -494,7 +498,7 @@ def exact_multi_sample_bound(model: DiscreteVAE, x: Tensor, k: int) -> Tensor:
     """``sum_b E[log (1/k) sum_j w_j]`` over all k-tuples of latent states (enumeration), with
     ``log w = log p(x | z) + log p(z) - log q(z | x)``: differentiable in every parameter."""
     logits = model.encode(x)                                                # [1, B, N, K]
-    states = all_states(model.num_latents, model.num_classes)               # [S, N, K]
+    states = all_states(model.num_latents, model.num_classes).to(x.dtype)   # [S, N, K]
     tuples = torch.tensor(list(itertools.product(range(states.shape[0]), repeat=k)))   # [S^k, k]
     z = states[tuples][None, :, :, None].expand(-1, -1, -1, x.shape[1], -1, -1)        # [1, S^k, k, B, N, K]
     log_q = log_prob_one_hot(logits, z)                                     # [1, S^k, k, B]

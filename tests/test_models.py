@@ -1,4 +1,8 @@
-"""The VAE's pieces: replica layers, the encoder's raw logits, the KL and the Bernoulli latents."""
+"""The VAE's pieces: replica layers, the encoder's raw logits, the KL and the Bernoulli latents.
+
+Comparisons of two computations of one quantity (against torch's layers and distributions) are
+algebra, so they run in float64 with torch's float64 tolerances (rtol 1e-7): the sums of up to
+784 terms they compare round off near 1e-14 whatever kernels the CPU picks."""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from vae.replicas import ReplicaGenerator, ReplicaLinear, derive_seed
 
 
 def test_replica_linear_is_r_independent_linear_maps():
-    layer = ReplicaLinear(5, 3, ReplicaGenerator([0, 1, 2]))
-    x = torch.randn(3, 4, 7, 5)
+    layer = ReplicaLinear(5, 3, ReplicaGenerator([0, 1, 2])).double()
+    x = torch.randn(3, 4, 7, 5, dtype=torch.float64)
     y = layer(x)
     for r in range(3):
         torch.testing.assert_close(y[r], F.linear(x[r], layer.weight[r].T, layer.bias[r, 0]))
@@ -39,39 +43,40 @@ def test_encoder_logits_are_not_squashed():
 
 
 def test_kl_to_uniform_matches_torch_and_is_zero_only_at_uniform():
-    uniform = torch.zeros(1, 1, 20, 10)
-    logits = 3 * torch.randn(2, 6, 20, 10)
+    uniform = torch.zeros(1, 1, 20, 10, dtype=torch.float64)
+    logits = 3 * torch.randn(2, 6, 20, 10, dtype=torch.float64)
     q = torch.distributions.Categorical(logits=logits)
-    p = torch.distributions.Categorical(logits=torch.zeros(10))
+    p = torch.distributions.Categorical(logits=torch.zeros(10, dtype=torch.float64))
     expected = torch.distributions.kl_divergence(q, p).sum(-1)
     torch.testing.assert_close(categorical_kl(logits, uniform), expected)
     assert (categorical_kl(logits, uniform) > 0).all()
-    torch.testing.assert_close(categorical_kl(torch.full((1, 2, 20, 10), 4.2), uniform), torch.zeros(1, 2))
-    # extreme logits: still finite, and approaching N log K for one-hot posteriors
-    extreme = categorical_kl(torch.tensor([1e4] + [0.0] * 9).expand(1, 1, 20, 10), uniform)
+    torch.testing.assert_close(categorical_kl(torch.full((1, 2, 20, 10), 4.2, dtype=torch.float64), uniform),
+                               torch.zeros(1, 2, dtype=torch.float64))
+    # extreme logits, in float32: still finite, and approaching N log K for one-hot posteriors
+    extreme = categorical_kl(torch.tensor([1e4] + [0.0] * 9).expand(1, 1, 20, 10), uniform.float())
     torch.testing.assert_close(extreme, torch.tensor([[20 * math.log(10)]]))
 
 
 @pytest.mark.parametrize("kind", ["categorical", "bernoulli"])
 def test_learned_prior_is_trained_and_enters_the_kl_and_the_log_prior(kind: str):
     n, k = (4, 3) if kind == "categorical" else (5, 2)
-    model = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1]), prior="learned")
+    model = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1]), prior="learned").double()
     assert any(p is model.prior_free for p in model.parameters())
     with torch.no_grad():
         model.prior_free.normal_()
     prior = model.prior_logits()                                          # [R, 1, N, K]
     assert prior.shape == (2, 1, n, k)
     if kind == "bernoulli":
-        assert torch.equal(prior[..., 0], torch.zeros(2, 1, n))
-    x = torch.bernoulli(torch.full((2, 6, 784), 0.3))
+        assert torch.equal(prior[..., 0], torch.zeros(2, 1, n, dtype=torch.float64))
+    x = torch.bernoulli(torch.full((2, 6, 784), 0.3, dtype=torch.float64))
     logits = model.encode(x)
     q = torch.distributions.Categorical(logits=logits)
     p = torch.distributions.Categorical(logits=prior)
     torch.testing.assert_close(model.kl(logits), torch.distributions.kl_divergence(q, p).sum(-1))
-    z = F.one_hot(q.sample(), k).float()
+    z = F.one_hot(q.sample(), k).double()
     torch.testing.assert_close(model.log_prior(z), p.log_prob(z.argmax(-1)).sum(-1))
-    uniform = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1]))
-    torch.testing.assert_close(uniform.log_prior(z), torch.full((2, 6), -n * math.log(k)))
+    uniform = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1])).double()
+    torch.testing.assert_close(uniform.log_prior(z), torch.full((2, 6), -n * math.log(k), dtype=torch.float64))
     with pytest.raises(ValueError, match="model.prior"):
         DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0]), prior="flat")
 
@@ -84,10 +89,10 @@ def test_empty_hidden_gives_the_papers_affine_encoder_and_decoder():
 
 
 def test_bernoulli_latents_are_two_class_categoricals_with_sigmoid_probabilities():
-    model = DiscreteVAE("bernoulli", 200, 2, [64], ReplicaGenerator([0]))
-    x = torch.bernoulli(torch.full((1, 8, 784), 0.3))
+    model = DiscreteVAE("bernoulli", 200, 2, [64], ReplicaGenerator([0])).double()
+    x = torch.bernoulli(torch.full((1, 8, 784), 0.3, dtype=torch.float64))
     logits = model.encode(x)                                    # [1, 8, 200, 2]
-    assert logits.shape == (1, 8, 200, 2) and torch.equal(logits[..., 0], torch.zeros(1, 8, 200))
+    assert logits.shape == (1, 8, 200, 2) and torch.equal(logits[..., 0], torch.zeros(1, 8, 200, dtype=torch.float64))
     on = torch.softmax(logits, -1)[..., 1]
     torch.testing.assert_close(on, torch.sigmoid(logits[..., 1]))
     assert model.decoder[0].weight.shape[1] == 200              # the decoder reads 200 bits
@@ -96,9 +101,9 @@ def test_bernoulli_latents_are_two_class_categoricals_with_sigmoid_probabilities
 
 
 def test_reconstruction_loss_broadcasts_sample_axes_and_is_bernoulli_nll():
-    model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([0, 1]))
-    x = torch.bernoulli(torch.full((2, 5, 784), 0.5))
-    z = F.one_hot(torch.randint(0, 4, (2, 7, 5, 3)), 4).float()   # [R, S, B, N, K]
+    model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([0, 1])).double()
+    x = torch.bernoulli(torch.full((2, 5, 784), 0.5, dtype=torch.float64))
+    z = F.one_hot(torch.randint(0, 4, (2, 7, 5, 3)), 4).double()  # [R, S, B, N, K]
     loss = model.reconstruction_loss(z, x)
     assert loss.shape == (2, 7, 5)
     pixel_logits = model.decode(z[:, 2])
@@ -107,7 +112,7 @@ def test_reconstruction_loss_broadcasts_sample_axes_and_is_bernoulli_nll():
 
 
 def test_log_prob_of_one_hot_samples():
-    logits = torch.randn(1, 2, 3, 4)
-    z = F.one_hot(torch.tensor([[[0, 3, 1], [2, 2, 0]]]), 4).float()
+    logits = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    z = F.one_hot(torch.tensor([[[0, 3, 1], [2, 2, 0]]]), 4).double()
     expected = torch.distributions.Categorical(logits=logits).log_prob(z.argmax(-1)).sum(-1)
     torch.testing.assert_close(log_prob_one_hot(logits, z), expected)

@@ -6,7 +6,7 @@ variables of 3 classes (9 x 9 states), on two binary digits. The oracle is the `
 estimator at both layers, nested as the trainer nests any estimator (itself checked against an
 ``itertools.product`` enumeration). z-tests as in tests/test_estimators.py: the mean of 4,000
 draws against the exact gradient, every coordinate of every layer's parameters, Bonferroni at
-family-wise level 1e-3.
+family-wise level 1e-3; in float64, as there, so no CPU's float32 kernels can move a z-score.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from vae.sbn import HALF, StochasticBinaryNetwork, training_loss
 KINDS = {"bernoulli": (3, 2), "categorical": (2, 3)}
 NUM_DRAWS = 4000
 ALPHA = 1e-3
-ABS_TOL = 1e-5
+DTYPE = torch.float64
+ABS_TOL = 1e-10   # float64 round-off of gradients of size ~10 summed over 64-81 states: ~1e-13
 UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop", "rebar", "relax", "arm", "disarm"]
 BIASED = ["gs", "st-gs", "st", "darn", "gumbel-rao"]
 
@@ -41,8 +42,8 @@ def seed(request: pytest.FixtureRequest) -> int:
 
 def problem(kind: str, seed: int = 0) -> tuple[StochasticBinaryNetwork, Tensor]:
     n, k = KINDS[kind]
-    model = StochasticBinaryNetwork(kind, n, k, [], 2, ReplicaGenerator([seed]))
-    x = (torch.rand(1, 2, 2 * HALF, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+    model = StochasticBinaryNetwork(kind, n, k, [], 2, ReplicaGenerator([seed])).to(DTYPE)
+    x = (torch.rand(1, 2, 2 * HALF, generator=torch.Generator().manual_seed(seed)) < 0.3).to(DTYPE)
     return model, x
 
 
@@ -50,7 +51,7 @@ def estimators(name: str, kind: str, model: StochasticBinaryNetwork, replicas: i
     n, k = KINDS[kind]
     widths = [HALF, n * (1 if kind == "bernoulli" else k)]      # each layer's input: its NVIL context
     cfg = EstimatorConfig(name=name, baseline_hidden=8, num_samples=2, **settings)   # 4,000 replicas: small networks, k = 2
-    return [build_estimator(cfg, latent_shape=(n, k), num_replicas=replicas, context_dim=d) for d in widths]
+    return [build_estimator(cfg, latent_shape=(n, k), num_replicas=replicas, context_dim=d).to(DTYPE) for d in widths]
 
 
 def layer_grads(model: StochasticBinaryNetwork, loss: Tensor) -> dict[str, Tensor]:
@@ -92,10 +93,10 @@ def test_nested_exact_is_the_enumerated_expectation_over_both_layers(kind: str) 
     model, x = problem(kind, seed=3)
     loss, _ = training_loss(model, estimators("exact", kind, model), x, rng=ReplicaGenerator([0]), tau=1.0, step=0)
     n, k = KINDS[kind]
-    states = [F.one_hot(torch.tensor(s), k).float() for s in itertools.product(range(k), repeat=n)]
+    states = [F.one_hot(torch.tensor(s), k).to(DTYPE) for s in itertools.product(range(k), repeat=n)]
     upper, lower = x[..., :HALF], x[..., HALF:]
     q1 = torch.softmax(model.logits(0, upper), -1)                               # [1, B, n, k]
-    manual = torch.zeros(1, x.shape[1])
+    manual = torch.zeros(1, x.shape[1], dtype=DTYPE)
     for h1 in states:
         p1 = (q1 * h1).sum(-1).prod(-1)                                          # [1, B]
         q2 = torch.softmax(model.logits(1, model.flat(h1.expand(1, x.shape[1], n, k))), -1)
@@ -145,7 +146,7 @@ def test_slope_annealed_st_samples_every_layer_from_its_sharpened_distribution(k
     got, want = layer_grads(model, loss), layer_grads(sharp, plain)
     for name, factor in (("map0", 3.0), ("map1", 3.0), ("map2", 1.0)):
         torch.testing.assert_close(got[name], factor * want[name])
-    upper, h = x[..., :HALF], torch.rand(1, x.shape[1], n * (1 if kind == "bernoulli" else k))
+    upper, h = x[..., :HALF], torch.rand(1, x.shape[1], n * (1 if kind == "bernoulli" else k), dtype=DTYPE)
     torch.testing.assert_close(model.logits(0, upper), sharp.logits(0, upper))
     torch.testing.assert_close(model.logits(1, h), sharp.logits(1, h))
 

@@ -22,9 +22,17 @@ from vae.estimators import ESTIMATORS
 from vae.tracking import read_metrics
 from vae.training import CHECKPOINT, RunDirError, Trainer, TrainingDiverged, train
 
-from conftest import env_with_cache, tiny_overrides
+from conftest import env_with_cache, float32_rtol, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
+# Two float32 trainings that must agree but may sum in other orders (batched matmuls of R replicas
+# against one, compiled kernels against eager ones) agree to the round-off of one step's loss, a
+# sum of 784 pixels x 100 images (data.batch_size): float32_rtol(78,400) = 1.3e-4 relative. A
+# replica that mixed with another, or a compiled graph that computed something else, is off by
+# O(1) after a step. Near-zero values (a KL of 0.17 nats, NVIL's baseline statistics, which are
+# differences of ~500-nat signals) keep that round-off in absolute terms: 1e-4 of the loss's scale.
+STEP_RTOL = float32_rtol(784 * 100)
+STEP_ATOL = 1e-4
 
 
 def metric_table(run_dir: Path) -> dict[tuple, float]:
@@ -44,7 +52,7 @@ def test_replica_r_of_a_multi_seed_run_equals_the_single_seed_run(shared_cache, 
     from_both = {k: v for k, v in both.items() if k[3] == 9}
     assert from_both.keys() == alone.keys() and len(alone) > 20
     for key, value in alone.items():   # float tolerance: batched matmuls may sum in another order
-        assert from_both[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        assert from_both[key] == pytest.approx(value, rel=STEP_RTOL, abs=STEP_ATOL), key
 
 
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
@@ -63,10 +71,7 @@ def test_replica_r_with_its_own_learning_rate_equals_the_single_run(shared_cache
         packed = {(r["step"], r["split"], r["metric"], r["seed"]): r["value"] for r in rows if r["replica"] == replica}
         assert packed.keys() == alone.keys() and len(alone) > 20
         for key, value in alone.items():
-            # float tolerance, as for the seeds; NVIL's baseline statistics are differences of
-            # ~500-nat signals, whose float32 round-off (~3e-5 nats) they keep in absolute terms
-            assert packed[key] == pytest.approx(value, rel=1e-5, abs=1e-4 if key[2].startswith("est/") else 1e-6), \
-                (lr, key)
+            assert packed[key] == pytest.approx(value, rel=STEP_RTOL, abs=STEP_ATOL), (lr, key)
     final = {r["replica"]: r["value"] for r in rows if r["metric"] == "neg_elbo" and r["split"] == "valid"}
     assert final[1] != final[2]   # the two learning rates did train differently
 
@@ -81,10 +86,10 @@ def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch):
                        for flag in ("false", "true"))
     for step in range(5):
         losses = [t.train_step()[0] for t in (eager, compiled)]
-        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-4)
-        if step == 0:
+        torch.testing.assert_close(losses[1], losses[0], rtol=STEP_RTOL, atol=STEP_ATOL)
+        if step == 0:   # gradients: sums over the batch's 78,400 pixel terms too; atol for near-zero ones
             for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
-                torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+                torch.testing.assert_close(b.grad, a.grad, rtol=STEP_RTOL, atol=1e-6, msg=name)
     assert list(compiled.model.state_dict()) == list(eager.model.state_dict())   # checkpoints unchanged
 
 
@@ -207,7 +212,7 @@ def test_curves_on_the_first_digits_are_the_curves_of_a_split_cut_there(task, sh
              "ssl": ["ssl.channels=[4,4,4]", "ssl.latent_dim=3"]}[task]
     base = tiny_overrides(tmp_path) + small + ["eval.batch_size=200"]    # 1,000 digits: batches 200 apart
     cut = Trainer(load_config(config, base + ["eval.curve_examples=1000"]), log=lambda _: None)
-    whole = Trainer(load_config(config, base), log=lambda _: None)
+    whole = Trainer(load_config(config, base + ["eval.curve_examples=null"]), log=lambda _: None)
     whole.model.load_state_dict(cut.model.state_dict())
     assert whole.data is not cut.data                                  # cutting one leaves the other whole
     full = whole.data.splits["valid"]

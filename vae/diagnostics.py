@@ -31,13 +31,14 @@ from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
 def make_toy_problem(kind: LatentKind, num_latents: int, num_classes: int, *, batch: int = 2,
-                     data_dim: int = 5, hidden: int = 8,
-                     seed: int = 0) -> tuple[DiscreteVAE, Tensor]:
-    """A one-replica ``DiscreteVAE`` (``D-hidden-(N*K)``, mirrored) and a binary x ``[1, B, D]``."""
+                     data_dim: int = 5, hidden: int = 8, seed: int = 0,
+                     dtype: torch.dtype = torch.float32) -> tuple[DiscreteVAE, Tensor]:
+    """A one-replica ``DiscreteVAE`` (``D-hidden-(N*K)``, mirrored) and a binary x ``[1, B, D]``,
+    both in ``dtype`` (the same weights whatever the dtype: drawn in float32, then cast)."""
     model = DiscreteVAE(kind, num_latents, num_classes, [hidden], ReplicaGenerator([seed]),
                         data_dim=data_dim)
     x = (torch.rand(1, batch, data_dim, generator=torch.Generator().manual_seed(seed)) < 0.5)
-    return model, x.float()
+    return model.to(dtype), x.to(dtype)
 
 
 def replicate(module: nn.Module, num_replicas: int) -> nn.Module:
@@ -93,7 +94,7 @@ def exact_gradients(model: DiscreteVAE, x: Tensor, *, max_states: int = 4096,
     exact = build_estimator(EstimatorConfig(name="exact", max_states=max_states), num_replicas=1,
                             latent_shape=(model.num_latents, model.num_classes),
                             context_dim=x.shape[-1], rng=ReplicaGenerator([0]))
-    grads = _draw_grads(model, exact, x, ReplicaGenerator([0]), tau=1.0, step=0, loss=loss)
+    grads = _draw_grads(model, exact.to(x.dtype), x, ReplicaGenerator([0]), tau=1.0, step=0, loss=loss)
     return {name: g[0] for name, g in grads.items()}
 
 

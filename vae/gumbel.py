@@ -8,8 +8,9 @@ For logits ``l`` over K classes and ``g_k = -log(-log u_k)``, ``u_k ~ U(0, 1)``:
 * the straight-through sample is ``one_hot(argmax y) - y.detach() + y``: exactly one-hot in the
   forward pass, with the gradient of the soft sample ``y`` in the backward pass.
 
-All arithmetic is done in float32 whatever the logits' dtype (the logits are cast to float32 and
-the sample back to their dtype), so float16 / bfloat16 cannot produce inf or NaN here.
+All arithmetic is done in float32, or float64 for float64 logits (:func:`widen`: the logits are
+cast up and the sample back to their dtype), so float16 / bfloat16 cannot produce inf or NaN here
+and float64 stays exact to float64 round-off (what the tests of the algebra compare in).
 
 Every function that draws noise takes a ``generator``: None (torch's global generator, as
 ``torch.nn.functional.gumbel_softmax``), a ``torch.Generator``, or a
@@ -34,6 +35,12 @@ _U_MAX = 1.0 - torch.finfo(torch.float32).eps / 2
 
 
 Generator = ReplicaGenerator | torch.Generator | None
+
+
+def widen(x: Tensor) -> Tensor:
+    """``x`` in the dtype the suite computes probabilities in: float64 stays float64, every
+    narrower float (float32, float16, bfloat16) becomes float32."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def uniform(shape: torch.Size | tuple[int, ...], generator: Generator = None,
@@ -71,8 +78,9 @@ def check_logits(logits: Tensor) -> None:
 
 
 def relax(logits: Tensor, gumbel: Tensor, tau: float | Tensor) -> Tensor:
-    """Soft sample ``softmax((logits + gumbel) / tau)`` over the last axis, in float32."""
-    return torch.softmax((logits.float() + gumbel) / tau, dim=-1)
+    """Soft sample ``softmax((logits + gumbel) / tau)`` over the last axis, in float32 (float64
+    for float64 logits)."""
+    return torch.softmax((widen(logits) + gumbel) / tau, dim=-1)
 
 
 def straight_through(soft: Tensor) -> Tensor:
@@ -129,9 +137,9 @@ def concrete_log_prob(log_y: Tensor, logits: Tensor, tau: float | Tensor) -> Ten
     """
     check_tau(tau)
     k = logits.shape[-1]
-    log_alpha = torch.log_softmax(logits.float(), dim=-1)
-    log_y = log_y.float()
-    tau_t = torch.as_tensor(tau, dtype=torch.float32, device=logits.device).expand_as(log_y[..., :1])
+    log_alpha = torch.log_softmax(widen(logits), dim=-1)
+    log_y = log_y.to(log_alpha.dtype)
+    tau_t = torch.as_tensor(tau, dtype=log_alpha.dtype, device=logits.device).expand_as(log_y[..., :1])
     return (math.lgamma(k) + (k - 1) * torch.log(tau_t[..., 0])
             + (log_alpha - (tau_t + 1) * log_y).sum(-1)
             - k * torch.logsumexp(log_alpha - tau_t * log_y, dim=-1))
@@ -152,7 +160,7 @@ def conditional_gumbel(logits: Tensor, hard: Tensor, generator: Generator = None
     Differentiable in ``logits`` (the reparameterisation REBAR and RELAX need); detach the
     logits for a sample that carries no gradient (Gumbel-Rao's).
     """
-    log_pi = torch.log_softmax(logits.float(), dim=-1)
+    log_pi = torch.log_softmax(widen(logits), dim=-1)
     log_e = torch.log(-torch.log(uniform(logits.shape, generator, logits.device).clamp_(_U_MIN, _U_MAX)))
     log_e_top = (log_e * hard).sum(-1, keepdim=True)                     # log E_b
     others = -torch.logaddexp(log_e - log_pi, log_e_top)

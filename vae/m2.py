@@ -72,6 +72,7 @@ from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, EstimatorConfig, build_estimator, passes_per_example
 from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
+from vae.gumbel import widen
 from vae.models import categorical_kl
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups
 
@@ -183,11 +184,11 @@ class M2(nn.Module):
 
     def style(self, from_x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """q(z | x, y): ``from_x [R, B, 256]`` (:meth:`style_features`), ``y [R, *S, B, C]`` ->
-        ``(mu, s = log sigma^2)``, each ``[R, *S, B, D]`` in float32."""
+        ``(mu, s = log sigma^2)``, each ``[R, *S, B, D]`` in float32 (float64 for a float64 model)."""
         r, c = y.shape[0], y.shape[-1]
         from_y = torch.bmm(y.reshape(r, -1, c), self.style_hidden.weight[:, -c:]).reshape(*y.shape[:-1], -1)
         from_x = from_x.reshape(r, *[1] * (y.dim() - 3), *from_x.shape[1:])              # [R, 1.., B, 256]
-        mu, log_var = self.style_out(torch.relu(from_x + from_y)).float().chunk(2, dim=-1)
+        mu, log_var = widen(self.style_out(torch.relu(from_x + from_y))).chunk(2, dim=-1)
         return mu, log_var
 
     def decode(self, y: Tensor, z: Tensor) -> Tensor:
@@ -199,7 +200,7 @@ class M2(nn.Module):
 
     def reconstruction_loss(self, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
         """``-log p(x | y, z)``: x ``[R, B, 784]``, y and z ``[R, *S, B, .]`` -> ``[R, *S, B]``."""
-        logits = self.decode(y, z).float()
+        logits = widen(self.decode(y, z))
         x = x.reshape(x.shape[0], *[1] * (logits.dim() - 3), *x.shape[1:]).expand_as(logits)
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
@@ -247,9 +248,9 @@ def unlabelled_loss(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaG
 
 def labelled_loss(model: M2, x: Tensor, y: Tensor, rng: ReplicaGenerator) -> tuple[Tensor, Tensor]:
     """``(-L(x, y), -log q(y | x))``, each ``[R, B]``, for x ``[R, B, 784]`` and classes y ``[R, B]``."""
-    one_hot = F.one_hot(y, model.num_classes).float()
+    one_hot = F.one_hot(y, model.num_classes).to(x.dtype)
     negative_elbo = class_loss(model, x, model.style_features(x), one_hot, rng) + math.log(model.num_classes)
-    cross_entropy = -(torch.log_softmax(model.classify(x).float(), dim=-1) * one_hot).sum(-1)
+    cross_entropy = -(torch.log_softmax(widen(model.classify(x)), dim=-1) * one_hot).sum(-1)
     return negative_elbo, cross_entropy
 
 
@@ -376,7 +377,7 @@ def importance_weighted_bound(model: M2, data: BinarizedMNIST, split: str, rng: 
         from_x, b = model.style_features(x), x.shape[1]
 
         def draw(s: int) -> Tensor:
-            y = torch.eye(c, device=x.device)[None, None, :, None].expand(r, s, c, b, c)  # [R, S, C, B, C]
+            y = torch.eye(c, dtype=x.dtype, device=x.device)[None, None, :, None].expand(r, s, c, b, c)  # [R, S, C, B, C]
             mu, log_var = model.style(from_x, y)                             # [R, S, C, B, D]
             eps = rng.normal(mu.shape)
             z = mu + (0.5 * log_var).exp() * eps

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae.gumbel import concrete_log_prob, gumbel_noise
+from vae.gumbel import concrete_log_prob, gumbel_noise, widen
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
 LatentKind = Literal["categorical", "bernoulli"]
@@ -89,7 +89,7 @@ class DiscreteVAE(nn.Module):
         logits. The sample is independent of the one the reconstruction uses, which keeps the
         estimate of the relaxed objective unbiased.
         """
-        log_y = torch.log_softmax((logits.float() + gumbel_noise(logits.shape, rng, logits.device)) / tau, dim=-1)
+        log_y = torch.log_softmax((widen(logits) + gumbel_noise(logits.shape, rng, logits.device)) / tau, dim=-1)
         prior = self.prior_logits().expand_as(logits)
         return (concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior, tau)).sum(-1)
 
@@ -116,13 +116,13 @@ def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     ``KL = sum_k q_k (log q_k - log p_k) >= 0``, zero exactly when q = p; for the uniform prior
     ``log p_k = -log K``.
     """
-    log_q = torch.log_softmax(logits.float(), dim=-1)
-    log_p = torch.log_softmax(prior_logits.float(), dim=-1)
+    log_q = torch.log_softmax(widen(logits), dim=-1)
+    log_p = torch.log_softmax(prior_logits.to(log_q.dtype), dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:
     """``log q(z)`` for one-hot z: logits ``[R, B, N, K]``, z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
-    log_q = torch.log_softmax(logits.float(), dim=-1)
+    log_q = torch.log_softmax(widen(logits), dim=-1)
     log_q = log_q.reshape(log_q.shape[0], *([1] * (z.dim() - 4)), *log_q.shape[1:])
     return (z * log_q).sum((-1, -2))

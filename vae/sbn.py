@@ -38,7 +38,7 @@ from vae.estimators import Estimator, passes_per_example
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
-from vae.gumbel import Generator
+from vae.gumbel import Generator, widen
 from vae.models import LatentKind
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
@@ -139,7 +139,7 @@ def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, l
     """``-log p(x_lower | .)`` with the layers below ``layer`` at their means given ``point``
     (layer ``layer``'s value, ``[R, *S, B, N, K]``): the deterministic network Taylor expansions use."""
     for below in range(layer + 1, model.layers):
-        point = torch.softmax(model.logits(below, model.flat(point)).float(), dim=-1).to(point.dtype)
+        point = torch.softmax(widen(model.logits(below, model.flat(point))), dim=-1).to(point.dtype)
     return model.output_loss(point, lower)
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import CATEGORICAL_ALTERNATIVES, EstimatorConfig
-from vae.gumbel import Generator, uniform
+from vae.gumbel import Generator, uniform, widen
 from vae.replicas import ReplicaGenerator
 
 
@@ -47,10 +47,10 @@ class ARM(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        phi = logits[..., 1].float() - logits[..., 0].float()                  # [R, B, N]
+        phi = widen(logits[..., 1]) - widen(logits[..., 0])                    # [R, B, N]
         u = uniform(phi.shape, rng, phi.device)
-        b = (u > torch.sigmoid(-phi)).float()
-        b_anti = (u < torch.sigmoid(phi)).float()
+        b = (u > torch.sigmoid(-phi)).to(phi.dtype)
+        b_anti = (u < torch.sigmoid(phi)).to(phi.dtype)
         pair = torch.stack([b, b_anti], dim=1)                                 # [R, 2, B, N]
         loss = f(torch.stack([1 - pair, pair], dim=-1).to(logits.dtype))       # [R, 2, B]
         difference = (loss[:, 0] - loss[:, 1]).detach()                        # [R, B]
@@ -68,4 +68,4 @@ class DisARM(ARM):
 
     def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
         sign = 1 - 2 * b_anti                                                  # (-1)^{b~}
-        return 0.5 * sign * (b != b_anti).float() * torch.sigmoid(phi.abs())
+        return 0.5 * sign * (b != b_anti).to(phi.dtype) * torch.sigmoid(phi.abs())

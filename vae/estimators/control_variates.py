@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
-from vae.gumbel import Generator, conditional_gumbel, gumbel_noise
+from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, widen
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
 
@@ -56,17 +56,17 @@ class REBAR(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = logits.float()
-        log_pi = torch.log_softmax(logits, dim=-1)                                # [R, B, N, K]
+        wide = widen(logits)
+        log_pi = torch.log_softmax(wide, dim=-1)                                  # [R, B, N, K]
         z = log_pi + gumbel_noise(logits.shape, rng, logits.device)               # [R, B, N, K]
-        hard = F.one_hot(z.detach().argmax(-1), logits.shape[-1]).float()         # b
-        z_given = conditional_gumbel(logits, hard, rng)                           # z~ | b
+        hard = F.one_hot(z.detach().argmax(-1), logits.shape[-1]).to(wide.dtype)   # b
+        z_given = conditional_gumbel(wide, hard, rng)                             # z~ | b
         perturbed = torch.stack([z, z_given], dim=1)                              # [R, 2, B, N, K]
-        lam = self.log_temperature.exp()[:, None, None, None, None]
-        values = f(torch.cat([hard.unsqueeze(1), torch.softmax(perturbed / lam, dim=-1)], dim=1))  # [R, 3, B]
+        lam = self.log_temperature.exp().to(wide.dtype)[:, None, None, None, None]
+        values = f(torch.cat([hard.unsqueeze(1), torch.softmax(perturbed / lam, dim=-1)], dim=1).to(logits.dtype))  # [R, 3, B]
         f_hard = values[:, 0]                                                     # [R, B]
         c = self.control_variate(values[:, 1:], perturbed)                        # [R, 2, B]
-        (pathwise,) = torch.autograd.grad((c[:, 0] - c[:, 1]).sum(), logits, create_graph=True)
+        (pathwise,) = torch.autograd.grad((c[:, 0] - c[:, 1]).sum(), wide, create_graph=True)
         score = hard - log_pi.exp().detach()                                      # grad log q(b)
         grad = (f_hard.detach() - c[:, 1])[..., None, None] * score + pathwise    # [R, B, N, K]
 
@@ -75,8 +75,8 @@ class REBAR(Estimator):
         tuning = torch.autograd.grad(variance.sum(), own, retain_graph=True, allow_unused=True)
         tune = sum((p * g.detach()).reshape(p.shape[0], -1).sum(-1)
                    for p, g in zip(own, tuning) if g is not None)                # [R], gradient: tuning
-        injected = (logits * grad.detach()).sum((-1, -2))                         # [R, B], gradient: grad
-        surrogate = f_hard + (injected - injected.detach()) + (tune - tune.detach())[:, None]
+        injected = (wide * grad.detach()).sum((-1, -2))                           # [R, B], gradient: grad
+        surrogate = (f_hard + (injected - injected.detach()) + (tune - tune.detach())[:, None]).to(logits.dtype)
         info = {"loss": f_hard.detach().mean(-1), "eta": self.eta.detach().clone(),
                 "temperature": self.log_temperature.detach().exp(), "grad_sq": variance.detach()}
         return surrogate, info
@@ -95,4 +95,6 @@ class RELAX(REBAR):
         self.network = ReplicaMLP([n * k, cfg.baseline_hidden, 1], rng, nn.Tanh)
 
     def control_variate(self, f_relaxed: Tensor, perturbed: Tensor) -> Tensor:
-        return super().control_variate(f_relaxed, perturbed) + self.network(perturbed.flatten(-2)).squeeze(-1)
+        weight = self.network[0].weight                                  # the network's dtype
+        learned = self.network(perturbed.flatten(-2).to(weight.dtype)).squeeze(-1).to(f_relaxed.dtype)
+        return super().control_variate(f_relaxed, perturbed) + learned

@@ -112,7 +112,8 @@ class NVIL(ReinforceEMA):
     def baseline(self, context: Tensor | None, loss: Tensor) -> Tensor:
         if context is None:
             raise ValueError("nvil: needs context= (the encoder's input x) for its input-dependent baseline")
-        return self.baseline_net(context.detach().float()).squeeze(-1)   # [R, B]
+        weight = self.baseline_net[0].weight                              # the network's dtype
+        return self.baseline_net(context.detach().to(weight.dtype)).squeeze(-1).to(loss.dtype)   # [R, B]
 
 
 class RLOO(Estimator):

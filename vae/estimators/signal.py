@@ -54,6 +54,6 @@ class SignalNormaliser(nn.Module):
         centred = signal - self.mean.view(view)
         if self.training:
             dims = tuple(range(1, signal.dim()))
-            self.mean.lerp_(signal.mean(dims), 1.0 - self.decay)
-            self.var.lerp_(centred.square().mean(dims), 1.0 - self.decay)
+            self.mean.lerp_(signal.mean(dims).to(self.mean.dtype), 1.0 - self.decay)   # the buffers keep their
+            self.var.lerp_(centred.square().mean(dims).to(self.var.dtype), 1.0 - self.decay)   # dtype (float32 at least)
         return centred

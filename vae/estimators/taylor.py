@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective, mean_field
-from vae.gumbel import Generator
+from vae.gumbel import Generator, widen
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.score_function import score_surrogate
@@ -84,7 +84,7 @@ class MuProp(_TaylorEstimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        mean = torch.softmax(logits.float(), dim=-1).to(logits.dtype)     # [R, B, N, K]
+        mean = torch.softmax(widen(logits), dim=-1).to(logits.dtype)      # [R, B, N, K]
         at_mean, slope = gradient_at(mean, mean_field(f))                 # [R, B], [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         loss = f(z)                                                       # [R, B]
@@ -107,7 +107,7 @@ class DARN(_TaylorEstimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        log_q = torch.log_softmax(logits.float(), dim=-1)                 # [R, B, N, K]
+        log_q = torch.log_softmax(widen(logits), dim=-1)                  # [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         if self.point == "uniform":          # derivative at the sample, point 1/K
             bar = torch.full_like(z, 1.0 / z.shape[-1])
