@@ -12,8 +12,12 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
 (b) the suite's training step for one seed (``Trainer.train_step``: data on the device, no host
     sync per step);
 (c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s);
-(d) the m = 1000 importance-weighted test bound (``--bound-examples`` test digits: all 10,000 on
-    CUDA; 1,000 by default on the CPU, where all of them take minutes);
+(d) the m = 1000 importance-weighted test bound of the affine and the MLP VAE, categorical and
+    Bernoulli (configs/vae_*.yaml), the suite's (:func:`vae.evaluation.importance_weighted_bound`)
+    against the implementation it replaced (:func:`reference_bound`: one-hot samples through the
+    decoder's matmul, ``binary_cross_entropy_with_logits``), on the same samples, each one seed on
+    ``--bound-examples`` test digits (default 500; per seed for all 10,000 by proportion), with the
+    effective GFLOP/s of the decoder's work and the same matmul's own (``--bound``: only this);
 (e) one pack of Table 1's ``paper`` preset as ``sweep --pack-lr`` trains it: categorical GS, its
     6 learning rates x 5 seeds on the replica axis (R = 30, SGD, a learning rate per replica),
     timed over a tenth of ``--steps`` per repeat; from it, the training time of the whole preset
@@ -52,8 +56,11 @@ from torch import nn
 from experiments.sweep import AS_WRITTEN, PRESETS, Pack, expand, pack_by_lr, read_sweep
 from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
 from vae.data import DataError
-from vae.evaluation import eval_generator, importance_weighted_bound
-from vae.training import RunDirError, Trainer
+from vae.data import BinarizedMNIST
+from vae.estimators.sampling import sample_one_hot
+from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
+from vae.models import DiscreteVAE, log_prob_one_hot
+from vae.training import RunDirError, Trainer, resolve_device
 
 CONFIG = "configs/vae_categorical.yaml"
 PAPER_SWEEP, PAPER_PRESET = "configs/sweeps/table1.yaml", "paper"   # (e): its packs under --pack-lr
@@ -169,6 +176,79 @@ def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
     return path
 
 
+BOUND_CONFIGS = ("configs/vae_categorical_linear.yaml", "configs/vae_categorical.yaml",
+                 "configs/vae_bernoulli_linear.yaml", "configs/vae_bernoulli.yaml")
+BOUND_SAMPLES, BOUND_CHUNK = 1000, 100     # m, and the samples per pass (as importance_weighted_bound)
+
+
+def _reference_gumbel(shape: tuple[int, ...], rng) -> torch.Tensor:
+    """The Gumbel noise of the replaced implementation: ``-log(-log u)`` out of place."""
+    u = rng.uniform(shape).clamp_(torch.finfo(torch.float32).tiny, 1.0 - torch.finfo(torch.float32).eps / 2)
+    return -torch.log(-torch.log(u))
+
+
+def reference_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng, num_samples: int, batch_size: int,
+                    max_examples: int | None = None) -> torch.Tensor:
+    """The m-sample bound as the suite computed it before (2026-11): one-hot z ``[R, S, B, N, K]``
+    through the decoder's matmul, ``-log p(x | z)`` by ``binary_cross_entropy_with_logits`` over the
+    784 pixels, ``log q`` and ``log p`` as products with z; the same noise, so the same samples."""
+    def log_weights(x: torch.Tensor):
+        logits = model.encode(x)
+
+        def draw(s: int) -> torch.Tensor:
+            shape = (logits.shape[0], s, *logits.shape[1:])
+            z = F.one_hot((logits.unsqueeze(1) + _reference_gumbel(shape, rng)).argmax(-1), logits.shape[-1]).float()
+            return -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z)
+        return draw
+
+    return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, BOUND_CHUNK, log_weights,
+                                    max_examples)
+
+
+def bound_speed(device: str, examples: int) -> dict[str, dict]:
+    """(d): per model of :data:`BOUND_CONFIGS`, the reference and the suite's bound on the first
+    ``examples`` test digits (one seed, a freshly initialised model: the cost does not depend on the
+    weights), the same generator streams: seconds, per-seed seconds for 10,000 digits, the speed-up,
+    the largest difference of the two bounds, and GFLOP/s: the decoder's work as dense matmuls
+    (2 x in x out per layer and sample) over the suite's time, and the same matmuls' own, timed alone."""
+    out = {}
+    for config in BOUND_CONFIGS:
+        cfg = load_config(config, [f"device={device}"])
+        trainer = Trainer(cfg, log=lambda _: None)
+        sync, model, e = _sync(trainer.device), trainer.model, cfg.eval
+        seconds, bounds = {}, {}
+        for name, bound in (("reference", reference_bound), ("suite", importance_weighted_bound)):
+            rng = eval_generator([0], 0, trainer.device)                          # the same streams for both
+            with torch.no_grad():
+                sync()
+                start = time.perf_counter()
+                bounds[name] = bound(model, trainer.data, "test", rng, BOUND_SAMPLES, e.iw_batch_size, examples)
+                sync()
+            seconds[name] = time.perf_counter() - start
+        sizes = [m.weight.shape[1:] for m in model.decoder if hasattr(m, "weight")]     # (in, out) per layer
+        flops = 2 * sum(a * b for a, b in sizes) * BOUND_SAMPLES * examples
+        rows = BOUND_CHUNK * e.iw_batch_size
+        inputs = [torch.randn(1, rows, a, device=trainer.device) for a, _ in sizes]
+        weights = [torch.randn(1, a, b, device=trainer.device) for a, b in sizes]
+        matmul = _timed(lambda: [torch.bmm(h, w) for h, w in zip(inputs, weights)], 5, 5, sync, warmup=2)
+        out[config] = {"hidden": cfg.model.hidden, "kind": cfg.model.kind, "examples": examples,
+                       "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                       "seconds_per_seed_10000": {k: round(v * 10_000 / examples, 1) for k, v in seconds.items()},
+                       "speedup": round(seconds["reference"] / seconds["suite"], 2),
+                       "max_abs_difference": (bounds["suite"] - bounds["reference"]).abs().max().item(),
+                       "effective_gflops": round(flops / seconds["suite"] / 1e9, 1),
+                       "matmul_gflops": round(2 * sum(a * b for a, b in sizes) * rows * matmul / 1e9, 1)}
+    return out
+
+
+def print_bound_speed(speed: dict[str, dict]) -> None:
+    for config, s in speed.items():
+        print(f"(d) m = {BOUND_SAMPLES} bound, {config} ({s['examples']} digits): reference "
+              f"{s['seconds_per_seed_10000']['reference']:.1f} s, suite {s['seconds_per_seed_10000']['suite']:.1f} s "
+              f"per seed on 10,000 digits, {s['speedup']:.2f}x; decoder {s['effective_gflops']:.0f} GFLOP/s of the "
+              f"matmul's {s['matmul_gflops']:.0f}; |difference| {s['max_abs_difference']:.1e} nats")
+
+
 def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
     """(a): one step of the loop public code writes (same sizes, same data, same device)."""
     m, device = cfg.model, trainer.device
@@ -230,15 +310,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="profile the VAE step and the M2 step (marginal, gs) instead: where a step's time goes")
     parser.add_argument("--preset", default="quick", choices=PRESETS,
                         help="with --ssl-classes: the classes and budget; with --profile: the M2 networks (default quick)")
-    parser.add_argument("--bound-examples", type=int, default=None,
-                        help="test digits in the m = 1000 bound (default: all on CUDA, 1000 on the CPU)")
+    parser.add_argument("--bound", action="store_true",
+                        help="time only (d), the m = 1000 bound against the implementation it replaced")
+    parser.add_argument("--bound-examples", type=int, default=500,
+                        help="test digits in each timing of (d) (default 500)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads on the CPU (default torch's; 1: as each run of a 2-worker sweep trains)")
     parser.add_argument("--out", default="results/bench", help="folder of the JSON record")
     args = parser.parse_args(argv)
     try:
-        if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads)):
-            raise ConfigError("--steps, --repeats and --threads: must be >= 1")
+        if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads, args.bound_examples)):
+            raise ConfigError("--steps, --repeats, --threads and --bound-examples: must be >= 1")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         if args.profile:
@@ -246,6 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.ssl_classes:
             print(f"wrote {ssl_speed(args.device, args.preset, args.steps, args.repeats, Path(args.out))}")
+            return 0
+        if args.bound:
+            speed = bound_speed(args.device, args.bound_examples)
+            print_bound_speed(speed)
+            path = Path(args.out) / f"bound_{resolve_device(args.device).type}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"device": device_name(resolve_device(args.device)), "torch": torch.__version__,
+                                        "samples": BOUND_SAMPLES, "models": speed,
+                                        "measured": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+            print(f"wrote {path}")
             return 0
         args.steps, args.repeats = args.steps or 200, args.repeats or 5
         one = Trainer(load_config(CONFIG, [f"device={args.device}"]), log=lambda _: None)
@@ -267,13 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         paper = {"sweep": PAPER_SWEEP, "preset": PAPER_PRESET, "units": len(units), "steps": pack_cfg.steps,
                  "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units),
                  "estimated_training_hours": round(len(units) * pack_cfg.steps / rates[label] / 3600, 2)}
-        examples = args.bound_examples or (10_000 if device.type == "cuda" else 1_000)
-        sync()
-        start = time.perf_counter()
-        importance_weighted_bound(one.model, one.data, "test", eval_generator([0], 0, device), 1000,
-                                  one.cfg.eval.iw_batch_size, examples)
-        sync()
-        bound_seconds = time.perf_counter() - start
+        bound = bound_speed(args.device, args.bound_examples)
     except (ConfigError, DataError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -285,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, rate in rates.items():
         seeds = replicas.get(label, 1)
         print(f"{label:34s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)")
-    print(f"(d) m = 1000 bound, {examples} test digits: {bound_seconds:.1f} s")
+    print_bound_speed(bound)
     print(f"{PAPER_SWEEP} --preset {PAPER_PRESET} --pack-lr: {paper['points']} points in {paper['units']} runs; "
           f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "
           "of training (at GS's cost per step; without the bounds)")
@@ -293,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     record = {"device": name, "torch": torch.__version__, "steps": args.steps, "repeats": args.repeats,
               "steps_per_second": rates, "replicas": replicas, "paper_preset": paper,
-              "bound_examples": examples, "bound_seconds": round(bound_seconds, 2),
+              "bound": bound,
               "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     path = out / f"{device.type}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")

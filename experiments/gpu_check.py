@@ -164,8 +164,10 @@ def to_markdown(report: dict) -> str:
         lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |", "|---|---|---|"]
         for label, rate in rates.items():
             lines.append(f"| {label} | {rate:.1f} | {rate * report['bench']['replicas'].get(label, 1) / base:.2f}x |")
-        lines.append(f"| (d) m = 1000 bound, {report['bench']['bound_examples']} test digits | "
-                     f"{report['bench']['bound_seconds']} s | |")
+        for config, bound in report["bench"]["bound"].items():
+            lines.append(f"| (d) m = 1000 bound, {config}, s per seed on 10,000 digits (reference / suite) | "
+                         f"{bound['seconds_per_seed_10000']['reference']} / {bound['seconds_per_seed_10000']['suite']} | "
+                         f"{bound['speedup']:.2f}x |")
         paper = report["bench"]["paper_preset"]
         lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
                       f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training at (e)'s "

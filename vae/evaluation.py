@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
-from vae.estimators.sampling import sample_one_hot
+from vae.estimators.sampling import sample_classes, sample_one_hot
 from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.replicas import ReplicaGenerator, derive_seed
 
@@ -78,13 +78,15 @@ def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: s
                               max_examples: int | None = None, sample_chunk: int = 100,
                               progress: tqdm | None = None) -> Tensor:
     """Mean ``-L_m(x)`` over the first ``max_examples`` of ``split`` (all if None): ``[R]``, with
-    ``w = p(x, z) / q(z | x)``, ``z ~ q(z | x)``; memory ``R x sample_chunk x batch_size x 784``."""
+    ``w = p(x, z) / q(z | x)``, ``z ~ q(z | x)`` (the classes of :func:`sample_one_hot`'s samples, so
+    the one-hot z is never built: :meth:`DiscreteVAE.log_weight_of_classes`); memory
+    ``R x sample_chunk x batch_size x 784``."""
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         logits = model.encode(x)                             # [R, B, N, K]
 
         def draw(s: int) -> Tensor:
-            z = sample_one_hot(logits, rng, num_samples=s)   # [R, S, B, N, K]
-            return -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z)   # [R, S, B]
+            index = sample_classes(logits, rng, num_samples=s)       # [R, S, B, N]
+            return model.log_weight_of_classes(index, logits, x)     # [R, S, B]
         return draw
 
     return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, sample_chunk, log_weights,

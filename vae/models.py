@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae.gumbel import concrete_log_prob, gumbel_noise, widen
-from vae.replicas import ReplicaGenerator, ReplicaMLP
+from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
 
 LatentKind = Literal["categorical", "bernoulli"]
 PriorKind = Literal["uniform", "learned"]
@@ -102,6 +102,13 @@ class DiscreteVAE(nn.Module):
         inputs = z[..., 1] if self.kind == "bernoulli" else z.flatten(-2)
         return self.decoder(inputs)
 
+    def log_weight_of_classes(self, index: Tensor, logits: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | z) + log p(z) - log q(z | x)`` for the one-hot z of classes ``index [R, *S, B, N]``,
+        posterior logits ``[R, B, N, K]`` and x ``[R, B, D]``: ``[R, *S, B]``, without building z (what
+        the m-sample bound evaluates m times per digit, :func:`one_hot_log_likelihood`)."""
+        log_p = log_prob_of_classes(self.prior_logits(), index) - log_prob_of_classes(logits, index)
+        return one_hot_log_likelihood(self.decoder, index, x, self.num_classes, self.kind == "categorical") + log_p
+
     def reconstruction_loss(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x | z)`` per example: z ``[R, *S, B, N, K]``, x ``[R, B, D]`` -> ``[R, *S, B]``."""
         pixel_logits = self.decode(z)
@@ -119,6 +126,42 @@ def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     log_q = torch.log_softmax(widen(logits), dim=-1)
     log_p = torch.log_softmax(prior_logits.to(log_q.dtype), dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
+
+
+def log_prob_of_classes(logits: Tensor, index: Tensor) -> Tensor:
+    """``log q(z)`` for the one-hot z of classes ``index [R, *S, B, N]`` (int64), logits ``[R, B, N, K]``
+    (or broadcastable: ``[R, 1, N, K]``) -> ``[R, *S, B]``: :func:`log_prob_one_hot` as a gather."""
+    log_q = torch.log_softmax(widen(logits), dim=-1)
+    log_q = log_q.reshape(log_q.shape[0], *([1] * (index.dim() - 3)), *log_q.shape[1:])
+    log_q = log_q.expand(*index.shape, log_q.shape[-1])              # [R, *S, B, N, K]
+    return log_q.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_classes: int,
+                           categorical: bool) -> Tensor:
+    """``log p(x | z) = sum_d x_d l_d - softplus(l_d)``, the pixel logits ``l = decoder(z)``, for the
+    one-hot z of classes ``index [R, *S, B, N]`` and binary x ``[R, B, D]``: ``[R, *S, B]``. The same
+    number as ``-reconstruction_loss`` (to float round-off), in fewer passes over the ``S x B x D``
+    logits: the decoder's first layer adds N weight rows (:meth:`ReplicaLinear.forward_one_hot`;
+    a Bernoulli decoder, ``categorical=False``, reads the 0/1 index itself), and ``x . l`` is
+    ``h . (W x) + b . x`` through the last layer (weight W, bias b, input h), once per digit."""
+    *hidden, last = [m for m in decoder]
+    r, b = x.shape[:2]
+    lead = [1] * (index.dim() - 3)                                      # the sample axes S
+    w_x = torch.bmm(x, last.weight.transpose(1, 2)).view(r, *lead, b, -1)   # [R, 1.., B, in]: W x
+    b_x = (x * last.bias).sum(-1).view(r, *lead, b)                     # [R, 1.., B]: b . x
+    if hidden:
+        h = forward_classes(hidden, index, num_classes, categorical)    # [R, *S, B, in]
+        pixel_logits, x_dot_l = last(h), (h * w_x).sum(-1)
+    else:                                                               # affine: h is z itself
+        pixel_logits = forward_classes([last], index, num_classes, categorical)
+        if categorical:                                                 # a one-hot: W x at its N rows
+            rows = index + torch.arange(index.shape[-1], device=index.device) * num_classes
+            x_dot_l = w_x.expand(*index.shape[:-1], -1).gather(-1, rows).sum(-1)
+        else:
+            x_dot_l = (index.to(x.dtype) * w_x).sum(-1)
+    softplus = torch.logaddexp(pixel_logits, pixel_logits.new_zeros(()))   # log(1 + e^l): torch's fastest kernel of it
+    return x_dot_l + b_x - softplus.sum(-1)
 
 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:

@@ -94,6 +94,17 @@ class ReplicaLinear(nn.Module):
         y = torch.baddbmm(self.bias, x.reshape(r, -1, d), self.weight)  # [R, M, out]
         return y.reshape(r, *middle, -1)
 
+    def forward_one_hot(self, index: Tensor, num_classes: int) -> Tensor:
+        """``forward(one_hot(index, K).flatten(-2))`` without building the one-hot input: for the
+        classes ``index [R, ..., N]`` of N variables (in = N * K) the product is the sum of the N
+        weight rows ``n * K + index_n``, an embedding bag; plus the bias. ``[R, ..., out]``."""
+        r, *middle, n = index.shape
+        d_in, d_out = self.weight.shape[1:]
+        offsets = (torch.arange(r, device=index.device) * d_in).view(r, *[1] * (index.dim() - 1))
+        rows = index + torch.arange(n, device=index.device) * num_classes + offsets     # into [R * in, out]
+        y = F.embedding_bag(rows.reshape(-1, n), self.weight.reshape(r * d_in, d_out), mode="sum")
+        return y.view(r, -1, d_out).add_(self.bias).view(r, *middle, d_out)
+
 
 class ReplicaMLP(nn.Sequential):
     """``ReplicaLinear`` layers with ``activation`` between them and none after the last."""
@@ -106,6 +117,17 @@ class ReplicaMLP(nn.Sequential):
                 layers.append(activation())
             layers.append(ReplicaLinear(d_in, d_out, rng))
         super().__init__(*layers)
+
+
+def forward_classes(layers: list[nn.Module], index: Tensor, num_classes: int, categorical: bool) -> Tensor:
+    """``layers`` (a :class:`ReplicaLinear` first) at the one-hot inputs of classes ``index [R, ..., N]``:
+    ``[R, ..., out]``. Categorical inputs go through :meth:`ReplicaLinear.forward_one_hot`; a
+    Bernoulli layer (``categorical=False``) reads the N bits, which are the indices themselves."""
+    first, *rest = layers
+    h = first.forward_one_hot(index, num_classes) if categorical else first(index.to(first.weight.dtype))
+    for layer in rest:
+        h = layer(h)
+    return h
 
 
 class ReplicaConv2d(nn.Module):

@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, passes_per_example
-from vae.estimators.sampling import sample_one_hot
+from vae.estimators.sampling import sample_classes
 from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
 from vae.gumbel import Generator, widen
-from vae.models import LatentKind
-from vae.replicas import ReplicaGenerator, ReplicaMLP
+from vae.models import LatentKind, one_hot_log_likelihood
+from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
 
 HALF = 392  # pixels in the upper (input) and lower (output) half of a 28 x 28 digit
 
@@ -71,6 +71,19 @@ class StochasticBinaryNetwork(nn.Module):
         (``x_upper`` for layer 0, else that layer's flat sample), times the layer's slope."""
         free = (self.maps[layer](below) * self.logit_scale[layer]).unflatten(-1, (self.num_latents, -1))
         return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
+
+    def logits_of_classes(self, layer: int, index: Tensor) -> Tensor:
+        """:meth:`logits` of layer ``layer`` >= 1 given the one-hot sample of the layer below as its
+        classes ``index [R, ..., N]`` (never built: :func:`vae.replicas.forward_classes`)."""
+        net = forward_classes(list(self.maps[layer]), index, self.num_classes, self.kind == "categorical")
+        free = (net * self.logit_scale[layer]).unflatten(-1, (self.num_latents, -1))
+        return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
+
+    def output_log_likelihood(self, index: Tensor, lower: Tensor) -> Tensor:
+        """``log p(x_lower | h_L)`` for the last layer's one-hot sample given as its classes
+        ``index [R, *S, B, N]``, lower ``[R, B, 392]``: ``[R, *S, B]``, ``-output_loss`` to round-off
+        (:func:`vae.models.one_hot_log_likelihood`)."""
+        return one_hot_log_likelihood(self.maps[-1], index, lower, self.num_classes, self.kind == "categorical")
 
     def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
         """``-log p(x_lower | h_L)``: z ``[R, *S, B, N, K]``, lower ``[R, B, 392]`` -> ``[R, *S, B]``."""
@@ -152,11 +165,11 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
 
-        def draw(s: int) -> Tensor:
-            h = sample_one_hot(model.logits(0, upper), rng, num_samples=s)    # [R, S, B, N, K]
+        def draw(s: int) -> Tensor:                                           # one-hot samples as their classes
+            h = sample_classes(model.logits(0, upper), rng, num_samples=s)    # [R, S, B, N]
             for layer in range(1, model.layers):
-                h = sample_one_hot(model.logits(layer, model.flat(h)), rng)   # [R, S, B, N, K]
-            return -model.output_loss(h, lower)                               # [R, S, B]
+                h = sample_classes(model.logits_of_classes(layer, h), rng)    # [R, S, B, N]
+            return model.output_log_likelihood(h, lower)                      # [R, S, B]
         return draw
 
     return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, sample_chunk, log_weights,

@@ -1,0 +1,95 @@
+"""The m-sample bound's fast path (one-hot samples as their classes, the likelihood in fewer passes)
+against what it replaced, on the same samples.
+
+The pieces are algebra, so they are compared in float64 with torch's float64 tolerances: the
+classes are the argmax of the one-hot samples, the embedding bag is the product with the one-hot
+input, the log-likelihood is minus ``binary_cross_entropy_with_logits`` summed, the gathers are
+the products with z. The whole bound is compared in float32, as the trainer computes it, against
+:func:`experiments.bench.reference_bound` (the replaced implementation) on the same generator
+streams: a log-weight sums 784 pixel terms (plus N latent terms), so the two agree to
+``float32_rtol(784 + N)`` of its size (tests/conftest.py), which the bound (a mean of log-mean-exps
+of log-weights) inherits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from experiments.bench import reference_bound
+from vae import sbn
+from vae.data import BinarizedMNIST
+from vae.estimators.sampling import sample_classes, sample_one_hot
+from vae.evaluation import importance_weighted_bound
+from vae.models import DiscreteVAE, log_prob_of_classes, log_prob_one_hot, one_hot_log_likelihood
+from vae.replicas import ReplicaGenerator, ReplicaLinear
+
+from conftest import float32_rtol
+
+MODELS = [("categorical", 20, 10, []), ("categorical", 20, 10, [64, 32]), ("bernoulli", 30, 2, []),
+          ("bernoulli", 30, 2, [64, 32])]
+
+
+def digits(n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return (torch.rand(n, 784, generator=torch.Generator().manual_seed(seed)) < 0.3).to(dtype)
+
+
+def test_classes_are_the_argmax_of_the_one_hot_samples_from_the_same_noise():
+    for k in (2, 10):
+        logits = torch.randn(2, 5, 7, k, generator=torch.Generator().manual_seed(k))
+        index = sample_classes(logits, ReplicaGenerator([1, 2]), num_samples=30)
+        z = sample_one_hot(logits, ReplicaGenerator([1, 2]), num_samples=30)
+        assert index.shape == (2, 30, 5, 7) and torch.equal(index, z.argmax(-1))
+
+
+def test_embedding_bag_is_the_product_with_the_one_hot_input():
+    layer = ReplicaLinear(6 * 4, 9, ReplicaGenerator([0, 1])).double()
+    index = torch.randint(0, 4, (2, 3, 5, 6))                                 # [R, S, B, N]
+    one_hot = F.one_hot(index, 4).double().flatten(-2)
+    torch.testing.assert_close(layer.forward_one_hot(index, 4), layer(one_hot))
+
+
+@pytest.mark.parametrize("kind, n, k, hidden", MODELS)
+def test_log_likelihood_and_log_probabilities_of_classes_are_those_of_the_one_hot(kind, n, k, hidden):
+    model = DiscreteVAE(kind, n, k, hidden, ReplicaGenerator([0, 1]), prior="learned").double()
+    with torch.no_grad():
+        model.prior_free.normal_()
+    x = digits(2 * 4, dtype=torch.float64).view(2, 4, 784)
+    logits = model.encode(x)
+    index = torch.randint(0, k, (2, 3, 4, n))                                 # [R, S, B, N]
+    z = F.one_hot(index, k).double()
+    torch.testing.assert_close(one_hot_log_likelihood(model.decoder, index, x, k, kind == "categorical"),
+                               -model.reconstruction_loss(z, x))
+    torch.testing.assert_close(log_prob_of_classes(logits, index), log_prob_one_hot(logits, z))
+    torch.testing.assert_close(log_prob_of_classes(model.prior_logits(), index), model.log_prior(z))
+
+
+@pytest.mark.parametrize("kind, n, k, hidden", MODELS)
+def test_vae_bound_equals_the_replaced_implementation_on_the_same_samples(kind, n, k, hidden):
+    model = DiscreteVAE(kind, n, k, hidden, ReplicaGenerator([3, 4]))
+    data = BinarizedMNIST({"test": digits(30)}, "static")
+    with torch.no_grad():
+        new, old = (bound(model, data, "test", ReplicaGenerator([5, 6]), 250, 7, 30)
+                    for bound in (importance_weighted_bound, reference_bound))
+    assert new.shape == (2,) and not torch.equal(new[0], new[1])
+    torch.testing.assert_close(new, old, rtol=float32_rtol(784 + n), atol=0)
+
+
+@pytest.mark.parametrize("kind, n, k", [("bernoulli", 8, 2), ("categorical", 4, 5)])
+def test_sbn_nll_equals_the_one_hot_computation_on_the_same_samples(kind, n, k):
+    """Against the one-hot path written out (sample_one_hot, the map's matmul, BCE), in float64."""
+    model = sbn.StochasticBinaryNetwork(kind, n, k, [16], 2, ReplicaGenerator([1, 2])).double()
+    data = BinarizedMNIST({"test": digits(12, dtype=torch.float64)}, "static")
+
+    def one_hot_nll(rng: ReplicaGenerator) -> torch.Tensor:
+        x = data.splits["test"].expand(2, -1, -1)
+        upper, lower = x[..., :sbn.HALF], x[..., sbn.HALF:]
+        h = sample_one_hot(model.logits(0, upper), rng, num_samples=50)
+        h = sample_one_hot(model.logits(1, model.flat(h)), rng)
+        log_w = -model.output_loss(h, lower)                                  # [R, S, B]
+        return -(torch.logsumexp(log_w, 1) - torch.log(torch.tensor(50.0))).mean(-1)
+
+    with torch.no_grad():
+        fast = sbn.negative_log_likelihood(model, data, "test", ReplicaGenerator([7, 8]), 50, 12, sample_chunk=50)
+        torch.testing.assert_close(fast, one_hot_nll(ReplicaGenerator([7, 8])))
