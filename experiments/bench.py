@@ -53,11 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.sweep import AS_WRITTEN, PRESETS, Pack, expand, pack_by_lr, read_sweep
+from experiments.sweep import PRESETS, Pack, expand, pack_by_lr, read_sweep
 from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
 from vae.data import DataError
 from vae.data import BinarizedMNIST
-from vae.estimators.sampling import sample_one_hot
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.training import RunDirError, Trainer, resolve_device

@@ -39,13 +39,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.sweep import PRESETS, Point, SweepError, best_points, expand, read_sweep
-from experiments.tables import (BUDGET_NOTES, COLUMN_ORDER, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
+from experiments.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
                                SWEEP_DIR, by_model, column, column_title, schedule_label, test_digits)
 from vae import m2
 from vae.config import Config, config_from_dict
 from vae.data import BinarizedMNIST
 from vae.diagnostics import gradient_errors, make_toy_problem
-from vae.estimators import EstimatorConfig, build_estimator, display_name
+from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator, column_order, display_name
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
@@ -56,11 +56,11 @@ from vae.training import CHECKPOINT, train
 plt.switch_backend("Agg")   # files only, never a window
 
 PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed
-COLOURS = dict(zip(COLUMN_ORDER, plt.get_cmap("tab20").colors))
+COLOURS = dict(zip(sorted(ESTIMATORS, key=column_order), plt.get_cmap("tab20").colors))   # a plugin's: grey
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
-TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}   # where arm and disarm apply too
+TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}   # where every estimator applies
 TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
@@ -170,7 +170,7 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
         lows, highs = [], []
         for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             estimator, variant = column(point)
-            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS[estimator], label=column_title(estimator, variant),
+            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"), label=column_title(estimator, variant),
                   linestyle="-" if estimator in PAPER_ESTIMATORS and not variant else "--", marker=".")
             c = curve(point.run_dir, "test/neg_elbo")
             lows += c.mean
@@ -197,7 +197,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
     for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
         for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             name, variant = column(point)
-            band(ax, point.run_dir, "test/nll", color=COLOURS[name], label=column_title(name, variant),
+            band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"), label=column_title(name, variant),
                   linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
         ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
         ax.set_xlabel("training step")
@@ -310,7 +310,7 @@ def toy_errors(name: str, tau: float, num_draws: int, toy: dict = TOY) -> dict[s
 
 def every_estimator_panel(ax: plt.Axes, draws: int) -> None:
     """(d): bias and variance of every estimator at tau = 1 on the enumerable Bernoulli toy VAE."""
-    names = list(COLUMN_ORDER)
+    names = [n for n in sorted(ESTIMATORS, key=column_order) if ESTIMATORS[n].family != "enumeration"]
     errors = [toy_errors(name, 1.0, draws, TOY_BERNOULLI) for name in names]
     x = torch.arange(len(names)).float()
     ax.bar(x - 0.2, [e["bias"] for e in errors], width=0.4, label="bias ||E[g] - ∇||", color="tab:red")
@@ -333,7 +333,7 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
     for p in finished(points):
         name = p.cfg.estimator.name
-        band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS[name], label=column_title(*column(p)),
+        band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS.get(name, "0.5"), label=column_title(*column(p)),
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
     run_draws = sorted({p.cfg.gradvar_draws for p in points})
     axes[0].set_yscale("log")
@@ -346,8 +346,8 @@ def gradvar(preset: str, results_dir: Path) -> list[Path]:
     draws = TOY_DRAWS[preset]
     for name, style in (("gs", "o-"), ("st-gs", "s-")):
         errors = [toy_errors(name, tau, draws) for tau in TOY_TAUS]
-        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS[name], label=display_name(name))
-        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS[name], label=display_name(name))
+        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS.get(name, "0.5"), label=display_name(name))
+        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS.get(name, "0.5"), label=display_name(name))
     for name, style in (("st", "--"), ("reinforce", ":"), ("rloo", "-.")):
         errors = toy_errors(name, 1.0, draws)
         label = {"st": "ST (no τ)", "reinforce": "REINFORCE, no baseline", "rloo": "RLOO (k = 4)"}[name]

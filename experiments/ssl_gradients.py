@@ -39,7 +39,7 @@ from experiments.tables import to_markdown
 from vae import m2
 from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
 from vae.data import BinarizedMNIST
-from vae.estimators import Estimator, display_name
+from vae.estimators import Estimator, applicable, display_name
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.results import git_commit, load_summary
 from vae.tracking import write_text_atomic
@@ -63,11 +63,20 @@ def parse_row(spec: str, cfg: Config) -> tuple[str, float]:
                                      tau=TauConfig(schedule="constant", tau0=tau)))
     except ValueError as err:            # ConfigError is one
         raise GradientsError(f"--estimator {spec}: {err}") from None
-    estimator = m2.y_estimator(name, cfg.estimator, cfg.ssl.num_classes, len(cfg.seeds))
-    if list(estimator.parameters()) or list(estimator.buffers()):
+    if not stateless(name, cfg):
+        measurable = [n for n in applicable(task="ssl", kind="bernoulli" if cfg.ssl.num_classes == 2 else "categorical",
+                                            lowest_tau=tau, latent_shape=(1, cfg.ssl.num_classes), cfg=cfg.estimator)
+                      if stateless(n, cfg)]
         raise GradientsError(f"--estimator {spec}: trains a state of its own, which checkpoints do not keep; "
-                             "measurable: the stateless ones (gs, st-gs, st, gumbel-rao, reinmax, rloo, ...)")
+                             f"measurable: the stateless ones ({', '.join(measurable)})")
     return name, tau
+
+
+def stateless(name: str, cfg: Config) -> bool:
+    """Whether estimator ``name`` of y keeps no parameters or running statistics (which a run's
+    checkpoint does not save, so only a stateless one can be measured on a trained model)."""
+    estimator = m2.y_estimator(name, cfg.estimator, cfg.ssl.num_classes, len(cfg.seeds))
+    return not (list(estimator.parameters()) or list(estimator.buffers()))
 
 
 def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], draws: int, examples: int,

@@ -27,8 +27,7 @@ from pathlib import Path
 
 from experiments.sweep import PRESETS, STORE, Point, SweepError, best_points, expand, read_sweep
 from vae.config import Config, TauConfig
-from vae.estimators import display_name
-from vae.estimators.config import BERNOULLI_ONLY
+from vae.estimators import ESTIMATORS, column_order, display_name
 from vae.results import FAILED, final, load_summary, provenance
 
 SWEEP_DIR = Path("configs/sweeps")
@@ -36,10 +35,8 @@ TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
 SBN_SWEEP = SWEEP_DIR / "sbn.yaml"
 SSL_SWEEP = SWEEP_DIR / "ssl.yaml"
 
-# The estimators' columns: the paper's order, then the later ones; any other (a plugin's) after them.
-# Their display names are the classes' own (vae.estimators.display_name).
-COLUMN_ORDER = ["reinforce-ema", "darn", "muprop", "st", "st-annealed", "gs", "st-gs", "nvil", "rloo", "vimco", "rebar",
-                "relax", "arm", "disarm", "gumbel-rao", "reinmax"]
+# The estimators' columns: the paper's order, then the later ones by family and year (their classes'
+# declarations: vae.estimators.column_order), with the classes' display names.
 # Table 1's rows: (task, latent kind) -> label, and the test number each row compares.
 ROWS = {("sbn", "bernoulli"): "SBN (Bern.)", ("sbn", "categorical"): "SBN (Cat.)",
         ("vae", "bernoulli"): "VAE (Bern.)", ("vae", "categorical"): "VAE (Cat.)"}
@@ -77,11 +74,11 @@ def _final(point: Point) -> tuple[float, float] | None:
 
 
 def _cell(point: Point | None, key: str | None = None, scale: float = 1.0, *,
-          applies: bool = True) -> str:
+          kinds: frozenset[str] | None = None) -> str:
     """``mean ± std`` of ``key`` (default: the run's test number of :data:`FINAL`) times ``scale``,
-    or why there is none (``applies=False``: the estimator does not apply to the row's latents)."""
+    or why there is none (``kinds``: the latent kinds the estimator applies to, when not the row's)."""
     if point is None:
-        return "not run" if applies else "Bernoulli only"
+        return "not run" if kinds is None else " / ".join(k.capitalize() for k in sorted(kinds)) + " only"
     if (point.run_dir / FAILED).exists():
         return "diverged"
     summary = load_summary(point.run_dir)
@@ -132,18 +129,15 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
     """Header and rows (label, cells) of Table 1 from the selected points of the table1 sweep:
     the estimators in the paper's order, each followed by its variants (no paper number)."""
     by_cell = {(p.cfg.task, p.cfg.model.kind, *column(p)): p for p in points}
-    def rank(c: tuple[str, str]) -> tuple[int, str, str]:
-        return (COLUMN_ORDER.index(c[0]) if c[0] in COLUMN_ORDER else len(COLUMN_ORDER), c[0], c[1])
-
-    columns = sorted(dict.fromkeys(column(p) for p in points), key=rank)
+    columns = sorted(dict.fromkeys(column(p) for p in points), key=lambda c: (column_order(c[0]), c[1]))
     tuned = any("optim.lr" in p.values for p in points)
     rows = []
     for (task, kind), label in ((row, label) for row, label in ROWS.items()
                                 if any((p.cfg.task, p.cfg.model.kind) == row for p in points)):
         cells = [by_cell.get((task, kind, *c)) for c in columns]
         papers = [paper_number(task, kind, name, variant) for name, variant in columns]
-        rows.append((f"{label} ours", [_cell(p, applies=kind == "bernoulli" or name not in BERNOULLI_ONLY)
-                                       for p, (name, _) in zip(cells, columns)]))
+        rows.append((f"{label} ours", [_cell(p, kinds=None if name not in ESTIMATORS or kind in ESTIMATORS[name].kinds
+                                             else ESTIMATORS[name].kinds) for p, (name, _) in zip(cells, columns)]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
         rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
         rows.append((f"{label} decoder evaluations / example / step", [_cost(p, "decoder") for p in cells]))

@@ -11,6 +11,11 @@ import pytest
 import torch
 
 from vae.data import write_idx
+from vae.estimators import ESTIMATORS
+
+# The built-in estimators, collected before any test registers one of its own. Tests choose among
+# them by what the classes declare (where they apply, bias), never by lists of names.
+BUILT_IN = dict(ESTIMATORS)
 
 # As the trainer does: denormal floats in thousands of replicas' gradients (some seeds of the
 # statistical tests) make CPU matmuls a hundred times slower. The setting is per thread, so the
@@ -88,3 +93,24 @@ def float32_rtol(terms: int) -> float:
     sign, accumulates like a random walk, std about ``sqrt(terms) * eps / 2`` of the sum; this
     allows 8 such standard deviations, ``4 sqrt(terms) eps``."""
     return 4 * math.sqrt(terms) * FLOAT32_EPS
+
+
+def estimator_cases(task: str, *, unbiased: bool | None = None, sampled: bool = True,
+                    bound: bool | None = False) -> list[tuple[str, str]]:
+    """``(name, latent kind)`` for every built-in estimator that applies to ``task`` with that kind
+    (its ``kinds`` and ``tasks``), filtered by its declarations: ``unbiased`` (None: either),
+    ``sampled`` (leave out the ``exact`` oracle), ``bound`` (``multi_sample_bound``; None: either)."""
+    return [(name, kind) for name, cls in BUILT_IN.items() for kind in ("categorical", "bernoulli")
+            if task in cls.tasks and kind in cls.kinds and (unbiased is None or cls.unbiased == unbiased)
+            and not (sampled and cls.family == "enumeration") and (bound is None or cls.multi_sample_bound == bound)]
+
+
+def lowest_tau_of(name: str, tau: float = 1.0) -> float:
+    """``tau``, raised to the estimator's declared ``min_tau`` if it needs more (``reinmax``: 1)."""
+    return max(tau, BUILT_IN[name].min_tau or 0.0)
+
+
+def tau_overrides(name: str) -> list[str]:
+    """Config overrides that give ``name`` a schedule it accepts (a constant tau at its ``min_tau``)."""
+    floor = BUILT_IN[name].min_tau
+    return [] if floor is None else ["tau.schedule=constant", f"tau.tau0={floor}"]

@@ -94,8 +94,9 @@ def test_round_trip_through_plain_data():
     ("model.hidden=[0]", r"^model\.hidden: must be a list of positive sizes"),
     ("model.prior=flat", r"^model\.prior: 'flat'; allowed: uniform, learned"),
     ("estimator.darn_point=half", r"^estimator\.darn_point: 'half'; allowed"),
-    ("estimator.name=disarm", r"^estimator\.name: 'disarm' is for Bernoulli latents .*use rloo, vimco"),
-    ("estimator.name=reinmax", r"^estimator\.name: 'reinmax' needs tau >= 1 throughout .* reaches 0.5"),
+    ("estimator.name=disarm", r"^estimator\.name: 'disarm' is for bernoulli latents, not categorical ones; for task "
+                              r"vae with categorical latents use gs, .*rloo"),
+    ("estimator.name=reinmax", r"^estimator\.name: 'reinmax' needs tau >= 1 throughout, but the schedule reaches 0.5; "),
     ("kl=relaxed estimator.name=st-gs", r"^kl: 'relaxed' needs .*gs"),
     ("checkpoint_every=150", r"^checkpoint_every: must be a positive multiple of log_every"),
     ("model.kind=bernoulli", r"^model\.num_classes: must be 2"),

@@ -11,19 +11,21 @@ same float32 draw either way).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+import re
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vae.config import ConfigError, load_config
 from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
-from vae.estimators import ESTIMATORS, Estimator, EstimatorConfig, build_estimator, register
-
-ESTIMATOR_NAMES = tuple(ESTIMATORS)   # the built-in estimators (collected before any test registers one)
+from vae.estimators import ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, register
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_noise
 from vae.estimators.exact import all_states
@@ -31,16 +33,12 @@ from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
 from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
+from conftest import BUILT_IN, estimator_cases, lowest_tau_of
+
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
 DATA_DIM = 5
-UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop", "arm", "disarm", "rebar", "relax"]
-BERNOULLI_ONLY = {"arm", "disarm"}
-
-
-def pairs(names) -> list[tuple[str, str]]:
-    """(name, kind) for every latent kind the estimator applies to."""
-    return [(name, kind) for name in names for kind in KINDS if kind == "bernoulli" or name not in BERNOULLI_ONLY]
-BIASED = ["gs", "st-gs", "st", "st-annealed", "darn", "gumbel-rao", "reinmax"]
+ESTIMATOR_NAMES = tuple(BUILT_IN)
+EVERY = estimator_cases("vae", sampled=False, bound=None)   # every (estimator, kind) that applies to a VAE
 NUM_DRAWS = 4000
 # Family-wise false-alarm rate of each z-test; Bonferroni over every gradient coordinate tested.
 ALPHA = 1e-3
@@ -123,9 +121,17 @@ def test_exact_matches_hand_enumeration() -> None:
         torch.testing.assert_close(g, m)
 
 
-@pytest.mark.parametrize("name", sorted(BERNOULLI_ONLY))
-def test_bernoulli_only_estimators_refuse_categorical_latents_and_name_the_alternatives(name: str) -> None:
-    with pytest.raises(ValueError, match=f"'{name}' is for Bernoulli latents .* use rloo, vimco, rebar, relax"):
+@pytest.mark.parametrize("name", [n for n, cls in BUILT_IN.items() if "categorical" not in cls.kinds])
+def test_an_estimator_refuses_latents_it_does_not_declare_and_names_those_that_apply(name: str) -> None:
+    """The config refuses it in one line that lists the estimators that do apply, computed from the
+    declarations (vae.estimators.applicable); building it for K > 2 is a ValueError too."""
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, [f"estimator.name={name}", "model.hidden=[]"])
+    others = applicable(task="vae", kind="categorical", lowest_tau=0.5, latent_shape=(20, 10))
+    assert str(refused.value) == (f"estimator.name: {name!r} is for bernoulli latents, not categorical ones; for task "
+                                  f"vae with categorical latents use {', '.join(others)}")
+    assert name not in others and "gs" in others and "exact" not in others   # 10^20 states: exact refuses
+    with pytest.raises(ValueError, match="is for Bernoulli latents"):
         build(name, "categorical")
 
 
@@ -144,7 +150,7 @@ def test_one_hot_samples_follow_the_categorical(seed: int) -> None:
     assert chi2 < 16.27  # chi-square, 3 degrees of freedom, p = 1e-3
 
 
-@pytest.mark.parametrize(("name", "kind"), pairs(UNBIASED))
+@pytest.mark.parametrize(("name", "kind"), estimator_cases("vae", unbiased=True))
 def test_unbiased_estimators_match_exact(name: str, kind: str, seed: int) -> None:
     model, x = problem(kind)
     estimator = build(name, kind)
@@ -261,8 +267,7 @@ def test_darn_at_the_mean_estimates_the_mean_field_gradient(seed: int) -> None:
     assert worst > z_crit
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", BIASED)
+@pytest.mark.parametrize(("name", "kind"), estimator_cases("vae", unbiased=False))
 def test_biased_estimators_are_measurably_biased_but_aligned(name: str, kind: str,
                                                              seed: int) -> None:
     """The z-test that passes the unbiased estimators detects these ones' bias; their mean
@@ -270,7 +275,7 @@ def test_biased_estimators_are_measurably_biased_but_aligned(name: str, kind: st
     model, x = problem(kind)
     estimator = build(name, kind)
     assert not estimator.unbiased
-    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed, step=10**5)
+    draws = draw_gradients(model, estimator, x, tau=lowest_tau_of(name), num_draws=NUM_DRAWS, seed=seed, step=10**5)
     exact = exact_gradients(model, x)
     worst, z_crit = z_scores(draws, exact)
     assert math.isfinite(worst) and worst > z_crit
@@ -341,7 +346,7 @@ def test_sampled_latents_are_exactly_one_hot(name: str, kind: str, seed: int) ->
     assert ((samples == 0) | (samples == 1)).all() and (samples.sum(-1) == 1).all()
 
 
-@pytest.mark.parametrize(("name", "kind"), pairs(ESTIMATOR_NAMES))
+@pytest.mark.parametrize(("name", "kind"), EVERY)
 def test_estimates_are_shaped_finite_and_deterministic(name: str, kind: str, seed: int) -> None:
     r, b = 2, 3
     model = DiscreteVAE(kind, *KINDS[kind], [8], ReplicaGenerator([5, 6]), data_dim=DATA_DIM)
@@ -422,12 +427,12 @@ def test_nvil_baseline_is_trained_through_the_surrogate(seed: int) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
 def test_estimators_run_on_cuda(name: str, seed: int) -> None:
-    kind = "bernoulli" if name in BERNOULLI_ONLY else "categorical"
+    kind = "categorical" if "categorical" in BUILT_IN[name].kinds else "bernoulli"
     model, x = problem(kind)
     model, x = model.cuda(), x.cuda()
     estimator = build(name, kind).cuda()
     surrogate, info = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
-                                rng=ReplicaGenerator([seed], device="cuda"), tau=1.0, step=3,   # reinmax: tau >= 1
+                                rng=ReplicaGenerator([seed], device="cuda"), tau=lowest_tau_of(name), step=3,
                                 context=x)
     grads = torch.autograd.grad(surrogate.sum(), list(model.parameters()))
     assert all(g.is_cuda and torch.isfinite(g).all() for g in grads)
@@ -438,7 +443,7 @@ def test_estimators_run_on_cuda(name: str, seed: int) -> None:
 def test_every_estimator_works_on_plain_tensors_without_a_replica_axis(name: str, seed: int) -> None:
     """logits [B, N, K], f on [..., B, N, K], torch's global generator: what a user's model has."""
     torch.manual_seed(seed)
-    k = 2 if name in BERNOULLI_ONLY else 4
+    k = 4 if "categorical" in BUILT_IN[name].kinds else 2
     logits = torch.randn(4, 3, k, requires_grad=True)
     weight = torch.randn(3, k)
     x = torch.randn(4, DATA_DIM)
@@ -452,6 +457,39 @@ def test_every_estimator_works_on_plain_tensors_without_a_replica_axis(name: str
     assert surrogate.shape == (4,) and all(v.dim() == 0 or v.shape[0] != 1 for v in info.values())
     (grad,) = torch.autograd.grad(surrogate.sum(), logits)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_every_estimator_works_in_float32_float64_and_bfloat16(name: str, dtype: torch.dtype, seed: int) -> None:
+    """Plain tensors of one dtype (the estimator's state cast to it, as ``model.to(dtype)`` does):
+    f sees z in that dtype, the surrogate comes back in it (float32 for bfloat16, a loss's
+    precision), and the gradient is finite and not all zero; also with the estimator's state left
+    in float32 beside float64 logits."""
+    k = 4 if "categorical" in BUILT_IN[name].kinds else 2
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 3, k, generator=gen).to(dtype).requires_grad_(True)
+    weight, x = torch.randn(3, k, generator=gen).to(dtype), torch.randn(4, DATA_DIM, generator=gen).to(dtype)
+    seen: list[torch.dtype] = []
+
+    def f(z: Tensor) -> Tensor:
+        seen.append(z.dtype)
+        return (z * weight).sum((-1, -2)).square()
+
+    for cast in (True, False) if dtype == torch.float64 else (True,):
+        estimator = build_estimator(name, latent_shape=(3, k), context_dim=DATA_DIM)
+        estimator = estimator.to(dtype if dtype != torch.bfloat16 else torch.float32) if cast else estimator
+        surrogate, _ = estimator(logits, f, tau=lowest_tau_of(name, 1.2), context=x)
+        (grad,) = torch.autograd.grad(surrogate.sum(), logits)
+        assert set(seen) == {dtype} and surrogate.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+        assert grad.dtype == dtype and torch.isfinite(grad.float()).all() and grad.abs().sum() > 0
+
+
+def test_building_an_estimator_without_what_it_needs_is_a_one_line_value_error() -> None:
+    with pytest.raises(ValueError, match=r"^nvil: needs context_dim >= 1"):
+        build_estimator("nvil", latent_shape=(20, 10))
+    with pytest.raises(ValueError, match=r"^build_estimator: latent_shape must be \(N, K\)"):
+        build_estimator("gs", latent_shape=(20,))
 
 
 def test_gumbel_rao_has_the_mean_of_st_gs_and_a_fraction_of_its_variance() -> None:
@@ -568,3 +606,44 @@ def test_control_variate_parameters_descend_the_estimators_variance(name: str, s
         surrogate.sum().backward()
         optimiser.step()
     assert encoder_variance() < 0.1 * before
+
+
+@pytest.mark.parametrize(("name", "kind"), EVERY)
+def test_declared_cost_is_the_decoder_passes_the_trainer_counts(name: str, kind: str, seed: int) -> None:
+    """``decoder_passes`` (what tables and the leaderboard read as the estimator's cost) is the
+    ``decoder_evals`` the VAE's training loss counts, at the defaults and at other settings."""
+    model, x = problem(kind)
+    for overrides in ({}, {"num_samples": 3}):
+        estimator = build(name, kind, **overrides)
+        _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=lowest_tau_of(name), step=0)
+        declared = type(estimator).decoder_passes(estimator.cfg, KINDS[kind])
+        assert info["decoder_evals"].tolist() == [declared], overrides
+
+
+def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> None:
+    """What is true of one estimator is said by its class: no file of vae/ or experiments/ names a
+    built-in estimator (as a quoted string) but the estimator's own module, the registry, and the
+    places whose subject is a named estimator (listed here with the reason)."""
+    allowed = {
+        "vae/estimators/__init__.py": "the registry",
+        "vae/estimators/config.py": "the default estimator (gs, the paper's)",
+        "vae/diagnostics.py": "the exact gradient is the `exact` estimator's, by definition",
+        "vae/m2.py": "M2's marginalisation is the `exact` estimator on its class",
+        "experiments/tables.py": "the paper's numbers per estimator (Table 1, Table 2's modes)",
+        "experiments/figures.py": "figures about named estimators (GS and ST-GS; the toy panels)",
+        "experiments/demo.py": "the demo trains GS, ST-GS and SF",
+        "experiments/bench.py": "the benchmark times a GS step",
+        "experiments/gpu_check.py": "the GPU check times a GS step",
+        "experiments/ssl_gradients.py": "its default rows: GS, ST-GS, RLOO (the measurement's subject)",
+    }
+    repo = Path(__file__).resolve().parents[1]
+    quoted = re.compile(r"""["'](%s)["']""" % "|".join(re.escape(n) for n in sorted(BUILT_IN, key=len, reverse=True)))
+    own = {name: Path(inspect.getfile(cls)).resolve().relative_to(repo).as_posix() for name, cls in BUILT_IN.items()}
+    offences = []
+    for path in [*sorted((repo / "vae").rglob("*.py")), *sorted((repo / "experiments").glob("*.py"))]:
+        rel = path.relative_to(repo).as_posix()
+        if rel in allowed:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            offences += [f"{rel}:{number} names {m.group(1)!r}" for m in quoted.finditer(line) if own[m.group(1)] != rel]
+    assert not offences, "\n".join(offences)

@@ -291,8 +291,8 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
 
 @pytest.mark.parametrize("override, message", [
     ("ssl.y=magic", r"^ssl\.y: unknown 'magic'; allowed: marginal, exact, gs"),
-    ("ssl.y=vimco", r"^ssl\.y: 'vimco' changes the VAE's objective"),
-    ("ssl.y=arm", r"^ssl\.y: 'arm' is for two classes"),
+    ("task=ssl ssl.y=vimco", r"^ssl\.y: 'vimco' is for task vae, not ssl; for task ssl with categorical latents use exact, gs, "),
+    ("task=ssl ssl.y=arm", r"^ssl\.y: 'arm' is for bernoulli latents, not categorical ones; for task ssl"),
     ("ssl.num_classes=1 ssl.labels=random", r"^ssl\.num_classes: must be >= 2"),
     ("ssl.num_classes=20", r"^ssl\.num_classes: MNIST's labels have 10 classes, got 20"),
     ("ssl.labels=cifar", r"^ssl\.labels: 'cifar'; allowed: mnist, random"),

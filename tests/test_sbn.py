@@ -22,17 +22,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.diagnostics import replicate
-from vae.estimators import EstimatorConfig, build_estimator
+from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.replicas import ReplicaGenerator
 from vae.sbn import HALF, StochasticBinaryNetwork, training_loss
+
+from conftest import BUILT_IN, estimator_cases, lowest_tau_of
 
 KINDS = {"bernoulli": (3, 2), "categorical": (2, 3)}
 NUM_DRAWS = 4000
 ALPHA = 1e-3
 DTYPE = torch.float64
 ABS_TOL = 1e-10   # float64 round-off of gradients of size ~10 summed over 64-81 states: ~1e-13
-UNBIASED = ["reinforce", "reinforce-ema", "nvil", "rloo", "muprop", "rebar", "relax", "arm", "disarm"]
-BIASED = ["gs", "st-gs", "st", "darn", "gumbel-rao"]
+# st-annealed's biased gradient through two layers has its own test below (its slopes); ReinMax is
+# second-order accurate, and through these two small layers its bias is below what 4,000 draws
+# resolve (the VAE's toy problem detects it, tests/test_estimators.py).
+UNRESOLVED_BIAS = {"reinmax"}
+BIASED = [case for case in estimator_cases("sbn", unbiased=False)
+          if BUILT_IN[case[0]].logit_scale is Estimator.logit_scale and case[0] not in UNRESOLVED_BIAS]
 
 
 @pytest.fixture
@@ -74,7 +80,7 @@ def draws(name: str, kind: str, model: StochasticBinaryNetwork, x: Tensor, seed:
     many = replicate(model, NUM_DRAWS)
     seeds = torch.randint(2**62, (NUM_DRAWS,), generator=torch.Generator().manual_seed(seed)).tolist()
     loss, _ = training_loss(many, estimators(name, kind, model, NUM_DRAWS), x.expand(NUM_DRAWS, -1, -1),
-                            rng=ReplicaGenerator(seeds), tau=1.0, step=10**5)
+                            rng=ReplicaGenerator(seeds), tau=lowest_tau_of(name), step=10**5)
     return layer_grads(many, loss)
 
 
@@ -106,16 +112,14 @@ def test_nested_exact_is_the_enumerated_expectation_over_both_layers(kind: str) 
     torch.testing.assert_close(loss, manual)
 
 
-@pytest.mark.parametrize(("name", "kind"), [(n, k) for n in UNBIASED for k in KINDS
-                                            if k == "bernoulli" or n not in ("arm", "disarm")])
+@pytest.mark.parametrize(("name", "kind"), estimator_cases("sbn", unbiased=True))
 def test_unbiased_estimators_match_exact_through_two_stochastic_layers(name: str, kind: str, seed: int) -> None:
     model, x = problem(kind)
     worst, z_crit = worst_z(draws(name, kind, model, x, seed), exact(model, kind, x))
     assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", BIASED)
+@pytest.mark.parametrize(("name", "kind"), BIASED)
 def test_biased_estimators_have_a_measurable_bias_through_two_layers(name: str, kind: str, seed: int) -> None:
     """The z-test that passes the unbiased ones detects the bias; the mean still points the
     exact gradient's way for the first layer (cosine > 0.3)."""

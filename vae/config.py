@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vae.estimators.config import BERNOULLI_ONLY, CATEGORICAL_ALTERNATIVES, EstimatorConfig
+from vae.estimators.config import EstimatorConfig
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -311,18 +311,19 @@ def validate(cfg: Config) -> None:
         _check(cfg.kl == "analytic" and cfg.model.prior == "uniform",
                "task: 'sbn' has no prior and no KL (kl and model.prior keep their defaults)")
         _check(cfg.gradvar_every == 0, "gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task=sbn")
-        _check(cfg.estimator.name != "vimco", "estimator.name: 'vimco' optimises a VAE's multi-sample bound; "
-               "for task=sbn use rloo (its multi-sample score-function estimator)")
         _check(cfg.model.layers >= 1, f"model.layers: must be >= 1, got {cfg.model.layers}")
     if cfg.task == "ssl":
         _check(cfg.kl == "analytic", "kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
         _check(cfg.gradvar_every == 0, "gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task=ssl")
         _check(not cfg.compile, "compile: covers the MLPs of tasks vae and sbn, not the ssl task's convolutions; "
                "set false")
-    _validate_ssl(cfg)
     _check(cfg.eval.curve_samples >= 1, f"eval.curve_samples: must be >= 1, got {cfg.eval.curve_samples}")
-    _check(cfg.kl == "analytic" or cfg.estimator.name == "gs",
-           f"kl: 'relaxed' needs the relaxed sample of estimator.name=gs, got {cfg.estimator.name!r}")
+    if cfg.kl == "relaxed":
+        from vae.estimators import ESTIMATORS
+        relaxed = [name for name, cls in ESTIMATORS.items() if cls.relaxed_kl]
+        _check(ESTIMATORS[cfg.estimator.name].relaxed_kl,
+               f"kl: 'relaxed' needs an estimator that hands f the relaxed sample itself ({', '.join(relaxed)}), "
+               f"got {cfg.estimator.name!r}")
     _check(cfg.log_every >= 1, f"log_every: must be >= 1, got {cfg.log_every}")
     _check(cfg.checkpoint_every >= 1 and cfg.checkpoint_every % cfg.log_every == 0,
            f"checkpoint_every: must be a positive multiple of log_every ({cfg.log_every}), "
@@ -332,21 +333,10 @@ def validate(cfg: Config) -> None:
     _check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", cfg.experiment) is not None,
            f"experiment: letters, digits, '_', '.', '-' (not starting with '.'), got {cfg.experiment!r}")
     _check(m.kind in ("categorical", "bernoulli"), f"model.kind: {m.kind!r}; allowed: categorical, bernoulli")
-    _check(cfg.estimator.name not in BERNOULLI_ONLY or m.kind == "bernoulli",
-           f"estimator.name: {cfg.estimator.name!r} is for Bernoulli latents (model.kind=bernoulli); for "
-           f"categorical latents use {CATEGORICAL_ALTERNATIVES}")
-    lowest_tau = t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
-    _check(cfg.estimator.name != "reinmax" or lowest_tau >= 1,
-           f"estimator.name: 'reinmax' needs tau >= 1 throughout (its authors' choice: at tau = 1 its backward pass "
-           f"is exact for quadratic objectives, below 1 its bias grows), but the schedule reaches {lowest_tau:g}; "
-           f"use tau.schedule=constant tau.tau0=1.0")
     _check(m.num_latents >= 1, f"model.num_latents: must be >= 1, got {m.num_latents}")
     _check(m.num_classes >= 2, f"model.num_classes: must be >= 2, got {m.num_classes}")
     _check(m.kind == "categorical" or m.num_classes == 2,
            f"model.num_classes: must be 2 for model.kind=bernoulli, got {m.num_classes}")
-    _check(cfg.estimator.name != "exact" or m.num_classes ** m.num_latents <= cfg.estimator.max_states,
-           f"estimator.name: 'exact' enumerates K^N = {m.num_classes}^{m.num_latents} states, more than "
-           f"estimator.max_states={cfg.estimator.max_states}; use it on small models only")
     _check(all(h >= 1 for h in m.hidden),
            f"model.hidden: must be a list of positive sizes ([] for affine maps), got {m.hidden}")
     _check(m.prior in ("uniform", "learned"), f"model.prior: {m.prior!r}; allowed: uniform, learned")
@@ -376,25 +366,37 @@ def validate(cfg: Config) -> None:
     _check(e.curve_examples is None or 1 <= e.curve_examples <= 10_000,
            f"eval.curve_examples: must be in [1, 10000] or null, got {e.curve_examples}")
     _check(e.iw_batch_size >= 1, f"eval.iw_batch_size: must be >= 1, got {e.iw_batch_size}")
+    _validate_ssl(cfg)
+    if cfg.task != "ssl":    # M2's class is treated by ssl.y, checked there
+        _applies(cfg.estimator, task=cfg.task, kind=m.kind, tau=t, latent_shape=(m.num_latents, m.num_classes))
+
+
+def lowest_tau(t: TauConfig) -> float:
+    """The lowest temperature the schedule ``t`` reaches (a learned tau is kept above its floor)."""
+    return t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
+
+
+def _applies(estimator: EstimatorConfig, *, task: str, kind: str, tau: TauConfig, latent_shape: tuple[int, int],
+             key: str = "estimator.name") -> None:
+    """The estimator's own declarations (vae.estimators.check_applies) as a :class:`ConfigError`."""
+    from vae.estimators import check_applies
+
+    try:
+        check_applies(estimator, task=task, kind=kind, lowest_tau=lowest_tau(tau), latent_shape=latent_shape, key=key)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _validate_ssl(cfg: Config) -> None:
     """The ``ssl`` section (checked for every task: its defaults are valid)."""
-    from vae.estimators import ESTIMATORS, Estimator
+    from vae.estimators import ESTIMATORS
 
-    s, t = cfg.ssl, cfg.tau
+    s = cfg.ssl
     _check(s.y == "marginal" or s.y in ESTIMATORS,
            f"ssl.y: unknown {s.y!r}; allowed: marginal, {', '.join(ESTIMATORS)}")
-    if s.y != "marginal":
-        sampler = ESTIMATORS[s.y]
-        _check(not sampler.multi_sample_bound and sampler.logit_scale is Estimator.logit_scale,
-               f"ssl.y: {s.y!r} changes the VAE's objective (a multi-sample bound or a sharpened posterior); "
-               "use marginal or an estimator of one sample of y (gs, st-gs, st, rloo, ...)")
-        _check(s.y not in ("arm", "disarm") or s.num_classes == 2,
-               f"ssl.y: {s.y!r} is for two classes (ssl.num_classes=2), got {s.num_classes}")
-        lowest_tau = t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
-        _check(s.y != "reinmax" or lowest_tau >= 1,
-               f"ssl.y: 'reinmax' needs tau >= 1 throughout, but the schedule reaches {lowest_tau:g}")
+    if s.y != "marginal" and cfg.task == "ssl":     # y: one latent of C classes, a Bernoulli one when C = 2
+        _applies(dataclasses.replace(cfg.estimator, name=s.y), task="ssl", tau=cfg.tau, latent_shape=(1, s.num_classes),
+                 kind="bernoulli" if s.num_classes == 2 else "categorical", key="ssl.y")
     _check(s.num_classes >= 2, f"ssl.num_classes: must be >= 2, got {s.num_classes}")
     _check(s.labels in ("mnist", "random"), f"ssl.labels: {s.labels!r}; allowed: mnist, random")
     _check(s.labels == "random" or s.num_classes == 10,

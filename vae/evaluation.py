@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
 from vae.estimators.sampling import sample_classes, sample_one_hot
-from vae.models import DiscreteVAE, log_prob_one_hot
+from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator, derive_seed
 
 def eval_generator(seeds: list[int], step: int, device: torch.device | str) -> ReplicaGenerator:

@@ -17,7 +17,6 @@ KL's -- is divided by ``s``, while the decoder's and the prior's are not.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from vae.estimators import Estimator, passes_per_example

@@ -25,7 +25,6 @@ and Figure 3): an upper bound on ``-log p(x_lower | x_upper)`` that tightens as 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch

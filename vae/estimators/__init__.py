@@ -2,17 +2,21 @@
 
 Every estimator follows the contract of :mod:`vae.estimators.base`; its constructor takes the
 config and the run's dimensions, so :func:`build_estimator` needs no per-name dispatch. The
-registry, :data:`ESTIMATORS`, is the one list of names: config validation, the trainer, the sweep
-runner and the tables all read it. An estimator of your own joins it with :func:`register` in a
-module that the run's config names in ``plugins`` (README "Your own estimator").
+registry, :data:`ESTIMATORS`, is the one list of names, and each class declares what is true of it
+(where it applies, bias, cost, family): config validation (:func:`check_applies`, whose errors
+list the estimators that do apply, :func:`applicable`), the trainer, the sweep runner, the tables
+and figures (:func:`column_order`) and the tests read those declarations. An estimator of your own
+joins it with :func:`register` in a module that the run's config names in ``plugins`` (README
+"Your own estimator").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from vae.estimators.antithetic import ARM, DisARM
-from vae.estimators.base import Estimator, Objective, passes_per_example
+from vae.estimators.base import FAMILIES, Estimator, Objective, passes_per_example
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.control_variates import RELAX, REBAR
 from vae.estimators.exact import Exact
@@ -60,6 +64,46 @@ def register(name: str) -> Callable[[type[Estimator]], type[Estimator]]:
     return add
 
 
+def applicable(*, task: str, kind: str, lowest_tau: float, latent_shape: tuple[int, int],
+               cfg: EstimatorConfig | None = None) -> list[str]:
+    """The registered estimators that can run on ``task`` with latents of ``kind`` and ``(N, K)``
+    at a schedule reaching ``lowest_tau`` (their :meth:`Estimator.check`, at ``cfg``'s settings)."""
+    names = []
+    for name, cls in ESTIMATORS.items():
+        try:
+            cls.check(replace(cfg or EstimatorConfig(), name=name), task=task, kind=kind, lowest_tau=lowest_tau,
+                      latent_shape=latent_shape)
+        except ValueError:
+            continue
+        names.append(name)
+    return names
+
+
+def check_applies(cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
+                  latent_shape: tuple[int, int], key: str = "estimator.name") -> None:
+    """Raise ``ValueError`` in one line naming ``key`` if ``cfg.name`` cannot run there, listing the
+    estimators that can (computed from the declarations, :func:`applicable`)."""
+    try:
+        ESTIMATORS[cfg.name].check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
+    except ValueError as err:
+        others = [n for n in applicable(task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape,
+                                        cfg=cfg) if n != cfg.name]
+        raise ValueError(f"{key}: {cfg.name!r} {err}; for task {task} with {kind} latents use "
+                         f"{', '.join(others) or 'none of the registered estimators'}") from None
+
+
+def column_order(name: str) -> tuple:
+    """Sort key of an estimator in tables and figures: the paper's seven in its Table 1's order,
+    then by family (:data:`vae.estimators.base.FAMILIES`), year and name."""
+    cls = ESTIMATORS.get(name)
+    if cls is None:
+        return (2, len(FAMILIES), 0, name)
+    if cls.paper_column is not None:
+        return (0, cls.paper_column, 0, name)
+    family = FAMILIES.index(cls.family) if cls.family in FAMILIES else len(FAMILIES)
+    return (1, family, cls.year, name)
+
+
 def display_name(name: str) -> str:
     """How tables and figures write the estimator ``name`` ("SF", "Gumbel-S.", or the name itself)."""
     return ESTIMATORS[name].display_name or name
@@ -79,10 +123,13 @@ def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int]
     """
     cfg = EstimatorConfig(name=cfg) if isinstance(cfg, str) else cfg
     cfg.validate()
+    if len(latent_shape) != 2 or min(latent_shape) < 1 or num_replicas < 1 or context_dim < 0:
+        raise ValueError(f"build_estimator: latent_shape must be (N, K) with N, K >= 1, num_replicas >= 1 and "
+                         f"context_dim >= 0, got {latent_shape}, {num_replicas}, {context_dim}")
     rng = rng if rng is not None else ReplicaGenerator([0] * num_replicas)
     return ESTIMATORS[cfg.name](cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                                 context_dim=context_dim, rng=rng)
 
 
-__all__ = ["ESTIMATORS", "Estimator", "EstimatorConfig", "Objective", "build_estimator", "display_name",
-           "passes_per_example", "register"]
+__all__ = ["ESTIMATORS", "Estimator", "EstimatorConfig", "Objective", "applicable", "build_estimator",
+           "check_applies", "column_order", "display_name", "passes_per_example", "register"]

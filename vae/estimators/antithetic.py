@@ -12,8 +12,8 @@ and per unit n the estimate of ``d E_q[f] / d phi_n`` (f is the loss, so it is m
   Rao-Blackwellised over the antithetic pair: zero wherever the two samples agree.
 
 Both are unbiased. The decoder gets ``grad 1/2 (f(b) + f(b~))`` (both samples are draws of q), and
-the surrogate's value is that mean. Categorical latents have no such pair here: building either
-for K > 2 is a ``ValueError`` naming the estimators that apply.
+the surrogate's value is that mean. Categorical latents have no such pair here: both declare
+Bernoulli latents only (``kinds``), and building either for K > 2 is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import CATEGORICAL_ALTERNATIVES, EstimatorConfig
+from vae.estimators.config import EstimatorConfig
 from vae.gumbel import Generator, uniform, widen
 from vae.replicas import ReplicaGenerator
 
@@ -32,14 +32,21 @@ class ARM(Estimator):
 
     display_name = "ARM"
     unbiased = True
+    kinds = frozenset({"bernoulli"})
+    family = "antithetic"
+    year = 2019
+    reference = "Yin & Zhou, ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary Networks, ICLR 2019"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                          context_dim=context_dim, rng=rng)
         if latent_shape[1] != 2:
-            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = "
-                             f"{latent_shape[1]}; for categorical latents use {CATEGORICAL_ALTERNATIVES}")
+            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = {latent_shape[1]}")
+
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        return 2.0                                                        # the antithetic pair
 
     def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
         """``[R, B, N]``: what multiplies ``f(b) - f(b~)`` for each unit."""
@@ -65,6 +72,9 @@ class DisARM(ARM):
     """``disarm``: ARM averaged over the pair: ``1/2 (-1)^{b~} 1[b != b~] sigmoid(|phi|)`` per unit."""
 
     display_name = "DisARM"
+    year = 2020
+    reference = ("Dong, Mnih & Tucker, DisARM: An Antithetic Gradient Estimator for Binary Latent Variables, "
+                 "NeurIPS 2020")
 
     def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
         sign = 1 - 2 * b_anti                                                  # (-1)^{b~}

@@ -46,11 +46,16 @@ import torch
 from torch import Tensor, nn
 
 from vae.estimators.config import EstimatorConfig
-from vae.gumbel import Generator
+from vae.gumbel import Generator, widen
 from vae.replicas import ReplicaGenerator
 
 Objective = Callable[[Tensor], Tensor]
 """``f(z)``: z ``[R, *S, B, N, K]`` -> per-example loss ``[R, *S, B]`` (lower is better)."""
+
+KINDS = ("categorical", "bernoulli")   # latent kinds: K classes, or K = 2 with logits (0, l)
+TASKS = ("vae", "sbn", "ssl")          # the tasks of vae.tasks.TASKS
+#: Families, in the order tables and figures group the estimators the paper did not compare.
+FAMILIES = ("score function", "Taylor", "control variate", "antithetic", "relaxation", "enumeration", "other")
 
 
 def mean_field(f: Objective) -> Objective:
@@ -68,10 +73,36 @@ def passes_per_example(evaluated: list[int], surrogate: Tensor) -> Tensor:
 
 
 class Estimator(nn.Module, abc.ABC):
-    """Base class: subclasses implement :meth:`estimate` (see :meth:`forward` for its arguments)."""
+    """Base class: subclasses implement :meth:`estimate` (see :meth:`forward` for its arguments).
+
+    A subclass declares everything the rest of the suite needs to know about it as class
+    attributes and class methods (config validation, the tables, the figures and the tests read
+    them; no list of names elsewhere): where it applies (:attr:`kinds`, :attr:`tasks`,
+    :attr:`min_tau`, :meth:`check`), what it is (:attr:`unbiased`, :attr:`multi_sample_bound`,
+    :attr:`family`, :attr:`year`, :attr:`paper_column`, :attr:`reference`), what it costs
+    (:meth:`decoder_passes`) and its own settings (:attr:`Options`).
+    """
 
     #: The estimator's name in tables and figure legends ("SF", "Gumbel-S."); empty: its registry name.
     display_name: str = ""
+    #: The latent kinds it applies to (:data:`KINDS`): the antithetic pairs exist for binary units only.
+    kinds: frozenset[str] = frozenset(KINDS)
+    #: The tasks it applies to (:data:`TASKS`).
+    tasks: frozenset[str] = frozenset(TASKS)
+    #: The lowest relaxation temperature it accepts, or None: any (``reinmax``: 1).
+    min_tau: float | None = None
+    #: Its family (:data:`FAMILIES`): how tables order and figures colour the later estimators.
+    family: str = "other"
+    #: The year of its paper (tables order a family's members by it); 0: unpublished.
+    year: int = 0
+    #: Its column in Table 1 of Jang et al. (2017), 0-6 (SF, DARN, MuProp, ST, Annealed ST,
+    #: Gumbel-S., ST Gumbel-S.), or None: the paper did not compare it. Those seven come first.
+    paper_column: int | None = None
+    #: The paper that defines it (authors, title, venue and year), for the catalogue.
+    reference: str = ""
+    #: Whether the training loss may use the relaxed Monte Carlo KL (``kl=relaxed``): only an
+    #: estimator that hands f the relaxed sample itself (``gs``).
+    relaxed_kl: bool = False
     #: Settings of this estimator beyond the shared ones of :class:`EstimatorConfig`: a dataclass
     #: whose fields are set as ``estimator.options.<field>`` and checked like every config key; the
     #: estimator reads them as ``self.Options(**cfg.options)``. None: it has none.
@@ -86,10 +117,31 @@ class Estimator(nn.Module, abc.ABC):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        """The registry's one constructor: an estimator with settings, state or parameters of its
-        own overrides it and reads them from ``cfg`` (R = ``num_replicas``, ``(N, K)`` =
-        ``latent_shape``, D = ``context_dim``; ``rng`` initialises its parameters)."""
+        """The registry's one constructor: it keeps the settings and dimensions (``self.cfg``, R =
+        ``self.num_replicas``, ``(N, K)`` = ``self.latent_shape``, D = ``self.context_dim``); an
+        estimator with state or parameters of its own extends it (``rng`` initialises them)."""
         super().__init__()
+        self.cfg, self.num_replicas, self.latent_shape, self.context_dim = cfg, num_replicas, latent_shape, context_dim
+
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        """Its cost: evaluations of f (decoder passes) per example and step, for ``cfg`` and ``(N, K)``
+        (what the trainer then counts and logs as ``decoder_evals``; tested for every estimator)."""
+        return 1.0
+
+    @classmethod
+    def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
+              latent_shape: tuple[int, int]) -> None:
+        """Raise ``ValueError`` with a one-line reason (no key: the caller names it) if the estimator
+        cannot run on ``task`` with latents of ``kind`` and shape ``(N, K)``, at a temperature schedule
+        that reaches ``lowest_tau``. Here: :attr:`tasks`, :attr:`kinds` and :attr:`min_tau`; an
+        estimator with a rule of its own extends it."""
+        if task not in cls.tasks:
+            raise ValueError(f"is for task {' or '.join(sorted(cls.tasks))}, not {task}")
+        if kind not in cls.kinds:
+            raise ValueError(f"is for {' or '.join(sorted(cls.kinds))} latents, not {kind} ones")
+        if cls.min_tau is not None and lowest_tau < cls.min_tau:
+            raise ValueError(f"needs tau >= {cls.min_tau:g} throughout, but the schedule reaches {lowest_tau:g}")
 
     def encoder_gradient_scale(self) -> Tensor | None:
         """``[R]`` divisor of the whole encoder gradient of the training loss, or None (no scaling).
@@ -104,6 +156,10 @@ class Estimator(nn.Module, abc.ABC):
     def forward(self, logits: Tensor, f: Objective, *, rng: Generator = None, tau: float | Tensor = 1.0,
                 step: int = 0, context: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Return ``(surrogate [R, B], info)``; ``info`` holds detached tensors for logging.
+
+        Any float dtype and device: f is called with z in the logits' dtype and device, and the
+        surrogate comes back in the logits' dtype, or float32 for narrower ones (a loss of ~100 nats
+        in bfloat16 would round at 0.5 nats); state stays in the estimator's own dtype.
 
         Args:
             logits: ``[R, B, N, K]`` encoder output, or ``[B, N, K]`` without a replica axis (then
@@ -122,7 +178,8 @@ class Estimator(nn.Module, abc.ABC):
                                            rng=rng, tau=tau, step=step,
                                            context=None if context is None else context.unsqueeze(0))
             return surrogate.squeeze(0), {k: v.squeeze(0) for k, v in info.items()}
-        return self.estimate(logits, f, rng=rng, tau=tau, step=step, context=context)
+        surrogate, info = self.estimate(logits, f, rng=rng, tau=tau, step=step, context=context)
+        return surrogate.to(widen(logits).dtype), info
 
     @abc.abstractmethod
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator, tau: float | Tensor, step: int,

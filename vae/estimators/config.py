@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-BERNOULLI_ONLY = ("arm", "disarm")   # estimators whose antithetic pair exists for binary units only
-CATEGORICAL_ALTERNATIVES = "rloo, vimco, rebar, relax, muprop (unbiased) or gumbel-rao, reinmax (biased)"
-
 
 @dataclass
 class EstimatorConfig:

@@ -42,6 +42,14 @@ class REBAR(Estimator):
 
     display_name = "REBAR"
     unbiased = True
+    family = "control variate"
+    year = 2017
+    reference = ("Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, REBAR: Low-variance, unbiased gradient "
+                 "estimates for discrete latent variable models, NeurIPS 2017")
+
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        return 3.0                                          # f at b, softmax(z / lambda), softmax(z~ / lambda)
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -86,6 +94,9 @@ class RELAX(REBAR):
     """``relax``: REBAR's control variate plus a learned network ``r(z)`` (one hidden tanh layer)."""
 
     display_name = "RELAX"
+    year = 2018
+    reference = ("Grathwohl, Choi, Wu, Roeder & Duvenaud, Backpropagation through the Void: Optimizing control "
+                 "variates for black-box gradient estimation, ICLR 2018")
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):

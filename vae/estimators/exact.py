@@ -32,6 +32,8 @@ class Exact(Estimator):
 
     display_name = "exact"
     unbiased = True
+    family = "enumeration"
+    reference = "the definition: the expectation summed over every state"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -39,6 +41,19 @@ class Exact(Estimator):
                          context_dim=context_dim, rng=rng)
         self.max_states = cfg.max_states
         check_state_count(*latent_shape, self.max_states)
+
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        n, k = latent_shape
+        return float(k ** n)
+
+    @classmethod
+    def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
+              latent_shape: tuple[int, int]) -> None:
+        super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
+        n, k = latent_shape
+        if k ** n > cfg.max_states:
+            raise ValueError(f"enumerates K^N = {k}^{n} states, more than estimator.max_states = {cfg.max_states}")
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

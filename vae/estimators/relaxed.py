@@ -35,16 +35,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, gumbel_softmax, widen
-from vae.replicas import ReplicaGenerator
 
 
 class GumbelSoftmax(Estimator):
     """``gs``: surrogate ``f(softmax((logits + g) / tau))`` with Gumbel noise g."""
 
     display_name = "Gumbel-S."
+    family = "relaxation"
+    year = 2017
+    paper_column = 5
+    relaxed_kl = True
+    reference = ("Jang, Gu & Poole, Categorical Reparameterization with Gumbel-Softmax, ICLR 2017; Maddison, "
+                 "Mnih & Teh, The Concrete Distribution, ICLR 2017")
     hard = False
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -60,6 +64,9 @@ class STGumbelSoftmax(GumbelSoftmax):
     """``st-gs``: forward ``one_hot(argmax(logits + g))``, backward the gradient of ``gs``."""
 
     display_name = "ST Gumbel-S."
+    paper_column = 6
+    relaxed_kl = False
+    reference = "Jang, Gu & Poole, Categorical Reparameterization with Gumbel-Softmax, ICLR 2017"
     hard = True
 
 
@@ -67,6 +74,11 @@ class StraightThrough(Estimator):
     """``st``: forward an exact one-hot sample, backward the gradient of ``softmax(logits)``."""
 
     display_name = "ST"
+    family = "relaxation"
+    year = 2013
+    paper_column = 3
+    reference = ("Bengio, Léonard & Courville, Estimating or Propagating Gradients Through Stochastic Neurons "
+                 "for Conditional Computation, arXiv 1308.3432, 2013")
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -82,35 +94,30 @@ class SlopeAnnealedST(StraightThrough):
     """``st-annealed``: ``st`` on ``softmax(a * logits)``, ``a = min(max_slope, 1 + slope_rate * step)``."""
 
     display_name = "Annealed ST"
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.slope_rate = cfg.slope_rate
-        self.max_slope = cfg.max_slope
+    tasks = frozenset({"vae", "sbn"})   # it sharpens the posterior itself, which M2's q(y | x) is not built for
+    year = 2016
+    paper_column = 4
+    reference = "Chung, Ahn & Bengio, Hierarchical Multiscale Recurrent Neural Networks, ICLR 2017 (arXiv 2016)"
 
     def logit_scale(self, step: int) -> float:
-        return min(self.max_slope, 1.0 + self.slope_rate * step)
+        return min(self.cfg.max_slope, 1.0 + self.cfg.slope_rate * step)
 
 
 class GumbelRao(Estimator):
     """``gumbel-rao``: forward D, backward the mean of M conditional Gumbel-softmax Jacobians."""
 
     display_name = "Gumbel-Rao"
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.num_draws = cfg.rao_samples
+    family = "relaxation"
+    year = 2021
+    reference = ("Paulus, Maddison & Krause, Rao-Blackwellizing the Straight-Through Gumbel-Softmax Gradient "
+                 "Estimator, ICLR 2021")
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_pi = torch.log_softmax(widen(logits), dim=-1)                        # [R, B, N, K]
         hard = F.one_hot((log_pi.detach() + gumbel_noise(logits.shape, rng, logits.device)).argmax(-1),
                          logits.shape[-1]).to(log_pi.dtype)                      # [R, B, N, K]
-        draws = log_pi.detach().unsqueeze(1).expand(-1, self.num_draws, *log_pi.shape[1:])
+        draws = log_pi.detach().unsqueeze(1).expand(-1, self.cfg.rao_samples, *log_pi.shape[1:])
         perturbed = conditional_gumbel(draws, hard.unsqueeze(1).expand_as(draws), rng)  # [R, M, B, N, K]
         noise = perturbed - draws                                                # G_m given D, no gradient
         tau_ = tau.unsqueeze(1) if isinstance(tau, Tensor) else tau
@@ -123,6 +130,10 @@ class ReinMax(Estimator):
     """``reinmax``: forward D, backward the gradient of ``2 pi_1 - pi_0 / 2`` (tau >= 1)."""
 
     display_name = "ReinMax"
+    family = "relaxation"
+    year = 2023
+    min_tau = 1.0       # its authors' choice: at tau = 1 exact for quadratic f; below 1 its bias grows
+    reference = "Liu, Liu, Gao, Zhao & Chen, Bridging Discrete and Backpropagation: Straight-Through and Beyond, NeurIPS 2023"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

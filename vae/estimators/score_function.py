@@ -40,7 +40,7 @@ from vae.estimators.base import Estimator, Objective
 from vae.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
-from vae.estimators.signal import SignalNormaliser
+from vae.estimators.signal import NormalisedSignalEstimator, leave_one_out_mean
 from vae.models import log_prob_one_hot
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
@@ -55,6 +55,10 @@ class Reinforce(Estimator):
 
     display_name = "REINFORCE"
     unbiased = True
+    family = "score function"
+    year = 1992
+    reference = ("Williams, Simple statistical gradient-following algorithms for connectionist reinforcement "
+                 "learning, Machine Learning 1992")
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -64,20 +68,16 @@ class Reinforce(Estimator):
         return surrogate, {"loss": loss.detach().mean(-1)}
 
 
-class ReinforceEMA(Estimator):
+class ReinforceEMA(NormalisedSignalEstimator):
     """``reinforce-ema``: ``A = f(z) - c`` with a moving-average centre; variance normalisation."""
 
     display_name = "SF"
     unbiased = True
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
-
-    def encoder_gradient_scale(self) -> Tensor | None:
-        return self.normaliser.scale() if self.normaliser.normalise else None
+    family = "score function"
+    year = 1992
+    paper_column = 0
+    reference = ("Williams 1992, with the moving-average baseline and variance normalisation of Mnih & Gregor, "
+                 "Neural Variational Inference and Learning in Belief Networks, ICML 2014")
 
     def baseline(self, context: Tensor | None, loss: Tensor) -> Tensor:
         """Input-dependent baseline ``[R, B]``, shaped like the per-example ``loss`` (none here)."""
@@ -88,25 +88,28 @@ class ReinforceEMA(Estimator):
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
         baseline = self.baseline(context, loss)                   # [R, B]
-        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
-        signal = self.normaliser(loss.detach() - baseline.detach())           # [R, B]
+        signal, info = self.normaliser.centre(loss.detach() - baseline.detach())   # [R, B]; c, s before the update
         surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
-        aux = (loss.detach() - centre[:, None] - baseline).square()   # [R, B] baseline's loss
+        aux = (loss.detach() - info["signal_centre"][:, None] - baseline).square()   # [R, B] baseline's loss
         surrogate = surrogate + (aux - aux.detach())                  # value unchanged
-        info = {"loss": loss.detach().mean(-1), "signal_centre": centre,
-                "signal_scale": scale, "baseline_mse": aux.detach().mean(-1)}
-        return surrogate, info
+        return surrogate, {"loss": loss.detach().mean(-1), **info, "baseline_mse": aux.detach().mean(-1)}
 
 
 class NVIL(ReinforceEMA):
     """``nvil``: ``reinforce-ema`` plus a learned input-dependent baseline ``b(x)``."""
 
     display_name = "NVIL"
+    year = 2014
+    paper_column = None
+    reference = "Mnih & Gregor, Neural Variational Inference and Learning in Belief Networks, ICML 2014"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                          context_dim=context_dim, rng=rng)
+        if context_dim < 1:
+            raise ValueError("nvil: needs context_dim >= 1 (the size of the encoder's input x, which its "
+                             "input-dependent baseline reads), got 0")
         self.baseline_net = ReplicaMLP([context_dim, cfg.baseline_hidden, 1], rng, torch.nn.Tanh)
 
     def baseline(self, context: Tensor | None, loss: Tensor) -> Tensor:
@@ -121,20 +124,20 @@ class RLOO(Estimator):
 
     display_name = "RLOO"
     unbiased = True
+    family = "score function"
+    year = 2019
+    reference = "Kool, van Hoof & Welling, Buy 4 REINFORCE Samples, Get a Baseline for Free!, ICLR workshop 2019"
 
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.num_samples = cfg.num_samples
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        return float(cfg.num_samples)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        k = self.num_samples
+        k = self.cfg.num_samples
         z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]
         loss = f(z)                                                       # [R, k, B]
-        others = (loss.sum(1, keepdim=True) - loss) / (k - 1)             # [R, k, B]
-        surrogate = score_surrogate(loss, loss - others, log_prob_one_hot(logits, z)).mean(1)
+        surrogate = score_surrogate(loss, loss - leave_one_out_mean(loss), log_prob_one_hot(logits, z)).mean(1)
         return surrogate, {"loss": loss.detach().mean((1, 2))}
 
 
@@ -144,20 +147,22 @@ class VIMCO(Estimator):
     display_name = "VIMCO"
     unbiased = True
     multi_sample_bound = True
+    tasks = frozenset({"vae"})          # the bound is a VAE's: log p(x, z) / q(z | x) over k samples
+    family = "score function"
+    year = 2016
+    reference = "Mnih & Rezende, Variational inference for Monte Carlo objectives, ICML 2016"
 
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.num_samples = cfg.num_samples
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        return float(cfg.num_samples)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        k = self.num_samples
+        k = self.cfg.num_samples
         z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]
         log_w = -f(z)                                                     # [R, k, B]
         bound = torch.logsumexp(log_w, dim=1) - math.log(k)               # [R, B]
-        others = (log_w.sum(1, keepdim=True) - log_w) / (k - 1)           # [R, k, B] mean of the others
+        others = leave_one_out_mean(log_w)                                # [R, k, B] mean of the others
         eye = torch.eye(k, dtype=torch.bool, device=log_w.device)[None, :, :, None]   # [1, j, i, 1]
         replaced = torch.where(eye, others.detach().unsqueeze(2), log_w.detach().unsqueeze(1))  # [R, j, i, B]
         signal = bound.detach().unsqueeze(1) - (torch.logsumexp(replaced, dim=2) - math.log(k))  # [R, k, B]

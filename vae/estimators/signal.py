@@ -23,6 +23,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vae.estimators.base import Estimator
+from vae.estimators.config import EstimatorConfig
+from vae.replicas import ReplicaGenerator
+
+
+def leave_one_out_mean(values: Tensor, dim: int = 1) -> Tensor:
+    """Each entry's baseline from the others along the sample axis ``dim`` (k >= 2 entries):
+    ``(sum_j v_j - v_i) / (k - 1)``, the same shape as ``values`` (RLOO's, VIMCO's)."""
+    k = values.shape[dim]
+    return (values.sum(dim, keepdim=True) - values) / (k - 1)
+
 
 def divide_gradient(x: Tensor, scale: Tensor) -> Tensor:
     """Value ``x [R, ...]``, gradient divided by ``scale [R]`` (per replica): how a model applies
@@ -47,6 +58,12 @@ class SignalNormaliser(nn.Module):
             return torch.ones_like(self.var)
         return self.var.sqrt().clamp(min=1.0)
 
+    def centre(self, signal: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``A = L - c`` (:meth:`forward`) and the info entries of every estimator that normalises
+        its signal: c and s as they were before this draw's update (``[R]`` each)."""
+        info = {"signal_centre": self.mean.clone(), "signal_scale": self.scale()}
+        return self(signal), info
+
     def forward(self, signal: Tensor) -> Tensor:
         """``L [R, *S, B]`` -> ``A = L - c [R, *S, B]``; updates c and v in training mode."""
         signal = signal.detach()
@@ -57,3 +74,17 @@ class SignalNormaliser(nn.Module):
             self.mean.lerp_(signal.mean(dims).to(self.mean.dtype), 1.0 - self.decay)   # the buffers keep their
             self.var.lerp_(centred.square().mean(dims).to(self.var.dtype), 1.0 - self.decay)   # dtype (float32 at least)
         return centred
+
+
+class NormalisedSignalEstimator(Estimator):
+    """What every estimator with a moving-average centre and variance normalisation shares (SF,
+    NVIL, MuProp, DARN): the :class:`SignalNormaliser` of ``estimator.ema_decay`` and
+    ``estimator.variance_normalisation``, and the scale it hands the trainer."""
+
+    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
+                 context_dim: int, rng: ReplicaGenerator):
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape, context_dim=context_dim, rng=rng)
+        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
+
+    def encoder_gradient_scale(self) -> Tensor | None:
+        return self.normaliser.scale() if self.normaliser.normalise else None

@@ -36,14 +36,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae.estimators.base import Estimator, Objective, mean_field
+from vae.estimators.base import Objective, mean_field
 from vae.gumbel import Generator, widen
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.score_function import score_surrogate
-from vae.estimators.signal import SignalNormaliser
+from vae.estimators.signal import NormalisedSignalEstimator
 from vae.models import log_prob_one_hot
-from vae.replicas import ReplicaGenerator
 
 
 def gradient_at(point: Tensor, f: Objective) -> tuple[Tensor, Tensor]:
@@ -55,32 +54,19 @@ def gradient_at(point: Tensor, f: Objective) -> tuple[Tensor, Tensor]:
     return value.detach(), grad
 
 
-class _TaylorEstimator(Estimator):
-    """What ``muprop`` and ``darn`` share: the signal's moving averages and the VN scale."""
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
-
-    def encoder_gradient_scale(self) -> Tensor | None:
-        return self.normaliser.scale() if self.normaliser.normalise else None
-
-    def _surrogate(self, logits: Tensor, z: Tensor, loss: Tensor,
-                   raw_signal: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Centre ``raw_signal [R, B]`` and build the score-function surrogate and its info."""
-        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
-        signal = self.normaliser(raw_signal)
-        info = {"loss": loss.detach().mean(-1), "signal_centre": centre, "signal_scale": scale}
-        return score_surrogate(loss, signal, log_prob_one_hot(logits, z)), info
-
-
-class MuProp(_TaylorEstimator):
+class MuProp(NormalisedSignalEstimator):
     """``muprop``: score function with the Taylor control variate at the mean, plus its analytic mean."""
 
     display_name = "MuProp"
     unbiased = True
+    family = "Taylor"
+    year = 2016
+    paper_column = 2
+    reference = "Gu, Levine, Sutskever & Mnih, MuProp: Unbiased Backpropagation for Stochastic Neural Networks, ICLR 2016"
+
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        return 2.0                                              # the sample and the mean-field point
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -89,36 +75,37 @@ class MuProp(_TaylorEstimator):
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         loss = f(z)                                                       # [R, B]
         taylor = (slope * (z - mean.detach())).sum((-1, -2))              # [R, B]
-        surrogate, info = self._surrogate(logits, z, loss, loss.detach() - at_mean - taylor)
+        signal, info = self.normaliser.centre(loss.detach() - at_mean - taylor)   # [R, B]
+        surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
         analytic = (slope * (mean - mean.detach())).sum((-1, -2))         # [R, B], value 0
-        return surrogate + analytic, info
+        return surrogate + analytic, {"loss": loss.detach().mean(-1), **info}
 
 
-class DARN(_TaylorEstimator):
+class DARN(NormalisedSignalEstimator):
     """``darn``: per-variable learning signals ``f'_n(p) . (z_n - z_bar_n)``, no analytic term (biased)."""
 
     display_name = "DARN"
+    family = "Taylor"
+    year = 2014
+    paper_column = 1
+    reference = "Gregor, Danihelka, Mnih, Blundell & Wierstra, Deep AutoRegressive Networks, ICML 2014"
 
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        self.point = cfg.darn_point
+    @classmethod
+    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
+        return 2.0                                              # the sample and the Taylor point
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_q = torch.log_softmax(widen(logits), dim=-1)                  # [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
-        if self.point == "uniform":          # derivative at the sample, point 1/K
+        if self.cfg.darn_point == "uniform":  # derivative at the sample, point 1/K
             bar = torch.full_like(z, 1.0 / z.shape[-1])
             _, slope = gradient_at(z, mean_field(f))                      # [R, B, N, K]
         else:                                # derivative and point at the mean
             bar = log_q.detach().exp().to(logits.dtype)
             _, slope = gradient_at(bar, mean_field(f))
         loss = f(z)                                                       # [R, B]
-        centre, scale = self.normaliser.mean.clone(), self.normaliser.scale()   # [R] before the update
-        signal = self.normaliser((slope * (z - bar)).sum(-1))             # [R, B, N] one per variable
+        signal, info = self.normaliser.centre((slope * (z - bar)).sum(-1))   # [R, B, N] one per variable
         log_q_z = (z * log_q).sum(-1)                                     # [R, B, N] log q(z_n)
         surrogate = loss + (signal * (log_q_z - log_q_z.detach())).sum(-1)   # value f(z)
-        info = {"loss": loss.detach().mean(-1), "signal_centre": centre, "signal_scale": scale}
-        return surrogate, info
+        return surrogate, {"loss": loss.detach().mean(-1), **info}
