@@ -42,7 +42,7 @@ from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, applicable, display_name
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.results import git_commit, load_summary
-from vae.tracking import write_text_atomic
+from vae.store import write_text_atomic
 
 HEADER = ["τ", "cosine to exact", "same top class, % of ‖exact‖", "bias / ‖exact‖", "spread / ‖exact‖"]
 DEFAULT_ROWS = ["gs", "st-gs", "rloo"]

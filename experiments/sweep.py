@@ -67,7 +67,8 @@ import yaml
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 from vae.data import DataError
 from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
-from vae.tracking import read_metrics, write_text_atomic
+from vae.store import write_text_atomic
+from vae.tracking import read_metrics
 from experiments.wandb_sweep import WandbSweepError, register, start_agents, wandb_config
 from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, final_numbers, train
 

@@ -115,3 +115,22 @@ def test_an_epoch_visits_every_example_once():
     perm = epoch_permutation(seed=4, epoch=2, n=50_000)
     assert torch.equal(perm.sort().values, torch.arange(50_000))
     assert not torch.equal(perm, epoch_permutation(seed=4, epoch=3, n=50_000))
+
+
+def test_the_atomic_writer_replaces_whole_files_and_leaves_nothing_behind_on_failure(tmp_path):
+    from vae.store import atomic_save, atomic_write, write_text_atomic
+
+    target = tmp_path / "deep" / "summary.json"
+    write_text_atomic(target, "first")
+    write_text_atomic(target, "second")
+    assert target.read_text() == "second"
+
+    def half_then_fail(fh):
+        fh.write(b"half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "second" and sorted(p.name for p in target.parent.iterdir()) == ["summary.json"]
+    atomic_save({"step": 3}, tmp_path / "checkpoint.pt")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True) == {"step": 3}

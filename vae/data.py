@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from vae.replicas import ReplicaGenerator, derive_seed
+from vae.store import atomic_save
 
 if TYPE_CHECKING:
     from vae.config import DataConfig
@@ -73,21 +74,6 @@ def default_cache_dir() -> Path:
     """``$VAE_DATA_DIR`` if set, else ``~/.cache/discrete-vae``."""
     env = os.environ.get("VAE_DATA_DIR")
     return Path(env) if env else Path.home() / ".cache" / "discrete-vae"
-
-
-def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temp file in the same directory, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- sources

@@ -69,8 +69,8 @@ from tqdm import tqdm
 
 from vae.config import Config, ConfigError, SSLConfig, config_from_dict
 from vae.data import BinarizedMNIST
-from vae.estimators import Estimator, EstimatorConfig, build_estimator, passes_per_example
-from vae.estimators.signal import divide_gradient
+from vae.estimators import Estimator, EstimatorConfig, build_estimator
+from vae.estimators.glue import run_estimator
 from vae.evaluation import negative_log_mean_weight
 from vae.gumbel import widen
 from vae.models import categorical_kl
@@ -228,20 +228,13 @@ def unlabelled_loss(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaG
     gradient from this term, the estimator's and the KL's, as for the VAE's encoder. The info adds
     ``decoder_evals``: decoder passes per image (the step's cost: C for ``exact``, 1 for ``gs``).
     """
-    logits = model.classify(x).unsqueeze(-2)                                 # [R, B, 1, C]
-    scale = estimator.encoder_gradient_scale()
-    if scale is not None:
-        logits = divide_gradient(logits, scale)
     from_x = model.style_features(x)                                         # [R, B, 256]
-    evaluated = []
 
     def f(y: Tensor) -> Tensor:                                              # [R, *S, B, 1, C] -> [R, *S, B]
-        loss = class_loss(model, x, from_x, y.squeeze(-2), rng)
-        evaluated.append(loss.numel())
-        return loss
+        return class_loss(model, x, from_x, y.squeeze(-2), rng)
 
-    surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)
-    info["decoder_evals"] = passes_per_example(evaluated, surrogate)
+    logits, surrogate, info = run_estimator(estimator, model.classify(x).unsqueeze(-2), lambda _: f, rng=rng,
+                                            tau=tau, step=step, context=x)   # logits [R, B, 1, C]
     kl = categorical_kl(logits, torch.zeros_like(logits))                    # uniform p(y)
     return surrogate + kl, kl.detach(), info
 

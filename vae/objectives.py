@@ -11,7 +11,7 @@ gradient. For a multi-sample-bound estimator (``vimco``) f is the whole negative
 ``-log p(x | z) - log p(z) + log q(z | x)`` and the loss is the estimator's negative k-sample
 bound, with no KL added. If the estimator asks for variance normalisation
 (:meth:`~vae.estimators.base.Estimator.encoder_gradient_scale`, ``s [R]``), the logits pass
-through :func:`divide_gradient` first, so the *whole* encoder gradient -- the estimator's and the
+through :func:`vae.estimators.glue.run_estimator` first, so the *whole* encoder gradient -- the estimator's and the
 KL's -- is divided by ``s``, while the decoder's and the prior's are not.
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vae.estimators import Estimator, passes_per_example
-from vae.estimators.signal import divide_gradient
+from vae.estimators import Estimator
+from vae.estimators.glue import run_estimator
 from vae.models import DiscreteVAE, log_prob_one_hot
 from vae.replicas import ReplicaGenerator
 
@@ -36,21 +36,17 @@ def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: R
     comparisons at equal compute).
     """
     model.logit_scale.fill_(estimator.logit_scale(step))
-    logits = model.encode(x)                                                   # [R, B, N, K]
-    scale = estimator.encoder_gradient_scale()
-    if scale is not None:
-        logits = divide_gradient(logits, scale)
-    evaluated = []                                   # examples the decoder saw, call by call
 
-    def f(z: Tensor) -> Tensor:
-        loss = model.reconstruction_loss(z, x)                                 # [R, *S, B]
-        evaluated.append(loss.numel())
-        if estimator.multi_sample_bound:             # the whole negative log-weight -log p(x, z) / q(z | x)
-            loss = loss - model.log_prior(z) + log_prob_one_hot(logits, z)
-        return loss
+    def objective(logits: Tensor):
+        def f(z: Tensor) -> Tensor:
+            loss = model.reconstruction_loss(z, x)                             # [R, *S, B]
+            if estimator.multi_sample_bound:         # the whole negative log-weight -log p(x, z) / q(z | x)
+                loss = loss - model.log_prior(z) + log_prob_one_hot(logits, z)
+            return loss
+        return f
 
-    surrogate, info = estimator(logits, f, rng=rng, tau=tau, step=step, context=x)   # [R, B]
-    info["decoder_evals"] = passes_per_example(evaluated, surrogate)
+    logits, surrogate, info = run_estimator(estimator, model.encode(x), objective, rng=rng, tau=tau, step=step,
+                                            context=x)                         # logits [R, B, N, K], surrogate [R, B]
     kl_term = model.kl(logits) if kl == "analytic" else model.relaxed_kl(logits, tau, rng)
     if estimator.multi_sample_bound:                 # the KL is inside the bound; logged, not added
         return surrogate, kl_term.detach(), info

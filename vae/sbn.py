@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae.data import BinarizedMNIST
-from vae.estimators import Estimator, passes_per_example
+from vae.estimators import Estimator
+from vae.estimators.glue import PassCounter, run_estimator
 from vae.estimators.sampling import sample_classes
-from vae.estimators.signal import divide_gradient
 from vae.evaluation import negative_log_mean_weight
 from vae.gumbel import Generator, widen
 from vae.models import LatentKind, one_hot_log_likelihood
@@ -107,43 +107,33 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
     mean-field passes of MuProp and DARN included (the step's cost)."""
     for layer, estimator in enumerate(estimators):
         model.logit_scale[layer].fill_(estimator.logit_scale(step))      # in place: no copy to the device
-    scales = [estimator.encoder_gradient_scale() for estimator in estimators]   # read before any draw
     upper, lower = x[..., :HALF], x[..., HALF:]
-    evaluated = []
-
-    def logits(layer: int, below: Tensor) -> Tensor:
-        """Layer ``layer``'s logits given the layer below, their gradient divided by ``s_layer``."""
-        out = model.logits(layer, below)
-        return out if scales[layer] is None else divide_gradient(out, scales[layer])
+    counter = PassCounter()                        # every layer's output-layer passes, counted once
 
     def layer_surrogate(layer: int, layer_logits: Tensor, lower: Tensor, context: Tensor) -> tuple[Tensor, dict]:
         """Layer ``layer``'s estimator on logits ``[R, B', N, K]`` (B' may hold sample axes of the
-        layers above, merged into the batch), its objective nested over the layers below."""
+        layers above, merged into the batch), its objective nested over the layers below; the
+        logits' gradient divided by the layer's own scale (vae.estimators.glue)."""
         last = layer == model.layers - 1
 
         def f(z: Tensor) -> Tensor:                                   # [R, *S, B', N, K] -> [R, *S, B']
             if last:
-                loss = model.output_loss(z, lower)
-                evaluated.append(loss.numel())
-                return loss
+                return model.output_loss(z, lower)
             lead = z.dim() - 3                                        # len(S) + 1
             below = model.flat(z)                                     # [R, *S, B', N * free]
             repeated = lower.reshape(lower.shape[0], *([1] * (lead - 1)), *lower.shape[1:])
             repeated = repeated.expand(*below.shape[:-1], lower.shape[-1])
-            surrogate, _ = layer_surrogate(layer + 1, _merge(logits(layer + 1, below), lead),
+            surrogate, _ = layer_surrogate(layer + 1, _merge(model.logits(layer + 1, below), lead),
                                            _merge(repeated, lead), _merge(below, lead))
             return surrogate.reshape(z.shape[:-2])
 
-        def at_means(point: Tensor) -> Tensor:                        # f's mean-field version, counted as f is
-            loss = mean_field_loss(model, layer, point, lower)
-            evaluated.append(loss.numel())
-            return loss
+        f.mean_field = lambda point: mean_field_loss(model, layer, point, lower)   # counted as f is
+        _, surrogate, info = run_estimator(estimators[layer], layer_logits, lambda _: f, rng=rng, tau=tau, step=step,
+                                           context=context, counter=counter, nested=not last)
+        return surrogate, info
 
-        f.mean_field = at_means
-        return estimators[layer](layer_logits, f, rng=rng, tau=tau, step=step, context=context)
-
-    surrogate, info = layer_surrogate(0, logits(0, upper), lower, upper)
-    info["decoder_evals"] = passes_per_example(evaluated, surrogate)
+    surrogate, info = layer_surrogate(0, model.logits(0, upper), lower, upper)
+    info["decoder_evals"] = counter.per_example(surrogate)
     return surrogate, info
 
 

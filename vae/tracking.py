@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from vae.store import write_text_atomic
+
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """All rows of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
@@ -39,16 +41,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, flush it to disk, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class RunTracker:

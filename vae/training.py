@@ -23,7 +23,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vae.config import Config, ConfigError, config_from_dict, to_dict
-from vae.data import BinarizedMNIST, atomic_save
+from vae.data import BinarizedMNIST
+from vae.store import atomic_save
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
 from vae.optim import make_optimizer

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from vae.estimators.antithetic import ARM, DisARM
-from vae.estimators.base import FAMILIES, Estimator, Objective, passes_per_example
+from vae.estimators.base import FAMILIES, Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.control_variates import RELAX, REBAR
 from vae.estimators.exact import Exact
@@ -132,4 +132,4 @@ def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int]
 
 
 __all__ = ["ESTIMATORS", "Estimator", "EstimatorConfig", "Objective", "applicable", "build_estimator",
-           "check_applies", "column_order", "display_name", "passes_per_example", "register"]
+           "check_applies", "column_order", "display_name", "register"]

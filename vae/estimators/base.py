@@ -42,7 +42,6 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from vae.estimators.config import EstimatorConfig
@@ -63,13 +62,6 @@ def mean_field(f: Objective) -> Objective:
     ``f.mean_field`` when f has one (a network with stochastic layers below propagates their means
     through them, vae/sbn.py), else f itself."""
     return getattr(f, "mean_field", f)
-
-
-def passes_per_example(evaluated: list[int], surrogate: Tensor) -> Tensor:
-    """An objective's cost, ``[R]``: the per-example losses its calls returned (``evaluated``, one
-    ``loss.numel()`` per call of f or of its mean-field version) over the ``[R, B]`` examples of the
-    estimator's ``surrogate`` -- the ``decoder_evals`` a task logs. Python numbers: no device sync."""
-    return torch.full(surrogate.shape[:1], sum(evaluated) / surrogate.numel(), device=surrogate.device)
 
 
 class Estimator(nn.Module, abc.ABC):
