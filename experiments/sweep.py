@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                     todo.append(point)
                     heads[point.run_dir] = head
             units = units_to_train(todo, args.pack_lr, Path(args.results_dir) / PACKS / sweep.name)
-            progress = not args.no_progress and args.workers == 1
+            progress = not args.no_progress and args.workers == 1 and sys.stderr.isatty()
             runs = run_points(units, heads, sweep, args.preset, args.workers, progress, commit=git_commit(),
                               threads=args.threads)
             for head, point, outcome, seconds in runs:

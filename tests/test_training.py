@@ -266,6 +266,22 @@ def test_cli_puts_the_run_under_results_dir_and_prints_the_held_out_numbers(shar
     assert both.returncode == 2 and "out_dir: give --results-dir or out_dir=, not both" in both.stderr
 
 
+def test_a_short_run_draws_ten_curve_points_and_announces_its_final_bound(shared_cache, tmp_path):
+    """With eval.every left null a curve has ten points whatever `steps` is; before the final bound
+    the run says its size and how to cut it, and after its first batch how long the rest takes."""
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("eval.every", "eval.iw_examples"))]
+    done = run_cli(["--results-dir", str(tmp_path / "store"), *overrides[1:], "steps=20", "log_every=1",
+                    "eval.iw_batch_size=5"], shared_cache)
+    assert done.returncode == 0, done.stderr
+    run = next((tmp_path / "store" / "runs").glob("*/*/summary.json")).parent
+    assert sorted({r["step"] for r in read_metrics(run) if r["metric"] == "neg_elbo" and r["split"] == "valid"}) == \
+        list(range(2, 21, 2))
+    announced = ("test iw_bound: m = 4 samples on 10,000 test digits, 1 seed(s); eval.iw_examples=N bounds the first N "
+                 "digits only")
+    assert announced in done.stdout and re.search(r"^  about \d+(\.\d)? (s|min) more", done.stdout, re.M), done.stdout
+    assert done.stdout.index(announced) < done.stdout.index("test/iw_bound")
+
+
 def test_print_config_prints_the_resolved_config_and_runs_nothing(shared_cache, tmp_path):
     done = run_cli(["--config", "configs/vae_bernoulli.yaml", "optim.lr=3e-4", "--results-dir", str(tmp_path),
                     "--print-config"], shared_cache)

@@ -100,7 +100,7 @@ class DataConfig:
 class EvalConfig:
     """Evaluation with discrete (one-hot) samples, never relaxed ones."""
 
-    every: int = 5000  # steps between validation / test negative ELBO (and at the end)
+    every: int | None = None  # steps between validation / test curves (and at the end); null: a tenth of `steps`, so ~10 points
     batch_size: int = 1000  # examples per evaluation batch
     iw_samples: int = 1000  # m of the importance-weighted bound on the test set at the end
     iw_examples: int | None = None  # test examples in that bound; None = all 10,000
@@ -358,7 +358,7 @@ def validate(cfg: Config) -> None:
     _check(d.binarization in ("static", "dynamic", "threshold"),
            f"data.binarization: {d.binarization!r}; allowed: static, dynamic, threshold")
     _check(1 <= d.batch_size <= 50_000, f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")
-    _check(e.every >= 1, f"eval.every: must be >= 1, got {e.every}")
+    _check(e.every is None or e.every >= 1, f"eval.every: must be >= 1 or null, got {e.every}")
     _check(e.batch_size >= 1, f"eval.batch_size: must be >= 1, got {e.batch_size}")
     _check(e.iw_samples >= 1, f"eval.iw_samples: must be >= 1, got {e.iw_samples}")
     _check(e.iw_examples is None or 1 <= e.iw_examples <= 10_000,

@@ -67,6 +67,12 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.out_dir) / cfg.experiment / f"{estimator}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}"
 
 
+def eval_every(cfg: Config) -> int:
+    """Steps between the curves' evaluations: ``eval.every``, or (null) a tenth of the run, so a
+    curve has about ten points whatever ``steps`` is."""
+    return cfg.eval.every or max(1, math.ceil(cfg.steps / 10))
+
+
 def learning_rate(cfg: Config, step: int) -> float | list[float]:
     """``lr * lr_decay ** floor(step / lr_decay_every)``: a pure function of the step (a list,
     one per replica, when ``optim.lr`` is one)."""
@@ -214,7 +220,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     summary = None
     try:
         _loop(trainer, tracker, run_dir, progress)
-        summary = _finish(trainer, tracker, progress)
+        summary = _finish(trainer, tracker, progress, log)
         seconds, steps = trainer.timing["seconds"], trainer.timing["steps"]
         summary["train_seconds"] = round(seconds, 2)   # summed over the processes that trained it
         summary["steps_per_second"] = round(steps / seconds, 2) if steps else None   # None: no timed step
@@ -253,7 +259,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
         bar.update(1)
         done, last = trainer.step, trainer.step == cfg.steps
         at_log = done % cfg.log_every == 0 or last
-        at_eval = done % cfg.eval.every == 0 or last
+        at_eval = done % eval_every(cfg) == 0 or last
         at_gradvar = cfg.gradvar_every > 0 and done % cfg.gradvar_every == 0
         at_checkpoint = done % cfg.checkpoint_every == 0 or last
         if not (at_log or at_eval or at_gradvar or at_checkpoint):
@@ -309,12 +315,34 @@ def final_numbers(rows: list[dict], steps: int, num_replicas: int) -> dict[str, 
     return numbers
 
 
-def _finish(trainer: Trainer, tracker: RunTracker, progress: bool) -> dict:
-    """The test bound with m discrete samples, and the run's summary."""
+class AnnouncedProgress:
+    """The final bound's progress: a tqdm bar (when progress is on), and, after its first batch, one
+    line saying how long the rest will take on this device (progress bar or not)."""
+
+    def __init__(self, total: int, desc: str, progress: bool, log: Callable[[str], None]):
+        self.bar = tqdm(total=total, disable=not progress, desc=desc, unit="ex")
+        self.total, self.done, self.log, self.start = total, 0, log, time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        first, self.done = self.done == 0, self.done + n
+        if first and self.done < self.total:
+            rest = (time.perf_counter() - self.start) / self.done * (self.total - self.done)
+            self.log(f"  about {rest / 60:.1f} min more on this device" if rest >= 60 else f"  about {rest:.0f} s more")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _finish(trainer: Trainer, tracker: RunTracker, progress: bool, log: Callable[[str], None]) -> dict:
+    """The test bound with m discrete samples (announced: its size, how to cut it, and after its
+    first batch the time it will take), and the run's summary."""
     cfg, e = trainer.cfg, trainer.cfg.eval
     examples = e.iw_examples or trainer.data.splits["test"].shape[0]
-    bar = tqdm(total=examples, disable=not progress, desc=f"test {trainer.task.final_metric} m={e.iw_samples}",
-               unit="ex")
+    metric = trainer.task.final_metric
+    log(f"test {metric}: m = {e.iw_samples} samples on {examples:,} test digits, {len(cfg.seeds)} seed(s)"
+        + ("" if e.iw_examples else "; eval.iw_examples=N bounds the first N digits only"))
+    bar = AnnouncedProgress(examples, f"test {metric} m={e.iw_samples}", progress, log)
     rng = eval_generator(cfg.seeds, cfg.steps + 1, trainer.device)
     start = time.perf_counter()
     with trainer.numerics(), torch.no_grad():
