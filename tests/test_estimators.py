@@ -647,3 +647,12 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
         for number, line in enumerate(path.read_text().splitlines(), 1):
             offences += [f"{rel}:{number} names {m.group(1)!r}" for m in quoted.finditer(line) if own[m.group(1)] != rel]
     assert not offences, "\n".join(offences)
+
+
+def test_the_declared_kinds_and_tasks_are_the_suites() -> None:
+    from vae.estimators.base import KINDS as DECLARABLE_KINDS, TASKS as DECLARABLE_TASKS
+    from vae.tasks import TASKS
+
+    assert DECLARABLE_TASKS == tuple(TASKS) and DECLARABLE_KINDS == ("categorical", "bernoulli")
+    for name, cls in BUILT_IN.items():
+        assert cls.tasks <= set(TASKS) and cls.kinds <= set(DECLARABLE_KINDS), name

@@ -25,7 +25,6 @@ from vae.estimators.config import EstimatorConfig
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")
-TASK_NAMES = ("vae", "sbn", "ssl")  # kept in step with vae.tasks.TASKS (a test checks the two agree)
 
 
 class ConfigError(ValueError):
@@ -306,17 +305,9 @@ def validate(cfg: Config) -> None:
     _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
     _check(cfg.kl in ("analytic", "relaxed"), f"kl: {cfg.kl!r}; allowed: analytic, relaxed")
     _check(cfg.precision in PRECISIONS, f"precision: {cfg.precision!r}; allowed: {', '.join(PRECISIONS)}")
-    _check(cfg.task in TASK_NAMES, f"task: {cfg.task!r}; allowed: {', '.join(TASK_NAMES)}")
-    if cfg.task == "sbn":
-        _check(cfg.kl == "analytic" and cfg.model.prior == "uniform",
-               "task: 'sbn' has no prior and no KL (kl and model.prior keep their defaults)")
-        _check(cfg.gradvar_every == 0, "gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task=sbn")
-        _check(cfg.model.layers >= 1, f"model.layers: must be >= 1, got {cfg.model.layers}")
-    if cfg.task == "ssl":
-        _check(cfg.kl == "analytic", "kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
-        _check(cfg.gradvar_every == 0, "gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task=ssl")
-        _check(not cfg.compile, "compile: covers the MLPs of tasks vae and sbn, not the ssl task's convolutions; "
-               "set false")
+    from vae.tasks import TASKS   # the tasks, which import this module
+
+    _check(cfg.task in TASKS, f"task: {cfg.task!r}; allowed: {', '.join(TASKS)}")
     _check(cfg.eval.curve_samples >= 1, f"eval.curve_samples: must be >= 1, got {cfg.eval.curve_samples}")
     if cfg.kl == "relaxed":
         from vae.estimators import ESTIMATORS
@@ -367,24 +358,15 @@ def validate(cfg: Config) -> None:
            f"eval.curve_examples: must be in [1, 10000] or null, got {e.curve_examples}")
     _check(e.iw_batch_size >= 1, f"eval.iw_batch_size: must be >= 1, got {e.iw_batch_size}")
     _validate_ssl(cfg)
-    if cfg.task != "ssl":    # M2's class is treated by ssl.y, checked there
-        _applies(cfg.estimator, task=cfg.task, kind=m.kind, tau=t, latent_shape=(m.num_latents, m.num_classes))
+    try:
+        TASKS[cfg.task].validate(cfg)    # the rules of the task: which keys it reads, which estimators apply
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def lowest_tau(t: TauConfig) -> float:
     """The lowest temperature the schedule ``t`` reaches (a learned tau is kept above its floor)."""
     return t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
-
-
-def _applies(estimator: EstimatorConfig, *, task: str, kind: str, tau: TauConfig, latent_shape: tuple[int, int],
-             key: str = "estimator.name") -> None:
-    """The estimator's own declarations (vae.estimators.check_applies) as a :class:`ConfigError`."""
-    from vae.estimators import check_applies
-
-    try:
-        check_applies(estimator, task=task, kind=kind, lowest_tau=lowest_tau(tau), latent_shape=latent_shape, key=key)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
 
 
 def _validate_ssl(cfg: Config) -> None:
@@ -394,9 +376,6 @@ def _validate_ssl(cfg: Config) -> None:
     s = cfg.ssl
     _check(s.y == "marginal" or s.y in ESTIMATORS,
            f"ssl.y: unknown {s.y!r}; allowed: marginal, {', '.join(ESTIMATORS)}")
-    if s.y != "marginal" and cfg.task == "ssl":     # y: one latent of C classes, a Bernoulli one when C = 2
-        _applies(dataclasses.replace(cfg.estimator, name=s.y), task="ssl", tau=cfg.tau, latent_shape=(1, s.num_classes),
-                 kind="bernoulli" if s.num_classes == 2 else "categorical", key="ssl.y")
     _check(s.num_classes >= 2, f"ssl.num_classes: must be >= 2, got {s.num_classes}")
     _check(s.labels in ("mnist", "random"), f"ssl.labels: {s.labels!r}; allowed: mnist, random")
     _check(s.labels == "random" or s.num_classes == 10,

@@ -12,13 +12,16 @@
   ELBO (y summed exactly) and the classification accuracy along training (``neg_elbo``,
   ``accuracy``) and the m-sample bound at the end (``iw_bound``).
 
-A task builds its model and estimator(s) from a config (and the data), computes the per-example
-training loss, and evaluates held-out data. Everything else -- data, optimiser, temperature,
-checkpoints, logging, divergence checks, resume -- is the trainer's (vae/training.py).
+A task checks the rules of its own (which keys it reads, which estimators apply to its latents:
+their declarations, vae.estimators.check_applies), builds its model and estimator(s) from a config
+(and the data), computes the per-example training loss, and evaluates held-out data. Everything
+else -- data, optimiser, temperature, checkpoints, logging, divergence checks, resume -- is the
+trainer's (vae/training.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 import torch
@@ -26,9 +29,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae import m2, sbn
-from vae.config import Config
+from vae.config import Config, lowest_tau
 from vae.data import BinarizedMNIST
-from vae.estimators import build_estimator
+from vae.estimators import build_estimator, check_applies
 from vae.evaluation import importance_weighted_bound, negative_elbo
 from vae.models import DiscreteVAE
 from vae.objectives import training_loss
@@ -38,6 +41,9 @@ from vae.replicas import ReplicaGenerator
 class Task(Protocol):
     curve_metric: str   # the principal metric of curve(), logged for valid and test every eval.every steps
     final_metric: str   # logged for test at the end: the number the paper's tables compare
+
+    def validate(self, cfg: Config) -> None:
+        """Raise ``ValueError`` (one line naming the key) if ``cfg`` breaks a rule of this task."""
 
     def estimator_name(self, cfg: Config) -> str:
         """What treats the discrete latents: the name run directories, summaries and progress bars carry."""
@@ -58,9 +64,24 @@ class Task(Protocol):
         """``[R]``: the final metric on the test set (m = eval.iw_samples on eval.iw_examples digits)."""
 
 
+def _estimator_applies(cfg: Config, task: str) -> None:
+    """The estimator of the model's latents applies to ``task`` (its declarations)."""
+    m = cfg.model
+    check_applies(cfg.estimator, task=task, kind=m.kind, lowest_tau=lowest_tau(cfg.tau),
+                  latent_shape=(m.num_latents, m.num_classes))
+
+
+def _no_gradient_variance(cfg: Config, task: str) -> None:
+    if cfg.gradvar_every != 0:
+        raise ValueError(f"gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task={task}")
+
+
 class VAETask:
     curve_metric = "neg_elbo"
     final_metric = "iw_bound"
+
+    def validate(self, cfg: Config) -> None:
+        _estimator_applies(cfg, "vae")
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.estimator.name
@@ -88,6 +109,14 @@ class VAETask:
 class SBNTask:
     curve_metric = "nll"       # m = eval.curve_samples
     final_metric = "iw_nll"    # m = eval.iw_samples (the paper's m = 1000)
+
+    def validate(self, cfg: Config) -> None:
+        if cfg.kl != "analytic" or cfg.model.prior != "uniform":
+            raise ValueError("task: 'sbn' has no prior and no KL (kl and model.prior keep their defaults)")
+        _no_gradient_variance(cfg, "sbn")
+        if cfg.model.layers < 1:
+            raise ValueError(f"model.layers: must be >= 1, got {cfg.model.layers}")
+        _estimator_applies(cfg, "sbn")
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.estimator.name
@@ -119,6 +148,17 @@ class SBNTask:
 class SSLTask:
     curve_metric = "neg_elbo"  # y summed exactly, one z per class; logged beside "accuracy" of argmax q(y | x)
     final_metric = "iw_bound"  # m = eval.iw_samples samples of z per class, y summed exactly
+
+    def validate(self, cfg: Config) -> None:
+        if cfg.kl != "analytic":
+            raise ValueError("kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
+        _no_gradient_variance(cfg, "ssl")
+        if cfg.compile:
+            raise ValueError("compile: covers the MLPs of tasks vae and sbn, not the ssl task's convolutions; set false")
+        c = cfg.ssl.num_classes
+        if cfg.ssl.y != "marginal":          # y: one latent of C classes, a Bernoulli one when C = 2
+            check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", lowest_tau=lowest_tau(cfg.tau),
+                          kind="bernoulli" if c == 2 else "categorical", latent_shape=(1, c), key="ssl.y")
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.ssl.y
