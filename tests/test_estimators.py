@@ -656,3 +656,16 @@ def test_the_declared_kinds_and_tasks_are_the_suites() -> None:
     assert DECLARABLE_TASKS == tuple(TASKS) and DECLARABLE_KINDS == ("categorical", "bernoulli")
     for name, cls in BUILT_IN.items():
         assert cls.tasks <= set(TASKS) and cls.kinds <= set(DECLARABLE_KINDS), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_indecater_with_several_samples_is_unbiased_and_costs_s_n_k_passes(kind: str, seed: int) -> None:
+    """IndeCateR at S = 3 samples (its default S = 1 is in the z-test above): unbiased for the
+    encoder and the decoder, and S N K decoder passes per example (3 x 12 = 36 on both problems)."""
+    model, x = problem(kind)
+    estimator = build("indecater", kind, options={"samples": 3})
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+    worst, z_crit = z_scores(draws, exact_gradients(model, x))
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+    _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=1.0, step=0)
+    assert info["decoder_evals"].tolist() == [36.0]

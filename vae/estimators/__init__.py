@@ -20,6 +20,7 @@ from vae.estimators.base import FAMILIES, Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.control_variates import RELAX, REBAR
 from vae.estimators.exact import Exact
+from vae.estimators.indecater import IndeCateR
 from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
                                    STGumbelSoftmax)
 from vae.estimators.score_function import NVIL, RLOO, VIMCO, Reinforce, ReinforceEMA
@@ -45,6 +46,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "vimco": VIMCO,
     "rebar": REBAR,
     "relax": RELAX,
+    "indecater": IndeCateR,
 }
 
 
