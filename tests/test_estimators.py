@@ -669,3 +669,30 @@ def test_indecater_with_several_samples_is_unbiased_and_costs_s_n_k_passes(kind:
     assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
     _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=1.0, step=0)
     assert info["decoder_evals"].tolist() == [36.0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_zgr_is_unbiased_for_objectives_quadratic_in_z_where_st_is_not(kind: str, seed: int) -> None:
+    """Shekhovtsov (2023): ZGR's mean is the exact gradient of E_q[f] for f quadratic in the one-hot z
+    (z^T A z + b^T z, A and b random); straight-through's is not (the z-test sees its bias)."""
+    n, k = KINDS[kind]
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, 3, n, k, generator=gen, dtype=DTYPE)
+    if kind == "bernoulli":
+        logits = torch.cat([torch.zeros_like(logits[..., :1]), logits[..., 1:]], -1)
+    logits.requires_grad_(True)
+    a, b = torch.randn(n * k, n * k, generator=gen, dtype=DTYPE), torch.randn(n * k, generator=gen, dtype=DTYPE)
+
+    def f(z: Tensor) -> Tensor:
+        flat = z.flatten(-2)
+        return ((flat @ a) * flat).sum(-1) + flat @ b
+
+    expected, _ = build("exact", kind)(logits, f, rng=ReplicaGenerator([0]))
+    truth = torch.autograd.grad(expected.sum(), logits)[0].flatten()
+    many = logits.detach().expand(NUM_DRAWS, -1, -1, -1).clone().requires_grad_(True)
+    rng = ReplicaGenerator(torch.randint(2**62, (NUM_DRAWS,), generator=gen).tolist())
+    for name, unbiased in (("zgr", True), ("st", False)):
+        surrogate, _ = build(name, kind, num_replicas=NUM_DRAWS)(many, f, rng=rng)
+        draws = torch.autograd.grad(surrogate.sum(), many)[0].flatten(1)
+        worst, z_crit = z_scores({"logits": draws}, {"logits": truth})
+        assert (worst <= z_crit) == unbiased, f"{name}: max z-score {worst:.2f}, threshold {z_crit:.2f}"

@@ -25,6 +25,7 @@ from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnne
                                    STGumbelSoftmax)
 from vae.estimators.score_function import NVIL, RLOO, VIMCO, Reinforce, ReinforceEMA
 from vae.estimators.taylor import DARN, MuProp
+from vae.estimators.zgr import ZGR
 from vae.replicas import ReplicaGenerator
 
 ESTIMATORS: dict[str, type[Estimator]] = {
@@ -47,6 +48,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "rebar": REBAR,
     "relax": RELAX,
     "indecater": IndeCateR,
+    "zgr": ZGR,
 }
 
 
