@@ -83,6 +83,13 @@ def env_with_cache(cache: Path) -> dict[str, str]:
     return env
 
 
+def plugin_sweep(base: str, plugin: str, names: list[str], overrides: list[str]) -> str:
+    """A sweep file's text: ``base``, the ``plugin`` module, the estimators ``names`` and the dotted
+    ``overrides`` (``key=value``, e.g. :func:`tiny_overrides` without its out_dir) as fixed values."""
+    return (f"base: {base}\nparameters:\n  plugins: {{value: [{plugin}]}}\n  estimator.name: {{values: [{', '.join(names)}]}}\n"
+            + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in overrides))
+
+
 FLOAT32_EPS = torch.finfo(torch.float32).eps
 
 

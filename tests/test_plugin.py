@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import env_with_cache, tiny_overrides
+from conftest import env_with_cache, plugin_sweep, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,9 +67,8 @@ def test_a_plugin_estimator_is_one_file_through_validation_training_a_sweep_a_ta
     assert len(list((tmp_path / "runs").glob("*/st-temp__*/summary.json"))) == 1
 
     sweep = tmp_path / "toy_sweep.yaml"
-    sweep.write_text(f"base: {REPO / 'configs/vae_categorical_linear.yaml'}\nparameters:\n"
-                     "  plugins: {value: [toy_estimator]}\n  estimator.name: {values: [st-temp, st]}\n"
-                     + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in tiny[1:]))
+    sweep.write_text(plugin_sweep(str(REPO / "configs/vae_categorical_linear.yaml"), "toy_estimator", ["st-temp", "st"],
+                                  tiny[1:]))
     done = cli("experiments.sweep", str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress")
     assert done.returncode == 0 and "toy_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
 

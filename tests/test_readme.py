@@ -51,7 +51,7 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
 
     import yaml
 
-    from conftest import env_with_cache, tiny_overrides
+    from conftest import env_with_cache, plugin_sweep, tiny_overrides
     from experiments.sweep import expand, read_sweep
     from experiments.tables import table1_rows
 
@@ -77,9 +77,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     assert typo.returncode == 2 and "estimator.options.baselin: unknown key; allowed: baseline" in typo.stderr
 
     sweep = tmp_path / "my_sweep.yaml"
-    sweep.write_text("base: configs/vae_categorical_linear.yaml\nparameters:\n  plugins: {value: [my_estimator]}\n"
-                     "  estimator.name: {values: [reinforce-const, reinforce-ema]}\n"
-                     + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in tiny[1:]))
+    sweep.write_text(plugin_sweep("configs/vae_categorical_linear.yaml", "my_estimator",
+                                  ["reinforce-const", "reinforce-ema"], tiny[1:]))
     done = cli("experiments.sweep", str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress")
     assert done.returncode == 0 and "my_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
     monkeypatch.syspath_prepend(str(tmp_path))
