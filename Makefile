@@ -27,7 +27,7 @@ test-all: install   ## also the slow statistical / end-to-end tests
 
 # The tests that compare two computations of one number, under the kernel paths of other CPUs:
 # oneDNN limited to SSE4.1, to AVX2 and unlimited, and ATen's own kernels without vector units.
-PORTABLE_TESTS = tests/test_estimators.py tests/test_sbn.py tests/test_m2.py tests/test_models.py \
+PORTABLE_TESTS = tests/test_estimators.py tests/test_sbn.py tests/test_m2.py tests/test_models.py tests/test_bound.py \
 	tests/test_gumbel.py tests/test_optim.py tests/test_diagnostics.py tests/test_training.py tests/test_records.py \
 	tests/test_reproduce.py::test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves
 test-portable: install   ## the numerics-sensitive tests as another CPU would run them (minutes)

@@ -112,7 +112,7 @@ def estimator_cases(task: str, *, unbiased: bool | None = None, sampled: bool = 
             and not (sampled and cls.family == "enumeration") and (bound is None or cls.multi_sample_bound == bound)]
 
 
-def lowest_tau_of(name: str, tau: float = 1.0) -> float:
+def accepted_tau(name: str, tau: float = 1.0) -> float:
     """``tau``, raised to the estimator's declared ``min_tau`` if it needs more (``reinmax``: 1)."""
     return max(tau, BUILT_IN[name].min_tau or 0.0)
 

@@ -33,7 +33,7 @@ from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
 from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
-from conftest import BUILT_IN, estimator_cases, lowest_tau_of
+from conftest import BUILT_IN, estimator_cases, accepted_tau
 
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
 DATA_DIM = 5
@@ -275,7 +275,7 @@ def test_biased_estimators_are_measurably_biased_but_aligned(name: str, kind: st
     model, x = problem(kind)
     estimator = build(name, kind)
     assert not estimator.unbiased
-    draws = draw_gradients(model, estimator, x, tau=lowest_tau_of(name), num_draws=NUM_DRAWS, seed=seed, step=10**5)
+    draws = draw_gradients(model, estimator, x, tau=accepted_tau(name), num_draws=NUM_DRAWS, seed=seed, step=10**5)
     exact = exact_gradients(model, x)
     worst, z_crit = z_scores(draws, exact)
     assert math.isfinite(worst) and worst > z_crit
@@ -432,7 +432,7 @@ def test_estimators_run_on_cuda(name: str, seed: int) -> None:
     model, x = model.cuda(), x.cuda()
     estimator = build(name, kind).cuda()
     surrogate, info = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x),
-                                rng=ReplicaGenerator([seed], device="cuda"), tau=lowest_tau_of(name), step=3,
+                                rng=ReplicaGenerator([seed], device="cuda"), tau=accepted_tau(name), step=3,
                                 context=x)
     grads = torch.autograd.grad(surrogate.sum(), list(model.parameters()))
     assert all(g.is_cuda and torch.isfinite(g).all() for g in grads)
@@ -479,7 +479,7 @@ def test_every_estimator_works_in_float32_float64_and_bfloat16(name: str, dtype:
     for cast in (True, False) if dtype == torch.float64 else (True,):
         estimator = build_estimator(name, latent_shape=(3, k), context_dim=DATA_DIM)
         estimator = estimator.to(dtype if dtype != torch.bfloat16 else torch.float32) if cast else estimator
-        surrogate, _ = estimator(logits, f, tau=lowest_tau_of(name, 1.2), context=x)
+        surrogate, _ = estimator(logits, f, tau=accepted_tau(name, 1.2), context=x)
         (grad,) = torch.autograd.grad(surrogate.sum(), logits)
         assert set(seen) == {dtype} and surrogate.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
         assert grad.dtype == dtype and torch.isfinite(grad.float()).all() and grad.abs().sum() > 0
@@ -615,7 +615,7 @@ def test_declared_cost_is_the_decoder_passes_the_trainer_counts(name: str, kind:
     model, x = problem(kind)
     for overrides in ({}, {"num_samples": 3}):
         estimator = build(name, kind, **overrides)
-        _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=lowest_tau_of(name), step=0)
+        _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=accepted_tau(name), step=0)
         declared = type(estimator).decoder_passes(estimator.cfg, KINDS[kind])
         assert info["decoder_evals"].tolist() == [declared], overrides
 

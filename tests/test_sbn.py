@@ -26,7 +26,7 @@ from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.replicas import ReplicaGenerator
 from vae.sbn import HALF, StochasticBinaryNetwork, training_loss
 
-from conftest import BUILT_IN, estimator_cases, lowest_tau_of
+from conftest import BUILT_IN, estimator_cases, accepted_tau
 
 KINDS = {"bernoulli": (3, 2), "categorical": (2, 3)}
 NUM_DRAWS = 4000
@@ -80,7 +80,7 @@ def draws(name: str, kind: str, model: StochasticBinaryNetwork, x: Tensor, seed:
     many = replicate(model, NUM_DRAWS)
     seeds = torch.randint(2**62, (NUM_DRAWS,), generator=torch.Generator().manual_seed(seed)).tolist()
     loss, _ = training_loss(many, estimators(name, kind, model, NUM_DRAWS), x.expand(NUM_DRAWS, -1, -1),
-                            rng=ReplicaGenerator(seeds), tau=lowest_tau_of(name), step=10**5)
+                            rng=ReplicaGenerator(seeds), tau=accepted_tau(name), step=10**5)
     return layer_grads(many, loss)
 
 

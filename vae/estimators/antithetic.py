@@ -33,6 +33,7 @@ class ARM(Estimator):
     display_name = "ARM"
     unbiased = True
     kinds = frozenset({"bernoulli"})
+    passes = 2                          # the antithetic pair
     family = "antithetic"
     year = 2019
     reference = "Yin & Zhou, ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary Networks, ICLR 2019"
@@ -43,10 +44,6 @@ class ARM(Estimator):
                          context_dim=context_dim, rng=rng)
         if latent_shape[1] != 2:
             raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = {latent_shape[1]}")
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return 2.0                                                        # the antithetic pair
 
     def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
         """``[R, B, N]``: what multiplies ``f(b) - f(b~)`` for each unit."""

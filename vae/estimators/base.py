@@ -95,6 +95,9 @@ class Estimator(nn.Module, abc.ABC):
     #: Whether the training loss may use the relaxed Monte Carlo KL (``kl=relaxed``): only an
     #: estimator that hands f the relaxed sample itself (``gs``).
     relaxed_kl: bool = False
+    #: Its evaluations of f per example and step when they do not depend on its settings (ARM's pair:
+    #: 2); an estimator whose cost does overrides :meth:`decoder_passes` instead (RLOO: k).
+    passes: int = 1
     #: Settings of this estimator beyond the shared ones of :class:`EstimatorConfig`: a dataclass
     #: whose fields are set as ``estimator.options.<field>`` and checked like every config key; the
     #: estimator reads them as ``self.Options(**cfg.options)``. None: it has none.
@@ -119,7 +122,7 @@ class Estimator(nn.Module, abc.ABC):
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
         """Its cost: evaluations of f (decoder passes) per example and step, for ``cfg`` and ``(N, K)``
         (what the trainer then counts and logs as ``decoder_evals``; tested for every estimator)."""
-        return 1.0
+        return float(cls.passes)
 
     @classmethod
     def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,

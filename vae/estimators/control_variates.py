@@ -46,10 +46,7 @@ class REBAR(Estimator):
     year = 2017
     reference = ("Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, REBAR: Low-variance, unbiased gradient "
                  "estimates for discrete latent variable models, NeurIPS 2017")
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return 3.0                                          # f at b, softmax(z / lambda), softmax(z~ / lambda)
+    passes = 3                                              # f at b, softmax(z / lambda), softmax(z~ / lambda)
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):

@@ -39,8 +39,7 @@ class Exact(Estimator):
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                          context_dim=context_dim, rng=rng)
-        self.max_states = cfg.max_states
-        check_state_count(*latent_shape, self.max_states)
+        check_state_count(*latent_shape, cfg.max_states)
 
     @classmethod
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
@@ -51,14 +50,14 @@ class Exact(Estimator):
     def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
               latent_shape: tuple[int, int]) -> None:
         super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
-        n, k = latent_shape
-        if k ** n > cfg.max_states:
-            raise ValueError(f"enumerates K^N = {k}^{n} states, more than estimator.max_states = {cfg.max_states}")
+        reason = too_many_states(*latent_shape, cfg.max_states)
+        if reason:
+            raise ValueError(reason)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         r, b, n, k = logits.shape
-        check_state_count(n, k, self.max_states)
+        check_state_count(n, k, self.cfg.max_states)
         states = all_states(n, k, logits.device).to(logits.dtype)             # [S, N, K]
         z = states[None, :, None].expand(r, -1, b, n, k)                        # [R, S, B, N, K]
         loss = f(z)                                                             # [R, S, B]
@@ -66,8 +65,16 @@ class Exact(Estimator):
         return surrogate, {"loss": surrogate.detach().mean(-1)}
 
 
+def too_many_states(num_latents: int, num_classes: int, max_states: int) -> str:
+    """Why ``exact`` refuses ``K^N > max_states`` states, or "" when it does not."""
+    if num_classes ** num_latents > max_states:
+        return (f"enumerates K^N = {num_classes}^{num_latents} states, more than estimator.max_states = "
+                f"{max_states}")
+    return ""
+
+
 def check_state_count(num_latents: int, num_classes: int, max_states: int) -> None:
     """Raise ``ValueError`` if ``K^N > max_states``."""
-    if num_classes ** num_latents > max_states:
-        raise ValueError(f"estimator.name: 'exact' enumerates K^N = {num_classes}^{num_latents} "
-                         f"states, more than estimator.max_states = {max_states}")
+    reason = too_many_states(num_latents, num_classes, max_states)
+    if reason:
+        raise ValueError(f"estimator.name: 'exact' {reason}")

@@ -38,7 +38,6 @@ from torch import Tensor
 
 from vae.estimators.base import Objective, mean_field
 from vae.gumbel import Generator, widen
-from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.score_function import score_surrogate
 from vae.estimators.signal import NormalisedSignalEstimator
@@ -63,10 +62,7 @@ class MuProp(NormalisedSignalEstimator):
     year = 2016
     paper_column = 2
     reference = "Gu, Levine, Sutskever & Mnih, MuProp: Unbiased Backpropagation for Stochastic Neural Networks, ICLR 2016"
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return 2.0                                              # the sample and the mean-field point
+    passes = 2                                                  # the sample and the mean-field point
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -89,10 +85,7 @@ class DARN(NormalisedSignalEstimator):
     year = 2014
     paper_column = 1
     reference = "Gregor, Danihelka, Mnih, Blundell & Wierstra, Deep AutoRegressive Networks, ICML 2014"
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return 2.0                                              # the sample and the Taylor point
+    passes = 2                                                  # the sample and the Taylor point
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
