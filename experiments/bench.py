@@ -1,302 +1,31 @@
 """Time the same training work several ways in one process and print the ratios.
 
     python -m experiments.bench [--device auto] [--steps 200] [--repeats 5] [--bound-examples N]
+    python -m experiments.bench --bound [--bound-examples N] [--threads 1]
     python -m experiments.bench --ssl-classes [--preset quick] [--device auto] [--steps S] [--repeats N]
     python -m experiments.bench --profile [--preset quick] [--device auto] [--steps 10]
 
-On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the notebook MLP, batch
-100, Gumbel-softmax, Adam), after warm-up, the median of ``--repeats`` timings of each:
-
-(a) a plain PyTorch loop as public code writes it: a ``DataLoader`` over a float tensor,
-    ``nn.Sequential`` networks, ``F.gumbel_softmax``, ``loss.item()`` every step;
-(b) the suite's training step for one seed (``Trainer.train_step``: data on the device, no host
-    sync per step);
-(c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s);
-(d) the m = 1000 importance-weighted test bound of the affine and the MLP VAE, categorical and
-    Bernoulli (configs/vae_*.yaml), the suite's (:func:`vae.evaluation.importance_weighted_bound`)
-    against the implementation it replaced (:func:`reference_bound`: one-hot samples through the
-    decoder's matmul, ``binary_cross_entropy_with_logits``), on the same samples, each one seed on
-    ``--bound-examples`` test digits (default 500; per seed for all 10,000 by proportion), with the
-    effective GFLOP/s of the decoder's work and the same matmul's own (``--bound``: only this);
-(e) one pack of Table 1's ``paper`` preset as ``sweep --pack-lr`` trains it: categorical GS, its
-    6 learning rates x 5 seeds on the replica axis (R = 30, SGD, a learning rate per replica),
-    timed over a tenth of ``--steps`` per repeat; from it, the training time of the whole preset
-    (all its packs, at this pack's cost per step: estimators with more decoder passes cost more).
-
-Prints steps/s and each one's ratio to (a), and writes the numbers as JSON to
-``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
-
-``--ssl-classes`` (Figure 5(a), ``make fig5``) times instead the semi-supervised M2 training step
-(configs/ssl_m2.yaml) with the unlabelled digits' class summed (``ssl.y=marginal``, C decoder passes
-per digit) and sampled with Gumbel-softmax (``ssl.y=gs``, one pass), for C classes of random labels
-(``ssl.labels=random``), both modes on the same device in this process, after warm-up, the median
-of the repeats. ``--preset`` picks the classes and the budget (:data:`SSL_BENCH`; ``tiny``: tiny
-networks, the tests' code path). Prints steps/s and the speed-up gs / marginal per C, and writes
-them to ``<out>/ssl_speed_<device>.json``.
-
-``--profile`` asks where a step's time goes rather than how long it takes (:func:`profile_steps`):
-on a GPU, whether the device is busy or waits on the host's launches and synchronisations.
+What each line measures is said in :mod:`vae.bench` (its docstring is this command's ``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from experiments.sweep import PRESETS, Pack, expand, pack_by_lr, read_sweep
-from vae.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from vae import bench
+from vae.config import ConfigError
 from vae.data import DataError
-from vae.data import BinarizedMNIST
-from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
-from vae.models import DiscreteVAE, log_prob_one_hot
-from vae.training import RunDirError, Trainer, resolve_device
-
-CONFIG = "configs/vae_categorical.yaml"
-PAPER_SWEEP, PAPER_PRESET = "configs/sweeps/table1.yaml", "paper"   # (e): its packs under --pack-lr
-REPLICAS = (1, 5, 10)
-SSL_CONFIG = "configs/ssl_m2.yaml"
-SSL_MODES = ("marginal", "gs")
-# --ssl-classes per preset: the classes C timed, timed steps per repeat, repeats, warm-up steps, overrides
-SSL_BENCH = {
-    "tiny": {"classes": [10, 20], "steps": 2, "repeats": 1, "warmup": 1,
-             "overrides": ["ssl.channels=[2,2,2]", "ssl.latent_dim=2", "ssl.labelled_batch_size=10",
-                           "data.batch_size=20"]},
-    "quick": {"classes": [10, 20, 50, 100], "steps": 5, "repeats": 3, "warmup": 2, "overrides": []},
-    "converged": {"classes": [10, 20, 50, 100], "steps": 20, "repeats": 5, "warmup": 5, "overrides": []},
-    "paper": {"classes": [10, 20, 50, 100], "steps": 100, "repeats": 5, "warmup": 10, "overrides": []},
-}
-
-
-def _timed(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None], warmup: int = 10) -> float:
-    """Median steps/s of ``repeats`` runs of ``steps`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        rates.append(steps / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
-def device_name(device: torch.device) -> str:
-    """``NVIDIA H100 80GB HBM3`` or ``CPU x86_64, 2 threads``."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
-
-
-def _sync(device: torch.device) -> Callable[[], None]:
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-
-def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, out: Path) -> Path:
-    """Figure 5(a): training steps/s of ``marginal`` and ``gs`` per number of classes (module
-    docstring); returns the JSON record's path."""
-    budget = SSL_BENCH[preset]
-    steps, repeats = steps or budget["steps"], repeats or budget["repeats"]
-    rates: dict[str, dict[str, float]] = {mode: {} for mode in SSL_MODES}
-    for c in budget["classes"]:
-        for mode in SSL_MODES:
-            overrides = [f"device={device}", "ssl.labels=random", f"ssl.num_classes={c}", f"ssl.y={mode}",
-                         *budget["overrides"]]
-            trainer = Trainer(load_config(SSL_CONFIG, overrides), log=lambda _: None)
-            rates[mode][str(c)] = _timed(trainer.train_step, steps, repeats, _sync(trainer.device), budget["warmup"])
-    speedup = {c: rates["gs"][c] / rates["marginal"][c] for c in rates["gs"]}
-    name = device_name(trainer.device)
-    print(f"device: {name}; torch {torch.__version__}; M2 of {SSL_CONFIG} ({preset}), random labels; median of "
-          f"{repeats} x {steps} steps after {budget['warmup']} warm-up steps")
-    for c, ratio in speedup.items():
-        print(f"C = {c:>3}: marginal {rates['marginal'][c]:8.2f} steps/s, gs {rates['gs'][c]:8.2f} steps/s, "
-              f"gs / marginal {ratio:5.2f}x")
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"device": name, "torch": torch.__version__, "config": SSL_CONFIG, "preset": preset,
-              "overrides": budget["overrides"], "steps": steps, "repeats": repeats, "warmup": budget["warmup"],
-              "steps_per_second": rates, "speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = out / f"ssl_speed_{trainer.device.type}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
-
-
-def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
-    """Where a training step's time goes (``--profile``): ``torch.profiler`` over ``steps`` steps,
-    after warm-up, of the categorical VAE (GS) and of the M2 step with C = 10 (marginal and gs, the
-    preset's overrides). Per workload: wall ms per step under the profiler, the host's self time
-    and the device's busy time per step (their gap is time the GPU waits for the host), the CUDA
-    runtime calls per step (kernel launches, copies, synchronisations), and the operators with the
-    most self time. Prints it all and writes it to ``<out>/profile_<device>.txt``; returns the path."""
-    workloads = {"categorical VAE, gs": (CONFIG, []),
-                 **{f"M2 {mode}, C = 10": (SSL_CONFIG, [f"ssl.y={mode}", "ssl.labels=random", "ssl.num_classes=10",
-                                                        *SSL_BENCH[preset]["overrides"]]) for mode in SSL_MODES}}
-    lines = []
-    for label, (config, overrides) in workloads.items():
-        trainer = Trainer(load_config(config, [f"device={device}", *overrides]), log=lambda _: None)
-        sync = _sync(trainer.device)
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if trainer.device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        for _ in range(3):
-            trainer.train_step()
-        sync()
-        with torch.profiler.profile(activities=activities) as prof:
-            start = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step()
-            sync()
-            wall = time.perf_counter() - start
-        averages = prof.key_averages()
-        host = sum(e.self_cpu_time_total for e in averages) / steps / 1000
-        busy = sum(e.self_device_time_total for e in averages) / steps / 1000
-        runtime = sorted((e for e in averages if e.key.startswith("cu")), key=lambda e: -e.count)
-        calls = ", ".join(f"{e.key} {e.count / steps:.0f}" for e in runtime[:6]) or "none (no CUDA)"
-        sort_by = "self_device_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
-        lines += [f"== {label}: {1000 * wall / steps:.2f} ms per step under the profiler ({steps} steps); "
-                  f"host self time {host:.2f} ms, device busy {busy:.2f} ms per step",
-                  f"CUDA runtime calls per step: {calls}", averages.table(sort_by=sort_by, row_limit=12), ""]
-    text = (f"device: {device_name(trainer.device)}; torch {torch.__version__}; measured "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n" + "\n".join(lines))
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"profile_{trainer.device.type}.txt"
-    path.write_text(text)
-    return path
-
-
-BOUND_CONFIGS = ("configs/vae_categorical_linear.yaml", "configs/vae_categorical.yaml",
-                 "configs/vae_bernoulli_linear.yaml", "configs/vae_bernoulli.yaml")
-BOUND_SAMPLES, BOUND_CHUNK = 1000, 100     # m, and the samples per pass (as importance_weighted_bound)
-
-
-def _reference_gumbel(shape: tuple[int, ...], rng) -> torch.Tensor:
-    """The Gumbel noise of the replaced implementation: ``-log(-log u)`` out of place."""
-    u = rng.uniform(shape).clamp_(torch.finfo(torch.float32).tiny, 1.0 - torch.finfo(torch.float32).eps / 2)
-    return -torch.log(-torch.log(u))
-
-
-def reference_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng, num_samples: int, batch_size: int,
-                    max_examples: int | None = None) -> torch.Tensor:
-    """The m-sample bound as the suite computed it before (2026-11): one-hot z ``[R, S, B, N, K]``
-    through the decoder's matmul, ``-log p(x | z)`` by ``binary_cross_entropy_with_logits`` over the
-    784 pixels, ``log q`` and ``log p`` as products with z; the same noise, so the same samples."""
-    def log_weights(x: torch.Tensor):
-        logits = model.encode(x)
-
-        def draw(s: int) -> torch.Tensor:
-            shape = (logits.shape[0], s, *logits.shape[1:])
-            z = F.one_hot((logits.unsqueeze(1) + _reference_gumbel(shape, rng)).argmax(-1), logits.shape[-1]).float()
-            return -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z)
-        return draw
-
-    return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, BOUND_CHUNK, log_weights,
-                                    max_examples)
-
-
-def bound_speed(device: str, examples: int) -> dict[str, dict]:
-    """(d): per model of :data:`BOUND_CONFIGS`, the reference and the suite's bound on the first
-    ``examples`` test digits (one seed, a freshly initialised model: the cost does not depend on the
-    weights), the same generator streams: seconds, per-seed seconds for 10,000 digits, the speed-up,
-    the largest difference of the two bounds, and GFLOP/s: the decoder's work as dense matmuls
-    (2 x in x out per layer and sample) over the suite's time, and the same matmuls' own, timed alone."""
-    out = {}
-    for config in BOUND_CONFIGS:
-        cfg = load_config(config, [f"device={device}"])
-        trainer = Trainer(cfg, log=lambda _: None)
-        sync, model, e = _sync(trainer.device), trainer.model, cfg.eval
-        seconds, bounds = {}, {}
-        for name, bound in (("reference", reference_bound), ("suite", importance_weighted_bound)):
-            rng = eval_generator([0], 0, trainer.device)                          # the same streams for both
-            with torch.no_grad():
-                sync()
-                start = time.perf_counter()
-                bounds[name] = bound(model, trainer.data, "test", rng, BOUND_SAMPLES, e.iw_batch_size, examples)
-                sync()
-            seconds[name] = time.perf_counter() - start
-        sizes = [m.weight.shape[1:] for m in model.decoder if hasattr(m, "weight")]     # (in, out) per layer
-        flops = 2 * sum(a * b for a, b in sizes) * BOUND_SAMPLES * examples
-        rows = BOUND_CHUNK * e.iw_batch_size
-        inputs = [torch.randn(1, rows, a, device=trainer.device) for a, _ in sizes]
-        weights = [torch.randn(1, a, b, device=trainer.device) for a, b in sizes]
-        matmul = _timed(lambda: [torch.bmm(h, w) for h, w in zip(inputs, weights)], 5, 5, sync, warmup=2)
-        out[config] = {"hidden": cfg.model.hidden, "kind": cfg.model.kind, "examples": examples,
-                       "seconds": {k: round(v, 3) for k, v in seconds.items()},
-                       "seconds_per_seed_10000": {k: round(v * 10_000 / examples, 1) for k, v in seconds.items()},
-                       "speedup": round(seconds["reference"] / seconds["suite"], 2),
-                       "max_abs_difference": (bounds["suite"] - bounds["reference"]).abs().max().item(),
-                       "effective_gflops": round(flops / seconds["suite"] / 1e9, 1),
-                       "matmul_gflops": round(2 * sum(a * b for a, b in sizes) * rows * matmul / 1e9, 1)}
-    return out
-
-
-def print_bound_speed(speed: dict[str, dict]) -> None:
-    for config, s in speed.items():
-        print(f"(d) m = {BOUND_SAMPLES} bound, {config} ({s['examples']} digits): reference "
-              f"{s['seconds_per_seed_10000']['reference']:.1f} s, suite {s['seconds_per_seed_10000']['suite']:.1f} s "
-              f"per seed on 10,000 digits, {s['speedup']:.2f}x; decoder {s['effective_gflops']:.0f} GFLOP/s of the "
-              f"matmul's {s['matmul_gflops']:.0f}; |difference| {s['max_abs_difference']:.1e} nats")
-
-
-def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
-    """(a): one step of the loop public code writes (same sizes, same data, same device)."""
-    m, device = cfg.model, trainer.device
-    sizes = [784, *m.hidden, m.num_latents * m.num_classes]
-    encoder = nn.Sequential(*[layer for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
-                              for layer in ([nn.ReLU()] if i else []) + [nn.Linear(a, b)]]).to(device)
-    sizes = sizes[::-1]
-    decoder = nn.Sequential(*[layer for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
-                              for layer in ([nn.ReLU()] if i else []) + [nn.Linear(a, b)]]).to(device)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=cfg.optim.lr)
-    data = torch.utils.data.TensorDataset(trainer.data.splits["train"].cpu())
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
-    batches = iter(loader)
-    losses = []
-
-    def step() -> None:
-        nonlocal batches
-        try:
-            (x,) = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            (x,) = next(batches)
-        x = x.to(device)
-        logits = encoder(x).view(-1, m.num_latents, m.num_classes)
-        z = F.gumbel_softmax(logits, tau=1.0)
-        recon = F.binary_cross_entropy_with_logits(decoder(z.flatten(1)), x, reduction="none").sum(-1)
-        log_q = F.log_softmax(logits, -1)
-        kl = (log_q.exp() * (log_q + torch.log(torch.tensor(float(m.num_classes))))).sum((-1, -2))
-        loss = (recon + kl).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-
-    return step
-
-
-def paper_packs(device: str) -> tuple[list, Config]:
-    """(e): Table 1's paper preset under ``--pack-lr`` (its units: packs and any lone points), and
-    the config of its categorical GS pack on ``device``."""
-    # grouped only: nothing is read or written under these paths
-    units = pack_by_lr(expand(read_sweep(PAPER_SWEEP), PAPER_PRESET, Path("results")), Path("results/packs"))
-    gs = next(u for u in units if isinstance(u, Pack) and u.cfg.estimator.name == "gs"
-              and u.cfg.model.kind == "categorical")
-    return units, config_from_dict({**to_dict(gs.cfg), "device": device})
+from vae.sweeps import PRESETS
+from vae.training import RunDirError, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=bench.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 200; "
@@ -317,70 +46,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads on the CPU (default torch's; 1: as each run of a 2-worker sweep trains)")
     parser.add_argument("--out", default="results/bench", help="folder of the JSON record")
     args = parser.parse_args(argv)
+    out = Path(args.out)
     try:
         if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads, args.bound_examples)):
             raise ConfigError("--steps, --repeats, --threads and --bound-examples: must be >= 1")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         if args.profile:
-            print(f"wrote {profile_steps(args.device, args.preset, args.steps or 10, Path(args.out))}")
+            print(f"wrote {bench.profile_steps(args.device, args.preset, args.steps or 10, out)}")
             return 0
         if args.ssl_classes:
-            print(f"wrote {ssl_speed(args.device, args.preset, args.steps, args.repeats, Path(args.out))}")
+            print(f"wrote {bench.ssl_speed(args.device, args.preset, args.steps, args.repeats, out)}")
             return 0
         if args.bound:
-            speed = bound_speed(args.device, args.bound_examples)
-            print_bound_speed(speed)
-            path = Path(args.out) / f"bound_{resolve_device(args.device).type}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"device": device_name(resolve_device(args.device)), "torch": torch.__version__,
-                                        "samples": BOUND_SAMPLES, "models": speed,
-                                        "measured": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
-            print(f"wrote {path}")
-            return 0
-        args.steps, args.repeats = args.steps or 200, args.repeats or 5
-        one = Trainer(load_config(CONFIG, [f"device={args.device}"]), log=lambda _: None)
-        device = one.device
-        sync = _sync(device)
-        rates = {"(a) plain PyTorch loop": _timed(plain_loop(one.cfg, one), args.steps, args.repeats, sync),
-                 "(b) suite, one seed": _timed(one.train_step, args.steps, args.repeats, sync)}
-        replicas = {}
-        for r in REPLICAS:
-            trainer = Trainer(load_config(CONFIG, [f"device={args.device}", f"seeds={list(range(r))}"]),
-                              log=lambda _: None)
-            label = f"(c) replica axis, R = {r}"
-            rates[label], replicas[label] = _timed(trainer.train_step, args.steps, args.repeats, sync), r
-        units, pack_cfg = paper_packs(args.device)
-        r = len(pack_cfg.seeds)
-        label = f"(e) a paper-preset pack, R = {r}"
-        pack = Trainer(pack_cfg, log=lambda _: None)
-        rates[label], replicas[label] = _timed(pack.train_step, max(2, args.steps // 10), args.repeats, sync), r
-        paper = {"sweep": PAPER_SWEEP, "preset": PAPER_PRESET, "units": len(units), "steps": pack_cfg.steps,
-                 "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units),
-                 "estimated_training_hours": round(len(units) * pack_cfg.steps / rates[label] / 3600, 2)}
-        bound = bound_speed(args.device, args.bound_examples)
+            record = bench.bound_record(args.device, args.bound_examples)
+            bench.print_bound_speed(record["models"])
+            path = out / f"bound_{resolve_device(args.device).type}.json"
+        else:
+            record = bench.training_record(args.device, args.steps or 200, args.repeats or 5, args.bound_examples)
+            bench.print_training_record(record)
+            path = out / f"{resolve_device(args.device).type}.json"
     except (ConfigError, DataError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    name = device_name(device)
-    base = rates["(a) plain PyTorch loop"]
-    print(f"device: {name}; torch {torch.__version__}; categorical VAE 20x10, MLP 512-256, batch 100, gs, Adam; "
-          f"median of {args.repeats} x {args.steps} steps after warm-up")
-    for label, rate in rates.items():
-        seeds = replicas.get(label, 1)
-        print(f"{label:34s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)")
-    print_bound_speed(bound)
-    print(f"{PAPER_SWEEP} --preset {PAPER_PRESET} --pack-lr: {paper['points']} points in {paper['units']} runs; "
-          f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "
-          "of training (at GS's cost per step; without the bounds)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"device": name, "torch": torch.__version__, "steps": args.steps, "repeats": args.repeats,
-              "steps_per_second": rates, "replicas": replicas, "paper_preset": paper,
-              "bound": bound,
-              "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = out / f"{device.type}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

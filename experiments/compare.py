@@ -31,9 +31,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import yaml
 
-from experiments.figures import band, save
-from experiments.sweep import flat_settings
-from experiments.tables import to_markdown
+from vae.figures import band, save
+from vae.sweeps import flat_settings
+from vae.tables import to_markdown
 from vae.config import ConfigError, config_from_dict, read_yaml, to_dict
 from vae.results import curve, final, git_commit, load_summary
 from vae.tasks import TASKS

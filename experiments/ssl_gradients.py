@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from experiments.figures import checkpoint_of
-from experiments.tables import to_markdown
+from vae.figures import checkpoint_of
+from vae.tables import to_markdown
 from vae import m2
 from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
 from vae.data import BinarizedMNIST

@@ -5,7 +5,7 @@ The pieces are algebra, so they are compared in float64 with torch's float64 tol
 classes are the argmax of the one-hot samples, the embedding bag is the product with the one-hot
 input, the log-likelihood is minus ``binary_cross_entropy_with_logits`` summed, the gathers are
 the products with z. The whole bound is compared in float32, as the trainer computes it, against
-:func:`experiments.bench.reference_bound` (the replaced implementation) on the same generator
+:func:`vae.bench.reference_bound` (the replaced implementation) on the same generator
 streams: a log-weight sums 784 pixel terms (plus N latent terms), so the two agree to
 ``float32_rtol(784 + N)`` of its size (tests/conftest.py), which the bound (a mean of log-mean-exps
 of log-weights) inherits.
@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments.bench import reference_bound
+from vae.bench import reference_bound
 from vae import sbn
 from vae.data import BinarizedMNIST
 from vae.estimators.sampling import sample_classes, sample_one_hot

@@ -52,8 +52,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     import yaml
 
     from conftest import env_with_cache, plugin_sweep, tiny_overrides
-    from experiments.sweep import expand, read_sweep
-    from experiments.tables import table1_rows
+    from vae.sweeps import expand, read_sweep
+    from vae.tables import table1_rows
 
     (tmp_path / "my_estimator.py").write_text(section_code("## Your own estimator in the suite"))
     env = env_with_cache(shared_cache)
@@ -131,7 +131,7 @@ def test_the_config_key_table_lists_every_key_with_its_default():
     """The README's "Config keys" table names every key of vae/config.py with the default the
     code has (a README that said `variance_normalisation` defaults to true went unnoticed)."""
     from vae.config import Config, read_yaml, to_dict
-    from experiments.sweep import flat_settings
+    from vae.sweeps import flat_settings
 
     text = README.read_text()
     table = text[text.index("### Config keys"):text.index("### What a run writes")]
@@ -144,3 +144,17 @@ def test_the_config_key_table_lists_every_key_with_its_default():
         documented.update({k: read_yaml(d) for k, d in zip(keys, defaults)})
     expected = {**flat_settings(to_dict(Config())), "estimator.options": {}}   # an empty mapping has no leaves
     assert documented == expected
+
+
+def test_the_command_lines_are_thin_and_import_no_other_command_line():
+    """README "Design": `experiments/` is argument parsing plus calls into `vae/` (about 200 lines a
+    file at most), and no command line imports another (the library they share lives in `vae/`)."""
+    import ast
+    for path in sorted((README.parent / "experiments").glob("*.py")):
+        lines = path.read_text().splitlines()
+        assert len(lines) <= 200, f"{path.name}: {len(lines)} lines"
+        imported = [node.module or "" for node in ast.walk(ast.parse("\n".join(lines)))
+                    if isinstance(node, ast.ImportFrom)]
+        imported += [alias.name for node in ast.walk(ast.parse("\n".join(lines))) if isinstance(node, ast.Import)
+                     for alias in node.names]
+        assert not [m for m in imported if m == "experiments" or m.startswith("experiments.")], path.name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tables import TABLES
+from vae.tables import TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((REPO / "results" / "tables").glob("*/*.md"))

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from experiments import sweep as sweep_cli
-from experiments.sweep import best_points, expand, identity, read_sweep
+from vae import sweeps
+from vae.sweeps import best_points, expand, identity, read_sweep
 from vae.config import load_config, to_dict
 from vae.results import SUMMARY, curve, provenance
 from vae.training import CHECKPOINT, Trainer
@@ -168,7 +169,7 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
     monkeypatch.chdir(REPO)
     for checkpoint in (results / "sweeps" / "table1").glob("*gs*/checkpoint.pt"):
         checkpoint.unlink()
-    from experiments.figures import samples
+    from vae.figures import samples
     paths = samples("tiny", results)
     assert len(paths) == 4 and all(p.exists() for p in paths)
     assert len(list((results / "runs" / "samples").glob("*/checkpoint.pt"))) == 2   # one per VAE kind
@@ -241,7 +242,7 @@ def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_e
                     "  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n  eval.iw_examples: {value: 10}\n"
                     "  model.hidden: {value: [8]}\n"
                     "include:\n  - {estimator.name: gs, optim.lr: 0.0003}\n")
-    points = expand(read_sweep(path), sweep_cli.AS_WRITTEN, tmp_path)
+    points = expand(read_sweep(path), sweeps.AS_WRITTEN, tmp_path)
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [("gs", 3e-4), ("st", 3e-4)]
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress"]) == 0
     assert "mine (none): finished 2" in capsys.readouterr().out
@@ -261,7 +262,7 @@ def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(
 def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path, monkeypatch):
     """ARM and DisARM have no categorical cell (Bernoulli latents only), which is not the same as
     a cell still to run: the table says which."""
-    from experiments.tables import table1_rows
+    from vae.tables import table1_rows
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", tmp_path)
     header, rows = table1_rows([p for p in points if p.cfg.model.hidden == []])
@@ -275,7 +276,7 @@ def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path
 def test_table1_shows_a_spread_only_where_there_are_seeds_to_spread(monkeypatch):
     """The committed converged records: the affine model's cells have 2 seeds (``mean ± std``), the
     MLP's one (the mean alone: a '± 0.0' would claim seeds that agree exactly)."""
-    from experiments.tables import table1_caption, table1_rows
+    from vae.tables import table1_caption, table1_rows
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", REPO / "results")
     for hidden, cell, caption in (([], r"\d+\.\d ± \d+\.\d", "mean ± std over 2 seeds"), ([512, 256], r"\d+\.\d", "one seed")):
@@ -289,7 +290,7 @@ def test_table1_shows_a_spread_only_where_there_are_seeds_to_spread(monkeypatch)
 def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
     """A run still training has curves on this machine only: a figure drawn from them would differ
     from the same figure drawn on a clone of the committed records."""
-    from experiments.figures import finished
+    from vae.figures import finished
     monkeypatch.chdir(REPO)
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
     for point in (gs, rloo):
@@ -302,7 +303,7 @@ def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
 def test_fig4_draws_one_figure_per_model_as_table1_has_one_table_per_model(tmp_path, monkeypatch):
     """The converged sweep trains the affine model and the MLP: curves of both in one panel would
     carry two legend entries per estimator with nothing to tell them apart."""
-    from experiments.figures import fig4
+    from vae.figures import fig4
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", tmp_path)
     chosen = [next(p for p in points if p.cfg.model.hidden == hidden and p.cfg.estimator.name == "st")
@@ -442,9 +443,9 @@ def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared
     out = capsys.readouterr().out
     assert out.count("(in a pack of 2 learning rates)") == 4 and "grid (none): finished 4" in out
     assert sweep_cli.main([str(path), "--results-dir", str(alone), "--no-progress"]) == 0
-    assert not list((packed / sweep_cli.PACKS / "grid").iterdir())
+    assert not list((packed / sweeps.PACKS / "grid").iterdir())
     sweep = read_sweep(path)
-    for p, q in zip(expand(sweep, sweep_cli.AS_WRITTEN, packed), expand(sweep, sweep_cli.AS_WRITTEN, alone)):
+    for p, q in zip(expand(sweep, sweeps.AS_WRITTEN, packed), expand(sweep, sweeps.AS_WRITTEN, alone)):
         configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (p.run_dir, q.run_dir)]
         assert configs[0] == to_dict(p.cfg) and {**configs[0], "out_dir": None} == {**configs[1], "out_dir": None}
         rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (p.run_dir, q.run_dir)]
@@ -481,7 +482,7 @@ def test_a_learning_rate_that_diverges_in_a_pack_fails_alone(shared_cache, tmp_p
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
     out = capsys.readouterr().out
     assert "learning rate 10 of a pack diverged" in out and "diverged 1, finished 2" in out
-    good, bad, other = expand(read_sweep(path), sweep_cli.AS_WRITTEN, tmp_path)
+    good, bad, other = expand(read_sweep(path), sweeps.AS_WRITTEN, tmp_path)
     for point in (good, other):   # packed again, the two of them
         assert json.loads((point.run_dir / SUMMARY).read_text())["packed"]["points"] == 2
     assert "step 1, replica 4" in (bad.run_dir / "failed.txt").read_text()   # 2 seeds each of lr 1e-3, 3e-3, 10
@@ -495,16 +496,16 @@ def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(sh
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     path = tmp_path / "grid.yaml"
     path.write_text(LR_GRID.replace("[nvil, gs]", "[gs]"))
-    split = sweep_cli.split_pack
+    split = sweeps.split_pack
 
     def killed(pack, info):
         raise KeyboardInterrupt
-    monkeypatch.setattr(sweep_cli, "split_pack", killed)
+    monkeypatch.setattr(sweeps, "split_pack", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"])
-    (pack_dir,) = (tmp_path / sweep_cli.PACKS / "grid").iterdir()
+    (pack_dir,) = (tmp_path / sweeps.PACKS / "grid").iterdir()
     assert (pack_dir / CHECKPOINT).exists()
-    monkeypatch.setattr(sweep_cli, "split_pack", split)
+    monkeypatch.setattr(sweeps, "split_pack", split)
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "grid (none): finished 2" in out and not pack_dir.exists()
@@ -513,13 +514,13 @@ def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(sh
 def test_a_point_with_a_checkpoint_of_its_own_is_resumed_alone_not_packed(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text(LR_GRID)
-    nvil_1, nvil_3, gs_1, gs_3 = expand(read_sweep(path), sweep_cli.AS_WRITTEN, tmp_path)
+    nvil_1, nvil_3, gs_1, gs_3 = expand(read_sweep(path), sweeps.AS_WRITTEN, tmp_path)
     gs_1.run_dir.mkdir(parents=True)
     (gs_1.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(gs_1.cfg)))
     (gs_1.run_dir / CHECKPOINT).write_bytes(b"")
     assert gs_1.status() == "resume"
-    units = sweep_cli.units_to_train([nvil_1, nvil_3, gs_1, gs_3], True, tmp_path / "packs")
-    assert [u.points if isinstance(u, sweep_cli.Pack) else u for u in units] == [gs_1, (nvil_1, nvil_3), gs_3]
+    units = sweeps.units_to_train([nvil_1, nvil_3, gs_1, gs_3], True, tmp_path / "packs")
+    assert [u.points if isinstance(u, sweeps.Pack) else u for u in units] == [gs_1, (nvil_1, nvil_3), gs_3]
     assert units[1].cfg.seeds == [0, 1, 0, 1] and units[1].cfg.optim.lr == [1e-3, 1e-3, 3e-3, 3e-3]
 
 
@@ -529,7 +530,7 @@ def test_fig5_speed_panel_draws_every_devices_record_beside_the_paper(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from experiments.figures import _speed_records, speed_panel
+    from vae.figures import _speed_records, speed_panel
     folder = tmp_path / "bench" / "converged"
     folder.mkdir(parents=True)
     for device, gs in (("cpu", 20.0), ("cuda", 70.0)):

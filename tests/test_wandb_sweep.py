@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from experiments import sweep as sweep_cli
-from experiments.sweep import PRESETS, expand, read_sweep
-from experiments.wandb_sweep import POINT, wandb_config
+from vae.sweeps import PRESETS, expand, read_sweep
+from vae.wandb_sweep import POINT, wandb_config
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

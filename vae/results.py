@@ -2,7 +2,7 @@
 
 A finished run directory holds ``summary.json`` (final numbers per key, each
 ``{"per_seed", "mean", "std"}``) and ``metrics.jsonl`` (long format, one value per line);
-``experiments/sweep.py`` adds ``sweep.json`` (which sweep and preset, and the commit of the code
+``vae/sweeps.py`` adds ``sweep.json`` (which sweep and preset, and the commit of the code
 that ended the run) and, for a run that diverged, ``failed.txt``. This module turns those into
 curves (mean and spread over seeds per step), final values, a per-group best run (the paper's
 learning-rate selection), and the provenance line every figure and table carries.

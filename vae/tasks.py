@@ -31,7 +31,7 @@ from tqdm import tqdm
 from vae import m2, sbn
 from vae.config import Config, lowest_tau
 from vae.data import BinarizedMNIST
-from vae.estimators import build_estimator, check_applies
+from vae.estimators import ESTIMATORS, build_estimator, check_applies
 from vae.evaluation import importance_weighted_bound, negative_elbo
 from vae.models import DiscreteVAE
 from vae.objectives import training_loss
@@ -47,6 +47,10 @@ class Task(Protocol):
 
     def estimator_name(self, cfg: Config) -> str:
         """What treats the discrete latents: the name run directories, summaries and progress bars carry."""
+
+    def decoder_passes(self, cfg: Config) -> float:
+        """Decoder passes per example and step of ``cfg``'s training loss, from the estimator's
+        declaration (what the trainer counts and logs as ``train/est/decoder_evals``)."""
 
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         """(model, estimator module) for ``cfg``, R = len(cfg.seeds) replicas."""
@@ -71,6 +75,11 @@ def _estimator_applies(cfg: Config, task: str) -> None:
                   latent_shape=(m.num_latents, m.num_classes))
 
 
+def _latent_passes(cfg: Config) -> float:
+    m = cfg.model
+    return ESTIMATORS[cfg.estimator.name].decoder_passes(cfg.estimator, (m.num_latents, m.num_classes))
+
+
 def _no_gradient_variance(cfg: Config, task: str) -> None:
     if cfg.gradvar_every != 0:
         raise ValueError(f"gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task={task}")
@@ -85,6 +94,9 @@ class VAETask:
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.estimator.name
+
+    def decoder_passes(self, cfg: Config) -> float:
+        return _latent_passes(cfg)
 
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         m = cfg.model
@@ -120,6 +132,9 @@ class SBNTask:
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.estimator.name
+
+    def decoder_passes(self, cfg: Config) -> float:
+        return _latent_passes(cfg) ** cfg.model.layers   # every pass of a layer runs the layers below
 
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         m = cfg.model
@@ -163,6 +178,12 @@ class SSLTask:
     def estimator_name(self, cfg: Config) -> str:
         return cfg.ssl.y
 
+    def decoder_passes(self, cfg: Config) -> float:
+        c = cfg.ssl.num_classes
+        if cfg.ssl.y == "marginal":
+            return float(c)
+        return ESTIMATORS[cfg.ssl.y].decoder_passes(replace(cfg.estimator, name=cfg.ssl.y), (1, c))
+
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         s, r = cfg.ssl, len(cfg.seeds)
         labelled = m2.LabelledSet.choose(data.splits["train"], m2.class_labels(data, "train", s), cfg.seeds,
@@ -187,3 +208,20 @@ class SSLTask:
 
 
 TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask(), "ssl": SSLTask()}
+
+
+def at_equal_cost(cfg: Config, reference: str) -> Config:
+    """``cfg`` with the decoder evaluations of the same run with the estimator ``reference``: its
+    step counts (``steps``, ``log_every``, ``checkpoint_every``, ``eval.every``) scaled by
+    ``passes(reference) / passes(cfg)`` (fewer steps for a dearer estimator, more for a cheaper one;
+    batch, data, learning rate and temperature schedule stay as they are), rounded to whole steps."""
+    task = TASKS[cfg.task]
+    if reference not in ESTIMATORS:
+        raise ValueError(f"equal_cost: unknown estimator {reference!r}; known: {', '.join(ESTIMATORS)}")
+    ratio = task.decoder_passes(replace(cfg, estimator=replace(cfg.estimator, name=reference, options={}))) \
+        / task.decoder_passes(cfg)
+    log_every = max(1, round(cfg.log_every * ratio))
+    every = None if cfg.eval.every is None else max(1, round(cfg.eval.every * ratio))
+    return replace(cfg, steps=max(1, round(cfg.steps * ratio)), log_every=log_every,
+                   checkpoint_every=log_every * max(1, cfg.checkpoint_every // cfg.log_every),
+                   eval=replace(cfg.eval, every=every))

@@ -1,0 +1,533 @@
+"""Figures of the reproduction from the local results store: what ``python -m experiments.figures NAME`` draws.
+
+* ``fig1``: the Gumbel-softmax distribution at tau = 0.1, 0.5, 1, 10 (the paper's Figure 1), no
+  training;
+* ``fig3``: test NLL of the SBN (Section 4.1) against training steps for every estimator, Bernoulli
+  and categorical, mean and spread over seeds (the paper's Figure 3);
+* ``fig4``: test negative ELBO against training steps for every estimator, Bernoulli and
+  categorical VAE, mean and spread over seeds (the paper's Figure 4);
+* ``tau-ablation``: hard (ST-GS) against soft (GS) samples under each temperature schedule: the
+  final test bound, and the training curves with the schedules themselves;
+* ``gradvar``: encoder-gradient variance along training per estimator, and bias / variance
+  against tau on an enumerable problem (exact gradients, no training);
+* ``samples``: reconstructions, samples from the prior and a latent walk through the classes,
+  decoded by a finished Gumbel-softmax run;
+* ``fig5``: semi-supervised classification (Section 4.3): (a) training steps/s of the summed
+  (``marginal``) and the Gumbel-softmax class against the number of classes, and their ratio, one
+  line per device from every ``<results>/bench/<preset>/ssl_speed_<device>.json`` (``python -m
+  experiments.bench --ssl-classes``, which ``make fig5`` runs first; ``make gpu-check`` writes a
+  GPU's); (b) analogies: the style z of a few test
+  digits, decoded under every class, by a finished ``gs`` run of the ssl sweep.
+
+Each figure is written as PNG and PDF under ``<results>/figures/<preset>/`` with a footer naming the
+preset, seeds, steps, device and commits behind it. The training figures read the runs of their
+sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <name>`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from vae.sweeps import Point, SweepError, best_points, expand, read_sweep
+from vae.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
+                               SWEEP_DIR, by_model, column, column_title, schedule_label, test_digits)
+from vae import m2
+from vae.config import Config, config_from_dict
+from vae.data import BinarizedMNIST
+from vae.diagnostics import gradient_errors, make_toy_problem
+from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator, column_order, display_name
+from vae.estimators.sampling import sample_one_hot
+from vae.gumbel import gumbel_softmax
+from vae.models import DiscreteVAE
+from vae.replicas import ReplicaGenerator
+from vae.results import curve, final, git_commit, load_summary, provenance
+from vae.training import CHECKPOINT, train
+
+plt.switch_backend("Agg")   # files only, never a window
+
+PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed
+COLOURS = dict(zip(sorted(ESTIMATORS, key=column_order), plt.get_cmap("tab20").colors))   # a plugin's: grey
+FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
+FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
+TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
+TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}   # where every estimator applies
+TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
+SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
+ANALOGY_DIGITS = 8         # rows of fig5(b): test digits whose style is kept
+PAPER_SPEEDUP = {10: 2.0, 100: 9.9}   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
+
+
+def save(fig: plt.Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
+    """Lay out ``fig`` above its footer (wrapped to the figure's width) and write ``name``.png, .pdf."""
+    width = int(fig.get_figwidth() * 19)                     # characters per line at 6.5 pt
+    lines = [line for part in footer.split("\n") for line in textwrap.wrap(part, width)]
+    fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=6.5, color="0.3")
+    fig.tight_layout(rect=(0, (len(lines) * 9.5 + 6) / (fig.get_figheight() * 72), 1, 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def sweep_points(name: str, preset: str, results_dir: Path) -> list[Point]:
+    """The points of ``configs/sweeps/<name>.yaml`` for ``preset`` (one per learning-rate set)."""
+    sweep = read_sweep(SWEEP_DIR / f"{name}.yaml")
+    return best_points(sweep, expand(sweep, preset, results_dir))
+
+
+def finished(points: list[Point]) -> list[Point]:
+    """The points whose runs have finished: the only ones a figure draws, so that a figure from the
+    committed records (which hold finished runs only) is the same on every clone."""
+    return [p for p in points if load_summary(p.run_dir) is not None]
+
+
+def footer(points: list[Point], preset: str, extra: str = "", notes: dict[str, str] = BUDGET_NOTES) -> str:
+    """``extra``, what the preset's budget means (``notes``), then the provenance line of ``points``."""
+    note = " ".join(filter(None, [extra, notes[preset]]))
+    return note + "\n" + provenance([p.run_dir for p in points], preset)
+
+
+def band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
+    """Mean over seeds of ``key`` along training, with a +- one standard deviation band."""
+    c = curve(run_dir, key)
+    if not c.steps:
+        return
+    ax.plot(c.steps, c.mean, **style)
+    ax.fill_between(c.steps, [m - s for m, s in zip(c.mean, c.std)], [m + s for m, s in zip(c.mean, c.std)],
+                    color=style.get("color"), alpha=0.15, linewidth=0)
+
+
+# ----------------------------------------------------------------------------- figure 1
+
+def fig1(preset: str, results_dir: Path) -> list[Path]:
+    """Expected Gumbel-softmax sample and single samples at each tau, for one distribution."""
+    probs = torch.tensor(FIG1_PROBS)
+    logits = probs.log().expand(10_000, -1)
+    fig, axes = plt.subplots(2, len(FIG1_TAUS), figsize=(12, 5.2), sharex=True)
+    k = torch.arange(1, len(FIG1_PROBS) + 1)
+    for col, tau in enumerate(FIG1_TAUS):
+        samples = gumbel_softmax(logits, tau, generator=ReplicaGenerator([col]))          # [10000, K]
+        top, bottom = axes[0, col], axes[1, col]
+        top.bar(k, samples.mean(0), color="tab:blue", label="E[y] (10,000 samples)")
+        top.plot(k, probs, "k_", markersize=18, mew=2, label="category probabilities")
+        top.set_title(f"τ = {tau:g}")
+        top.set_ylim(0, max(FIG1_PROBS) * 1.3)
+        for i in range(3):
+            bottom.bar(k + (i - 1) * 0.27, samples[i], width=0.27, label=f"sample {i + 1}")
+        bottom.set_ylim(0, 1.25)
+        bottom.set_xticks(k)
+        bottom.set_xlabel("category")
+    axes[0, 0].set_ylabel("expected sample")
+    axes[1, 0].set_ylabel("single samples")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[1, 0].legend(fontsize=7, loc="upper center", ncol=3)
+    fig.suptitle("Figure 1 (reproduction): Gumbel-softmax samples y = softmax((log π + g) / τ) of one "
+                 "categorical distribution:\nτ → 0 gives one-hot samples whose mean is π; large τ gives "
+                 "near-uniform samples")
+    return save(fig, results_dir / "figures" / preset, "fig1_gumbel_softmax",
+                f"No training: 10,000 samples per τ drawn with vae.gumbel on cpu, seeds 0-3 | "
+                f"drawn at commit {git_commit()}")
+
+
+# ----------------------------------------------------------------------------- figure 4
+
+def model_slug(cfg: Config) -> str:
+    """``affine`` or ``mlp-512-256`` (and ``-learned-prior``): a VAE's model in a file name."""
+    m = cfg.model
+    return ("-".join(["mlp", *map(str, m.hidden)]) if m.hidden else "affine") + ("-learned-prior" if m.prior == "learned" else "")
+
+
+def fig4(preset: str, results_dir: Path) -> list[Path]:
+    """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE. One
+    figure per model of the sweep, as Table 1 has one table per model: ``fig4_vae_curves`` for the
+    sweep's grid's model (the reproduction, drawn even before a run ends, as every figure),
+    ``fig4_vae_curves_<model>`` for any other model with a finished run."""
+    paths = []
+    for number, (model, points) in enumerate(by_model(sweep_points("table1", preset, results_dir)).items()):
+        if number == 0 or finished(points):
+            name = "fig4_vae_curves" + ("" if number == 0 else f"_{model_slug(points[0].cfg)}")
+            paths += vae_curves(points, model, preset, results_dir, name)
+    return paths
+
+
+def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, name: str) -> list[Path]:
+    """Figure 4 for the runs of one model: a panel per latent kind, a curve per finished run."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
+    for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
+        lows, highs = [], []
+        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
+            estimator, variant = column(point)
+            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"), label=column_title(estimator, variant),
+                  linestyle="-" if estimator in PAPER_ESTIMATORS and not variant else "--", marker=".")
+            c = curve(point.run_dir, "test/neg_elbo")
+            lows += c.mean
+            highs += c.mean[len(c.mean) // 2:]
+        if lows:   # the early, very high values of slow estimators would flatten every curve
+            ax.set_ylim(min(lows) - 2, max(highs) + 0.3 * (max(highs) - min(lows)) + 2)
+        ax.set_title(f"({letter}) {title}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
+        ax.grid(alpha=0.3)
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}   # both panels'
+    axes[1].legend(handles.values(), handles.keys(), fontsize=8, title="estimator\n(dashed: later\nor a variant)",
+                   loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds\n{model}")
+    return save(fig, results_dir / "figures" / preset, name, footer(points, preset))
+
+
+def fig3(preset: str, results_dir: Path) -> list[Path]:
+    """Test NLL along training per estimator: (a) Bernoulli, (b) categorical SBN."""
+    points = sweep_points("sbn", preset, results_dir)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
+    m = sorted({p.cfg.eval.curve_samples for p in points})
+    digits = test_digits(", ".join(sorted({str(p.cfg.eval.curve_examples or 10_000) for p in points})))
+    for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
+        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
+            name, variant = column(point)
+            band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"), label=column_title(name, variant),
+                  linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
+        ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{digits})")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("Figure 3 (reproduction): structured output prediction, test negative log-likelihood during "
+                 "training, mean ± std over seeds")
+    return save(fig, results_dir / "figures" / preset, "fig3_sbn_curves", footer(points, preset))
+
+
+# ----------------------------------------------------------------------------- tau ablation
+
+def _schedule_colours(labels: list[str]) -> dict[str, tuple]:
+    """Shades of one colour map per schedule family, so families read as groups."""
+    families = {"constant": "Blues", "exp": "Oranges", "linear": "Greens", "cosine": "Purples", "learned": "Reds"}
+    colours = {}
+    for family, cmap in families.items():
+        members = [label for label in labels if label.split()[0] == family]
+        shades = [0.7] if len(members) == 1 else [0.4 + 0.55 * i / (len(members) - 1) for i in range(len(members))]
+        colours.update({label: plt.get_cmap(cmap)(shade) for label, shade in zip(members, shades)})
+    return colours
+
+
+def _reached(points: list[Point]) -> str:
+    """The budget, and where the annealed schedules end (mean over seeds): with the paper's r, a
+    short run hardly anneals, and the figure says so."""
+    budget = ", ".join(sorted({f"{p.cfg.steps:,} steps at batch {p.cfg.data.batch_size}" for p in points}))
+    ends = {}
+    for p in finished(points):
+        schedule = p.values["tau"]["schedule"]
+        if schedule != "constant":
+            mode = f" ({display_name(p.cfg.estimator.name)})" if schedule == "learned" else ""
+            ends[schedule_label(p.values["tau"]) + mode] = curve(p.run_dir, "train/tau").mean[-1:]
+    reached = ", ".join(f"{k} {v[0]:.2f}" for k, v in ends.items() if v)
+    return f"Budget: {budget}." + (f" τ at the last step: {reached}." if reached else "")
+
+
+def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
+    """Final test bound per schedule and mode; test negative ELBO and tau along training."""
+    points = sweep_points("tau_ablation", preset, results_dir)
+    relaxed = [p for p in points if "tau" in p.values]
+    references = [p for p in points if "tau" not in p.values]
+    labels = list(dict.fromkeys(schedule_label(p.values["tau"]) for p in relaxed))
+    colours = _schedule_colours(labels)
+    modes = {"st-gs": ("hard (ST-GS)", "o"), "gs": ("soft (GS)", "s")}
+    bound_key = "test/iw_bound"
+    m = sorted({p.cfg.eval.iw_samples for p in points})
+
+    fig, ax = plt.subplots(figsize=(12, 5.2))
+    for j, (name, (mode, marker)) in enumerate(modes.items()):
+        xs, ys, errs = [], [], []
+        for p in (p for p in relaxed if p.cfg.estimator.name == name):
+            value = final(load_summary(p.run_dir), bound_key)
+            if value is not None:
+                xs.append(labels.index(schedule_label(p.values["tau"])) + (j - 0.5) * 0.25)
+                ys.append(value[0])
+                errs.append(value[1])
+        ax.errorbar(xs, ys, yerr=errs, fmt=marker, capsize=3, label=mode, markersize=7)
+    for p, style in zip(references, ("--", "-.", ":")):
+        value = final(load_summary(p.run_dir), bound_key)
+        if value is not None:
+            ax.axhline(value[0], color="0.35", linestyle=style,
+                       label=f"{display_name(p.cfg.estimator.name)} (no τ): {value[0]:.1f}")
+    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
+    ax.set_ylabel(f"final test bound -L_m, m = {', '.join(map(str, m))} (nats)")
+    ax.set_xlabel("temperature schedule")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Temperature ablation, categorical VAE: final test bound per schedule, hard vs soft "
+                 "samples (mean ± std over seeds)")
+    note = _reached(relaxed)
+    paths = save(fig, results_dir / "figures" / preset, "tau_ablation_final", footer(points, preset, note))
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
+    for col, (name, (mode, _)) in enumerate(modes.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        for p in (p for p in finished(relaxed) if p.cfg.estimator.name == name):
+            label = schedule_label(p.values["tau"])
+            band(top, p.run_dir, "test/neg_elbo", color=colours[label], label=label)
+            band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
+        for p, style in zip(finished(references), ("--", "-.", ":")):
+            band(top, p.run_dir, "test/neg_elbo", color="0.35", linestyle=style,
+                  label=display_name(p.cfg.estimator.name))
+        top.set_title(f"{mode}: test negative ELBO")
+        top.set_ylabel("test negative ELBO (nats, one discrete sample)")
+        top.grid(alpha=0.3)
+        bottom.set_title(f"{mode}: temperature τ")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("τ")
+        bottom.set_xlabel("training step")
+        bottom.grid(alpha=0.3)
+    handles, labels = axes[0, 1].get_legend_handles_labels()   # in the room below tau = 0.5
+    axes[1, 1].legend(handles, labels, fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.3))
+    fig.suptitle("Temperature ablation, categorical VAE: training curves per schedule (mean ± std over seeds)")
+    return paths + save(fig, results_dir / "figures" / preset, "tau_ablation_curves", footer(points, preset, note))
+
+
+# ----------------------------------------------------------------------------- gradient variance
+
+def toy_errors(name: str, tau: float, num_draws: int, toy: dict = TOY) -> dict[str, float]:
+    """Encoder bias and variance of ``name`` at ``tau`` on an enumerable toy problem."""
+    model, x = make_toy_problem(toy["kind"], toy["num_latents"], toy["num_classes"], batch=toy["batch"],
+                                data_dim=toy["data_dim"], hidden=toy["hidden"])
+    estimator = build_estimator(EstimatorConfig(name=name), latent_shape=(toy["num_latents"], toy["num_classes"]),
+                                context_dim=toy["data_dim"])
+    errors = gradient_errors(model, estimator, x, tau=tau, num_draws=num_draws, seed=0)
+    return {"bias": float(errors["encoder/bias"]), "variance": float(errors["encoder/variance"])}
+
+
+def every_estimator_panel(ax: plt.Axes, draws: int) -> None:
+    """(d): bias and variance of every estimator at tau = 1 on the enumerable Bernoulli toy VAE."""
+    names = [n for n in sorted(ESTIMATORS, key=column_order) if ESTIMATORS[n].family != "enumeration"]
+    errors = [toy_errors(name, 1.0, draws, TOY_BERNOULLI) for name in names]
+    x = torch.arange(len(names)).float()
+    ax.bar(x - 0.2, [e["bias"] for e in errors], width=0.4, label="bias ||E[g] - ∇||", color="tab:red")
+    ax.bar(x + 0.2, [e["variance"] for e in errors], width=0.4, label="variance Σ Var(g)", color="tab:blue")
+    ax.axhline((max(e["variance"] for e in errors) / draws) ** 0.5, color="0.5", linestyle=":", linewidth=1,
+               label="noise floor of a bias, largest variance")
+    ax.set_xticks(x.tolist(), [display_name(n) for n in names], rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("encoder gradient (τ = 1)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"(d) every estimator, τ = 1 (ReinMax's floor)\n(enumerable toy VAE, "
+                 f"{TOY_BERNOULLI['num_latents']} Bernoulli latents, {draws} draws)")
+
+
+def gradvar(preset: str, results_dir: Path) -> list[Path]:
+    """(a) encoder-gradient variance along training; (b, c) bias and variance against tau; (d)
+    bias and variance of every estimator."""
+    points = sweep_points("gradvar", preset, results_dir)
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
+    for p in finished(points):
+        name = p.cfg.estimator.name
+        band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS.get(name, "0.5"), label=column_title(*column(p)),
+              linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
+    run_draws = sorted({p.cfg.gradvar_draws for p in points})
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("training step")
+    axes[0].set_ylabel("sum of encoder-gradient variances")
+    axes[0].set_title(f"(a) categorical VAE: gradient variance along training\n"
+                      f"({', '.join(map(str, run_draws))} draws on a fixed validation batch)")
+    axes[0].legend(fontsize=7, ncol=2)
+
+    draws = TOY_DRAWS[preset]
+    for name, style in (("gs", "o-"), ("st-gs", "s-")):
+        errors = [toy_errors(name, tau, draws) for tau in TOY_TAUS]
+        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS.get(name, "0.5"), label=display_name(name))
+        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS.get(name, "0.5"), label=display_name(name))
+    for name, style in (("st", "--"), ("reinforce", ":"), ("rloo", "-.")):
+        errors = toy_errors(name, 1.0, draws)
+        label = {"st": "ST (no τ)", "reinforce": "REINFORCE, no baseline", "rloo": "RLOO (k = 4)"}[name]
+        if name == "st":
+            axes[1].axhline(errors["bias"], color="0.35", linestyle=style, label=label)
+        axes[2].axhline(errors["variance"], color="0.35", linestyle=style, label=label)
+    noise = f"Monte Carlo noise of the bias of an unbiased estimator: about sqrt(variance / {draws})"
+    for ax, what in ((axes[1], "bias ||E[g] - ∇||"), (axes[2], "variance Σ Var(g)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("temperature τ")
+        ax.set_ylabel(f"encoder gradient {what}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    shape = f"{TOY['num_latents']} x {TOY['num_classes']}"
+    axes[1].set_title(f"(b) bias against the exact gradient\n(enumerable toy VAE, {shape} latents)")
+    axes[2].set_title(f"(c) variance\n(same toy problem, {draws} draws per point)")
+    every_estimator_panel(axes[3], draws)
+    fig.suptitle("Gradient estimators: variance during training, the bias / variance trade-off of τ, and every "
+                 "estimator's bias and variance")
+    note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
+            f"and model state; the gradient is the training loss's before variance normalisation (SF, NVIL, DARN "
+            f"and MuProp train on it divided by the signal's running std s), so every curve is the estimator's own "
+            f"variance. (b, c, d): no training; {noise}; an unbiased estimator's bar of bias is that noise.")
+    return save(fig, results_dir / "figures" / preset, "gradvar", footer(points, preset, note))
+
+
+# ----------------------------------------------------------------------------- samples
+
+def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """``[B, 784]`` in [0, 1] -> an ``[H, W]`` grid (torchvision's make_grid) for imshow."""
+    from torchvision.utils import make_grid  # here: importing torchvision takes seconds, only `samples` needs it
+
+    return make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
+
+
+def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
+    """The finished run's checkpoint. Committed records carry none: then the run (config ``cfg``) is
+    trained again into ``<results>/runs/samples/`` (on the CPU the same seed gives the same weights)."""
+    if (run_dir / CHECKPOINT).exists():
+        return run_dir / CHECKPOINT
+    again = results_dir / "runs" / "samples" / run_dir.name
+    if not (again / "summary.json").exists():
+        shutil.rmtree(again, ignore_errors=True)
+        print(f"{run_dir.name} has no checkpoint (records carry none); training it again in {again}")
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, iw_examples=10))  # weights only
+        train(cfg, again, progress=False, log=lambda _: None)
+    return again / CHECKPOINT
+
+
+@torch.no_grad()
+def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
+    """Images (and images per row) decoded by replica 0 of a finished run."""
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    cfg = config_from_dict(state["config"])
+    m = cfg.model
+    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior)
+    model.load_state_dict(state["model"])
+    r = len(cfg.seeds)
+    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
+    x = data.splits["test"][:16]                                                 # [16, 784]
+    mode = torch.nn.functional.one_hot(model.encode(x.expand(r, -1, -1)).argmax(-1), m.num_classes).float()
+
+    def decode(z: torch.Tensor) -> torch.Tensor:                              # z [B, N, K] -> [B, 784]
+        return torch.sigmoid(model.decode(z.expand(r, *z.shape)))[0]
+
+    recon = decode(mode[0])
+    rows = [x[:8], recon[:8], x[8:], recon[8:]]
+    prior = model.prior_logits()[:1].expand(1, 64, m.num_latents, m.num_classes)   # replica 0's prior
+    draws = sample_one_hot(prior, ReplicaGenerator([0]))[0]                       # [64, N, K]
+    panels = {"reconstructions (rows 1, 3: test digits; rows 2, 4: decoded posterior mode)": (torch.cat(rows), 8),
+              f"samples from the {m.prior} prior (decoder means)": (decode(draws), 8)}
+    if m.kind == "categorical":
+        walk = mode[0, :1].repeat(m.num_latents * m.num_classes, 1, 1)          # [N*K, N, K]
+        for n in range(m.num_latents):
+            walk[n * m.num_classes:(n + 1) * m.num_classes, n] = torch.eye(m.num_classes)
+        panels[f"latent walk from the first test digit: row n sets variable n to class 1..{m.num_classes}"] = (
+            decode(walk), m.num_classes)
+    return panels
+
+
+def samples(preset: str, results_dir: Path) -> list[Path]:
+    """Image grids of a finished Gumbel-softmax run, one figure per VAE kind."""
+    points = [p for p in sweep_points("table1", preset, results_dir)   # the grid's model, not an include's
+              if p.values == {"estimator.name": SAMPLES_ESTIMATOR}]
+    paths = []
+    for point in points:
+        if load_summary(point.run_dir) is None:
+            raise SweepError(f"samples: {point.run_dir} is not finished; run the table1 sweep first")
+        panels = _decode_panels(checkpoint_of(point.run_dir, point.cfg, results_dir))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.2))
+        for ax, (title, (images, nrow)) in zip(axes, panels.items()):
+            ax.imshow(_image_grid(images, nrow).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=9, wrap=True)
+            ax.axis("off")
+        kind = point.cfg.model.kind
+        fig.suptitle(f"{MODEL_ROWS[kind]} trained with {display_name(SAMPLES_ESTIMATOR)} "
+                     f"(replica of seed {point.cfg.seeds[0]})")
+        paths += save(fig, results_dir / "figures" / preset, f"samples_{kind}", footer([point], preset))
+    return paths
+
+
+# ----------------------------------------------------------------------------- figure 5
+
+def _speed_records(preset: str, results_dir: Path) -> list[dict]:
+    """Every ``ssl_speed_<device>.json`` of ``preset``, one per device, by file name (written by
+    ``experiments.bench --ssl-classes``: both modes timed in one process on that device)."""
+    records = sorted((results_dir / "bench" / preset).glob("ssl_speed_*.json"))
+    if not records:
+        raise SweepError(f"fig5: no {results_dir / 'bench' / preset}/ssl_speed_<device>.json; run python -m "
+                         f"experiments.bench --ssl-classes --preset {preset} --out {results_dir / 'bench' / preset}"
+                         f" (make fig5 does)")
+    return [json.loads(path.read_text()) for path in records]
+
+
+def speed_panel(ax: plt.Axes, records: list[dict]) -> None:
+    """(a): steps/s of both modes against C (log scale), and gs / marginal on a second axis, one
+    colour per device's record."""
+    ratio = ax.twinx()
+    for record, colour in zip(records, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        rates, device = record["steps_per_second"], record["device"]
+        for mode, style, label in (("marginal", "o-", "marginalization (C decoder passes)"),
+                                   ("gs", "s:", f"{display_name('gs')} (one decoder pass)")):
+            classes = sorted(int(c) for c in rates[mode])
+            ax.plot(classes, [rates[mode][str(c)] for c in classes], style, color=colour, label=f"{label}, {device}")
+        classes = sorted(int(c) for c in record["speedup"])
+        ratio.plot(classes, [record["speedup"][str(c)] for c in classes], "^--", color=colour, linewidth=2.5,
+                   label=f"speed-up gs / marginal, {device} (right)")
+    ratio.plot(list(PAPER_SPEEDUP), list(PAPER_SPEEDUP.values()), "r*", markersize=11,
+               label="paper's speed-up, GTX Titan X (right)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of classes C")
+    ax.set_ylabel("training steps / s")
+    ax.grid(alpha=0.3, which="both")
+    ratio.set_ylabel("speed-up gs / marginal")
+    ratio.set_ylim(bottom=0)
+    handles = [h for a in (ax, ratio) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=6, loc="upper center")
+    ax.set_title("(a) training speed against the number of classes (random labels)")
+
+
+@torch.no_grad()
+def analogies(checkpoint: Path) -> torch.Tensor:
+    """(b): ``[ANALOGY_DIGITS * (C + 1), 784]``, per test digit the digit, then its style z (mean of
+    q(z | x, y), y = argmax q(y | x)) decoded under each class y (Bernoulli means), by replica 0."""
+    model, cfg = m2.load_model(checkpoint)
+    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
+    x = data.splits["test"][:ANALOGY_DIGITS].expand(len(cfg.seeds), -1, -1)          # [R, B, 784]
+    c = cfg.ssl.num_classes
+    guess = torch.nn.functional.one_hot(model.classify(x).argmax(-1), c).float()     # [R, B, C]
+    style, _ = model.style(model.style_features(x), guess)                            # [R, B, D]
+    every_class = torch.eye(c)[None, :, None].expand(len(cfg.seeds), c, x.shape[1], c)    # [R, C, B, C]
+    z = style.unsqueeze(1).expand(-1, c, -1, -1)                                      # [R, C, B, D]
+    decoded = torch.sigmoid(model.decode(every_class, z))[0].transpose(0, 1)          # [B, C, 784]
+    return torch.cat([x[0].unsqueeze(1), decoded], dim=1).reshape(-1, x.shape[-1])
+
+
+def fig5(preset: str, results_dir: Path) -> list[Path]:
+    """(a) training speed of marginal and gs against C; (b) analogies of a finished gs run."""
+    records = _speed_records(preset, results_dir)
+    point = next(p for p in sweep_points("ssl", preset, results_dir) if p.cfg.ssl.y == SAMPLES_ESTIMATOR)
+    if load_summary(point.run_dir) is None:
+        raise SweepError(f"fig5: {point.run_dir} is not finished; run the ssl sweep first")
+    images = analogies(checkpoint_of(point.run_dir, point.cfg, results_dir))
+    classes = point.cfg.ssl.num_classes
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1, 1.2]})
+    speed_panel(axes[0], records)
+    axes[1].imshow(_image_grid(images, classes + 1).numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[1].axis("off")
+    axes[1].set_title(f"(b) analogies: column 1 a test digit; columns 2-{classes + 1} its style z (mean of q(z | x, y),"
+                      f" y = argmax q(y | x)) decoded with y = class 0..{classes - 1}", fontsize=9, wrap=True)
+    fig.suptitle(f"Figure 5 (reproduction): semi-supervised M2, summed against Gumbel-softmax class; (b) by the "
+                 f"{display_name(SAMPLES_ESTIMATOR)} run (replica of seed {point.cfg.seeds[0]})")
+    speed = " ".join(
+        f"(a) {r['device']}: median of {r['repeats']} x {r['steps']} training steps after {r['warmup']} warm-up steps "
+        f"per point, both modes in one process, {r['config']} with random labels"
+        f"{' and ' + ', '.join(r['overrides']) if r['overrides'] else ''}, measured {r['measured']} with torch "
+        f"{r['torch']}." for r in records) + " A busy machine slows both modes alike."
+    return save(fig, results_dir / "figures" / preset, "fig5_ssl", footer([point], preset, speed, SSL_BUDGET_NOTES))
+
+
+FIGURES: dict[str, Callable[[str, Path], list[Path]]] = {
+    "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples,
+    "fig5": fig5}
