@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # One pytest worker per core (pytest-xdist), each on one torch thread (tests/conftest.py); tests
-# that share a module's fixture go to one worker (--dist loadgroup), so it is built once.
+# of one file go to one worker (--dist loadfile), so a module's fixture is built once.
 PYTEST = $(PY) -m pytest -q -n auto --dist loadfile
 test: install
 	$(PYTEST)
@@ -42,7 +42,7 @@ DEVICE ?= cpu
 bench: install   ## time a plain PyTorch loop, the suite's step, the replica axis and the bound (DEVICE=cuda on a GPU)
 	$(PY) -m experiments.bench --device $(DEVICE)
 
-# ---- GPU (see README "GPU") ----
+# ---- GPU (see results/README.md "GPU") ----
 gpu-data: install   ## MNIST as IDX files in data/mnist/ (git-ignored), to carry to a GPU machine without network
 	$(PY) -m experiments.gpu_check --export-data data/mnist
 
@@ -68,7 +68,7 @@ SWEEP_FLAGS ?=
 SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS) $(SWEEP_FLAGS)
 FIGURE = $(PY) -m experiments.figures --preset $(PRESET) --results-dir $(RESULTS)
 
-.PHONY: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples figures
+.PHONY: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples leaderboard figures
 
 fig1: install   ## the Gumbel-softmax distribution against tau (no training)
 	$(FIGURE) fig1
@@ -112,4 +112,11 @@ samples: install   ## reconstructions, prior samples and a latent walk of a Gumb
 	$(SWEEP) configs/sweeps/table1.yaml
 	$(FIGURE) samples
 
-figures: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples
+# ESTIMATOR=name (PLUGINS=module for your own) trains it on the four cells first, at PRESET's budget
+ESTIMATOR ?=
+PLUGINS ?=
+leaderboard: install   ## every estimator of PRESET ranked on Table 1's four cells, and the cost-quality frontier
+	$(PY) -m experiments.leaderboard --preset $(PRESET) --results-dir $(RESULTS) --no-progress \
+		$(if $(ESTIMATOR),--estimator $(ESTIMATOR)) $(if $(PLUGINS),--plugins $(PLUGINS))
+
+figures: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples leaderboard

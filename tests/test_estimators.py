@@ -698,3 +698,16 @@ def test_zgr_is_unbiased_for_objectives_quadratic_in_z_where_st_is_not(kind: str
         draws = torch.autograd.grad(surrogate.sum(), many)[0].flatten(1)
         worst, z_crit = z_scores({"logits": draws}, {"logits": truth})
         assert (worst <= z_crit) == unbiased, f"{name}: max z-score {worst:.2f}, threshold {z_crit:.2f}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("alpha", [0.7, -1.5])
+def test_double_cv_is_unbiased_for_any_weight_of_its_control_variate(kind: str, alpha: float, seed: int) -> None:
+    """Double CV starts at alpha = 0, where it is RLOO (the z-test above); its closed-form
+    correction must cancel the linear control variate's mean at any alpha the training reaches."""
+    model, x = problem(kind)
+    estimator = build("double-cv", kind)
+    estimator.alpha.data.fill_(alpha)
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+    worst, z_crit = z_scores(draws, exact_gradients(model, x))
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"

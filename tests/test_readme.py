@@ -1,4 +1,4 @@
-"""The README's code runs as written: the example of "Use an estimator in your own model"."""
+"""The README's and the folder manuals' code runs as written, and the front page stays short."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+ESTIMATORS_MANUAL = README.parent / "vae" / "estimators" / "README.md"
 
 
-def section_code(heading: str) -> str:
-    """The first ```python block after ``heading`` in the README."""
-    text = README.read_text()
+def section_code(heading: str, manual: Path = ESTIMATORS_MANUAL) -> str:
+    """The first ```python block after ``heading`` in ``manual``."""
+    text = manual.read_text()
     start = text.index(heading)
     return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 
@@ -96,7 +97,7 @@ def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
 
     from conftest import env_with_cache, tiny_overrides
 
-    section = README.read_text()[README.read_text().index("### A first hour"):]
+    section = README.read_text()[README.read_text().index("## A first hour"):]
     commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
     sweep = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     tiny = tiny_overrides(tmp_path)[1:]                       # all but out_dir: the commands' own stores
@@ -128,13 +129,13 @@ def test_the_environment_is_activated_before_the_first_python_command():
 
 
 def test_the_config_key_table_lists_every_key_with_its_default():
-    """The README's "Config keys" table names every key of vae/config.py with the default the
+    """The configs/README.md "Config keys" table names every key of vae/config.py with the default the
     code has (a README that said `variance_normalisation` defaults to true went unnoticed)."""
     from vae.config import Config, read_yaml, to_dict
     from vae.sweeps import flat_settings
 
-    text = README.read_text()
-    table = text[text.index("### Config keys"):text.index("### What a run writes")]
+    text = (README.parent / "configs" / "README.md").read_text()
+    table = text[text.index("## Config keys"):text.index("## Temperature schedules")]
     documented = {}
     for row in (line for line in table.splitlines() if line.startswith("| `")):
         keys_cell, defaults_cell = row.split(" | ")[:2]
@@ -147,7 +148,7 @@ def test_the_config_key_table_lists_every_key_with_its_default():
 
 
 def test_the_command_lines_are_thin_and_import_no_other_command_line():
-    """README "Design": `experiments/` is argument parsing plus calls into `vae/` (about 200 lines a
+    """vae/README.md "Design": `experiments/` is argument parsing plus calls into `vae/` (about 200 lines a
     file at most), and no command line imports another (the library they share lives in `vae/`)."""
     import ast
     for path in sorted((README.parent / "experiments").glob("*.py")):
@@ -158,3 +159,17 @@ def test_the_command_lines_are_thin_and_import_no_other_command_line():
         imported += [alias.name for node in ast.walk(ast.parse("\n".join(lines))) if isinstance(node, ast.Import)
                      for alias in node.names]
         assert not [m for m in imported if m == "experiments" or m.startswith("experiments.")], path.name
+
+
+def test_the_front_page_is_short_and_maps_every_folder_manual():
+    """README: what the suite is, set-up, the answer, a first hour, the manuals, how to cite, in at
+    most 250 lines; every folder manual it maps exists, and every manual is mapped."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    manuals = sorted(p.relative_to(README.parent).as_posix() for p in README.parent.glob("*/**/README.md")
+                     if ".venv" not in p.parts and "egg-info" not in str(p))
+    mapped = re.findall(r"^\| \[([^\]]+/README\.md)\]", text, re.M)
+    assert sorted(mapped) == manuals, (mapped, manuals)
+    for heading in ("## Start here", "## The answer", "## A first hour", "## Your own estimator beside all the others",
+                    "## Where to read on", "## How to cite"):
+        assert heading in text, heading

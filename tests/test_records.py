@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from vae.leaderboard import leaderboard
 from vae.tables import TABLES
+
+DRAWERS = {**TABLES, "leaderboard": leaderboard}   # the leaderboard ranks the committed records too
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((REPO / "results" / "tables").glob("*/*.md"))
@@ -28,18 +31,25 @@ def test_committed_table_is_redrawn_from_the_committed_records(path: Path, tmp_p
     monkeypatch.chdir(REPO)
     (tmp_path / "sweeps").symlink_to(REPO / "results" / "sweeps")
     preset, name = path.parent.name, path.stem.replace("_", "-")
-    redrawn = TABLES[name](preset, tmp_path)
+    redrawn = DRAWERS[name](preset, tmp_path)
     assert _without_drawing_commit(redrawn) == _without_drawing_commit(path.read_text())
 
 
 def test_the_readme_shows_the_committed_tables_as_they_are():
-    """Every table the README embeds (between ``<!-- table: <preset>/<name> -->`` markers) is the
-    committed table file, so the README's numbers are the records' numbers."""
-    readme = (REPO / "README.md").read_text()
-    embedded = re.findall(r"<!-- table: (\S+) -->\n(.*?)\n<!-- /table -->", readme, flags=re.S)
-    assert embedded, "the README embeds no table"
-    for name, body in embedded:
-        assert body == (REPO / "results" / "tables" / f"{name}.md").read_text().strip(), name
+    """Every table the README and the folder manuals embed (between ``<!-- table: <preset>/<name> -->``
+    markers; ``<preset>/<name>:<k>``: the file's k-th table and its caption) is the committed table
+    file, so the documents' numbers are the records' numbers."""
+    documents = [REPO / "README.md", *sorted(REPO.glob("*/README.md")), *sorted(REPO.glob("*/*/README.md"))]
+    embedded = [(doc, name, body) for doc in documents for name, body in
+                re.findall(r"<!-- table: (\S+) -->\n(.*?)\n?<!-- /table -->", doc.read_text(), flags=re.S)]
+    assert {doc.name for doc, _, _ in embedded} and any(doc == REPO / "README.md" for doc, _, _ in embedded)
+    for doc, name, body in embedded:
+        name, _, k = name.partition(":")
+        text = (REPO / "results" / "tables" / f"{name}.md").read_text().strip()
+        if k:    # blocks: table, caption, table, caption... (a caption may hold a provenance paragraph)
+            tables = re.split(r"\n\n(?=\| )", text)
+            text = tables[int(k) - 1].strip()
+        assert body.strip() == text, f"{doc.relative_to(REPO)}: {name}"
 
 
 def test_only_finished_runs_are_committed():

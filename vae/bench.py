@@ -74,7 +74,7 @@ SSL_BENCH = {
 }
 
 
-def _timed(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None], warmup: int = 10) -> float:
+def median_rate(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None], warmup: int = 10) -> float:
     """Median steps/s of ``repeats`` runs of ``steps`` calls, after ``warmup`` calls."""
     for _ in range(warmup):
         step()
@@ -96,7 +96,7 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def _sync(device: torch.device) -> Callable[[], None]:
+def device_sync(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
@@ -111,7 +111,7 @@ def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, 
             overrides = [f"device={device}", "ssl.labels=random", f"ssl.num_classes={c}", f"ssl.y={mode}",
                          *budget["overrides"]]
             trainer = Trainer(load_config(SSL_CONFIG, overrides), log=lambda _: None)
-            rates[mode][str(c)] = _timed(trainer.train_step, steps, repeats, _sync(trainer.device), budget["warmup"])
+            rates[mode][str(c)] = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), budget["warmup"])
     speedup = {c: rates["gs"][c] / rates["marginal"][c] for c in rates["gs"]}
     name = device_name(trainer.device)
     print(f"device: {name}; torch {torch.__version__}; M2 of {SSL_CONFIG} ({preset}), random labels; median of "
@@ -141,7 +141,7 @@ def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
     lines = []
     for label, (config, overrides) in workloads.items():
         trainer = Trainer(load_config(config, [f"device={device}", *overrides]), log=lambda _: None)
-        sync = _sync(trainer.device)
+        sync = device_sync(trainer.device)
         activities = [torch.profiler.ProfilerActivity.CPU]
         if trainer.device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -211,7 +211,7 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
     for config in BOUND_CONFIGS:
         cfg = load_config(config, [f"device={device}"])
         trainer = Trainer(cfg, log=lambda _: None)
-        sync, model, e = _sync(trainer.device), trainer.model, cfg.eval
+        sync, model, e = device_sync(trainer.device), trainer.model, cfg.eval
         seconds, bounds = {}, {}
         for name, bound in (("reference", reference_bound), ("suite", importance_weighted_bound)):
             rng = eval_generator([0], 0, trainer.device)                          # the same streams for both
@@ -226,7 +226,7 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
         rows = BOUND_CHUNK * e.iw_batch_size
         inputs = [torch.randn(1, rows, a, device=trainer.device) for a, _ in sizes]
         weights = [torch.randn(1, a, b, device=trainer.device) for a, b in sizes]
-        matmul = _timed(lambda: [torch.bmm(h, w) for h, w in zip(inputs, weights)], 5, 5, sync, warmup=2)
+        matmul = median_rate(lambda: [torch.bmm(h, w) for h, w in zip(inputs, weights)], 5, 5, sync, warmup=2)
         out[config] = {"hidden": cfg.model.hidden, "kind": cfg.model.kind, "examples": examples,
                        "seconds": {k: round(v, 3) for k, v in seconds.items()},
                        "seconds_per_seed_10000": {k: round(v * 10_000 / examples, 1) for k, v in seconds.items()},
@@ -302,19 +302,19 @@ def bound_record(device: str, examples: int) -> dict:
 def training_record(device: str, steps: int, repeats: int, bound_examples: int) -> dict:
     """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring)."""
     one = Trainer(load_config(CONFIG, [f"device={device}"]), log=lambda _: None)
-    sync = _sync(one.device)
-    rates = {"(a) plain PyTorch loop": _timed(plain_loop(one.cfg, one), steps, repeats, sync),
-             "(b) suite, one seed": _timed(one.train_step, steps, repeats, sync)}
+    sync = device_sync(one.device)
+    rates = {"(a) plain PyTorch loop": median_rate(plain_loop(one.cfg, one), steps, repeats, sync),
+             "(b) suite, one seed": median_rate(one.train_step, steps, repeats, sync)}
     replicas = {}
     for r in REPLICAS:
         trainer = Trainer(load_config(CONFIG, [f"device={device}", f"seeds={list(range(r))}"]), log=lambda _: None)
         label = f"(c) replica axis, R = {r}"
-        rates[label], replicas[label] = _timed(trainer.train_step, steps, repeats, sync), r
+        rates[label], replicas[label] = median_rate(trainer.train_step, steps, repeats, sync), r
     units, pack_cfg = paper_packs(device)
     r = len(pack_cfg.seeds)
     label = f"(e) a paper-preset pack, R = {r}"
     pack = Trainer(pack_cfg, log=lambda _: None)
-    rates[label], replicas[label] = _timed(pack.train_step, max(2, steps // 10), repeats, sync), r
+    rates[label], replicas[label] = median_rate(pack.train_step, max(2, steps // 10), repeats, sync), r
     paper = {"sweep": PAPER_SWEEP, "preset": PAPER_PRESET, "units": len(units), "steps": pack_cfg.steps,
              "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units),
              "estimated_training_hours": round(len(units) * pack_cfg.steps / rates[label] / 3600, 2)}

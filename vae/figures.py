@@ -53,8 +53,9 @@ from vae.training import CHECKPOINT, train
 
 plt.switch_backend("Agg")   # files only, never a window
 
-PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed
-COLOURS = dict(zip(sorted(ESTIMATORS, key=column_order), plt.get_cmap("tab20").colors))   # a plugin's: grey
+PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed, variants dotted
+COLOURS = dict(zip(sorted(ESTIMATORS, key=column_order),                  # 40 distinct; a plugin's: grey
+                   plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors))
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
@@ -169,7 +170,7 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
         for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             estimator, variant = column(point)
             band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"), label=column_title(estimator, variant),
-                  linestyle="-" if estimator in PAPER_ESTIMATORS and not variant else "--", marker=".")
+                  linestyle=":" if variant else "-" if estimator in PAPER_ESTIMATORS else "--", marker=".")
             c = curve(point.run_dir, "test/neg_elbo")
             lows += c.mean
             highs += c.mean[len(c.mean) // 2:]
@@ -196,7 +197,7 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
         for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             name, variant = column(point)
             band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"), label=column_title(name, variant),
-                  linestyle="-" if name in PAPER_ESTIMATORS and not variant else "--", marker=".")
+                  linestyle=":" if variant else "-" if name in PAPER_ESTIMATORS else "--", marker=".")
         ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
         ax.set_xlabel("training step")
         ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{digits})")

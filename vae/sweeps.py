@@ -347,10 +347,11 @@ def _run_name(point_values: dict[str, Any], base: str, digest: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
 
 
-def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
+def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str, Any]] | None = None) -> list[Point]:
     """Every point of ``sweep`` under ``preset`` (``AS_WRITTEN``: no preset), in a fixed order, with
     its resolved config; a point whose resolved config equals an earlier one's is left out (the
-    two would be one run)."""
+    two would be one run). ``entries``: these include entries instead of the grid and the file's
+    own (the preset's settings and its axes beyond the grid's apply to them as to any entry)."""
     _require(preset == AS_WRITTEN or preset in sweep.presets,
              f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}"
              f" ({AS_WRITTEN}: the file as written)")
@@ -367,6 +368,8 @@ def expand(sweep: Sweep, preset: str, results_dir: Path) -> list[Point]:
     axes = {**sweep.axes, **preset_axes}       # a preset axis replaces a grid axis of the same key
     extra = {k: v for k, v in preset_axes.items() if k not in sweep.axes}
     grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    if entries is not None:
+        grid, include = [], _include_list(entries, "entries")
     included = [{**own, **dict(zip(extra, combo))} for entry in include
                 for own in _entry_points(entry, "include") for combo in itertools.product(*extra.values())]
     for values in included:

@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from vae.sweeps import REPO, STORE, Point, best_points, expand, read_sweep
+from vae.sweeps import EQUAL_COST, REPO, STORE, Point, best_points, expand, read_sweep
 from vae.config import Config, TauConfig
 from vae.estimators import ESTIMATORS, column_order, display_name
 from vae.results import FAILED, final, load_summary, provenance
@@ -108,9 +108,10 @@ def _cost(point: Point | None, what: str) -> str:
 
 def column(point: Point) -> tuple[str, str]:
     """``(estimator name, variant)``: the variant spells the point's other estimator settings
-    (``darn_point=mean``), empty for the estimator as configured by default."""
+    (``darn_point=mean``) and its equal-cost budget (``equal_cost=rloo``), empty for the estimator
+    as configured by default."""
     variant = ", ".join(f"{k.removeprefix('estimator.')}={v}" for k, v in point.values.items()
-                        if k.startswith("estimator.") and k != "estimator.name")
+                        if (k.startswith("estimator.") and k != "estimator.name") or k == EQUAL_COST)
     return point.cfg.estimator.name, variant
 
 
@@ -227,9 +228,9 @@ def table1_caption(points: list[Point], preset: str) -> str:
             f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
-def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:
-    """A GitHub markdown table, then the caption."""
-    lines = ["| | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str, corner: str = "") -> str:
+    """A GitHub markdown table (``corner``: the heading of the rows' labels), then the caption."""
+    lines = [(f"| {corner} | " if corner else "| | ") + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return "\n".join(lines) + "\n\n" + caption + "\n"
 
@@ -240,12 +241,12 @@ def _tex(text: str) -> str:
             .replace(" ± ", r" $\pm$ ").replace("−", "$-$").replace("–", "--").replace(" | ", "; "))
 
 
-def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str) -> str:
+def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str, corner: str = "") -> str:
     """A ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              r"\caption{" + _tex(caption.replace("\n\n", " ")) + "}", r"\label{tab:table1-vae}",
              r"\begin{tabular}{l" + "c" * len(header) + "}", r"\toprule",
-             " & ".join(["", *map(_tex, header)]) + r" \\", r"\midrule"]
+             " & ".join([_tex(corner), *map(_tex, header)]) + r" \\", r"\midrule"]
     for i, (label, cells) in enumerate(rows):
         if i and label.endswith(" ours"):
             lines.append(r"\midrule")

@@ -134,7 +134,12 @@ class SBNTask:
         return cfg.estimator.name
 
     def decoder_passes(self, cfg: Config) -> float:
-        return _latent_passes(cfg) ** cfg.model.layers   # every pass of a layer runs the layers below
+        """Counted on one example by the training loss itself: the nesting (a layer's every pass
+        runs the layers below) and the Taylor estimators' mean-field passes make a formula fragile."""
+        one, rng = replace(cfg, seeds=[0]), ReplicaGenerator([0])
+        model, estimators = self.build(one, rng, None)
+        _, _, info = self.loss(model, estimators, torch.zeros(1, 1, 784), rng=rng, tau=1.0, step=0, cfg=one)
+        return float(info["decoder_evals"][0])
 
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         m = cfg.model

@@ -19,7 +19,10 @@ from vae.estimators.antithetic import ARM, DisARM
 from vae.estimators.base import FAMILIES, Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.control_variates import RELAX, REBAR
+from vae.estimators.decoupled import DecoupledSTGumbelSoftmax
+from vae.estimators.double_cv import DoubleControlVariate
 from vae.estimators.exact import Exact
+from vae.estimators.gapped import GappedStraightThrough
 from vae.estimators.indecater import IndeCateR
 from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
                                    STGumbelSoftmax)
@@ -49,6 +52,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "relax": RELAX,
     "indecater": IndeCateR,
     "zgr": ZGR,
+    "gapped-st": GappedStraightThrough,
+    "decoupled-st-gs": DecoupledSTGumbelSoftmax,
+    "double-cv": DoubleControlVariate,
 }
 
 

@@ -1,0 +1,133 @@
+"""The leaderboard: a plugin estimator enters it with one command from outside the repository,
+ranked against committed-style records; its statistics, the equal-cost budget, and bad input."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import env_with_cache
+from test_plugin import TOY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_t_quantile_is_students():
+    """Against the textbook table (two-sided 95 %: the 0.975 quantile) to its 3 decimals."""
+    from vae.leaderboard import t_quantile
+
+    for df, expected in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1000, 1.962)):
+        assert abs(t_quantile(0.975, df) - expected) < 1e-3, df
+
+
+def _entry(values: list[float], passes: float = 1.0, ms: float = 1.0):
+    from vae.leaderboard import Entry
+    return Entry(None, values, passes, ms, True, False)
+
+
+def test_the_verdict_is_the_two_sample_t_interval():
+    """Best 100 ± 0.1 over 2 seeds: the 95 % interval of a difference is ± 4.303 x pooled std x 1
+    (sqrt(1/2 + 1/2)), so +0.4 with the same spread is tied, +0.5 is behind; one seed, no verdict."""
+    from vae.leaderboard import verdict
+
+    best = _entry([99.9, 100.1])
+    spread = 0.1 * 2 ** 0.5                       # the sample std of [x - 0.1, x + 0.1]
+    assert abs(best.std - spread) < 1e-12
+    assert verdict(best, best) == "best"
+    assert verdict(_entry([100.3, 100.5]), best) == "tied"      # +0.4 < 4.303 x 0.141 = 0.61
+    assert verdict(_entry([100.6, 100.8]), best) == "behind"    # +0.7 > 0.61
+    assert verdict(_entry([100.0]), best) == "1 seed"
+
+
+def test_the_pareto_front_keeps_only_entries_nothing_cheaper_beats():
+    from vae.leaderboard import pareto
+
+    cheap_bad, cheap_good, dear_better, dear_worse = (_entry([v], passes=p) for v, p in
+                                                      ((110.0, 1), (105.0, 1), (104.0, 4), (106.0, 2)))
+    assert pareto([cheap_bad, cheap_good, dear_better, dear_worse], "passes") == [cheap_good, dear_better]
+
+
+def test_equal_cost_gives_the_reference_s_decoder_evaluations():
+    """IndeCateR (181 passes on the 20 x 10 VAE, 201 on the Bernoulli one, counted by the SBN's
+    own loss on its net) at RLOO's 4 passes: steps x passes equal RLOO's within one step's passes;
+    the logging, checkpoint and curve intervals scale alike; an unknown reference is one line."""
+    from vae.config import load_config
+    from vae.tasks import TASKS, at_equal_cost
+
+    for base in ("vae_categorical", "vae_bernoulli", "sbn_categorical"):
+        cfg = load_config(REPO / "configs" / f"{base}.yaml", ["estimator.name=indecater", "eval.every=1000"])
+        rloo = load_config(REPO / "configs" / f"{base}.yaml", ["estimator.name=rloo"])
+        task = TASKS[cfg.task]
+        scaled = at_equal_cost(cfg, "rloo")
+        assert abs(scaled.steps * task.decoder_passes(cfg) - rloo.steps * task.decoder_passes(rloo)) \
+            <= task.decoder_passes(cfg) / 2
+        assert scaled.checkpoint_every % scaled.log_every == 0 and scaled.eval.every < cfg.eval.every
+    with pytest.raises(ValueError, match="equal_cost: unknown estimator 'nope'"):
+        at_equal_cost(cfg, "nope")
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory, shared_cache) -> Path:
+    """Committed-style records: Table 1's and the SBN's sweeps at the tiny preset."""
+    store = tmp_path_factory.mktemp("committed")
+    for sweep in ("table1", "sbn"):
+        done = subprocess.run([sys.executable, "-m", "experiments.sweep", f"configs/sweeps/{sweep}.yaml", "--preset",
+                               "tiny", "--results-dir", str(store), "--no-progress"], cwd=REPO,
+                              env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    return store
+
+
+def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repository(committed, shared_cache,
+                                                                                       tmp_path):
+    (tmp_path / "toy_estimator.py").write_text(TOY)
+    env = env_with_cache(shared_cache)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+
+    def leaderboard(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny", "--committed-dir",
+                               str(committed), "--results-dir", "mine", "--no-progress", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    done = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator", "estimator.options.backward_tau=3")
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "mine/tables/tiny/leaderboard.md").read_text()
+    by_caption = {}                                  # each table (and its caption) by the caption's first words
+    for chunk in re.split(r"\n\n(?=\| )", table):
+        body, _, caption = chunk.partition("\n\n")
+        by_caption[caption.split(" (tiny)")[0]] = body
+    # overall: ranked over the two categorical cells, the Bernoulli ones marked from its declarations
+    (row,) = [line for line in by_caption["Leaderboard"].splitlines() if "ST, tempered" in line]
+    assert "ST, tempered (options.backward_tau=3)" in row and row.count("does not apply") == 2, row
+    assert row.split("|")[4].strip() == "2"                                    # cells with a result
+    for cell in ("VAE (Cat.)", "SBN (Cat.)"):
+        ranked = by_caption[cell]
+        assert "ST, tempered (options.backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked and "SF" in ranked
+        assert ranked.count("\n") == 4                                       # header, rule, three entries
+    assert "ST, tempered (options.backward_tau=3) | does not apply" in by_caption["VAE (Bern.)"]
+    assert len(list((tmp_path / "mine/sweeps").glob("*/*st-temp*/summary.json"))) == 2
+    assert (tmp_path / "mine/figures/tiny/frontier.png").stat().st_size > 10_000
+    assert "tied" in table or "behind" in table
+
+    again = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator", "estimator.options.backward_tau=3")
+    assert again.returncode == 0 and "started" not in again.stdout and again.stdout.count(": done") == 2, again.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--estimator", "nope"], "--estimator: unknown estimator 'nope'"),
+    (["--estimator", "arm", "--cell", "vae-categorical"], "--cell: 'arm' does not apply to vae-categorical"),
+    (["--cell", "vae-gaussian"], "--cell: unknown cell 'vae-gaussian'"),
+    (["--preset", "quick"], "--preset: no finished entry of preset 'quick'"),
+    (["--equal-cost", "nope", "--estimator", "gs"], "--equal-cost: unknown estimator 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2(committed, tmp_path, args, message, capsys):
+    from experiments.leaderboard import main
+
+    assert main(["--preset", "tiny", "--committed-dir", str(committed), "--results-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "tables").exists()

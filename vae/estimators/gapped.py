@@ -1,0 +1,60 @@
+"""``gapped-st`` (Fan, Chi, Rudnicky & Ramadge, "Training Discrete Deep Generative Models via Gapped
+Straight-Through Estimator", ICML 2022): straight-through whose backward softmax is taken at
+logits moved so that the sample is their argmax, with a gap to every other class.
+
+Forward: an exact one-hot sample ``D ~ q`` (class i of each variable). Backward: the gradient of
+``softmax(l' / tau)`` with ``l' = l + sg(delta)``, where the constant ``delta`` raises the sampled
+class's logit to the largest logit ``m`` and lowers every other class j to at most ``m - gap``:
+
+    l'_i = m,    l'_j = min(l_j, m - gap)  (j != i),
+
+so the relaxation ``softmax(l' / tau)`` agrees with D's argmax, as Gumbel-softmax's would with a
+perturbation that has the sample as its argmax, without drawing one (the authors' reference code,
+``gst-1.0``: the gap is a constant, default 1). One decoder pass, biased (a straight-through
+family member). ``estimator.options.gap`` sets the gap; tau is the run's temperature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vae.estimators.base import Estimator, Objective
+from vae.estimators.config import EstimatorConfig
+from vae.estimators.sampling import sample_one_hot
+from vae.gumbel import Generator, widen
+
+
+class GappedStraightThrough(Estimator):
+    """``gapped-st``: forward an exact sample, backward ``softmax`` at logits gapped around it."""
+
+    display_name = "Gapped ST"
+    family = "relaxation"
+    year = 2022
+    reference = ("Fan, Chi, Rudnicky & Ramadge, Training Discrete Deep Generative Models via Gapped "
+                 "Straight-Through Estimator, ICML 2022")
+
+    @dataclass
+    class Options:
+        gap: float = 1.0  # the least distance of the sample's moved logit to every other class's
+
+    @classmethod
+    def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
+              latent_shape: tuple[int, int]) -> None:
+        super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
+        if not cls.Options(**cfg.options).gap > 0:
+            raise ValueError("needs estimator.options.gap > 0")
+
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        gap = self.Options(**self.cfg.options).gap
+        wide = widen(logits)
+        z = sample_one_hot(logits, rng)                                   # [R, B, N, K]
+        with torch.no_grad():
+            top = wide.max(-1, keepdim=True).values
+            delta = torch.where(z.bool(), top, torch.minimum(wide, top - gap)) - wide
+        soft = torch.softmax((wide + delta) / tau, dim=-1)
+        loss = f((z + soft - soft.detach()).to(logits.dtype))             # [R, B], forward exactly z
+        return loss, {"loss": loss.detach().mean(-1)}

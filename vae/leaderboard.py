@@ -1,0 +1,395 @@
+"""The leaderboard: every estimator on Table 1's four cells, ranked, with what it costs.
+
+    python -m experiments.leaderboard [--preset quick] [--estimator NAME ...] [--plugins MODULE ...]
+                                      [--equal-cost REFERENCE] [--cell CELL ...] [KEY=VALUE ...]
+
+**Cells.** The VAE (Bernoulli, categorical) of ``configs/sweeps/table1.yaml`` and the SBN
+(Bernoulli, categorical) of ``configs/sweeps/sbn.yaml``. Under a preset, a cell's configuration is
+its base config with that sweep's preset settings (model, seeds, steps, bound). A cell's
+*entries* are the finished runs of its sweep at that configuration that differ from it only in
+what an estimator chooses: the estimator and its settings (``estimator.*``), the temperature
+(``tau.*``), the learning rate (chosen on validation where the preset has a grid, as in the
+tables) and, for an entry trained at another estimator's cost (``equal_cost``), its step counts.
+The sweeps' other runs (another model, one seed) are not entries.
+
+**A new estimator.** ``--estimator NAME`` (a built-in name, or one a ``--plugins`` module
+registers; ``KEY=VALUE`` settings such as ``estimator.options.tau=0.5`` apply to it) is trained
+on every cell it applies to -- its declarations decide; the others are marked ``does not apply``
+-- with exactly the cell's configuration, resumably, into ``<results-dir>/sweeps/<sweep>/``; a run
+finished there or committed is not trained again. ``--equal-cost REFERENCE`` trains it at the
+decoder evaluations of REFERENCE's run instead: its steps (and logging, checkpoint and curve
+intervals) scaled by the ratio of the declared passes per step (:func:`vae.tasks.at_equal_cost`;
+fewer steps for a dearer estimator, more for a cheaper one; batch, learning rate and temperature
+schedule unchanged). The entries of the committed store (the repository's ``results/``) and those
+of ``--results-dir`` are ranked together.
+
+**Per cell**, best first: rank, estimator (display name and the settings that differ from its
+defaults), the test number (the VAE's m-sample bound, the SBN's m-sample NLL; mean ± std over
+seeds), the difference to the best with a verdict, decoder evaluations per example and step, and
+milliseconds per step. The verdict is ``tied`` when the two-sample t-interval at 95 % of the
+difference (pooled variance, n1 + n2 - 2 degrees of freedom) contains 0, else ``behind``. With
+2 seeds on each side that interval is +/- 4.30 x the pooled std: a tie is weak evidence of
+equality. With one seed on either side there is no interval (``1 seed``). **Overall**: each
+estimator's mean rank over the cells it has a result in. Milliseconds per step are those measured
+on free cores by ``--time-steps`` (each entry's training step alone, median of repeats, written to
+``<results>/bench/<preset>/step_ms_<device>.json``) where measured, else the run's own training
+time per step (its cores shared with other runs, marked ``*``).
+
+Written to ``<results-dir>/tables/<preset>/leaderboard.{md,tex}`` (and printed), and the cost-quality
+frontier to ``<results-dir>/figures/<preset>/frontier.{png,pdf}``: per cell, the test number
+against decoder evaluations per step and against milliseconds per step (log axes), each entry a
+labelled point with its seeds' spread, the Pareto front (no entry both cheaper and better) drawn.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
+
+from vae.bench import device_sync, median_rate, device_name
+from vae.config import Config
+from vae.estimators import ESTIMATORS, column_order
+from vae.figures import footer, save
+from vae.results import final, load_summary, provenance
+from vae.store import write_text_atomic
+from vae.sweeps import EQUAL_COST, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
+from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, column, column_title, to_latex, to_markdown
+from vae.training import Trainer, resolve_device
+
+COMMITTED = REPO / "results"       # the committed records every leaderboard ranks against
+STEP_KEYS = ("steps", "log_every", "checkpoint_every", "eval.every")   # what equal_cost scales
+METRIC = {"table1": "test negative ELBO bound, m-sample importance weighted (test/iw_bound, nats)",
+          "sbn": "test negative log-likelihood of the lower half, m samples (test/iw_nll, nats)"}
+METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample"}
+SPAN = 8.0   # nats above a cell's best that the frontier's y axis shows
+CHOSEN_KEYS = ("estimator.", "tau.", "optim.lr", "plugins", "experiment", "out_dir", *STEP_KEYS)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the leaderboard: a base config of a sweep file."""
+
+    name: str    # as --cell names it
+    label: str   # as the tables write it
+    sweep: str   # configs/sweeps/<sweep>.yaml
+    base: str    # one of that sweep's bases
+
+    def read_sweep(self) -> Sweep:
+        return read_sweep(SWEEP_DIR / f"{self.sweep}.yaml")
+
+
+CELLS = (Cell("vae-bernoulli", "VAE (Bern.)", "table1", "configs/vae_bernoulli.yaml"),
+         Cell("vae-categorical", "VAE (Cat.)", "table1", "configs/vae_categorical.yaml"),
+         Cell("sbn-bernoulli", "SBN (Bern.)", "sbn", "configs/sbn_bernoulli.yaml"),
+         Cell("sbn-categorical", "SBN (Cat.)", "sbn", "configs/sbn_categorical.yaml"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A finished run of a cell, with its test number per seed and its cost."""
+
+    point: Point
+    per_seed: list[float]
+    passes: float | None         # decoder evaluations per example and step (the run's count)
+    ms: float | None             # milliseconds per training step
+    ms_measured: bool            # ms from --time-steps on free cores (else the run's own time)
+    new: bool                    # trained for this call (--estimator), not a committed entry
+
+    @property
+    def title(self) -> str:
+        return column_title(*column(self.point))
+
+    @property
+    def mean(self) -> float:
+        return sum(self.per_seed) / len(self.per_seed)
+
+    @property
+    def std(self) -> float:
+        n = len(self.per_seed)
+        return math.sqrt(sum((v - self.mean) ** 2 for v in self.per_seed) / (n - 1)) if n > 1 else 0.0
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (p > 1/2) of Student's t with ``df`` degrees of freedom: the CDF by
+    Simpson's rule on the density, inverted by bisection (1e-6 accurate; no scipy)."""
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float, n: int = 2000) -> float:
+        h = x / n
+        pdf = [math.exp(log_c - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(n + 1)]
+        return 0.5 + h / 3 * (pdf[0] + pdf[-1] + 4 * sum(pdf[1:-1:2]) + 2 * sum(pdf[2:-1:2]))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1e-7:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def verdict(entry: Entry, best: Entry) -> str:
+    """``best``, ``tied`` or ``behind`` by the 95 % two-sample t-interval (module docstring)."""
+    if entry is best:
+        return "best"
+    n1, n2 = len(entry.per_seed), len(best.per_seed)
+    if n1 < 2 or n2 < 2:
+        return "1 seed"
+    pooled = math.sqrt(((n1 - 1) * entry.std ** 2 + (n2 - 1) * best.std ** 2) / (n1 + n2 - 2))
+    half = t_quantile(0.975, n1 + n2 - 2) * pooled * math.sqrt(1 / n1 + 1 / n2)
+    return "tied" if entry.mean - best.mean <= half else "behind"
+
+
+def _chosen_apart(cfg: Config) -> dict[str, Any]:
+    """The settings of ``cfg`` that an entry does not choose: equal for every entry of a cell."""
+    return {k: v for k, v in identity(cfg).items() if not k.startswith(CHOSEN_KEYS)}
+
+
+def cell_config(cell: Cell, preset: str) -> Config:
+    """The cell's configuration under ``preset`` (the base config with the preset's settings)."""
+    return expand(cell.read_sweep(), preset, COMMITTED, entries=[{"base": cell.base}])[0].cfg
+
+
+def committed_points(cell: Cell, preset: str, stores: list[Path]) -> list[Point]:
+    """The finished entries of ``cell`` in the sweep file's points under ``preset``, read from
+    ``stores`` (the first store holding a finished run wins), one per learning-rate set."""
+    sweep, standard = cell.read_sweep(), _chosen_apart(cell_config(cell, preset))
+    found: dict[str, Point] = {}
+    for store in stores:
+        for point in expand(sweep, preset, store):
+            if (point.base == cell.base and _chosen_apart(point.cfg) == standard and point.run_dir.name not in found
+                    and load_summary(point.run_dir) is not None):
+                found[point.run_dir.name] = point
+    return best_points(sweep, list(found.values()))
+
+
+def applies(name: str, cell: Cell, preset: str) -> bool:
+    """Whether the estimator ``name`` declares the cell's task and latent kind."""
+    cfg = cell_config(cell, preset)
+    return cfg.task in ESTIMATORS[name].tasks and cfg.model.kind in ESTIMATORS[name].kinds
+
+
+def new_points(cell: Cell, preset: str, results_dir: Path, names: list[str], settings: dict[str, Any],
+               equal_cost: str | None) -> list[Point]:
+    """The points that train each of ``names`` (with ``settings``) on ``cell`` under ``preset``."""
+    entries = [{"base": cell.base, "estimator.name": name, **settings,
+                **({EQUAL_COST: equal_cost} if equal_cost else {})} for name in names]
+    return expand(cell.read_sweep(), preset, results_dir, entries=entries)
+
+
+def _step_ms_path(results_dir: Path, preset: str, device: str) -> Path:
+    return results_dir / "bench" / preset / f"step_ms_{device}.json"
+
+
+def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device: str = "cpu", steps: int = 20,
+                    repeats: int = 3) -> Path:
+    """Time each point's training step alone (its config, all its seeds, ``steps`` steps after 5
+    of warm-up, median of ``repeats``) and add the milliseconds to the preset's record."""
+    path = _step_ms_path(results_dir, preset, resolve_device(device).type)
+    record = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    for point in points:
+        trainer = Trainer(replace(point.cfg, device=device), log=lambda _: None)
+        rate = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), warmup=5)
+        record["runs"][point.run_dir.name] = round(1000 / rate, 2)
+        print(f"{point.label}: {1000 / rate:.1f} ms/step", flush=True)
+    record.update(device=device_name(resolve_device(device)), steps=steps, repeats=repeats)
+    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def entries(points: list[Point], new: set[str], timings: dict[str, float]) -> list[Entry]:
+    """The finished ``points`` as entries, best first (``new``: the names of the run directories
+    trained for this call; ``timings``: measured ms per step by run directory name)."""
+    out = []
+    for point in points:
+        summary = load_summary(point.run_dir)
+        if summary is None or FINAL[point.cfg.task] not in summary:
+            continue
+        passes = final(summary, "train/est/decoder_evals")
+        rate = summary.get("steps_per_second")
+        measured = timings.get(point.run_dir.name)
+        out.append(Entry(point, summary[FINAL[point.cfg.task]]["per_seed"], passes and passes[0],
+                         measured if measured is not None else (1000 / rate if rate else None),
+                         measured is not None, point.run_dir.name in new))
+    return sorted(out, key=lambda e: (e.mean, column_order(e.point.cfg.estimator.name)))
+
+
+def _ms(entry: Entry) -> str:
+    return "–" if entry.ms is None else f"{entry.ms:.1f}" + ("" if entry.ms_measured else "*")
+
+
+def cell_rows(ranked: list[Entry]) -> list[tuple[str, list[str]]]:
+    """The rows of one cell's ranked table."""
+    best = ranked[0]
+    rows = []
+    for rank, entry in enumerate(ranked, 1):
+        spread = f" ± {entry.std:.2f}" if len(entry.per_seed) > 1 else " (1 seed)"
+        rows.append((str(rank), [entry.title + (" (new)" if entry.new else ""), f"{entry.mean:.2f}{spread}",
+                                 "–" if entry is best else f"{entry.mean - best.mean:+.2f}", verdict(entry, best),
+                                 "–" if entry.passes is None else f"{entry.passes:g}", _ms(entry)]))
+    return rows
+
+
+CELL_HEADER = ["estimator", "test (nats)", "− best", "verdict", "decoder evals / example / step",
+               "ms / step"]
+
+
+def overall_rows(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]],
+                 preset: str) -> list[tuple[str, list[str]]]:
+    """Mean rank over the cells each estimator (title) has a result in, best first; a cell it does
+    not apply to (its declarations) says so."""
+    ranks: dict[str, dict[str, int]] = {}
+    names: dict[str, str] = {}
+    numbers: dict[tuple[str, str], float] = {}
+    for cell, ranked in by_cell.items():
+        for rank, entry in enumerate(ranked, 1):
+            ranks.setdefault(entry.title, {})[cell.label] = rank
+            names[entry.title] = entry.point.cfg.estimator.name
+            numbers[entry.title, cell.label] = entry.mean
+    order = sorted(ranks, key=lambda t: (sum(ranks[t].values()) / len(ranks[t]), t))
+    rows = []
+    for place, title in enumerate(order, 1):
+        cells = [f"{numbers[title, cell.label]:.1f} ({ranks[title][cell.label]})" if cell.label in ranks[title]
+                 else "not run" if applies(names[title], cell, preset) else "does not apply" for cell in by_cell]
+        rows.append((str(place), [title, f"{sum(ranks[title].values()) / len(ranks[title]):.2f}",
+                                  str(len(ranks[title])), *cells]))
+    for title, labels in missing.items():
+        if title in ranks:           # its cells without a result say why above
+            continue
+        rows.append(("–", [title, "–", "0", *["does not apply" if c.label in labels else "–" for c in by_cell]]))
+    return rows
+
+
+def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], preset: str, results_dir: Path) -> str:
+    """Write the tables (markdown, LaTeX) and the frontier figure; return the markdown."""
+    points = [e.point for ranked in by_cell.values() for e in ranked]
+    note = (f"Verdict: the 95 % two-sample t-interval of the difference to the best (pooled variance) contains 0 "
+            f"(tied) or not (behind); with 2 seeds each it is ± 4.30 × the pooled std, so ties are wide. "
+            f"ms / step: measured alone on free cores (--time-steps), or, marked *, the run's own time (shared "
+            f"cores). {BUDGET_NOTES[preset]}")
+    tables = [(["estimator", "mean rank", "cells", *[c.label for c in by_cell]],
+               overall_rows(by_cell, missing, preset), f"Leaderboard ({preset}): per cell the test number (nats, mean over "
+                                               f"seeds) and its rank; mean rank over the cells each estimator has a "
+                                               f"result in. {note}\n\n{provenance([p.run_dir for p in points], preset)}")]
+    for cell, ranked in by_cell.items():
+        extra = [("–", [title, "does not apply", "", "", "", ""]) for title, labels in missing.items()
+                 if cell.label in labels]
+        tables.append((CELL_HEADER, cell_rows(ranked) + extra, f"{cell.label} ({preset}): {METRIC[cell.sweep]}, "
+                                                                f"lower is better."))
+    out = results_dir / "tables" / preset
+    markdown = "\n".join(to_markdown(*t, corner="rank") for t in tables)
+    write_text_atomic(out / "leaderboard.md", markdown)
+    write_text_atomic(out / "leaderboard.tex", "\n".join(to_latex(*t, corner="rank") for t in tables))
+    frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]))
+    return markdown
+
+
+def pareto(entries: list[Entry], cost: str) -> list[Entry]:
+    """The entries no other entry beats at lower or equal cost, cheapest first."""
+    front, best = [], math.inf
+    for entry in sorted((e for e in entries if getattr(e, cost) is not None), key=lambda e: (getattr(e, cost), e.mean)):
+        if entry.mean < best:
+            front.append(entry)
+            best = entry.mean
+    return front
+
+
+def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str) -> list[Path]:
+    """Per cell, the test number against decoder evaluations and against ms per step, with the
+    Pareto front: ``<results_dir>/figures/<preset>/frontier.{png,pdf}``. The y axis spans the best
+    :data:`SPAN` nats; an entry beyond them sits on the top edge as a triangle, its number in its label."""
+    cells = [c for c, ranked in by_cell.items() if ranked]
+    fig, axes = plt.subplots(2, len(cells), figsize=(4.8 * len(cells), 9.0), squeeze=False)
+    for column_index, cell in enumerate(cells):
+        best = by_cell[cell][0].mean
+        top = min(max(e.mean + e.std for e in by_cell[cell]), best + SPAN) + 0.3
+        for row, (cost, label) in enumerate((("passes", "decoder evaluations / example / step"),
+                                             ("ms", "ms / training step"))):
+            ax = axes[row][column_index]
+            drawn = [e for e in by_cell[cell] if getattr(e, cost) is not None]
+            for entry in drawn:
+                colour, x = ("tab:red" if entry.new else "tab:blue"), getattr(entry, cost)
+                if entry.mean > top:
+                    ax.plot(x, top, "^", ms=5, color=colour, clip_on=False)
+                    ax.annotate(f"{entry.title} ({entry.mean:.1f})", (x, top), fontsize=6, xytext=(3, -8),
+                                textcoords="offset points", color=colour)
+                    continue
+                ax.errorbar(x, entry.mean, yerr=entry.std, fmt="o", ms=4, color=colour, capsize=2)
+                ax.annotate(entry.title, (x, entry.mean), fontsize=6, xytext=(3, 2), textcoords="offset points",
+                            color=colour)
+            front = pareto(drawn, cost)
+            ax.step([getattr(e, cost) for e in front], [e.mean for e in front], where="post", color="0.5", lw=1,
+                    label="Pareto front: none cheaper and better")
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+            ax.set_ylim(best - 0.5, top)
+            measured = cost == "passes" or all(e.ms_measured for e in drawn)
+            ax.set_xlabel(label + ("" if measured else " (the runs' own, shared cores)"))
+            ax.set_ylabel(f"{METRIC_SHORT[cell.sweep]} (nats)")
+            ax.set_title(cell.label)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"Cost and quality of every estimator ({preset}): lower left is better"
+                 + ("; red: trained by this call" if any(e.new for r in by_cell.values() for e in r) else ""))
+    return save(fig, results_dir / "figures" / preset, "frontier", note)
+
+
+def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugins: list[str] = (),
+                settings: dict[str, Any] | None = None, equal_cost: str | None = None, cells: list[str] | None = None,
+                committed_dir: Path = COMMITTED, train: Callable[[Sweep, list[Point]], object] | None = None) -> str:
+    """Train ``names`` (after importing ``plugins``; with ``settings``, dotted keys) on ``cells``
+    (default all) with ``train(sweep, points)``, and write the leaderboard of ``preset``; returns
+    its markdown. Raises :class:`SweepError` (one line) on bad input: an unknown estimator or cell,
+    a named cell an estimator does not apply to, a preset with no finished entry."""
+    for module in plugins:
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # whatever the module raises, the message names the option
+            raise SweepError(f"--plugins: cannot import {module!r} ({type(err).__name__}: {err})") from err
+    settings = {**(settings or {}), **({"plugins": list(plugins)} if plugins else {})}
+    unknown = sorted(set(cells or []) - {c.name for c in CELLS})
+    if unknown:
+        raise SweepError(f"--cell: unknown cell {unknown[0]!r}; allowed: {', '.join(c.name for c in CELLS)}")
+    chosen = [c for c in CELLS if cells is None or c.name in cells]
+    for name in names:
+        if name not in ESTIMATORS:
+            raise SweepError(f"--estimator: unknown estimator {name!r}; known: {', '.join(ESTIMATORS)} "
+                             "(an estimator of your own: --plugins MODULE)")
+    stores = list(dict.fromkeys([Path(committed_dir).resolve(), Path(results_dir).resolve()]))
+    timings = {}
+    for store in stores:
+        path = _step_ms_path(store, preset, "cpu")
+        timings.update(json.loads(path.read_text())["runs"] if path.exists() else {})
+    by_cell, missing, new, titles = {}, {}, set(), {}
+    for cell in chosen:
+        apply = [n for n in names if applies(n, cell, preset)]
+        for name in sorted(set(names) - set(apply)):
+            if cells is not None:
+                raise SweepError(f"--cell: {name!r} does not apply to {cell.name} (it declares tasks "
+                                 f"{sorted(ESTIMATORS[name].tasks)}, latents {sorted(ESTIMATORS[name].kinds)})")
+            missing.setdefault(name, []).append(cell.label)
+        points = committed_points(cell, preset, stores)
+        if apply:
+            mine = new_points(cell, preset, Path(results_dir), apply, settings, equal_cost)
+            if train is not None:
+                train(cell.read_sweep(), mine)
+            committed = {p.run_dir.name for p in points}
+            mine = [p for p in mine if p.run_dir.name not in committed]
+            new |= {p.run_dir.name for p in mine}
+            titles.update({p.cfg.estimator.name: column_title(*column(p)) for p in mine})
+            points += mine
+        by_cell[cell] = entries(points, new, timings)
+    if not any(by_cell.values()):
+        raise SweepError(f"--preset: no finished entry of preset {preset!r} in {' or '.join(map(str, stores))}; "
+                         f"train the sweeps first (make table1 PRESET={preset})")
+    missing = {titles.get(name, column_title(name, "")): labels for name, labels in missing.items()}
+    return write(by_cell, missing, preset, Path(results_dir))
