@@ -711,3 +711,50 @@ def test_double_cv_is_unbiased_for_any_weight_of_its_control_variate(kind: str, 
     draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
     worst, z_crit = z_scores(draws, exact_gradients(model, x))
     assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unordered_set_draws_distinct_states_and_is_unbiased_for_two_samples(kind: str, seed: int) -> None:
+    """Kool et al. (2020) at k = 2 (its default k = 4 is in the z-test above); its stochastic beam
+    search returns k distinct states of the joint (without replacement)."""
+    from vae.estimators.unordered_set import sample_without_replacement
+
+    model, x = problem(kind)
+    draws = draw_gradients(model, build("unordered-set", kind, num_samples=2), x, tau=1.0, num_draws=NUM_DRAWS,
+                           seed=seed)
+    worst, z_crit = z_scores(draws, exact_gradients(model, x))
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+    n, k = KINDS[kind]
+    logits = torch.randn(3, 50, n, k, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)
+    states = sample_without_replacement(logits, ReplicaGenerator([1, 2, 3]), 8)            # [R, 8, B, N]
+    distinct = {tuple(s.tolist()) for s in states[1, :, 7]}
+    assert len(distinct) == 8
+
+
+def test_unordered_set_ratios_are_the_set_probabilities_of_sampling_without_replacement() -> None:
+    """The integrals the estimator computes equal the probabilities of the unordered sets, summed
+    over their orders (Plackett-Luce: each draw's probability renormalised over what is left),
+    for a 7-state distribution, a set of 4 and every leave-one-out and leave-two-out set."""
+    import itertools
+
+    from vae.estimators.unordered_set import set_ratios
+
+    def set_probability(chosen: list[int], p: list[float], removed: tuple[int, ...] = ()) -> float:
+        left, total = 1.0 - sum(p[j] for j in removed), 0.0
+        for order in itertools.permutations(chosen):
+            prob, used = 1.0, 0.0
+            for i in order:
+                prob, used = prob * p[i] / (left - used), used + p[i]
+            total += prob
+        return total
+
+    p = torch.softmax(torch.randn(7, generator=torch.Generator().manual_seed(1), dtype=DTYPE) * 1.5, 0).tolist()
+    chosen = [0, 2, 3, 5]
+    r1, r2 = set_ratios(torch.tensor([p[i] for i in chosen], dtype=DTYPE).log().view(1, 4, 1))
+    for a, s in enumerate(chosen):
+        rest = [t for t in chosen if t != s]
+        expected = set_probability(rest, p, (s,)) / set_probability(chosen, p)
+        assert r1[0, a, 0].item() == pytest.approx(expected, rel=1e-9)
+        for b, t in enumerate(chosen):
+            pair = set_probability([u for u in rest if u != t], p, (s, t)) / set_probability(rest, p, (s,))
+            assert r2[0, a, b, 0].item() == pytest.approx(1.0 if s == t else pair, rel=1e-9)

@@ -28,6 +28,7 @@ from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnne
                                    STGumbelSoftmax)
 from vae.estimators.score_function import NVIL, RLOO, VIMCO, Reinforce, ReinforceEMA
 from vae.estimators.taylor import DARN, MuProp
+from vae.estimators.unordered_set import UnorderedSet
 from vae.estimators.zgr import ZGR
 from vae.replicas import ReplicaGenerator
 
@@ -55,6 +56,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "gapped-st": GappedStraightThrough,
     "decoupled-st-gs": DecoupledSTGumbelSoftmax,
     "double-cv": DoubleControlVariate,
+    "unordered-set": UnorderedSet,
 }
 
 
