@@ -110,20 +110,21 @@ def compare_table(runs: list[Run], metrics: list[str]) -> str:
     return to_markdown(header, rows, caption)
 
 
-def short(name: str, width: int = 40) -> str:
-    """``name``, its middle elided when longer than ``width`` (the start and the hash both stay)."""
-    if len(name) <= width:
-        return name
-    half = (width - 1) // 2
-    return name[:half] + "…" + name[-(width - 1 - half):]
+def legend_labels(runs: list[Run]) -> list[str]:
+    """One label per run: its estimator and the settings that set it apart from the other runs
+    (``gs lr=0.001 schedule=constant``), whole; the run directory's name where two would be equal."""
+    keys = [k for k in differing(runs) + ["tau.schedule", "steps", "seeds"]
+            if len({repr(r.settings.get(k)) for r in runs}) > 1]
+    labels = [" ".join([r.estimator, *(f"{k.rsplit('.', 1)[-1]}={r.settings.get(k)}" for k in keys)]) for r in runs]
+    return [label if labels.count(label) == 1 else r.path.name for label, r in zip(labels, runs)]
 
 
 def plot(runs: list[Run], key: str, stem: Path, footer: str) -> list[Path]:
     """Mean ± std over seeds of ``key`` against training steps, one band per run; ``stem``.png, .pdf."""
     fig, ax = plt.subplots(figsize=(10, 5.5))
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
-    for i, run in enumerate(runs):
-        band(ax, run.path, key, color=colours[i % len(colours)], label=short(run.path.name), marker=".")
+    for i, (run, label) in enumerate(zip(runs, legend_labels(runs))):
+        band(ax, run.path, key, color=colours[i % len(colours)], label=label, marker=".")
     ax.set_xlabel("training step")
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)

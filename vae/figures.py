@@ -64,7 +64,8 @@ TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
 ANALOGY_DIGITS = 8         # rows of fig5(b): test digits whose style is kept
-PAPER_SPEEDUP = {10: 2.0, 100: 9.9}   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
+PAPER_SPEEDUP = {10: 2.0, 100: 9.9}
+TAU_SPAN = 6.0             # nats above the best schedule that the tau ablation's y axis shows   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
@@ -247,21 +248,27 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     m = sorted({p.cfg.eval.iw_samples for p in points})
 
     fig, ax = plt.subplots(figsize=(12, 5.2))
-    for j, (name, (mode, marker)) in enumerate(modes.items()):
-        xs, ys, errs = [], [], []
-        for p in (p for p in relaxed if p.cfg.estimator.name == name):
-            value = final(load_summary(p.run_dir), bound_key)
-            if value is not None:
-                xs.append(labels.index(schedule_label(p.values["tau"])) + (j - 0.5) * 0.25)
-                ys.append(value[0])
-                errs.append(value[1])
-        ax.errorbar(xs, ys, yerr=errs, fmt=marker, capsize=3, label=mode, markersize=7)
+    drawn = {name: [(labels.index(schedule_label(p.values["tau"])) + (j - 0.5) * 0.25, *value)
+                    for p in relaxed if p.cfg.estimator.name == name
+                    if (value := final(load_summary(p.run_dir), bound_key)) is not None]
+             for j, name in enumerate(modes)}
+    lowest = min((y for points_ in drawn.values() for _, y, _ in points_), default=0.0)
+    top = lowest + TAU_SPAN          # the sub-nat differences stay visible; beyond, a triangle on the edge
+    for name, (mode, marker) in modes.items():
+        inside = [(x, y, e) for x, y, e in drawn[name] if y <= top]
+        ax.errorbar([x for x, _, _ in inside], [y for _, y, _ in inside], yerr=[e for _, _, e in inside], fmt=marker,
+                    capsize=3, label=mode, markersize=7)
+        for x, y, _ in (point for point in drawn[name] if point[1] > top):
+            ax.plot(x, top, "^", color=ax.lines[-1].get_color(), markersize=7, clip_on=False)
+            ax.annotate(f"{y:.1f}", (x, top), xytext=(0, -12), textcoords="offset points", ha="center", fontsize=7)
     for p, style in zip(references, ("--", "-.", ":")):
         value = final(load_summary(p.run_dir), bound_key)
         if value is not None:
             ax.axhline(value[0], color="0.35", linestyle=style,
                        label=f"{display_name(p.cfg.estimator.name)} (no τ): {value[0]:.1f}")
+    ax.set_ylim(lowest - 0.5, top)
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
+    ax.plot([], [], "^", color="0.4", label="off the axis: its value beneath")
     ax.set_ylabel(f"final test bound -L_m, m = {', '.join(map(str, m))} (nats)")
     ax.set_xlabel("temperature schedule")
     ax.grid(axis="y", alpha=0.3)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,7 +201,8 @@ def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device:
         rate = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), warmup=5)
         record["runs"][point.run_dir.name] = round(1000 / rate, 2)
         print(f"{point.label}: {1000 / rate:.1f} ms/step", flush=True)
-    record.update(device=device_name(resolve_device(device)), steps=steps, repeats=repeats)
+    record.update(device=device_name(resolve_device(device)), steps=steps, repeats=repeats,
+                  measured=time.strftime("%Y-%m-%d %H:%M"))
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -315,7 +317,9 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
                                              ("ms", "ms / training step"))):
             ax = axes[row][column_index]
             drawn = [e for e in by_cell[cell] if getattr(e, cost) is not None]
+            front = pareto(drawn, cost)
             for entry in drawn:
+                on_front = entry in front    # the front's labels in bold, the others light
                 colour, x = ("tab:red" if entry.new else "tab:blue"), getattr(entry, cost)
                 if entry.mean > top:
                     ax.plot(x, top, "^", ms=5, color=colour, clip_on=False)
@@ -323,9 +327,9 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
                                 textcoords="offset points", color=colour)
                     continue
                 ax.errorbar(x, entry.mean, yerr=entry.std, fmt="o", ms=4, color=colour, capsize=2)
-                ax.annotate(entry.title, (x, entry.mean), fontsize=6, xytext=(3, 2), textcoords="offset points",
-                            color=colour)
-            front = pareto(drawn, cost)
+                ax.annotate(entry.title, (x, entry.mean), fontsize=6.5 if on_front else 5.5, xytext=(3, 2),
+                            textcoords="offset points", color=colour, alpha=1.0 if on_front else 0.55,
+                            fontweight="bold" if on_front else "normal")
             ax.step([getattr(e, cost) for e in front], [e.mean for e in front], where="post", color="0.5", lw=1,
                     label="Pareto front: none cheaper and better")
             ax.set_xscale("log")
