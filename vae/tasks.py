@@ -218,7 +218,7 @@ TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask(), "ssl": SSLTask()}
 def at_equal_cost(cfg: Config, reference: str) -> Config:
     """``cfg`` with the decoder evaluations of the same run with the estimator ``reference``: its
     step counts (``steps``, ``log_every``, ``checkpoint_every``, ``eval.every``) scaled by
-    ``passes(reference) / passes(cfg)`` (fewer steps for a dearer estimator, more for a cheaper one;
+    ``passes(reference) / passes(cfg)`` (and ``gradvar_every``; fewer steps for a dearer estimator, more for a cheaper one;
     batch, data, learning rate and temperature schedule stay as they are), rounded to whole steps."""
     task = TASKS[cfg.task]
     if reference not in ESTIMATORS:
@@ -227,6 +227,7 @@ def at_equal_cost(cfg: Config, reference: str) -> Config:
         / task.decoder_passes(cfg)
     log_every = max(1, round(cfg.log_every * ratio))
     every = None if cfg.eval.every is None else max(1, round(cfg.eval.every * ratio))
+    gradvar = 0 if cfg.gradvar_every == 0 else max(1, round(cfg.gradvar_every * ratio))
     return replace(cfg, steps=max(1, round(cfg.steps * ratio)), log_every=log_every,
                    checkpoint_every=log_every * max(1, cfg.checkpoint_every // cfg.log_every),
-                   eval=replace(cfg.eval, every=every))
+                   eval=replace(cfg.eval, every=every), gradvar_every=gradvar)
