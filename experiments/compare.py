@@ -35,10 +35,10 @@ from vae.figures import band, save
 from vae.sweeps import flat_settings
 from vae.tables import to_markdown
 from vae.config import ConfigError, config_from_dict, read_yaml, to_dict
-from vae.results import curve, final, git_commit, load_summary
+from vae.results import curve, final, git_commit
+from vae.store import CONFIG, load_summary
 from vae.tasks import TASKS
 
-CONFIG = "config.yaml"
 IGNORED = ("out_dir", "experiment",          # where a run was written, not what it is
            "estimator.name", "ssl.y",        # the estimator column (the task's reading of them)
            "tau.schedule", "steps", "seeds") # their own columns (seeds as a count)

@@ -9,13 +9,13 @@ a figure of the validation curves to results/figures/demo_curves.{png,pdf}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from vae.config import ConfigError, load_config
 from vae.data import DataError
-from vae.training import CHECKPOINT, RunDirError, TrainingDiverged, train
+from vae.store import CHECKPOINT, load_summary
+from vae.training import RunDirError, TrainingDiverged, train
 
 ESTIMATORS = ("gs", "st-gs", "reinforce-ema")
 CONFIG = Path("configs/demo.yaml")
@@ -26,7 +26,7 @@ def run_all(results: Path, overrides: list[str]) -> dict[str, Path]:
     runs = {}
     for name in ESTIMATORS:
         run_dir = results / "runs" / "demo" / name
-        if (run_dir / "summary.json").exists():
+        if load_summary(run_dir) is not None:
             print(f"{name}: finished earlier, reusing {run_dir}")
         elif (run_dir / CHECKPOINT).exists():
             train(None, run_dir, resume=True)
@@ -41,7 +41,7 @@ def report(runs: dict[str, Path]) -> str:
     rows = ["| estimator | test -ELBO | test -log p(x) bound (m, examples) | valid -ELBO | steps/s | device |",
             "|---|---|---|---|---|---|"]
     for name, run_dir in runs.items():
-        s = json.loads((run_dir / "summary.json").read_text())
+        s = load_summary(run_dir)
 
         def pm(key):
             return f"{s[key]['mean']:.1f} ± {s[key]['std']:.1f}"
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = report(runs)
-    seeds = json.loads(next(iter(runs.values())).joinpath("summary.json").read_text())["seeds"]
+    seeds = load_summary(next(iter(runs.values())))["seeds"]
     print(f"\nCategorical VAE (20x10), {len(seeds)} seeds, mean ± std over seeds, nats (lower is better):\n")
     print(table)
     print(f"\nRuns (config, metrics.jsonl, summary.json, checkpoint) are in {Path(args.results_dir) / 'runs' / 'demo'}/.")

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from vae.data import export_idx, load_mnist_uint8
+from vae.store import load_summary
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
 FIGURES = ("fig1", "fig3", "fig4", "fig5", "tau-ablation", "gradvar", "samples")
@@ -73,7 +74,7 @@ def numeric_modes(env: dict[str, str], workdir: Path) -> list[dict]:
         ok, output, seconds = run(command, env)
         row = {"mode": mode, "ok": ok, "seconds": round(seconds, 1)}
         if ok:
-            summary = json.loads((run_dir / "summary.json").read_text())
+            summary = load_summary(run_dir)
             row.update(steps_per_second=summary["steps_per_second"], bound=summary["test/iw_bound"]["mean"],
                        bound_seconds=summary["iw_seconds"])
         else:

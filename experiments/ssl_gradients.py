@@ -41,8 +41,8 @@ from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, applicable, display_name
 from vae.replicas import ReplicaGenerator, derive_seed
-from vae.results import git_commit, load_summary
-from vae.store import write_text_atomic
+from vae.results import git_commit
+from vae.store import load_summary, read_config_text, write_text_atomic
 
 HEADER = ["τ", "cosine to exact", "same top class, % of ‖exact‖", "bias / ‖exact‖", "spread / ‖exact‖"]
 DEFAULT_ROWS = ["gs", "st-gs", "rloo"]
@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run)
     try:
-        if not (run_dir / "config.yaml").exists() or load_summary(run_dir) is None:
+        if read_config_text(run_dir) is None or load_summary(run_dir) is None:
             raise GradientsError(f"RUN {run_dir}: not a finished run directory (config.yaml and summary.json)")
-        cfg = config_from_dict(read_yaml((run_dir / "config.yaml").read_text()))
+        cfg = config_from_dict(read_yaml(read_config_text(run_dir)))
         if cfg.task != "ssl":
             raise GradientsError(f"RUN {run_dir}: a run of task {cfg.task!r}, not ssl")
         rows = [parse_row(spec, cfg) for spec in args.estimator or DEFAULT_ROWS]

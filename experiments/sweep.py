@@ -14,7 +14,7 @@ from pathlib import Path
 from vae import sweeps
 from vae.config import ConfigError
 from vae.data import DataError
-from vae.results import FAILED
+from vae.store import FAILED
 from vae.sweeps import AS_WRITTEN, PRESETS, SweepError, expand, read_sweep, register_with_wandb, train_points
 from vae.training import RunDirError
 from vae.wandb_sweep import WandbSweepError

@@ -21,7 +21,8 @@ import yaml
 
 from vae.config import ConfigError, load_config, parse_overrides, to_dict
 from vae.data import DataError
-from vae.results import held_out_lines, load_summary
+from vae.results import held_out_lines
+from vae.store import load_summary
 from vae.training import RunDirError, TrainingDiverged, train
 
 

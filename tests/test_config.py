@@ -94,7 +94,7 @@ def test_round_trip_through_plain_data():
     ("model.hidden=[0]", r"^model\.hidden: must be a list of positive sizes"),
     ("model.prior=flat", r"^model\.prior: 'flat'; allowed: uniform, learned"),
     ("estimator.darn_point=half", r"^estimator\.darn_point: 'half'; allowed"),
-    ("estimator.name=disarm", r"^estimator\.name: 'disarm' is for bernoulli latents, not categorical ones; for task "
+    ("estimator.name=arm", r"^estimator\.name: 'arm' is for bernoulli latents, not categorical ones; for task "
                               r"vae with categorical latents use gs, .*rloo"),
     ("estimator.name=reinmax", r"^estimator\.name: 'reinmax' needs tau >= 1 throughout, but the schedule reaches 0.5; "),
     ("kl=relaxed estimator.name=st-gs", r"^kl: 'relaxed' needs .*gs"),

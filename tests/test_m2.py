@@ -30,7 +30,7 @@ from vae.config import ConfigError, SSLConfig, load_config
 from vae.data import BinarizedMNIST
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
-from vae.tracking import read_metrics
+from vae.store import read_metrics
 from vae.training import Trainer, train
 
 from conftest import env_with_cache, float32_rtol
@@ -285,7 +285,7 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = Path(next(line for line in done.stdout.splitlines() if line.startswith("results: ")).removeprefix("results: "))
     assert run_dir.parent.name == "ssl_m2" and run_dir.name.startswith("gs__exp__")
-    assert re.search(r"^test/accuracy 0\.\d\d ± 0\.00 \(1 seed\)$", done.stdout, re.M), done.stdout
+    assert re.search(r"^test/accuracy 0\.\d\d \(1 seed\)$", done.stdout, re.M), done.stdout
     assert_finished(json.loads((run_dir / "summary.json").read_text()), decoder_evals=1)
 
 

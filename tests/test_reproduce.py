@@ -21,8 +21,9 @@ from experiments import sweep as sweep_cli
 from vae import sweeps
 from vae.sweeps import best_points, expand, identity, read_sweep
 from vae.config import load_config, to_dict
-from vae.results import SUMMARY, curve, provenance
-from vae.training import CHECKPOINT, Trainer
+from vae.results import curve, provenance
+from vae.store import CHECKPOINT, SUMMARY
+from vae.training import Trainer
 
 from conftest import env_with_cache, float32_rtol
 
@@ -268,7 +269,7 @@ def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path
     header, rows = table1_rows([p for p in points if p.cfg.model.hidden == []])
     cells = dict(rows)
     bernoulli_only = [h for h, c in zip(header, cells["VAE (Cat.) ours"]) if c == "Bernoulli only"]
-    assert bernoulli_only == ["ARM", "DisARM"]
+    assert bernoulli_only == ["ARM"]
     assert "Bernoulli only" not in cells["VAE (Bern.) ours"]
     assert set(cells["VAE (Bern.) ours"]) == {"unfinished"}       # every Bernoulli cell is a point
 
@@ -409,7 +410,8 @@ def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_one
     sweep = read_sweep("configs/sweeps/table1.yaml")
     points = expand(sweep, "paper", tmp_path)
     relaxed = [p for p in points if p.cfg.estimator.name in ("gs", "st-gs")]
-    assert len(points) == 2 * (12 * 6 + 2 * 4 * 6) + 2 * 6 and len(relaxed) == 2 * 2 * 4 * 6
+    # per base: 15 estimators x 6 lrs, GS and ST-GS x 4 taus x 6 lrs, ReinMax and IndeCateR x 6 lrs; ARM (Bernoulli) x 6
+    assert len(points) == 2 * (15 * 6 + 2 * 4 * 6 + 2 * 6) + 6 and len(relaxed) == 2 * 2 * 4 * 6
     assert {p.cfg.tau.rate for p in relaxed} == {1e-5, 1e-4} and {p.cfg.tau.update_every for p in relaxed} == {500, 1000}
     assert all("tau" not in p.values for p in points if p.cfg.estimator.name not in ("gs", "st-gs", "reinmax"))
     best = {(p.base, p.cfg.estimator.name): p for p in points
@@ -420,7 +422,7 @@ def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_one
         value = 100.0 if best.get((p.base, p.cfg.estimator.name)) is p else 120.0
         (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value, "std": 0.0}}))
     chosen = best_points(sweep, points)
-    assert len(chosen) == 2 * 14 + 2 and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}
+    assert len(chosen) == 2 * (15 + 2 + 2) + 1 and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}
 
 
 LR_GRID = ("base: configs/vae_categorical.yaml\n"

@@ -18,8 +18,9 @@ import torch
 import yaml
 
 from vae.config import ConfigError, load_config
-from vae.tracking import read_metrics
-from vae.training import CHECKPOINT, RunDirError, Trainer, TrainingDiverged, train
+from vae.store import read_metrics
+from vae.store import CHECKPOINT
+from vae.training import RunDirError, Trainer, TrainingDiverged, train
 
 from conftest import BUILT_IN, env_with_cache, estimator_cases, float32_rtol, tau_overrides, tiny_overrides
 from vae.estimators import column_order
@@ -359,7 +360,7 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                           cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for text in ("(a) plain PyTorch loop", "(b) suite, one seed", "(c) replica axis, R = 10", "(d) m = 1000 bound",
-                 "(e) a paper-preset pack, R = 30", "252 points in 42 runs"):
+                 "(e) a paper-preset pack, R = 30", "306 points in 51 runs"):
         assert text in done.stdout, text
     record = json.loads((tmp_path / "cpu.json").read_text())
     assert len(record["steps_per_second"]) == 6 and all(v > 0 for v in record["steps_per_second"].values())
@@ -370,7 +371,7 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                  "speedup": {"10": 2.0, "100": 9.5}}     # the shape bench.ssl_speed writes (tests/test_reproduce.py runs it)
     report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
                           "bench": record, "ssl_speed": ssl_speed})
-    assert "| (e) a paper-preset pack, R = 30 |" in report and "252 points in 42 runs" in report
+    assert "| (e) a paper-preset pack, R = 30 |" in report and "306 points in 51 runs" in report
     assert "| 100 | 1.0 | 9.5 | 9.50x |" in report
 
 

@@ -48,8 +48,9 @@ from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
-from vae.results import curve, final, git_commit, load_summary, provenance
-from vae.training import CHECKPOINT, train
+from vae.results import curve, final, git_commit, provenance
+from vae.store import CHECKPOINT, load_summary
+from vae.training import train
 
 plt.switch_backend("Agg")   # files only, never a window
 
@@ -396,7 +397,7 @@ def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
     if (run_dir / CHECKPOINT).exists():
         return run_dir / CHECKPOINT
     again = results_dir / "runs" / "samples" / run_dir.name
-    if not (again / "summary.json").exists():
+    if load_summary(again) is None:
         shutil.rmtree(again, ignore_errors=True)
         print(f"{run_dir.name} has no checkpoint (records carry none); training it again in {again}")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, iw_examples=10))  # weights only

@@ -59,8 +59,8 @@ from vae.bench import device_sync, median_rate, device_name
 from vae.config import Config
 from vae.estimators import ESTIMATORS, column_order
 from vae.figures import footer, save
-from vae.results import final, load_summary, provenance
-from vae.store import write_text_atomic
+from vae.results import final, provenance
+from vae.store import load_summary, write_text_atomic
 from vae.sweeps import EQUAL_COST, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
 from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, column, column_title, to_latex, to_markdown
 from vae.training import Trainer, resolve_device

@@ -1,27 +1,21 @@
 """Read the local results store for figures and tables (never the W&B files).
 
-A finished run directory holds ``summary.json`` (final numbers per key, each
-``{"per_seed", "mean", "std"}``) and ``metrics.jsonl`` (long format, one value per line);
-``vae/sweeps.py`` adds ``sweep.json`` (which sweep and preset, and the commit of the code
-that ended the run) and, for a run that diverged, ``failed.txt``. This module turns those into
+A run directory's files and their readers are :mod:`vae.store`'s. This module turns them into
 curves (mean and spread over seeds per step), final values, a per-group best run (the paper's
 learning-rate selection), and the provenance line every figure and table carries.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from vae.tracking import mean_std, read_metrics
+from vae.store import load_summary, read_metrics, read_sweep_info
+from vae.tracking import mean_std
 
-SUMMARY = "summary.json"
-FAILED = "failed.txt"
-SWEEP_INFO = "sweep.json"
 CODE_PATHS = ("vae", "experiments", "configs", "Makefile", "pyproject.toml")  # what a "-dirty" commit means
 
 T = TypeVar("T")
@@ -39,12 +33,6 @@ def git_commit(repo: Path | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if changes else commit
-
-
-def load_summary(run_dir: Path) -> dict | None:
-    """The run's ``summary.json``, or None while it is unfinished (or diverged)."""
-    path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def final(summary: dict | None, key: str) -> tuple[float, float] | None:
@@ -120,9 +108,9 @@ def provenance(run_dirs: Sequence[Path], preset: str) -> str:
             steps.add(summary["steps"])
             devices.add(summary["device"])
             seconds += summary.get("train_seconds", 0.0) + summary.get("iw_seconds", 0.0)
-        info = Path(run_dir) / SWEEP_INFO
-        if info.exists():
-            commits.add(json.loads(info.read_text())["commit"])
+        info = read_sweep_info(run_dir)
+        if info is not None:
+            commits.add(info["commit"])
     return (f"preset {preset} | {finished}/{len(run_dirs)} runs finished | seeds per run: {_joined(seeds)}"
             f" | steps: {_joined(steps)} | device: {_joined(devices)} | run time {seconds / 3600:.1f} h"
             f" (training and test bound, summed over runs) | runs from commit {_joined(commits)}"

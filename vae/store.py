@@ -1,4 +1,12 @@
-"""Writing files so that a reader never sees half of one: the one atomic writer of the suite.
+"""The run directory's format, and writing files so that a reader never sees half of one.
+
+A run directory (``<out_dir>/<experiment>/<run>/``, or a sweep's ``<results>/sweeps/<sweep>/<run>/``)
+holds :data:`CONFIG` (the resolved config), :data:`METRICS` (one JSON object per value,
+``{"step", "split", "metric", "replica", "seed", "value"}``, appended and flushed as it comes),
+:data:`SUMMARY` (final numbers per key, ``{"per_seed", "mean", "std"}``, and the run's times),
+:data:`CHECKPOINT` (the latest checkpoint) and, for a sweep's run, :data:`SWEEP_INFO` (which sweep,
+preset and point, and the commit of the code that ended it) and, if it diverged, :data:`FAILED`
+(why). Its readers and writers are the functions below; nothing else names these files.
 
 Every file the suite writes that another process may read while it runs, or that a kill may
 interrupt (checkpoints, the data cache, a run's config, metrics and summary, tables), goes through
@@ -9,13 +17,22 @@ failure the temporary file is removed and the target is left as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
+import yaml
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+SWEEP_INFO = "sweep.json"
+FAILED = "failed.txt"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -42,3 +59,57 @@ def write_text_atomic(path: Path, text: str) -> None:
 def atomic_save(obj: object, path: Path) -> None:
     """``torch.save(obj)`` to ``path``, atomically (read back with ``torch.load(weights_only=True)``)."""
     atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    """The resolved config (``vae.config.to_dict``) as the run's :data:`CONFIG`."""
+    write_text_atomic(Path(run_dir) / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_config_text(run_dir: Path) -> str | None:
+    """The run's :data:`CONFIG` as written, or None if it has none."""
+    path = Path(run_dir) / CONFIG
+    return path.read_text() if path.is_file() else None
+
+
+def write_metrics(run_dir: Path, rows: Iterable[dict]) -> None:
+    """Replace the run's :data:`METRICS` by ``rows`` (a resumed run's kept rows, a pack's split)."""
+    write_text_atomic(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All rows of :data:`METRICS` (a torn last line from a killed run is skipped)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    write_text_atomic(Path(run_dir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    """The run's :data:`SUMMARY`, or None while it is unfinished (or diverged)."""
+    path = Path(run_dir) / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_sweep_info(run_dir: Path, info: dict) -> None:
+    write_text_atomic(Path(run_dir) / SWEEP_INFO, json.dumps(info, indent=2) + "\n")
+
+
+def read_sweep_info(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / SWEEP_INFO
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def mark_failed(run_dir: Path, reason: str) -> None:
+    """Mark the run as diverged (:data:`FAILED`, ``reason`` in it): a sweep skips it from then on."""
+    write_text_atomic(Path(run_dir) / FAILED, reason.rstrip("\n") + "\n")

@@ -65,12 +65,12 @@ import torch
 import yaml
 
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
-from vae.results import FAILED, SUMMARY, SWEEP_INFO, final, git_commit, load_summary, select_best
-from vae.store import write_text_atomic
+from vae.results import final, git_commit, select_best
+from vae.store import (CHECKPOINT, FAILED, SUMMARY, load_summary, mark_failed, read_config_text, read_metrics,
+                       write_config, write_metrics, write_summary, write_sweep_info)
 from vae.tasks import at_equal_cost
-from vae.tracking import read_metrics
 from vae.wandb_sweep import register, start_agents, wandb_config
-from vae.training import CHECKPOINT, TrainingDiverged, final_numbers, train
+from vae.training import TrainingDiverged, final_numbers, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
@@ -110,7 +110,7 @@ class Point:
     def saved_config_matches(self) -> bool:
         """Whether the run's ``config.yaml`` (keys it lacks at their defaults) is this point's config."""
         try:
-            saved = config_from_dict(read_yaml((self.run_dir / "config.yaml").read_text()))
+            saved = config_from_dict(read_yaml(read_config_text(self.run_dir)))
         except (OSError, yaml.YAMLError, ConfigError, TypeError):
             return False
         return _without_out_dir(to_dict(saved)) == _without_out_dir(to_dict(self.cfg))
@@ -176,8 +176,8 @@ def split_pack(pack: Pack, info: dict[str, Any]) -> None:
         mine_rows = [{**r, "replica": r["replica"] - offset} for r in rows if r["replica"] in own]
         shutil.rmtree(point.run_dir, ignore_errors=True)   # leftovers of a stale run
         point.run_dir.mkdir(parents=True)
-        write_text_atomic(point.run_dir / "config.yaml", yaml.safe_dump(to_dict(point.cfg), sort_keys=False))
-        write_text_atomic(point.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in mine_rows))
+        write_config(point.run_dir, to_dict(point.cfg))
+        write_metrics(point.run_dir, mine_rows)
         mine = {key: value for key, value in summary.items() if not isinstance(value, dict)}
         mine.update(final_numbers(mine_rows, point.cfg.steps, len(own)))
         rate = summary["steps_per_second"]
@@ -185,9 +185,8 @@ def split_pack(pack: Pack, info: dict[str, Any]) -> None:
                     iw_seconds=round(summary["iw_seconds"] / k, 2), steps_per_second=rate and round(rate * k, 2),
                     packed={"points": k, "train_seconds": summary["train_seconds"], "iw_seconds": summary["iw_seconds"],
                             "steps_per_second": rate})
-        write_text_atomic(point.run_dir / SUMMARY, json.dumps(mine, indent=2) + "\n")
-        (point.run_dir / SWEEP_INFO).write_text(json.dumps({**info, "base": point.base, "values": point.values,
-                                                             "pack": pack.run_dir.name}, indent=2) + "\n")
+        write_summary(point.run_dir, mine)
+        write_sweep_info(point.run_dir, {**info, "base": point.base, "values": point.values, "pack": pack.run_dir.name})
         offset = own.stop
 
 
@@ -444,11 +443,11 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool, commit: s
             train(point.cfg, point.run_dir, progress=progress)
         outcome = "finished"
     except TrainingDiverged as err:
-        (point.run_dir / FAILED).write_text(f"{err}\n")
+        mark_failed(point.run_dir, str(err))
         outcome = "diverged"
     info = {"sweep": str(sweep.path), "preset": preset, "base": point.base, "values": point.values,
             "outcome": outcome, "commit": commit, "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (point.run_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    write_sweep_info(point.run_dir, info)
     return outcome, time.perf_counter() - start
 
 
@@ -466,8 +465,8 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
     pack_cfg = unit.cfg
     info = {"sweep": str(sweep.path), "preset": preset, "commit": commit}
     try:
-        resumable = (unit.run_dir / CHECKPOINT).exists() and (unit.run_dir / "config.yaml").exists() and \
-            read_yaml((unit.run_dir / "config.yaml").read_text()) == to_dict(pack_cfg)
+        saved = read_config_text(unit.run_dir)
+        resumable = (unit.run_dir / CHECKPOINT).exists() and saved is not None and read_yaml(saved) == to_dict(pack_cfg)
         if resumable:
             train(None, unit.run_dir, resume=True, progress=progress)
         else:
@@ -483,11 +482,10 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
         print(f"learning rate {bad.cfg.optim.lr:g} of a pack diverged ({err}); packing the others again", flush=True)
         shutil.rmtree(bad.run_dir, ignore_errors=True)
         bad.run_dir.mkdir(parents=True)
-        write_text_atomic(bad.run_dir / "config.yaml", yaml.safe_dump(to_dict(bad.cfg), sort_keys=False))
-        (bad.run_dir / FAILED).write_text(f"in a pack of learning rates ({unit.run_dir.name}): {err}\n")
-        (bad.run_dir / SWEEP_INFO).write_text(json.dumps({**info, "base": bad.base, "values": bad.values,
-                                                           "outcome": "diverged", "pack": unit.run_dir.name,
-                                                           "ended": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        write_config(bad.run_dir, to_dict(bad.cfg))
+        mark_failed(bad.run_dir, f"in a pack of learning rates ({unit.run_dir.name}): {err}")
+        write_sweep_info(bad.run_dir, {**info, "base": bad.base, "values": bad.values, "outcome": "diverged",
+                                       "pack": unit.run_dir.name, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
         rest = [p for p in unit.points if p is not bad]
         again = rest[0] if len(rest) == 1 else make_pack(rest, unit.run_dir.parent)
         results = dict(zip((p.run_dir for p in rest), run_unit(again, sweep, preset, progress, commit)))

@@ -26,7 +26,8 @@ from pathlib import Path
 from vae.sweeps import EQUAL_COST, REPO, STORE, Point, best_points, expand, read_sweep
 from vae.config import Config, TauConfig
 from vae.estimators import ESTIMATORS, column_order, display_name
-from vae.results import FAILED, final, load_summary, provenance
+from vae.results import final, provenance
+from vae.store import FAILED, load_summary
 
 SWEEP_DIR = REPO / "configs" / "sweeps"   # read from the repository, whatever the working directory
 TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"

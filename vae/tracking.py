@@ -1,12 +1,5 @@
-"""The local results store (the source of truth), mirrored to Weights & Biases.
-
-A run directory ``<out_dir>/<experiment>/<run>/`` holds:
-
-* ``config.yaml``   the resolved config;
-* ``metrics.jsonl`` one JSON object per value: ``{"step", "split", "metric", "replica", "seed",
-  "value"}``, appended and flushed as it comes;
-* ``summary.json``  final numbers per replica and their mean and standard deviation;
-* ``checkpoint.pt`` the latest checkpoint (written atomically).
+"""A run's metrics into its run directory (the source of truth; its format: :mod:`vae.store`),
+mirrored to Weights & Biases.
 
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
 ``<split>/<metric>/seed<s>`` (only ``.../lr<lr>-seed<s>`` in a run with a learning rate per
@@ -24,23 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vae.store import write_text_atomic
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """All rows of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+from vae.store import METRICS, read_metrics, write_config, write_metrics, write_summary
 
 
 class RunTracker:
@@ -57,16 +34,15 @@ class RunTracker:
         self.one_config = not isinstance(lrs, list)
         self.names = ([f"seed{s}" for s in seeds] if self.one_config else
                       [f"lr{lr:g}-seed{s}" for s, lr in zip(seeds, lrs, strict=True)])
-        metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             # drop what was logged after the checkpoint we resume from, and the end-of-run number
             # (`final_metric`, logged after the last checkpoint) of the end this run trains to:
             # no duplicated steps (a run trained further keeps the number of its old end)
             kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step
                     and not (r["metric"] == final_metric and r["step"] == config["steps"])]
-            write_text_atomic(metrics, "".join(json.dumps(r) + "\n" for r in kept))
-        write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        self._file = open(metrics, "a")
+            write_metrics(self.run_dir, kept)
+        write_config(self.run_dir, config)
+        self._file = open(self.run_dir / METRICS, "a")
         self._wandb = self._start_wandb(config, project, wandb_dir)
 
     def _start_wandb(self, config: dict, project: str, wandb_dir: Path) -> Any:
@@ -104,7 +80,7 @@ class RunTracker:
     def finish(self, summary: dict | None) -> None:
         """Write ``summary.json`` (when given: a run that stopped early has none) and close."""
         if summary is not None:
-            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_summary(self.run_dir, summary)
         if self._wandb is not None:
             if summary is not None:
                 self._wandb.summary.update({k: v["mean"] if isinstance(v, dict) else v

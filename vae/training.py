@@ -24,16 +24,15 @@ from tqdm import tqdm
 
 from vae.config import Config, ConfigError, config_from_dict, to_dict
 from vae.data import BinarizedMNIST
-from vae.store import atomic_save
+from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
 from vae.optim import make_optimizer
 from vae.replicas import ReplicaGenerator, ReplicaMLP, derive_seed
 from vae.schedules import Temperature
 from vae.tasks import TASKS
-from vae.tracking import RunTracker, mean_std, read_metrics
+from vae.tracking import RunTracker, mean_std
 
-CHECKPOINT = "checkpoint.pt"
 
 
 class TrainingDiverged(RuntimeError):
@@ -204,11 +203,11 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
 
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"run directory {run_dir} already holds a run; resume it with --resume or pick another")
-    if resume and (run_dir / "summary.json").exists():
+    if resume and (run_dir / SUMMARY).exists():
         if state["step"] == cfg.steps:
             log(f"{run_dir} is already finished (summary.json exists); nothing to do")
             return run_dir
-        (run_dir / "summary.json").unlink()  # trained further: its numbers stay in metrics.jsonl
+        (run_dir / SUMMARY).unlink()  # trained further: its numbers stay in metrics.jsonl
     trainer = Trainer(cfg, log=log)
     if resume:
         trainer.load_state_dict(state)
