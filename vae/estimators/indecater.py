@@ -13,7 +13,9 @@ value is ``1/S sum_s f(z^(s))``, and the decoder's gradient is that of f at the 
 unbiased). Cost: of the N K points of a sample, the N with ``z_n`` at its sampled value are the
 sample itself, so f runs at the sample and at its ``N (K - 1)`` neighbours: ``S (N (K - 1) + 1)``
 decoder passes per example (181 for the 20 x 10 VAE, 201 for the 200-unit Bernoulli one).
-``estimator.options.samples`` sets S (default 1).
+``estimator.options.samples`` sets S (default 1). The neighbours' values enter only the estimate
+(their gradient is not needed), so they are evaluated without a graph, :data:`CHUNK` one-hot
+entries at a time: an SBN's nested layers (``(N(K - 1) + 1)^2`` passes a step) fit in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_classes
 from vae.gumbel import Generator, widen
+
+
+CHUNK = 2 ** 23   # one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch
 
 
 class IndeCateR(Estimator):
@@ -69,11 +74,12 @@ class IndeCateR(Estimator):
         moved = moved.view(n, 1, n, 1).expand(n, k - 1, n, 1).reshape(n * (k - 1), 1, n, 1)
         value = F.one_hot(other, k).to(logits.dtype)                                # [R, S, B, N, K-1, K]
         value = value.permute(0, 1, 3, 4, 2, 5).reshape(r, s, n * (k - 1), b, 1, k)
-        neighbours = torch.where(moved, value, z.unsqueeze(2))                      # [R, S, N(K-1), B, N, K]
-        points = torch.cat([z.unsqueeze(2), neighbours], 2)                         # the sample first
-        values = f(points).view(r, s, 1 + n * (k - 1), b)
-        at_sample = values[:, :, 0]                                                 # [R, S, B]: f(z)
-        at_neighbours = values[:, :, 1:].view(r, s, n, k - 1, b).permute(0, 1, 4, 2, 3)
+        at_sample = f(z)                                                            # [R, S, B]: f(z), with its gradient
+        chunk = max(1, CHUNK // (r * s * b * n * k))                                # neighbours per call of f
+        with torch.no_grad():                                                       # only their values enter the estimate
+            at_neighbours = torch.cat([f(torch.where(moved[j:j + chunk], value[:, :, j:j + chunk], z.unsqueeze(2)))
+                                       for j in range(0, n * (k - 1), chunk)], 2)   # [R, S, N(K-1), B]
+        at_neighbours = at_neighbours.view(r, s, n, k - 1, b).permute(0, 1, 4, 2, 3)
         loss = at_sample[..., None, None].expand(r, s, b, n, k).clone()             # f(z_-n, k) at k = z_n ...
         loss.scatter_(-1, other, at_neighbours)                                     # ... and at the other k
         q = torch.softmax(widen(logits), dim=-1).unsqueeze(1)                       # [R, 1, B, N, K]
