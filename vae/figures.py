@@ -36,7 +36,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from vae.sweeps import Point, SweepError, best_points, expand, read_sweep
+from vae.sweeps import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
 from vae.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
                                SWEEP_DIR, by_model, column, column_title, schedule_label, test_digits)
 from vae import m2
@@ -173,6 +173,8 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
             estimator, variant = column(point)
             band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"), label=column_title(estimator, variant),
                   linestyle=":" if variant else "-" if estimator in PAPER_ESTIMATORS else "--", marker=".")
+            if EQUAL_COST in point.values:   # a few steps at another's cost: drawn, not scaled to
+                continue
             c = curve(point.run_dir, "test/neg_elbo")
             lows += c.mean
             highs += c.mean[len(c.mean) // 2:]
@@ -183,8 +185,8 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
         ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
         ax.grid(alpha=0.3)
     handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}   # both panels'
-    axes[1].legend(handles.values(), handles.keys(), fontsize=8, title="estimator\n(dashed: later\nor a variant)",
-                   loc="upper left", bbox_to_anchor=(1.02, 1))
+    axes[1].legend(handles.values(), handles.keys(), fontsize=7, ncol=1 + len(handles) // 15, loc="upper left",
+                   bbox_to_anchor=(1.02, 1), title="solid: the paper's; dashed: later;\ndotted: a variant, or at another's cost")
     fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds\n{model}")
     return save(fig, results_dir / "figures" / preset, name, footer(points, preset))
 
@@ -196,15 +198,22 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
     m = sorted({p.cfg.eval.curve_samples for p in points})
     digits = test_digits(", ".join(sorted({str(p.cfg.eval.curve_examples or 10_000) for p in points})))
     for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
+        scaled = []
         for point in (p for p in finished(points) if p.cfg.model.kind == kind):
             name, variant = column(point)
             band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"), label=column_title(name, variant),
                   linestyle=":" if variant else "-" if name in PAPER_ESTIMATORS else "--", marker=".")
+            if EQUAL_COST not in point.values:   # a few steps at another's cost: drawn, not scaled to
+                scaled += curve(point.run_dir, "test/nll").mean
+        if scaled:
+            ax.set_ylim(min(scaled) - 2, max(scaled) + 2)
         ax.set_title(f"({letter}) {ROWS['sbn', kind]}")
         ax.set_xlabel("training step")
         ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{digits})")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, title="estimator\n(dashed: later)", loc="upper left", bbox_to_anchor=(1.02, 1))
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[1].legend(handles, labels, fontsize=7, ncol=1 + len(labels) // 15, loc="upper left", bbox_to_anchor=(1.02, 1),
+                   title="solid: the paper's; dashed: later;\ndotted: a variant, or at another's cost")
     fig.suptitle("Figure 3 (reproduction): structured output prediction, test negative log-likelihood during "
                  "training, mean ± std over seeds")
     return save(fig, results_dir / "figures" / preset, "fig3_sbn_curves", footer(points, preset))
