@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from vae.config import ConfigError, load_config, parse_overrides, to_dict
+from vae.config import ConfigError, key_table_markdown, load_config, parse_overrides, to_dict
 from vae.data import DataError
 from vae.results import held_out_lines
 from vae.store import load_summary
@@ -35,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", help="where to write the run (default: <out_dir>/<experiment>/<name>)")
     parser.add_argument("--data-dir", help="directory holding the four MNIST IDX files (data.data_dir)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and run nothing")
+    parser.add_argument("--keys", action="store_true", help="print every config key, its default and meaning; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. tau.schedule=constant")
     args = parser.parse_args(argv)
+    if args.keys:
+        print(key_table_markdown())
+        return 0
     try:
         if args.resume:
             if args.config or args.run_dir or args.data_dir or args.results_dir or args.print_config:

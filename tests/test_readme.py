@@ -128,23 +128,23 @@ def test_the_environment_is_activated_before_the_first_python_command():
     assert text.index("source .venv/bin/activate") < first_command
 
 
-def test_the_config_key_table_lists_every_key_with_its_default():
-    """The configs/README.md "Config keys" table names every key of vae/config.py with the default the
-    code has (a README that said `variance_normalisation` defaults to true went unnoticed)."""
-    from vae.config import Config, read_yaml, to_dict
+def test_the_config_key_table_is_the_one_source_printed_by_train_keys(capsys):
+    """configs/README.md "Config keys" is `python -m experiments.train --keys` (the dataclasses' own
+    field comments): every key of vae/config.py with the default the code has (a README that said
+    `variance_normalisation` defaults to true once went unnoticed) and a meaning."""
+    from experiments.train import main
+    from vae.config import Config, key_table, to_dict
     from vae.sweeps import flat_settings
 
+    assert main(["--keys"]) == 0
+    printed = capsys.readouterr().out.strip()
     text = (README.parent / "configs" / "README.md").read_text()
-    table = text[text.index("## Config keys"):text.index("## Temperature schedules")]
-    documented = {}
-    for row in (line for line in table.splitlines() if line.startswith("| `")):
-        keys_cell, defaults_cell = row.split(" | ")[:2]
-        keys = re.findall(r"`([^`]+)`", keys_cell)
-        defaults = re.findall(r"`([^`]+)`", defaults_cell)
-        assert len(keys) == len(defaults), row
-        documented.update({k: read_yaml(d) for k, d in zip(keys, defaults)})
+    embedded = re.search(r"<!-- keys -->\n(.*?)\n<!-- /keys -->", text, re.S).group(1).strip()
+    assert embedded == printed
+    rows = key_table()
     expected = {**flat_settings(to_dict(Config())), "estimator.options": {}}   # an empty mapping has no leaves
-    assert documented == expected
+    assert {key: default for key, default, _ in rows} == expected
+    assert all(meaning for _, _, meaning in rows)
 
 
 def test_the_command_lines_are_thin_and_import_no_other_command_line():

@@ -150,6 +150,40 @@ class Config:
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
+# ----------------------------------------------------------------------------- what each key means
+
+def key_table(cls: type = None, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(dotted key, default, meaning)`` of every config key, in declaration order. The meaning is
+    the comment after the field in its dataclass: the one source of ``python -m experiments.train
+    --keys`` and of configs/README.md's table (a test checks the table is this one)."""
+    import inspect
+
+    cls = cls or Config
+    comments = dict(re.findall(r"^    (\w+): [^\n]*?  # ([^\n]*)$", inspect.getsource(cls), re.M))
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            rows += key_table(type(default), f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", default, comments.get(f.name, "")))
+    return rows
+
+
+def key_table_markdown() -> str:
+    """:func:`key_table` as a markdown table (defaults as YAML literals)."""
+    def literal(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+        return f"`{text}`"
+
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    def text(meaning: str) -> str:   # markdown-safe: no table bars, no angle brackets read as HTML
+        return meaning.replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
+
+    lines += [f"| `{key}` | {literal(default)} | {text(meaning)} |" for key, default, meaning in key_table()]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- building
 
 def _type_name(tp: Any) -> str:
