@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--committed-dir", default=str(leaderboard.COMMITTED),
                         help="the committed records ranked against (default: the repository's results/)")
     parser.add_argument("--time-steps", action="store_true",
-                        help="first time every entry's training step on this machine's free cores (minutes)")
+                        help="first time the training step of every entry not yet timed, alone (minutes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

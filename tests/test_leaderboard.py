@@ -131,3 +131,22 @@ def test_bad_input_is_one_line_and_exit_2(committed, tmp_path, args, message, ca
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "tables").exists()
+
+
+def test_time_steps_times_each_entry_once_and_the_table_uses_it(committed, shared_cache, tmp_path, monkeypatch):
+    """``--time-steps``: each entry's step timed alone and recorded by its run directory; a second
+    call times nothing again; the ranked tables then print those milliseconds without the '*'."""
+    import json
+
+    from vae.leaderboard import CELLS, committed_points, leaderboard, measure_step_ms
+
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    points = committed_points(CELLS[1], "tiny", [committed])
+    path = measure_step_ms(points, tmp_path, "tiny", steps=2, repeats=1)
+    timed = json.loads(path.read_text())["runs"]
+    assert set(timed) == {p.run_dir.name for p in points} and all(ms > 0 for ms in timed.values())
+    assert measure_step_ms(points, tmp_path, "tiny", steps=2, repeats=1) == path
+    assert json.loads(path.read_text())["runs"] == timed                     # not timed again
+    table = leaderboard("tiny", tmp_path, committed_dir=committed, cells=[CELLS[1].name])
+    vae_rows = [line for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert any(f"{timed[p.run_dir.name]:.1f} |" in table for p in points) and vae_rows

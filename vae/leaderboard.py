@@ -31,7 +31,8 @@ difference (pooled variance, n1 + n2 - 2 degrees of freedom) contains 0, else ``
 2 seeds on each side that interval is +/- 4.30 x the pooled std: a tie is weak evidence of
 equality. With one seed on either side there is no interval (``1 seed``). **Overall**: each
 estimator's mean rank over the cells it has a result in. Milliseconds per step are those measured
-on free cores by ``--time-steps`` (each entry's training step alone, median of repeats, written to
+on free cores by ``--time-steps`` (each entry's training step alone, median of repeats, fewer steps
+for a dear one; each entry once, written to
 ``<results>/bench/<preset>/step_ms_<device>.json``) where measured, else the run's own training
 time per step (its cores shared with other runs, marked ``*``).
 
@@ -62,6 +63,7 @@ from vae.figures import footer, save
 from vae.results import final, provenance
 from vae.store import load_summary, write_text_atomic
 from vae.sweeps import EQUAL_COST, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
+from vae.tasks import TASKS
 from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, column, column_title, to_latex, to_markdown
 from vae.training import Trainer, resolve_device
 
@@ -191,14 +193,20 @@ def _step_ms_path(results_dir: Path, preset: str, device: str) -> Path:
 
 
 def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device: str = "cpu", steps: int = 20,
-                    repeats: int = 3) -> Path:
-    """Time each point's training step alone (its config, all its seeds, ``steps`` steps after 5
-    of warm-up, median of ``repeats``) and add the milliseconds to the preset's record."""
+                    repeats: int = 3, skip_measured: bool = True) -> Path:
+    """Time each point's training step alone (its config, all its seeds; the median of ``repeats``
+    timings of ``steps`` steps after 5 of warm-up, fewer for a dear step: ``steps * 16 / passes``
+    steps, at least 2, after a quarter as many) and add the milliseconds to the preset's record;
+    ``skip_measured``: leave the runs it already holds (a new estimator is timed alone)."""
     path = _step_ms_path(results_dir, preset, resolve_device(device).type)
     record = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     for point in points:
+        if skip_measured and point.run_dir.name in record["runs"]:
+            continue
+        passes = TASKS[point.cfg.task].decoder_passes(point.cfg)
+        n = max(2, min(steps, round(steps * 16 / passes)))
         trainer = Trainer(replace(point.cfg, device=device), log=lambda _: None)
-        rate = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), warmup=5)
+        rate = median_rate(trainer.train_step, n, repeats, device_sync(trainer.device), warmup=max(1, min(5, n // 4)))
         record["runs"][point.run_dir.name] = round(1000 / rate, 2)
         print(f"{point.label}: {1000 / rate:.1f} ms/step", flush=True)
     record.update(device=device_name(resolve_device(device)), steps=steps, repeats=repeats,
