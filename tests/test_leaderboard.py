@@ -109,7 +109,7 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
         assert "ST, tempered (options.backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked and "SF" in ranked
         assert ranked.count("\n") == 4                                       # header, rule, three entries
     assert "ST, tempered (options.backward_tau=3) | does not apply" in by_caption["VAE (Bern.)"]
-    assert len(list((tmp_path / "mine/sweeps").glob("*/*st-temp*/summary.json"))) == 2
+    assert len(list((tmp_path / "mine/sweeps").glob("*/tiny/*st-temp*/summary.json"))) == 2
     assert (tmp_path / "mine/figures/tiny/frontier.png").stat().st_size > 10_000
     assert "tied" in table or "behind" in table
 

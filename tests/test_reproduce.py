@@ -117,12 +117,13 @@ def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny
 @SHARES_TINY_RESULTS
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
-    runs = sorted((results / "sweeps").glob("*/*/"))
+    runs = sorted((results / "sweeps").glob("*/tiny/*/"))       # <sweep>/<preset>/<run>
     assert len(runs) == 4 + 7 + 2 + 4 + 4 + 3               # table1, tau_ablation, gradvar, model_question, sbn, ssl
     for run in runs:
         assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
-        key = "test/nll" if run.parent.name == "sbn" else "test/neg_elbo"
-        assert curve(run, key).steps == ([4] if run.parent.name == "ssl" else [2, 4])   # ssl: evaluated at the end
+        sweep = run.parent.parent.name
+        key = "test/nll" if sweep == "sbn" else "test/neg_elbo"
+        assert curve(run, key).steps == ([4] if sweep == "ssl" else [2, 4])   # ssl: evaluated at the end
     assert "preset tiny | 24/24 runs finished" in provenance(runs, "tiny")
 
 
@@ -168,7 +169,7 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
     results, _ = tiny_results
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(REPO)
-    for checkpoint in (results / "sweeps" / "table1").glob("*gs*/checkpoint.pt"):
+    for checkpoint in (results / "sweeps" / "table1").glob("*/*gs*/checkpoint.pt"):
         checkpoint.unlink()
     from vae.figures import samples
     paths = samples("tiny", results)
@@ -214,7 +215,7 @@ def test_workers_of_a_killed_sweep_stop_with_it(shared_cache, tmp_path):
                              "--results-dir", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(tmp_path.glob("sweeps/*/*/metrics.jsonl"))) < 2:
+    while time.time() < deadline and len(list(tmp_path.glob("sweeps/*/*/*/metrics.jsonl"))) < 2:
         time.sleep(0.2)
     workers = {c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()}
     assert len(workers) == 2
@@ -247,7 +248,7 @@ def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_e
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [("gs", 3e-4), ("st", 3e-4)]
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress"]) == 0
     assert "mine (none): finished 2" in capsys.readouterr().out
-    assert len(list((tmp_path / "sweeps" / "mine").glob("*/summary.json"))) == 2
+    assert len(list((tmp_path / "sweeps" / "mine" / "none").glob("*/summary.json"))) == 2
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "model-question"])
@@ -310,7 +311,7 @@ def test_fig4_draws_one_figure_per_model_as_table1_has_one_table_per_model(tmp_p
     chosen = [next(p for p in points if p.cfg.model.hidden == hidden and p.cfg.estimator.name == "st")
               for hidden in ([], [512, 256])]
     for point in chosen:                    # the committed records of these two runs, copied
-        committed = REPO / "results" / "sweeps" / "table1" / point.run_dir.name
+        committed = REPO / "results" / "sweeps" / "table1" / "converged" / point.run_dir.name
         shutil.copytree(committed, point.run_dir, ignore=shutil.ignore_patterns("*.pt"))
     names = sorted(path.name for path in fig4("converged", tmp_path))
     assert names == ["fig4_vae_curves.pdf", "fig4_vae_curves.png",
@@ -445,7 +446,7 @@ def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared
     out = capsys.readouterr().out
     assert out.count("(in a pack of 2 learning rates)") == 4 and "grid (none): finished 4" in out
     assert sweep_cli.main([str(path), "--results-dir", str(alone), "--no-progress"]) == 0
-    assert not list((packed / sweeps.PACKS / "grid").iterdir())
+    assert not list((packed / sweeps.PACKS / "grid").glob("*/*"))     # <sweep>/<preset>/<pack>: none left
     sweep = read_sweep(path)
     for p, q in zip(expand(sweep, sweeps.AS_WRITTEN, packed), expand(sweep, sweeps.AS_WRITTEN, alone)):
         configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (p.run_dir, q.run_dir)]
@@ -505,7 +506,7 @@ def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(sh
     monkeypatch.setattr(sweeps, "split_pack", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"])
-    (pack_dir,) = (tmp_path / sweeps.PACKS / "grid").iterdir()
+    (pack_dir,) = (tmp_path / sweeps.PACKS / "grid").glob("*/*")
     assert (pack_dir / CHECKPOINT).exists()
     monkeypatch.setattr(sweeps, "split_pack", split)
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0

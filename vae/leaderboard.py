@@ -15,7 +15,7 @@ The sweeps' other runs (another model, one seed) are not entries.
 **A new estimator.** ``--estimator NAME`` (a built-in name, or one a ``--plugins`` module
 registers; ``KEY=VALUE`` settings such as ``estimator.options.tau=0.5`` apply to it) is trained
 on every cell it applies to -- its declarations decide; the others are marked ``does not apply``
--- with exactly the cell's configuration, resumably, into ``<results-dir>/sweeps/<sweep>/``; a run
+-- with exactly the cell's configuration, resumably, into ``<results-dir>/sweeps/<sweep>/<preset>/``; a run
 finished there or committed is not trained again. ``--equal-cost REFERENCE`` trains it at the
 decoder evaluations of REFERENCE's run instead: its steps (and logging, checkpoint and curve
 intervals) scaled by the ratio of the declared passes per step (:func:`vae.tasks.at_equal_cost`;

@@ -1,6 +1,6 @@
 """The run directory's format, and writing files so that a reader never sees half of one.
 
-A run directory (``<out_dir>/<experiment>/<run>/``, or a sweep's ``<results>/sweeps/<sweep>/<run>/``)
+A run directory (``<out_dir>/<experiment>/<run>/``, or a sweep's ``<results>/sweeps/<sweep>/<preset>/<run>/``)
 holds :data:`CONFIG` (the resolved config), :data:`METRICS` (one JSON object per value,
 ``{"step", "split", "metric", "replica", "seed", "value"}``, appended and flushed as it comes),
 :data:`SUMMARY` (final numbers per key, ``{"per_seed", "mean", "std"}``, and the run's times),

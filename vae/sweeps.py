@@ -2,7 +2,7 @@
 
 A sweep file is a W&B grid sweep plus keys of our own::
 
-    name: tau_ablation                 # runs go to <results>/sweeps/<name>/ (default: the file's stem)
+    name: tau_ablation                 # runs go to <results>/sweeps/<name>/<preset>/ (name: the file's stem by default)
     method: grid                       # the only method
     metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on (goal:
                                        # minimize, the default, or maximize, e.g. valid/accuracy)
@@ -24,7 +24,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
 
 Without ``--preset`` a file with presets runs ``quick`` and a file without runs as written
 (``--preset none``). Points whose resolved configs are equal are one run (the first listed).
-Every point gets a deterministic run directory ``<results>/sweeps/<name>/<slug>__<hash>``: the
+Every point gets a deterministic run directory ``<results>/sweeps/<name>/<preset>/<slug>__<hash>``
+(``none`` for the file as written): the
 slug reads the point's own values, the hash is that of every setting of its resolved config that
 differs from the defaults of ``vae/config.py`` (so a config key added later with a default that
 keeps the old behaviour changes no run's directory). A second call finds its runs again: a
@@ -75,8 +76,8 @@ from vae.training import TrainingDiverged, final_numbers, train
 PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
 REPO = Path(__file__).resolve().parents[1]  # relative `base:` paths are read from here
-STORE = "sweeps"  # <results>/sweeps/<sweep name>/<run>: the committed run records
-PACKS = "packs"   # <results>/packs/<sweep name>/<pack>: packs in training (--pack-lr), never committed
+STORE = "sweeps"  # <results>/sweeps/<sweep name>/<preset>/<run>: the committed run records
+PACKS = "packs"   # <results>/packs/<sweep name>/<preset>/<pack>: packs in training (--pack-lr), never committed
 GOALS = ("minimize", "maximize")   # a sweep metric's goal: the best point has the lowest / highest value
 EQUAL_COST = "equal_cost"  # a point's key beside the config's: its steps at that estimator's decoder evaluations
 SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "select", "presets"}
@@ -389,7 +390,8 @@ def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str,
             digest = _digest(cfg)
             if digest not in digests:
                 digests.add(digest)
-                points.append(Point(base, values, cfg, results_dir / STORE / sweep.name / _run_name(values, base, digest)))
+                points.append(Point(base, values, cfg,
+                                    results_dir / STORE / sweep.name / preset / _run_name(values, base, digest)))
     return points
 
 
@@ -573,7 +575,7 @@ def train_points(sweep: Sweep, points: list[Point], preset: str, results_dir: Pa
             else:
                 todo.append(point)
                 heads[point.run_dir] = head
-        units = units_to_train(todo, pack_lr, results_dir / PACKS / sweep.name)
+        units = units_to_train(todo, pack_lr, results_dir / PACKS / sweep.name / preset)
         runs = run_points(units, heads, sweep, preset, workers, progress and workers == 1, commit=git_commit(),
                           threads=threads)
         for head, point, outcome, seconds in runs:
