@@ -315,12 +315,14 @@ def pareto(entries: list[Entry], cost: str) -> list[Entry]:
 def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str) -> list[Path]:
     """Per cell, the test number against decoder evaluations and against ms per step, with the
     Pareto front: ``<results_dir>/figures/<preset>/frontier.{png,pdf}``. The y axis spans the best
-    :data:`SPAN` nats; an entry beyond them sits on the top edge as a triangle, its number in its label."""
+    :data:`SPAN` nats or up to the upper quartile of the entries, whichever is more; an entry
+    beyond sits on the top edge as a triangle, its number in its label."""
     cells = [c for c, ranked in by_cell.items() if ranked]
     fig, axes = plt.subplots(2, len(cells), figsize=(4.8 * len(cells), 9.0), squeeze=False)
     for column_index, cell in enumerate(cells):
-        best = by_cell[cell][0].mean
-        top = min(max(e.mean + e.std for e in by_cell[cell]), best + SPAN) + 0.3
+        means = [e.mean for e in by_cell[cell]]                    # best first
+        best, upper_quartile = means[0], means[int(0.75 * (len(means) - 1))]
+        top = min(max(e.mean + e.std for e in by_cell[cell]), max(best + SPAN, upper_quartile + 1)) + 0.3
         for row, (cost, label) in enumerate((("passes", "decoder evaluations / example / step"),
                                              ("ms", "ms / training step"))):
             ax = axes[row][column_index]
@@ -342,7 +344,8 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
                     label="Pareto front: none cheaper and better")
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+            decades = math.log10(max(getattr(e, cost) for e in drawn) / min(getattr(e, cost) for e in drawn)) if drawn else 0
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if decades <= 2 and f"{v:g}"[0] in "25" else ""))
             ax.set_ylim(best - 0.5, top)
             measured = cost == "passes" or all(e.ms_measured for e in drawn)
             ax.set_xlabel(label + ("" if measured else " (the runs' own, shared cores)"))
