@@ -1,12 +1,12 @@
-"""The m-sample bound's fast path (one-hot samples as their classes, the likelihood in fewer passes)
-against what it replaced, on the same samples.
+"""The m-sample bound's fast path (samples as their classes, drawn by the inverse CDF; the
+likelihood in fewer passes) against what it replaced, on the same samples.
 
 The pieces are algebra, so they are compared in float64 with torch's float64 tolerances: the
 classes are the argmax of the one-hot samples, the embedding bag is the product with the one-hot
 input, the log-likelihood is minus ``binary_cross_entropy_with_logits`` summed, the gathers are
 the products with z. The whole bound is compared in float32, as the trainer computes it, against
 :func:`vae.bench.reference_bound` (the replaced implementation) on the same generator
-streams: a log-weight sums 784 pixel terms (plus N latent terms), so the two agree to
+streams (the replaced arithmetic on the suite's samples): a log-weight sums 784 pixel terms (plus N latent terms), so the two agree to
 ``float32_rtol(784 + N)`` of its size (tests/conftest.py), which the bound (a mean of log-mean-exps
 of log-weights) inherits.
 """
@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.bench import reference_bound
+from vae.bench import inverse_cdf_classes, reference_bound
 from vae import sbn
 from vae.data import BinarizedMNIST
-from vae.estimators.sampling import sample_classes, sample_one_hot
+from vae.estimators.sampling import class_boundaries, sample_classes, sample_classes_by_inverse_cdf, sample_one_hot
 from vae.evaluation import importance_weighted_bound
-from vae.models import DiscreteVAE, log_prob_of_classes, log_prob_one_hot, one_hot_log_likelihood
+from vae.models import DiscreteVAE, log_prob_of_classes, log_prob_one_hot, one_hot_log_likelihood, softplus_sum
 from vae.replicas import ReplicaGenerator, ReplicaLinear
 
 from conftest import float32_rtol
@@ -41,6 +41,39 @@ def test_classes_are_the_argmax_of_the_one_hot_samples_from_the_same_noise():
         index = sample_classes(logits, ReplicaGenerator([1, 2]), num_samples=30)
         z = sample_one_hot(logits, ReplicaGenerator([1, 2]), num_samples=30)
         assert index.shape == (2, 30, 5, 7) and torch.equal(index, z.argmax(-1))
+
+
+def test_inverse_cdf_samples_have_the_softmax_frequencies_and_never_a_class_of_probability_zero():
+    """Frequencies of S = 40,000 draws per variable against softmax(logits), for K = 10 (one class
+    at logit -1e4: probability 0) and K = 2 (the Bernoulli latents). Each frequency is within 5
+    standard errors sqrt(p (1 - p) / S) of p (a seeded draw; 5 SE over 2 x 3 x 4 x K cells fails
+    with probability < 1e-4 for a correct sampler), plus 2^-24 for u's float32 resolution."""
+    s = 40_000
+    for k in (10, 2):
+        logits = torch.randn(2, 3, 4, k, generator=torch.Generator().manual_seed(k)) * 2
+        if k == 10:
+            logits[..., 3] = -1e4
+        index = sample_classes_by_inverse_cdf(class_boundaries(logits), ReplicaGenerator([1, 2]), num_samples=s)
+        assert index.shape == (2, s, 3, 4) and index.dtype == torch.int64
+        frequency = F.one_hot(index, k).double().mean(1)                      # [R, B, N, K]
+        p = torch.softmax(logits.double(), -1)
+        assert torch.all((frequency - p).abs() <= 5 * (p * (1 - p) / s).sqrt() + 2.0 ** -24)
+        if k == 10:
+            assert not bool((index == 3).any())
+        # per-sample boundaries (a layer of the SBN given the layer above): one draw each
+        one = sample_classes_by_inverse_cdf(class_boundaries(logits.unsqueeze(1).expand(2, 5, 3, 4, k)),
+                                            ReplicaGenerator([1, 2]))
+        assert one.shape == (2, 5, 3, 4) and int(one.max()) < k
+
+
+def test_softplus_sum_is_the_softplus_summed_where_exp_overflows_too():
+    for scale in (1.0, 30.0, 200.0):                      # 200: logits far past exp's float32 overflow at 88
+        logits = torch.randn(3, 5, 784, generator=torch.Generator().manual_seed(int(scale))) * scale
+        torch.testing.assert_close(softplus_sum(logits.double()), F.softplus(logits.double()).sum(-1))
+        # float32, as the bound computes it: a sum of 784 terms (tests/conftest.py)
+        torch.testing.assert_close(softplus_sum(logits), F.softplus(logits.double()).sum(-1).float(),
+                                   rtol=float32_rtol(784), atol=float32_rtol(784))
+    assert torch.isnan(softplus_sum(torch.tensor([0.0, float("nan")]))).item()
 
 
 def test_embedding_bag_is_the_product_with_the_one_hot_input():
@@ -71,22 +104,23 @@ def test_vae_bound_equals_the_replaced_implementation_on_the_same_samples(kind, 
     data = BinarizedMNIST({"test": digits(30)}, "static")
     with torch.no_grad():
         new, old = (bound(model, data, "test", ReplicaGenerator([5, 6]), 250, 7, 30)
-                    for bound in (importance_weighted_bound, reference_bound))
+                    for bound in (importance_weighted_bound,
+                                  lambda *a: reference_bound(*a, sample=inverse_cdf_classes)))
     assert new.shape == (2,) and not torch.equal(new[0], new[1])
     torch.testing.assert_close(new, old, rtol=float32_rtol(784 + n), atol=0)
 
 
 @pytest.mark.parametrize("kind, n, k", [("bernoulli", 8, 2), ("categorical", 4, 5)])
 def test_sbn_nll_equals_the_one_hot_computation_on_the_same_samples(kind, n, k):
-    """Against the one-hot path written out (sample_one_hot, the map's matmul, BCE), in float64."""
+    """Against the one-hot path written out (one-hot samples of the same classes, the map's matmul, BCE), in float64."""
     model = sbn.StochasticBinaryNetwork(kind, n, k, [16], 2, ReplicaGenerator([1, 2])).double()
     data = BinarizedMNIST({"test": digits(12, dtype=torch.float64)}, "static")
 
     def one_hot_nll(rng: ReplicaGenerator) -> torch.Tensor:
         x = data.splits["test"].expand(2, -1, -1)
         upper, lower = x[..., :sbn.HALF], x[..., sbn.HALF:]
-        h = sample_one_hot(model.logits(0, upper), rng, num_samples=50)
-        h = sample_one_hot(model.logits(1, model.flat(h)), rng)
+        h = F.one_hot(inverse_cdf_classes(model.logits(0, upper), rng, 50), k).double()
+        h = F.one_hot(sample_classes_by_inverse_cdf(class_boundaries(model.logits(1, model.flat(h))), rng), k).double()
         log_w = -model.output_loss(h, lower)                                  # [R, S, B]
         return -(torch.logsumexp(log_w, 1) - torch.log(torch.tensor(50.0))).mean(-1)
 

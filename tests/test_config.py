@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
+from vae.estimators import ESTIMATORS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -132,3 +133,11 @@ def test_bad_yaml_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in ESTIMATORS.items() if e.positive_options))
+def test_an_estimator_option_declared_positive_is_refused_at_zero_in_one_line(name):
+    """Every option an estimator declares in ``positive_options`` (read from the registry, not listed here)."""
+    for option in ESTIMATORS[name].positive_options:
+        with pytest.raises(ConfigError, match=rf"^estimator\.name: '{name}' needs estimator\.options\.{option} > 0, got 0"):
+            load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"])

@@ -106,8 +106,9 @@ class DiscreteVAE(nn.Module):
         """``log p(x | z) + log p(z) - log q(z | x)`` for the one-hot z of classes ``index [R, *S, B, N]``,
         posterior logits ``[R, B, N, K]`` and x ``[R, B, D]``: ``[R, *S, B]``, without building z (what
         the m-sample bound evaluates m times per digit, :func:`one_hot_log_likelihood`)."""
-        log_p = log_prob_of_classes(self.prior_logits(), index) - log_prob_of_classes(logits, index)
-        return one_hot_log_likelihood(self.decoder, index, x, self.num_classes, self.kind == "categorical") + log_p
+        log_ratio = torch.log_softmax(widen(self.prior_logits()), -1) - torch.log_softmax(widen(logits), -1)
+        return (one_hot_log_likelihood(self.decoder, index, x, self.num_classes, self.kind == "categorical")
+                + log_prob_of_classes(log_ratio, index, normalised=True))
 
     def reconstruction_loss(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x | z)`` per example: z ``[R, *S, B, N, K]``, x ``[R, B, D]`` -> ``[R, *S, B]``."""
@@ -128,10 +129,12 @@ def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
-def log_prob_of_classes(logits: Tensor, index: Tensor) -> Tensor:
+def log_prob_of_classes(logits: Tensor, index: Tensor, normalised: bool = False) -> Tensor:
     """``log q(z)`` for the one-hot z of classes ``index [R, *S, B, N]`` (int64), logits ``[R, B, N, K]``
-    (or broadcastable: ``[R, 1, N, K]``) -> ``[R, *S, B]``: :func:`log_prob_one_hot` as a gather."""
-    log_q = torch.log_softmax(widen(logits), dim=-1)
+    (or broadcastable: ``[R, 1, N, K]``) -> ``[R, *S, B]``: :func:`log_prob_one_hot` as a gather.
+    ``normalised=True``: ``logits`` are already the per-class terms to add (log-probabilities, or
+    a difference of them, e.g. ``log p - log q`` in one gather)."""
+    log_q = logits if normalised else torch.log_softmax(widen(logits), dim=-1)
     log_q = log_q.reshape(log_q.shape[0], *([1] * (index.dim() - 3)), *log_q.shape[1:])
     log_q = log_q.expand(*index.shape, log_q.shape[-1])              # [R, *S, B, N, K]
     return log_q.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
@@ -160,8 +163,18 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_cl
             x_dot_l = w_x.expand(*index.shape[:-1], -1).gather(-1, rows).sum(-1)
         else:
             x_dot_l = (index.to(x.dtype) * w_x).sum(-1)
-    softplus = torch.logaddexp(pixel_logits, pixel_logits.new_zeros(()))   # log(1 + e^l): torch's fastest kernel of it
-    return x_dot_l + b_x - softplus.sum(-1)
+    return x_dot_l + b_x - softplus_sum(pixel_logits)
+
+
+def softplus_sum(logits: Tensor) -> Tensor:
+    """``sum_d log(1 + e^{l_d})`` over the last axis: ``[..., D] -> [...]``. As ``log1p(exp(l))``,
+    two elementwise kernels that take half the time of torch's ``softplus`` or ``logaddexp(l, 0)``
+    (the bound's largest cost after the decoder's matmuls); exp overflows only for l > 88 (float32),
+    and then the sum is recomputed with ``logaddexp`` (exact everywhere)."""
+    total = logits.exp().log1p_().sum(-1)
+    if not bool(torch.isfinite(total).all()):          # a host sync per call: the bound's chunks only
+        total = torch.logaddexp(logits, logits.new_zeros(())).sum(-1)
+    return total
 
 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:

@@ -97,13 +97,15 @@ class ReplicaLinear(nn.Module):
     def forward_one_hot(self, index: Tensor, num_classes: int) -> Tensor:
         """``forward(one_hot(index, K).flatten(-2))`` without building the one-hot input: for the
         classes ``index [R, ..., N]`` of N variables (in = N * K) the product is the sum of the N
-        weight rows ``n * K + index_n``, an embedding bag; plus the bias. ``[R, ..., out]``."""
+        weight rows ``n * K + index_n``, an embedding bag; the bias is added to the first variable's
+        K rows, so the bag sums it too (no pass over the output of its own). ``[R, ..., out]``."""
         r, *middle, n = index.shape
         d_in, d_out = self.weight.shape[1:]
+        table = torch.cat([self.weight[:, :num_classes] + self.bias, self.weight[:, num_classes:]], dim=1)
         offsets = (torch.arange(r, device=index.device) * d_in).view(r, *[1] * (index.dim() - 1))
         rows = index + torch.arange(n, device=index.device) * num_classes + offsets     # into [R * in, out]
-        y = F.embedding_bag(rows.reshape(-1, n), self.weight.reshape(r * d_in, d_out), mode="sum")
-        return y.view(r, -1, d_out).add_(self.bias).view(r, *middle, d_out)
+        y = F.embedding_bag(rows.reshape(-1, n), table.reshape(r * d_in, d_out), mode="sum")
+        return y.view(r, *middle, d_out)
 
 
 class ReplicaMLP(nn.Sequential):

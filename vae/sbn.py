@@ -35,8 +35,8 @@ from tqdm import tqdm
 from vae.data import BinarizedMNIST
 from vae.estimators import Estimator
 from vae.estimators.glue import PassCounter, run_estimator
-from vae.estimators.sampling import sample_classes
-from vae.evaluation import negative_log_mean_weight
+from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
+from vae.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
 from vae.gumbel import Generator, widen
 from vae.models import LatentKind, one_hot_log_likelihood
 from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
@@ -147,17 +147,18 @@ def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, l
 
 def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST, split: str,
                             rng: ReplicaGenerator, num_samples: int, batch_size: int,
-                            max_examples: int | None = None, sample_chunk: int = 100,
+                            max_examples: int | None = None, sample_chunk: int = SAMPLE_CHUNK,
                             progress: tqdm | None = None) -> Tensor:
     """Mean ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)``, over the first
     ``max_examples`` of ``split`` (all if None): ``[R]`` nats (vae.evaluation.negative_log_mean_weight)."""
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
+        top = class_boundaries(model.logits(0, upper))                        # [R, B, N, K - 1]
 
-        def draw(s: int) -> Tensor:                                           # one-hot samples as their classes
-            h = sample_classes(model.logits(0, upper), rng, num_samples=s)    # [R, S, B, N]
+        def draw(s: int) -> Tensor:                                           # samples as their classes
+            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s)                        # [R, S, B, N]
             for layer in range(1, model.layers):
-                h = sample_classes(model.logits_of_classes(layer, h), rng)    # [R, S, B, N]
+                h = sample_classes_by_inverse_cdf(class_boundaries(model.logits_of_classes(layer, h)), rng)
             return model.output_log_likelihood(h, lower)                      # [R, S, B]
         return draw
 

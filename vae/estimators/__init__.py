@@ -79,12 +79,14 @@ def register(name: str) -> Callable[[type[Estimator]], type[Estimator]]:
 def applicable(*, task: str, kind: str, lowest_tau: float, latent_shape: tuple[int, int],
                cfg: EstimatorConfig | None = None) -> list[str]:
     """The registered estimators that can run on ``task`` with latents of ``kind`` and ``(N, K)``
-    at a schedule reaching ``lowest_tau`` (their :meth:`Estimator.check`, at ``cfg``'s settings)."""
+    at a schedule reaching ``lowest_tau`` (their :meth:`Estimator.check`, at ``cfg``'s shared settings;
+    ``cfg``'s options are its estimator's, the others are checked at their defaults)."""
     names = []
+    cfg = cfg or EstimatorConfig()
     for name, cls in ESTIMATORS.items():
         try:
-            cls.check(replace(cfg or EstimatorConfig(), name=name), task=task, kind=kind, lowest_tau=lowest_tau,
-                      latent_shape=latent_shape)
+            cls.check(replace(cfg, name=name, options=cfg.options if name == cfg.name else {}), task=task, kind=kind,
+                      lowest_tau=lowest_tau, latent_shape=latent_shape)
         except ValueError:
             continue
         names.append(name)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -95,13 +96,16 @@ class Estimator(nn.Module, abc.ABC):
     #: Whether the training loss may use the relaxed Monte Carlo KL (``kl=relaxed``): only an
     #: estimator that hands f the relaxed sample itself (``gs``).
     relaxed_kl: bool = False
-    #: Its evaluations of f per example and step when they do not depend on its settings (ARM's pair:
-    #: 2); an estimator whose cost does overrides :meth:`decoder_passes` instead (RLOO: k).
-    passes: int = 1
+    #: Its evaluations of f per example and step: a number (ARM's pair: 2), or ``"num_samples"``:
+    #: one per sample of ``estimator.num_samples`` (RLOO: k); an estimator whose cost depends on
+    #: more overrides :meth:`decoder_passes` instead (IndeCateR: N (K - 1) + 1 per sample).
+    passes: int | Literal["num_samples"] = 1
     #: Settings of this estimator beyond the shared ones of :class:`EstimatorConfig`: a dataclass
     #: whose fields are set as ``estimator.options.<field>`` and checked like every config key; the
     #: estimator reads them as ``self.Options(**cfg.options)``. None: it has none.
     Options: type | None = None
+    #: The fields of :attr:`Options` that must be > 0 (:meth:`check` refuses the config otherwise).
+    positive_options: tuple[str, ...] = ()
 
     #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
     unbiased: bool = False
@@ -122,21 +126,25 @@ class Estimator(nn.Module, abc.ABC):
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
         """Its cost: evaluations of f (decoder passes) per example and step, for ``cfg`` and ``(N, K)``
         (what the trainer then counts and logs as ``decoder_evals``; tested for every estimator)."""
-        return float(cls.passes)
+        return float(cfg.num_samples if cls.passes == "num_samples" else cls.passes)
 
     @classmethod
     def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
               latent_shape: tuple[int, int]) -> None:
         """Raise ``ValueError`` with a one-line reason (no key: the caller names it) if the estimator
         cannot run on ``task`` with latents of ``kind`` and shape ``(N, K)``, at a temperature schedule
-        that reaches ``lowest_tau``. Here: :attr:`tasks`, :attr:`kinds` and :attr:`min_tau`; an
-        estimator with a rule of its own extends it."""
+        that reaches ``lowest_tau``. Here: :attr:`tasks`, :attr:`kinds`, :attr:`min_tau` and
+        :attr:`positive_options`; an estimator with a rule of its own extends it."""
         if task not in cls.tasks:
             raise ValueError(f"is for task {' or '.join(sorted(cls.tasks))}, not {task}")
         if kind not in cls.kinds:
             raise ValueError(f"is for {' or '.join(sorted(cls.kinds))} latents, not {kind} ones")
         if cls.min_tau is not None and lowest_tau < cls.min_tau:
             raise ValueError(f"needs tau >= {cls.min_tau:g} throughout, but the schedule reaches {lowest_tau:g}")
+        for name in cls.positive_options:
+            value = getattr(cls.Options(**cfg.options), name)
+            if not value > 0:
+                raise ValueError(f"needs estimator.options.{name} > 0, got {value}")
 
     def encoder_gradient_scale(self) -> Tensor | None:
         """``[R]`` divisor of the whole encoder gradient of the training loss, or None (no scaling).

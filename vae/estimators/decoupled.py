@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import EstimatorConfig
 from vae.gumbel import Generator, gumbel_noise, widen
 
 
@@ -42,12 +41,7 @@ class DecoupledSTGumbelSoftmax(Estimator):
     class Options:
         forward_tau: float = 1.0  # tau_f of the hard sample (1: exactly q's sample)
 
-    @classmethod
-    def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
-              latent_shape: tuple[int, int]) -> None:
-        super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
-        if not cls.Options(**cfg.options).forward_tau > 0:
-            raise ValueError("needs estimator.options.forward_tau > 0")
+    positive_options = ("forward_tau",)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

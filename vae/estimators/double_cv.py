@@ -45,16 +45,13 @@ class DoubleControlVariate(Estimator):
     year = 2022
     reference = ("Titsias & Shi, Double Control Variates for Gradient Estimation in Discrete Latent Variable "
                  "Models, AISTATS 2022")
+    passes = "num_samples"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                          context_dim=context_dim, rng=rng)
         self.alpha = nn.Parameter(torch.zeros(num_replicas))                    # [R]
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return float(cfg.num_samples)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import Generator, widen
 
@@ -40,12 +39,7 @@ class GappedStraightThrough(Estimator):
     class Options:
         gap: float = 1.0  # the least distance of the sample's moved logit to every other class's
 
-    @classmethod
-    def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
-              latent_shape: tuple[int, int]) -> None:
-        super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
-        if not cls.Options(**cfg.options).gap > 0:
-            raise ValueError("needs estimator.options.gap > 0")
+    positive_options = ("gap",)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

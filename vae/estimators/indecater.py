@@ -49,17 +49,12 @@ class IndeCateR(Estimator):
     class Options:
         samples: int = 1  # S: samples of z per example, each with its N x K evaluations of f
 
+    positive_options = ("samples",)
+
     @classmethod
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
         n, k = latent_shape
         return float(cls.Options(**cfg.options).samples * (n * (k - 1) + 1))
-
-    @classmethod
-    def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
-              latent_shape: tuple[int, int]) -> None:
-        super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
-        if cls.Options(**cfg.options).samples < 1:
-            raise ValueError("needs estimator.options.samples >= 1")
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

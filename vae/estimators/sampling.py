@@ -1,11 +1,14 @@
-"""Exact one-hot samples of the factorised categorical ``q(z | x)`` by the Gumbel-max trick."""
+"""Exact samples of the factorised categorical ``q(z | x)``: one-hot by the Gumbel-max trick (what
+the estimators draw, so their relaxations share its noise), and classes by the inverse CDF (what
+the m-sample bounds draw: one uniform per variable instead of K Gumbels)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.gumbel import Generator, gumbel_noise, widen
+from vae.gumbel import Generator, gumbel_noise, uniform, widen
 
 
 def sample_classes(logits: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
@@ -36,3 +39,26 @@ def sample_one_hot(logits: Tensor, rng: Generator, num_samples: int | None = Non
     """
     index = sample_classes(logits, rng, num_samples)                           # [R, (S,) B, N]
     return F.one_hot(index, logits.shape[-1]).to(widen(logits).dtype)
+
+
+def class_boundaries(logits: Tensor) -> Tensor:
+    """The inner edges of the K classes on [0, 1): the cumulative probabilities
+    ``softmax(logits)[..., :k + 1].sum(-1)`` for k < K - 1, ``[..., K] -> [..., K - 1]`` (float32;
+    float64 for float64 logits), what :func:`sample_classes_by_inverse_cdf` reads."""
+    return torch.softmax(widen(logits), dim=-1).cumsum(-1)[..., :-1]
+
+
+def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
+    """Classes ``z ~ Categorical(softmax(logits))`` from the :func:`class_boundaries` of the logits
+    ``[R, B, N, K - 1]`` (or ``[R, *S, B, N, K - 1]`` with ``num_samples`` None): ``[R, (S,) B, N]``
+    (int64). One uniform u per variable; the class is the number of edges at or below u, so class
+    k is drawn with probability ``edge_k - edge_{k-1}`` (a class of probability 0 never), exact up
+    to u's float32 resolution 2^-24 (Gumbel-max in float32 resolves no better: its noise ends at
+    ``-log(-log(1 - 2^-24)) = 16.6``)."""
+    shape = boundaries.shape[:-1] if num_samples is None else (
+        boundaries.shape[0], num_samples, *boundaries.shape[1:-1])
+    edges = boundaries if num_samples is None else boundaries.unsqueeze(1)
+    u = uniform((*shape, 1), rng, boundaries.device).to(boundaries.dtype)
+    if boundaries.shape[-1] == 1:                                                 # K = 2: one comparison
+        return (u >= edges).squeeze(-1).long()
+    return (u >= edges).sum(-1)

@@ -127,10 +127,7 @@ class RLOO(Estimator):
     family = "score function"
     year = 2019
     reference = "Kool, van Hoof & Welling, Buy 4 REINFORCE Samples, Get a Baseline for Free!, ICLR workshop 2019"
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return float(cfg.num_samples)
+    passes = "num_samples"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -151,10 +148,7 @@ class VIMCO(Estimator):
     family = "score function"
     year = 2016
     reference = "Mnih & Rezende, Variational inference for Monte Carlo objectives, ICML 2016"
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return float(cfg.num_samples)
+    passes = "num_samples"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

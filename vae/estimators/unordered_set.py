@@ -118,10 +118,7 @@ class UnorderedSet(Estimator):
     year = 2020
     reference = ("Kool, van Hoof & Welling, Estimating Gradients for Discrete Random Variables by Sampling "
                  "without Replacement, ICLR 2020")
-
-    @classmethod
-    def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
-        return float(cfg.num_samples)
+    passes = "num_samples"
 
     @classmethod
     def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
