@@ -2,6 +2,7 @@
 
     python -m experiments.bench [--device auto] [--steps 200] [--repeats 5] [--bound-examples N]
     python -m experiments.bench --bound [--bound-examples N] [--threads 1]
+    python -m experiments.bench --anchors [--steps 200] [--repeats 5] [--threads 1]
     python -m experiments.bench --ssl-classes [--preset quick] [--device auto] [--steps S] [--repeats N]
     python -m experiments.bench --profile [--preset quick] [--device auto] [--steps 10]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --ssl-classes: the classes and budget; with --profile: the M2 networks (default quick)")
     parser.add_argument("--bound", action="store_true",
                         help="time only (d), the m = 1000 bound against the implementation it replaced")
+    parser.add_argument("--anchors", action="store_true",
+                        help="time only the suite's step against (a′), the best hand-written loop, for GS, "
+                             "ST-GS and RLOO on the affine and the MLP VAE")
     parser.add_argument("--bound-examples", type=int, default=500,
                         help="test digits in each timing of (d) (default 500)")
     parser.add_argument("--threads", type=int, default=None,
@@ -58,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.ssl_classes:
             print(f"wrote {bench.ssl_speed(args.device, args.preset, args.steps, args.repeats, out)}")
             return 0
-        if args.bound:
+        if args.anchors:
+            record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,
+                      "anchors": bench.anchor_speed(args.device, args.steps or 200, args.repeats or 5),
+                      "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+            bench.print_anchor_speed(record["anchors"])
+            path = out / f"anchors_{resolve_device(args.device).type}.json"
+        elif args.bound:
             record = bench.bound_record(args.device, args.bound_examples)
             bench.print_bound_speed(record["models"])
             path = out / f"bound_{resolve_device(args.device).type}.json"

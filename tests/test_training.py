@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from vae import bench
 from vae.config import ConfigError, load_config
 from vae.store import read_metrics
 from vae.store import CHECKPOINT
@@ -359,11 +360,16 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                            "--bound-examples", "10", "--out", str(tmp_path), "--device", "cpu"],
                           cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    for text in ("(a) plain PyTorch loop", "(b) suite, one seed", "(c) replica axis, R = 10", "(d) m = 1000 bound",
-                 "(e) a paper-preset pack, R = 30", "306 points in 51 runs"):
+    for text in ("(a) plain PyTorch loop", "(a′) best hand-written loop", "(b) suite, one seed", "(c) replica axis, R = 10",
+                 "(d) m = 1000 bound", "(e) a paper-preset pack, R = 30", "306 points in 51 runs",
+                 "configs/vae_categorical_linear.yaml rloo  : (a′) hand-written loop"):
         assert text in done.stdout, text
     record = json.loads((tmp_path / "cpu.json").read_text())
-    assert len(record["steps_per_second"]) == 6 and all(v > 0 for v in record["steps_per_second"].values())
+    assert len(record["steps_per_second"]) == 7 and all(v > 0 for v in record["steps_per_second"].values())
+    anchors = record["anchors"]                       # the suite against (a′) per model and estimator
+    assert sorted(anchors) == sorted(bench.ANCHOR_CONFIGS)
+    assert all(sorted(by_name) == sorted(bench.ANCHOR_ESTIMATORS) and all(a["ratio"] > 0 for a in by_name.values())
+               for by_name in anchors.values())
     assert record["replicas"]["(e) a paper-preset pack, R = 30"] == 30
     assert record["paper_preset"]["estimated_training_hours"] > 0
     from experiments.gpu_check import to_markdown   # the GPU check's report reads this record as it is

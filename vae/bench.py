@@ -9,6 +9,8 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
 
 (a) a plain PyTorch loop as public code writes it: a ``DataLoader`` over a float tensor,
     ``nn.Sequential`` networks, ``F.gumbel_softmax``, ``loss.item()`` every step;
+(a′) the best loop written by hand (:func:`hand_loop`): the training set on the device, batches
+    by random indices, no host sync, torch's fused Adam;
 (b) the suite's training step for one seed (``Trainer.train_step``: data on the device, no host
     sync per step);
 (c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s);
@@ -25,8 +27,9 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     timed over a tenth of ``--steps`` per repeat; from it, the training time of the whole preset
     (all its packs, at this pack's cost per step: estimators with more decoder passes cost more).
 
-Prints steps/s and each one's ratio to (a), and writes the numbers as JSON to
-``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
+and, per model (affine and MLP) and estimator (GS, ST-GS, RLOO), the suite's step against (a′)
+written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints steps/s and
+each one's ratio to (a) and (a′), and writes the numbers as JSON to ``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
 
 ``--ssl-classes`` (Figure 5(a), ``make fig5``) times instead the semi-supervised M2 training step
 (configs/ssl_m2.yaml) with the unlabelled digits' class summed (``ssl.y=marginal``, C decoder passes
@@ -43,6 +46,7 @@ on a GPU, whether the device is busy or waits on the host's launches and synchro
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import time
@@ -258,15 +262,28 @@ def print_bound_speed(speed: dict[str, dict]) -> None:
               f"matmul's {s['matmul_gflops']:.0f}; |difference| {s['max_abs_difference']:.1e} nats")
 
 
-def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
-    """(a): one step of the loop public code writes (same sizes, same data, same device)."""
-    m, device = cfg.model, trainer.device
+def _networks(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The VAE's encoder and decoder as public code writes them: ``nn.Sequential`` of ``nn.Linear``."""
+    m = cfg.model
     sizes = [784, *m.hidden, m.num_latents * m.num_classes]
     encoder = nn.Sequential(*[layer for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
                               for layer in ([nn.ReLU()] if i else []) + [nn.Linear(a, b)]]).to(device)
     sizes = sizes[::-1]
     decoder = nn.Sequential(*[layer for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
                               for layer in ([nn.ReLU()] if i else []) + [nn.Linear(a, b)]]).to(device)
+    return encoder, decoder
+
+
+def _categorical_kl(logits: torch.Tensor) -> torch.Tensor:
+    """KL(q || uniform) per example, written out: ``[B, N, K] -> [B]``."""
+    log_q = F.log_softmax(logits, -1)
+    return (log_q.exp() * (log_q + math.log(logits.shape[-1]))).sum((-1, -2))
+
+
+def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
+    """(a): one step of the loop public code writes (same sizes, same data, same device)."""
+    m, device = cfg.model, trainer.device
+    encoder, decoder = _networks(cfg, device)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=cfg.optim.lr)
     data = torch.utils.data.TensorDataset(trainer.data.splits["train"].cpu())
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
@@ -284,15 +301,75 @@ def plain_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
         logits = encoder(x).view(-1, m.num_latents, m.num_classes)
         z = F.gumbel_softmax(logits, tau=1.0)
         recon = F.binary_cross_entropy_with_logits(decoder(z.flatten(1)), x, reduction="none").sum(-1)
-        log_q = F.log_softmax(logits, -1)
-        kl = (log_q.exp() * (log_q + torch.log(torch.tensor(float(m.num_classes))))).sum((-1, -2))
-        loss = (recon + kl).mean()
+        loss = (recon + _categorical_kl(logits)).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
 
     return step
+
+
+def hand_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
+    """(a′): the best loop written by hand for the same step: the training set on the device,
+    each batch drawn by random indices, no host synchronisation, torch's fused Adam, the estimator
+    written out (``gs`` / ``st-gs``: ``F.gumbel_softmax`` soft / hard at tau = 1; ``rloo``:
+    ``estimator.num_samples`` one-hot samples, the leave-one-out baseline, the score-function
+    surrogate), the analytic KL to the uniform prior."""
+    m, device, name = cfg.model, trainer.device, cfg.estimator.name
+    if name not in ANCHOR_ESTIMATORS:
+        raise ValueError(f"the hand-written loop has {', '.join(ANCHOR_ESTIMATORS)}, not {name!r}")
+    encoder, decoder = _networks(cfg, device)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=cfg.optim.lr, fused=True)
+    train, k = trainer.data.splits["train"].to(device), cfg.estimator.num_samples
+
+    def step() -> None:
+        x = train[torch.randint(0, train.shape[0], (cfg.data.batch_size,), device=device)]
+        logits = encoder(x).view(-1, m.num_latents, m.num_classes)                 # [B, N, K]
+        if name == "rloo":
+            with torch.no_grad():
+                z = F.one_hot(torch.distributions.Categorical(logits=logits).sample((k,)), m.num_classes).float()
+            recon = F.binary_cross_entropy_with_logits(decoder(z.flatten(2)), x.expand(k, -1, -1),
+                                                       reduction="none").sum(-1)   # [k, B]
+            log_q = (z * F.log_softmax(logits, -1)).sum((-1, -2))
+            baseline = (recon.sum(0, keepdim=True) - recon) / (k - 1)
+            recon = (recon + (recon - baseline).detach() * (log_q - log_q.detach())).mean(0)   # value: recon
+        else:
+            z = F.gumbel_softmax(logits, tau=1.0, hard=name == "st-gs")
+            recon = F.binary_cross_entropy_with_logits(decoder(z.flatten(1)), x, reduction="none").sum(-1)
+        loss = (recon + _categorical_kl(logits)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+ANCHOR_CONFIGS = ("configs/vae_categorical_linear.yaml", "configs/vae_categorical.yaml")
+ANCHOR_ESTIMATORS = ("gs", "st-gs", "rloo")
+
+
+def anchor_speed(device: str, steps: int, repeats: int) -> dict[str, dict[str, dict]]:
+    """The suite's training step (one seed) against (a′), :func:`hand_loop`, per model of
+    :data:`ANCHOR_CONFIGS` and estimator of :data:`ANCHOR_ESTIMATORS`: steps/s of each (the median
+    of ``repeats`` x ``steps`` after warm-up) and the ratio suite / (a′)."""
+    out: dict[str, dict[str, dict]] = {}
+    for config in ANCHOR_CONFIGS:
+        for name in ANCHOR_ESTIMATORS:
+            trainer = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}"]), log=lambda _: None)
+            sync = device_sync(trainer.device)
+            hand = median_rate(hand_loop(trainer.cfg, trainer), steps, repeats, sync)
+            suite = median_rate(trainer.train_step, steps, repeats, sync)
+            out.setdefault(config, {})[name] = {"hand_loop": round(hand, 1), "suite": round(suite, 1),
+                                                "ratio": round(suite / hand, 2)}
+    return out
+
+
+def print_anchor_speed(speed: dict[str, dict[str, dict]]) -> None:
+    for config, by_name in speed.items():
+        for name, s in by_name.items():
+            print(f"{config} {name:6s}: (a′) hand-written loop {s['hand_loop']:7.1f} steps/s, suite "
+                  f"{s['suite']:7.1f} steps/s, {s['ratio']:.2f}x (a′)")
 
 
 def paper_packs(device: str) -> tuple[list, Config]:
@@ -317,6 +394,7 @@ def training_record(device: str, steps: int, repeats: int, bound_examples: int) 
     one = Trainer(load_config(CONFIG, [f"device={device}"]), log=lambda _: None)
     sync = device_sync(one.device)
     rates = {"(a) plain PyTorch loop": median_rate(plain_loop(one.cfg, one), steps, repeats, sync),
+             "(a′) best hand-written loop": median_rate(hand_loop(one.cfg, one), steps, repeats, sync),
              "(b) suite, one seed": median_rate(one.train_step, steps, repeats, sync)}
     replicas = {}
     for r in REPLICAS:
@@ -333,17 +411,21 @@ def training_record(device: str, steps: int, repeats: int, bound_examples: int) 
              "estimated_training_hours": round(len(units) * pack_cfg.steps / rates[label] / 3600, 2)}
     return {"device": device_name(one.device), "torch": torch.__version__, "steps": steps, "repeats": repeats,
             "steps_per_second": rates, "replicas": replicas, "paper_preset": paper,
-            "bound": bound_speed(device, bound_examples), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "bound": bound_speed(device, bound_examples), "anchors": anchor_speed(device, steps, repeats),
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def print_training_record(record: dict) -> None:
     base = record["steps_per_second"]["(a) plain PyTorch loop"]
+    best = record["steps_per_second"]["(a′) best hand-written loop"]
     print(f"device: {record['device']}; torch {record['torch']}; categorical VAE 20x10, MLP 512-256, batch 100, gs, "
           f"Adam; median of {record['repeats']} x {record['steps']} steps after warm-up")
     for label, rate in record["steps_per_second"].items():
         seeds = record["replicas"].get(label, 1)
-        print(f"{label:34s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)")
+        print(f"{label:34s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)"
+              f" {rate * seeds / best:7.2f}x (a′)")
     print_bound_speed(record["bound"])
+    print_anchor_speed(record["anchors"])
     paper = record["paper_preset"]
     print(f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in {paper['units']} runs; "
           f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "

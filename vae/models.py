@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae.gumbel import concrete_log_prob, gumbel_noise, widen
+from vae.gumbel import concrete_log_prob, gumbel_noise, log_softmax, widen
 from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
 
 LatentKind = Literal["categorical", "bernoulli"]
@@ -89,7 +89,7 @@ class DiscreteVAE(nn.Module):
         logits. The sample is independent of the one the reconstruction uses, which keeps the
         estimate of the relaxed objective unbiased.
         """
-        log_y = torch.log_softmax((widen(logits) + gumbel_noise(logits.shape, rng, logits.device)) / tau, dim=-1)
+        log_y = log_softmax((widen(logits) + gumbel_noise(logits.shape, rng, logits.device)) / tau)
         prior = self.prior_logits().expand_as(logits)
         return (concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior, tau)).sum(-1)
 
@@ -106,7 +106,7 @@ class DiscreteVAE(nn.Module):
         """``log p(x | z) + log p(z) - log q(z | x)`` for the one-hot z of classes ``index [R, *S, B, N]``,
         posterior logits ``[R, B, N, K]`` and x ``[R, B, D]``: ``[R, *S, B]``, without building z (what
         the m-sample bound evaluates m times per digit, :func:`one_hot_log_likelihood`)."""
-        log_ratio = torch.log_softmax(widen(self.prior_logits()), -1) - torch.log_softmax(widen(logits), -1)
+        log_ratio = log_softmax(widen(self.prior_logits())) - log_softmax(widen(logits))
         return (one_hot_log_likelihood(self.decoder, index, x, self.num_classes, self.kind == "categorical")
                 + log_prob_of_classes(log_ratio, index, normalised=True))
 
@@ -124,8 +124,8 @@ def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     ``KL = sum_k q_k (log q_k - log p_k) >= 0``, zero exactly when q = p; for the uniform prior
     ``log p_k = -log K``.
     """
-    log_q = torch.log_softmax(widen(logits), dim=-1)
-    log_p = torch.log_softmax(prior_logits.to(log_q.dtype), dim=-1)
+    log_q = log_softmax(widen(logits))
+    log_p = log_softmax(prior_logits.to(log_q.dtype))
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
@@ -134,7 +134,7 @@ def log_prob_of_classes(logits: Tensor, index: Tensor, normalised: bool = False)
     (or broadcastable: ``[R, 1, N, K]``) -> ``[R, *S, B]``: :func:`log_prob_one_hot` as a gather.
     ``normalised=True``: ``logits`` are already the per-class terms to add (log-probabilities, or
     a difference of them, e.g. ``log p - log q`` in one gather)."""
-    log_q = logits if normalised else torch.log_softmax(widen(logits), dim=-1)
+    log_q = logits if normalised else log_softmax(widen(logits))
     log_q = log_q.reshape(log_q.shape[0], *([1] * (index.dim() - 3)), *log_q.shape[1:])
     log_q = log_q.expand(*index.shape, log_q.shape[-1])              # [R, *S, B, N, K]
     return log_q.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
@@ -179,6 +179,6 @@ def softplus_sum(logits: Tensor) -> Tensor:
 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:
     """``log q(z)`` for one-hot z: logits ``[R, B, N, K]``, z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
-    log_q = torch.log_softmax(widen(logits), dim=-1)
+    log_q = log_softmax(widen(logits))
     log_q = log_q.reshape(log_q.shape[0], *([1] * (z.dim() - 4)), *log_q.shape[1:])
     return (z * log_q).sum((-1, -2))

@@ -6,8 +6,10 @@ apply ``lr[r]`` to slice ``r`` of every parameter, with the formulas of torch's 
 Adam and SGD, so replica ``r`` takes the update a run of its own with learning rate ``lr[r]``
 would take (tested against torch's, and through the trainer against single runs). That puts a
 learning-rate grid on the replica axis beside the seeds (``optim.lr`` as a list; ``sweep
---pack-lr``). A run with one learning rate uses torch's own optimisers: their multi-tensor
-kernels launch fewer GPU kernels per step.
+--pack-lr``). A run with one learning rate uses torch's own optimisers with their fused
+kernels (``fused=True``: one kernel updates every parameter): on this project's CPU the training
+step is 1.1x (affine VAE) to 1.3x (MLP) faster than with the default kernels (``make bench``),
+the same numbers to float32 round-off (tests/test_optim.py).
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ def make_optimizer(params: Iterable[nn.Parameter], optim: OptimConfig) -> torch.
             return ReplicaAdam(params, optim.lr)
         return ReplicaSGD(params, optim.lr, momentum=optim.momentum)
     if optim.name == "adam":
-        return torch.optim.Adam(params, lr=optim.lr)
-    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum)
+        return torch.optim.Adam(params, lr=optim.lr, fused=True)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, fused=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)`` keeping ``optimizer``'s own kernels (``fused``,
+    ``foreach``): a checkpoint saved before the fused kernels resumes with them."""
+    kernels = {k: v for k, v in optimizer.param_groups[0].items() if k in ("fused", "foreach")}
+    optimizer.load_state_dict({**state, "param_groups": [{**g, **kernels} for g in state["param_groups"]]})
 
 
 class _ReplicaOptimizer(torch.optim.Optimizer):

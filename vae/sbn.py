@@ -37,7 +37,7 @@ from vae.estimators import Estimator
 from vae.estimators.glue import PassCounter, run_estimator
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
-from vae.gumbel import Generator, widen
+from vae.gumbel import Generator, softmax, widen
 from vae.models import LatentKind, one_hot_log_likelihood
 from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
 
@@ -141,7 +141,7 @@ def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, l
     """``-log p(x_lower | .)`` with the layers below ``layer`` at their means given ``point``
     (layer ``layer``'s value, ``[R, *S, B, N, K]``): the deterministic network Taylor expansions use."""
     for below in range(layer + 1, model.layers):
-        point = torch.softmax(widen(model.logits(below, model.flat(point))), dim=-1).to(point.dtype)
+        point = softmax(widen(model.logits(below, model.flat(point)))).to(point.dtype)
     return model.output_loss(point, lower)
 
 

@@ -27,7 +27,7 @@ from vae.data import BinarizedMNIST
 from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
-from vae.optim import make_optimizer
+from vae.optim import load_optimizer_state, make_optimizer
 from vae.replicas import ReplicaGenerator, ReplicaMLP, derive_seed
 from vae.schedules import Temperature
 from vae.tasks import TASKS
@@ -124,7 +124,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.estimator.load_state_dict(state["estimator"])
         self.temperature.load_state_dict(state["temperature"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.rng.load_state_dict(state["rng"])
         self.step = state["step"]
         self.timing = dict(state.get("timing", {"seconds": 0.0, "steps": 0}))   # older checkpoints: untimed

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
-from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, widen
+from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, log_softmax, softmax, widen
 from vae.replicas import ReplicaGenerator, ReplicaMLP
 
 
@@ -62,13 +62,13 @@ class REBAR(Estimator):
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         wide = widen(logits)
-        log_pi = torch.log_softmax(wide, dim=-1)                                  # [R, B, N, K]
+        log_pi = log_softmax(wide)                                  # [R, B, N, K]
         z = log_pi + gumbel_noise(logits.shape, rng, logits.device)               # [R, B, N, K]
         hard = F.one_hot(z.detach().argmax(-1), logits.shape[-1]).to(wide.dtype)   # b
         z_given = conditional_gumbel(wide, hard, rng)                             # z~ | b
         perturbed = torch.stack([z, z_given], dim=1)                              # [R, 2, B, N, K]
         lam = self.log_temperature.exp().to(wide.dtype)[:, None, None, None, None]
-        values = f(torch.cat([hard.unsqueeze(1), torch.softmax(perturbed / lam, dim=-1)], dim=1).to(logits.dtype))  # [R, 3, B]
+        values = f(torch.cat([hard.unsqueeze(1), softmax(perturbed / lam)], dim=1).to(logits.dtype))  # [R, 3, B]
         f_hard = values[:, 0]                                                     # [R, B]
         c = self.control_variate(values[:, 1:], perturbed)                        # [R, 2, B]
         (pathwise,) = torch.autograd.grad((c[:, 0] - c[:, 1]).sum(), wide, create_graph=True)

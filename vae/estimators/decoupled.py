@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.gumbel import Generator, gumbel_noise, widen
+from vae.gumbel import Generator, gumbel_noise, softmax, widen
 
 
 class DecoupledSTGumbelSoftmax(Estimator):
@@ -49,6 +48,6 @@ class DecoupledSTGumbelSoftmax(Estimator):
         wide = widen(logits)
         g = gumbel_noise(wide.shape, rng, wide.device).to(wide.dtype)
         z = F.one_hot((wide.detach() / forward_tau + g).argmax(-1), wide.shape[-1]).to(wide.dtype)
-        soft = torch.softmax(wide / tau + g, dim=-1)
+        soft = softmax(wide / tau + g)
         loss = f((z + soft - soft.detach()).to(logits.dtype))             # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}

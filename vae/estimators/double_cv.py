@@ -31,7 +31,7 @@ from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import leave_one_out_mean
-from vae.gumbel import Generator, widen
+from vae.gumbel import Generator, softmax, widen
 from vae.replicas import ReplicaGenerator
 
 
@@ -56,7 +56,7 @@ class DoubleControlVariate(Estimator):
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         wide = widen(logits)
-        pi = torch.softmax(wide, dim=-1).detach().unsqueeze(1)                   # [R, 1, B, N, K]
+        pi = softmax(wide).detach().unsqueeze(1)                   # [R, 1, B, N, K]
         z = sample_one_hot(logits, rng, num_samples=self.cfg.num_samples).to(logits.dtype)   # [R, S, B, N, K]
         z.requires_grad_(True)
         loss = f(z)                                                              # [R, S, B]

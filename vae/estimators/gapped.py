@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, widen
+from vae.gumbel import Generator, softmax, widen
 
 
 class GappedStraightThrough(Estimator):
@@ -49,6 +49,6 @@ class GappedStraightThrough(Estimator):
         with torch.no_grad():
             top = wide.max(-1, keepdim=True).values
             delta = torch.where(z.bool(), top, torch.minimum(wide, top - gap)) - wide
-        soft = torch.softmax((wide + delta) / tau, dim=-1)
+        soft = softmax((wide + delta) / tau)
         loss = f((z + soft - soft.detach()).to(logits.dtype))             # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}

@@ -29,7 +29,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.sampling import sample_classes
-from vae.gumbel import Generator, widen
+from vae.gumbel import Generator, softmax, widen
 
 
 CHUNK = 2 ** 23   # one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch
@@ -77,7 +77,7 @@ class IndeCateR(Estimator):
         at_neighbours = at_neighbours.view(r, s, n, k - 1, b).permute(0, 1, 4, 2, 3)
         loss = at_sample[..., None, None].expand(r, s, b, n, k).clone()             # f(z_-n, k) at k = z_n ...
         loss.scatter_(-1, other, at_neighbours)                                     # ... and at the other k
-        q = torch.softmax(widen(logits), dim=-1).unsqueeze(1)                       # [R, 1, B, N, K]
+        q = softmax(widen(logits)).unsqueeze(1)                       # [R, 1, B, N, K]
         catlog = (q * loss.detach()).sum((-1, -2))                                  # [R, S, B]: its gradient, the estimate
         surrogate = (at_sample + catlog - catlog.detach()).mean(1)                  # value: mean f(z^(s))
         return surrogate, {"loss": at_sample.detach().mean((1, 2))}

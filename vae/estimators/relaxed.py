@@ -36,7 +36,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, gumbel_softmax, widen
+from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, gumbel_softmax, log_softmax, softmax, widen
 
 
 class GumbelSoftmax(Estimator):
@@ -82,7 +82,7 @@ class StraightThrough(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        probs = torch.softmax(widen(logits), dim=-1)            # [R, B, N, K]
+        probs = softmax(widen(logits))            # [R, B, N, K]
         z = sample_one_hot(logits, rng)                         # [R, B, N, K]
         loss = f((z + (probs - probs.detach())).to(logits.dtype))  # [R, B], forward exactly z
         info = {"loss": loss.detach().mean(-1),
@@ -114,14 +114,14 @@ class GumbelRao(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        log_pi = torch.log_softmax(widen(logits), dim=-1)                        # [R, B, N, K]
+        log_pi = log_softmax(widen(logits))                        # [R, B, N, K]
         hard = F.one_hot((log_pi.detach() + gumbel_noise(logits.shape, rng, logits.device)).argmax(-1),
                          logits.shape[-1]).to(log_pi.dtype)                      # [R, B, N, K]
         draws = log_pi.detach().unsqueeze(1).expand(-1, self.cfg.rao_samples, *log_pi.shape[1:])
         perturbed = conditional_gumbel(draws, hard.unsqueeze(1).expand_as(draws), rng)  # [R, M, B, N, K]
         noise = perturbed - draws                                                # G_m given D, no gradient
         tau_ = tau.unsqueeze(1) if isinstance(tau, Tensor) else tau
-        soft = torch.softmax((log_pi.unsqueeze(1) + noise) / tau_, dim=-1).mean(1)   # [R, B, N, K]
+        soft = softmax((log_pi.unsqueeze(1) + noise) / tau_).mean(1)   # [R, B, N, K]
         loss = f((hard + soft - soft.detach()).to(logits.dtype))                # [R, B], forward exactly D
         return loss, {"loss": loss.detach().mean(-1)}
 
@@ -141,9 +141,9 @@ class ReinMax(Estimator):
             raise ValueError(f"reinmax: needs tau >= 1 (its authors' choice, see README), got {tau}")
         wide = widen(logits)
         hard = sample_one_hot(wide, rng)                                         # [R, B, N, K]
-        pi0 = torch.softmax(wide, dim=-1)
-        pi1 = (hard + torch.softmax(wide / tau, dim=-1)) / 2
-        pi1 = torch.softmax((pi1.log() - wide).detach() + wide, dim=-1)           # value pi_1, Jacobian of a softmax
+        pi0 = softmax(wide)
+        pi1 = (hard + softmax(wide / tau)) / 2
+        pi1 = softmax((pi1.log() - wide).detach() + wide)           # value pi_1, Jacobian of a softmax
         pi2 = 2 * pi1 - pi0 / 2
         loss = f((hard + pi2 - pi2.detach()).to(logits.dtype))                   # [R, B], forward exactly D
         return loss, {"loss": loss.detach().mean(-1)}

@@ -4,11 +4,10 @@ the m-sample bounds draw: one uniform per variable instead of K Gumbels)."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.gumbel import Generator, gumbel_noise, uniform, widen
+from vae.gumbel import Generator, gumbel_noise, softmax, uniform, widen
 
 
 def sample_classes(logits: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
@@ -45,7 +44,7 @@ def class_boundaries(logits: Tensor) -> Tensor:
     """The inner edges of the K classes on [0, 1): the cumulative probabilities
     ``softmax(logits)[..., :k + 1].sum(-1)`` for k < K - 1, ``[..., K] -> [..., K - 1]`` (float32;
     float64 for float64 logits), what :func:`sample_classes_by_inverse_cdf` reads."""
-    return torch.softmax(widen(logits), dim=-1).cumsum(-1)[..., :-1]
+    return softmax(widen(logits)).cumsum(-1)[..., :-1]
 
 
 def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:

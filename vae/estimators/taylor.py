@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Objective, mean_field
-from vae.gumbel import Generator, widen
+from vae.gumbel import Generator, log_softmax, softmax, widen
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.score_function import score_surrogate
 from vae.estimators.signal import NormalisedSignalEstimator
@@ -66,7 +66,7 @@ class MuProp(NormalisedSignalEstimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        mean = torch.softmax(widen(logits), dim=-1).to(logits.dtype)      # [R, B, N, K]
+        mean = softmax(widen(logits)).to(logits.dtype)      # [R, B, N, K]
         at_mean, slope = gradient_at(mean, mean_field(f))                 # [R, B], [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         loss = f(z)                                                       # [R, B]
@@ -89,7 +89,7 @@ class DARN(NormalisedSignalEstimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        log_q = torch.log_softmax(widen(logits), dim=-1)                  # [R, B, N, K]
+        log_q = log_softmax(widen(logits))                  # [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
         if self.cfg.darn_point == "uniform":  # derivative at the sample, point 1/K
             bar = torch.full_like(z, 1.0 / z.shape[-1])

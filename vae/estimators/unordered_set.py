@@ -42,7 +42,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
-from vae.gumbel import Generator, gumbel_noise, widen
+from vae.gumbel import Generator, gumbel_noise, log_softmax, widen
 from vae.models import log_prob_one_hot
 
 LOG_T = torch.linspace(-30.0, 4.6, 201, dtype=torch.float64)   # the integrals' grid in log t (2e-13 of 4001 points')
@@ -61,7 +61,7 @@ def sample_without_replacement(logits: Tensor, rng: Generator, k: int) -> Tensor
     """``[R, k, B, N]``: the classes of k distinct states of ``prod_n softmax(logits_n)``, logits
     ``[R, B, N, K]``, by stochastic beam search (module docstring)."""
     r, b, n, num_classes = logits.shape
-    log_q = torch.log_softmax(widen(logits.detach()), dim=-1)
+    log_q = log_softmax(widen(logits.detach()))
     phi = torch.full((r, b, k), -torch.inf, dtype=log_q.dtype, device=log_q.device)
     phi[..., 0] = 0.0                                          # one root beam; the others empty
     top = torch.where(phi == 0, 0.0, -torch.inf)               # the root's largest perturbed value: 0

@@ -13,12 +13,11 @@ temperature, one decoder pass; biased in general, exact in expectation for f qua
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, widen
+from vae.gumbel import Generator, log_softmax, widen
 
 
 class ZGR(Estimator):
@@ -32,7 +31,7 @@ class ZGR(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        log_p = torch.log_softmax(widen(logits), dim=-1)                  # [R, B, N, K]
+        log_p = log_softmax(widen(logits))                  # [R, B, N, K]
         p = log_p.exp()
         z = sample_one_hot(logits, rng)                                   # [R, B, N, K]
         log_q_z = (z * log_p).sum(-1, keepdim=True)                       # [R, B, N, 1] log q_n(z_n)
