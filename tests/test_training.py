@@ -381,6 +381,17 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
     assert "| 100 | 1.0 | 9.5 | 9.50x |" in report
 
 
+def test_bench_anchors_time_the_suite_against_the_hand_written_loop_alone(shared_cache, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--anchors", "--steps", "1", "--repeats", "1",
+                           "--device", "cpu", "--threads", "1", "--out", str(tmp_path)], cwd=REPO,
+                          env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "anchors_cpu.json").read_text())
+    assert {(c, n) for c, by_name in record["anchors"].items() for n in by_name} == {
+        (c, n) for c in bench.ANCHOR_CONFIGS for n in bench.ANCHOR_ESTIMATORS}
+    assert "configs/vae_categorical.yaml rloo  : (a′) hand-written loop" in done.stdout
+
+
 def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tmp_path):
     """``bench --profile`` (a step of ``make gpu-check``): the VAE step and both M2 modes, each with
     its per-step host and device times, CUDA runtime calls and operator table, in one file."""
