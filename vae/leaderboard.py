@@ -105,6 +105,7 @@ class Entry:
     ms: float | None             # milliseconds per training step
     ms_measured: bool            # ms from --time-steps on free cores (else the run's own time)
     new: bool                    # trained for this call (--estimator), not a committed entry
+    minutes: float | None = None  # the run's wall time, training and test bound, all its seeds
 
     @property
     def title(self) -> str:
@@ -226,9 +227,11 @@ def entries(points: list[Point], new: set[str], timings: dict[str, float]) -> li
         passes = final(summary, "train/est/decoder_evals")
         rate = summary.get("steps_per_second")
         measured = timings.get(point.run_dir.name)
+        seconds = [summary.get(k) for k in ("train_seconds", "iw_seconds")]
         out.append(Entry(point, summary[FINAL[point.cfg.task]]["per_seed"], passes and passes[0],
                          measured if measured is not None else (1000 / rate if rate else None),
-                         measured is not None, point.run_dir.name in new))
+                         measured is not None, point.run_dir.name in new,
+                         sum(seconds) / 60 if None not in seconds else None))
     return sorted(out, key=lambda e: (e.mean, column_order(e.point.cfg.estimator.name)))
 
 
@@ -259,22 +262,25 @@ def overall_rows(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]]
     ranks: dict[str, dict[str, int]] = {}
     names: dict[str, str] = {}
     numbers: dict[tuple[str, str], float] = {}
+    minutes: dict[str, list[float | None]] = {}
     for cell, ranked in by_cell.items():
         for rank, entry in enumerate(ranked, 1):
             ranks.setdefault(entry.title, {})[cell.label] = rank
             names[entry.title] = entry.point.cfg.estimator.name
             numbers[entry.title, cell.label] = entry.mean
+            minutes.setdefault(entry.title, []).append(entry.minutes)
     order = sorted(ranks, key=lambda t: (sum(ranks[t].values()) / len(ranks[t]), t))
     rows = []
     for place, title in enumerate(order, 1):
         cells = [f"{numbers[title, cell.label]:.1f} ({ranks[title][cell.label]})" if cell.label in ranks[title]
                  else "not run" if applies(names[title], cell, preset) else "does not apply" for cell in by_cell]
+        spent = "–" if None in minutes[title] else f"{sum(minutes[title]):.1f}"
         rows.append((str(place), [title, f"{sum(ranks[title].values()) / len(ranks[title]):.2f}",
-                                  str(len(ranks[title])), *cells]))
+                                  str(len(ranks[title])), *cells, spent]))
     for title, labels in missing.items():
         if title in ranks:           # its cells without a result say why above
             continue
-        rows.append(("–", [title, "–", "0", *["does not apply" if c.label in labels else "–" for c in by_cell]]))
+        rows.append(("–", [title, "–", "0", *["does not apply" if c.label in labels else "–" for c in by_cell], "–"]))
     return rows
 
 
@@ -285,10 +291,12 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
             f"(tied) or not (behind); with 2 seeds each it is ± 4.30 × the pooled std, so ties are wide. "
             f"ms / step: measured alone on free cores (--time-steps), or, marked *, the run's own time (shared "
             f"cores). {BUDGET_NOTES[preset]}")
-    tables = [(["estimator", "mean rank", "cells", *[c.label for c in by_cell]],
+    tables = [(["estimator", "mean rank", "cells", *[c.label for c in by_cell], "run minutes"],
                overall_rows(by_cell, missing, preset), f"Leaderboard ({preset}): per cell the test number (nats, mean over "
                                                f"seeds) and its rank; mean rank over the cells each estimator has a "
-                                               f"result in. {note}\n\n{provenance([p.run_dir for p in points], preset)}")]
+                                               f"result in; run minutes: its cells' runs' wall time, training and test "
+                                               f"bound, summed (the runs' summary.json: train_seconds + iw_seconds). "
+                                               f"{note}\n\n{provenance([p.run_dir for p in points], preset)}")]
     for cell, ranked in by_cell.items():
         extra = [("–", [title, "does not apply", "", "", "", ""]) for title, labels in missing.items()
                  if cell.label in labels]
