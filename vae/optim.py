@@ -88,9 +88,9 @@ class ReplicaAdam(_ReplicaOptimizer):
                 t = state["step"]
                 state["exp_avg"].lerp_(p.grad, 1 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                denom = (state["exp_avg_sq"].sqrt() / (1 - beta2 ** t) ** 0.5).add_(group["eps"])
+                denom = state["exp_avg_sq"].sqrt().div_((1 - beta2 ** t) ** 0.5).add_(group["eps"])
                 step_size = self._lr_view(group["lr"], p) / (1 - beta1 ** t)
-                p.sub_(step_size * state["exp_avg"] / denom)
+                p.addcdiv_(state["exp_avg"], denom.div_(step_size), value=-1)   # p -= step_size m / denom
 
 
 class ReplicaSGD(_ReplicaOptimizer):
@@ -115,4 +115,4 @@ class ReplicaSGD(_ReplicaOptimizer):
                     else:
                         state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
                     direction = state["momentum_buffer"]
-                p.sub_(self._lr_view(group["lr"], p) * direction)
+                p.addcmul_(self._lr_view(group["lr"], p), direction, value=-1)       # one pass over p
