@@ -489,3 +489,28 @@ def test_make_demo_passes_results_to_the_demo():
     done = subprocess.run(["make", "-n", "-o", "install", "demo", "RESULTS=/some/where"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "-m experiments.demo --results-dir /some/where" in done.stdout, done.stdout
+
+
+HOST_READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+@pytest.mark.parametrize("name, kind", estimator_cases("vae", bound=None))
+def test_a_training_step_reads_no_tensor_value_back_to_the_host(shared_cache, monkeypatch, name, kind):
+    """The step a GPU would run without waiting on it (issue: one graph per step): after the first
+    step (which sets up state), no Python-level read of a tensor's value (``.item()``, ``bool(t)``,
+    ``float(t)``, ...) happens inside ``Trainer.train_step``, for every sampling estimator and kind,
+    read from the registry (``exact``, the enumeration oracle, too dear here). (A C++ operation with a data-dependent shape, such as boolean-mask indexing,
+    also waits on a GPU and is not caught here.)"""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, ["model.hidden=[16]", "model.num_latents=4", "seeds=[0,1]", "device=cpu",
+                             f"model.kind={kind}", f"model.num_classes={2 if kind == 'bernoulli' else 5}",
+                             f"estimator.name={name}", "data.batch_size=8", *tau_overrides(name)])
+    trainer = Trainer(cfg, log=lambda _: None)
+    trainer.train_step()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor's value was read back to the host inside the training step")
+
+    for method in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, method, refuse)
+    trainer.train_step()

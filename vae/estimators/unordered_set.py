@@ -36,6 +36,8 @@ through which the decoder gets its gradient. Cost: k = ``estimator.num_samples``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -46,6 +48,7 @@ from vae.gumbel import Generator, gumbel_noise, log_softmax, widen
 from vae.models import log_prob_one_hot
 
 LOG_T = torch.linspace(-30.0, 4.6, 201, dtype=torch.float64)   # the integrals' grid in log t (2e-13 of 4001 points')
+_LOG_SPACING = math.log(float(LOG_T[1] - LOG_T[0]))   # at import: the step reads no tensor back to the host
 FULL = 1e-9   # when the samples leave less than this of q's mass, the ratios are 1
 
 
@@ -91,7 +94,7 @@ def set_ratios(log_p: Tensor) -> tuple[Tensor, Tensor]:
     log_t = LOG_T.to(log_p.device)
     x = torch.exp(log_p - log_rest).unsqueeze(-1) * torch.exp(log_t)                        # a_s t: [R, B, k, G]
     terms = torch.log(-torch.expm1(-x))                                                      # log(1 - exp(-a_s t))
-    weight = log_t - torch.exp(log_t) + torch.log(torch.full_like(log_t, float(log_t[1] - log_t[0])))
+    weight = log_t - torch.exp(log_t) + _LOG_SPACING
     weight[0], weight[-1] = weight[0] - 0.6931471805599453, weight[-1] - 0.6931471805599453  # trapezoid ends
     total = terms.sum(-2)                                                                    # [R, B, G]
     without_one = total.unsqueeze(-2) - terms                                                # [R, B, k, G]
