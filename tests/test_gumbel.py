@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.gumbel import concrete_log_prob, conditional_gumbel, gumbel_noise, gumbel_softmax
+from vae import gumbel
+from vae.gumbel import concrete_log_prob, conditional_gumbel, gumbel_noise, gumbel_softmax, log_softmax, softmax
 from vae.replicas import ReplicaGenerator
 
 # Upper 0.1% points of the chi-square distribution (statistical tables): the tests below fail
@@ -136,3 +137,21 @@ def test_conditional_gumbel_draws_the_perturbed_logits_given_their_argmax():
         rows = hard[:, b].bool()
         se = torch.sqrt(z[rows].var(0) / rows.sum() + given[rows].var(0) / rows.sum())
         assert ((z[rows].mean(0) - given[rows].mean(0)).abs() < 5 * se).all(), b
+
+
+@pytest.mark.parametrize("composite", [True, False])
+def test_softmax_and_log_softmax_are_torchs_on_either_path(monkeypatch, composite):
+    """Both paths of :func:`vae.gumbel.log_softmax` (``x - logsumexp(x)`` on the CPUs whose torch
+    kernel is slow, torch's elsewhere), forward and backward: equal to torch's in float64 to its
+    tolerances, a class at -inf included (probability 0, no NaN), logits of 1e3 (no overflow)."""
+    monkeypatch.setattr(gumbel, "_LOGSUMEXP_ON_CPU", composite)
+    x = torch.randn(3, 7, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5
+    x[0, 0, 3], x[1, 2] = -math.inf, x[1, 2] + 1e3
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(log_softmax(a), torch.log_softmax(b, -1))
+    torch.testing.assert_close(softmax(a), torch.softmax(b, -1))
+    weights = torch.rand(3, 7, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (softmax(a) * weights).sum().backward()
+    (torch.softmax(b, -1) * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert softmax(a)[0, 0, 3] == 0 and torch.isfinite(a.grad).all()
