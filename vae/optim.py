@@ -7,9 +7,8 @@ Adam and SGD, so replica ``r`` takes the update a run of its own with learning r
 would take (tested against torch's, and through the trainer against single runs). That puts a
 learning-rate grid on the replica axis beside the seeds (``optim.lr`` as a list; ``sweep
 --pack-lr``). A run with one learning rate uses torch's own optimisers with their fused
-kernels (``fused=True``: one kernel updates every parameter): on this project's CPU the training
-step is 1.1x (affine VAE) to 1.3x (MLP) faster than with the default kernels (``make bench``),
-the same numbers to float32 round-off (tests/test_optim.py).
+kernels (``fused=True``: one kernel updates every parameter, fewer passes over memory than the
+default kernels), the same numbers to float32 round-off (tests/test_optim.py).
 """
 
 from __future__ import annotations
