@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchors", action="store_true",
                         help="time only the suite's step against (a′), the best hand-written loop, for GS, "
                              "ST-GS and RLOO on the affine and the MLP VAE")
+    parser.add_argument("--eager-only", action="store_true",
+                        help="leave out the compile=true timings (each compiles its step first: seconds to a minute)")
     parser.add_argument("--bound-examples", type=int, default=500,
                         help="test digits in each timing of (d) (default 500)")
     parser.add_argument("--threads", type=int, default=None,
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.anchors:
             record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,
-                      "anchors": bench.anchor_speed(args.device, args.steps or 200, args.repeats or 5),
+                      "anchors": bench.anchor_speed(args.device, args.steps or 200, args.repeats or 5,
+                                                    compiled=not args.eager_only),
                       "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
             bench.print_anchor_speed(record["anchors"])
             path = out / f"anchors_{resolve_device(args.device).type}.json"
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.print_bound_speed(record["models"])
             path = out / f"bound_{resolve_device(args.device).type}.json"
         else:
-            record = bench.training_record(args.device, args.steps or 200, args.repeats or 5, args.bound_examples)
+            record = bench.training_record(args.device, args.steps or 200, args.repeats or 5, args.bound_examples,
+                                           compiled=not args.eager_only)
             bench.print_training_record(record)
             path = out / f"{resolve_device(args.device).type}.json"
     except (ConfigError, DataError, RunDirError) as err:

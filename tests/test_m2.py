@@ -303,7 +303,7 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
     ("ssl.latent_dim=0", r"^ssl\.latent_dim: must be >= 1"),
     ("ssl.channels=[8,8]", r"^ssl\.channels: must be three positive sizes"),
     ("task=ssl gradvar_every=10", r"^gradvar_every: .* set 0 for task=ssl"),
-    ("task=ssl compile=true", r"^compile: covers the MLPs"),
+    ("task=ssl compile=true", r"^compile: the compiled step .* is for tasks vae and sbn"),
     ("task=ssl kl=relaxed", r"^kl: task 'ssl' has the analytic KLs"),
 ])
 def test_invalid_ssl_values_name_the_key(override, message):

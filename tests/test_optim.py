@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vae.config import OptimConfig, load_config
-from vae.optim import ReplicaAdam, ReplicaSGD, load_optimizer_state, make_optimizer
+from vae.optim import ReplicaAdam, ReplicaSGD, apply_update, load_optimizer_state, make_optimizer
 from vae.training import Trainer
 
 from conftest import float32_rtol
@@ -108,3 +108,50 @@ def test_a_checkpoint_of_the_default_kernels_resumes_with_the_fused_ones():
     load_optimizer_state(new, old.state_dict())
     assert new.param_groups[0]["fused"] and new.state[w]["exp_avg"].equal(old.state[w]["exp_avg"])
     new.step()                                             # the fused kernel accepts the loaded state
+
+
+@pytest.mark.parametrize("make_torch", [lambda ps: torch.optim.Adam(ps, lr=0.03, fused=True),
+                                        lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.9, fused=True),
+                                        lambda ps: ReplicaAdam(ps, [0.03, 0.3]), lambda ps: ReplicaSGD(ps, [0.03, 0.3])],
+                         ids=["adam", "sgd+momentum", "replica-adam", "replica-sgd"])
+def test_apply_update_steps_as_the_optimisers_step(make_torch):
+    """The compiled step's update (vae.optim.apply_update, the learning rate a device tensor)
+    against the optimiser's own ``step()`` on the same gradients: the same parameters and the
+    same state (a checkpoint of either resumes the other). float32 as the trainer runs it: the
+    same formulas in other kernels, so torch's float32 tolerances."""
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(2, 4, 5, generator=gen), torch.randn(2, 1, 5, generator=gen)]
+    stepped, applied = ([p.clone().requires_grad_() for p in start] for _ in range(2))
+    by_step, by_apply = make_torch(stepped), make_torch(applied)
+    lr = torch.tensor(by_apply.param_groups[0]["lr"])   # 0-d, or [R]: one per replica
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=gen) for p in start]
+        for p, g in zip(stepped, grads):
+            p.grad = g.clone()
+        by_step.step()
+        apply_update(by_apply, [g.clone() for g in grads], lr)
+    for p, q in zip(applied, stepped):
+        torch.testing.assert_close(p, q)
+    for a, b in zip(by_apply.state.values(), by_step.state.values()):
+        assert sorted(a) == sorted(b)
+        for key in a:
+            torch.testing.assert_close(torch.as_tensor(a[key]), torch.as_tensor(b[key]).to(torch.as_tensor(a[key]).device))
+
+
+def test_a_replica_adam_checkpoint_with_int_step_counts_resumes():
+    """ReplicaAdam counted steps in Python ints before its state took torch's tensor counts."""
+    gen = torch.Generator().manual_seed(2)
+    a, b = (torch.nn.Parameter(torch.ones(2, 3)) for _ in range(2))
+    opt_a, opt_b = ReplicaAdam([a], [0.1, 0.01]), ReplicaAdam([b], [0.1, 0.01])
+    for _ in range(3):
+        a.grad = torch.randn(2, 3, generator=gen)
+        opt_a.step()
+    old = copy.deepcopy(opt_a.state_dict())
+    old["state"][0]["step"] = 3
+    with torch.no_grad():
+        b.copy_(a)
+    load_optimizer_state(opt_b, old)
+    assert opt_b.state[b]["step"].item() == 3.0
+    a.grad = b.grad = torch.randn(2, 3, generator=gen)
+    opt_a.step(), opt_b.step()
+    assert torch.equal(a, b)

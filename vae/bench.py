@@ -13,7 +13,10 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     by random indices, no host sync, torch's fused Adam;
 (b) the suite's training step for one seed (``Trainer.train_step``: data on the device, no host
     sync per step);
-(c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s);
+(c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s), eager
+    and with ``compile=true`` (the step as one graph, vae/compiled_step.py; its compilation falls
+    in the warm-up; ``--eager-only`` leaves the compiled timings out, here and in (e) and the
+    anchors);
 (d) the m = 1000 importance-weighted test bound of the affine and the MLP VAE, categorical and
     Bernoulli (configs/vae_*.yaml), the suite's (:func:`vae.evaluation.importance_weighted_bound`)
     against the implementation it replaced (:func:`reference_bound`: one-hot Gumbel-max samples
@@ -24,11 +27,12 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     samples) (``--bound``: only this);
 (e) one pack of Table 1's ``paper`` preset as ``sweep --pack-lr`` trains it: categorical GS, its
     6 learning rates x 5 seeds on the replica axis (R = 30, SGD, a learning rate per replica),
-    timed over a tenth of ``--steps`` per repeat; from it, the training time of the whole preset
-    (all its packs, at this pack's cost per step: estimators with more decoder passes cost more).
+    timed over a tenth of ``--steps`` per repeat, eager and compiled; from each, the training time
+    of the whole preset (all its packs, at this pack's cost per step: estimators with more decoder
+    passes cost more).
 
-and, per model (affine and MLP) and estimator (GS, ST-GS, RLOO), the suite's step against (a′)
-written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints steps/s and
+and, per model (affine and MLP) and estimator (GS, ST-GS, RLOO), the suite's step, eager and
+compiled, against (a′) written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints steps/s and
 each one's ratio to (a) and (a′), and writes the numbers as JSON to ``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
 
 ``--ssl-classes`` (Figure 5(a), ``make fig5``) times instead the semi-supervised M2 training step
@@ -349,10 +353,11 @@ ANCHOR_CONFIGS = ("configs/vae_categorical_linear.yaml", "configs/vae_categorica
 ANCHOR_ESTIMATORS = ("gs", "st-gs", "rloo")
 
 
-def anchor_speed(device: str, steps: int, repeats: int) -> dict[str, dict[str, dict]]:
-    """The suite's training step (one seed) against (a′), :func:`hand_loop`, per model of
-    :data:`ANCHOR_CONFIGS` and estimator of :data:`ANCHOR_ESTIMATORS`: steps/s of each (the median
-    of ``repeats`` x ``steps`` after warm-up) and the ratio suite / (a′)."""
+def anchor_speed(device: str, steps: int, repeats: int, compiled: bool = True) -> dict[str, dict[str, dict]]:
+    """The suite's training step (one seed), eager and (``compiled``) with ``compile=true``,
+    against (a′), :func:`hand_loop`, per model of :data:`ANCHOR_CONFIGS` and estimator of
+    :data:`ANCHOR_ESTIMATORS`: steps/s of each (the median of ``repeats`` x ``steps`` after
+    warm-up, which holds the compilation) and the ratios suite / (a′)."""
     out: dict[str, dict[str, dict]] = {}
     for config in ANCHOR_CONFIGS:
         for name in ANCHOR_ESTIMATORS:
@@ -360,16 +365,23 @@ def anchor_speed(device: str, steps: int, repeats: int) -> dict[str, dict[str, d
             sync = device_sync(trainer.device)
             hand = median_rate(hand_loop(trainer.cfg, trainer), steps, repeats, sync)
             suite = median_rate(trainer.train_step, steps, repeats, sync)
-            out.setdefault(config, {})[name] = {"hand_loop": round(hand, 1), "suite": round(suite, 1),
-                                                "ratio": round(suite / hand, 2)}
+            row = out.setdefault(config, {})[name] = {"hand_loop": round(hand, 1), "suite": round(suite, 1),
+                                                      "ratio": round(suite / hand, 2)}
+            if compiled:
+                graph = median_rate(Trainer(load_config(config, [f"device={device}", f"estimator.name={name}",
+                                                                 "compile=true"]), log=lambda _: None).train_step,
+                                    steps, repeats, sync)
+                row.update(suite_compiled=round(graph, 1), ratio_compiled=round(graph / hand, 2))
     return out
 
 
 def print_anchor_speed(speed: dict[str, dict[str, dict]]) -> None:
     for config, by_name in speed.items():
         for name, s in by_name.items():
+            graph = (f"; compiled {s['suite_compiled']:7.1f} steps/s, {s['ratio_compiled']:.2f}x (a′)"
+                     if "suite_compiled" in s else "")
             print(f"{config} {name:6s}: (a′) hand-written loop {s['hand_loop']:7.1f} steps/s, suite "
-                  f"{s['suite']:7.1f} steps/s, {s['ratio']:.2f}x (a′)")
+                  f"{s['suite']:7.1f} steps/s, {s['ratio']:.2f}x (a′){graph}")
 
 
 def paper_packs(device: str) -> tuple[list, Config]:
@@ -389,29 +401,34 @@ def bound_record(device: str, examples: int) -> dict:
             "models": speed, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def training_record(device: str, steps: int, repeats: int, bound_examples: int) -> dict:
-    """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring)."""
+def training_record(device: str, steps: int, repeats: int, bound_examples: int, compiled: bool = True) -> dict:
+    """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring); (c)
+    and (e) also with ``compile=true`` when ``compiled``."""
     one = Trainer(load_config(CONFIG, [f"device={device}"]), log=lambda _: None)
     sync = device_sync(one.device)
     rates = {"(a) plain PyTorch loop": median_rate(plain_loop(one.cfg, one), steps, repeats, sync),
              "(a′) best hand-written loop": median_rate(hand_loop(one.cfg, one), steps, repeats, sync),
              "(b) suite, one seed": median_rate(one.train_step, steps, repeats, sync)}
-    replicas = {}
-    for r in REPLICAS:
-        trainer = Trainer(load_config(CONFIG, [f"device={device}", f"seeds={list(range(r))}"]), log=lambda _: None)
-        label = f"(c) replica axis, R = {r}"
-        rates[label], replicas[label] = median_rate(trainer.train_step, steps, repeats, sync), r
+    replicas, hours = {}, {}
     units, pack_cfg = paper_packs(device)
-    r = len(pack_cfg.seeds)
-    label = f"(e) a paper-preset pack, R = {r}"
-    pack = Trainer(pack_cfg, log=lambda _: None)
-    rates[label], replicas[label] = median_rate(pack.train_step, max(2, steps // 10), repeats, sync), r
+    for compile_step in (False, True) if compiled else (False,):
+        def timed(cfg: Config, label: str, timed_steps: int, r: int) -> float:
+            label = f"{label}, compiled" if compile_step else label
+            trainer = Trainer(config_from_dict({**to_dict(cfg), "compile": compile_step}), log=lambda _: None)
+            rates[label], replicas[label] = median_rate(trainer.train_step, timed_steps, repeats, sync), r
+            return rates[label]
+        for r in REPLICAS:
+            timed(load_config(CONFIG, [f"device={device}", f"seeds={list(range(r))}"]), f"(c) replica axis, R = {r}",
+                  steps, r)
+        pack = timed(pack_cfg, f"(e) a paper-preset pack, R = {len(pack_cfg.seeds)}", max(2, steps // 10),
+                     len(pack_cfg.seeds))
+        hours["estimated_training_hours_compiled" if compile_step else "estimated_training_hours"] = round(
+            len(units) * pack_cfg.steps / pack / 3600, 2)
     paper = {"sweep": PAPER_SWEEP, "preset": PAPER_PRESET, "units": len(units), "steps": pack_cfg.steps,
-             "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units),
-             "estimated_training_hours": round(len(units) * pack_cfg.steps / rates[label] / 3600, 2)}
+             "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units), **hours}
     return {"device": device_name(one.device), "torch": torch.__version__, "steps": steps, "repeats": repeats,
             "steps_per_second": rates, "replicas": replicas, "paper_preset": paper,
-            "bound": bound_speed(device, bound_examples), "anchors": anchor_speed(device, steps, repeats),
+            "bound": bound_speed(device, bound_examples), "anchors": anchor_speed(device, steps, repeats, compiled),
             "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -422,11 +439,13 @@ def print_training_record(record: dict) -> None:
           f"Adam; median of {record['repeats']} x {record['steps']} steps after warm-up")
     for label, rate in record["steps_per_second"].items():
         seeds = record["replicas"].get(label, 1)
-        print(f"{label:34s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)"
+        print(f"{label:42s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)"
               f" {rate * seeds / best:7.2f}x (a′)")
     print_bound_speed(record["bound"])
     print_anchor_speed(record["anchors"])
     paper = record["paper_preset"]
     print(f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in {paper['units']} runs; "
           f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "
-          "of training (at GS's cost per step; without the bounds)")
+          "of training" + (f", {paper['estimated_training_hours_compiled']:.1f} h compiled"
+                           if "estimated_training_hours_compiled" in paper else "")
+          + " (at GS's cost per step; without the bounds)")

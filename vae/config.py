@@ -133,7 +133,7 @@ class Config:
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
     precision: str = "float32"  # "float32"; "tf32" (TF32 matmuls on CUDA); "bf16" (bfloat16 autocast) -- see results/README.md "Speed"
-    compile: bool = False  # torch.compile the encoder and decoder (with CUDA graphs on a GPU); not faster on the CPU
+    compile: bool = False  # the training step as one torch.compile graph (vae/compiled_step.py; a CUDA graph on a GPU)
     kl: str = "analytic"  # "analytic" KL to the uniform prior, or "relaxed" Monte Carlo (gs only)
     log_every: int = 100  # steps between logged training metrics (no host sync in between)
     checkpoint_every: int = 5000  # steps between checkpoints (a multiple of log_every)

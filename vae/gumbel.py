@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.replicas import ReplicaGenerator
+from vae.replicas import NoiseSource
 
 # Uniform draws are clamped into [TINY, 1 - EPS/2]: -log(u) is then in [5.96e-8, 87.3] and
 # g = -log(-log u) in [-4.47, 16.6]; neither log can see 0, so g is always finite.
@@ -34,7 +34,7 @@ _U_MIN = torch.finfo(torch.float32).tiny
 _U_MAX = 1.0 - torch.finfo(torch.float32).eps / 2
 
 
-Generator = ReplicaGenerator | torch.Generator | None
+Generator = NoiseSource | torch.Generator | None
 
 
 def widen(x: Tensor) -> Tensor:

@@ -35,9 +35,13 @@ def make_optimizer(params: Iterable[nn.Parameter], optim: OptimConfig) -> torch.
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """``optimizer.load_state_dict(state)`` keeping ``optimizer``'s own kernels (``fused``,
-    ``foreach``): a checkpoint saved before the fused kernels resumes with them."""
+    ``foreach``): a checkpoint saved before the fused kernels resumes with them, and one whose
+    ReplicaAdam counted steps in ints resumes with them as tensors (:func:`adam_update`)."""
     kernels = {k: v for k, v in optimizer.param_groups[0].items() if k in ("fused", "foreach")}
     optimizer.load_state_dict({**state, "param_groups": [{**g, **kernels} for g in state["param_groups"]]})
+    for p, param_state in optimizer.state.items():   # ReplicaAdam counted its steps in ints before
+        if isinstance(param_state.get("step"), int):
+            param_state["step"] = torch.tensor(float(param_state["step"]), device=p.device)
 
 
 class _ReplicaOptimizer(torch.optim.Optimizer):
@@ -63,9 +67,7 @@ class _ReplicaOptimizer(torch.optim.Optimizer):
 
 
 class ReplicaAdam(_ReplicaOptimizer):
-    """Adam (no weight decay, no amsgrad): for replica r, with ``g`` the gradient and t the step,
-    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
-    ``p -= lr[r] / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+    """Adam (no weight decay, no amsgrad) with learning rate ``lr[r]`` on replica r (:func:`adam_update`)."""
 
     def __init__(self, params: Iterable[nn.Parameter], lr: list[float], betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
@@ -74,28 +76,15 @@ class ReplicaAdam(_ReplicaOptimizer):
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
-                state["exp_avg"].lerp_(p.grad, 1 - beta1)
-                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                denom = state["exp_avg_sq"].sqrt().div_((1 - beta2 ** t) ** 0.5).add_(group["eps"])
-                step_size = self._lr_view(group["lr"], p) / (1 - beta1 ** t)
-                p.addcdiv_(state["exp_avg"], denom.div_(step_size), value=-1)   # p -= step_size m / denom
+                if p.grad is not None:
+                    adam_update(p, p.grad, _initial_state(self, p), self._lr_view(group["lr"], p),
+                                *group["betas"], group["eps"])
 
 
 class ReplicaSGD(_ReplicaOptimizer):
-    """SGD with momentum (no dampening, no Nesterov): for replica r,
-    ``buf = momentum buf + g`` (``buf = g`` at the first step), ``p -= lr[r] buf``; without
-    momentum ``p -= lr[r] g``."""
+    """SGD with momentum (no dampening, no Nesterov) with learning rate ``lr[r]`` on replica r
+    (:func:`sgd_update`)."""
 
     def __init__(self, params: Iterable[nn.Parameter], lr: list[float], momentum: float = 0.0):
         super().__init__(params, lr, {"momentum": momentum})
@@ -104,14 +93,65 @@ class ReplicaSGD(_ReplicaOptimizer):
     def step(self, closure: None = None) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                direction = p.grad
-                if group["momentum"] > 0:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = p.grad.clone()
-                    else:
-                        state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
-                    direction = state["momentum_buffer"]
-                p.addcmul_(self._lr_view(group["lr"], p), direction, value=-1)       # one pass over p
+                if p.grad is not None:
+                    sgd_update(p, p.grad, _initial_state(self, p), self._lr_view(group["lr"], p), group["momentum"])
+
+
+def adam_update(p: Tensor, grad: Tensor, state: dict, lr: float | Tensor, beta1: float, beta2: float,
+                eps: float) -> None:
+    """One Adam step of ``p`` in place, with torch's formulas: with ``t = state["step"] + 1``,
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``, on a state in
+    ``torch.optim.Adam``'s format (``step`` a float tensor, ``exp_avg``, ``exp_avg_sq``). ``lr`` is a
+    number or a tensor that broadcasts over ``p`` (``[R, 1, ...]``: one per replica). Tensor
+    arithmetic only: torch.compile traces it (vae/compiled_step.py)."""
+    state["step"] += 1
+    t = state["step"].to(p.dtype)            # the count (float32, as torch keeps it) in p's precision
+    state["exp_avg"].lerp_(grad, 1 - beta1)
+    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = state["exp_avg_sq"].sqrt().div_((1 - beta2 ** t) ** 0.5).add_(eps)
+    p.addcdiv_(state["exp_avg"], denom.div_(lr / (1 - beta1 ** t)), value=-1)   # p -= step size * m / denom
+
+
+def sgd_update(p: Tensor, grad: Tensor, state: dict, lr: float | Tensor, momentum: float) -> None:
+    """One SGD step of ``p`` in place, torch's formulas: ``buf = momentum buf + g``, ``p -= lr buf``
+    (``p -= lr g`` without momentum), ``state["momentum_buffer"]`` as ``torch.optim.SGD`` keeps it
+    (zeros before the first step give torch's ``buf = g``). ``lr`` as in :func:`adam_update`."""
+    direction = grad
+    if momentum > 0:
+        direction = state["momentum_buffer"].mul_(momentum).add_(grad)
+    if isinstance(lr, Tensor):
+        p.addcmul_(lr, direction, value=-1)     # one pass over p
+    else:
+        p.add_(direction, alpha=-lr)
+
+
+def _initial_state(optimizer: torch.optim.Optimizer, p: Tensor) -> dict:
+    """``optimizer.state[p]``, created as torch's Adam and SGD create it if ``p`` has none yet."""
+    state = optimizer.state[p]
+    if not state:
+        if "betas" in optimizer.defaults:
+            state.update(step=torch.tensor(0.0, device=p.device), exp_avg=torch.zeros_like(p),
+                         exp_avg_sq=torch.zeros_like(p))
+        elif optimizer.defaults.get("momentum", 0) > 0:
+            state["momentum_buffer"] = torch.zeros_like(p)
+    return state
+
+
+def apply_update(optimizer: torch.optim.Optimizer, grads: list[Tensor | None], lr: Tensor) -> None:
+    """What ``optimizer.step()`` does with gradients ``grads`` (one per parameter, in the param
+    groups' order; None: no gradient, the parameter and its state are left alone) and the learning rate ``lr`` as a device tensor (0-d, or ``[R]``: one per
+    replica), written so torch.compile traces it into the step's graph (torch's own ``step``
+    breaks the graph on purpose). It updates the optimiser's own state, so a checkpoint is the
+    same whichever way the run steps."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    defaults = optimizer.defaults
+    with torch.no_grad():
+        for p, grad in zip(params, grads, strict=True):
+            if grad is None:
+                continue
+            rate = lr.view(-1, *[1] * (p.dim() - 1)) if lr.dim() else lr
+            if "betas" in defaults:
+                adam_update(p, grad, _initial_state(optimizer, p), rate, *defaults["betas"], defaults["eps"])
+            else:
+                sgd_update(p, grad, _initial_state(optimizer, p), rate, defaults["momentum"])

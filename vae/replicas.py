@@ -29,7 +29,26 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-class ReplicaGenerator:
+class NoiseSource:
+    """Where a step's randomness comes from: ``uniform`` and ``normal`` draws of a shape whose first
+    axis is the replica axis, and Bernoulli draws made of uniform ones. :class:`ReplicaGenerator`
+    draws them; :class:`DrawnNoise` hands out draws made before the step."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def uniform(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        raise NotImplementedError
+
+    def normal(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        raise NotImplementedError
+
+    def bernoulli(self, probs: Tensor) -> Tensor:
+        """Bernoulli draws with the given probabilities (``probs.shape[0] == R`` when R > 1)."""
+        return (self.uniform(probs.shape) < probs).to(probs.dtype)
+
+
+class ReplicaGenerator(NoiseSource):
     """One ``torch.Generator`` per replica, seeded from the run's seeds.
 
     ``uniform(shape)`` draws ``U[0, 1)`` of ``shape`` where ``shape[0]`` is the replica axis:
@@ -63,16 +82,70 @@ class ReplicaGenerator:
                              f"{len(self.generators)}")
         return torch.stack([sampler(shape[1:], generator=g, device=self.device) for g in self.generators])
 
-    def bernoulli(self, probs: Tensor) -> Tensor:
-        """Bernoulli draws with the given probabilities (``probs.shape[0] == R`` when R > 1)."""
-        return (self.uniform(probs.shape) < probs).to(probs.dtype)
-
     def state_dict(self) -> list[Tensor]:
         return [g.get_state() for g in self.generators]
 
     def load_state_dict(self, states: list[Tensor]) -> None:
         for g, s in zip(self.generators, states, strict=True):
             g.set_state(s)
+
+
+Draw = tuple[str, tuple[int, ...]]   # ("uniform" | "normal", shape): one draw of a step's plan
+
+
+class DrawnNoise(NoiseSource):
+    """A step's noise drawn before the step, handed out in the order the step asks for it.
+
+    torch.compile cannot trace a draw from a ``torch.Generator``, so the compiled training step
+    (vae/compiled_step.py) gets its noise this way: :meth:`recording` passes the draws of one step
+    through to the run's generators and notes their kinds and shapes (its ``plan``); each later
+    step, :meth:`ahead` makes the plan's draws from the same generators, in the same order, before
+    the step runs, and the step takes them one by one (kind and shape checked). A step given the
+    drawn noise computes exactly what it computes given the generators.
+    """
+
+    def __init__(self, num_replicas: int, draws: list[tuple[Draw, Tensor]], source: ReplicaGenerator | None = None):
+        self.num_replicas, self.draws, self.source = num_replicas, draws, source
+        self.taken = 0
+
+    @classmethod
+    def recording(cls, rng: ReplicaGenerator) -> DrawnNoise:
+        """Draws passed through to ``rng``, noted in ``plan``."""
+        return cls(len(rng), [], source=rng)
+
+    @classmethod
+    def ahead(cls, rng: ReplicaGenerator, plan: list[Draw]) -> DrawnNoise:
+        """The draws of ``plan``, made from ``rng`` now."""
+        return cls(len(rng), [(draw, getattr(rng, draw[0])(draw[1])) for draw in plan])
+
+    @property
+    def plan(self) -> list[Draw]:
+        return [draw for draw, _ in self.draws]
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        return [tensor for _, tensor in self.draws]
+
+    def __len__(self) -> int:
+        return self.num_replicas
+
+    def uniform(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        return self._take(("uniform", tuple(shape)))
+
+    def normal(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        return self._take(("normal", tuple(shape)))
+
+    def _take(self, draw: Draw) -> Tensor:
+        if self.source is not None:   # recording
+            tensor = getattr(self.source, draw[0])(draw[1])
+            self.draws.append((draw, tensor))
+            return tensor
+        if self.taken == len(self.draws) or self.draws[self.taken][0] != draw:
+            planned = self.draws[self.taken][0] if self.taken < len(self.draws) else "no more draws"
+            raise RuntimeError(f"the step asked for noise {draw} where its first step drew {planned}: "
+                               "its draws change from step to step, so it cannot run compiled")
+        self.taken += 1
+        return self.draws[self.taken - 1][1]
 
 
 class ReplicaLinear(nn.Module):

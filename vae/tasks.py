@@ -174,7 +174,7 @@ class SSLTask:
             raise ValueError("kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
         _no_gradient_variance(cfg, "ssl")
         if cfg.compile:
-            raise ValueError("compile: covers the MLPs of tasks vae and sbn, not the ssl task's convolutions; set false")
+            raise ValueError("compile: the compiled step (vae/compiled_step.py) is for tasks vae and sbn, not ssl; set false")
         c = cfg.ssl.num_classes
         if cfg.ssl.y != "marginal":          # y: one latent of C classes, a Bernoulli one when C = 2
             check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", lowest_tau=lowest_tau(cfg.tau),

@@ -28,7 +28,8 @@ from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
 from vae.optim import load_optimizer_state, make_optimizer
-from vae.replicas import ReplicaGenerator, ReplicaMLP, derive_seed
+from vae.compiled_step import CompiledStep
+from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature
 from vae.tasks import TASKS
 from vae.tracking import RunTracker, mean_std
@@ -100,12 +101,9 @@ class Trainer:
         # TF32 is a process-wide switch of torch's; bf16 autocast is entered around each step
         # and each evaluation (self.numerics()); the Gumbel and KL arithmetic stays in float32
         torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
-        if cfg.compile:   # in place, so state_dict keys (and checkpoints) are unchanged
-            mode = "reduce-overhead" if self.device.type == "cuda" else "default"   # CUDA graphs on a GPU
-            for network in (m for m in self.model.modules() if isinstance(m, ReplicaMLP)):
-                network.compile(mode=mode)
         params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
         self.optimizer = make_optimizer(params, cfg.optim)
+        self.compiled_step = CompiledStep(self) if cfg.compile else None   # the step as one graph
         self.step = 0
         self.timing = {"seconds": 0.0, "steps": 0}   # training wall time so far, over every process of the run
 
@@ -137,9 +135,12 @@ class Trainer:
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One update of every replica; returns per-replica (loss [R], kl [R], estimator info)."""
         cfg, t = self.cfg, self.step
+        x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
+        if self.compiled_step is not None:
+            self.step += 1
+            return self.compiled_step(x, learning_rate(cfg, t), t)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, t)
-        x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
         with self.numerics():
             per_example, kl, info = self.task.loss(self.model, self.estimator, x, rng=self.rng,
                                                    tau=self.temperature(t), step=t, cfg=cfg)   # [R, B]

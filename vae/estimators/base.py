@@ -152,8 +152,11 @@ class Estimator(nn.Module, abc.ABC):
         It must not depend on the coming draw (it is read before the estimator is called)."""
         return None
 
-    def logit_scale(self, step: int) -> float:
-        """The factor ``a`` on the encoder's logits at ``step``: ``q = softmax(a * logits)`` (1 here)."""
+    def logit_scale(self, step: int | Tensor) -> float | Tensor:
+        """The factor ``a`` on the encoder's logits at ``step``: ``q = softmax(a * logits)`` (1 here).
+        The compiled step (vae/compiled_step.py) passes the step as a device tensor, so that a
+        slope that changes with it gives a tensor the graph reads, not a number it would be
+        recompiled for."""
         return 1.0
 
     def forward(self, logits: Tensor, f: Objective, *, rng: Generator = None, tau: float | Tensor = 1.0,

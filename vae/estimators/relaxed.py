@@ -86,7 +86,7 @@ class StraightThrough(Estimator):
         z = sample_one_hot(logits, rng)                         # [R, B, N, K]
         loss = f((z + (probs - probs.detach())).to(logits.dtype))  # [R, B], forward exactly z
         info = {"loss": loss.detach().mean(-1),
-                "slope": torch.full(loss.shape[:1], self.logit_scale(step), device=loss.device)}
+                "slope": loss.new_zeros(loss.shape[:1]) + self.logit_scale(step)}
         return loss, info
 
 
@@ -99,8 +99,9 @@ class SlopeAnnealedST(StraightThrough):
     paper_column = 4
     reference = "Chung, Ahn & Bengio, Hierarchical Multiscale Recurrent Neural Networks, ICLR 2017 (arXiv 2016)"
 
-    def logit_scale(self, step: int) -> float:
-        return min(self.cfg.max_slope, 1.0 + self.cfg.slope_rate * step)
+    def logit_scale(self, step: int | Tensor) -> float | Tensor:
+        slope = 1.0 + self.cfg.slope_rate * step
+        return slope.clamp(max=self.cfg.max_slope) if isinstance(slope, Tensor) else min(self.cfg.max_slope, slope)
 
 
 class GumbelRao(Estimator):

@@ -1,0 +1,110 @@
+"""The training step as one compiled graph (``compile=true``).
+
+``Trainer.train_step`` with ``compile=false`` runs the step eagerly: forward, ``backward()``,
+``optimizer.step()``, each operation a kernel of its own. With ``compile=true`` the same step is
+one ``torch.compile(fullgraph=True)`` graph, so torch's compiler fuses the elementwise work of the
+noise transform, estimator, loss and optimiser update, and on a GPU the whole graph is one CUDA
+graph (``mode="reduce-overhead"``): one launch a step where eager needs hundreds.
+
+In the graph: the encoder, the estimator with its draws, the decoder, the loss, its gradient
+(``torch.autograd.grad``, traced), and the optimiser's update (vae.optim.apply_update: Adam's or
+SGD's formulas on the optimiser's own state, so checkpoints are the same as eager runs' and either
+resumes the other), with tau and the learning rate as device tensors.
+
+Before the graph: the batch (its per-epoch order and gather, vae.data) and the step's noise.
+torch.compile cannot trace draws from a ``torch.Generator``, so the noise is drawn from the run's
+own generators just before the graph, in the order the step uses it (vae.replicas.DrawnNoise,
+planned at the first step): a compiled run draws exactly the noise an eager one draws.
+
+An estimator whose step cannot be one graph says so (``compiles = False`` and the reason, in its
+file); the config check names it. A compiled step computes the eager step's numbers to float
+round-off (tests/test_training.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from vae.optim import apply_update
+from vae.replicas import Draw, DrawnNoise
+
+
+class CompiledStep:
+    """``step(x, tau, t)`` -> (loss [R], kl [R], estimator info): one update of every replica of
+    ``trainer`` (a ``vae.training.Trainer``), as one compiled graph after a first planning step."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.plan: list[Draw] | None = None
+        r = len(trainer.cfg.seeds)
+        self.learning_rate = None          # the value lr holds, to refill it only when it changes
+        self.lr = torch.zeros(r, device=trainer.device)
+        self.tau = torch.zeros(r, 1, 1, 1, device=trainer.device)   # shaped as a learned tau
+        self.step = torch.zeros((), device=trainer.device)          # the step number, for slopes that anneal
+        mode = "reduce-overhead" if trainer.device.type == "cuda" else "default"
+        # torch.compile keeps its graphs per function, guarded on the objects they read (this
+        # trainer's modules), so each new run would add one until its limit of 8 fails: a process
+        # trains one compiled run at a time, and a new one starts with torch's compiler reset.
+        torch.compiler.reset()
+        self.graph: Callable = torch.compile(self._update, fullgraph=True, mode=mode)
+
+    def __call__(self, x: Tensor, learning_rate: float | list[float], t: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        if learning_rate != self.learning_rate:     # a host-to-device copy when the rate decays, none otherwise
+            rates = learning_rate if isinstance(learning_rate, list) else [learning_rate] * len(self.lr)
+            self.lr.copy_(torch.tensor(rates), non_blocking=True)
+            self.learning_rate = learning_rate
+        tau, step = self._tau(t), self.step.fill_(t)
+        if self.plan is None:                       # the first step plans the draws and runs eagerly
+            noise = DrawnNoise.recording(self.trainer.rng)
+            out = self._update(x, [], tau, step, noise)
+            self.plan = noise.plan
+            self._static_inputs()
+            return out
+        noise = DrawnNoise.ahead(self.trainer.rng, self.plan)
+        with torch._dynamo.config.patch(trace_autograd_ops=True):   # trace autograd.grad into the graph
+            return self.graph(x, noise.tensors, tau, step, None)
+
+    def graph_breaks(self, x: Tensor, t: int) -> list[str]:
+        """Why torch.compile would break the graph of the step at batch ``x`` and step ``t`` (after
+        the first, planning step; noise drawn from the run's generators): empty for an estimator
+        whose step is one graph. What tests/test_training.py checks for every estimator."""
+        noise = DrawnNoise.ahead(self.trainer.rng, self.plan)
+        with torch._dynamo.config.patch(trace_autograd_ops=True):
+            explanation = torch._dynamo.explain(self._update)(x, noise.tensors, self._tau(t), self.step.fill_(t), None)
+        return [f"{b.reason.splitlines()[0]} ({b.user_stack[-1].filename}:{b.user_stack[-1].lineno})"
+                if b.user_stack else b.reason.splitlines()[0] for b in explanation.break_reasons]
+
+    def _static_inputs(self) -> None:
+        """Tell the compiler which of the graph's inputs keep their memory from step to step (the
+        optimiser's state, now that the first step created it, and lr, tau and the step number),
+        so that a CUDA graph reads and updates them in place instead of copying them each step."""
+        states = [v for state in self.trainer.optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
+        for tensor in (*states, self.lr, self.tau, self.step):
+            torch._dynamo.mark_static_address(tensor)
+
+    def _tau(self, t: int) -> Tensor | None:
+        """A scheduled tau at step t in the device tensor the graph reads; None for a learned
+        one, which the graph computes itself (it is a parameter)."""
+        if self.trainer.temperature.learned is not None:
+            return None
+        return self.tau.fill_(self.trainer.temperature(t))
+
+    def _update(self, x: Tensor, draws: list[Tensor], tau: Tensor | None, step: Tensor,
+                noise: DrawnNoise | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The step of ``Trainer.train_step`` from its batch on: loss, gradient and update."""
+        trainer = self.trainer
+        if noise is None:                           # in the graph: the draws made ahead
+            noise = DrawnNoise(len(self.lr), list(zip(self.plan, draws)))
+        if tau is None:
+            tau = trainer.temperature(0)            # learned: the same at every step
+        with trainer.numerics():
+            per_example, kl, info = trainer.task.loss(trainer.model, trainer.estimator, x, rng=noise, tau=tau,
+                                                      step=step, cfg=trainer.cfg)
+        loss = per_example.mean(-1)
+        params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+        apply_update(trainer.optimizer, grads, self.lr if isinstance(trainer.cfg.optim.lr, list) else self.lr[0])
+        return loss.detach(), kl.mean(-1), info
