@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                              "ST-GS and RLOO on the affine and the MLP VAE")
     parser.add_argument("--eager-only", action="store_true",
                         help="leave out the compile=true timings (each compiles its step first: seconds to a minute)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="with --ssl-classes: time both modes with compile=true instead (the step as one graph; "
+                             "writes ssl_speed_<device>_compiled.json)")
     parser.add_argument("--bound-examples", type=int, default=500,
                         help="test digits in each timing of (d) (default 500)")
     parser.add_argument("--threads", type=int, default=None,
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {bench.profile_steps(args.device, args.preset, args.steps or 10, out)}")
             return 0
         if args.ssl_classes:
-            print(f"wrote {bench.ssl_speed(args.device, args.preset, args.steps, args.repeats, out)}")
+            print(f"wrote {bench.ssl_speed(args.device, args.preset, args.steps, args.repeats, out, args.compiled)}")
             return 0
         if args.anchors:
             record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from vae import sweeps
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: CPU cores / workers; 1 leaves the other cores free)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train each run with compile=true (the step as one graph: faster, the same numbers to "
+                             "float round-off; the same points, compile is not part of a run's identity)")
     parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--pack-lr", action="store_true",
@@ -49,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError(f"--workers, --threads: must be >= 1, got {args.workers}, {args.threads}")
         if args.agents < 0 or (args.agents and not args.wandb):
             raise SweepError("--agents: needs --wandb and a count >= 0")
+        if args.compile and args.wandb:
+            raise SweepError("--compile: not with --wandb (its agents train the registered points as written)")
         sweep = read_sweep(args.sweep)
         preset = args.preset or ("quick" if sweep.presets else AS_WRITTEN)
         points = expand(sweep, preset, results_dir)
+        if args.compile:
+            points = [replace(p, cfg=replace(p.cfg, compile=True)) for p in points]
         if args.wandb:
             return register_with_wandb(sweep, preset, points, results_dir, args.agents)
         if args.point is not None:

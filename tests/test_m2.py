@@ -303,7 +303,6 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
     ("ssl.latent_dim=0", r"^ssl\.latent_dim: must be >= 1"),
     ("ssl.channels=[8,8]", r"^ssl\.channels: must be three positive sizes"),
     ("task=ssl gradvar_every=10", r"^gradvar_every: .* set 0 for task=ssl"),
-    ("task=ssl compile=true", r"^compile: the compiled step .* is for tasks vae and sbn"),
     ("task=ssl kl=relaxed", r"^kl: task 'ssl' has the analytic KLs"),
 ])
 def test_invalid_ssl_values_name_the_key(override, message):
@@ -409,3 +408,31 @@ def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_ca
         assert main(args) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("y", ["marginal", "gs"])
+def test_a_compiled_ssl_step_is_one_graph(shared_cache, tmp_path, monkeypatch, y):
+    """compile=true for M2 (vae/compiled_step.py), Figure 5(a)'s two modes: ``torch._dynamo.explain``
+    of the step from the task's batch (unlabelled and labelled images) on finds no graph break."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    trainer = Trainer(load_config(None, ssl_overrides(tmp_path) + [f"ssl.y={y}", "seeds=[0,1]", "device=cpu",
+                                                                  "compile=true"]), log=lambda _: None)
+    trainer.train_step()   # the first step plans the draws, eagerly
+    batch = trainer.task.batch(trainer.model, trainer.data, 1, trainer.rng, trainer.cfg)
+    assert trainer.compiled_step.graph_breaks(batch, 1) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("y", ["marginal", "gs"])
+def test_compiled_ssl_steps_compute_the_eager_steps_losses(shared_cache, tmp_path, monkeypatch, y):
+    """compile=true changes M2's speed, not its numbers: compiled steps give the eager steps'
+    losses, sums over the batch's 784-pixel images (float32_rtol of 784 x 20; atol: 1e-4 of the
+    loss's scale). Slow (the convolutions' compilation: 30-50 s each here): ``make test-all``."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    base = ssl_overrides(tmp_path) + [f"ssl.y={y}", "seeds=[0,1]", "device=cpu"]
+    eager, compiled = (Trainer(load_config(None, base + [f"compile={flag}"]), log=lambda _: None)
+                       for flag in ("false", "true"))
+    for _ in range(4):
+        (loss, kl, _), (loss_c, kl_c, _) = (t.train_step() for t in (eager, compiled))
+        torch.testing.assert_close(loss_c, loss, rtol=float32_rtol(784 * 20), atol=1e-4 * loss.abs().max().item())
+        torch.testing.assert_close(kl_c, kl, rtol=float32_rtol(784 * 20), atol=1e-4)

@@ -180,8 +180,26 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
 def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():
     """So a config key added later, with a default that keeps the old behaviour, moves no run."""
     assert identity(load_config(None)) == {}
-    cfg = load_config(None, ["estimator=st-gs", "model.hidden=[]", "out_dir=elsewhere"])
-    assert identity(cfg) == {"estimator.name": "st-gs", "model.hidden": []}
+    cfg = load_config(None, ["estimator=st-gs", "model.hidden=[]", "out_dir=elsewhere", "compile=true"])
+    assert identity(cfg) == {"estimator.name": "st-gs", "model.hidden": []}   # compile: speed, not numbers
+
+
+def test_sweep_compile_trains_the_same_points_and_a_record_trained_either_way_serves_them(
+        shared_cache, tmp_path, monkeypatch, capsys):
+    """``sweep --compile`` (compile=true: the same numbers to float round-off) names the same run
+    directories, and finds the eager run's records finished; its own records serve an eager sweep."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(REPO)
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress",
+            "--point"]
+    gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
+    assert sweep_cli.main([*args, gs.run_dir.name]) == 0                        # eager
+    assert sweep_cli.main([*args, rloo.run_dir.name, "--compile"]) == 0         # compiled
+    assert yaml.safe_load((rloo.run_dir / "config.yaml").read_text())["compile"] is True
+    capsys.readouterr()
+    for flags in ([], ["--compile"]):
+        assert sweep_cli.main([*args, gs.run_dir.name, rloo.run_dir.name, *flags]) == 0
+        assert "gradvar (tiny): done 2" in capsys.readouterr().out
 
 
 def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_cache, tmp_path, monkeypatch, capsys):

@@ -536,7 +536,7 @@ def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, 
                              f"estimator.name={name}", "data.batch_size=8", *tau_overrides(name)])
     trainer = Trainer(cfg, log=lambda _: None)
     trainer.train_step()   # the first step plans the draws, eagerly
-    x = trainer.data.train_batch(cfg.seeds, 1, cfg.data.batch_size, trainer.rng)
-    assert trainer.compiled_step.graph_breaks(x, 1) == []
+    batch = trainer.task.batch(trainer.model, trainer.data, 1, trainer.rng, cfg)
+    assert trainer.compiled_step.graph_breaks(batch, 1) == []
 
 

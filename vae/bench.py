@@ -111,30 +111,32 @@ def device_sync(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, out: Path) -> Path:
+def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, out: Path,
+              compiled: bool = False) -> Path:
     """Figure 5(a): training steps/s of ``marginal`` and ``gs`` per number of classes (module
-    docstring); returns the JSON record's path."""
+    docstring), eager or (``compiled``) with ``compile=true``; returns the JSON record's path."""
     budget = SSL_BENCH[preset]
     steps, repeats = steps or budget["steps"], repeats or budget["repeats"]
+    warmup = max(budget["warmup"], 2) if compiled else budget["warmup"]   # step 2 compiles (step 1 plans, eagerly)
     rates: dict[str, dict[str, float]] = {mode: {} for mode in SSL_MODES}
     for c in budget["classes"]:
         for mode in SSL_MODES:
             overrides = [f"device={device}", "ssl.labels=random", f"ssl.num_classes={c}", f"ssl.y={mode}",
-                         *budget["overrides"]]
+                         *budget["overrides"], f"compile={str(compiled).lower()}"]
             trainer = Trainer(load_config(SSL_CONFIG, overrides), log=lambda _: None)
-            rates[mode][str(c)] = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), budget["warmup"])
+            rates[mode][str(c)] = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), warmup)
     speedup = {c: rates["gs"][c] / rates["marginal"][c] for c in rates["gs"]}
     name = device_name(trainer.device)
-    print(f"device: {name}; torch {torch.__version__}; M2 of {SSL_CONFIG} ({preset}), random labels; median of "
-          f"{repeats} x {steps} steps after {budget['warmup']} warm-up steps")
+    print(f"device: {name}; torch {torch.__version__}; M2 of {SSL_CONFIG} ({preset}), random labels"
+          f"{', compile=true' if compiled else ''}; median of {repeats} x {steps} steps after {warmup} warm-up steps")
     for c, ratio in speedup.items():
         print(f"C = {c:>3}: marginal {rates['marginal'][c]:8.2f} steps/s, gs {rates['gs'][c]:8.2f} steps/s, "
               f"gs / marginal {ratio:5.2f}x")
     out.mkdir(parents=True, exist_ok=True)
     record = {"device": name, "torch": torch.__version__, "config": SSL_CONFIG, "preset": preset,
-              "overrides": budget["overrides"], "steps": steps, "repeats": repeats, "warmup": budget["warmup"],
+              "overrides": budget["overrides"], "compile": compiled, "steps": steps, "repeats": repeats, "warmup": warmup,
               "steps_per_second": rates, "speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = out / f"ssl_speed_{trainer.device.type}.json"
+    path = out / f"ssl_speed_{trainer.device.type}{'_compiled' if compiled else ''}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 

@@ -11,14 +11,16 @@ In the graph: the encoder, the estimator with its draws, the decoder, the loss, 
 SGD's formulas on the optimiser's own state, so checkpoints are the same as eager runs' and either
 resumes the other), with tau and the learning rate as device tensors.
 
-Before the graph: the batch (its per-epoch order and gather, vae.data) and the step's noise.
+Before the graph: the task's batch (``Task.batch``: the per-epoch order, the gather and a dynamic
+binarization's draw; the ssl task's labelled batch too) and the step's noise.
 torch.compile cannot trace draws from a ``torch.Generator``, so the noise is drawn from the run's
 own generators just before the graph, in the order the step uses it (vae.replicas.DrawnNoise,
 planned at the first step): a compiled run draws exactly the noise an eager one draws.
 
-An estimator whose step cannot be one graph says so (``compiles = False`` and the reason, in its
-file); the config check names it. A compiled step computes the eager step's numbers to float
-round-off (tests/test_training.py).
+Every built-in estimator's step is one graph, with no break (tests/test_training.py checks each,
+read from the registry, and so a new one), and a compiled step computes the eager step's numbers
+to float round-off (tested for the VAE and the SBN). The first call compiles: seconds to a minute,
+once per run.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from torch import Tensor
 
 from vae.optim import apply_update
 from vae.replicas import Draw, DrawnNoise
+from vae.tasks import Batch
 
 
 class CompiledStep:
-    """``step(x, tau, t)`` -> (loss [R], kl [R], estimator info): one update of every replica of
-    ``trainer`` (a ``vae.training.Trainer``), as one compiled graph after a first planning step."""
+    """``step(batch, learning_rate, t)`` -> (loss [R], kl [R], estimator info): one update of every
+    replica of ``trainer`` (a ``vae.training.Trainer``) at step t, from the task's batch, as one
+    compiled graph after a first, planning step."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -51,7 +55,7 @@ class CompiledStep:
         torch.compiler.reset()
         self.graph: Callable = torch.compile(self._update, fullgraph=True, mode=mode)
 
-    def __call__(self, x: Tensor, learning_rate: float | list[float], t: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def __call__(self, batch: Batch, learning_rate: float | list[float], t: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         if learning_rate != self.learning_rate:     # a host-to-device copy when the rate decays, none otherwise
             rates = learning_rate if isinstance(learning_rate, list) else [learning_rate] * len(self.lr)
             self.lr.copy_(torch.tensor(rates), non_blocking=True)
@@ -59,21 +63,21 @@ class CompiledStep:
         tau, step = self._tau(t), self.step.fill_(t)
         if self.plan is None:                       # the first step plans the draws and runs eagerly
             noise = DrawnNoise.recording(self.trainer.rng)
-            out = self._update(x, [], tau, step, noise)
+            out = self._update(batch, [], tau, step, noise)
             self.plan = noise.plan
             self._static_inputs()
             return out
         noise = DrawnNoise.ahead(self.trainer.rng, self.plan)
         with torch._dynamo.config.patch(trace_autograd_ops=True):   # trace autograd.grad into the graph
-            return self.graph(x, noise.tensors, tau, step, None)
+            return self.graph(batch, noise.tensors, tau, step, None)
 
-    def graph_breaks(self, x: Tensor, t: int) -> list[str]:
-        """Why torch.compile would break the graph of the step at batch ``x`` and step ``t`` (after
+    def graph_breaks(self, batch: Batch, t: int) -> list[str]:
+        """Why torch.compile would break the graph of the step at ``batch`` and step ``t`` (after
         the first, planning step; noise drawn from the run's generators): empty for an estimator
         whose step is one graph. What tests/test_training.py checks for every estimator."""
         noise = DrawnNoise.ahead(self.trainer.rng, self.plan)
         with torch._dynamo.config.patch(trace_autograd_ops=True):
-            explanation = torch._dynamo.explain(self._update)(x, noise.tensors, self._tau(t), self.step.fill_(t), None)
+            explanation = torch._dynamo.explain(self._update)(batch, noise.tensors, self._tau(t), self.step.fill_(t), None)
         return [f"{b.reason.splitlines()[0]} ({b.user_stack[-1].filename}:{b.user_stack[-1].lineno})"
                 if b.user_stack else b.reason.splitlines()[0] for b in explanation.break_reasons]
 
@@ -92,7 +96,7 @@ class CompiledStep:
             return None
         return self.tau.fill_(self.trainer.temperature(t))
 
-    def _update(self, x: Tensor, draws: list[Tensor], tau: Tensor | None, step: Tensor,
+    def _update(self, batch: Batch, draws: list[Tensor], tau: Tensor | None, step: Tensor,
                 noise: DrawnNoise | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """The step of ``Trainer.train_step`` from its batch on: loss, gradient and update."""
         trainer = self.trainer
@@ -101,7 +105,7 @@ class CompiledStep:
         if tau is None:
             tau = trainer.temperature(0)            # learned: the same at every step
         with trainer.numerics():
-            per_example, kl, info = trainer.task.loss(trainer.model, trainer.estimator, x, rng=noise, tau=tau,
+            per_example, kl, info = trainer.task.loss(trainer.model, trainer.estimator, batch, rng=noise, tau=tau,
                                                       step=step, cfg=trainer.cfg)
         loss = per_example.mean(-1)
         params = [p for group in trainer.optimizer.param_groups for p in group["params"]]

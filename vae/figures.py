@@ -469,8 +469,9 @@ def samples(preset: str, results_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- figure 5
 
 def _speed_records(preset: str, results_dir: Path) -> list[dict]:
-    """Every ``ssl_speed_<device>.json`` of ``preset``, one per device, by file name (written by
-    ``experiments.bench --ssl-classes``: both modes timed in one process on that device)."""
+    """Every ``ssl_speed_<device>[_compiled].json`` of ``preset``, one per device (and way of stepping),
+    by file name (written by ``experiments.bench --ssl-classes [--compiled]``: both modes timed in one
+    process on that device)."""
     records = sorted((results_dir / "bench" / preset).glob("ssl_speed_*.json"))
     if not records:
         raise SweepError(f"fig5: no {results_dir / 'bench' / preset}/ssl_speed_<device>.json; run python -m "
@@ -484,7 +485,8 @@ def speed_panel(ax: plt.Axes, records: list[dict]) -> None:
     colour per device's record."""
     ratio = ax.twinx()
     for record, colour in zip(records, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        rates, device = record["steps_per_second"], record["device"]
+        rates = record["steps_per_second"]
+        device = record["device"] + (", compile=true" if record.get("compile") else "")   # bench --ssl-classes --compiled
         for mode, style, label in (("marginal", "o-", "marginalization (C decoder passes)"),
                                    ("gs", "s:", f"{display_name('gs')} (one decoder pass)")):
             classes = sorted(int(c) for c in rates[mode])

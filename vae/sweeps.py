@@ -114,7 +114,7 @@ class Point:
             saved = config_from_dict(read_yaml(read_config_text(self.run_dir)))
         except (OSError, yaml.YAMLError, ConfigError, TypeError):
             return False
-        return _without_out_dir(to_dict(saved)) == _without_out_dir(to_dict(self.cfg))
+        return _what_it_computes(to_dict(saved)) == _what_it_computes(to_dict(self.cfg))
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def pack_by_lr(points: list[Point], packs_dir: Path) -> list[Point | Pack]:
     their first point); a point with no such partner stays as it is."""
     groups: dict[str, list[Point]] = {}
     for point in points:
-        values = _without_out_dir(to_dict(point.cfg))
+        values = _what_it_computes(to_dict(point.cfg))
         values["optim"] = {k: v for k, v in values["optim"].items() if k != "lr"}
         groups.setdefault(json.dumps(values, sort_keys=True), []).append(point)
     return [members[0] if len(members) == 1 else make_pack(members, packs_dir) for members in groups.values()]
@@ -311,8 +311,12 @@ def _slug(key: str, value: Any) -> str:
     return f"{leaf}={value}"
 
 
-def _without_out_dir(values: dict) -> dict:
-    return {k: v for k, v in values.items() if k != "out_dir"}
+def _what_it_computes(values: dict) -> dict:
+    """A config's ``values`` without ``out_dir`` (a store can move) and ``compile`` (it changes how
+    fast a run computes, not its numbers beyond float round-off, tests/test_training.py): neither
+    is part of a run's identity, so ``sweep --compile`` trains the same points, and a record
+    trained either way serves them."""
+    return {k: v for k, v in values.items() if k not in ("out_dir", "compile")}
 
 
 def flat_settings(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -327,10 +331,10 @@ def flat_settings(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def identity(cfg: Config) -> dict[str, Any]:
-    """The settings of ``cfg`` that differ from the defaults, ``out_dir`` aside (so a store can
-    move): what a run's directory hash is taken over."""
+    """The settings of ``cfg`` that differ from the defaults, ``out_dir`` and ``compile`` aside
+    (:func:`_what_it_computes`): what a run's directory hash is taken over."""
     defaults = flat_settings(to_dict(Config()))
-    return {k: v for k, v in flat_settings(_without_out_dir(to_dict(cfg))).items()
+    return {k: v for k, v in flat_settings(_what_it_computes(to_dict(cfg))).items()
             if k not in defaults or defaults[k] != v}
 
 

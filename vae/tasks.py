@@ -38,6 +38,13 @@ from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
 
+Batch = Tensor | tuple[Tensor, ...]   # what a task's batch() gives and its loss() takes
+
+
+def _images(data: BinarizedMNIST, step: int, rng: ReplicaGenerator, cfg: Config) -> Tensor:
+    return data.train_batch(cfg.seeds, step, cfg.data.batch_size, rng)   # [R, B, 784]
+
+
 class Task(Protocol):
     curve_metric: str   # the principal metric of curve(), logged for valid and test every eval.every steps
     final_metric: str   # logged for test at the end: the number the paper's tables compare
@@ -55,9 +62,15 @@ class Task(Protocol):
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
         """(model, estimator module) for ``cfg``, R = len(cfg.seeds) replicas."""
 
-    def loss(self, model: nn.Module, estimator: nn.Module, x: Tensor, *, rng: ReplicaGenerator,
-             tau: float | Tensor, step: int, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(per-example loss [R, B], its KL term [R, B], estimator info) for a batch x [R, B, 784]."""
+    def batch(self, model: nn.Module, data: BinarizedMNIST, step: int, rng: ReplicaGenerator,
+              cfg: Config) -> Batch:
+        """The training batch of ``step``, what :meth:`loss` takes: the images ``[R, B, 784]`` (the
+        ssl task: with a labelled batch beside them). Drawn before the step's loss, outside the
+        compiled step's graph (vae/compiled_step.py)."""
+
+    def loss(self, model: nn.Module, estimator: nn.Module, batch: Batch, *, rng: ReplicaGenerator,
+             tau: float | Tensor, step: int | Tensor, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(per-example loss [R, B], its KL term [R, B], estimator info) for a batch of :meth:`batch`."""
 
     def curve(self, model: nn.Module, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
               cfg: Config) -> dict[str, Tensor]:
@@ -105,6 +118,9 @@ class VAETask:
                                     latent_shape=(m.num_latents, m.num_classes), context_dim=784, rng=rng)
         return model, estimator
 
+    def batch(self, model, data, step, rng, cfg):
+        return _images(data, step, rng, cfg)
+
     def loss(self, model, estimator, x, *, rng, tau, step, cfg):
         return training_loss(model, estimator, x, rng=rng, tau=tau, step=step, kl=cfg.kl)
 
@@ -151,6 +167,9 @@ class SBNTask:
             for layer in range(m.layers))
         return model, estimators
 
+    def batch(self, model, data, step, rng, cfg):
+        return _images(data, step, rng, cfg)
+
     def loss(self, model, estimator, x, *, rng, tau, step, cfg):
         loss, info = sbn.training_loss(model, list(estimator), x, rng=rng, tau=tau, step=step)
         return loss, torch.zeros_like(loss.detach()), info
@@ -173,8 +192,6 @@ class SSLTask:
         if cfg.kl != "analytic":
             raise ValueError("kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
         _no_gradient_variance(cfg, "ssl")
-        if cfg.compile:
-            raise ValueError("compile: the compiled step (vae/compiled_step.py) is for tasks vae and sbn, not ssl; set false")
         c = cfg.ssl.num_classes
         if cfg.ssl.y != "marginal":          # y: one latent of C classes, a Bernoulli one when C = 2
             check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", lowest_tau=lowest_tau(cfg.tau),
@@ -197,8 +214,13 @@ class SSLTask:
         estimator = m2.y_estimator(s.y, cfg.estimator, s.num_classes, r, rng)
         return model, estimator
 
-    def loss(self, model, estimator, x, *, rng, tau, step, cfg):
-        labelled_x, labelled_y = model.labelled.batch(step, cfg.ssl.labelled_batch_size, rng)
+    def batch(self, model, data, step, rng, cfg):
+        """(unlabelled images, labelled images, their labels): the unlabelled batch first, as the
+        trainer always drew it, then the labelled one."""
+        return (_images(data, step, rng, cfg), *model.labelled.batch(step, cfg.ssl.labelled_batch_size, rng))
+
+    def loss(self, model, estimator, batch, *, rng, tau, step, cfg):
+        x, labelled_x, labelled_y = batch
         return m2.training_loss(model, estimator, x, labelled_x, labelled_y, rng=rng, tau=tau, step=step,
                                 alpha=cfg.ssl.alpha)
 

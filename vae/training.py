@@ -135,14 +135,14 @@ class Trainer:
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One update of every replica; returns per-replica (loss [R], kl [R], estimator info)."""
         cfg, t = self.cfg, self.step
-        x = self.data.train_batch(cfg.seeds, t, cfg.data.batch_size, self.rng)   # [R, B, 784]
+        batch = self.task.batch(self.model, self.data, t, self.rng, cfg)
         if self.compiled_step is not None:
             self.step += 1
-            return self.compiled_step(x, learning_rate(cfg, t), t)
+            return self.compiled_step(batch, learning_rate(cfg, t), t)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, t)
         with self.numerics():
-            per_example, kl, info = self.task.loss(self.model, self.estimator, x, rng=self.rng,
+            per_example, kl, info = self.task.loss(self.model, self.estimator, batch, rng=self.rng,
                                                    tau=self.temperature(t), step=t, cfg=cfg)   # [R, B]
         loss = per_example.mean(-1)                                              # [R]
         self.optimizer.zero_grad(set_to_none=True)

@@ -30,7 +30,6 @@ discrete objective ``E_q[f(z)]`` in general.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
