@@ -51,8 +51,7 @@ TABLES = ("table1", "table2", "model-question")
 MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"], "float32, compiled": ["compile=true"]}
 MODE_STEPS = 5000
 SSL_SPEED_STEPS = 100   # timed steps per repeat of Figure 5(a)'s bench (the converged preset's 20 are too few on a GPU)
-STEP_TIMEOUT = 300   # seconds for any one step; the whole check is meant to end within about 8 minutes
-BENCH_TIMEOUT = 480  # the bench also compiles the step (compile=true) ten times: (c), (e) and the anchors
+STEP_TIMEOUT, BENCH_TIMEOUT = 300, 480   # s for a step, and the bench (it compiles ten steps); the whole check: ~8 min
 
 
 def run(command: list[str], env: dict[str, str], timeout: int = STEP_TIMEOUT) -> tuple[bool, str, float]:
@@ -136,14 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                                             "--results-dir", str(results)] for figure in FIGURES}
                  | {f"table {table} tiny": [python, "-m", "experiments.tables", table, "--preset", "tiny",
                                             "--results-dir", str(results)] for table in TABLES})
-    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env,
-                                BENCH_TIMEOUT))
-    record("Figure 5(a) speed on cuda", run([python, "-m", "experiments.bench", "--ssl-classes", "--device", "cuda",
-                                             "--preset", "converged", "--steps", str(SSL_SPEED_STEPS),
-                                             "--out", str(out)], env))
-    record("Figure 5(a) speed on cuda, compiled", run([python, "-m", "experiments.bench", "--ssl-classes", "--compiled",
-                                                       "--device", "cuda", "--preset", "converged", "--steps",
-                                                       str(SSL_SPEED_STEPS), "--out", str(out)], env))
+    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env, BENCH_TIMEOUT))
+    for flags, label in (([], ""), (["--compiled"], ", compiled")):
+        record(f"Figure 5(a) speed on cuda{label}", run([python, "-m", "experiments.bench", "--ssl-classes", *flags,
+                                                         "--device", "cuda", "--preset", "converged", "--steps",
+                                                         str(SSL_SPEED_STEPS), "--out", str(out)], env))
     record("profile on cuda", run([python, "-m", "experiments.bench", "--profile", "--device", "cuda",
                                    "--preset", "converged", "--out", str(out)], env))
     report["modes"] = numeric_modes(env, workdir)
@@ -177,11 +173,10 @@ def to_markdown(report: dict) -> str:
                          f"{bound['seconds_per_seed_10000']['reference']} / {bound['seconds_per_seed_10000']['suite']} | "
                          f"{bound['speedup']:.2f}x |")
         paper = report["bench"]["paper_preset"]
+        compiled = paper.get("estimated_training_hours_compiled")
         lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
                       f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training at (e)'s "
-                      "steps/s (GS's cost per step)" + (f", {paper['estimated_training_hours_compiled']:.1f} h with "
-                                                        "compile=true" if "estimated_training_hours_compiled" in paper
-                                                        else "") + "."]
+                      f"steps/s (GS's cost per step){f', {compiled:.1f} h with compile=true' if compiled else ''}."]
     for key, title in (("ssl_speed", "Figure 5(a)"), ("ssl_speed_compiled", "Figure 5(a), compile=true")):
         if report.get(key):
             rates = report[key]["steps_per_second"]

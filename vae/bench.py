@@ -87,17 +87,26 @@ SSL_BENCH = {
 
 def median_rate(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None], warmup: int = 10) -> float:
     """Median steps/s of ``repeats`` runs of ``steps`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
+    return median_rates({"": step}, steps, repeats, sync, warmup)[""]
+
+
+def median_rates(steps_of: dict[str, Callable[[], None]], steps: int, repeats: int, sync: Callable[[], None],
+                 warmup: int = 10) -> dict[str, float]:
+    """:func:`median_rate` of each step function, their repeats interleaved (a, b, c, a, b, c, ...),
+    so that a change in the machine's load during the measurement moves all of them alike."""
+    for step in steps_of.values():
+        for _ in range(warmup):
             step()
-        sync()
-        rates.append(steps / (time.perf_counter() - start))
-    return statistics.median(rates)
+    rates: dict[str, list[float]] = {name: [] for name in steps_of}
+    for _ in range(repeats):
+        for name, step in steps_of.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync()
+            rates[name].append(steps / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def device_name(device: torch.device) -> str:
@@ -359,21 +368,20 @@ def anchor_speed(device: str, steps: int, repeats: int, compiled: bool = True) -
     """The suite's training step (one seed), eager and (``compiled``) with ``compile=true``,
     against (a′), :func:`hand_loop`, per model of :data:`ANCHOR_CONFIGS` and estimator of
     :data:`ANCHOR_ESTIMATORS`: steps/s of each (the median of ``repeats`` x ``steps`` after
-    warm-up, which holds the compilation) and the ratios suite / (a′)."""
+    warm-up, which holds the compilation; the three's repeats interleaved) and the ratios suite / (a′)."""
     out: dict[str, dict[str, dict]] = {}
     for config in ANCHOR_CONFIGS:
         for name in ANCHOR_ESTIMATORS:
             trainer = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}"]), log=lambda _: None)
-            sync = device_sync(trainer.device)
-            hand = median_rate(hand_loop(trainer.cfg, trainer), steps, repeats, sync)
-            suite = median_rate(trainer.train_step, steps, repeats, sync)
-            row = out.setdefault(config, {})[name] = {"hand_loop": round(hand, 1), "suite": round(suite, 1),
-                                                      "ratio": round(suite / hand, 2)}
+            contenders = {"hand_loop": hand_loop(trainer.cfg, trainer), "suite": trainer.train_step}
             if compiled:
-                graph = median_rate(Trainer(load_config(config, [f"device={device}", f"estimator.name={name}",
-                                                                 "compile=true"]), log=lambda _: None).train_step,
-                                    steps, repeats, sync)
-                row.update(suite_compiled=round(graph, 1), ratio_compiled=round(graph / hand, 2))
+                contenders["suite_compiled"] = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}",
+                                                                            "compile=true"]), log=lambda _: None).train_step
+            rates = median_rates(contenders, steps, repeats, device_sync(trainer.device))
+            row = out.setdefault(config, {})[name] = {key: round(rate, 1) for key, rate in rates.items()}
+            row["ratio"] = round(rates["suite"] / rates["hand_loop"], 2)
+            if compiled:
+                row["ratio_compiled"] = round(rates["suite_compiled"] / rates["hand_loop"], 2)
     return out
 
 
