@@ -26,6 +26,7 @@ once per run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -34,13 +35,16 @@ from vae.optim import apply_update
 from vae.replicas import Draw, DrawnNoise
 from vae.tasks import Batch
 
+if TYPE_CHECKING:   # vae.training imports this module
+    from vae.training import Trainer
+
 
 class CompiledStep:
     """``step(batch, learning_rate, t)`` -> (loss [R], kl [R], estimator info): one update of every
     replica of ``trainer`` (a ``vae.training.Trainer``) at step t, from the task's batch, as one
     compiled graph after a first, planning step."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer: Trainer):
         self.trainer = trainer
         self.plan: list[Draw] | None = None
         r = len(trainer.cfg.seeds)
