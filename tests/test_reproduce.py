@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -184,22 +185,23 @@ def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():
     assert identity(cfg) == {"estimator.name": "st-gs", "model.hidden": []}   # compile: speed, not numbers
 
 
-def test_sweep_compile_trains_the_same_points_and_a_record_trained_either_way_serves_them(
-        shared_cache, tmp_path, monkeypatch, capsys):
-    """``sweep --compile`` (compile=true: the same numbers to float round-off) names the same run
-    directories, and finds the eager run's records finished; its own records serve an eager sweep."""
+def test_sweep_compile_names_the_same_points_and_an_eager_record_serves_them(shared_cache, tmp_path, monkeypatch,
+                                                                             capsys):
+    """``sweep --compile`` (compile=true: the same numbers to float round-off) trains the same
+    points: their directories are the eager sweep's, and a run trained eagerly is ``done`` for it."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(REPO)
-    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress",
-            "--point"]
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress"]
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
-    assert sweep_cli.main([*args, gs.run_dir.name]) == 0                        # eager
-    assert sweep_cli.main([*args, rloo.run_dir.name, "--compile"]) == 0         # compiled
-    assert yaml.safe_load((rloo.run_dir / "config.yaml").read_text())["compile"] is True
+    assert sweep_cli.main([*args, "--point", gs.run_dir.name]) == 0            # eager
     capsys.readouterr()
-    for flags in ([], ["--compile"]):
-        assert sweep_cli.main([*args, gs.run_dir.name, rloo.run_dir.name, *flags]) == 0
-        assert "gradvar (tiny): done 2" in capsys.readouterr().out
+    assert sweep_cli.main([*args, "--dry-run", "--compile"]) == 0
+    listed = capsys.readouterr().out
+    assert f"done -> {gs.run_dir}" in listed and f"new -> {rloo.run_dir}" in listed
+    trained = []                                   # and what it hands the trainer has compile=true
+    monkeypatch.setattr(sweep_cli, "train_points", lambda sweep, points, *a, **k: trained.extend(points) or Counter())
+    sweep_cli.main([*args, "--compile"])
+    assert [p.run_dir for p in trained] == [gs.run_dir, rloo.run_dir] and all(p.cfg.compile for p in trained)
 
 
 def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_cache, tmp_path, monkeypatch, capsys):
