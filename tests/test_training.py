@@ -522,6 +522,20 @@ def test_a_compiled_step_compiles_once_as_tau_lr_and_the_slope_change(shared_cac
     assert trainer.model.logit_scale.item() == pytest.approx(1.5)   # 1 + 0.1 * 5 at the last step
 
 
+@pytest.mark.parametrize("extra", [["kl=relaxed"], ["tau.schedule=learned"], ["precision=bf16"],
+                                   ["seeds=[0,1]", "optim.lr=[1.0e-3,3.0e-3]", "optim.name=sgd"]])
+def test_the_compiled_step_is_one_graph_under_every_switch_of_the_loss(shared_cache, monkeypatch, extra):
+    """The relaxed KL, a learned tau (a parameter in the graph), bf16 autocast and a learning rate
+    per replica keep the step one graph (``torch._dynamo.explain``, GS)."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, ["model.hidden=[16]", "model.num_latents=4", "model.num_classes=5", "device=cpu",
+                             "compile=true", "data.batch_size=8", *extra])
+    trainer = Trainer(cfg, log=lambda _: None)
+    trainer.train_step()
+    batch = trainer.task.batch(trainer.model, trainer.data, 1, trainer.rng, cfg)
+    assert trainer.compiled_step.graph_breaks(batch, 1) == []
+
+
 @pytest.mark.parametrize("name, kind", estimator_cases("vae", bound=None))
 def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, kind):
     """compile=true runs the whole step as one graph (vae/compiled_step.py): ``torch._dynamo.explain``

@@ -140,7 +140,7 @@ def gumbel_softmax(logits: Tensor, tau: float | Tensor = 1.0, hard: bool = False
     return sample.to(logits.dtype)
 
 
-def concrete_log_prob(log_y: Tensor, logits: Tensor, tau: float | Tensor) -> Tensor:
+def concrete_log_prob(log_y: Tensor, logits: Tensor, tau: float | Tensor, *, check: bool = True) -> Tensor:
     """Log-density of the Concrete (Gumbel-softmax) distribution at a point of the simplex.
 
     With ``log_alpha = log_softmax(logits)`` and ``y`` on the (K-1)-simplex (Maddison et al. 2017,
@@ -154,11 +154,14 @@ def concrete_log_prob(log_y: Tensor, logits: Tensor, tau: float | Tensor) -> Ten
             logits): taking the log first keeps tiny coordinates at small tau finite.
         logits: ``[..., K]`` the distribution's logits.
         tau: temperature > 0 (a float, or a tensor broadcastable to ``log_y[..., :1]``).
+        check: validate tau (``ValueError``); for a tensor tau that reads it back to the host,
+            so the training loss (``kl=relaxed``, whose tau the config has checked) passes False.
 
     Returns:
         ``[...]`` the log-density (w.r.t. Lebesgue measure on the first K-1 coordinates).
     """
-    check_tau(tau)
+    if check:
+        check_tau(tau)
     k = logits.shape[-1]
     log_alpha = log_softmax(widen(logits))
     log_y = log_y.to(log_alpha.dtype)

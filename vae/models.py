@@ -91,7 +91,8 @@ class DiscreteVAE(nn.Module):
         """
         log_y = log_softmax((widen(logits) + gumbel_noise(logits.shape, rng, logits.device)) / tau)
         prior = self.prior_logits().expand_as(logits)
-        return (concrete_log_prob(log_y, logits, tau) - concrete_log_prob(log_y, prior, tau)).sum(-1)
+        return (concrete_log_prob(log_y, logits, tau, check=False)          # the training loss: no host read
+                - concrete_log_prob(log_y, prior, tau, check=False)).sum(-1)
 
     def log_prior(self, z: Tensor) -> Tensor:
         """``log p(z)`` for one-hot z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
