@@ -39,7 +39,7 @@ demo: install   ## RESULTS=dir puts its runs under dir/runs/demo (default result
 	$(PY) -m experiments.demo --results-dir $(RESULTS)
 
 DEVICE ?= cpu
-bench: install   ## time a plain PyTorch loop, the suite's step, the replica axis and the bound (DEVICE=cuda on a GPU)
+bench: install   ## time a plain PyTorch loop, the suite's step (eager and compiled), the replica axis and the bound (DEVICE=cuda on a GPU)
 	$(PY) -m experiments.bench --device $(DEVICE)
 
 # ---- GPU (see results/README.md "GPU") ----
