@@ -60,9 +60,10 @@ def test_make_optimizer_keeps_torchs_for_one_learning_rate_and_checks_the_replic
         ReplicaSGD([w], [0.1, 0.2, 0.3])
 
 
-def test_replica_adam_state_survives_a_state_dict_round_trip():
-    """A checkpointed run resumes exactly: the same next step after load_state_dict."""
-    gen = torch.Generator().manual_seed(1)
+def _three_steps_and_a_copy(seed: int):
+    """(generator, a, b, opt_a, opt_b): ``a`` after three ReplicaAdam steps, ``b`` a copy of its
+    values whose optimiser has no state yet (what a resumed run starts from)."""
+    gen = torch.Generator().manual_seed(seed)
     a, b = (torch.nn.Parameter(torch.ones(2, 3)) for _ in range(2))
     opt_a, opt_b = ReplicaAdam([a], [0.1, 0.01]), ReplicaAdam([b], [0.1, 0.01])
     for _ in range(3):
@@ -70,6 +71,12 @@ def test_replica_adam_state_survives_a_state_dict_round_trip():
         opt_a.step()
     with torch.no_grad():
         b.copy_(a)
+    return gen, a, b, opt_a, opt_b
+
+
+def test_replica_adam_state_survives_a_state_dict_round_trip():
+    """A checkpointed run resumes exactly: the same next step after load_state_dict."""
+    gen, a, b, opt_a, opt_b = _three_steps_and_a_copy(seed=1)
     opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))   # as from a checkpoint file: no shared tensors
     a.grad = b.grad = torch.randn(2, 3, generator=gen)
     opt_a.step(), opt_b.step()
@@ -140,16 +147,9 @@ def test_apply_update_steps_as_the_optimisers_step(make_torch):
 
 def test_a_replica_adam_checkpoint_with_int_step_counts_resumes():
     """ReplicaAdam counted steps in Python ints before its state took torch's tensor counts."""
-    gen = torch.Generator().manual_seed(2)
-    a, b = (torch.nn.Parameter(torch.ones(2, 3)) for _ in range(2))
-    opt_a, opt_b = ReplicaAdam([a], [0.1, 0.01]), ReplicaAdam([b], [0.1, 0.01])
-    for _ in range(3):
-        a.grad = torch.randn(2, 3, generator=gen)
-        opt_a.step()
+    gen, a, b, opt_a, opt_b = _three_steps_and_a_copy(seed=2)
     old = copy.deepcopy(opt_a.state_dict())
     old["state"][0]["step"] = 3
-    with torch.no_grad():
-        b.copy_(a)
     load_optimizer_state(opt_b, old)
     assert opt_b.state[b]["step"].item() == 3.0
     a.grad = b.grad = torch.randn(2, 3, generator=gen)

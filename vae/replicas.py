@@ -10,6 +10,7 @@ replica from that replica's own generator, for the same reason.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 from collections.abc import Callable
@@ -29,19 +30,22 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-class NoiseSource:
+class NoiseSource(abc.ABC):
     """Where a step's randomness comes from: ``uniform`` and ``normal`` draws of a shape whose first
     axis is the replica axis, and Bernoulli draws made of uniform ones. :class:`ReplicaGenerator`
     draws them; :class:`DrawnNoise` hands out draws made before the step."""
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """R, the number of replicas."""
 
+    @abc.abstractmethod
     def uniform(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
-        raise NotImplementedError
+        """``U[0, 1)`` float32 draws of ``shape``."""
 
+    @abc.abstractmethod
     def normal(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
-        raise NotImplementedError
+        """Standard normal float32 draws of ``shape``."""
 
     def bernoulli(self, probs: Tensor) -> Tensor:
         """Bernoulli draws with the given probabilities (``probs.shape[0] == R`` when R > 1)."""
