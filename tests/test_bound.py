@@ -96,6 +96,9 @@ def test_log_likelihood_and_log_probabilities_of_classes_are_those_of_the_one_ho
                                -model.reconstruction_loss(z, x))
     torch.testing.assert_close(log_prob_of_classes(logits, index), log_prob_one_hot(logits, z))
     torch.testing.assert_close(log_prob_of_classes(model.prior_logits(), index), model.log_prior(z))
+    # the log-weight the bound sums (Bernoulli: from the bits, log p - log q as their product)
+    torch.testing.assert_close(model.log_weight_of_classes(index, logits, x),
+                               -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z))
 
 
 @pytest.mark.parametrize("kind, n, k, hidden", MODELS)
