@@ -16,6 +16,8 @@ Bernoulli VAE is exactly the paper's 200-unit model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -155,11 +157,11 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_cl
                            categorical: bool) -> Tensor:
     """``log p(x | z) = sum_d x_d l_d - softplus(l_d)``, the pixel logits ``l = decoder(z)``, for the
     one-hot z of classes ``index [R, *S, B, N]`` (Bernoulli: int64 or the bits as floats) and binary
-    x ``[R, B, D]``: ``[R, *S, B]``. The same
-    number as ``-reconstruction_loss`` (to float round-off), in fewer passes over the ``S x B x D``
-    logits: the decoder's first layer adds N weight rows (:meth:`ReplicaLinear.forward_one_hot`;
-    a Bernoulli decoder, ``categorical=False``, reads the 0/1 index itself), and ``x . l`` is
-    ``h . (W x) + b . x`` through the last layer (weight W, bias b, input h), once per digit."""
+    x ``[R, B, D]``: ``[R, *S, B]``. The same number as ``-reconstruction_loss`` (to float round-off),
+    in fewer passes over the ``S x B x D`` logits: the decoder's first layer adds N weight rows
+    (:meth:`ReplicaLinear.forward_one_hot`; a Bernoulli decoder, ``categorical=False``, reads the
+    0/1 index itself), ``x . l`` is ``h . (W x) + b . x`` through the last layer (weight W, bias
+    b, input h), once per digit, and the softplus is summed in place (:func:`softplus_sum`)."""
     *hidden, last = [m for m in decoder]
     r, b = x.shape[:2]
     lead = [1] * (index.dim() - 3)                                      # the sample axes S
@@ -167,9 +169,10 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_cl
     b_x = (x * last.bias).sum(-1).view(r, *lead, b)                     # [R, 1.., B]: b . x
     if hidden:
         h = forward_classes(hidden, index, num_classes, categorical)    # [R, *S, B, in]
-        pixel_logits, x_dot_l = last(h), (h * w_x).sum(-1)
+        x_dot_l = (h * w_x).sum(-1)
+        pixel_logits = partial(last, h)                                 # made by softplus_sum
     else:                                                               # affine: h is z itself
-        pixel_logits = forward_classes([last], index, num_classes, categorical)
+        pixel_logits = partial(forward_classes, [last], index, num_classes, categorical)
         if categorical:                                                 # a one-hot: W x at its N rows
             rows = index + torch.arange(index.shape[-1], device=index.device) * num_classes
             x_dot_l = w_x.expand(*index.shape[:-1], -1).gather(-1, rows).sum(-1)
@@ -178,17 +181,19 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_cl
     return x_dot_l + b_x - softplus_sum(pixel_logits)
 
 
-def softplus_sum(logits: Tensor) -> Tensor:
-    """``sum_d log(1 + e^{l_d})`` over the last axis: ``[..., D] -> [...]``. As ``log(1 + exp(l))``,
-    three elementwise kernels that take half the time of torch's ``softplus`` or ``logaddexp(l, 0)``
-    and two thirds of ``log1p(exp(l))`` (``log1p`` is the slowest of them; the bound's largest cost
-    after the decoder's matmuls). Rounding ``1 + e^l`` costs each term at most 2^-24 = 6e-8 nats
-    (absolute; where e^l < 2^-24 the term is 0 instead of e^l), at most 5e-5 over 784 pixels,
-    far inside the float32 round-off of the sum (tests/test_bound.py). exp overflows only for l > 88 (float32), and then the sum is recomputed with ``logaddexp``
-    (exact everywhere)."""
-    total = logits.exp().add_(1.0).log_().sum(-1)
+def softplus_sum(make_logits: Callable[[], Tensor]) -> Tensor:
+    """``sum_d log(1 + e^{l_d})`` over the last axis of the logits ``make_logits()`` returns (a new
+    tensor, which this overwrites: the bound's chunks are used once, and in place there is no new
+    4 MB tensor per pass, a tenth of the bound's time): ``[..., D] -> [...]``. As
+    ``log(1 + exp(l))``, three elementwise kernels that take about half the time of torch's
+    ``softplus`` or ``logaddexp(l, 0)`` and two thirds of ``log1p(exp(l))`` (``log1p`` is the
+    slowest of them). Rounding ``1 + e^l`` costs each term at most 2^-24 = 6e-8 nats (absolute;
+    where e^l < 2^-24 the term is 0 instead of e^l), at most 5e-5 over 784 pixels, far inside the
+    float32 round-off of the sum (tests/test_bound.py). Where exp overflows (l > 88 in float32)
+    the logits are made again and summed as ``logaddexp(l, 0)``, exact everywhere."""
+    total = make_logits().exp_().add_(1.0).log_().sum(-1)
     if not bool(torch.isfinite(total).all()):          # a host sync per call: the bound's chunks only
-        total = torch.logaddexp(logits, logits.new_zeros(())).sum(-1)
+        total = torch.logaddexp(make_logits(), torch.zeros(())).sum(-1)
     return total
 
 
