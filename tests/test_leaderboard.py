@@ -150,3 +150,27 @@ def test_time_steps_times_each_entry_once_and_the_table_uses_it(committed, share
     table = leaderboard("tiny", tmp_path, committed_dir=committed, cells=[CELLS[1].name])
     vae_rows = [line for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert any(f"{timed[p.run_dir.name]:.1f} |" in table for p in points) and vae_rows
+
+
+def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
+    """Table 1's ms / step cell and the leaderboard's fallback time (the run's own, '*') mark a run
+    trained with compile=true, whose step is faster than an eager one; a --time-steps measurement
+    (every entry eager) is unmarked."""
+    import json
+
+    from vae.config import load_config, to_dict
+    from vae.leaderboard import Entry, _ms
+    from vae.store import write_config
+    from vae.sweeps import Point
+    from vae.tables import _cost
+
+    for compiled, in_table, on_board in ((False, "50.0", "50.0*"), (True, "50.0 (compiled)", "50.0*c")):
+        run = tmp_path / f"compile_{compiled}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"steps_per_second": 20.0}))
+        # the run's record says how it trained; the point (the sweep's config) never does
+        write_config(run, to_dict(load_config("configs/vae_categorical.yaml", [f"compile={str(compiled).lower()}"])))
+        point = Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run)
+        assert _cost(point, "time") == in_table
+        assert _ms(Entry(point, [100.0], 1.0, 50.0, ms_measured=False, new=False)) == on_board
+        assert _ms(Entry(point, [100.0], 1.0, 40.0, ms_measured=True, new=False)) == "40.0"

@@ -34,7 +34,8 @@ estimator's mean rank over the cells it has a result in. Milliseconds per step a
 on free cores by ``--time-steps`` (each entry's training step alone, median of repeats, fewer steps
 for a dear one; each entry once, written to
 ``<results>/bench/<preset>/step_ms_<device>.json``) where measured, else the run's own training
-time per step (its cores shared with other runs, marked ``*``).
+time per step (its cores shared with other runs, marked ``*``; ``*c`` where that run trained with
+``compile=true``, whose step is faster: ``--time-steps`` times every entry eager, on equal terms).
 
 Written to ``<results-dir>/tables/<preset>/leaderboard.{md,tex}`` (and printed), and the cost-quality
 frontier to ``<results-dir>/figures/<preset>/frontier.{png,pdf}``: per cell, the test number
@@ -206,7 +207,7 @@ def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device:
             continue
         passes = TASKS[point.cfg.task].decoder_passes(point.cfg)
         n = max(2, min(steps, round(steps * 16 / passes)))
-        trainer = Trainer(replace(point.cfg, device=device), log=lambda _: None)
+        trainer = Trainer(replace(point.cfg, device=device, compile=False), log=lambda _: None)   # all eager
         rate = median_rate(trainer.train_step, n, repeats, device_sync(trainer.device), warmup=max(1, min(5, n // 4)))
         record["runs"][point.run_dir.name] = round(1000 / rate, 2)
         print(f"{point.label}: {1000 / rate:.1f} ms/step", flush=True)
@@ -236,7 +237,9 @@ def entries(points: list[Point], new: set[str], timings: dict[str, float]) -> li
 
 
 def _ms(entry: Entry) -> str:
-    return "–" if entry.ms is None else f"{entry.ms:.1f}" + ("" if entry.ms_measured else "*")
+    if entry.ms is None:
+        return "–"
+    return f"{entry.ms:.1f}" + ("" if entry.ms_measured else "*c" if entry.point.trained_compiled() else "*")
 
 
 def cell_rows(ranked: list[Entry]) -> list[tuple[str, list[str]]]:
@@ -289,8 +292,8 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
     points = [e.point for ranked in by_cell.values() for e in ranked]
     note = (f"Verdict: the 95 % two-sample t-interval of the difference to the best (pooled variance) contains 0 "
             f"(tied) or not (behind); with 2 seeds each it is ± 4.30 × the pooled std, so ties are wide. "
-            f"ms / step: measured alone on free cores (--time-steps), or, marked *, the run's own time (shared "
-            f"cores). {BUDGET_NOTES[preset]}")
+            f"ms / step: measured alone on free cores (--time-steps, every entry eager), or, marked *, the run's "
+            f"own time (shared cores; *c: a run trained with compile=true, a faster step). {BUDGET_NOTES[preset]}")
     tables = [(["estimator", "mean rank", "cells", *[c.label for c in by_cell], "run minutes"],
                overall_rows(by_cell, missing, preset), f"Leaderboard ({preset}): per cell the test number (nats, mean over "
                                                f"seeds) and its rank; mean rank over the cells each estimator has a "

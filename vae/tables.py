@@ -96,7 +96,8 @@ def _difference(point: Point | None, paper: float | None) -> str:
 
 def _cost(point: Point | None, what: str) -> str:
     """A run's cost per training step: decoder evaluations per example, or milliseconds (wall time
-    of the whole step, all its seeds, on its device)."""
+    of the whole step, all its seeds, on its device; marked "(compiled)" for a run trained with
+    ``compile=true``, whose step is faster than the eager one the others time)."""
     summary = load_summary(point.run_dir) if point is not None else None
     if summary is None:
         return "–"
@@ -104,7 +105,9 @@ def _cost(point: Point | None, what: str) -> str:
         evals = final(summary, "train/est/decoder_evals")
         return "–" if evals is None else f"{evals[0]:g}"
     speed = summary.get("steps_per_second")   # None (or 0 in older records): resumed at its end, no step timed
-    return f"{1000 / speed:.1f}" if speed else "–"
+    if not speed:
+        return "–"
+    return f"{1000 / speed:.1f}" + (" (compiled)" if point.trained_compiled() else "")
 
 
 def column(point: Point) -> tuple[str, str]:
@@ -211,6 +214,8 @@ def table1_caption(points: list[Point], preset: str) -> str:
     taus = "; ".join(dict.fromkeys(tau_caption(p.cfg.tau) for p in points
                                    if p.cfg.estimator.name in ("gs", "st-gs") and "tau" not in p.values))
     tau = f" τ for GS and ST-GS: {taus}." if taus else ""
+    compiled = ("; '(compiled)': a run trained with compile=true, the step as one graph, faster than an eager step"
+                if any(p.trained_compiled() for p in points) else "")
     what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
             f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
     if any(p.cfg.task == "sbn" for p in points):
@@ -225,7 +230,7 @@ def table1_caption(points: list[Point], preset: str) -> str:
             f"brackets are variants of the estimator before them, and the estimators after ST Gumbel-S. are later "
             f"ones: no paper number. Every column trains the same steps at the same batch, so the costs differ: "
             f"the cost rows give the decoder evaluations per example and the wall time per training step (all "
-            f"seeds of a run together, one CPU thread per run on the CPU); compare per unit of compute with them. "
+            f"seeds of a run together, one CPU thread per run on the CPU{compiled}); compare per unit of compute with them. "
             f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
