@@ -1,30 +1,30 @@
-"""`make gpu-check`: everything that needs a GPU, in one prepared script (about 8 minutes on one GPU).
+"""`make gpu-check`: everything that needs a GPU, in one prepared script (336 s on one H100 before
+the compiled steps' timings; run it with a time limit of about 10 minutes).
 
     python -m experiments.gpu_check --data-dir data/mnist --out results/gpu_check
     python -m experiments.gpu_check --export-data data/mnist      # here, first: MNIST as IDX files
 
 Meant for a GPU machine with its own Python and no network: it installs nothing, imports wandb
 nowhere (every run sets ``WANDB_MODE=disabled``), and reads MNIST from IDX files that travel with
-the working tree (``--export-data`` writes them from this machine's cache). Each step is timed and
-its outcome recorded, a failing step never stopping the next:
+the working tree (``--export-data`` writes them from this machine's cache). It records the machine
+(Python, torch, the GPU), then times each step and its outcome, a failing step never stopping the next:
 
-1. the machine: Python, torch, the GPU;
+1. alone (a timing, first, as it matters most): ``experiments.bench --device cuda`` (the plain
+   loop, the suite's step, the replica axis and a ``paper``-preset pack eager and with
+   ``compile=true``, the whole step as one CUDA graph, with the preset's hours both ways; the
+   bound);
 2. side by side (nothing timed): the tests marked ``gpu`` (``pytest -m gpu``; pytest must be
    importable there), the ``tiny`` preset of every sweep file and of Figure 5(a)'s bench; then
    every figure and table's ``tiny`` preset, on CUDA;
-3. alone, one after the other (these are timings): ``experiments.bench --device cuda`` (the plain
-   loop, the suite's step, the replica axis and a ``paper``-preset pack eager and with
-   ``compile=true``, the whole step as one CUDA graph, with the preset's hours both ways; the
-   bound); Figure 5(a)'s speed of ``marginal`` against ``gs`` per number of classes
-   (``experiments.bench --ssl-classes``, converged preset, 100 steps a repeat), eager and
-   compiled; where the VAE's and M2's step times go (``experiments.bench --profile``); numeric
-   modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and float32 with
-   ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits of each, beside
-   float32's.
+3. alone, one after the other (timings): Figure 5(a)'s speed of ``marginal`` against ``gs`` per
+   number of classes (``experiments.bench --ssl-classes``, converged preset, 100 steps a repeat),
+   eager and compiled; where the VAE's and M2's step times go (``experiments.bench --profile``);
+   numeric modes: the categorical VAE trained 5,000 steps in float32, tf32, bf16 and float32 with
+   ``compile=true``, steps/s and the m = 1000 bound on all 10,000 test digits (minus float32's).
 
-Writes ``<out>/gpu_check.md`` (a report to paste into the README), ``<out>/gpu_check.json`` and the
-bench records, ``<out>/cuda.json``, ``<out>/ssl_speed_cuda.json`` and
-``<out>/ssl_speed_cuda_compiled.json``, and the profile, ``<out>/profile_cuda.txt``.
+Writes ``<out>/gpu_check.{md,json}`` (the report, to paste into the README; rewritten after each
+step: a check cut short keeps what it finished), the bench records (:data:`RECORDS`) and the
+profile, ``<out>/profile_cuda.txt``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from vae.data import export_idx, load_mnist_uint8
-from vae.store import load_summary
+from vae.store import load_summary, write_text_atomic
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
 FIGURES = ("fig1", "fig3", "fig4", "fig5", "tau-ablation", "gradvar", "samples")
@@ -51,6 +51,7 @@ TABLES = ("table1", "table2", "model-question")
 MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"], "float32, compiled": ["compile=true"]}
 MODE_STEPS = 5000
 SSL_SPEED_STEPS = 100   # timed steps per repeat of Figure 5(a)'s bench (the converged preset's 20 are too few on a GPU)
+RECORDS = {"bench": "cuda.json", "ssl_speed": "ssl_speed_cuda.json", "ssl_speed_compiled": "ssl_speed_cuda_compiled.json"}
 STEP_TIMEOUT, BENCH_TIMEOUT = 300, 480   # s for a step, and the bench (it compiles ten steps); the whole check: ~8 min
 
 
@@ -83,9 +84,8 @@ def numeric_modes(env: dict[str, str], workdir: Path) -> list[dict]:
             row["output"] = output
         rows.append(row)
     base = rows[0].get("bound")
-    for row in rows:
-        if base is not None and "bound" in row:
-            row["bound_minus_float32"] = round(row["bound"] - base, 3)
+    for row in (row for row in rows if base is not None and "bound" in row):
+        row["bound_minus_float32"] = round(row["bound"] - base, 3)
     return rows
 
 
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-data", metavar="DIR", help="write MNIST from this machine's cache as IDX files to DIR, and stop")
     args = parser.parse_args(argv)
     if args.export_data:
-        paths = export_idx(load_mnist_uint8(), Path(args.export_data))
-        print("\n".join(f"wrote {p}" for p in paths))
+        print("\n".join(f"wrote {p}" for p in export_idx(load_mnist_uint8(), Path(args.export_data))))
         return 0
     if not torch.cuda.is_available():
         print("error: gpu-check: no CUDA device here; run it on the GPU machine (see README 'GPU')", file=sys.stderr)
@@ -113,10 +112,21 @@ def main(argv: list[str] | None = None) -> int:
                     "device": torch.cuda.get_device_name(), "steps": []}
     started = time.perf_counter()
 
+    def write_report() -> None:
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        for key, name in RECORDS.items():
+            report[key] = json.loads((out / name).read_text()) if (out / name).exists() else None
+        profile = out / "profile_cuda.txt"
+        report["profile"] = profile.exists() and [line for line in profile.read_text().splitlines()
+                                                  if line.startswith(("== ", "CUDA runtime"))] or None
+        write_text_atomic(out / "gpu_check.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / "gpu_check.md", to_markdown(report))
+
     def record(name: str, outcome: tuple[bool, str, float]) -> None:
         ok, output, seconds = outcome
         report["steps"].append({"step": name, "ok": ok, "seconds": round(seconds, 1), "output": output})
         print(f"{'ok  ' if ok else 'FAIL'} {seconds:6.1f} s  {name}", flush=True)
+        write_report()
 
     def side_by_side(commands: dict[str, list[str]]) -> None:
         with ThreadPoolExecutor(len(commands)) as pool:
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = workdir / "results"
     python = sys.executable
+    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env, BENCH_TIMEOUT))
     side_by_side({"pytest -m gpu": [python, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]}
                  | {f"sweep {sweep.name} tiny": [python, "-m", "experiments.sweep", str(sweep), "--preset", "tiny",
                                                  "--results-dir", str(results), "--no-progress"] for sweep in SWEEPS}
@@ -135,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
                                             "--results-dir", str(results)] for figure in FIGURES}
                  | {f"table {table} tiny": [python, "-m", "experiments.tables", table, "--preset", "tiny",
                                             "--results-dir", str(results)] for table in TABLES})
-    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env, BENCH_TIMEOUT))
     for flags, label in (([], ""), (["--compiled"], ", compiled")):
         record(f"Figure 5(a) speed on cuda{label}", run([python, "-m", "experiments.bench", "--ssl-classes", *flags,
                                                          "--device", "cuda", "--preset", "converged", "--steps",
@@ -143,19 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     record("profile on cuda", run([python, "-m", "experiments.bench", "--profile", "--device", "cuda",
                                    "--preset", "converged", "--out", str(out)], env))
     report["modes"] = numeric_modes(env, workdir)
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    bench = out / "cuda.json"
-    report["bench"] = json.loads(bench.read_text()) if bench.exists() else None
-    for key, name in (("ssl_speed", "ssl_speed_cuda.json"), ("ssl_speed_compiled", "ssl_speed_cuda_compiled.json")):
-        report[key] = json.loads((out / name).read_text()) if (out / name).exists() else None
-    profile = out / "profile_cuda.txt"
-    report["profile"] = [line for line in profile.read_text().splitlines() if line.startswith(("== ", "CUDA runtime"))] \
-        if profile.exists() else None
-
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "gpu_check.md").write_text(to_markdown(report))
+    write_report()
     print(to_markdown(report))
-    return 0 if all(s["ok"] for s in report["steps"]) and all(m["ok"] for m in report["modes"]) else 1
+    return 0 if all(s["ok"] for s in report["steps"] + report["modes"]) else 1
 
 
 def to_markdown(report: dict) -> str:
@@ -187,7 +187,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):", "",
                   *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
     lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
-    for m in report["modes"]:
+    for m in report.get("modes", []):                    # none yet while the check runs
         if m["ok"]:
             lines.append(f"| {m['mode']} | {m['steps_per_second']:.0f} | {m['bound']:.2f} | "
                          f"{m.get('bound_minus_float32', 0):+.2f} |")
