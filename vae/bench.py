@@ -417,8 +417,9 @@ def bound_record(device: str, examples: int) -> dict:
 
 
 def training_record(device: str, steps: int, repeats: int, bound_examples: int, compiled: bool = True) -> dict:
-    """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring); (c)
-    and (e) also with ``compile=true`` when ``compiled``."""
+    """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring), but
+    for its ``anchors`` (:func:`anchor_speed`, which ``python -m experiments.bench`` adds after
+    writing this part once); (c) and (e) also with ``compile=true`` when ``compiled``."""
     one = Trainer(load_config(CONFIG, [f"device={device}"]), log=lambda _: None)
     sync = device_sync(one.device)
     rates = {"(a) plain PyTorch loop": median_rate(plain_loop(one.cfg, one), steps, repeats, sync),
@@ -443,8 +444,7 @@ def training_record(device: str, steps: int, repeats: int, bound_examples: int, 
              "points": sum(len(u.points) if isinstance(u, Pack) else 1 for u in units), **hours}
     return {"device": device_name(one.device), "torch": torch.__version__, "steps": steps, "repeats": repeats,
             "steps_per_second": rates, "replicas": replicas, "paper_preset": paper,
-            "bound": bound_speed(device, bound_examples), "anchors": anchor_speed(device, steps, repeats, compiled),
-            "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "bound": bound_speed(device, bound_examples), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def print_training_record(record: dict) -> None:
@@ -457,7 +457,6 @@ def print_training_record(record: dict) -> None:
         print(f"{label:42s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)"
               f" {rate * seeds / best:7.2f}x (a′)")
     print_bound_speed(record["bound"])
-    print_anchor_speed(record["anchors"])
     paper = record["paper_preset"]
     print(f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in {paper['units']} runs; "
           f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "
