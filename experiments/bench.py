@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --ssl-classes: time both modes with compile=true instead (the step as one graph; "
                              "writes ssl_speed_<device>_compiled.json)")
     parser.add_argument("--bound-examples", type=int, default=200,
-                        help="test digits in each of the 3 timings of (d) (default 200)")
+                        help=f"test digits in each of the {bench.BOUND_REPEATS} timings of (d) (default 200)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads on the CPU (default torch's; 1: as each run of a 2-worker sweep trains)")
     parser.add_argument("--out", default="results/bench", help="folder of the JSON record")

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,7 +53,7 @@ MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"], 
 MODE_STEPS = 5000
 SSL_SPEED_STEPS = 100   # timed steps per repeat of Figure 5(a)'s bench (the converged preset's 20 are too few on a GPU)
 RECORDS = {"bench": "cuda.json", "ssl_speed": "ssl_speed_cuda.json", "ssl_speed_compiled": "ssl_speed_cuda_compiled.json"}
-STEP_TIMEOUT, BENCH_TIMEOUT = 300, 480   # s for a step, and the bench (it compiles ten steps); the whole check: ~8 min
+STEP_TIMEOUT, BENCH_TIMEOUT = 300, 480   # s for a step, and the bench (it compiles ten steps)
 
 
 def run(command: list[str], env: dict[str, str], timeout: int = STEP_TIMEOUT) -> tuple[bool, str, float]:
@@ -66,9 +67,8 @@ def run(command: list[str], env: dict[str, str], timeout: int = STEP_TIMEOUT) ->
     return ok, output[-2000:], time.perf_counter() - start
 
 
-def numeric_modes(env: dict[str, str], workdir: Path) -> list[dict]:
-    """Train and bound the categorical VAE once per numeric mode; read the numbers from the runs."""
-    rows = []
+def numeric_modes(env: dict[str, str], workdir: Path, rows: list[dict], done: Callable[[], None]) -> None:
+    """Train and bound the categorical VAE once per numeric mode: a row each (read from its run), then ``done()``."""
     for mode, overrides in MODES.items():
         run_dir = workdir / "modes" / mode.replace(", ", "-")
         command = [sys.executable, "-m", "experiments.train", "--no-progress", "--config", "configs/vae_categorical.yaml",
@@ -82,11 +82,11 @@ def numeric_modes(env: dict[str, str], workdir: Path) -> list[dict]:
                        bound_seconds=summary["iw_seconds"])
         else:
             row["output"] = output
+        float32 = rows[0] if rows else row                            # the first mode
+        if "bound" in row and "bound" in float32:
+            row["bound_minus_float32"] = round(row["bound"] - float32["bound"], 3)
         rows.append(row)
-    base = rows[0].get("bound")
-    for row in (row for row in rows if base is not None and "bound" in row):
-        row["bound_minus_float32"] = round(row["bound"] - base, 3)
-    return rows
+        done()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, WANDB_MODE="disabled", VAE_DATA_DIR=str(workdir / "cache"), PYTHONUNBUFFERED="1")
     load_mnist_uint8(Path(args.data_dir), workdir / "cache")       # fills the cache every later step reads
     report: dict = {"python": platform.python_version(), "torch": torch.__version__,
-                    "device": torch.cuda.get_device_name(), "steps": []}
+                    "device": torch.cuda.get_device_name(), "steps": [], "modes": []}
     started = time.perf_counter()
 
     def write_report() -> None:
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, name in RECORDS.items():
             report[key] = json.loads((out / name).read_text()) if (out / name).exists() else None
         profile = out / "profile_cuda.txt"
-        report["profile"] = profile.exists() and [line for line in profile.read_text().splitlines()
-                                                  if line.startswith(("== ", "CUDA runtime"))] or None
+        report["profile"] = ([line for line in profile.read_text().splitlines() if line.startswith(("== ", "CUDA runtime"))]
+                             if profile.exists() else None)
         write_text_atomic(out / "gpu_check.json", json.dumps(report, indent=2) + "\n")
         write_text_atomic(out / "gpu_check.md", to_markdown(report))
 
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, outcome in outcomes.items():
                 record(name, outcome.result())
 
+    write_report()                                              # the machine, before any step
     results = workdir / "results"
     python = sys.executable
     record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env, BENCH_TIMEOUT))
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          str(SSL_SPEED_STEPS), "--out", str(out)], env))
     record("profile on cuda", run([python, "-m", "experiments.bench", "--profile", "--device", "cuda",
                                    "--preset", "converged", "--out", str(out)], env))
-    report["modes"] = numeric_modes(env, workdir)
-    write_report()
+    numeric_modes(env, workdir, report["modes"], write_report)
     print(to_markdown(report))
     return 0 if all(s["ok"] for s in report["steps"] + report["modes"]) else 1
 
@@ -187,7 +187,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):", "",
                   *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
     lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
-    for m in report.get("modes", []):                    # none yet while the check runs
+    for m in report.get("modes", []):
         if m["ok"]:
             lines.append(f"| {m['mode']} | {m['steps_per_second']:.0f} | {m['bound']:.2f} | "
                          f"{m.get('bound_minus_float32', 0):+.2f} |")

@@ -75,6 +75,12 @@ def test_softplus_sum_is_the_softplus_summed_where_exp_overflows_too():
         torch.testing.assert_close(softplus_sum(logits.clone), F.softplus(logits.double()).sum(-1).float(),
                                    rtol=float32_rtol(784), atol=float32_rtol(784))
     assert torch.isnan(softplus_sum(torch.tensor([0.0, float("nan")]).clone)).item()
+    # bfloat16 logits (precision=bf16's autocast) are summed in float32, not rounded at bfloat16's
+    # 2^-8: mostly negative logits, as a digit's background pixels have
+    low = (torch.randn(200, 784, generator=torch.Generator().manual_seed(1)) * 3 - 6).bfloat16()
+    widened = softplus_sum(low.clone)
+    assert widened.dtype == torch.float32
+    torch.testing.assert_close(widened, F.softplus(low.double()).sum(-1).float(), rtol=float32_rtol(784), atol=float32_rtol(784))
 
 
 def test_embedding_bag_is_the_product_with_the_one_hot_input():

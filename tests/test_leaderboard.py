@@ -174,3 +174,10 @@ def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
         assert _cost(point, "time") == in_table
         assert _ms(Entry(point, [100.0], 1.0, 50.0, ms_measured=False, new=False)) == on_board
         assert _ms(Entry(point, [100.0], 1.0, 40.0, ms_measured=True, new=False)) == "40.0"
+    for saved in (None, "compile: [unclosed", "- a list"):       # no record of it, or one that is not a config
+        run = tmp_path / "odd"
+        run.mkdir(exist_ok=True)
+        (run / "config.yaml").unlink(missing_ok=True)
+        if saved is not None:
+            (run / "config.yaml").write_text(saved)
+        assert not Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run).trained_compiled()

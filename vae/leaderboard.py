@@ -359,7 +359,9 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
             ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if decades <= 2 and f"{v:g}"[0] in "25" else ""))
             ax.set_ylim(best - 0.5, top)
             measured = cost == "passes" or all(e.ms_measured for e in drawn)
-            ax.set_xlabel(label + ("" if measured else " (the runs' own, shared cores)"))
+            compiled = cost == "ms" and any(not e.ms_measured and e.point.trained_compiled() for e in drawn)
+            ax.set_xlabel(label + ("" if measured else " (the runs' own, shared cores" +
+                                   ("; some compiled, faster" if compiled else "") + ")"))
             ax.set_ylabel(f"{METRIC_SHORT[cell.sweep]} (nats)")
             ax.set_title(cell.label)
             ax.grid(alpha=0.3, which="both")

@@ -184,16 +184,19 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_cl
 def softplus_sum(make_logits: Callable[[], Tensor]) -> Tensor:
     """``sum_d log(1 + e^{l_d})`` over the last axis of the logits ``make_logits()`` returns (a new
     tensor, which this overwrites: the bound's chunks are used once, and in place there is no new
-    4 MB tensor per pass: 5-10% of the bound's time): ``[..., D] -> [...]``. As
-    ``log(1 + exp(l))``, three elementwise kernels that take about half the time of torch's
-    ``softplus`` or ``logaddexp(l, 0)`` and two thirds of ``log1p(exp(l))`` (``log1p`` is the
-    slowest of them). Rounding ``1 + e^l`` costs each term at most 2^-24 = 6e-8 nats (absolute;
-    where e^l < 2^-24 the term is 0 instead of e^l), at most 5e-5 over 784 pixels, far inside the
-    float32 round-off of the sum (tests/test_bound.py). Where exp overflows (l > 88 in float32)
-    the logits are made again and summed as ``logaddexp(l, 0)``, exact everywhere."""
-    total = make_logits().exp_().add_(1.0).log_().sum(-1)
+    4 MB tensor per pass: 5-10% of the bound's time; no gradient flows through it): ``[..., D] ->
+    [...]``, in float32 (float64 for float64 logits; bfloat16 logits, under ``precision=bf16``, are
+    widened first: in-place kernels do not autocast, and in bfloat16 ``1 + e^l`` would round at
+    2^-8). As ``log(1 + exp(l))``, three elementwise kernels that take about half the time of
+    torch's ``softplus`` or ``logaddexp(l, 0)`` and two thirds of ``log1p(exp(l))`` (``log1p`` is
+    the slowest of them). In float32, rounding ``1 + e^l`` costs each term at most 2^-24 = 6e-8
+    nats (absolute; where e^l < 2^-24 the term is 0 instead of e^l), at most 5e-5 over 784 pixels,
+    far inside the float32 round-off of the sum (tests/test_bound.py). Where exp overflows (l > 88
+    in float32) the logits are made again and summed as ``logaddexp(l, 0)``, accurate to round-off
+    everywhere."""
+    total = widen(make_logits()).exp_().add_(1.0).log_().sum(-1)
     if not bool(torch.isfinite(total).all()):          # a host sync per call: the bound's chunks only
-        logits = make_logits()
+        logits = widen(make_logits())
         total = torch.logaddexp(logits, logits.new_zeros(())).sum(-1)
     return total
 

@@ -111,8 +111,11 @@ class Point:
     def trained_compiled(self) -> bool:
         """Whether the run's record was trained with ``compile=true`` (its ``config.yaml`` says so:
         ``compile`` is not part of a point's identity, so the point's own config need not)."""
-        text = read_config_text(self.run_dir)
-        return text is not None and bool((read_yaml(text) or {}).get("compile", False))
+        try:
+            saved = read_yaml(read_config_text(self.run_dir) or "")
+        except (OSError, yaml.YAMLError):
+            return False
+        return isinstance(saved, dict) and saved.get("compile") is True
 
     def saved_config_matches(self) -> bool:
         """Whether the run's ``config.yaml`` (keys it lacks at their defaults) is this point's config."""

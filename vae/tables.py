@@ -110,6 +110,12 @@ def _cost(point: Point | None, what: str) -> str:
     return f"{1000 / speed:.1f}" + (" (compiled)" if point.trained_compiled() else "")
 
 
+def compiled_note(points: list[Point]) -> str:
+    """The caption's word on ``(compiled)`` time cells (:func:`_cost`), where a run has one."""
+    return ("; '(compiled)': a run trained with compile=true, the step as one graph, faster than an eager step"
+            if any(p.trained_compiled() for p in points) else "")
+
+
 def column(point: Point) -> tuple[str, str]:
     """``(estimator name, variant)``: the variant spells the point's other estimator settings
     (``darn_point=mean``) and its equal-cost budget (``equal_cost=rloo``), empty for the estimator
@@ -214,8 +220,6 @@ def table1_caption(points: list[Point], preset: str) -> str:
     taus = "; ".join(dict.fromkeys(tau_caption(p.cfg.tau) for p in points
                                    if p.cfg.estimator.name in ("gs", "st-gs") and "tau" not in p.values))
     tau = f" τ for GS and ST-GS: {taus}." if taus else ""
-    compiled = ("; '(compiled)': a run trained with compile=true, the step as one graph, faster than an eager step"
-                if any(p.trained_compiled() for p in points) else "")
     what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
             f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
     if any(p.cfg.task == "sbn" for p in points):
@@ -230,7 +234,8 @@ def table1_caption(points: list[Point], preset: str) -> str:
             f"brackets are variants of the estimator before them, and the estimators after ST Gumbel-S. are later "
             f"ones: no paper number. Every column trains the same steps at the same batch, so the costs differ: "
             f"the cost rows give the decoder evaluations per example and the wall time per training step (all "
-            f"seeds of a run together, one CPU thread per run on the CPU{compiled}); compare per unit of compute with them. "
+            f"seeds of a run together, one CPU thread per run on the CPU{compiled_note(points)}); compare per unit of "
+            f"compute with them. "
             f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
@@ -384,7 +389,7 @@ def table2_caption(points: list[Point], preset: str) -> str:
             f"{test_digits(values('iw_examples'))} (no paper number). Mean ± std over {seeds} seeds after "
             f"{values('steps')} training steps; α (weight of the labelled digits' classification "
             f"loss): {alpha}. The cost columns: decoder evaluations per unlabelled digit per step and the wall time "
-            f"of a whole step (all seeds of a run together). {SSL_BUDGET_NOTES[preset]}\n\n"
+            f"of a whole step (all seeds of a run together{compiled_note(points)}). {SSL_BUDGET_NOTES[preset]}\n\n"
             f"{provenance([p.run_dir for p in points], preset)}")
 
 
