@@ -12,7 +12,6 @@ What each line measures is said in :mod:`vae.bench` (its docstring is this comma
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from vae import bench
 from vae.config import ConfigError
 from vae.data import DataError
-from vae.store import write_text_atomic
+from vae.store import write_json_atomic
 from vae.sweeps import PRESETS
 from vae.training import RunDirError, resolve_device
 
@@ -84,22 +83,15 @@ def main(argv: list[str] | None = None) -> int:
             record = bench.training_record(args.device, args.steps or 200, args.repeats or 5, args.bound_examples,
                                            compiled=not args.eager_only)
             bench.print_training_record(record)
-            path = write(record, out / f"{resolve_device(args.device).type}.json")
+            path = write_json_atomic(out / f"{resolve_device(args.device).type}.json", record)
             record["anchors"] = bench.anchor_speed(args.device, args.steps or 200, args.repeats or 5,
                                                    compiled=not args.eager_only)
             bench.print_anchor_speed(record["anchors"])
     except (ConfigError, DataError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {write(record, path)}")
+    print(f"wrote {write_json_atomic(path, record)}")
     return 0
-
-
-def write(record: dict, path: Path) -> Path:
-    """The record as JSON at ``path``, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
-    return path
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from vae.data import export_idx, load_mnist_uint8
-from vae.store import load_summary, write_text_atomic
+from vae.store import load_summary, write_json_atomic, write_text_atomic
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
 FIGURES = ("fig1", "fig3", "fig4", "fig5", "tau-ablation", "gradvar", "samples")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = out / "profile_cuda.txt"
         report["profile"] = ([line for line in profile.read_text().splitlines() if line.startswith(("== ", "CUDA runtime"))]
                              if profile.exists() else None)
-        write_text_atomic(out / "gpu_check.json", json.dumps(report, indent=2) + "\n")
+        write_json_atomic(out / "gpu_check.json", report)
         write_text_atomic(out / "gpu_check.md", to_markdown(report))
 
     def record(name: str, outcome: tuple[bool, str, float]) -> None:

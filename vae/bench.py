@@ -50,7 +50,6 @@ on a GPU, whether the device is busy or waits on the host's launches and synchro
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import statistics
@@ -68,6 +67,7 @@ from vae.data import BinarizedMNIST
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models import DiscreteVAE, log_prob_one_hot
+from vae.store import write_json_atomic
 from vae.training import Trainer, resolve_device
 
 CONFIG = "configs/vae_categorical.yaml"
@@ -142,13 +142,10 @@ def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, 
     for c, ratio in speedup.items():
         print(f"C = {c:>3}: marginal {rates['marginal'][c]:8.2f} steps/s, gs {rates['gs'][c]:8.2f} steps/s, "
               f"gs / marginal {ratio:5.2f}x")
-    out.mkdir(parents=True, exist_ok=True)
     record = {"device": name, "torch": torch.__version__, "config": SSL_CONFIG, "preset": preset,
               "overrides": budget["overrides"], "compile": compiled, "steps": steps, "repeats": repeats, "warmup": warmup,
               "steps_per_second": rates, "speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = out / f"ssl_speed_{trainer.device.type}{'_compiled' if compiled else ''}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return write_json_atomic(out / f"ssl_speed_{trainer.device.type}{'_compiled' if compiled else ''}.json", record)
 
 
 def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:

@@ -62,7 +62,7 @@ from vae.config import Config
 from vae.estimators import ESTIMATORS, column_order
 from vae.figures import footer, save
 from vae.results import final, provenance
-from vae.store import load_summary, write_text_atomic
+from vae.store import load_summary, write_json_atomic, write_text_atomic
 from vae.sweeps import EQUAL_COST, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
 from vae.tasks import TASKS
 from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, column, column_title, to_latex, to_markdown
@@ -213,7 +213,7 @@ def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device:
         print(f"{point.label}: {1000 / rate:.1f} ms/step", flush=True)
     record.update(device=device_name(resolve_device(device)), steps=steps, repeats=repeats,
                   measured=time.strftime("%Y-%m-%d %H:%M"))
-    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(path, record, sort_keys=True)
     return path
 
 

@@ -56,6 +56,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
+def write_json_atomic(path: Path, record: dict, sort_keys: bool = False) -> Path:
+    """``record`` as indented JSON to ``path`` (its folder made if missing), atomically: every
+    record the suite writes (a run's summary, a bench's, a report)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(path), json.dumps(record, indent=2, sort_keys=sort_keys) + "\n")
+    return Path(path)
+
+
 def atomic_save(obj: object, path: Path) -> None:
     """``torch.save(obj)`` to ``path``, atomically (read back with ``torch.load(weights_only=True)``)."""
     atomic_write(path, lambda fh: torch.save(obj, fh))
@@ -92,7 +100,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    write_text_atomic(Path(run_dir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(Path(run_dir) / SUMMARY, summary)
 
 
 def load_summary(run_dir: Path) -> dict | None:
@@ -102,7 +110,7 @@ def load_summary(run_dir: Path) -> dict | None:
 
 
 def write_sweep_info(run_dir: Path, info: dict) -> None:
-    write_text_atomic(Path(run_dir) / SWEEP_INFO, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(Path(run_dir) / SWEEP_INFO, info)
 
 
 def read_sweep_info(run_dir: Path) -> dict | None:

@@ -108,22 +108,25 @@ class Point:
                       if (self.run_dir / marker).exists()), "new")
         return "stale" if state != "new" and not self.saved_config_matches() else state
 
-    def trained_compiled(self) -> bool:
-        """Whether the run's record was trained with ``compile=true`` (its ``config.yaml`` says so:
-        ``compile`` is not part of a point's identity, so the point's own config need not)."""
+    def saved_config(self) -> Config | None:
+        """The config the run's ``config.yaml`` records (keys it lacks at their defaults), or None
+        where it has none or one that is not a config."""
         try:
-            saved = read_yaml(read_config_text(self.run_dir) or "")
-        except (OSError, yaml.YAMLError):
-            return False
-        return isinstance(saved, dict) and saved.get("compile") is True
+            text = read_config_text(self.run_dir)
+            return None if text is None else config_from_dict(read_yaml(text))
+        except (OSError, yaml.YAMLError, ConfigError, TypeError):
+            return None
+
+    def trained_compiled(self) -> bool:
+        """Whether the run was trained with ``compile=true`` (its record says so: ``compile`` is not
+        part of a point's identity, so the point's own config need not)."""
+        saved = self.saved_config()
+        return saved is not None and saved.compile
 
     def saved_config_matches(self) -> bool:
-        """Whether the run's ``config.yaml`` (keys it lacks at their defaults) is this point's config."""
-        try:
-            saved = config_from_dict(read_yaml(read_config_text(self.run_dir)))
-        except (OSError, yaml.YAMLError, ConfigError, TypeError):
-            return False
-        return _what_it_computes(to_dict(saved)) == _what_it_computes(to_dict(self.cfg))
+        """Whether the run's ``config.yaml`` is this point's config."""
+        saved = self.saved_config()
+        return saved is not None and _what_it_computes(to_dict(saved)) == _what_it_computes(to_dict(self.cfg))
 
 
 @dataclass(frozen=True)
