@@ -22,7 +22,7 @@ from vae import sbn
 from vae.data import BinarizedMNIST
 from vae.estimators.sampling import class_boundaries, sample_classes, sample_classes_by_inverse_cdf, sample_one_hot
 from vae.evaluation import importance_weighted_bound
-from vae.models import DiscreteVAE, log_prob_of_classes, log_prob_one_hot, one_hot_log_likelihood, softplus_sum
+from vae.models import DiscreteVAE, log_prob_one_hot, one_hot_log_likelihood, softplus_sum
 from vae.replicas import ReplicaGenerator, ReplicaLinear
 
 from conftest import float32_rtol
@@ -60,6 +60,10 @@ def test_inverse_cdf_samples_have_the_softmax_frequencies_and_never_a_class_of_p
         assert torch.all((frequency - p).abs() <= 5 * (p * (1 - p) / s).sqrt() + 2.0 ** -24)
         if k == 10:
             assert not bool((index == 3).any())
+        # as floats (the bits a Bernoulli decoder reads): the same classes from the same stream
+        as_floats = sample_classes_by_inverse_cdf(class_boundaries(logits), ReplicaGenerator([1, 2]), num_samples=s,
+                                                  dtype=torch.float32)
+        assert as_floats.dtype == torch.float32 and torch.equal(as_floats, index.float())
         # per-sample boundaries (a layer of the SBN given the layer above): one draw each
         one = sample_classes_by_inverse_cdf(class_boundaries(logits.unsqueeze(1).expand(2, 5, 3, 4, k)),
                                             ReplicaGenerator([1, 2]))
@@ -91,7 +95,8 @@ def test_embedding_bag_is_the_product_with_the_one_hot_input():
 
 
 @pytest.mark.parametrize("kind, n, k, hidden", MODELS)
-def test_log_likelihood_and_log_probabilities_of_classes_are_those_of_the_one_hot(kind, n, k, hidden):
+def test_log_likelihood_and_log_weight_of_classes_are_those_of_the_one_hot(kind, n, k, hidden):
+    """In float64, for the classes as int64 and (Bernoulli) as the float bits the bound draws."""
     model = DiscreteVAE(kind, n, k, hidden, ReplicaGenerator([0, 1]), prior="learned").double()
     with torch.no_grad():
         model.prior_free.normal_()
@@ -99,13 +104,13 @@ def test_log_likelihood_and_log_probabilities_of_classes_are_those_of_the_one_ho
     logits = model.encode(x)
     index = torch.randint(0, k, (2, 3, 4, n))                                 # [R, S, B, N]
     z = F.one_hot(index, k).double()
-    torch.testing.assert_close(one_hot_log_likelihood(model.decoder, index, x, k, kind == "categorical"),
-                               -model.reconstruction_loss(z, x))
-    torch.testing.assert_close(log_prob_of_classes(logits, index), log_prob_one_hot(logits, z))
-    torch.testing.assert_close(log_prob_of_classes(model.prior_logits(), index), model.log_prior(z))
-    # the log-weight the bound sums (Bernoulli: from the bits, log p - log q as their product)
-    torch.testing.assert_close(model.log_weight_of_classes(index, logits, x),
-                               -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z))
+    log_likelihood = one_hot_log_likelihood(model.decoder, x, k, kind == "categorical")
+    log_weight = model.log_weight_of_classes(logits, x)
+    expected = -model.reconstruction_loss(z, x) + model.log_prior(z) - log_prob_one_hot(logits, z)
+    for classes in [index] + ([index.double()] if kind == "bernoulli" else []):
+        torch.testing.assert_close(log_likelihood(classes), -model.reconstruction_loss(z, x))
+        torch.testing.assert_close(log_weight(classes), expected)
+        torch.testing.assert_close(log_weight(classes[:, 0]), expected[:, 0])       # no sample axis
 
 
 @pytest.mark.parametrize("kind, n, k, hidden", MODELS)

@@ -89,11 +89,13 @@ def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: s
     :meth:`DiscreteVAE.log_weight_of_classes`); memory ``R x sample_chunk x batch_size x 784``."""
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         logits = model.encode(x)                             # [R, B, N, K]
+        classes = torch.int64 if model.kind == "categorical" else x.dtype   # Bernoulli: the bits
         boundaries = class_boundaries(logits)                # [R, B, N, K - 1]
+        log_weight = model.log_weight_of_classes(logits, x)
 
         def draw(s: int) -> Tensor:
-            index = sample_classes_by_inverse_cdf(boundaries, rng, num_samples=s)   # [R, S, B, N]
-            return model.log_weight_of_classes(index, logits, x)                    # [R, S, B]
+            index = sample_classes_by_inverse_cdf(boundaries, rng, num_samples=s, dtype=classes)
+            return log_weight(index)                         # [R, S, B]
         return draw
 
     return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, sample_chunk, log_weights,

@@ -105,23 +105,14 @@ class DiscreteVAE(nn.Module):
         inputs = z[..., 1] if self.kind == "bernoulli" else z.flatten(-2)
         return self.decoder(inputs)
 
-    def log_weight_of_classes(self, index: Tensor, logits: Tensor, x: Tensor) -> Tensor:
-        """``log p(x | z) + log p(z) - log q(z | x)`` for the one-hot z of classes ``index [R, *S, B, N]``,
-        posterior logits ``[R, B, N, K]`` and x ``[R, B, D]``: ``[R, *S, B]``, without building z (what
-        the m-sample bound evaluates m times per digit, :func:`one_hot_log_likelihood`). Bernoulli
-        latents are converted to their bits once, and ``log p - log q`` is linear in them:
-        ``sum_n r_n0 + bit_n (r_n1 - r_n0)`` (r the per-class log-ratio), a product instead of a gather."""
+    def log_weight_of_classes(self, logits: Tensor, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """For posterior logits ``[R, B, N, K]`` and x ``[R, B, D]``: the function of classes ``index
+        [R, *S, B, N]`` (Bernoulli: the bits, int64 or float) that gives ``log p(x | z) + log p(z) -
+        log q(z | x)`` for their one-hot z, ``[R, *S, B]``, without building z: what the m-sample
+        bound evaluates m times per digit. ``log p(z) - log q(z | x)`` is a term per class, added
+        by :func:`one_hot_log_likelihood` with the likelihood's own terms linear in z."""
         log_ratio = log_softmax(widen(self.prior_logits())) - log_softmax(widen(logits))   # [R, B, N, K]
-        if self.kind == "categorical":
-            return (one_hot_log_likelihood(self.decoder, index, x, self.num_classes, categorical=True)
-                    + log_prob_of_classes(log_ratio, index, normalised=True))
-        bits = index.to(x.dtype)                                                    # [R, *S, B, N]
-        r, b, n = log_ratio.shape[:3]
-        lead = [1] * (index.dim() - 3)                                              # the sample axes S
-        slope = (log_ratio[..., 1] - log_ratio[..., 0]).view(r, *lead, b, n)
-        offset = log_ratio[..., 0].sum(-1).view(r, *lead, b)
-        return (one_hot_log_likelihood(self.decoder, bits, x, self.num_classes, categorical=False)
-                + (bits * slope).sum(-1) + offset)
+        return one_hot_log_likelihood(self.decoder, x, self.num_classes, self.kind == "categorical", log_ratio)
 
     def reconstruction_loss(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x | z)`` per example: z ``[R, *S, B, N, K]``, x ``[R, B, D]`` -> ``[R, *S, B]``."""
@@ -142,43 +133,59 @@ def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
-def log_prob_of_classes(logits: Tensor, index: Tensor, normalised: bool = False) -> Tensor:
-    """``log q(z)`` for the one-hot z of classes ``index [R, *S, B, N]`` (int64), logits ``[R, B, N, K]``
-    (or broadcastable: ``[R, 1, N, K]``) -> ``[R, *S, B]``: :func:`log_prob_one_hot` as a gather.
-    ``normalised=True``: ``logits`` are already the per-class terms to add (log-probabilities, or
-    a difference of them, e.g. ``log p - log q`` in one gather)."""
-    log_q = logits if normalised else log_softmax(widen(logits))
-    log_q = log_q.reshape(log_q.shape[0], *([1] * (index.dim() - 3)), *log_q.shape[1:])
-    log_q = log_q.expand(*index.shape, log_q.shape[-1])              # [R, *S, B, N, K]
-    return log_q.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
+def one_hot_log_likelihood(decoder: ReplicaMLP, x: Tensor, num_classes: int, categorical: bool,
+                           class_terms: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """For binary x ``[R, B, D]``: the function of classes ``index [R, *S, B, N]`` (Bernoulli,
+    ``categorical=False``: the bits, int64 or float) that gives ``log p(x | z) + sum_n
+    class_terms[..., n, index_n]`` for their one-hot z, ``[R, *S, B]``, where ``log p(x | z) =
+    sum_d x_d l_d - softplus(l_d)`` at the pixel logits ``l = decoder(z)``: the same number as
+    ``-reconstruction_loss`` (to float round-off), in fewer passes over the ``S x B x D`` logits.
 
-
-def one_hot_log_likelihood(decoder: ReplicaMLP, index: Tensor, x: Tensor, num_classes: int,
-                           categorical: bool) -> Tensor:
-    """``log p(x | z) = sum_d x_d l_d - softplus(l_d)``, the pixel logits ``l = decoder(z)``, for the
-    one-hot z of classes ``index [R, *S, B, N]`` (Bernoulli: int64 or the bits as floats) and binary
-    x ``[R, B, D]``: ``[R, *S, B]``. The same number as ``-reconstruction_loss`` (to float round-off),
-    in fewer passes over the ``S x B x D`` logits: the decoder's first layer adds N weight rows
-    (:meth:`ReplicaLinear.forward_one_hot`; a Bernoulli decoder, ``categorical=False``, reads the
-    0/1 index itself), ``x . l`` is ``h . (W x) + b . x`` through the last layer (weight W, bias
-    b, input h), once per digit, and the softplus is summed in place (:func:`softplus_sum`)."""
+    The work per digit is done once, here: ``x . l = h . (W x) + b . x`` through the last layer
+    (weight W, bias b, input h), and ``class_terms [R, B, N, K]`` (optional, e.g. the bound's
+    ``log p(z) - log q(z | x)``) as coefficients of the first layer's input, ``c``: the one-hot's
+    N rows (categorical), or ``t_1 - t_0`` per bit plus ``sum_n t_0`` (Bernoulli). An affine
+    decoder's ``W x`` joins ``c``, since there ``h`` is the input itself: one gather or one
+    product per sample for both. Per sample, the first layer adds N weight rows
+    (:meth:`ReplicaLinear.forward_one_hot`; a Bernoulli decoder reads the bits) and the softplus is
+    summed in place (:func:`softplus_sum`)."""
     *hidden, last = [m for m in decoder]
-    r, b = x.shape[:2]
-    lead = [1] * (index.dim() - 3)                                      # the sample axes S
-    w_x = torch.bmm(x, last.weight.transpose(1, 2)).view(r, *lead, b, -1)   # [R, 1.., B, in]: W x
-    b_x = (x * last.bias).sum(-1).view(r, *lead, b)                     # [R, 1.., B]: b . x
-    if hidden:
-        h = forward_classes(hidden, index, num_classes, categorical)    # [R, *S, B, in]
-        x_dot_l = (h * w_x).sum(-1)
-        make_pixel_logits = partial(last, h)                            # called by softplus_sum
-    else:                                                               # affine: h is z itself
-        make_pixel_logits = partial(forward_classes, [last], index, num_classes, categorical)
-        if categorical:                                                 # a one-hot: W x at its N rows
-            rows = index + torch.arange(index.shape[-1], device=index.device) * num_classes
-            x_dot_l = w_x.expand(*index.shape[:-1], -1).gather(-1, rows).sum(-1)
+    w_x = torch.bmm(x, last.weight.transpose(1, 2))                     # [R, B, in]: W x
+    offset = (x * last.bias).sum(-1)                                    # [R, B]: b . x
+    coefficients = None if hidden else w_x                              # [R, B, inputs] of the first layer
+    if class_terms is not None:
+        if categorical:
+            terms = class_terms.flatten(-2)
         else:
-            x_dot_l = (index.to(x.dtype) * w_x).sum(-1)                 # no copy if index is the bits
-    return x_dot_l + b_x - softplus_sum(make_pixel_logits)
+            terms = class_terms[..., 1] - class_terms[..., 0]
+            offset = offset + class_terms[..., 0].sum(-1)
+        coefficients = terms if coefficients is None else coefficients + terms
+
+    def log_likelihood(index: Tensor) -> Tensor:
+        def at_samples(t: Tensor) -> Tensor:                            # [R, B, ...] -> [R, 1.., B, ...]
+            return t.view(t.shape[0], *[1] * (index.dim() - 3), *t.shape[1:])
+
+        total = at_samples(offset)
+        if coefficients is not None:
+            total = total + input_dot(index, at_samples(coefficients), num_classes, categorical)
+        if hidden:
+            h = forward_classes(hidden, index, num_classes, categorical)    # [R, *S, B, in]
+            total = total + (h * at_samples(w_x)).sum(-1)
+            make_pixel_logits = partial(last, h)                        # called by softplus_sum
+        else:
+            make_pixel_logits = partial(forward_classes, [last], index, num_classes, categorical)
+        return total - softplus_sum(make_pixel_logits)
+    return log_likelihood
+
+
+def input_dot(index: Tensor, coefficients: Tensor, num_classes: int, categorical: bool) -> Tensor:
+    """``u . c``, u the first layer's input for the classes ``index [R, *S, B, N]`` (categorical: the
+    flat one-hot, so the sum of c at its N rows, a gather; Bernoulli: the bits) and c
+    ``coefficients`` broadcastable to ``[R, *S, B, inputs]``: ``[R, *S, B]``."""
+    if categorical:
+        rows = index + torch.arange(index.shape[-1], device=index.device) * num_classes
+        return coefficients.expand(*index.shape[:-1], -1).gather(-1, rows).sum(-1)
+    return (index.to(coefficients.dtype) * coefficients).sum(-1)          # no copy if index is the bits
 
 
 def softplus_sum(make_logits: Callable[[], Tensor]) -> Tensor:

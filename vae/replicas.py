@@ -84,7 +84,10 @@ class ReplicaGenerator(NoiseSource):
         if shape[0] != len(self.generators):
             raise ValueError(f"leading dimension {shape[0]} is not the replica count "
                              f"{len(self.generators)}")
-        return torch.stack([sampler(shape[1:], generator=g, device=self.device) for g in self.generators])
+        out = torch.empty(shape, device=self.device)
+        for g, part in zip(self.generators, out):                    # in place: no stacked copy
+            sampler(shape[1:], generator=g, out=part)
+        return out
 
     def state_dict(self) -> list[Tensor]:
         return [g.get_state() for g in self.generators]

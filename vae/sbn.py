@@ -78,11 +78,11 @@ class StochasticBinaryNetwork(nn.Module):
         free = (net * self.logit_scale[layer]).unflatten(-1, (self.num_latents, -1))
         return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
 
-    def output_log_likelihood(self, index: Tensor, lower: Tensor) -> Tensor:
-        """``log p(x_lower | h_L)`` for the last layer's one-hot sample given as its classes
-        ``index [R, *S, B, N]``, lower ``[R, B, 392]``: ``[R, *S, B]``, ``-output_loss`` to round-off
-        (:func:`vae.models.one_hot_log_likelihood`)."""
-        return one_hot_log_likelihood(self.maps[-1], index, lower, self.num_classes, self.kind == "categorical")
+    def output_log_likelihood(self, lower: Tensor) -> Callable[[Tensor], Tensor]:
+        """For lower ``[R, B, 392]``: the function of the last layer's classes ``index [R, *S, B, N]``
+        that gives ``log p(x_lower | h_L)`` at their one-hot sample, ``[R, *S, B]``, ``-output_loss``
+        to round-off (:func:`vae.models.one_hot_log_likelihood`)."""
+        return one_hot_log_likelihood(self.maps[-1], lower, self.num_classes, self.kind == "categorical")
 
     def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
         """``-log p(x_lower | h_L)``: z ``[R, *S, B, N, K]``, lower ``[R, B, 392]`` -> ``[R, *S, B]``."""
@@ -154,12 +154,15 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
         top = class_boundaries(model.logits(0, upper))                        # [R, B, N, K - 1]
+        log_likelihood = model.output_log_likelihood(lower)
+        classes = torch.int64 if model.kind == "categorical" else x.dtype     # Bernoulli: the bits
 
         def draw(s: int) -> Tensor:                                           # samples as their classes
-            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s)                        # [R, S, B, N]
+            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s, dtype=classes)          # [R, S, B, N]
             for layer in range(1, model.layers):
-                h = sample_classes_by_inverse_cdf(class_boundaries(model.logits_of_classes(layer, h)), rng)
-            return model.output_log_likelihood(h, lower)                      # [R, S, B]
+                h = sample_classes_by_inverse_cdf(class_boundaries(model.logits_of_classes(layer, h)), rng,
+                                                  dtype=classes)
+            return log_likelihood(h)                                          # [R, S, B]
         return draw
 
     return negative_log_mean_weight(data, split, len(rng), num_samples, batch_size, sample_chunk, log_weights,

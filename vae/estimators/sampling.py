@@ -4,6 +4,7 @@ the m-sample bounds draw: one uniform per variable instead of K Gumbels)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -47,10 +48,12 @@ def class_boundaries(logits: Tensor) -> Tensor:
     return softmax(widen(logits)).cumsum(-1)[..., :-1]
 
 
-def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
+def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_samples: int | None = None,
+                                  dtype: torch.dtype = torch.int64) -> Tensor:
     """Classes ``z ~ Categorical(softmax(logits))`` from the :func:`class_boundaries` of the logits
     ``[R, B, N, K - 1]`` (or ``[R, *S, B, N, K - 1]`` with ``num_samples`` None): ``[R, (S,) B, N]``
-    (int64). One uniform u per variable; the class is the number of edges at or below u, so class
+    as ``dtype`` (int64; a float dtype gives K = 2's classes as the bits a Bernoulli decoder reads,
+    without an int64 copy between). One uniform u per variable; the class is the number of edges at or below u, so class
     k is drawn with probability ``edge_k - edge_{k-1}`` (a class of probability 0 never), exact up
     to u's float32 resolution 2^-24 (Gumbel-max in float32 resolves no better: its noise ends at
     ``-log(-log(1 - 2^-24)) = 16.6``)."""
@@ -59,5 +62,5 @@ def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_sample
     edges = boundaries if num_samples is None else boundaries.unsqueeze(1)
     u = uniform((*shape, 1), rng, boundaries.device).to(boundaries.dtype)
     if boundaries.shape[-1] == 1:                                                 # K = 2: one comparison
-        return (u >= edges).squeeze(-1).long()
-    return (u >= edges).sum(-1)
+        return (u >= edges).squeeze(-1).to(dtype)
+    return (u >= edges).sum(-1, dtype=dtype)
