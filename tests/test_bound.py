@@ -78,6 +78,11 @@ def test_softplus_sum_is_the_softplus_summed_where_exp_overflows_too():
         # float32, as the bound computes it: a sum of 784 terms (tests/conftest.py)
         torch.testing.assert_close(softplus_sum(logits.clone), F.softplus(logits.double()).sum(-1).float(),
                                    rtol=float32_rtol(784), atol=float32_rtol(784))
+        # the bias added inside the sum (e^p e^b), also where e^p alone overflows (p = 90, b = -5)
+        bias = torch.randn(784, generator=torch.Generator().manual_seed(2)) * 3
+        bias[0], logits[..., 0] = -5.0, 90.0
+        torch.testing.assert_close(softplus_sum(logits.clone, bias), F.softplus(logits.double() + bias.double()).sum(-1).float(),
+                                   rtol=float32_rtol(784), atol=float32_rtol(784))
     assert torch.isnan(softplus_sum(torch.tensor([0.0, float("nan")]).clone)).item()
     # bfloat16 logits (precision=bf16's autocast) are summed in float32, not rounded at bfloat16's
     # 2^-8: mostly negative logits, as a digit's background pixels have

@@ -174,6 +174,12 @@ class ReplicaLinear(nn.Module):
         y = torch.baddbmm(self.bias, x.reshape(r, -1, d), self.weight)  # [R, M, out]
         return y.reshape(r, *middle, -1)
 
+    def product(self, x: Tensor) -> Tensor:
+        """``forward(x)`` without the bias, ``x W``: ``[R, ..., out]`` (for a sum that adds the bias
+        its own way: :func:`vae.models.softplus_sum`)."""
+        r, *middle, d = x.shape
+        return torch.bmm(x.reshape(r, -1, d), self.weight).reshape(r, *middle, -1)
+
     def forward_one_hot(self, index: Tensor, num_classes: int) -> Tensor:
         """``forward(one_hot(index, K).flatten(-2))`` without building the one-hot input: for the
         classes ``index [R, ..., N]`` of N variables (in = N * K) the product is the sum of the N
