@@ -86,15 +86,15 @@ def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: s
                               progress: tqdm | None = None) -> Tensor:
     """Mean ``-L_m(x)`` over the first ``max_examples`` of ``split`` (all if None): ``[R]``, with
     ``w = p(x, z) / q(z | x)``, ``z ~ q(z | x)`` drawn as classes (the one-hot z is never built:
-    :meth:`DiscreteVAE.log_weight_of_classes`); memory ``R x sample_chunk x batch_size x 784``."""
+    :meth:`DiscreteVAE.log_weight_function`); memory ``R x sample_chunk x batch_size x 784``."""
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         logits = model.encode(x)                             # [R, B, N, K]
-        classes = torch.int64 if model.kind == "categorical" else x.dtype   # Bernoulli: the bits
+        class_dtype = torch.int64 if model.kind == "categorical" else x.dtype   # Bernoulli: the bits
         boundaries = class_boundaries(logits)                # [R, B, N, K - 1]
-        log_weight = model.log_weight_of_classes(logits, x)
+        log_weight = model.log_weight_function(logits, x)
 
         def draw(s: int) -> Tensor:
-            index = sample_classes_by_inverse_cdf(boundaries, rng, num_samples=s, dtype=classes)
+            index = sample_classes_by_inverse_cdf(boundaries, rng, num_samples=s, dtype=class_dtype)
             return log_weight(index)                         # [R, S, B]
         return draw
 

@@ -105,14 +105,14 @@ class DiscreteVAE(nn.Module):
         inputs = z[..., 1] if self.kind == "bernoulli" else z.flatten(-2)
         return self.decoder(inputs)
 
-    def log_weight_of_classes(self, logits: Tensor, x: Tensor) -> Callable[[Tensor], Tensor]:
+    def log_weight_function(self, logits: Tensor, x: Tensor) -> Callable[[Tensor], Tensor]:
         """For posterior logits ``[R, B, N, K]`` and x ``[R, B, D]``: the function of classes ``index
         [R, *S, B, N]`` (Bernoulli: the bits, int64 or float) that gives ``log p(x | z) + log p(z) -
         log q(z | x)`` for their one-hot z, ``[R, *S, B]``, without building z: what the m-sample
         bound evaluates m times per digit. ``log p(z) - log q(z | x)`` is a term per class, added
-        by :func:`one_hot_log_likelihood` with the likelihood's own terms linear in z."""
+        by :func:`log_likelihood_function` with the likelihood's own terms linear in z."""
         log_ratio = log_softmax(widen(self.prior_logits())) - log_softmax(widen(logits))   # [R, B, N, K]
-        return one_hot_log_likelihood(self.decoder, x, self.num_classes, self.kind == "categorical", log_ratio)
+        return log_likelihood_function(self.decoder, x, self.num_classes, self.kind == "categorical", log_ratio)
 
     def reconstruction_loss(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x | z)`` per example: z ``[R, *S, B, N, K]``, x ``[R, B, D]`` -> ``[R, *S, B]``."""
@@ -133,7 +133,7 @@ def categorical_kl(logits: Tensor, prior_logits: Tensor) -> Tensor:
     return (log_q.exp() * (log_q - log_p)).sum((-1, -2))
 
 
-def one_hot_log_likelihood(decoder: ReplicaMLP, x: Tensor, num_classes: int, categorical: bool,
+def log_likelihood_function(decoder: ReplicaMLP, x: Tensor, num_classes: int, categorical: bool,
                            class_terms: Tensor | None = None) -> Callable[[Tensor], Tensor]:
     """For binary x ``[R, B, D]``: the function of classes ``index [R, *S, B, N]`` (Bernoulli,
     ``categorical=False``: the bits, int64 or float) that gives ``log p(x | z) + sum_n
@@ -148,9 +148,10 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, x: Tensor, num_classes: int, cat
     decoder's ``W x`` joins ``c``, since there ``h`` is the input itself: one gather or one
     product per sample for both. Per sample, the first layer adds N weight rows
     (:meth:`ReplicaLinear.forward_one_hot`; a Bernoulli decoder reads the bits) and the softplus is
-    summed in place (:func:`softplus_sum`)."""
+    summed in place (:func:`softplus_sum`). For evaluation only: the function's values carry no
+    gradient."""
     *hidden, last = [m for m in decoder]
-    w_x = widen(torch.bmm(x, last.weight.transpose(1, 2)))              # [R, B, in]: W x (float32 under bf16)
+    w_x = widen(torch.bmm(x, last.weight.transpose(1, 2)))              # [R, B, in]: W x (summed in float32)
     offset = (x * last.bias).sum(-1)                                    # [R, B]: b . x
     coefficients = None if hidden else w_x                              # [R, B, inputs] of the first layer
     if class_terms is not None:
@@ -161,6 +162,7 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, x: Tensor, num_classes: int, cat
             offset = offset + class_terms[..., 0].sum(-1)
         coefficients = terms if coefficients is None else coefficients + terms
 
+    @torch.no_grad()                                                    # evaluation only: no gradient at all
     def log_likelihood(index: Tensor) -> Tensor:
         def at_samples(t: Tensor) -> Tensor:                            # [R, B, ...] -> [R, 1.., B, ...]
             return t.view(t.shape[0], *[1] * (index.dim() - 3), *t.shape[1:])
@@ -170,13 +172,13 @@ def one_hot_log_likelihood(decoder: ReplicaMLP, x: Tensor, num_classes: int, cat
             total = total + input_dot(index, at_samples(coefficients), num_classes, categorical)
         if hidden:
             h = forward_classes(hidden, index, num_classes, categorical)    # [R, *S, B, in]
-            total = total + (widen(h) * at_samples(w_x)).sum(-1)       # summed in float32 under bf16 too
+            total = total + (widen(h) * at_samples(w_x)).sum(-1)       # in float32 under bf16 too
         elif categorical:                                               # the bias is in the embedding bag
             return total - softplus_sum(partial(last.forward_one_hot, index, num_classes))
         else:
             h = index.to(x.dtype)                                       # no copy if index is the bits
         # a dense last layer: its product h W, the bias added inside the sum (no pass of its own)
-        return total - softplus_sum(partial(last.product, h), at_samples(last.bias))
+        return total - softplus_sum(partial(last.forward_without_bias, h), at_samples(last.bias))
     return log_likelihood
 
 
@@ -190,7 +192,6 @@ def input_dot(index: Tensor, coefficients: Tensor, num_classes: int, categorical
     return (index.to(coefficients.dtype) * coefficients).sum(-1)          # no copy if index is the bits
 
 
-@torch.no_grad()
 def softplus_sum(make_logits: Callable[[], Tensor], bias: Tensor | None = None) -> Tensor:
     """``sum_d log(1 + e^{l_d})`` over the last axis of the logits ``make_logits()`` returns (a new
     tensor, which this overwrites: the bound's chunks are used once, and in place there is no new

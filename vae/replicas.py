@@ -174,7 +174,7 @@ class ReplicaLinear(nn.Module):
         y = torch.baddbmm(self.bias, x.reshape(r, -1, d), self.weight)  # [R, M, out]
         return y.reshape(r, *middle, -1)
 
-    def product(self, x: Tensor) -> Tensor:
+    def forward_without_bias(self, x: Tensor) -> Tensor:
         """``forward(x)`` without the bias, ``x W``: ``[R, ..., out]`` (for a sum that adds the bias
         its own way: :func:`vae.models.softplus_sum`)."""
         r, *middle, d = x.shape

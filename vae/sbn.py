@@ -38,7 +38,7 @@ from vae.estimators.glue import PassCounter, run_estimator
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
 from vae.gumbel import Generator, softmax, widen
-from vae.models import LatentKind, one_hot_log_likelihood
+from vae.models import LatentKind, log_likelihood_function
 from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
 
 HALF = 392  # pixels in the upper (input) and lower (output) half of a 28 x 28 digit
@@ -78,11 +78,11 @@ class StochasticBinaryNetwork(nn.Module):
         free = (net * self.logit_scale[layer]).unflatten(-1, (self.num_latents, -1))
         return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
 
-    def output_log_likelihood(self, lower: Tensor) -> Callable[[Tensor], Tensor]:
+    def output_log_likelihood_function(self, lower: Tensor) -> Callable[[Tensor], Tensor]:
         """For lower ``[R, B, 392]``: the function of the last layer's classes ``index [R, *S, B, N]``
         that gives ``log p(x_lower | h_L)`` at their one-hot sample, ``[R, *S, B]``, ``-output_loss``
-        to round-off (:func:`vae.models.one_hot_log_likelihood`)."""
-        return one_hot_log_likelihood(self.maps[-1], lower, self.num_classes, self.kind == "categorical")
+        to round-off (:func:`vae.models.log_likelihood_function`)."""
+        return log_likelihood_function(self.maps[-1], lower, self.num_classes, self.kind == "categorical")
 
     def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
         """``-log p(x_lower | h_L)``: z ``[R, *S, B, N, K]``, lower ``[R, B, 392]`` -> ``[R, *S, B]``."""
@@ -154,14 +154,14 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
         top = class_boundaries(model.logits(0, upper))                        # [R, B, N, K - 1]
-        log_likelihood = model.output_log_likelihood(lower)
-        classes = torch.int64 if model.kind == "categorical" else x.dtype     # Bernoulli: the bits
+        log_likelihood = model.output_log_likelihood_function(lower)
+        class_dtype = torch.int64 if model.kind == "categorical" else x.dtype  # Bernoulli: the bits
 
         def draw(s: int) -> Tensor:                                           # samples as their classes
-            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s, dtype=classes)          # [R, S, B, N]
+            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s, dtype=class_dtype)          # [R, S, B, N]
             for layer in range(1, model.layers):
                 h = sample_classes_by_inverse_cdf(class_boundaries(model.logits_of_classes(layer, h)), rng,
-                                                  dtype=classes)
+                                                  dtype=class_dtype)
             return log_likelihood(h)                                          # [R, S, B]
         return draw
 
