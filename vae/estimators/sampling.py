@@ -44,9 +44,8 @@ def sample_one_hot(logits: Tensor, rng: Generator, num_samples: int | None = Non
 def class_boundaries(logits: Tensor) -> Tensor:
     """The inner edges of the K classes on [0, 1): the cumulative probabilities
     ``softmax(logits)[..., :k + 1].sum(-1)`` for k < K - 1, ``[..., K] -> [..., K - 1]`` (float32;
-    float64 for float64 logits), what :func:`sample_classes_by_inverse_cdf` reads; contiguous (a
-    comparison that casts as it writes is ten times slower against the strided slice)."""
-    return softmax(widen(logits)).cumsum(-1)[..., :-1].contiguous()
+    float64 for float64 logits), what :func:`sample_classes_by_inverse_cdf` reads."""
+    return softmax(widen(logits)).cumsum(-1)[..., :-1]
 
 
 def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_samples: int | None = None,
@@ -58,6 +57,7 @@ def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_sample
     k is drawn with probability ``edge_k - edge_{k-1}`` (a class of probability 0 never), exact up
     to u's float32 resolution 2^-24 (Gumbel-max in float32 resolves no better: its noise ends at
     ``-log(-log(1 - 2^-24)) = 16.6``)."""
+    boundaries = boundaries.contiguous()       # a comparison that casts as it writes is ten times slower on a strided one
     shape = boundaries.shape[:-1] if num_samples is None else (
         boundaries.shape[0], num_samples, *boundaries.shape[1:-1])
     edges = boundaries if num_samples is None else boundaries.unsqueeze(1)
