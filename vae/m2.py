@@ -74,7 +74,7 @@ from vae.estimators.glue import run_estimator
 from vae.evaluation import negative_log_mean_weight
 from vae.gumbel import log_softmax, widen
 from vae.models import categorical_kl
-from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups
+from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups, with_sample_axes
 
 SIDE = 28            # images are SIDE x SIDE
 STYLE_HIDDEN = 256   # hidden units of q(z | x, y) after [h, y]
@@ -187,7 +187,7 @@ class M2(nn.Module):
         ``(mu, s = log sigma^2)``, each ``[R, *S, B, D]`` in float32 (float64 for a float64 model)."""
         r, c = y.shape[0], y.shape[-1]
         from_y = torch.bmm(y.reshape(r, -1, c), self.style_hidden.weight[:, -c:]).reshape(*y.shape[:-1], -1)
-        from_x = from_x.reshape(r, *[1] * (y.dim() - 3), *from_x.shape[1:])              # [R, 1.., B, 256]
+        from_x = with_sample_axes(from_x, y.dim() - 3)                              # [R, 1.., B, 256]
         mu, log_var = widen(self.style_out(torch.relu(from_x + from_y))).chunk(2, dim=-1)
         return mu, log_var
 
@@ -201,7 +201,7 @@ class M2(nn.Module):
     def reconstruction_loss(self, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
         """``-log p(x | y, z)``: x ``[R, B, 784]``, y and z ``[R, *S, B, .]`` -> ``[R, *S, B]``."""
         logits = widen(self.decode(y, z))
-        x = x.reshape(x.shape[0], *[1] * (logits.dim() - 3), *x.shape[1:]).expand_as(logits)
+        x = with_sample_axes(x, logits.dim() - 3).expand_as(logits)
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 

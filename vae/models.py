@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae.gumbel import concrete_log_prob, gumbel_noise, log_softmax, widen
-from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
+from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
 
 LatentKind = Literal["categorical", "bernoulli"]
 PriorKind = Literal["uniform", "learned"]
@@ -117,7 +117,7 @@ class DiscreteVAE(nn.Module):
     def reconstruction_loss(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x | z)`` per example: z ``[R, *S, B, N, K]``, x ``[R, B, D]`` -> ``[R, *S, B]``."""
         pixel_logits = self.decode(z)
-        x = x.reshape(x.shape[0], *([1] * (z.dim() - 4)), *x.shape[1:]).expand_as(pixel_logits)
+        x = with_sample_axes(x, z.dim() - 4).expand_as(pixel_logits)
         return F.binary_cross_entropy_with_logits(pixel_logits, x, reduction="none").sum(-1)
 
 
@@ -165,7 +165,7 @@ def log_likelihood_function(decoder: ReplicaMLP, x: Tensor, num_classes: int, ca
     @torch.no_grad()                                                    # evaluation only: no gradient at all
     def log_likelihood(index: Tensor) -> Tensor:
         def at_samples(t: Tensor) -> Tensor:                            # [R, B, ...] -> [R, 1.., B, ...]
-            return t.view(t.shape[0], *[1] * (index.dim() - 3), *t.shape[1:])
+            return with_sample_axes(t, index.dim() - 3)
 
         total = at_samples(offset)
         if coefficients is not None:
@@ -225,5 +225,5 @@ def softplus_sum(make_logits: Callable[[], Tensor], bias: Tensor | None = None) 
 def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:
     """``log q(z)`` for one-hot z: logits ``[R, B, N, K]``, z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
     log_q = log_softmax(widen(logits))
-    log_q = log_q.reshape(log_q.shape[0], *([1] * (z.dim() - 4)), *log_q.shape[1:])
+    log_q = with_sample_axes(log_q, z.dim() - 4)
     return (z * log_q).sum((-1, -2))

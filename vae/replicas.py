@@ -207,6 +207,12 @@ class ReplicaMLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def with_sample_axes(t: Tensor, count: int) -> Tensor:
+    """``t [R, ...]`` viewed as ``[R, 1 x count, ...]``: per-example values broadcast over ``count``
+    sample axes after the replica axis (the suite's ``[R, *S, B, ...]`` layout)."""
+    return t.reshape(t.shape[0], *[1] * count, *t.shape[1:])
+
+
 def forward_classes(layers: list[nn.Module], index: Tensor, num_classes: int, categorical: bool) -> Tensor:
     """``layers`` (a :class:`ReplicaLinear` first) at the one-hot inputs of classes ``index [R, ..., N]``:
     ``[R, ..., out]``. Categorical inputs go through :meth:`ReplicaLinear.forward_one_hot`; a

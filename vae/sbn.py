@@ -39,7 +39,7 @@ from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_
 from vae.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
 from vae.gumbel import Generator, softmax, widen
 from vae.models import LatentKind, log_likelihood_function
-from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes
+from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
 
 HALF = 392  # pixels in the upper (input) and lower (output) half of a 28 x 28 digit
 
@@ -87,7 +87,7 @@ class StochasticBinaryNetwork(nn.Module):
     def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
         """``-log p(x_lower | h_L)``: z ``[R, *S, B, N, K]``, lower ``[R, B, 392]`` -> ``[R, *S, B]``."""
         pixel_logits = self.maps[-1](self.flat(z))
-        lower = lower.reshape(lower.shape[0], *([1] * (z.dim() - 4)), *lower.shape[1:]).expand_as(pixel_logits)
+        lower = with_sample_axes(lower, z.dim() - 4).expand_as(pixel_logits)
         return F.binary_cross_entropy_with_logits(pixel_logits, lower, reduction="none").sum(-1)
 
 
@@ -121,7 +121,7 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
                 return model.output_loss(z, lower)
             lead = z.dim() - 3                                        # len(S) + 1
             below = model.flat(z)                                     # [R, *S, B', N * free]
-            repeated = lower.reshape(lower.shape[0], *([1] * (lead - 1)), *lower.shape[1:])
+            repeated = with_sample_axes(lower, lead - 1)
             repeated = repeated.expand(*below.shape[:-1], lower.shape[-1])
             surrogate, _ = layer_surrogate(layer + 1, _merge(model.logits(layer + 1, below), lead),
                                            _merge(repeated, lead), _merge(below, lead))
