@@ -217,7 +217,9 @@ def softplus_sum(make_logits: Callable[[], Tensor], bias: Tensor | None = None) 
         values = values.add_(1.0)
     total = values.log_().sum(-1)
     if not bool(torch.isfinite(total).all()):          # a host sync per call: the bound's chunks only
-        logits = widen(make_logits()) if bias is None else widen(make_logits()) + widen(bias)
+        logits = widen(make_logits())
+        if bias is not None:
+            logits = logits + widen(bias)
         total = torch.logaddexp(logits, logits.new_zeros(())).sum(-1)
     return total
 

@@ -249,7 +249,7 @@ class ReplicaConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         conv = F.conv_transpose2d if self.transposed else F.conv2d
         if x.device.type == "cpu":        # oneDNN's own layout: no reorder per call, faster kernels
-            x = x.contiguous(memory_format=torch.channels_last)   # (M2's bound 1.3x; results/README.md "Speed")
+            x = x.contiguous(memory_format=torch.channels_last)   # (M2's bound about 1.2x; results/README.md "Speed")
         return conv(x, self.weight.flatten(0, 1), self.bias.flatten(), stride=self.stride, padding=self.padding,
                     groups=self.weight.shape[0])
 
