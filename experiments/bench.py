@@ -2,6 +2,7 @@
 
     python -m experiments.bench [--device auto] [--steps 200] [--repeats 5] [--bound-examples N]
     python -m experiments.bench --bound [--bound-examples N] [--threads 1]
+    python -m experiments.bench --floor [--estimator NAME ...] [--cell CELL ...] [--threads 1]
     python -m experiments.bench --anchors [--steps 200] [--repeats 5] [--threads 1]
     python -m experiments.bench --ssl-classes [--preset quick] [--device auto] [--steps S] [--repeats N]
     python -m experiments.bench --profile [--preset quick] [--device auto] [--steps 10]
@@ -21,6 +22,7 @@ import torch
 from vae import bench
 from vae.config import ConfigError
 from vae.data import DataError
+from vae.estimators import ESTIMATORS
 from vae.store import write_json_atomic
 from vae.sweeps import PRESETS
 from vae.training import RunDirError, resolve_device
@@ -45,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchors", action="store_true",
                         help="time only the suite's step against (a′), the best hand-written loop, for GS, "
                              "ST-GS and RLOO on the affine and the MLP VAE")
+    parser.add_argument("--floor", action="store_true",
+                        help="time only (f), every estimator's step against its own matrix products timed alone")
+    parser.add_argument("--estimator", nargs="+", default=None, help="with --floor: these estimators only")
+    parser.add_argument("--cell", nargs="+", default=None, choices=list(bench.FLOOR_CELLS),
+                        help="with --floor: these models only (default all)")
     parser.add_argument("--eager-only", action="store_true",
                         help="leave out the compile=true timings (each compiles its step first: seconds to a minute)")
     parser.add_argument("--compiled", action="store_true",
@@ -60,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads, args.bound_examples)):
             raise ConfigError("--steps, --repeats, --threads and --bound-examples: must be >= 1")
+        unknown = [n for n in args.estimator or [] if n not in ESTIMATORS]
+        if unknown:
+            raise ConfigError(f"--estimator: unknown {', '.join(map(repr, unknown))}; known: {', '.join(ESTIMATORS)}")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         if args.profile:
@@ -75,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                       "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
             bench.print_anchor_speed(record["anchors"])
             path = out / f"anchors_{resolve_device(args.device).type}.json"
+        elif args.floor:
+            record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,
+                      "steps": args.steps or 100, "repeats": args.repeats or 5,
+                      "floor": bench.floor_speed(args.device, args.steps or 100, args.repeats or 5,
+                                                 compiled=not args.eager_only, cells=args.cell, names=args.estimator),
+                      "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+            bench.print_floor_speed(record["floor"])
+            path = out / f"floor_{resolve_device(args.device).type}.json"
         elif args.bound:
             record = bench.bound_record(args.device, args.bound_examples)
             bench.print_bound_speed(record["models"])

@@ -32,6 +32,12 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     of the whole preset (all its packs, at this pack's cost per step: estimators with more decoder
     passes cost more).
 
+(f) every estimator's step against its *matmul floor* (:mod:`vae.step_cost`): the step's own
+    matrix products, recorded from one eager step and timed alone in the same process, on the
+    linear 200-Bernoulli VAE at batch 50 (the 2020 benchmark's) and 100 and the affine categorical
+    VAE at batch 100, one seed, eager and compiled, with the ratio step / floor (``--floor``: only
+    this, written to ``floor_<device>.json``; ``--estimator`` and ``--cell`` pick some);
+
 and, per model (affine and MLP) and estimator (GS, ST-GS, RLOO), the suite's step, eager and
 compiled, against (a′) written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints steps/s and
 each one's ratio to (a) and (a′), and writes the numbers as JSON to ``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
@@ -62,11 +68,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae.sweeps import Pack, expand, pack_by_lr, read_sweep
-from vae.config import Config, config_from_dict, load_config, to_dict
+from vae.config import Config, config_from_dict, load_config, lowest_tau, to_dict
 from vae.data import BinarizedMNIST
+from vae.estimators import applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models import DiscreteVAE, log_prob_one_hot
+from vae.step_cost import matmul_floor, record_matmuls
 from vae.store import write_json_atomic
 from vae.training import Trainer, resolve_device
 
@@ -394,6 +402,60 @@ def print_anchor_speed(speed: dict[str, dict[str, dict]]) -> None:
                      if "suite_compiled" in s else "")
             print(f"{config} {name:6s}: (a′) hand-written loop {s['hand_loop']:7.1f} steps/s, suite "
                   f"{s['suite']:7.1f} steps/s, {s['ratio']:.2f}x (a′){graph}")
+
+
+#: (f): the models whose every estimator's step is timed against its matmul floor, with the overrides
+#: that make the cell: the 2020 benchmark's linear 200-Bernoulli VAE at its batch of 50, and the
+#: paper's two affine VAEs at the suite's batch of 100.
+FLOOR_CELLS = {"bernoulli linear, batch 50": ("configs/vae_bernoulli_linear.yaml", ["data.batch_size=50"]),
+               "bernoulli linear, batch 100": ("configs/vae_bernoulli_linear.yaml", []),
+               "categorical linear, batch 100": ("configs/vae_categorical_linear.yaml", [])}
+
+
+def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, cells: list[str] | None = None,
+                names: list[str] | None = None) -> dict[str, dict[str, dict]]:
+    """(f): per cell of :data:`FLOOR_CELLS` (``cells``: some of them) and every estimator that applies
+    to it (the registry's declarations; ``names``: some of them), one seed's training step in ms,
+    eager and (``compiled``) with ``compile=true`` (the median of ``repeats`` x ``steps`` after warm-up,
+    which holds the compilation; the two interleaved), against its matmul floor: the step's own
+    matrix products, recorded from one eager step and replayed alone (:mod:`vae.step_cost`)."""
+    out: dict[str, dict[str, dict]] = {}
+    for cell in cells or FLOOR_CELLS:
+        config, overrides = FLOOR_CELLS[cell]
+        base = load_config(config, [f"device={device}", *overrides])
+        m = base.model
+        apply = applicable(task="vae", kind=m.kind, lowest_tau=lowest_tau(base.tau),
+                           latent_shape=(m.num_latents, m.num_classes))
+        for name in sorted((n for n in apply if names is None or n in names), key=column_order):
+            def trainer(compile_step: bool) -> Trainer:
+                return Trainer(load_config(config, [f"device={device}", *overrides, f"estimator.name={name}",
+                                                    f"compile={str(compile_step).lower()}"]), log=lambda _: None)
+            eager = trainer(False)
+            sync = device_sync(eager.device)
+            eager.train_step()                            # the optimiser's state exists from here on
+            calls = record_matmuls(eager.train_step)
+            contenders = {"eager": eager.train_step}
+            if compiled:
+                contenders["compiled"] = trainer(True).train_step
+            rates = median_rates(contenders, steps, repeats, sync, warmup=max(3, steps // 10))
+            floor = matmul_floor(calls, repeats, sync)
+            row = out.setdefault(cell, {})[name] = {
+                "floor_ms": round(1000 * floor, 3), "matmuls": len(calls),
+                "gflop": round(sum(c.flops() for c in calls) / 1e9, 4)}
+            for key, rate in rates.items():
+                row[f"{key}_ms"] = round(1000 / rate, 3)
+                row[f"{key}_over_floor"] = round(1 / rate / floor, 2)
+    return out
+
+
+def print_floor_speed(speed: dict[str, dict[str, dict]]) -> None:
+    for cell, by_name in speed.items():
+        print(f"(f) {cell}: ms per step (one seed) against the step's own matrix products timed alone")
+        for name, s in by_name.items():
+            graph = (f", compiled {s['compiled_ms']:6.2f} ms ({s['compiled_over_floor']:4.1f}x)"
+                     if "compiled_ms" in s else "")
+            print(f"    {name:16s} floor {s['floor_ms']:6.3f} ms ({s['matmuls']:2d} products, {s['gflop']:.3f} GFLOP): "
+                  f"eager {s['eager_ms']:6.2f} ms ({s['eager_over_floor']:4.1f}x){graph}")
 
 
 def paper_packs(device: str) -> tuple[list, Config]:

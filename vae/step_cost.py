@@ -1,0 +1,124 @@
+"""What a training step costs against its own matrix products: the step's *matmul floor*.
+
+A small model's step is mostly not arithmetic: the linear Bernoulli VAE's RLOO step at batch 50
+multiplies about 0.16 GFLOP, a millisecond at a core's float32 rate, and takes several. To say
+how far a step is from what it must do, :func:`record_matmuls` runs one eager training step under
+a dispatch mode that notes every matrix product torch executes in it (``mm``, ``bmm``, ``addmm``,
+``baddbmm`` and their in-place and ``out=`` forms, forward and backward alike: the autograd
+engine dispatches the backward's products through the same mode), with the shapes, strides and
+dtypes of their operands; :func:`matmul_floor` times exactly those products again, on tensors of
+the same layouts, alone in the same process. A step within 2x of its floor spends at most as long
+on everything else (sampling, the loss's elementwise work, the optimiser, Python) as on its
+products.
+
+The products of a compiled step (``compile=true``) are the eager step's (the compiler calls the
+same extern matmuls), so the floor of both is recorded from the eager one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+#: The products counted: every overload of these (``addmm_``, ``bmm.out``, ...).
+MATMULS = frozenset({aten.mm, aten.bmm, aten.addmm, aten.addmm_, aten.baddbmm, aten.baddbmm_, aten.addbmm,
+                     aten.addbmm_})
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A tensor argument's layout: what a replay allocates in its place."""
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, t: Tensor) -> Operand:
+        return cls(tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
+
+    def make(self) -> Tensor:
+        """A tensor of this layout holding normal draws (a broadcast stride 0 stays 0)."""
+        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device).normal_()
+
+
+@dataclass(frozen=True)
+class MatmulCall:
+    """One product of a step: the operator and its arguments (tensors as :class:`Operand`)."""
+    op: torch._ops.OpOverload
+    args: tuple
+    kwargs: tuple[tuple[str, object], ...]
+
+    def flops(self) -> int:
+        """``2 m n k`` per batch entry: the multiply-adds of the product (the output's size times
+        the inner dimension, times 2)."""
+        factors = [a for a in self.args if isinstance(a, Operand)][-2:]   # the last two positional tensors
+        *batch, m, k = factors[0].shape
+        n = factors[1].shape[-1]
+        size = 1
+        for b in batch:
+            size *= b
+        return 2 * size * m * n * k
+
+    def replay(self) -> Callable[[], None]:
+        """A call of the same operator on fresh tensors of the same layouts."""
+        args = [a.make() if isinstance(a, Operand) else a for a in self.args]
+        kwargs = {k: v.make() if isinstance(v, Operand) else v for k, v in self.kwargs}
+        return lambda: self.op(*args, **kwargs)
+
+
+def _describe(value: object) -> object:
+    return Operand.of(value) if isinstance(value, Tensor) else value
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[MatmulCall] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket in MATMULS:
+            self.calls.append(MatmulCall(func, tuple(_describe(a) for a in args),
+                                         tuple((k, _describe(v)) for k, v in kwargs.items())))
+        return func(*args, **kwargs)
+
+
+def record_matmuls(step: Callable[[], object]) -> list[MatmulCall]:
+    """The matrix products one call of ``step`` (an eager training step) executes, in order."""
+    with _Recorder() as recorder:
+        step()
+    return recorder.calls
+
+
+def matmul_floor(calls: list[MatmulCall], repeats: int = 5, sync: Callable[[], None] = lambda: None,
+                 target_seconds: float = 0.2) -> float:
+    """Seconds one pass over ``calls`` takes, replayed alone: the median of ``repeats`` timings of
+    as many passes as fill about ``target_seconds``, after one warm-up pass."""
+    replays = [call.replay() for call in calls]
+
+    def once() -> None:
+        for replay in replays:
+            replay()
+    once()
+    sync()
+    start = time.perf_counter()
+    once()
+    sync()
+    passes = max(1, round(target_seconds / max(time.perf_counter() - start, 1e-6)))
+    timings = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for _ in range(passes):
+            once()
+        sync()
+        timings.append((time.perf_counter() - start) / passes)
+    return statistics.median(timings)
