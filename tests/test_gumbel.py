@@ -155,3 +155,29 @@ def test_softmax_and_log_softmax_are_torchs_on_either_path(monkeypatch, composit
     (torch.softmax(b, -1) * weights).sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
     assert softmax(a)[0, 0, 3] == 0 and torch.isfinite(a.grad).all()
+
+
+@pytest.mark.parametrize("num_classes, dtype", [(2, torch.float32), (10, torch.float64), (3, torch.bfloat16)])
+def test_one_hot_is_torchs_without_reading_the_indices_on_the_host(num_classes, dtype):
+    """``gumbel.one_hot`` (every sampler's) equals ``F.one_hot(...).to(dtype)`` exactly, and runs
+    no operator that reads a tensor back to the host (``F.one_hot`` checks the indices' range:
+    ``aminmax`` and two scalar reads, a device synchronisation per training step on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    index = torch.randint(0, num_classes, (3, 4, 5))
+    with Ops() as ops:
+        ours = gumbel.one_hot(index, num_classes, dtype)
+    assert ours.dtype == dtype and torch.equal(ours, F.one_hot(index, num_classes).to(dtype))
+    assert not [n for n in ops.names if "local_scalar" in n or "aminmax" in n], ops.names
+    with Ops() as theirs:
+        F.one_hot(index, num_classes)
+    assert [n for n in theirs.names if "local_scalar" in n]      # the check would notice torch's host read

@@ -174,6 +174,15 @@ def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
         assert _cost(point, "time") == in_table
         assert _ms(Entry(point, [100.0], 1.0, 50.0, ms_measured=False, new=False)) == on_board
         assert _ms(Entry(point, [100.0], 1.0, 40.0, ms_measured=True, new=False)) == "40.0"
+    for compiled in (False, True):          # compile: auto decided at run time: the summary says which step ran
+        run = tmp_path / f"auto_{compiled}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"steps_per_second": 20.0, "compiled": compiled}))
+        write_config(run, to_dict(load_config("configs/vae_categorical.yaml", ["compile=auto"])))
+        point = Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run)
+        assert point.trained_compiled() is compiled
+        (run / "summary.json").write_text(json.dumps({"steps_per_second": 20.0}))   # a record older than auto
+        assert not point.trained_compiled()
     for saved in (None, "compile: [unclosed", "- a list"):       # no record of it, or one that is not a config
         run = tmp_path / "odd"
         run.mkdir(exist_ok=True)

@@ -93,7 +93,7 @@ def test_fused_kernels_train_as_torchs_default_ones(shared_cache, tmp_path, monk
     (no bias correction, a skipped step, another momentum) is off by many steps."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     cfg = load_config(None, ["model.hidden=[32]", "seeds=[0,1]", "device=cpu", f"optim.name={optim}",
-                             f"out_dir={tmp_path}"])
+                             f"out_dir={tmp_path}", "compile=false"])      # the eager optimisers under test
     fused, default = Trainer(cfg, log=lambda _: None), Trainer(cfg, log=lambda _: None)
     assert fused.optimizer.param_groups[0]["fused"]
     params = [p for group in default.optimizer.param_groups for p in group["params"]]

@@ -557,3 +557,57 @@ def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, 
     assert trainer.compiled_step.graph_breaks(batch, 1) == []
 
 
+
+
+def test_compile_auto_compiles_where_its_rule_says_and_records_which_step_ran(shared_cache, monkeypatch, tmp_path):
+    """``compile: auto`` (the default) compiles a run's step on the CPU from the steps the rule of
+    vae/compiled_step.py names for its task, and trains eagerly below them, on a GPU and for M2
+    (unmeasured there); true and false are what they say. A run's summary records which step ran."""
+    from vae.compiled_step import AUTO_MIN_STEPS, compiles
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for task in ("vae", "sbn"):
+        least = AUTO_MIN_STEPS[(task, "cpu")]
+        at = load_config(None, [f"task={task}", f"steps={least}"] + (["model.layers=2"] if task == "sbn" else []))
+        assert compiles(at, cpu) and not compiles(at, cuda)
+        assert not compiles(load_config(None, [f"task={task}", f"steps={least - 1}"]), cpu)
+        assert not compiles(load_config(None, [f"task={task}", f"steps={least - 1}", "compile=false"]), cpu)
+        assert compiles(load_config(None, [f"task={task}", "steps=1", "compile=true"]), cpu)
+    assert not compiles(load_config(None, ["task=ssl", "steps=1000000"]), cpu)
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    summary = json.loads((train(load_config(None, tiny_overrides(tmp_path)), tmp_path / "run", progress=False)
+                          / "summary.json").read_text())
+    assert summary["compiled"] is False                       # 12 steps: auto trained eagerly
+
+
+def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_noise(shared_cache, monkeypatch):
+    """An estimator of one's own whose step breaks the graph (here: it reads a value back to the
+    host) under ``compile: auto`` on a run long enough to compile: the first compiled step fails to
+    compile, the run says so and trains eagerly, from the generators as they were before that
+    step, so its losses are exactly those of the same run with ``compile: false``. Under
+    ``compile: true`` the failure stops the run."""
+    from vae.compiled_step import AUTO_MIN_STEPS
+    from vae.estimators import ESTIMATORS, RLOO
+
+    class HostReadingRLOO(RLOO):
+        def estimate(self, logits, f, **kwargs):
+            surrogate, info = super().estimate(logits, f, **kwargs)
+            if surrogate.detach().sum() > -1e30:                 # a branch on a value: a host read, a graph break
+                return surrogate, info
+            return surrogate + 1.0, info
+
+    monkeypatch.setitem(ESTIMATORS, "host-reading-rloo", HostReadingRLOO)
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    base = ["model.hidden=[]", "model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2", "device=cpu",
+            "data.batch_size=8", "estimator.name=host-reading-rloo", f"steps={AUTO_MIN_STEPS[('vae', 'cpu')]}"]
+    said = []
+    auto = Trainer(load_config(None, base), log=said.append)
+    eager = Trainer(load_config(None, [*base, "compile=false"]), log=lambda _: None)
+    assert auto.compiled_step is not None
+    losses = [(auto.train_step()[0], eager.train_step()[0]) for _ in range(3)]
+    assert auto.compiled_step is None and len(said) == 1 and "trains eagerly" in said[0], said
+    assert all(torch.equal(a, e) for a, e in losses) and auto.step == eager.step == 3
+    strict = Trainer(load_config(None, [*base, "compile=true"]), log=lambda _: None)
+    strict.train_step()
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        strict.train_step()

@@ -70,7 +70,7 @@ from torch import nn
 from vae.sweeps import Pack, expand, pack_by_lr, read_sweep
 from vae.config import Config, config_from_dict, load_config, lowest_tau, to_dict
 from vae.data import BinarizedMNIST
-from vae.estimators import applicable, column_order
+from vae.estimators import ESTIMATORS, applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models import DiscreteVAE, log_prob_one_hot
@@ -168,7 +168,7 @@ def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
                                                         *SSL_BENCH[preset]["overrides"]]) for mode in SSL_MODES}}
     lines = []
     for label, (config, overrides) in workloads.items():
-        trainer = Trainer(load_config(config, [f"device={device}", *overrides]), log=lambda _: None)
+        trainer = Trainer(load_config(config, [f"device={device}", "compile=false", *overrides]), log=lambda _: None)
         sync = device_sync(trainer.device)
         activities = [torch.profiler.ProfilerActivity.CPU]
         if trainer.device.type == "cuda":
@@ -246,7 +246,7 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
     (2 x in x out per layer and sample) over the suite's time, and the same matmuls' own, timed alone."""
     out = {}
     for config in BOUND_CONFIGS:
-        cfg = load_config(config, [f"device={device}"])
+        cfg = load_config(config, [f"device={device}", "compile=false"])   # the model only: no step is compiled
         trainer = Trainer(cfg, log=lambda _: None)
         sync, model, e = device_sync(trainer.device), trainer.model, cfg.eval
         timings, bounds = {"reference": [], "suite": []}, {}
@@ -382,7 +382,8 @@ def anchor_speed(device: str, steps: int, repeats: int, compiled: bool = True) -
     out: dict[str, dict[str, dict]] = {}
     for config in ANCHOR_CONFIGS:
         for name in ANCHOR_ESTIMATORS:
-            trainer = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}"]), log=lambda _: None)
+            trainer = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}", "compile=false"]),
+                              log=lambda _: None)
             contenders = {"hand_loop": hand_loop(trainer.cfg, trainer), "suite": trainer.train_step}
             if compiled:
                 contenders["suite_compiled"] = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}",
@@ -405,30 +406,44 @@ def print_anchor_speed(speed: dict[str, dict[str, dict]]) -> None:
 
 
 #: (f): the models whose every estimator's step is timed against its matmul floor, with the overrides
-#: that make the cell: the 2020 benchmark's linear 200-Bernoulli VAE at its batch of 50, and the
-#: paper's two affine VAEs at the suite's batch of 100.
+#: that make the cell: the 2020 benchmark's linear 200-Bernoulli VAE at its batch of 50, the paper's
+#: two affine VAEs and the notebook's MLP at the suite's batch of 100, and the paper's two SBNs.
 FLOOR_CELLS = {"bernoulli linear, batch 50": ("configs/vae_bernoulli_linear.yaml", ["data.batch_size=50"]),
                "bernoulli linear, batch 100": ("configs/vae_bernoulli_linear.yaml", []),
-               "categorical linear, batch 100": ("configs/vae_categorical_linear.yaml", [])}
+               "categorical linear, batch 100": ("configs/vae_categorical_linear.yaml", []),
+               "categorical MLP, batch 100": ("configs/vae_categorical.yaml", []),
+               "SBN bernoulli, batch 100": ("configs/sbn_bernoulli.yaml", []),
+               "SBN categorical, batch 100": ("configs/sbn_categorical.yaml", [])}
+
+
+def floor_estimators(cfg: Config) -> dict[str, list[str]]:
+    """The estimators (f) times on ``cfg``'s model, each with the overrides it needs: every one whose
+    declarations let it run there, at the config's temperature schedule or, if it needs a higher
+    tau (its ``min_tau``: ReinMax), at a constant tau of its ``min_tau``; in the tables' order."""
+    m, out = cfg.model, {}
+    for name in applicable(task=cfg.task, kind=m.kind, lowest_tau=0.0, latent_shape=(m.num_latents, m.num_classes)):
+        least = ESTIMATORS[name].min_tau
+        fits = least is None or least <= lowest_tau(cfg.tau)
+        out[name] = [] if fits else ["tau.schedule=constant", f"tau.tau0={least}"]
+    return dict(sorted(out.items(), key=lambda item: column_order(item[0])))
 
 
 def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, cells: list[str] | None = None,
                 names: list[str] | None = None) -> dict[str, dict[str, dict]]:
     """(f): per cell of :data:`FLOOR_CELLS` (``cells``: some of them) and every estimator that applies
-    to it (the registry's declarations; ``names``: some of them), one seed's training step in ms,
-    eager and (``compiled``) with ``compile=true`` (the median of ``repeats`` x ``steps`` after warm-up,
-    which holds the compilation; the two interleaved), against its matmul floor: the step's own
-    matrix products, recorded from one eager step and replayed alone (:mod:`vae.step_cost`)."""
+    to it (:func:`floor_estimators`; ``names``: some of them), one seed's training step in ms, eager
+    and (``compiled``) with ``compile=true`` (the median of ``repeats`` x ``steps`` after warm-up; the
+    two interleaved), against its matmul floor: the step's own matrix products, recorded from one
+    eager step and replayed alone (:mod:`vae.step_cost`). Compiled, also the seconds its compilation
+    took (the second step: the first plans the noise, eagerly) and the steps after which the faster
+    step has repaid them (what ``compile: auto``'s rule rests on, configs/README.md)."""
     out: dict[str, dict[str, dict]] = {}
     for cell in cells or FLOOR_CELLS:
         config, overrides = FLOOR_CELLS[cell]
-        base = load_config(config, [f"device={device}", *overrides])
-        m = base.model
-        apply = applicable(task="vae", kind=m.kind, lowest_tau=lowest_tau(base.tau),
-                           latent_shape=(m.num_latents, m.num_classes))
-        for name in sorted((n for n in apply if names is None or n in names), key=column_order):
+        apply = floor_estimators(load_config(config, [f"device={device}", *overrides]))
+        for name, tau in ((n, t) for n, t in apply.items() if names is None or n in names):
             def trainer(compile_step: bool) -> Trainer:
-                return Trainer(load_config(config, [f"device={device}", *overrides, f"estimator.name={name}",
+                return Trainer(load_config(config, [f"device={device}", *overrides, *tau, f"estimator.name={name}",
                                                     f"compile={str(compile_step).lower()}"]), log=lambda _: None)
             eager = trainer(False)
             sync = device_sync(eager.device)
@@ -436,15 +451,26 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
             calls = record_matmuls(eager.train_step)
             contenders = {"eager": eager.train_step}
             if compiled:
-                contenders["compiled"] = trainer(True).train_step
+                graph = trainer(True)
+                graph.train_step()
+                sync()
+                start = time.perf_counter()
+                graph.train_step()                        # compiles
+                sync()
+                compile_seconds = time.perf_counter() - start
+                contenders["compiled"] = graph.train_step
             rates = median_rates(contenders, steps, repeats, sync, warmup=max(3, steps // 10))
             floor = matmul_floor(calls, repeats, sync)
             row = out.setdefault(cell, {})[name] = {
                 "floor_ms": round(1000 * floor, 3), "matmuls": len(calls),
-                "gflop": round(sum(c.flops() for c in calls) / 1e9, 4)}
+                "gflop": round(sum(c.flops() for c in calls) / 1e9, 4), "overrides": tau}
             for key, rate in rates.items():
                 row[f"{key}_ms"] = round(1000 / rate, 3)
                 row[f"{key}_over_floor"] = round(1 / rate / floor, 2)
+            if compiled:
+                saving = 1 / rates["eager"] - 1 / rates["compiled"]
+                row["compile_seconds"] = round(compile_seconds, 1)
+                row["compile_repaid_after_steps"] = round(compile_seconds / saving) if saving > 0 else None
     return out
 
 
@@ -452,7 +478,9 @@ def print_floor_speed(speed: dict[str, dict[str, dict]]) -> None:
     for cell, by_name in speed.items():
         print(f"(f) {cell}: ms per step (one seed) against the step's own matrix products timed alone")
         for name, s in by_name.items():
-            graph = (f", compiled {s['compiled_ms']:6.2f} ms ({s['compiled_over_floor']:4.1f}x)"
+            repaid = s.get("compile_repaid_after_steps")
+            graph = (f", compiled {s['compiled_ms']:6.2f} ms ({s['compiled_over_floor']:4.1f}x; compiling took "
+                     f"{s['compile_seconds']:.0f} s, repaid after {f'{repaid:,} steps' if repaid else 'never'})"
                      if "compiled_ms" in s else "")
             print(f"    {name:16s} floor {s['floor_ms']:6.3f} ms ({s['matmuls']:2d} products, {s['gflop']:.3f} GFLOP): "
                   f"eager {s['eager_ms']:6.2f} ms ({s['eager_over_floor']:4.1f}x){graph}")
@@ -479,7 +507,7 @@ def training_record(device: str, steps: int, repeats: int, bound_examples: int, 
     """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring), but
     for its ``anchors`` (:func:`anchor_speed`, which ``python -m experiments.bench`` adds after
     writing this part once); (c) and (e) also with ``compile=true`` when ``compiled``."""
-    one = Trainer(load_config(CONFIG, [f"device={device}"]), log=lambda _: None)
+    one = Trainer(load_config(CONFIG, [f"device={device}", "compile=false"]), log=lambda _: None)
     sync = device_sync(one.device)
     rates = {"(a) plain PyTorch loop": median_rate(plain_loop(one.cfg, one), steps, repeats, sync),
              "(a′) best hand-written loop": median_rate(hand_loop(one.cfg, one), steps, repeats, sync),

@@ -36,7 +36,31 @@ from vae.replicas import Draw, DrawnNoise
 from vae.tasks import Batch
 
 if TYPE_CHECKING:   # vae.training imports this module
+    from vae.config import Config
     from vae.training import Trainer
+
+
+#: ``compile: auto`` compiles the step of a run of this task on this device type from this many
+#: steps on: where the compilation (once per run, tens of seconds on the CPU) is repaid by the
+#: faster steps within the run (the measurement: configs/README.md "Compiled steps"). Where no
+#: entry says so (a GPU, whose CUDA-graph step has not been measured yet; M2's convolutions on the
+#: CPU), ``auto`` trains eagerly.
+AUTO_MIN_STEPS: dict[tuple[str, str], int] = {("vae", "cpu"): 20_000, ("sbn", "cpu"): 20_000}
+
+
+def compiles(cfg: Config, device: torch.device) -> bool:
+    """Whether a run of ``cfg`` on ``device`` trains its step compiled: ``cfg.compile`` when it is
+    true or false; for ``auto``, whether the run is at least :data:`AUTO_MIN_STEPS` long."""
+    if cfg.compile != "auto":
+        return bool(cfg.compile)
+    least = AUTO_MIN_STEPS.get((cfg.task, device.type))
+    return least is not None and cfg.steps >= least
+
+
+class NotCompiled(RuntimeError):
+    """The step could not be compiled (a graph break, or no working C++ compiler): raised, with the
+    run's generators as they were before the step, only for ``compile: auto``, whose trainer then
+    trains eagerly."""
 
 
 class CompiledStep:
@@ -44,8 +68,10 @@ class CompiledStep:
     replica of ``trainer`` (a ``vae.training.Trainer``) at step t, from the task's batch, as one
     compiled graph after a first, planning step."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, may_fall_back: bool = False):
         self.trainer = trainer
+        self.may_fall_back = may_fall_back   # compile: auto -- a failed compilation raises NotCompiled
+        self.compiled = False                # whether the graph has run once (compiled)
         self.plan: list[Draw] | None = None
         r = len(trainer.cfg.seeds)
         self.learning_rate = None          # the value lr holds, to refill it only when it changes
@@ -71,9 +97,18 @@ class CompiledStep:
             self.plan = noise.plan
             self._static_inputs()
             return out
+        before = None if self.compiled or not self.may_fall_back else self.trainer.rng.state_dict()
         noise = DrawnNoise.ahead(self.trainer.rng, self.plan)
-        with torch._dynamo.config.patch(trace_autograd_ops=True):   # trace autograd.grad into the graph
-            return self.graph(batch, noise.tensors, tau, step, None)
+        try:
+            with torch._dynamo.config.patch(trace_autograd_ops=True):   # trace autograd.grad into the graph
+                out = self.graph(batch, noise.tensors, tau, step, None)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            if before is None:
+                raise
+            self.trainer.rng.load_state_dict(before)    # compiling fails before the graph runs: nothing moved
+            raise NotCompiled(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+        self.compiled = True
+        return out
 
     def graph_breaks(self, batch: Batch, t: int) -> list[str]:
         """Why torch.compile would break the graph of the step at ``batch`` and step ``t`` (after

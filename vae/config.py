@@ -133,7 +133,7 @@ class Config:
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
     precision: str = "float32"  # "float32"; "tf32" (TF32 matmuls on CUDA); "bf16" (bfloat16 autocast) -- see results/README.md "Speed"
-    compile: bool = False  # the training step as one torch.compile graph (vae/compiled_step.py; a CUDA graph on a GPU)
+    compile: bool | str = "auto"  # the training step as one torch.compile graph (vae/compiled_step.py): true, false, or "auto": where its compilation is repaid within the run (configs/README.md "Compiled steps")
     kl: str = "analytic"  # "analytic" KL to the uniform prior, or "relaxed" Monte Carlo (gs only)
     log_every: int = 100  # steps between logged training metrics (no host sync in between)
     checkpoint_every: int = 5000  # steps between checkpoints (a multiple of log_every)
@@ -198,7 +198,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         inner = [t for t in get_args(tp) if t is not type(None)]
         lists = [t for t in inner if get_origin(t) is list]   # `float | list[float]`: a list takes the list type
-        return _coerce(value, lists[0] if lists and isinstance(value, list) else inner[0], key)
+        if lists and isinstance(value, list):
+            return _coerce(value, lists[0], key)
+        scalars = [t for t in inner if get_origin(t) is not list]
+        if len(scalars) == 1:
+            return _coerce(value, scalars[0], key)
+        for candidate in scalars:                             # `bool | str`: the first type that takes it
+            try:
+                return _coerce(value, candidate, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {' or '.join(map(_type_name, scalars))}, got {value!r}")
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
@@ -339,6 +349,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
     _check(cfg.kl in ("analytic", "relaxed"), f"kl: {cfg.kl!r}; allowed: analytic, relaxed")
     _check(cfg.precision in PRECISIONS, f"precision: {cfg.precision!r}; allowed: {', '.join(PRECISIONS)}")
+    _check(cfg.compile in (True, False, "auto"), f"compile: {cfg.compile!r}; allowed: true, false, auto")
     from vae.tasks import TASKS   # the tasks, which import this module
 
     _check(cfg.task in TASKS, f"task: {cfg.task!r}; allowed: {', '.join(TASKS)}")

@@ -346,7 +346,7 @@ class BinarizedMNIST:
             order = torch.stack([epoch_permutation(seed, epoch, data.shape[0]) for seed in seeds])
             self._order = (key, order.to(data.device))
         idx = self._order[1][:, position * batch_size:(position + 1) * batch_size]      # [R, B]
-        x = data[idx]                                                                    # [R, B, 784]
+        x = data.index_select(0, idx.flatten()).view(*idx.shape, -1)   # [R, B, 784]; data[idx], a faster kernel
         return rng.bernoulli(x) if self.binarization == "dynamic" else x
 
     def eval_batches(self, split: str, batch_size: int, max_examples: int | None = None) -> Iterator[Tensor]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae.replicas import NoiseSource
@@ -106,9 +105,18 @@ def relax(logits: Tensor, gumbel: Tensor, tau: float | Tensor) -> Tensor:
     return softmax((widen(logits) + gumbel) / tau)
 
 
+def one_hot(index: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``F.one_hot(index, num_classes).to(dtype)`` without its host read and its int64 tensor: ones
+    scattered into zeros of ``dtype``, ``[...] -> [..., num_classes]``. (``F.one_hot`` checks the
+    indices' range on the host: a device synchronisation per call, in the training step's hot
+    path.) ``index`` must lie in [0, num_classes), as a sampler's classes do."""
+    out = torch.zeros(*index.shape, num_classes, dtype=dtype, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1), 1.0)
+
+
 def straight_through(soft: Tensor) -> Tensor:
     """One-hot ``argmax(soft)`` in the forward pass, gradient of ``soft`` in the backward pass."""
-    hard = F.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
+    hard = one_hot(soft.argmax(dim=-1), soft.shape[-1], soft.dtype)
     return hard - soft.detach() + soft
 
 

@@ -72,7 +72,7 @@ from vae.data import BinarizedMNIST
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.estimators.glue import run_estimator
 from vae.evaluation import negative_log_mean_weight
-from vae.gumbel import log_softmax, widen
+from vae.gumbel import log_softmax, one_hot, widen
 from vae.models import categorical_kl
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups, with_sample_axes
 
@@ -241,9 +241,9 @@ def unlabelled_loss(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaG
 
 def labelled_loss(model: M2, x: Tensor, y: Tensor, rng: ReplicaGenerator) -> tuple[Tensor, Tensor]:
     """``(-L(x, y), -log q(y | x))``, each ``[R, B]``, for x ``[R, B, 784]`` and classes y ``[R, B]``."""
-    one_hot = F.one_hot(y, model.num_classes).to(x.dtype)
-    negative_elbo = class_loss(model, x, model.style_features(x), one_hot, rng) + math.log(model.num_classes)
-    cross_entropy = -(log_softmax(widen(model.classify(x))) * one_hot).sum(-1)
+    y_hot = one_hot(y, model.num_classes, x.dtype)
+    negative_elbo = class_loss(model, x, model.style_features(x), y_hot, rng) + math.log(model.num_classes)
+    cross_entropy = -(log_softmax(widen(model.classify(x))) * y_hot).sum(-1)
     return negative_elbo, cross_entropy
 
 

@@ -118,10 +118,16 @@ class Point:
             return None
 
     def trained_compiled(self) -> bool:
-        """Whether the run was trained with ``compile=true`` (its record says so: ``compile`` is not
-        part of a point's identity, so the point's own config need not)."""
+        """Whether the run's step was compiled (its record says so: ``compile`` is not part of a
+        point's identity, so the point's own config need not): its summary's ``compiled`` (what
+        ``compile: auto`` decided), or, in a record from before that entry, ``compile: true`` in
+        its config (a record older than ``compile`` itself was trained eagerly)."""
+        if (self.run_dir / SUMMARY).exists():
+            compiled = load_summary(self.run_dir).get("compiled")
+            if compiled is not None:
+                return bool(compiled)
         saved = self.saved_config()
-        return saved is not None and saved.compile
+        return saved is not None and saved.compile is True
 
     def saved_config_matches(self) -> bool:
         """Whether the run's ``config.yaml`` is this point's config."""

@@ -28,7 +28,7 @@ from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
 from vae.diagnostics import encoder_gradient_variance
 from vae.evaluation import eval_generator
 from vae.optim import load_optimizer_state, make_optimizer
-from vae.compiled_step import CompiledStep
+from vae.compiled_step import CompiledStep, NotCompiled, compiles
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature
 from vae.tasks import TASKS
@@ -103,7 +103,9 @@ class Trainer:
         torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
         params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
         self.optimizer = make_optimizer(params, cfg.optim)
-        self.compiled_step = CompiledStep(self) if cfg.compile else None   # the step as one graph
+        self.log = log
+        self.compiled_step = (CompiledStep(self, may_fall_back=cfg.compile == "auto")   # the step as one graph
+                              if compiles(cfg, self.device) else None)
         self.step = 0
         self.timing = {"seconds": 0.0, "steps": 0}   # training wall time so far, over every process of the run
 
@@ -137,8 +139,13 @@ class Trainer:
         cfg, t = self.cfg, self.step
         batch = self.task.batch(self.model, self.data, t, self.rng, cfg)
         if self.compiled_step is not None:
-            self.step += 1
-            return self.compiled_step(batch, learning_rate(cfg, t), t)
+            try:
+                out = self.compiled_step(batch, learning_rate(cfg, t), t)
+                self.step += 1
+                return out
+            except NotCompiled as err:     # compile: auto, and the step cannot be compiled here
+                self.log(f"compile=auto: the step cannot be compiled here ({err}); it trains eagerly")
+                self.compiled_step = None
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, t)
         with self.numerics():
@@ -224,6 +231,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         seconds, steps = trainer.timing["seconds"], trainer.timing["steps"]
         summary["train_seconds"] = round(seconds, 2)   # summed over the processes that trained it
         summary["steps_per_second"] = round(steps / seconds, 2) if steps else None   # None: no timed step
+        summary["compiled"] = trainer.compiled_step is not None   # which step trained it (compile: auto decides)
     finally:
         tracker.finish(summary)
     return run_dir

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.gumbel import Generator, gumbel_noise, softmax, widen
+from vae.gumbel import Generator, gumbel_noise, one_hot, softmax, widen
 
 
 class DecoupledSTGumbelSoftmax(Estimator):
@@ -47,7 +46,7 @@ class DecoupledSTGumbelSoftmax(Estimator):
         forward_tau = self.Options(**self.cfg.options).forward_tau
         wide = widen(logits)
         g = gumbel_noise(wide.shape, rng, wide.device).to(wide.dtype)
-        z = F.one_hot((wide.detach() / forward_tau + g).argmax(-1), wide.shape[-1]).to(wide.dtype)
+        z = one_hot((wide.detach() / forward_tau + g).argmax(-1), wide.shape[-1], wide.dtype)
         soft = softmax(wide / tau + g)
         loss = f((z + soft - soft.detach()).to(logits.dtype))             # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}

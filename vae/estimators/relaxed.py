@@ -30,12 +30,12 @@ discrete objective ``E_q[f(z)]`` in general.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, gumbel_softmax, log_softmax, softmax, widen
+from vae.gumbel import (Generator, conditional_gumbel, gumbel_noise, gumbel_softmax, log_softmax, one_hot, softmax,
+                        widen)
 
 
 class GumbelSoftmax(Estimator):
@@ -115,8 +115,8 @@ class GumbelRao(Estimator):
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_pi = log_softmax(widen(logits))                        # [R, B, N, K]
-        hard = F.one_hot((log_pi.detach() + gumbel_noise(logits.shape, rng, logits.device)).argmax(-1),
-                         logits.shape[-1]).to(log_pi.dtype)                      # [R, B, N, K]
+        hard = one_hot((log_pi.detach() + gumbel_noise(logits.shape, rng, logits.device)).argmax(-1),
+                       logits.shape[-1], log_pi.dtype)                           # [R, B, N, K]
         draws = log_pi.detach().unsqueeze(1).expand(-1, self.cfg.rao_samples, *log_pi.shape[1:])
         perturbed = conditional_gumbel(draws, hard.unsqueeze(1).expand_as(draws), rng)  # [R, M, B, N, K]
         noise = perturbed - draws                                                # G_m given D, no gradient

@@ -5,10 +5,9 @@ the m-sample bounds draw: one uniform per variable instead of K Gumbels)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from vae.gumbel import Generator, gumbel_noise, softmax, uniform, widen
+from vae.gumbel import Generator, gumbel_noise, one_hot, softmax, uniform, widen
 
 
 def sample_classes(logits: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
@@ -38,7 +37,7 @@ def sample_one_hot(logits: Tensor, rng: Generator, num_samples: int | None = Non
         (float64 for float64 logits, :func:`vae.gumbel.widen`).
     """
     index = sample_classes(logits, rng, num_samples)                           # [R, (S,) B, N]
-    return F.one_hot(index, logits.shape[-1]).to(widen(logits).dtype)
+    return one_hot(index, logits.shape[-1], widen(logits).dtype)
 
 
 def class_boundaries(logits: Tensor) -> Tensor:

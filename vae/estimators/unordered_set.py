@@ -39,12 +39,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
-from vae.gumbel import Generator, gumbel_noise, log_softmax, widen
+from vae.gumbel import Generator, gumbel_noise, log_softmax, one_hot, widen
 from vae.models import log_prob_one_hot
 
 LOG_T = torch.linspace(-30.0, 4.6, 201, dtype=torch.float64)   # the integrals' grid in log t (2e-13 of 4001 points')
@@ -134,7 +133,7 @@ class UnorderedSet(Estimator):
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         k = self.cfg.num_samples
-        z = F.one_hot(sample_without_replacement(logits, rng, k), logits.shape[-1]).to(logits.dtype)
+        z = one_hot(sample_without_replacement(logits, rng, k), logits.shape[-1], logits.dtype)
         loss = f(z)                                                        # [R, k, B]
         log_p = log_prob_one_hot(logits, z)                                # [R, k, B], with its gradient
         r1, r2 = set_ratios(log_p.detach())
