@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results", help="where runs, tables and figures go (default results)")
     parser.add_argument("--committed-dir", default=str(leaderboard.COMMITTED),
                         help="the committed records ranked against (default: the repository's results/)")
+    parser.add_argument("--cost", action="store_true",
+                        help="only print what each preset's board cost (core-hours, from the records) and the "
+                             "estimate for the next preset; trains and draws nothing")
     parser.add_argument("--time-steps", action="store_true",
                         help="first time the training step of every entry not yet timed, alone (minutes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
@@ -53,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.equal_cost is not None and args.equal_cost not in ESTIMATORS:
             raise SweepError(f"--equal-cost: unknown estimator {args.equal_cost!r}; known: {', '.join(ESTIMATORS)}")
+        if args.cost:
+            stores = list(dict.fromkeys([Path(args.committed_dir).resolve(), results_dir.resolve()]))
+            for preset in PRESETS:
+                try:
+                    print(leaderboard.cost_line(leaderboard.board_cost(preset, stores)))
+                except SweepError:
+                    print(f"preset {preset}: no finished entry")
+            return 0
         settings = flat_settings(parse_overrides(args.settings))
         if args.time_steps:
             points = [p for cell in leaderboard.CELLS

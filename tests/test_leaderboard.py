@@ -190,3 +190,30 @@ def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
         if saved is not None:
             (run / "config.yaml").write_text(saved)
         assert not Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run).trained_compiled()
+
+
+def test_the_cost_line_sums_the_board_s_records_and_scales_them_to_the_next_preset(committed, tmp_path, capsys):
+    """``leaderboard --cost``: per preset, the board's runs, seed-runs and core-hours (training and
+    bound) from the entries' summaries, and the next preset's estimate: each entry's seconds per
+    seed and step, and per seed, digit and sample of the bound, at the next preset's budget."""
+    from experiments.leaderboard import main
+    from vae.leaderboard import CELLS, board_cost, cell_config, committed_points
+    from vae.store import load_summary
+
+    cost = board_cost("tiny", [committed])
+    entries = [(cell, load_summary(p.run_dir)) for cell in CELLS for p in committed_points(cell, "tiny", [committed])]
+    assert cost["runs"] == len(entries) > 4 and cost["seed_runs"] == sum(len(s["seeds"]) for _, s in entries)
+    assert cost["core_hours"] == pytest.approx(sum(s["train_seconds"] + s["iw_seconds"] for _, s in entries) / 3600)
+    expected = 0.0
+    for cell, s in entries:          # the quick preset has one learning rate: one point per entry
+        quick = cell_config(cell, "quick")
+        seeds, digits = len(quick.seeds), quick.eval.iw_examples or 10_000
+        expected += seeds * (s["train_seconds"] / (s["steps"] * len(s["seeds"])) * quick.steps
+                             + s["iw_seconds"] / (s["iw_examples"] * s["iw_samples"] * len(s["seeds"]))
+                             * digits * quick.eval.iw_samples)
+    assert cost["next"]["preset"] == "quick" and cost["next"]["runs"] == len(entries)
+    assert cost["next"]["core_hours"] == pytest.approx(expected / 3600)
+    assert main(["--cost", "--committed-dir", str(committed), "--results-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"preset tiny: {cost['runs']} runs, {cost['seed_runs']} seed-runs" in printed
+    assert "the same entries under preset quick" in printed and "preset paper: no finished entry" in printed

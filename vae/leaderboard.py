@@ -63,7 +63,7 @@ from vae.estimators import ESTIMATORS, column_order
 from vae.figures import footer, save
 from vae.results import final, provenance
 from vae.store import load_summary, write_json_atomic, write_text_atomic
-from vae.sweeps import EQUAL_COST, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
+from vae.sweeps import EQUAL_COST, PRESETS, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
 from vae.tasks import TASKS
 from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, column, column_title, to_latex, to_markdown
 from vae.training import Trainer, resolve_device
@@ -421,3 +421,52 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
                          f"train the sweeps first (make table1 PRESET={preset})")
     missing = {titles.get(name, column_title(name, "")): labels for name, labels in missing.items()}
     return write(by_cell, missing, preset, Path(results_dir))
+
+
+def board_cost(preset: str, stores: list[Path]) -> dict[str, Any]:
+    """What the board of ``preset`` cost, from its entries' records in ``stores`` (the cells'
+    committed runs, as the board ranks them): runs, seed-runs (a run of R seeds counts R) and
+    core-hours (training and test bound, summed over runs: each run trains on one core, a sweep's
+    worker's thread), and per seed-run; and, for the next preset of :data:`vae.sweeps.PRESETS`,
+    the estimate of the same entries under its budget: per entry, its record's seconds per seed and
+    step (training) and per seed, test digit and sample (the bound), times the next preset's steps,
+    seeds, digits and samples, summed over the points it expands to (a learning-rate grid: one per
+    rate). Linear in the seeds, as a run's replica axis is on one CPU core (results/README.md
+    "Speed"), and in the steps, the curves' evaluations too (ten a run at every budget, so from a
+    short preset an overestimate); at the records' own device, whatever the next preset is for."""
+    runs = [(cell, point, load_summary(point.run_dir)) for cell in CELLS
+            for point in committed_points(cell, preset, stores)]
+    if not runs:
+        raise SweepError(f"--cost: no finished entry of preset {preset!r} in {', '.join(map(str, stores))}")
+    seconds = sum(s["train_seconds"] + s["iw_seconds"] for _, _, s in runs)
+    seed_runs = sum(len(s["seeds"]) for _, _, s in runs)
+    cost = {"preset": preset, "runs": len(runs), "seed_runs": seed_runs, "core_hours": seconds / 3600,
+            "core_hours_per_seed_run": seconds / 3600 / seed_runs,
+            "devices": sorted({s["device"] for _, _, s in runs})}
+    later = PRESETS[PRESETS.index(preset) + 1:]
+    if later:
+        estimate, next_runs, next_seed_runs = 0.0, 0, 0
+        for cell, point, s in runs:
+            r = len(s["seeds"])
+            per_step = s["train_seconds"] / (s["steps"] * r)
+            per_sample = s["iw_seconds"] / (s["iw_examples"] * s["iw_samples"] * r)
+            for q in expand(cell.read_sweep(), later[0], COMMITTED, entries=[{"base": cell.base, **point.values}]):
+                e, seeds = q.cfg.eval, len(q.cfg.seeds)
+                digits = e.iw_examples or 10_000
+                estimate += seeds * (per_step * q.cfg.steps + per_sample * digits * e.iw_samples)
+                next_runs, next_seed_runs = next_runs + 1, next_seed_runs + seeds
+        cost["next"] = {"preset": later[0], "runs": next_runs, "seed_runs": next_seed_runs,
+                        "core_hours": estimate / 3600}
+    return cost
+
+
+def cost_line(cost: dict[str, Any]) -> str:
+    """:func:`board_cost` in one line."""
+    line = (f"preset {cost['preset']}: {cost['runs']} runs, {cost['seed_runs']} seed-runs, "
+            f"{cost['core_hours']:.1f} core-hours (training and test bound, one core per run, "
+            f"{', '.join(cost['devices'])}): {cost['core_hours_per_seed_run']:.2f} core-hours per seed-run")
+    if "next" in cost:
+        n = cost["next"]
+        line += (f"; the same entries under preset {n['preset']} ({n['runs']} runs, {n['seed_runs']} seed-runs): "
+                 f"about {n['core_hours']:.0f} core-hours at these runs' speed per step")
+    return line
