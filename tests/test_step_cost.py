@@ -54,6 +54,9 @@ def test_floor_speed_times_each_applicable_estimator_against_its_floor(shared_ca
     rows = record["floor"][cell]
     assert list(rows) == ["st-gs", "vimco", "rloo"]               # the tables' column order (family, year)
     assert all(row["eager_ms"] > 0 and row["floor_ms"] > 0 and row["eager_over_floor"] > 0 for row in rows.values())
+    for row in rows.values():        # the eager step's time by part: every part there, summing to the step
+        assert {"matmuls", "sampling", "optimiser", "backward"} <= set(row["eager_parts_ms"])
+        assert sum(row["eager_parts_ms"].values()) == pytest.approx(row["eager_ms"], rel=0.01)
     # RLOO: the encoder's 2 products and 2 per sample of 4; ST-GS: 2 and 3 (its sample takes a gradient)
     assert rows["rloo"]["gflop"] == pytest.approx(2 * rows["st-gs"]["gflop"])
 
@@ -62,3 +65,16 @@ def test_floor_refuses_an_unknown_estimator(capsys, tmp_path):
     assert bench_cli.main(["--floor", "--estimator", "rlooo", "--out", str(tmp_path)]) == 2
     assert "--estimator: unknown 'rlooo'; known: " in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_step_parts_attribute_time_to_the_module_it_runs_under():
+    """A step that only draws Gumbel noise is all sampling; one that only multiplies, all matmuls;
+    the parts share out the step's time."""
+    from vae.gumbel import gumbel_noise
+    from vae.step_cost import step_parts
+
+    noise = step_parts(lambda: gumbel_noise((300, 300)), seconds=1.0, calls=10)   # 97-99 % here
+    assert noise["sampling"] > 0.8 and sum(noise.values()) == pytest.approx(1.0)
+    a, b = torch.randn(1, 300, 300), torch.randn(1, 300, 300)
+    products = step_parts(lambda: torch.bmm(a, b), seconds=2.0, calls=10)
+    assert products["matmuls"] > 1.6 and sum(products.values()) == pytest.approx(2.0)

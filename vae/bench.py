@@ -35,8 +35,11 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
 (f) every estimator's step against its *matmul floor* (:mod:`vae.step_cost`): the step's own
     matrix products, recorded from one eager step and timed alone in the same process, on the
     linear 200-Bernoulli VAE at batch 50 (the 2020 benchmark's) and 100 and the affine categorical
-    VAE at batch 100, one seed, eager and compiled, with the ratio step / floor (``--floor``: only
-    this, written to ``floor_<device>.json``; ``--estimator`` and ``--cell`` pick some);
+    VAE at batch 100, the notebook's MLP VAE and the two SBNs, one seed, eager and compiled, with
+    the ratio step / floor, the compilation's seconds and the steps that repay them, and where the
+    eager step's time goes by part (sampling, estimator, model and loss, backward, optimiser)
+    (``--floor``: only this, written to ``floor_<device>.json``; ``--estimator`` and ``--cell``
+    pick some);
 
 and, per model (affine and MLP) and estimator (GS, ST-GS, RLOO), the suite's step, eager and
 compiled, against (a′) written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints steps/s and
@@ -74,7 +77,7 @@ from vae.estimators import ESTIMATORS, applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models import DiscreteVAE, log_prob_one_hot
-from vae.step_cost import matmul_floor, record_matmuls
+from vae.step_cost import matmul_floor, record_matmuls, step_parts
 from vae.store import write_json_atomic
 from vae.training import Trainer, resolve_device
 
@@ -434,7 +437,9 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
     to it (:func:`floor_estimators`; ``names``: some of them), one seed's training step in ms, eager
     and (``compiled``) with ``compile=true`` (the median of ``repeats`` x ``steps`` after warm-up; the
     two interleaved), against its matmul floor: the step's own matrix products, recorded from one
-    eager step and replayed alone (:mod:`vae.step_cost`). Compiled, also the seconds its compilation
+    eager step and replayed alone (:mod:`vae.step_cost`), and where the eager step's time goes
+    (:func:`vae.step_cost.step_parts`: sampling, estimator, model and loss, backward, optimiser,
+    data, matmuls, by the profiler's self times). Compiled, also the seconds its compilation
     took (the second step: the first plans the noise, eagerly) and the steps after which the faster
     step has repaid them (what ``compile: auto``'s rule rests on, configs/README.md)."""
     out: dict[str, dict[str, dict]] = {}
@@ -467,6 +472,8 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
             for key, rate in rates.items():
                 row[f"{key}_ms"] = round(1000 / rate, 3)
                 row[f"{key}_over_floor"] = round(1 / rate / floor, 2)
+            row["eager_parts_ms"] = {part: round(1000 * t, 3)
+                                     for part, t in step_parts(eager.train_step, 1 / rates["eager"]).items()}
             if compiled:
                 saving = 1 / rates["eager"] - 1 / rates["compiled"]
                 row["compile_seconds"] = round(compile_seconds, 1)
@@ -484,6 +491,7 @@ def print_floor_speed(speed: dict[str, dict[str, dict]]) -> None:
                      if "compiled_ms" in s else "")
             print(f"    {name:16s} floor {s['floor_ms']:6.3f} ms ({s['matmuls']:2d} products, {s['gflop']:.3f} GFLOP): "
                   f"eager {s['eager_ms']:6.2f} ms ({s['eager_over_floor']:4.1f}x){graph}")
+            print("        eager, where it goes: " + ", ".join(f"{part} {ms:.2f}" for part, ms in s["eager_parts_ms"].items()))
 
 
 def paper_packs(device: str) -> tuple[list, Config]:

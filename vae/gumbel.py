@@ -65,6 +65,21 @@ def softmax(x: Tensor) -> Tensor:
     return torch.softmax(x, dim=-1)
 
 
+def logaddexp(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.logaddexp(a, b)`` to float round-off (broadcasting). Where no gradient is asked for
+    (Gumbel-Rao's detached draws) and the step is not being compiled, as ``max(a, b) + log1p(exp(-|a
+    - b|))``, the formula of torch's own kernel, in vectorised passes in place: torch's eager CPU
+    kernel of it is about 4x slower on either kernel path (2.6 ms against 0.6 ms for Gumbel-Rao's
+    200,000 perturbed values, this project's Xeon, torch 2.14.1, AVX-512 and AVX2 alike,
+    2026-12-06), the largest part of that estimator's eager step. With a gradient (REBAR's, RELAX's)
+    or in a compiled step, whose own kernel of torch's is faster than the passes, torch's. Equal
+    infinities give themselves, as torch's does."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        return torch.logaddexp(a, b)
+    gap = (a - b).abs_().nan_to_num_(nan=math.inf)     # inf - inf: the two are equal, the gap none
+    return gap.neg_().exp_().log1p_().add_(torch.maximum(a, b))
+
+
 def uniform(shape: torch.Size | tuple[int, ...], generator: Generator = None,
             device: torch.device | str = "cpu") -> Tensor:
     """``U[0, 1)`` float32 draws of ``shape`` from ``generator`` (None: torch's global one, on ``device``)."""
@@ -197,5 +212,5 @@ def conditional_gumbel(logits: Tensor, hard: Tensor, generator: Generator = None
     log_pi = log_softmax(widen(logits))
     log_e = torch.log(-torch.log(uniform(logits.shape, generator, logits.device).clamp_(_U_MIN, _U_MAX)))
     log_e_top = (log_e * hard).sum(-1, keepdim=True)                     # log E_b
-    others = -torch.logaddexp(log_e - log_pi, log_e_top)
+    others = -logaddexp(log_e - log_pi, log_e_top)
     return torch.where(hard.bool(), -log_e_top.expand_as(others), others)

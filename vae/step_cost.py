@@ -122,3 +122,48 @@ def matmul_floor(calls: list[MatmulCall], repeats: int = 5, sync: Callable[[], N
         sync()
         timings.append((time.perf_counter() - start) / passes)
     return statistics.median(timings)
+
+
+#: What an eager step's time is spent on: an operator (or a Python function of the suite) by the
+#: innermost suite module it runs under (the first match wins), after the products (counted as
+#: such wherever they run), the optimiser's work and the backward pass's.
+PARTS = (("data", ("vae/data.py",)),
+         ("sampling", ("vae/gumbel.py", "vae/estimators/sampling.py", "vae/replicas.py")),
+         ("estimator", ("vae/estimators/",)),
+         ("model and loss", ("vae/models.py", "vae/objectives.py", "vae/sbn.py", "vae/m2.py", "vae/tasks.py")),
+         ("optimiser", ("vae/optim.py", "torch/optim/")))
+_MATMUL_NAMES = {f"aten::{op.__name__}" for op in MATMULS}
+
+
+def _part(event) -> str:
+    """The part of :data:`PARTS` (or ``matmuls``, ``backward``, ``other``) a profiler event is."""
+    if event.name in _MATMUL_NAMES:
+        return "matmuls"
+    if event.name.startswith(("Optimizer.", "aten::_fused_adam", "aten::_fused_sgd", "aten::_foreach")):
+        return "optimiser"
+    node = event
+    while node is not None:
+        if node.name.startswith("autograd::engine"):
+            return "backward"
+        if "/vae/" in node.name or node.name.startswith("vae/") or "torch/optim/" in node.name:
+            return next((part for part, files in PARTS if any(f in node.name for f in files)), "other")
+        node = node.cpu_parent
+    return "other"
+
+
+def step_parts(step: Callable[[], object], seconds: float, calls: int = 5) -> dict[str, float]:
+    """Where an eager step's ``seconds`` go: ``torch.profiler``'s self time of every operator and
+    Python function over ``calls`` steps, summed by :func:`_part` (:data:`PARTS`; ``backward``:
+    the backward pass but its products; ``other``: what runs under none of them, such as the
+    trainer's own lines), as shares of ``seconds`` (the profiler's overhead spread evenly)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_stack=True) as prof:
+        for _ in range(calls):
+            step()
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.name.startswith(("torch/profiler", "torch/autograd/profiler", "<built-in")):
+            continue                                     # the profiler's own start and stop
+        part = _part(event)
+        totals[part] = totals.get(part, 0.0) + event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {part: seconds * t / whole for part, t in sorted(totals.items(), key=lambda item: -item[1])}
