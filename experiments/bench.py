@@ -86,13 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.print_anchor_speed(record["anchors"])
             path = out / f"anchors_{resolve_device(args.device).type}.json"
         elif args.floor:
-            record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,
-                      "steps": args.steps or 100, "repeats": args.repeats or 5,
-                      "floor": bench.floor_speed(args.device, args.steps or 100, args.repeats or 5,
-                                                 compiled=not args.eager_only, cells=args.cell, names=args.estimator),
-                      "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-            bench.print_floor_speed(record["floor"])
             path = out / f"floor_{resolve_device(args.device).type}.json"
+            steps, repeats = args.steps or 100, args.repeats or 5
+            speed = bench.floor_speed(args.device, steps, repeats, compiled=not args.eager_only, cells=args.cell,
+                                      names=args.estimator)
+            bench.print_floor_speed(speed)
+            record = bench.floor_record(args.device, speed, path, steps, repeats)
         elif args.bound:
             record = bench.bound_record(args.device, args.bound_examples)
             bench.print_bound_speed(record["models"])

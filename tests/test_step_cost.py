@@ -61,6 +61,18 @@ def test_floor_speed_times_each_applicable_estimator_against_its_floor(shared_ca
     assert rows["rloo"]["gflop"] == pytest.approx(2 * rows["st-gs"]["gflop"])
 
 
+def test_floor_measures_some_rows_again_and_keeps_the_others(shared_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    args = ["--floor", "--cell", "bernoulli linear, batch 50", "--eager-only", "--steps", "1", "--repeats", "1",
+            "--device", "cpu", "--out", str(tmp_path)]
+    assert bench_cli.main([*args, "--estimator", "gs", "rloo"]) == 0
+    first = json.loads((tmp_path / "floor_cpu.json").read_text())["floor"]["bernoulli linear, batch 50"]
+    assert bench_cli.main([*args, "--estimator", "st-gs", "rloo"]) == 0
+    rows = json.loads((tmp_path / "floor_cpu.json").read_text())["floor"]["bernoulli linear, batch 50"]
+    assert list(rows) == ["gs", "st-gs", "rloo"] and rows["gs"] == first["gs"]     # kept, in the tables' order
+    assert rows["rloo"]["measured"] >= first["rloo"]["measured"] and rows["rloo"]["steps"] == 1
+
+
 def test_floor_refuses_an_unknown_estimator(capsys, tmp_path):
     assert bench_cli.main(["--floor", "--estimator", "rlooo", "--out", str(tmp_path)]) == 2
     assert "--estimator: unknown 'rlooo'; known: " in capsys.readouterr().err

@@ -59,6 +59,7 @@ on a GPU, whether the device is busy or waits on the host's launches and synchro
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -479,6 +480,27 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
                 row["compile_seconds"] = round(compile_seconds, 1)
                 row["compile_repaid_after_steps"] = round(compile_seconds / saving) if saving > 0 else None
     return out
+
+
+def floor_record(device: str, speed: dict[str, dict[str, dict]], path: Path, steps: int, repeats: int) -> dict:
+    """The JSON record ``floor_<device>.json`` holds: ``speed`` (:func:`floor_speed`, each row
+    stamped with when and over how many ``steps`` and ``repeats`` it was measured) merged into the record at ``path`` if one is there from the
+    same device and torch, so that ``--estimator`` or ``--cell`` measures some rows again and keeps
+    the others."""
+    record = {"device": device_name(resolve_device(device)), "torch": torch.__version__, "floor": {}}
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if (previous.get("device"), previous.get("torch")) == (record["device"], record["torch"]):
+            record["floor"] = previous["floor"]
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    for cell, rows in speed.items():
+        record["floor"].setdefault(cell, {}).update(
+            {name: {**row, "steps": steps, "repeats": repeats, "measured": now} for name, row in rows.items()})
+    cells = list(FLOOR_CELLS)
+    record["floor"] = {cell: dict(sorted(rows.items(), key=lambda item: column_order(item[0])))
+                       for cell, rows in sorted(record["floor"].items(),
+                                                key=lambda item: cells.index(item[0]) if item[0] in cells else len(cells))}
+    return record
 
 
 def print_floor_speed(speed: dict[str, dict[str, dict]]) -> None:
