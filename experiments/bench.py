@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimator", nargs="+", default=None, help="with --floor: these estimators only")
     parser.add_argument("--cell", nargs="+", default=None, choices=list(bench.FLOOR_CELLS),
                         help="with --floor: these models only (default all)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="with --floor: also time R seeds at once on the replica axis (default 1: not)")
     parser.add_argument("--eager-only", action="store_true",
                         help="leave out the compile=true timings (each compiles its step first: seconds to a minute)")
     parser.add_argument("--compiled", action="store_true",
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
-        if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads, args.bound_examples)):
-            raise ConfigError("--steps, --repeats, --threads and --bound-examples: must be >= 1")
+        if any(n is not None and n < 1 for n in (args.steps, args.repeats, args.threads, args.bound_examples,
+                                                 args.replicas)):
+            raise ConfigError("--steps, --repeats, --threads, --bound-examples and --replicas: must be >= 1")
         unknown = [n for n in args.estimator or [] if n not in ESTIMATORS]
         if unknown:
             raise ConfigError(f"--estimator: unknown {', '.join(map(repr, unknown))}; known: {', '.join(ESTIMATORS)}")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             path = out / f"floor_{resolve_device(args.device).type}.json"
             steps, repeats = args.steps or 100, args.repeats or 5
             speed = bench.floor_speed(args.device, steps, repeats, compiled=not args.eager_only, cells=args.cell,
-                                      names=args.estimator)
+                                      names=args.estimator, replicas=args.replicas)
             bench.print_floor_speed(speed)
             record = bench.floor_record(args.device, speed, path, steps, repeats)
         elif args.bound:

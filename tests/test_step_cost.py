@@ -67,10 +67,11 @@ def test_floor_measures_some_rows_again_and_keeps_the_others(shared_cache, monke
             "--device", "cpu", "--out", str(tmp_path)]
     assert bench_cli.main([*args, "--estimator", "gs", "rloo"]) == 0
     first = json.loads((tmp_path / "floor_cpu.json").read_text())["floor"]["bernoulli linear, batch 50"]
-    assert bench_cli.main([*args, "--estimator", "st-gs", "rloo"]) == 0
+    assert bench_cli.main([*args, "--estimator", "st-gs", "rloo", "--replicas", "3"]) == 0
     rows = json.loads((tmp_path / "floor_cpu.json").read_text())["floor"]["bernoulli linear, batch 50"]
     assert list(rows) == ["gs", "st-gs", "rloo"] and rows["gs"] == first["gs"]     # kept, in the tables' order
     assert rows["rloo"]["measured"] >= first["rloo"]["measured"] and rows["rloo"]["steps"] == 1
+    assert rows["rloo"]["replica_axis"]["replicas"] == 3 and rows["rloo"]["replica_axis"]["eager_seed_steps_vs_one_seed"] > 0
 
 
 def test_floor_refuses_an_unknown_estimator(capsys, tmp_path):

@@ -433,7 +433,7 @@ def floor_estimators(cfg: Config) -> dict[str, list[str]]:
 
 
 def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, cells: list[str] | None = None,
-                names: list[str] | None = None) -> dict[str, dict[str, dict]]:
+                names: list[str] | None = None, replicas: int = 1) -> dict[str, dict[str, dict]]:
     """(f): per cell of :data:`FLOOR_CELLS` (``cells``: some of them) and every estimator that applies
     to it (:func:`floor_estimators`; ``names``: some of them), one seed's training step in ms, eager
     and (``compiled``) with ``compile=true`` (the median of ``repeats`` x ``steps`` after warm-up; the
@@ -442,15 +442,18 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
     (:func:`vae.step_cost.step_parts`: sampling, estimator, model and loss, backward, optimiser,
     data, matmuls, by the profiler's self times). Compiled, also the seconds its compilation
     took (the second step: the first plans the noise, eagerly) and the steps after which the faster
-    step has repaid them (what ``compile: auto``'s rule rests on, configs/README.md)."""
+    step has repaid them (what ``compile: auto``'s rule rests on, configs/README.md). With
+    ``replicas`` R > 1, also the step of R seeds at once on the replica axis, eager and compiled
+    (timed with the others), as seed-steps/s against one seed's steps/s: what the axis buys per seed."""
     out: dict[str, dict[str, dict]] = {}
     for cell in cells or FLOOR_CELLS:
         config, overrides = FLOOR_CELLS[cell]
         apply = floor_estimators(load_config(config, [f"device={device}", *overrides]))
         for name, tau in ((n, t) for n, t in apply.items() if names is None or n in names):
-            def trainer(compile_step: bool) -> Trainer:
+            def trainer(compile_step: bool, r: int = 1) -> Trainer:
                 return Trainer(load_config(config, [f"device={device}", *overrides, *tau, f"estimator.name={name}",
-                                                    f"compile={str(compile_step).lower()}"]), log=lambda _: None)
+                                                    f"compile={str(compile_step).lower()}", f"seeds={list(range(r))}"]),
+                               log=lambda _: None)
             eager = trainer(False)
             sync = device_sync(eager.device)
             eager.train_step()                            # the optimiser's state exists from here on
@@ -465,14 +468,20 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
                 sync()
                 compile_seconds = time.perf_counter() - start
                 contenders["compiled"] = graph.train_step
+            if replicas > 1:
+                for key in list(contenders):
+                    contenders[f"{key}, R = {replicas}"] = trainer(key == "compiled", replicas).train_step
             rates = median_rates(contenders, steps, repeats, sync, warmup=max(3, steps // 10))
             floor = matmul_floor(calls, repeats, sync)
             row = out.setdefault(cell, {})[name] = {
                 "floor_ms": round(1000 * floor, 3), "matmuls": len(calls),
                 "gflop": round(sum(c.flops() for c in calls) / 1e9, 4), "overrides": tau}
-            for key, rate in rates.items():
-                row[f"{key}_ms"] = round(1000 / rate, 3)
-                row[f"{key}_over_floor"] = round(1 / rate / floor, 2)
+            for key in ("eager", "compiled") if compiled else ("eager",):
+                row[f"{key}_ms"] = round(1000 / rates[key], 3)
+                row[f"{key}_over_floor"] = round(1 / rates[key] / floor, 2)
+                if replicas > 1:
+                    row.setdefault("replica_axis", {"replicas": replicas})[f"{key}_seed_steps_vs_one_seed"] = round(
+                        replicas * rates[f"{key}, R = {replicas}"] / rates[key], 2)
             row["eager_parts_ms"] = {part: round(1000 * t, 3)
                                      for part, t in step_parts(eager.train_step, 1 / rates["eager"]).items()}
             if compiled:
@@ -514,6 +523,11 @@ def print_floor_speed(speed: dict[str, dict[str, dict]]) -> None:
             print(f"    {name:16s} floor {s['floor_ms']:6.3f} ms ({s['matmuls']:2d} products, {s['gflop']:.3f} GFLOP): "
                   f"eager {s['eager_ms']:6.2f} ms ({s['eager_over_floor']:4.1f}x){graph}")
             print("        eager, where it goes: " + ", ".join(f"{part} {ms:.2f}" for part, ms in s["eager_parts_ms"].items()))
+            if "replica_axis" in s:
+                axis = s["replica_axis"]
+                print(f"        R = {axis['replicas']} seeds at once: " + ", ".join(
+                    f"{key.split('_')[0]} {value:.2f}x one seed's seed-steps/s" for key, value in axis.items()
+                    if key != "replicas"))
 
 
 def paper_packs(device: str) -> tuple[list, Config]:
