@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.anchors:
             record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,
+                      "kernels": bench.kernel_path(resolve_device(args.device)),
                       "anchors": bench.anchor_speed(args.device, args.steps or 200, args.repeats or 5,
                                                     compiled=not args.eager_only),
                       "measured": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -127,6 +128,15 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def kernel_path(device: torch.device) -> str:
+    """Which CPU kernels torch runs (``ATen AVX512, oneDNN up to AVX2``: ``ATEN_CPU_CAPABILITY`` and
+    ``ONEDNN_MAX_CPU_ISA`` choose lower ones on a machine that has more), or the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return (f"ATen {torch.backends.cpu.get_cpu_capability()}, "
+            f"oneDNN up to {os.environ.get('ONEDNN_MAX_CPU_ISA', 'its best')}")
 
 
 def device_sync(device: torch.device) -> Callable[[], None]:
@@ -496,10 +506,11 @@ def floor_record(device: str, speed: dict[str, dict[str, dict]], path: Path, ste
     stamped with when and over how many ``steps`` and ``repeats`` it was measured) merged into the record at ``path`` if one is there from the
     same device and torch, so that ``--estimator`` or ``--cell`` measures some rows again and keeps
     the others."""
-    record = {"device": device_name(resolve_device(device)), "torch": torch.__version__, "floor": {}}
+    record = {"device": device_name(resolve_device(device)), "torch": torch.__version__,
+              "kernels": kernel_path(resolve_device(device)), "floor": {}}
     if path.exists():
         previous = json.loads(path.read_text())
-        if (previous.get("device"), previous.get("torch")) == (record["device"], record["torch"]):
+        if all(previous.get(key) == record[key] for key in ("device", "torch", "kernels")):
             record["floor"] = previous["floor"]
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     for cell, rows in speed.items():
