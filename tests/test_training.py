@@ -603,7 +603,7 @@ def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_
     said = []
     auto = Trainer(load_config(None, base), log=said.append)
     eager = Trainer(load_config(None, [*base, "compile=false"]), log=lambda _: None)
-    assert auto.compiled_step is not None
+    assert auto.compiled_step is not None and said.pop().startswith("compile=auto: the step is compiled")
     losses = [(auto.train_step()[0], eager.train_step()[0]) for _ in range(3)]
     assert auto.compiled_step is None and len(said) == 1 and "trains eagerly" in said[0], said
     assert all(torch.equal(a, e) for a, e in losses) and auto.step == eager.step == 3
