@@ -570,3 +570,22 @@ def test_fig5_speed_panel_draws_every_devices_record_beside_the_paper(tmp_path):
     assert sum("cuda box" in t.get_text() for t in labels) == 3                    # marginal, gs, speed-up
     assert any("paper's speed-up" in t.get_text() for t in labels)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["fig3", "fig4", "tau-ablation", "gradvar"])
+def test_a_figure_with_no_finished_run_for_a_panel_refuses_unless_partial(name, tmp_path, capsys):
+    """No silent empty figure: from a store holding none of its runs, a curve figure is one line
+    naming the store and exit 2, and writes nothing; ``--partial`` draws it, and its footer says
+    how many runs it lacks."""
+    from experiments.figures import main
+    from vae.figures import footer, sweep_points
+
+    assert main([name, "--preset", "tiny", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {name.split('-')[0]}") and str(tmp_path) in err and "--partial" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "figures").exists()
+    assert main([name, "--preset", "tiny", "--results-dir", str(tmp_path), "--partial"]) == 0
+    assert list((tmp_path / "figures" / "tiny").glob("*.png"))
+    sweep = {"fig3": "sbn", "fig4": "table1", "tau-ablation": "tau_ablation", "gradvar": "gradvar"}[name]
+    points = sweep_points(sweep, "tiny", tmp_path)
+    assert footer(points, "tiny").startswith(f"PARTIAL: 0 of {len(points)} runs finished.")

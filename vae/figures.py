@@ -95,9 +95,23 @@ def finished(points: list[Point]) -> list[Point]:
     return [p for p in points if load_summary(p.run_dir) is not None]
 
 
+def panel_runs(points: list[Point], panel: str, results_dir: Path, partial: bool) -> list[Point]:
+    """The finished runs a panel draws (:func:`finished`); none at all refuses (``SweepError``,
+    one line naming the store and what is missing), unless ``partial``: an empty panel then."""
+    done = finished(points)
+    if not done and not partial:
+        raise SweepError(f"{panel}: none of its {len(points)} runs has finished in {results_dir} "
+                         f"(e.g. {points[0].run_dir.name if points else 'none expected'}); train them first "
+                         "(the make target or experiments.sweep), or pass --partial to draw what there is")
+    return done
+
+
 def footer(points: list[Point], preset: str, extra: str = "", notes: dict[str, str] = BUDGET_NOTES) -> str:
-    """``extra``, what the preset's budget means (``notes``), then the provenance line of ``points``."""
-    note = " ".join(filter(None, [extra, notes[preset]]))
+    """``extra``, what the preset's budget means (``notes``), then the provenance line of ``points``;
+    first, if some of them have not finished, that the figure is partial."""
+    done = len(finished(points))
+    missing = f"PARTIAL: {done} of {len(points)} runs finished." if done < len(points) else ""
+    note = " ".join(filter(None, [missing, extra, notes[preset]]))
     return note + "\n" + provenance([p.run_dir for p in points], preset)
 
 
@@ -113,7 +127,7 @@ def band(ax: plt.Axes, run_dir: Path, key: str, **style) -> None:
 
 # ----------------------------------------------------------------------------- figure 1
 
-def fig1(preset: str, results_dir: Path) -> list[Path]:
+def fig1(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """Expected Gumbel-softmax sample and single samples at each tau, for one distribution."""
     probs = torch.tensor(FIG1_PROBS)
     logits = probs.log().expand(10_000, -1)
@@ -151,7 +165,7 @@ def model_slug(cfg: Config) -> str:
     return ("-".join(["mlp", *map(str, m.hidden)]) if m.hidden else "affine") + ("-learned-prior" if m.prior == "learned" else "")
 
 
-def fig4(preset: str, results_dir: Path) -> list[Path]:
+def fig4(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """Test negative ELBO along training per estimator: (a) Bernoulli, (b) categorical VAE. One
     figure per model of the sweep, as Table 1 has one table per model: ``fig4_vae_curves`` for the
     sweep's grid's model (the reproduction, drawn even before a run ends, as every figure),
@@ -160,16 +174,18 @@ def fig4(preset: str, results_dir: Path) -> list[Path]:
     for number, (model, points) in enumerate(by_model(sweep_points("table1", preset, results_dir)).items()):
         if number == 0 or finished(points):
             name = "fig4_vae_curves" + ("" if number == 0 else f"_{model_slug(points[0].cfg)}")
-            paths += vae_curves(points, model, preset, results_dir, name)
+            paths += vae_curves(points, model, preset, results_dir, name, partial)
     return paths
 
 
-def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, name: str) -> list[Path]:
+def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, name: str,
+               partial: bool = False) -> list[Path]:
     """Figure 4 for the runs of one model: a panel per latent kind, a curve per finished run."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     for ax, (kind, title), letter in zip(axes, MODEL_ROWS.items(), "ab"):
         lows, highs = [], []
-        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
+        panel = [p for p in points if p.cfg.model.kind == kind]
+        for point in panel_runs(panel, f"{name} ({title}, {model})", results_dir, partial):
             estimator, variant = column(point)
             band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"), label=column_title(estimator, variant),
                   linestyle=":" if variant else "-" if estimator in PAPER_ESTIMATORS else "--", marker=".")
@@ -191,7 +207,7 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
     return save(fig, results_dir / "figures" / preset, name, footer(points, preset))
 
 
-def fig3(preset: str, results_dir: Path) -> list[Path]:
+def fig3(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """Test NLL along training per estimator: (a) Bernoulli, (b) categorical SBN."""
     points = sweep_points("sbn", preset, results_dir)
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
@@ -199,7 +215,8 @@ def fig3(preset: str, results_dir: Path) -> list[Path]:
     digits = test_digits(", ".join(sorted({str(p.cfg.eval.curve_examples or 10_000) for p in points})))
     for ax, kind, letter in zip(axes, ("bernoulli", "categorical"), "ab"):
         scaled = []
-        for point in (p for p in finished(points) if p.cfg.model.kind == kind):
+        panel = [p for p in points if p.cfg.model.kind == kind]
+        for point in panel_runs(panel, f"fig3 ({ROWS['sbn', kind]})", results_dir, partial):
             name, variant = column(point)
             band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"), label=column_title(name, variant),
                   linestyle=":" if variant else "-" if name in PAPER_ESTIMATORS else "--", marker=".")
@@ -246,7 +263,7 @@ def _reached(points: list[Point]) -> str:
     return f"Budget: {budget}." + (f" τ at the last step: {reached}." if reached else "")
 
 
-def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
+def tau_ablation(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """Final test bound per schedule and mode; test negative ELBO and tau along training."""
     points = sweep_points("tau_ablation", preset, results_dir)
     relaxed = [p for p in points if "tau" in p.values]
@@ -256,6 +273,8 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     modes = {"st-gs": ("hard (ST-GS)", "o"), "gs": ("soft (GS)", "s")}
     bound_key = "test/iw_bound"
     m = sorted({p.cfg.eval.iw_samples for p in points})
+    by_mode = {name: panel_runs([p for p in relaxed if p.cfg.estimator.name == name], f"tau-ablation ({mode})",
+                                results_dir, partial) for name, (mode, _) in modes.items()}   # before either is drawn
 
     fig, ax = plt.subplots(figsize=(12, 5.2))
     drawn = {name: [(labels.index(schedule_label(p.values["tau"])) + (j - 0.5) * 0.25, *value)
@@ -291,7 +310,7 @@ def tau_ablation(preset: str, results_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True)
     for col, (name, (mode, _)) in enumerate(modes.items()):
         top, bottom = axes[0, col], axes[1, col]
-        for p in (p for p in finished(relaxed) if p.cfg.estimator.name == name):
+        for p in by_mode[name]:
             label = schedule_label(p.values["tau"])
             band(top, p.run_dir, "test/neg_elbo", color=colours[label], label=label)
             band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
@@ -342,12 +361,12 @@ def every_estimator_panel(ax: plt.Axes, draws: int) -> None:
                  f"{TOY_BERNOULLI['num_latents']} Bernoulli latents, {draws} draws)")
 
 
-def gradvar(preset: str, results_dir: Path) -> list[Path]:
+def gradvar(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """(a) encoder-gradient variance along training; (b, c) bias and variance against tau; (d)
     bias and variance of every estimator."""
     points = sweep_points("gradvar", preset, results_dir)
     fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
-    for p in finished(points):
+    for p in panel_runs(points, "gradvar (a)", results_dir, partial):
         name = p.cfg.estimator.name
         band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS.get(name, "0.5"), label=column_title(*column(p)),
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
@@ -445,7 +464,7 @@ def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     return panels
 
 
-def samples(preset: str, results_dir: Path) -> list[Path]:
+def samples(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """Image grids of a finished Gumbel-softmax run, one figure per VAE kind."""
     points = [p for p in sweep_points("table1", preset, results_dir)   # the grid's model, not an include's
               if p.values == {"estimator.name": SAMPLES_ESTIMATOR}]
@@ -524,7 +543,7 @@ def analogies(checkpoint: Path) -> torch.Tensor:
     return torch.cat([x[0].unsqueeze(1), decoded], dim=1).reshape(-1, x.shape[-1])
 
 
-def fig5(preset: str, results_dir: Path) -> list[Path]:
+def fig5(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     """(a) training speed of marginal and gs against C; (b) analogies of a finished gs run."""
     records = _speed_records(preset, results_dir)
     point = next(p for p in sweep_points("ssl", preset, results_dir) if p.cfg.ssl.y == SAMPLES_ESTIMATOR)
@@ -548,6 +567,9 @@ def fig5(preset: str, results_dir: Path) -> list[Path]:
     return save(fig, results_dir / "figures" / preset, "fig5_ssl", footer([point], preset, speed, SSL_BUDGET_NOTES))
 
 
-FIGURES: dict[str, Callable[[str, Path], list[Path]]] = {
+#: Every figure by name: ``FIGURES[name](preset, results_dir, partial=False)`` draws it (``partial``: draw
+#: a panel none of whose runs has finished, empty, where it would refuse; fig1 reads no run, and
+#: samples and fig5 need their one finished run either way).
+FIGURES: dict[str, Callable[..., list[Path]]] = {
     "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples,
     "fig5": fig5}
