@@ -35,6 +35,7 @@ from vae.figures import band, save
 from vae.sweeps import flat_settings
 from vae.tables import to_markdown
 from vae.config import ConfigError, config_from_dict, read_yaml, to_dict
+from vae.estimators import ESTIMATORS
 from vae.results import curve, final, git_commit
 from vae.store import CONFIG, load_summary
 from vae.tasks import TASKS
@@ -97,11 +98,19 @@ def differing(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({repr(r.settings.get(k)) for r in runs}) > 1]
 
 
+def _reads_tau(run: Run) -> bool:
+    """Whether the run's estimator reads tau (its declaration; one not registered here, a plugin's,
+    is taken to): else its schedule is not shown."""
+    cls = ESTIMATORS.get(run.estimator)
+    return cls is None or cls.reads_tau
+
+
 def compare_table(runs: list[Run], metrics: list[str]) -> str:
     """The markdown table: one row per run, the metrics, then the settings that differ."""
     keys = differing(runs)
     header = ["estimator", "τ schedule", "steps", "seeds", *metrics, *keys]
-    rows = [(r.path.name, [r.estimator, r.settings["tau.schedule"], str(r.settings["steps"]),
+    rows = [(r.path.name, [r.estimator, r.settings["tau.schedule"] if _reads_tau(r) else "– (reads none)",
+                           str(r.settings["steps"]),
                            str(len(r.settings["seeds"])), *(_cell(r.summary, m) for m in metrics),
                            *(f"{v:g}" if isinstance(v := r.settings.get(k), float) else str(v) for k in keys)])
             for r in runs]
@@ -115,7 +124,8 @@ def legend_labels(runs: list[Run]) -> list[str]:
     (``gs lr=0.001 schedule=constant``), whole; the run directory's name where two would be equal."""
     keys = [k for k in differing(runs) + ["tau.schedule", "steps", "seeds"]
             if len({repr(r.settings.get(k)) for r in runs}) > 1]
-    labels = [" ".join([r.estimator, *(f"{k.rsplit('.', 1)[-1]}={r.settings.get(k)}" for k in keys)]) for r in runs]
+    labels = [" ".join([r.estimator, *(f"{k.rsplit('.', 1)[-1]}={r.settings.get(k)}" for k in keys
+                                       if _reads_tau(r) or not k.startswith("tau."))]) for r in runs]
     return [label if labels.count(label) == 1 else r.path.name for label, r in zip(labels, runs)]
 
 

@@ -135,3 +135,18 @@ def test_the_estimator_column_is_what_the_task_trains_with(tmp_path, capsys):
     header, rows = table(capsys.readouterr().out)
     assert (rows["marginal"]["estimator"], rows["st-gs"]["estimator"]) == ("marginal", "st-gs")
     assert not {"ssl.y", "estimator.name"} & set(header)
+
+
+def test_tau_is_shown_only_for_estimators_that_read_it():
+    """The table's schedule column and the legend name a run's tau only where its estimator
+    declares it reads tau (``reads_tau``): SF's runs have a schedule in their config, which does
+    nothing to them."""
+    from experiments.compare import Run, compare_table, legend_labels
+
+    runs = [Run(Path(f"/runs/{name}_{schedule}"), name, {"tau.schedule": schedule, "steps": 10, "seeds": [0]}, None)
+            for name in ("gs", "reinforce-ema") for schedule in ("exp", "constant")]
+    _, rows = table(compare_table(runs, []))
+    assert rows["gs_exp"]["τ schedule"] == "exp" and rows["reinforce-ema_exp"]["τ schedule"] == "– (reads none)"
+    labels = legend_labels(runs)
+    assert labels[:2] == ["gs schedule=exp", "gs schedule=constant"]
+    assert labels[2:] == ["reinforce-ema_exp", "reinforce-ema_constant"]   # otherwise alike: their directories

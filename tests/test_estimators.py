@@ -758,3 +758,39 @@ def test_unordered_set_ratios_are_the_set_probabilities_of_sampling_without_repl
         for b, t in enumerate(chosen):
             pair = set_probability([u for u in rest if u != t], p, (s, t)) / set_probability(rest, p, (s,))
             assert r2[0, a, b, 0].item() == pytest.approx(1.0 if s == t else pair, rel=1e-9)
+
+
+@pytest.mark.parametrize(("name", "kind"), EVERY)
+def test_an_estimator_reads_tau_exactly_when_it_declares_so(name: str, kind: str, seed: int) -> None:
+    """``reads_tau`` (what the progress bar and the tau checks go by) is true to the code: with the
+    same noise, tau = 1 and tau = 2 give an estimator that declares it reads tau other gradients,
+    and one that does not the same surrogate and gradients, exactly."""
+    model, x = problem(kind, seed)
+
+    def draw(tau: float) -> tuple[Tensor, ...]:
+        estimator = build(name, kind)
+        logits = model.encode(x).detach().requires_grad_(True)
+        surrogate, _ = estimator(logits, lambda z: model.reconstruction_loss(z, x), rng=ReplicaGenerator([seed]),
+                                 tau=tau, context=x)
+        return (surrogate, *torch.autograd.grad(surrogate.sum(), logits))
+
+    one, two = draw(1.0), draw(2.0)
+    same = all(torch.equal(a, b) for a, b in zip(one, two))
+    assert same != BUILT_IN[name].reads_tau, f"{name}: reads_tau={BUILT_IN[name].reads_tau}, yet tau {'did not move' if same else 'moved'} its gradient"
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_the_plain_tensor_call_checks_its_inputs_as_the_config_does(name: str) -> None:
+    """One ``ValueError`` naming the argument: flat logits, integer logits, and for an estimator that
+    reads tau a tau <= 0 or infinite (the config refuses those too)."""
+    k = 4 if "categorical" in BUILT_IN[name].kinds else 2
+    estimator = build_estimator(name, latent_shape=(3, k), context_dim=DATA_DIM)
+    f = lambda z: z.sum((-1, -2))                                           # noqa: E731
+    with pytest.raises(ValueError, match=r"^logits: .*needs \[B, 3, \d+\] or \[R, B, 3, \d+\].*got shape \(4, "):
+        estimator(torch.randn(4, 3 * k), f)
+    with pytest.raises(ValueError, match="^logits: .*floating-point"):
+        estimator(torch.zeros(4, 3, k, dtype=torch.long), f, context=torch.randn(4, DATA_DIM))
+    for tau in (0.0, -1.0, math.inf):
+        if BUILT_IN[name].reads_tau:
+            with pytest.raises(ValueError, match=f"^tau: .*must be > 0 and finite, got {tau}"):
+                estimator(torch.randn(4, 3, k), f, tau=tau, context=torch.randn(4, DATA_DIM))

@@ -53,3 +53,36 @@ def test_schedules_are_functions_of_the_step_only():
     forward = [temp(t) for t in range(0, 30_000, 250)]
     backward = [temp(t) for t in reversed(range(0, 30_000, 250))][::-1]
     assert forward == backward and temp.value(7000) == [temp(7000)] * 2
+
+
+def test_the_lowest_tau_is_the_one_the_run_reaches():
+    """``lowest_tau`` (what ``min_tau`` is checked against) within a run's steps: the default exp
+    schedule is still 1 for a run of 1,000 steps and 0.5 from step 23,105 on; constant is tau0;
+    learned, or no steps given, the floor."""
+    from vae.schedules import lowest_tau
+
+    default = TauConfig()
+    assert lowest_tau(default, 1000) == 1.0 and lowest_tau(default, 2001) == pytest.approx(math.exp(-3e-5 * 2000))
+    assert lowest_tau(default, 50_000) == 0.5 == lowest_tau(default)
+    assert lowest_tau(TauConfig(schedule="constant", tau0=2.0), 10) == 2.0
+    assert lowest_tau(TauConfig(schedule="learned", tau0=2.0, floor=0.5), 10) == 0.5
+
+
+def test_a_schedule_that_ends_far_from_its_floor_says_so_with_a_fix_that_reaches_it():
+    """The defaults' exp schedule is at 0.97 after 2,000 steps: the note names it and settings that
+    reach the floor within the run, which they do; a run that reaches the floor, a constant or a
+    learned tau get no note."""
+    from dataclasses import replace
+
+    from vae.schedules import short_of_floor
+
+    note = short_of_floor(TauConfig(), 2000)
+    assert note.startswith("tau: the exp schedule is at 0.97 at the last of 2,000 steps, far from its floor 0.5")
+    fix = dict(item.split("=") for item in note.split("this short, ")[1].split(" reaches")[0].split())
+    fixed = replace(TauConfig(), rate=float(fix["tau.rate"]), update_every=int(fix.get("tau.update_every", 1000)))
+    assert scheduled_tau(fixed, 1999, 2000) == pytest.approx(0.5, abs=1e-3) and short_of_floor(fixed, 2000) is None
+    assert short_of_floor(TauConfig(), 50_000) is None
+    assert short_of_floor(TauConfig(schedule="constant", tau0=0.7), 100) is None
+    assert short_of_floor(TauConfig(schedule="learned"), 100) is None
+    linear = short_of_floor(TauConfig(schedule="linear", anneal_steps=10_000), 2000)
+    assert "tau.anneal_steps=null" in linear

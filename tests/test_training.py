@@ -611,3 +611,15 @@ def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_
     strict.train_step()
     with pytest.raises(torch._dynamo.exc.Unsupported):
         strict.train_step()
+
+
+def test_a_run_says_when_its_tau_schedule_will_not_reach_its_floor(shared_cache, monkeypatch, tmp_path):
+    """The tiny runs' exp schedule ends at 0.61 of a floor of 0.5: a GS run says so at its start,
+    with settings that would reach it; an SF run, which reads no tau, does not."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    for name, says in (("gs", True), ("reinforce-ema", False)):
+        said = []
+        train(load_config(None, tiny_overrides(tmp_path) + [f"estimator.name={name}"]), tmp_path / name,
+              progress=False, log=said.append)
+        notes = [line for line in said if line.startswith("tau: the exp schedule is at 0.607 at the last of 12 steps")]
+        assert len(notes) == says and (not says or "tau.rate=" in notes[0]), said

@@ -73,12 +73,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae.sweeps import Pack, expand, pack_by_lr, read_sweep
-from vae.config import Config, config_from_dict, load_config, lowest_tau, to_dict
+from vae.config import Config, config_from_dict, load_config, to_dict
 from vae.data import BinarizedMNIST
 from vae.estimators import ESTIMATORS, applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models import DiscreteVAE, log_prob_one_hot
+from vae.schedules import lowest_tau
 from vae.step_cost import matmul_floor, record_matmuls, step_parts
 from vae.store import write_json_atomic
 from vae.training import Trainer, resolve_device
@@ -437,7 +438,7 @@ def floor_estimators(cfg: Config) -> dict[str, list[str]]:
     m, out = cfg.model, {}
     for name in applicable(task=cfg.task, kind=m.kind, lowest_tau=0.0, latent_shape=(m.num_latents, m.num_classes)):
         least = ESTIMATORS[name].min_tau
-        fits = least is None or least <= lowest_tau(cfg.tau)
+        fits = least is None or least <= lowest_tau(cfg.tau, cfg.steps)
         out[name] = [] if fits else ["tau.schedule=constant", f"tau.tau0={least}"]
     return dict(sorted(out.items(), key=lambda item: column_order(item[0])))
 

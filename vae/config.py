@@ -409,11 +409,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(str(err)) from None
 
 
-def lowest_tau(t: TauConfig) -> float:
-    """The lowest temperature the schedule ``t`` reaches (a learned tau is kept above its floor)."""
-    return t.tau0 if t.schedule == "constant" else min(t.tau0, t.floor)
-
-
 def _validate_ssl(cfg: Config) -> None:
     """The ``ssl`` section (checked for every task: its defaults are valid)."""
     from vae.estimators import ESTIMATORS

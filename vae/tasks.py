@@ -29,13 +29,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae import m2, sbn
-from vae.config import Config, lowest_tau
+from vae.config import Config
 from vae.data import BinarizedMNIST
 from vae.estimators import ESTIMATORS, build_estimator, check_applies
 from vae.evaluation import importance_weighted_bound, negative_elbo
 from vae.models import DiscreteVAE
 from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
+from vae.schedules import lowest_tau
 
 
 Batch = Tensor | tuple[Tensor, ...]   # what a task's batch() gives and its loss() takes
@@ -84,7 +85,7 @@ class Task(Protocol):
 def _estimator_applies(cfg: Config, task: str) -> None:
     """The estimator of the model's latents applies to ``task`` (its declarations)."""
     m = cfg.model
-    check_applies(cfg.estimator, task=task, kind=m.kind, lowest_tau=lowest_tau(cfg.tau),
+    check_applies(cfg.estimator, task=task, kind=m.kind, lowest_tau=lowest_tau(cfg.tau, cfg.steps),
                   latent_shape=(m.num_latents, m.num_classes))
 
 
@@ -194,8 +195,9 @@ class SSLTask:
         _no_gradient_variance(cfg, "ssl")
         c = cfg.ssl.num_classes
         if cfg.ssl.y != "marginal":          # y: one latent of C classes, a Bernoulli one when C = 2
-            check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", lowest_tau=lowest_tau(cfg.tau),
-                          kind="bernoulli" if c == 2 else "categorical", latent_shape=(1, c), key="ssl.y")
+            check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", key="ssl.y",
+                          lowest_tau=lowest_tau(cfg.tau, cfg.steps), kind="bernoulli" if c == 2 else "categorical",
+                          latent_shape=(1, c))
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.ssl.y

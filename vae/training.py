@@ -26,11 +26,12 @@ from vae.config import Config, ConfigError, config_from_dict, to_dict
 from vae.data import BinarizedMNIST
 from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
 from vae.diagnostics import encoder_gradient_variance
+from vae.estimators import ESTIMATORS
 from vae.evaluation import eval_generator
 from vae.optim import load_optimizer_state, make_optimizer
 from vae.compiled_step import CompiledStep, NotCompiled, compiles
 from vae.replicas import ReplicaGenerator, derive_seed
-from vae.schedules import Temperature
+from vae.schedules import Temperature, short_of_floor
 from vae.tasks import TASKS
 from vae.tracking import RunTracker, mean_std
 
@@ -227,6 +228,10 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     tracker = RunTracker(run_dir, to_dict(cfg), cfg.seeds, cfg.wandb_project, Path(cfg.out_dir).parent,
                          resume_step=trainer.step if resume else None, final_metric=trainer.task.final_metric)
     log(f"run directory: {run_dir} (device {trainer.device}, seeds {cfg.seeds})")
+    estimator = ESTIMATORS.get(trainer.task.estimator_name(cfg))
+    note = short_of_floor(cfg.tau, cfg.steps) if estimator is not None and estimator.reads_tau else None
+    if note is not None:
+        log(note)
     summary = None
     try:
         _loop(trainer, tracker, run_dir, progress)
@@ -258,6 +263,8 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=trainer.task.estimator_name(cfg),
                unit="step", dynamic_ncols=True)
     window_start = trainer.step       # first step of the current logging window (a multiple of log_every)
+    estimator = ESTIMATORS.get(trainer.task.estimator_name(cfg))
+    reads_tau = estimator is not None and estimator.reads_tau
     start, first_step, before = time.perf_counter(), trainer.step, dict(trainer.timing)
 
     def clock() -> None:              # the run's training time, kept in every checkpoint
@@ -285,7 +292,8 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
                        "tau": trainer.temperature.value(done - 1), "lr": _one_per_replica(learning_rate(cfg, done - 1), r)}
             metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
             tracker.log(done, "train", metrics)
-            bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", tau=f"{metrics['tau'][0]:.3f}")
+            shown = {"tau": f"{metrics['tau'][0]:.3f}"} if reads_tau else {}      # only where tau does something
+            bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", **shown)
             window_start = done
         if at_eval:
             for split in ("valid", "test"):

@@ -40,6 +40,7 @@ Two hooks let an estimator change what the trainer does around it (``vae.objecti
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -82,6 +83,9 @@ class Estimator(nn.Module, abc.ABC):
     kinds: frozenset[str] = frozenset(KINDS)
     #: The tasks it applies to (:data:`TASKS`).
     tasks: frozenset[str] = frozenset(TASKS)
+    #: Whether it reads the relaxation temperature tau (a relaxed sample or Jacobian: ``gs``,
+    #: ``st-gs``, ``gumbel-rao``, ...): then tau must be > 0, and the progress bar shows it.
+    reads_tau: bool = False
     #: The lowest relaxation temperature it accepts, or None: any (``reinmax``: 1).
     min_tau: float | None = None
     #: Its family (:data:`FAMILIES`): how tables order and figures colour the later estimators.
@@ -178,6 +182,7 @@ class Estimator(nn.Module, abc.ABC):
             context: ``[R, B, D]`` (or ``[B, D]``) the encoder's input, for input-dependent
                 baselines (``nvil`` needs it).
         """
+        self._check_inputs(logits, tau)
         if logits.dim() == 3:                                  # no replica axis: add one of size 1
             inner = f
             surrogate, info = self.forward(logits.unsqueeze(0), lambda z: inner(z.squeeze(0)).unsqueeze(0),
@@ -186,6 +191,20 @@ class Estimator(nn.Module, abc.ABC):
             return surrogate.squeeze(0), {k: v.squeeze(0) for k, v in info.items()}
         surrogate, info = self.estimate(logits, f, rng=rng, tau=tau, step=step, context=context)
         return surrogate.to(widen(logits).dtype), info
+
+    def _check_inputs(self, logits: Tensor, tau: float | Tensor) -> None:
+        """What the config path checks, for a call on plain tensors: one ``ValueError`` naming the
+        argument. Shapes and dtypes only, and tau when it is a number (a tensor tau is not read
+        back: no host synchronisation in the training step)."""
+        name, (n, k) = type(self).__name__, self.latent_shape
+        if not isinstance(logits, Tensor) or not logits.is_floating_point():
+            raise ValueError(f"logits: {name} needs a floating-point tensor, got "
+                             f"{getattr(logits, 'dtype', type(logits).__name__)}")
+        if logits.dim() not in (3, 4) or tuple(logits.shape[-2:]) != (n, k):
+            raise ValueError(f"logits: {name} needs [B, {n}, {k}] or [R, B, {n}, {k}] (batch, latents, classes: the "
+                             f"latent_shape it was built with), got shape {tuple(logits.shape)}")
+        if self.reads_tau and not isinstance(tau, Tensor) and not (0 < tau < math.inf):
+            raise ValueError(f"tau: {name} reads the temperature, which must be > 0 and finite, got {tau}")
 
     @abc.abstractmethod
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator, tau: float | Tensor, step: int,

@@ -30,6 +30,7 @@ class DecoupledSTGumbelSoftmax(Estimator):
     """``decoupled-st-gs``: forward the argmax at ``tau_f``, backward the softmax at ``tau_b``."""
 
     display_name = "Decoupled ST-GS"
+    reads_tau = True
     family = "relaxation"
     year = 2024
     reference = ("Shah, Yan, Mozer & Liu, Improving Discrete Optimisation Via Decoupled Straight-Through "

@@ -30,6 +30,7 @@ class GappedStraightThrough(Estimator):
     """``gapped-st``: forward an exact sample, backward ``softmax`` at logits gapped around it."""
 
     display_name = "Gapped ST"
+    reads_tau = True
     family = "relaxation"
     year = 2022
     reference = ("Fan, Chi, Rudnicky & Ramadge, Training Discrete Deep Generative Models via Gapped "

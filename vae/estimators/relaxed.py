@@ -42,6 +42,7 @@ class GumbelSoftmax(Estimator):
     """``gs``: surrogate ``f(softmax((logits + g) / tau))`` with Gumbel noise g."""
 
     display_name = "Gumbel-S."
+    reads_tau = True
     family = "relaxation"
     year = 2017
     paper_column = 5
@@ -107,6 +108,7 @@ class GumbelRao(Estimator):
     """``gumbel-rao``: forward D, backward the mean of M conditional Gumbel-softmax Jacobians."""
 
     display_name = "Gumbel-Rao"
+    reads_tau = True
     family = "relaxation"
     year = 2021
     reference = ("Paulus, Maddison & Krause, Rao-Blackwellizing the Straight-Through Gumbel-Softmax Gradient "
@@ -130,6 +132,7 @@ class ReinMax(Estimator):
     """``reinmax``: forward D, backward the gradient of ``2 pi_1 - pi_0 / 2`` (tau >= 1)."""
 
     display_name = "ReinMax"
+    reads_tau = True
     family = "relaxation"
     year = 2023
     min_tau = 1.0       # its authors' choice: at tau = 1 exact for quadratic f; below 1 its bias grows
