@@ -81,13 +81,14 @@ def test_floor_refuses_an_unknown_estimator(capsys, tmp_path):
 
 
 def test_step_parts_attribute_time_to_the_module_it_runs_under():
-    """A step that only draws Gumbel noise is all sampling; one that only multiplies, all matmuls;
-    the parts share out the step's time."""
+    """A step that only draws Gumbel noise spends its operators' time on sampling; one that only
+    multiplies, on matmuls; the rest of the step's time is outside operators, and the parts sum
+    to the step's time."""
     from vae.gumbel import gumbel_noise
     from vae.step_cost import step_parts
 
-    noise = step_parts(lambda: gumbel_noise((300, 300)), seconds=1.0, calls=10)   # 97-99 % here
-    assert noise["sampling"] > 0.8 and sum(noise.values()) == pytest.approx(1.0)
     a, b = torch.randn(1, 300, 300), torch.randn(1, 300, 300)
-    products = step_parts(lambda: torch.bmm(a, b), seconds=2.0, calls=10)
-    assert products["matmuls"] > 1.6 and sum(products.values()) == pytest.approx(2.0)
+    for step, part in ((lambda: gumbel_noise((300, 300)), "sampling"), (lambda: torch.bmm(a, b), "matmuls")):
+        parts = step_parts(step, seconds=1.0, calls=10)
+        operators = {k: v for k, v in parts.items() if k != "outside operators"}
+        assert operators[part] > 0.9 * sum(operators.values()) and sum(parts.values()) == pytest.approx(1.0), parts

@@ -17,6 +17,7 @@ same extern matmuls), so the floor of both is recorded from the eager one.
 
 from __future__ import annotations
 
+import collections
 import statistics
 import time
 from collections.abc import Callable
@@ -124,46 +125,59 @@ def matmul_floor(calls: list[MatmulCall], repeats: int = 5, sync: Callable[[], N
     return statistics.median(timings)
 
 
-#: What an eager step's time is spent on: an operator (or a Python function of the suite) by the
-#: innermost suite module it runs under (the first match wins), after the products (counted as
-#: such wherever they run), the optimiser's work and the backward pass's.
+#: What an eager step's operators are spent on: an operator by the innermost suite function it
+#: runs under (a frame ``vae/<file>.py(<line>): <function>``; the first part whose patterns match
+#: wins, a pattern ``file:function`` matching both), after the products (counted as such wherever
+#: they run), the optimiser's kernels and the backward pass's operators.
 PARTS = (("data", ("vae/data.py",)),
-         ("sampling", ("vae/gumbel.py", "vae/estimators/sampling.py", "vae/replicas.py")),
+         ("sampling", ("vae/gumbel.py", "vae/estimators/sampling.py", "vae/replicas.py:_draw",
+                       "vae/replicas.py:bernoulli")),
          ("estimator", ("vae/estimators/",)),
-         ("model and loss", ("vae/models.py", "vae/objectives.py", "vae/sbn.py", "vae/m2.py", "vae/tasks.py")),
+         ("model and loss", ("vae/models.py", "vae/objectives.py", "vae/sbn.py", "vae/m2.py", "vae/tasks.py",
+                             "vae/replicas.py")),
          ("optimiser", ("vae/optim.py", "torch/optim/")))
 _MATMUL_NAMES = {f"aten::{op.__name__}" for op in MATMULS}
 
 
+def _matches(frame: str, pattern: str) -> bool:
+    file, _, function = pattern.partition(":")
+    return file in frame and (not function or frame.endswith(f": {function}"))
+
+
 def _part(event) -> str:
-    """The part of :data:`PARTS` (or ``matmuls``, ``backward``, ``other``) a profiler event is."""
+    """The part of :data:`PARTS` (or ``matmuls``, ``backward``, ``other``) an operator event is."""
     if event.name in _MATMUL_NAMES:
         return "matmuls"
-    if event.name.startswith(("Optimizer.", "aten::_fused_adam", "aten::_fused_sgd", "aten::_foreach")):
+    if event.name.startswith(("aten::_fused_adam", "aten::_fused_sgd", "aten::_foreach")):
         return "optimiser"
-    node = event
+    node = event.cpu_parent
     while node is not None:
-        if node.name.startswith("autograd::engine"):
+        if node.name.startswith("autograd::engine") or "run_backward" in node.name:
             return "backward"
         if "/vae/" in node.name or node.name.startswith("vae/") or "torch/optim/" in node.name:
-            return next((part for part, files in PARTS if any(f in node.name for f in files)), "other")
+            return next((part for part, patterns in PARTS if any(_matches(node.name, p) for p in patterns)), "other")
         node = node.cpu_parent
     return "other"
 
 
 def step_parts(step: Callable[[], object], seconds: float, calls: int = 5) -> dict[str, float]:
-    """Where an eager step's ``seconds`` go: ``torch.profiler``'s self time of every operator and
-    Python function over ``calls`` steps, summed by :func:`_part` (:data:`PARTS`; ``backward``:
-    the backward pass but its products; ``other``: what runs under none of them, such as the
-    trainer's own lines), as shares of ``seconds`` (the profiler's overhead spread evenly)."""
+    """Where an eager step's ``seconds`` go: the self time of its operators (``torch.profiler``, over
+    ``calls`` steps, per step) summed by :func:`_part` (:data:`PARTS`; ``backward``: the backward
+    pass but its products; ``other``: operators under none of them), and ``outside operators``, the
+    rest of ``seconds``: Python, autograd's bookkeeping and the dispatch above each operator (the
+    profiler's tracing of Python calls would inflate those, so they are not timed by it; where the
+    operators' profiled times add up to more than ``seconds``, they are scaled down to it)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_stack=True) as prof:
         for _ in range(calls):
             step()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    threads = collections.Counter(e.thread for e in events)
+    step_thread = threads.most_common(1)[0][0] if threads else None   # the step's (a compiler's pool waits in others)
     totals: dict[str, float] = {}
-    for event in prof.events():
-        if event.name.startswith(("torch/profiler", "torch/autograd/profiler", "<built-in")):
-            continue                                     # the profiler's own start and stop
+    for event in (e for e in events if e.thread == step_thread):
         part = _part(event)
-        totals[part] = totals.get(part, 0.0) + event.self_cpu_time_total
-    whole = sum(totals.values()) or 1.0
-    return {part: seconds * t / whole for part, t in sorted(totals.items(), key=lambda item: -item[1])}
+        totals[part] = totals.get(part, 0.0) + event.self_cpu_time_total / 1e6 / calls
+    scale = min(1.0, seconds / (sum(totals.values()) or 1.0))      # the profiler's own overhead on each operator
+    parts = {part: t * scale for part, t in sorted(totals.items(), key=lambda item: -item[1])}
+    parts["outside operators"] = max(0.0, seconds - sum(parts.values()))
+    return parts
