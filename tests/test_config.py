@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+import re
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,22 @@ def test_an_estimator_option_declared_positive_is_refused_at_zero_in_one_line(na
     for option in ESTIMATORS[name].positive_options:
         with pytest.raises(ConfigError, match=rf"^estimator\.name: '{name}' needs estimator\.options\.{option} > 0, got 0"):
             load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"])
+
+
+def test_one_path_rule_the_current_directory_first_then_the_repository(tmp_path, monkeypatch):
+    """``--config`` and a sweep's ``base:`` alike: a relative path is read from where you are, else
+    from the repository (the suite's own configs work from anywhere); one found in neither is one
+    line naming both places."""
+    from vae.config import REPO, resolve_path
+    from vae.sweeps import base_path
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/vae_bernoulli_linear.yaml").model.hidden == []       # the repository's
+    assert resolve_path("configs/vae_bernoulli_linear.yaml") == REPO / "configs/vae_bernoulli_linear.yaml"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/vae_bernoulli_linear.yaml").write_text("steps: 7\n")      # one of your own, same name
+    assert load_config("configs/vae_bernoulli_linear.yaml").steps == 7
+    assert base_path("configs/vae_bernoulli_linear.yaml") == Path("configs/vae_bernoulli_linear.yaml")
+    with pytest.raises(ConfigError, match=rf"^config: cannot read configs/nope.yaml \(.*; looked in the current "
+                                          rf"directory {re.escape(str(tmp_path))}, then in {re.escape(str(REPO))}\)$"):
+        load_config("configs/nope.yaml")

@@ -252,8 +252,8 @@ def test_workers_of_a_killed_sweep_stop_with_it(shared_cache, tmp_path):
 
 def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_each_config_once(
         shared_cache, tmp_path, monkeypatch, capsys):
-    """No `presets:` means the file as written; `base:` is read from the repository root, not the
-    current directory; an include point equal to a grid point (the same resolved config) is one run;
+    """No `presets:` means the file as written; `base:` is read from the repository root when the
+    current directory has no such file; an include point equal to a grid point (the same resolved config) is one run;
     3e-4 in a sweep file is a number."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(tmp_path)                             # not the repository

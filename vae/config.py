@@ -277,14 +277,35 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+REPO = Path(__file__).resolve().parents[1]   # the repository root: where a relative path is looked for second
+
+
+def resolve_path(path: str | Path) -> Path:
+    """The one rule for every path a user types or a file names (``--config``, a sweep file, its
+    ``base:`` configs): an absolute path as it is; a relative one from the current directory if it
+    is there, else from the repository root (so the suite's own ``configs/...`` work from anywhere);
+    if neither holds it, the current directory's, whose read then fails (:func:`unreadable`)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (REPO / path).exists():
+        return path
+    return REPO / path
+
+
+def unreadable(what: str, path: str | Path, err: OSError) -> str:
+    """The one-line error for a path :func:`resolve_path` found nowhere: both places it looked."""
+    where = "" if Path(path).is_absolute() else f"; looked in the current directory {Path.cwd()}, then in {REPO}"
+    return f"{what}: cannot read {path} ({err.strerror}{where})"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated."""
+    """Defaults, then the YAML file at ``path`` (if any; :func:`resolve_path`), then ``overrides``;
+    validated."""
     tree: dict = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = resolve_path(path).read_text()
         except OSError as err:
-            raise ConfigError(f"config: cannot read {path} ({err.strerror})") from err
+            raise ConfigError(unreadable("config", path, err)) from err
         try:
             tree = read_yaml(text) or {}
         except yaml.YAMLError as err:

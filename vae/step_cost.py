@@ -155,7 +155,8 @@ def _part(event) -> str:
         if node.name.startswith("autograd::engine") or "run_backward" in node.name:
             return "backward"
         if "/vae/" in node.name or node.name.startswith("vae/") or "torch/optim/" in node.name:
-            return next((part for part, patterns in PARTS if any(_matches(node.name, p) for p in patterns)), "other")
+            matching = (part for part, patterns in PARTS if any(_matches(node.name, p) for p in patterns))
+            return next(matching, "other")
         node = node.cpu_parent
     return "other"
 
@@ -172,12 +173,12 @@ def step_parts(step: Callable[[], object], seconds: float, calls: int = 5) -> di
             step()
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     threads = collections.Counter(e.thread for e in events)
-    step_thread = threads.most_common(1)[0][0] if threads else None   # the step's (a compiler's pool waits in others)
+    step_thread = threads.most_common(1)[0][0] if threads else None   # a compiler waits in others
     totals: dict[str, float] = {}
     for event in (e for e in events if e.thread == step_thread):
         part = _part(event)
         totals[part] = totals.get(part, 0.0) + event.self_cpu_time_total / 1e6 / calls
-    scale = min(1.0, seconds / (sum(totals.values()) or 1.0))      # the profiler's own overhead on each operator
+    scale = min(1.0, seconds / (sum(totals.values()) or 1.0))      # the profiler's overhead on each operator
     parts = {part: t * scale for part, t in sorted(totals.items(), key=lambda item: -item[1])}
     parts["outside operators"] = max(0.0, seconds - sum(parts.values()))
     return parts

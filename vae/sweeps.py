@@ -7,7 +7,7 @@ A sweep file is a W&B grid sweep plus keys of our own::
     metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on (goal:
                                        # minimize, the default, or maximize, e.g. valid/accuracy)
     base: configs/vae_categorical.yaml # a config file, or a list of them (then one more axis);
-                                       # a relative path is read from the repository root
+                                       # relative: from here, else the repository (resolve_path)
     parameters:                        # dotted config key -> {values: [...]} (an axis) or {value: v}
       estimator.name: {values: [gs, st-gs]}
       tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
@@ -65,7 +65,8 @@ from typing import Any
 import torch
 import yaml
 
-from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
+from vae.config import (REPO, Config, ConfigError, config_from_dict, load_config, read_yaml, resolve_path, to_dict,
+                        unreadable)
 from vae.results import final, git_commit, select_best
 from vae.store import (CHECKPOINT, FAILED, SUMMARY, load_summary, mark_failed, read_config_text, read_metrics,
                        write_config, write_metrics, write_summary, write_sweep_info)
@@ -75,7 +76,6 @@ from vae.training import TrainingDiverged, final_numbers, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
-REPO = Path(__file__).resolve().parents[1]  # relative `base:` paths are read from here
 STORE = "sweeps"  # <results>/sweeps/<sweep name>/<preset>/<run>: the committed run records
 PACKS = "packs"   # <results>/packs/<sweep name>/<preset>/<pack>: packs in training (--pack-lr), never committed
 GOALS = ("minimize", "maximize")   # a sweep metric's goal: the best point has the lowest / highest value
@@ -243,11 +243,11 @@ def _axis_or_value(key: str, spec: Any, where: str) -> tuple[bool, Any]:
 
 def read_sweep(path: str | Path) -> Sweep:
     """Parse and check a sweep file (the configs of its points are checked by :func:`expand`)."""
-    path = Path(path)
+    typed, path = path, resolve_path(path)
     try:
         tree = read_yaml(path.read_text())
     except OSError as err:
-        raise SweepError(f"sweep: cannot read {path} ({err.strerror})") from err
+        raise SweepError(unreadable("sweep", typed, err)) from err
     except yaml.YAMLError as err:
         raise SweepError(f"sweep: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
     _require(isinstance(tree, dict), f"sweep: {path} must hold a mapping of keys")
@@ -263,7 +263,8 @@ def read_sweep(path: str | Path) -> Sweep:
     _require(isinstance(bases, list) and bases and all(isinstance(b, str) for b in bases),
              f"base: expected a config file or a list of them, got {tree.get('base')!r}")
     for base in bases:
-        _require(base_path(base).is_file(), f"base: config file {base} not found (relative paths are read from {REPO})")
+        _require(base_path(base).is_file(), f"base: config file {base} not found (a relative path is looked for in "
+                                            f"the current directory {Path.cwd()}, then in {REPO})")
     axes, fixed = {}, {}
     for key, spec in (tree.get("parameters") or {}).items():
         is_axis, value = _axis_or_value(key, spec, "parameters")
@@ -286,9 +287,8 @@ def read_sweep(path: str | Path) -> Sweep:
 
 
 def base_path(base: str) -> Path:
-    """Where a sweep's ``base:`` config lives: an absolute path as it is, a relative one under the
-    repository root (so the sweep runs the same from any directory)."""
-    return Path(base) if Path(base).is_absolute() else REPO / base
+    """Where a sweep's ``base:`` config lives: :func:`vae.config.resolve_path`, the one rule."""
+    return resolve_path(base)
 
 
 def _include_list(value: Any, where: str) -> list[dict[str, Any]]:
