@@ -35,6 +35,7 @@ from vae.figures import band, save
 from vae.sweeps import flat_settings
 from vae.tables import to_markdown
 from vae.config import ConfigError, config_from_dict, read_yaml, to_dict
+from vae.estimators.config import did_you_mean
 from vae.estimators import ESTIMATORS
 from vae.results import curve, final, git_commit
 from vae.store import CONFIG, load_summary
@@ -156,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = list(dict.fromkeys(d for p in args.paths for d in find_runs(Path(p))))
         runs = [load_run(d) for d in run_dirs]
         summaries = [r.summary for r in runs if r.summary is not None]
-        metrics = args.metric or sorted({k for s in summaries for k in s if k.startswith(("valid/", "test/"))})
+        there = sorted({k for s in summaries for k, v in s.items() if isinstance(v, dict)})
+        metrics = args.metric or [k for k in there if k.startswith(("valid/", "test/"))]
         for key in metrics:
-            if not any(isinstance(s.get(key), dict) for s in summaries):
-                raise CompareError(f"--metric {key}: no compared run's summary.json has this metric")
+            if key not in there:
+                raise CompareError(f"--metric {key}: no compared run's summary.json has this metric"
+                                   f"{did_you_mean(key, there)}; they have {', '.join(there) or 'none'}")
         if args.curve is not None and "/" not in args.curve:
             raise CompareError(f"--curve {args.curve}: a key is split/metric, e.g. test/neg_elbo")
         if args.plot:

@@ -2,8 +2,9 @@
 moving-average baseline on the categorical VAE, briefly, on whatever device there is.
 
 Each estimator runs configs/demo.yaml (2 seeds, 2,000 steps) in results/runs/demo/<estimator>/;
-a finished run is reused and an interrupted one resumed. Prints the held-out numbers and writes
-a figure of the validation curves to results/figures/demo_curves.{png,pdf}.
+a finished run is reused and an interrupted one resumed. Prints the held-out numbers of the three;
+``python -m experiments.compare results/runs/demo --plot`` draws their curves. Progress bars go to a
+terminal only (``--no-progress``: none).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ESTIMATORS = ("gs", "st-gs", "reinforce-ema")
 CONFIG = Path("configs/demo.yaml")
 
 
-def run_all(results: Path, overrides: list[str]) -> dict[str, Path]:
+def run_all(results: Path, overrides: list[str], progress: bool = True) -> dict[str, Path]:
     """Train (or reuse, or resume) one run per estimator; returns their directories."""
     runs = {}
     for name in ESTIMATORS:
@@ -29,10 +30,10 @@ def run_all(results: Path, overrides: list[str]) -> dict[str, Path]:
         if load_summary(run_dir) is not None:
             print(f"{name}: finished earlier, reusing {run_dir}")
         elif (run_dir / CHECKPOINT).exists():
-            train(None, run_dir, resume=True)
+            train(None, run_dir, resume=True, progress=progress)
         else:
             cfg = load_config(CONFIG, [*overrides, f"estimator.name={name}", f"out_dir={results / 'runs'}"])
-            train(cfg, run_dir)
+            train(cfg, run_dir, progress=progress)
         runs[name] = run_dir
     return runs
 
@@ -55,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results", help="root of the results store")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (none either when stderr is "
+                        "not a terminal)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of configs/demo.yaml")
     args = parser.parse_args(argv)
     try:
-        runs = run_all(Path(args.results_dir), args.overrides)
+        runs = run_all(Path(args.results_dir), args.overrides, progress=not args.no_progress and sys.stderr.isatty())
     except (ConfigError, DataError, RunDirError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

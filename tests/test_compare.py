@@ -100,6 +100,8 @@ def test_plot_writes_png_and_pdf(sweep, tmp_path, capsys):
     (["{empty}"], "{empty}: holds no run"),
     (["{sweep}", "--metric", "test/no_such_key"], "--metric test/no_such_key:"),
     (["{sweep}", "--metric", "steps"], "--metric steps:"),           # in summary.json, but no metric
+    (["{sweep}", "--metric", "test/iw_bund"], "--metric test/iw_bund: no compared run's summary.json has this "
+                                              "metric (did you mean 'test/iw_bound'?); they have "),
     (["{sweep}", "--plot", "--curve", "test/no_such_curve"], "--curve test/no_such_curve:"),
 ])
 def test_bad_input_is_one_line_and_status_2_and_writes_nothing(sweep, tmp_path, capsys, args, message):

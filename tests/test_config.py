@@ -84,6 +84,8 @@ def test_round_trip_through_plain_data():
 @pytest.mark.parametrize("override, message", [
     ("tau.temperature=1", r"^tau\.temperature: unknown key; allowed: schedule, tau0"),
     ("colour=red", r"^colour: unknown key"),
+    ("optim.lrr=0.1", r"^optim\.lrr: unknown key \(did you mean 'lr'\?\); allowed: name, lr"),
+    ("estimator.name=rlo", r"^estimator\.name: unknown 'rlo' \(did you mean 'rloo'\?\); allowed: "),
     ("tau.tau0=0", r"^tau\.tau0: must be > 0"),
     ("tau.tau0=-1", r"^tau\.tau0: must be > 0"),
     ("optim.lr=0", r"^optim\.lr: must be > 0"),

@@ -75,7 +75,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     assert cli("experiments.train", "--no-progress", "--resume", str(run_dir), "steps=16").returncode == 0
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 16
     typo = cli("experiments.train", "plugins=[my_estimator]", "estimator=reinforce-const", "estimator.options.baselin=1")
-    assert typo.returncode == 2 and "estimator.options.baselin: unknown key; allowed: baseline" in typo.stderr
+    assert typo.returncode == 2 and ("estimator.options.baselin: unknown key (did you mean 'baseline'?); allowed: "
+                                     "baseline") in typo.stderr
 
     sweep = tmp_path / "my_sweep.yaml"
     sweep.write_text(plugin_sweep("configs/vae_categorical_linear.yaml", "my_estimator",

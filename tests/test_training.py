@@ -435,6 +435,7 @@ def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
     first = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "| gs |" in first.stdout and "| st-gs |" in first.stdout and "| reinforce-ema |" in first.stdout
+    assert "step/s" not in first.stderr and "ex/s" not in first.stderr     # stderr is no terminal: no bars in a log
     again = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 3
 

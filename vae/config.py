@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vae.estimators.config import EstimatorConfig
+from vae.estimators.config import EstimatorConfig, did_you_mean
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -236,7 +236,8 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     hints = get_type_hints(cls)
     unknown = sorted(set(values) - set(hints))
     if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed: {', '.join(hints)}")
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key{did_you_mean(unknown[0], hints)}; "
+                          f"allowed: {', '.join(hints)}")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
 
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to a mistyped ``word``, or '': what every
+    "unknown name" error of the config adds."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
@@ -31,8 +40,8 @@ class EstimatorConfig:
         from vae.estimators import ESTIMATORS  # the registry, with the estimators of loaded plugins
 
         if self.name not in ESTIMATORS:
-            raise ValueError(f"estimator.name: unknown {self.name!r}; allowed: {', '.join(ESTIMATORS)} "
-                             "(an estimator of your own: name its module in `plugins`)")
+            raise ValueError(f"estimator.name: unknown {self.name!r}{did_you_mean(self.name, ESTIMATORS)}; allowed: "
+                             f"{', '.join(ESTIMATORS)} (an estimator of your own: name its module in `plugins`)")
         if self.num_samples < 2:
             raise ValueError(f"estimator.num_samples: must be an integer >= 2, "
                              f"got {self.num_samples}")
