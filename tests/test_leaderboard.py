@@ -95,6 +95,8 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
 
     done = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator", "estimator.options.backward_tau=3")
     assert done.returncode == 0, done.stderr
+    # before it trains, each cell says how long its new run will take
+    assert re.search(r"VAE \(Cat\.\): 1 run\(s\) to train and bound, about \d+ minutes on this machine", done.stdout)
     table = (tmp_path / "mine/tables/tiny/leaderboard.md").read_text()
     by_caption = {}                                  # each table (and its caption) by the caption's first words
     for chunk in re.split(r"\n\n(?=\| )", table):

@@ -48,6 +48,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -373,7 +374,8 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
 
 def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugins: list[str] = (),
                 settings: dict[str, Any] | None = None, equal_cost: str | None = None, cells: list[str] | None = None,
-                committed_dir: Path = COMMITTED, train: Callable[[Sweep, list[Point]], object] | None = None) -> str:
+                committed_dir: Path = COMMITTED, train: Callable[[Sweep, list[Point]], object] | None = None,
+                log: Callable[[str], None] = print) -> str:
     """Train ``names`` (after importing ``plugins``; with ``settings``, dotted keys) on ``cells``
     (default all) with ``train(sweep, points)``, and write the leaderboard of ``preset``; returns
     its markdown. Raises :class:`SweepError` (one line) on bad input: an unknown estimator or cell,
@@ -409,6 +411,12 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
         if apply:
             mine = new_points(cell, preset, Path(results_dir), apply, settings, equal_cost)
             if train is not None:
+                todo = [p for p in mine if load_summary(p.run_dir) is None]
+                minutes = estimated_minutes(todo, points)
+                if todo and minutes is not None:
+                    log(f"{cell.label}: {len(todo)} run(s) to train and bound, about {minutes:.0f} minutes on this "
+                        "machine (the cell's committed one-pass entries' time per step, times the new runs' "
+                        "decoder passes and steps, plus their bound)")
                 train(cell.read_sweep(), mine)
             committed = {p.run_dir.name for p in points}
             mine = [p for p in mine if p.run_dir.name not in committed]
@@ -421,6 +429,20 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
                          f"train the sweeps first (make table1 PRESET={preset})")
     missing = {titles.get(name, column_title(name, "")): labels for name, labels in missing.items()}
     return write(by_cell, missing, preset, Path(results_dir))
+
+
+def estimated_minutes(todo: list[Point], committed: list[Point]) -> float | None:
+    """Minutes that training ``todo`` (and its test bounds) will take, from a cell's ``committed``
+    entries with one decoder pass a step (not at another's cost): their median seconds per step
+    (all seeds) times each new run's passes and steps, plus their median bound's seconds; None
+    without such an entry."""
+    one_pass = [s for p in committed if EQUAL_COST not in p.values and TASKS[p.cfg.task].decoder_passes(p.cfg) == 1.0
+                and (s := load_summary(p.run_dir)) is not None]
+    if not one_pass:
+        return None
+    per_step = statistics.median(s["train_seconds"] / s["steps"] for s in one_pass)
+    bound = statistics.median(s["iw_seconds"] for s in one_pass)
+    return sum(per_step * TASKS[q.cfg.task].decoder_passes(q.cfg) * q.cfg.steps + bound for q in todo) / 60
 
 
 def board_cost(preset: str, stores: list[Path]) -> dict[str, Any]:
