@@ -589,3 +589,28 @@ def test_a_figure_with_no_finished_run_for_a_panel_refuses_unless_partial(name, 
     sweep = {"fig3": "sbn", "fig4": "table1", "tau-ablation": "tau_ablation", "gradvar": "gradvar"}[name]
     points = sweep_points(sweep, "tiny", tmp_path)
     assert footer(points, "tiny").startswith(f"PARTIAL: 0 of {len(points)} runs finished.")
+
+
+def test_redrawing_the_same_figure_leaves_its_files_byte_identical(tmp_path):
+    """No tree dirtied by a redraw: the same drawing gives the same PNG and PDF bytes (no date in
+    them), and at another commit too, where only the footer's 'drawn at commit' would differ, the
+    files are left as they were; a drawing that changed is written, with its own commit."""
+    import matplotlib.pyplot as plt
+
+    from vae.figures import _drawn_commit, save
+
+    def draw(values: list[float], commit: str) -> dict[str, bytes]:
+        fig, ax = plt.subplots()
+        ax.plot(values)
+        paths = save(fig, tmp_path, "toy", f"Preset tiny.\nruns from commit c0ffee | drawn at commit {commit}")
+        return {p.suffix: p.read_bytes() for p in paths}
+
+    first = draw([1.0, 2.0], "aaa1111")
+    assert _drawn_commit(tmp_path / "toy.png") == "aaa1111"
+    for path in tmp_path.glob("toy.*"):
+        path.unlink()
+    assert draw([1.0, 2.0], "aaa1111") == first                        # deterministic
+    assert draw([1.0, 2.0], "bbb2222") == first                        # unchanged drawing: left alone
+    changed = draw([1.0, 3.0], "bbb2222")
+    assert changed[".png"] != first[".png"] and changed[".pdf"] != first[".pdf"]
+    assert _drawn_commit(tmp_path / "toy.png") == "bbb2222"

@@ -27,13 +27,16 @@ sweep file (``configs/sweeps/``) for the preset; run the sweep first (``make <na
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import re
 import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import PIL.Image
 import torch
 
 from vae.sweeps import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
@@ -49,7 +52,7 @@ from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
 from vae.results import curve, final, git_commit, provenance
-from vae.store import CHECKPOINT, load_summary
+from vae.store import CHECKPOINT, atomic_write, load_summary
 from vae.training import train
 
 plt.switch_backend("Agg")   # files only, never a window
@@ -69,16 +72,51 @@ PAPER_SPEEDUP = {10: 2.0, 100: 9.9}
 TAU_SPAN = 6.0             # nats above the best schedule that the tau ablation's y axis shows   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
 
 
+DRAWN = re.compile(r"drawn at commit (\S+)")
+
+
+def _rendered(fig: plt.Figure, ext: str, commit: str) -> bytes:
+    """The figure as ``ext`` bytes, with no date in them (the PDF's creation date left out) and the
+    drawing commit in their metadata, so that the same drawing gives the same bytes."""
+    buffer = io.BytesIO()
+    metadata = {"Drawn": commit} if ext == "png" else {"CreationDate": None, "Subject": f"drawn at commit {commit}"}
+    fig.savefig(buffer, format=ext, dpi=150, metadata=metadata)
+    return buffer.getvalue()
+
+
+def _drawn_commit(path: Path) -> str | None:
+    """The drawing commit a PNG written by :func:`save` records, or None."""
+    try:
+        with PIL.Image.open(path) as image:
+            return image.text.get("Drawn")
+    except (OSError, ValueError):
+        return None
+
+
 def save(fig: plt.Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
-    """Lay out ``fig`` above its footer (wrapped to the figure's width) and write ``name``.png, .pdf."""
+    """Lay out ``fig`` above its footer (wrapped to the figure's width) and write ``name``.png, .pdf.
+
+    Byte for byte the same drawing gives the same files, and a redraw that differs from the files
+    there only in the footer's ``drawn at commit`` leaves them as they are (the footer keeps the
+    commit that drew them): redrawing a committed figure at a new commit dirties no tree."""
     width = int(fig.get_figwidth() * 19)                     # characters per line at 6.5 pt
     lines = [line for part in footer.split("\n") for line in textwrap.wrap(part, width)]
-    fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=6.5, color="0.3")
+    text = fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=6.5, color="0.3")
     fig.tight_layout(rect=(0, (len(lines) * 9.5 + 6) / (fig.get_figheight() * 72), 1, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
+    match = DRAWN.search(footer)
+    commit = match.group(1) if match else ""
+    before = _drawn_commit(paths[0]) if match and all(p.exists() for p in paths) else None
+    if before is not None and before != commit:                 # the same drawing at the files' commit?
+        text.set_text(text.get_text().replace(f"drawn at commit {commit}", f"drawn at commit {before}"))
+        if all(_rendered(fig, p.suffix[1:], before) == p.read_bytes() for p in paths):
+            plt.close(fig)
+            return paths
+        text.set_text(text.get_text().replace(f"drawn at commit {before}", f"drawn at commit {commit}"))
     for path in paths:
-        fig.savefig(path, dpi=150)
+        data = _rendered(fig, path.suffix[1:], commit)
+        atomic_write(path, lambda fh: fh.write(data))
     plt.close(fig)
     return paths
 
