@@ -436,7 +436,8 @@ def floor_estimators(cfg: Config) -> dict[str, list[str]]:
     declarations let it run there, at the config's temperature schedule or, if it needs a higher
     tau (its ``min_tau``: ReinMax), at a constant tau of its ``min_tau``; in the tables' order."""
     m, out = cfg.model, {}
-    for name in applicable(task=cfg.task, kind=m.kind, lowest_tau=0.0, latent_shape=(m.num_latents, m.num_classes)):
+    every_tau = math.inf                     # min_tau decides below, not here
+    for name in applicable(task=cfg.task, kind=m.kind, lowest_tau=every_tau, latent_shape=(m.num_latents, m.num_classes)):
         least = ESTIMATORS[name].min_tau
         fits = least is None or least <= lowest_tau(cfg.tau, cfg.steps)
         out[name] = [] if fits else ["tau.schedule=constant", f"tau.tau0={least}"]
