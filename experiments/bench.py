@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--steps, --repeats, --threads, --bound-examples and --replicas: must be >= 1")
         unknown = [n for n in args.estimator or [] if n not in ESTIMATORS]
         if unknown:
-            raise ConfigError(f"--estimator: unknown {', '.join(map(repr, unknown))}; known: {', '.join(ESTIMATORS)}")
+            raise ConfigError(f"--estimator: unknown {', '.join(map(repr, unknown))}; "
+                              f"known: {', '.join(ESTIMATORS)}")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         if args.profile:

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of configs/demo.yaml")
     args = parser.parse_args(argv)
     try:
-        runs = run_all(Path(args.results_dir), args.overrides, progress=not args.no_progress and sys.stderr.isatty())
+        progress = not args.no_progress and sys.stderr.isatty()
+        runs = run_all(Path(args.results_dir), args.overrides, progress=progress)
     except (ConfigError, DataError, RunDirError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -776,7 +776,8 @@ def test_an_estimator_reads_tau_exactly_when_it_declares_so(name: str, kind: str
 
     one, two = draw(1.0), draw(2.0)
     same = all(torch.equal(a, b) for a, b in zip(one, two))
-    assert same != BUILT_IN[name].reads_tau, f"{name}: reads_tau={BUILT_IN[name].reads_tau}, yet tau {'did not move' if same else 'moved'} its gradient"
+    declared = BUILT_IN[name].reads_tau
+    assert same != declared, f"{name}: reads_tau={declared}, yet tau {'did not move' if same else 'moved'} its gradient"
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)

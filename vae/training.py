@@ -105,6 +105,8 @@ class Trainer:
         params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
         self.optimizer = make_optimizer(params, cfg.optim)
         self.log = log
+        declared = ESTIMATORS.get(self.task.estimator_name(cfg))      # None: M2's summed class
+        self.reads_tau = declared is not None and declared.reads_tau   # what the progress bar and notes go by
         self.compiled_step = (CompiledStep(self, may_fall_back=cfg.compile == "auto")   # the step as one graph
                               if compiles(cfg, self.device) else None)
         if cfg.compile == "auto" and self.compiled_step is not None:
@@ -228,8 +230,7 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
     tracker = RunTracker(run_dir, to_dict(cfg), cfg.seeds, cfg.wandb_project, Path(cfg.out_dir).parent,
                          resume_step=trainer.step if resume else None, final_metric=trainer.task.final_metric)
     log(f"run directory: {run_dir} (device {trainer.device}, seeds {cfg.seeds})")
-    estimator = ESTIMATORS.get(trainer.task.estimator_name(cfg))
-    note = short_of_floor(cfg.tau, cfg.steps) if estimator is not None and estimator.reads_tau else None
+    note = short_of_floor(cfg.tau, cfg.steps) if trainer.reads_tau else None
     if note is not None:
         log(note)
     summary = None
@@ -263,8 +264,6 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=trainer.task.estimator_name(cfg),
                unit="step", dynamic_ncols=True)
     window_start = trainer.step       # first step of the current logging window (a multiple of log_every)
-    estimator = ESTIMATORS.get(trainer.task.estimator_name(cfg))
-    reads_tau = estimator is not None and estimator.reads_tau
     start, first_step, before = time.perf_counter(), trainer.step, dict(trainer.timing)
 
     def clock() -> None:              # the run's training time, kept in every checkpoint
@@ -292,7 +291,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
                        "tau": trainer.temperature.value(done - 1), "lr": _one_per_replica(learning_rate(cfg, done - 1), r)}
             metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
             tracker.log(done, "train", metrics)
-            shown = {"tau": f"{metrics['tau'][0]:.3f}"} if reads_tau else {}      # only where tau does something
+            shown = {"tau": f"{metrics['tau'][0]:.3f}"} if trainer.reads_tau else {}   # only where tau does something
             bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", **shown)
             window_start = done
         if at_eval:
