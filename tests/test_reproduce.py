@@ -22,6 +22,8 @@ from experiments import sweep as sweep_cli
 from vae import sweeps
 from vae.sweeps import best_points, expand, identity, read_sweep
 from vae.config import load_config, to_dict
+from vae.estimators import ESTIMATORS
+from vae.tasks import TASKS
 from vae.results import curve, provenance
 from vae.store import CHECKPOINT, SUMMARY
 from vae.training import Trainer
@@ -338,6 +340,33 @@ def test_fig4_draws_one_figure_per_model_as_table1_has_one_table_per_model(tmp_p
                      "fig4_vae_curves_mlp-512-256.pdf", "fig4_vae_curves_mlp-512-256.png"]
 
 
+def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_written_out_directories(tmp_path):
+    """``estimator.name: {applicable: ...}`` gives, per base, exactly the registered names whose
+    resolved config validates (the trainer's own checks), within ``max_passes`` and outside
+    ``exclude``; each point's directory is the one the name written out gives (so converting a
+    sweep file to the axis keeps its records)."""
+    text = ("name: app\nbase: [configs/sbn_bernoulli.yaml, configs/vae_bernoulli.yaml]\nparameters:\n"
+            "  estimator.name: {applicable: {max_passes: 4, exclude: [gs]}}\n  steps: {value: 10}\n")
+    (tmp_path / "app.yaml").write_text(text)
+    points = expand(read_sweep(tmp_path / "app.yaml"), "none", tmp_path)
+    expected = []
+    for name in ESTIMATORS:
+        for base in ("configs/sbn_bernoulli.yaml", "configs/vae_bernoulli.yaml"):
+            try:
+                cfg = load_config(REPO / base, [f"estimator.name={name}", "steps=10"])
+            except ValueError:
+                continue
+            if name != "gs" and TASKS[cfg.task].decoder_passes(cfg) <= 4:
+                expected.append((name, base))
+    assert [(p.cfg.estimator.name, p.base) for p in points] == expected
+    assert {"vimco", "double-cv"} <= {n for n, b in expected if "vae" in b} - {n for n, b in expected if "sbn" in b}
+    assert "rloo" not in {n for n, b in expected if "sbn" in b} and "reinmax" in {n for n, b in expected if "sbn" in b}
+    written = text.replace("{applicable: {max_passes: 4, exclude: [gs]}}", "{values: [disarm, reinforce-ema]}")
+    (tmp_path / "written.yaml").write_text(written)
+    for point in expand(read_sweep(tmp_path / "written.yaml"), "none", tmp_path):
+        assert point.run_dir in {p.run_dir for p in points}
+
+
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
@@ -363,7 +392,11 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     ("base: configs/vae_categorical.yaml\npresets: {huge: {}}\n", [], "presets.huge: unknown preset"),
     ("base: configs/missing.yaml\npresets: {quick: {}}\n", [], "config file configs/missing.yaml not found"),
     ("base: configs/vae_categorical.yaml\nparameters:\n  steps: [10]\npresets: {quick: {}}\n", [],
-     "parameters.steps: expected {values: [...]} or {value: v}"),
+     "parameters.steps: expected {values: [...]}, {value: v}"),
+    ("base: configs/sbn_bernoulli.yaml\nparameters:\n  estimator.name: {applicable: {exclude: [rlo]}}\n", [],
+     "applicable.exclude: unknown estimator 'rlo' (did you mean 'rloo'?)"),
+    ("base: configs/sbn_bernoulli.yaml\nparameters:\n  estimator.name: {applicable: {max_pases: 4}}\n", [],
+     "applicable: expected true or a mapping with keys exclude, max_passes"),
     ("base: configs/vae_categorical.yaml\nmethod: bayes\npresets: {quick: {}}\n", [], "method: 'bayes'"),
     ("base: configs/vae_categorical.yaml\nmetric: {name: valid/accuracy, goal: best}\npresets: {quick: {}}\n", [],
      "goal: minimize or maximize"),

@@ -11,6 +11,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
     parameters:                        # dotted config key -> {values: [...]} (an axis) or {value: v}
       estimator.name: {values: [gs, st-gs]}
       tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
+      # or estimator.name: {applicable: {max_passes: 4, exclude: [gs]}}: every registered estimator
+      # that applies to the base (its declarations), within a cost (Applicable); `true`: no limits
     include:                           # extra points next to the grid, each a mapping of overrides;
       - {estimator.name: rloo}         # a value written {values: [...]} makes the entry a small grid;
       - {base: configs/vae_bernoulli.yaml, estimator.name: arm}   # `base:` only for that base
@@ -70,7 +72,9 @@ from vae.config import (REPO, Config, ConfigError, config_from_dict, load_config
 from vae.results import final, git_commit, select_best
 from vae.store import (CHECKPOINT, FAILED, SUMMARY, load_summary, mark_failed, read_config_text, read_metrics,
                        write_config, write_metrics, write_summary, write_sweep_info)
-from vae.tasks import at_equal_cost
+from vae.estimators import ESTIMATORS
+from vae.estimators.config import did_you_mean
+from vae.tasks import TASKS, at_equal_cost
 from vae.wandb_sweep import register, start_agents, wandb_config
 from vae.training import TrainingDiverged, final_numbers, train
 
@@ -230,10 +234,66 @@ def _require(ok: bool, message: str) -> None:
         raise SweepError(message)
 
 
+@dataclass(frozen=True)
+class Applicable:
+    """``estimator.name: {applicable: true}`` or ``{applicable: {max_passes: P, exclude: [...]}}``: an
+    axis of every registered estimator whose declarations allow the point's resolved config (its task,
+    latent kind and shape, the lowest tau its schedule reaches: the checks ``train`` makes), in the
+    registry's order, except ``exclude`` and those spending more than ``max_passes`` decoder passes per
+    example and step (:meth:`vae.tasks.Task.decoder_passes`). Resolved per base, so each base config
+    gets the estimators that apply to it; a point's directory is the one the name written out gives."""
+
+    max_passes: float | None = None
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: Any, where: str) -> Applicable:
+        if spec is True:
+            return cls()
+        allowed = {"max_passes", "exclude"}
+        _require(isinstance(spec, dict) and set(spec) <= allowed,
+                 f"{where}.applicable: expected true or a mapping with keys {', '.join(sorted(allowed))}, got {spec!r}")
+        passes, exclude = spec.get("max_passes"), spec.get("exclude", [])
+        _require(passes is None or (isinstance(passes, (int, float)) and passes > 0),
+                 f"{where}.applicable.max_passes: expected a positive number, got {passes!r}")
+        _require(isinstance(exclude, list) and all(isinstance(n, str) for n in exclude),
+                 f"{where}.applicable.exclude: expected a list of estimator names, got {exclude!r}")
+        for name in exclude:
+            _require(name in ESTIMATORS, f"{where}.applicable.exclude: unknown estimator {name!r}"
+                     f"{did_you_mean(name, ESTIMATORS)}")
+        return cls(passes, tuple(exclude))
+
+    def names(self, base: str, overrides: list[str]) -> list[str]:
+        """The estimators this axis gives on ``base`` with ``overrides`` (``key=value`` strings)."""
+        names, first_error = [], None
+        try:
+            load_config(base_path(base), overrides)    # imports the config's plugins: they join the registry
+        except ValueError as err:
+            first_error = err
+        for name in list(ESTIMATORS):
+            if name in self.exclude:
+                continue
+            try:
+                cfg = load_config(base_path(base), [*overrides, f"estimator.name={name}"])
+            except ValueError as err:      # does not apply here (or a config error: reported below)
+                first_error = first_error or err
+                continue
+            if self.max_passes is None or TASKS[cfg.task].decoder_passes(cfg) <= self.max_passes:
+                names.append(name)
+        _require(bool(names), f"estimator.name: applicable: no registered estimator applies to {base} "
+                              f"with these settings ({first_error})")
+        return names
+
+
 def _axis_or_value(key: str, spec: Any, where: str) -> tuple[bool, Any]:
-    """``{values: [...]}`` -> (True, list); ``{value: v}`` -> (False, v); anything else is invalid."""
+    """``{values: [...]}`` -> (True, list); ``{value: v}`` -> (False, v); ``estimator.name:
+    {applicable: ...}`` -> (True, [:class:`Applicable`]), resolved per base by :func:`expand`;
+    anything else is invalid."""
+    if key == "estimator.name" and isinstance(spec, dict) and set(spec) == {"applicable"}:
+        return True, [Applicable.parse(spec["applicable"], f"{where}.{key}")]
     _require(isinstance(spec, dict) and len(spec) == 1 and set(spec) <= {"values", "value"},
-             f"{where}.{key}: expected {{values: [...]}} or {{value: v}}, got {spec!r}")
+             f"{where}.{key}: expected {{values: [...]}}, {{value: v}} or (estimator.name) {{applicable: ...}}, "
+             f"got {spec!r}")
     if "values" in spec:
         _require(isinstance(spec["values"], list) and len(spec["values"]) > 0,
                  f"{where}.{key}.values: expected a non-empty list, got {spec['values']!r}")
@@ -299,7 +359,7 @@ def _include_list(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _is_axis(spec: Any) -> bool:
-    return isinstance(spec, dict) and set(spec) == {"values"}
+    return isinstance(spec, dict) and set(spec) in ({"values"}, {"applicable"})
 
 
 def _entry_points(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -383,7 +443,7 @@ def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str,
     for key, spec in chosen.items():
         if key == "include":
             continue
-        if isinstance(spec, dict) and "values" in spec:     # an axis; any other value is an override
+        if _is_axis(spec):                                  # an axis; any other value is an override
             preset_axes[key] = _axis_or_value(key, spec, f"presets.{preset}")[1]
         else:
             preset_fixed[key] = spec
@@ -398,23 +458,41 @@ def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str,
         _require(values.get("base", sweep.bases[0]) in sweep.bases,
                  f"include: base {values.get('base')!r} is not one of the sweep's bases ({', '.join(sweep.bases)})")
     points, digests = [], set()
-    for values in grid + included:      # bases innermost: each estimator's runs on both VAEs come together
-        only = values.pop("base", None)
-        for base in sweep.bases if only is None else [only]:
-            overrides = {**sweep.fixed, **preset_fixed, **values, "experiment": sweep.name,
-                         "out_dir": str(results_dir / STORE)}
-            reference = overrides.pop(EQUAL_COST, None)
-            try:
-                cfg = load_config(base_path(base), [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
-                cfg = cfg if reference is None else at_equal_cost(cfg, reference)
-            except ValueError as err:      # ConfigError included
-                raise SweepError(f"{sweep.path}: {err}") from err
-            digest = _digest(cfg)
-            if digest not in digests:
-                digests.add(digest)
-                points.append(Point(base, values, cfg,
-                                    results_dir / STORE / sweep.name / preset / _run_name(values, base, digest)))
+    for values, base in _with_bases(sweep, grid + included, preset_fixed):
+        # bases innermost: each estimator's runs on both VAEs come together
+        overrides = {**sweep.fixed, **preset_fixed, **values, "experiment": sweep.name,
+                     "out_dir": str(results_dir / STORE)}
+        reference = overrides.pop(EQUAL_COST, None)
+        try:
+            cfg = load_config(base_path(base), [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
+            cfg = cfg if reference is None else at_equal_cost(cfg, reference)
+        except ValueError as err:      # ConfigError included
+            raise SweepError(f"{sweep.path}: {err}") from err
+        digest = _digest(cfg)
+        if digest not in digests:
+            digests.add(digest)
+            points.append(Point(base, values, cfg,
+                                results_dir / STORE / sweep.name / preset / _run_name(values, base, digest)))
     return points
+
+
+def _with_bases(sweep: Sweep, entries: list[dict[str, Any]], preset_fixed: dict[str, Any]
+                ) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each entry's (values, base) pairs, bases innermost: the sweep's bases or the entry's own
+    ``base``, and an :class:`Applicable` estimator axis resolved to the names that apply on each."""
+    for entry in entries:
+        values = dict(entry)
+        only = values.pop("base", None)
+        bases = sweep.bases if only is None else [only]
+        axis = values.get("estimator.name")
+        if not isinstance(axis, Applicable):
+            yield from ((values, base) for base in bases)
+            continue
+        fixed = {**sweep.fixed, **preset_fixed, **{k: v for k, v in values.items() if k != "estimator.name"}}
+        overrides = [f"{k}={_yaml_value(v)}" for k, v in fixed.items() if k != EQUAL_COST]
+        per_base = {base: axis.names(base, overrides) for base in bases}
+        for name in ESTIMATORS:
+            yield from (({**values, "estimator.name": name}, base) for base in bases if name in per_base[base])
 
 
 def best_points(sweep: Sweep, points: list[Point]) -> list[Point]:
