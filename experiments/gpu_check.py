@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from vae.data import export_idx, load_mnist_uint8
+from vae.data import export_idx, load_images
 from vae.store import load_summary, write_json_atomic, write_text_atomic
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-data", metavar="DIR", help="write MNIST from this machine's cache as IDX files to DIR, and stop")
     args = parser.parse_args(argv)
     if args.export_data:
-        print("\n".join(f"wrote {p}" for p in export_idx(load_mnist_uint8(), Path(args.export_data))))
+        print("\n".join(f"wrote {p}" for p in export_idx(load_images(), Path(args.export_data))))
         return 0
     if not torch.cuda.is_available():
         print("error: gpu-check: no CUDA device here; run it on the GPU machine (see README 'GPU')", file=sys.stderr)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     env = dict(os.environ, WANDB_MODE="disabled", VAE_DATA_DIR=str(workdir / "cache"), PYTHONUNBUFFERED="1")
-    load_mnist_uint8(Path(args.data_dir), workdir / "cache")       # fills the cache every later step reads
+    load_images(Path(args.data_dir), workdir / "cache")       # fills the cache every later step reads
     report: dict = {"python": platform.python_version(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(), "steps": [], "modes": []}
     started = time.perf_counter()

@@ -38,7 +38,7 @@ from vae.figures import checkpoint_of
 from vae.tables import to_markdown
 from vae import m2
 from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators import Estimator, applicable, display_name
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.results import git_commit
@@ -84,7 +84,7 @@ def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], d
     """The markdown table of the module docstring for the run in ``run_dir`` (its config ``cfg``)."""
     commit = git_commit()              # the code that runs (read before the minutes of measuring)
     model, cfg = m2.load_model(checkpoint_of(run_dir, cfg, results_dir))
-    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
+    data = BinarizedImages.for_config(cfg.data, "cpu", log=lambda _: None)
     r, c = len(cfg.seeds), cfg.ssl.num_classes
     x = data.splits["valid"][:examples].expand(r, -1, -1)                       # [R, B, 784]
 

@@ -59,11 +59,12 @@ def _isolated_environment(request, tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
     """A data cache already filled from the fake IDX files (saves re-reading them per test)."""
-    from vae.data import load_mnist_uint8, static_binarization
+    from vae.data import load_images, static_binarization
 
     cache = tmp_path_factory.mktemp("cache")
-    images = load_mnist_uint8(fake_mnist_dir, cache, log=lambda _: None)
-    static_binarization(images, 0, cache)
+    for name in ("mnist", "fashion_mnist"):    # the fake IDX files serve both (the 2020 benchmark's tiny preset)
+        images = load_images(fake_mnist_dir, cache, log=lambda _: None, name=name)
+        static_binarization(images, 0, cache, name=name)
     return cache
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from vae.bench import inverse_cdf_classes, reference_bound
 from vae import sbn
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators.sampling import class_boundaries, sample_classes, sample_classes_by_inverse_cdf, sample_one_hot
 from vae.evaluation import importance_weighted_bound
 from vae.models import DiscreteVAE, log_prob_one_hot, log_likelihood_function, softplus_sum
@@ -124,7 +124,7 @@ def test_log_likelihood_and_log_weight_function_are_those_of_the_one_hot(kind, n
 @pytest.mark.parametrize("kind, n, k, hidden", MODELS)
 def test_vae_bound_equals_the_replaced_implementation_on_the_same_samples(kind, n, k, hidden):
     model = DiscreteVAE(kind, n, k, hidden, ReplicaGenerator([3, 4]))
-    data = BinarizedMNIST({"test": digits(30)}, "static")
+    data = BinarizedImages({"test": digits(30)}, "static")
     with torch.no_grad():
         new, old = (bound(model, data, "test", ReplicaGenerator([5, 6]), 250, 7, 30)
                     for bound in (importance_weighted_bound,
@@ -137,7 +137,7 @@ def test_vae_bound_equals_the_replaced_implementation_on_the_same_samples(kind, 
 def test_sbn_nll_equals_the_one_hot_computation_on_the_same_samples(kind, n, k):
     """Against the one-hot path written out (one-hot samples of the same classes, the map's matmul, BCE), in float64."""
     model = sbn.StochasticBinaryNetwork(kind, n, k, [16], 2, ReplicaGenerator([1, 2])).double()
-    data = BinarizedMNIST({"test": digits(12, dtype=torch.float64)}, "static")
+    data = BinarizedImages({"test": digits(12, dtype=torch.float64)}, "static")
 
     def one_hot_nll(rng: ReplicaGenerator) -> torch.Tensor:
         x = data.splits["test"].expand(2, -1, -1)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from vae import m2
 from vae.config import ConfigError, SSLConfig, load_config
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
 from vae.store import read_metrics
@@ -181,7 +181,7 @@ def test_importance_weighted_bound_is_the_sum_over_classes_of_torch_densities():
     """m = 2 with fixed noise: -log sum_y p(y) (1/m) sum_i p(x | y, z_iy) N(z_iy; 0, I) / N(z_iy; mu, sigma^2),
     in float64 (the algebra; torch's float64 tolerances)."""
     model, x = tiny(batch=3, dtype=torch.float64)
-    data = BinarizedMNIST({"test": x[0]}, "static")
+    data = BinarizedImages({"test": x[0]}, "static")
     eps = torch.randn(1, 2, C, 3, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)  # [R, m, C, B, D]
     bound = m2.importance_weighted_bound(model, data, "test", FixedNoise(eps), num_samples=2, batch_size=3)
     with torch.no_grad():
@@ -202,7 +202,7 @@ def test_importance_weighted_bound_is_the_sum_over_classes_of_torch_densities():
 
 def test_labelled_set_is_balanced_chosen_by_the_seed_and_visited_once_per_epoch(shared_cache, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    data = BinarizedMNIST.load("static", "cpu", log=lambda _: None)
+    data = BinarizedImages.load("static", "cpu", log=lambda _: None)
     labels = data.labels["train"]
     chosen = m2.LabelledSet.choose(data.splits["train"], labels, [0, 1], 30, C, dynamic=False)
     assert chosen.x.shape == (2, 30, 784) and chosen.y.shape == (2, 30)

@@ -116,3 +116,20 @@ def test_log_prob_of_one_hot_samples():
     z = F.one_hot(torch.tensor([[[0, 3, 1], [2, 2, 0]]]), 4).double()
     expected = torch.distributions.Categorical(logits=logits).log_prob(z.argmax(-1)).sum(-1)
     torch.testing.assert_close(log_prob_one_hot(logits, z), expected)
+
+
+def test_the_2020_benchmark_model_leaky_relu_0_3_and_the_output_bias_at_the_data_mean_logit():
+    """model.activation=leaky_relu puts LeakyReLU(0.3) between hidden layers (the Keras default
+    DisARM's networks use, not torch's 0.01); model.output_bias=data_mean starts the decoder's last
+    bias at logit(clip(mean, 0.001, 0.999)) for every replica, the weights as without it."""
+    mean = torch.tensor([0.0, 0.5, 0.9, 1.0]).repeat(196)
+    rng = ReplicaGenerator([3, 4])
+    model = DiscreteVAE("bernoulli", 200, 2, [200, 200], rng, activation="leaky_relu", pixel_mean=mean)
+    plain = DiscreteVAE("bernoulli", 200, 2, [200, 200], ReplicaGenerator([3, 4]))
+    slopes = [m.negative_slope for m in model.decoder if isinstance(m, torch.nn.LeakyReLU)]
+    assert slopes == [0.3, 0.3] and len([m for m in model.encoder if isinstance(m, torch.nn.LeakyReLU)]) == 2
+    expected = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+    for r in range(2):
+        assert torch.equal(model.decoder[-1].bias[r, 0], expected)
+    assert torch.equal(model.decoder[-1].weight, plain.decoder[-1].weight)
+    assert model.decoder[-1].bias[0, 0, 0].item() == pytest.approx(math.log(1e-3 / (1 - 1e-3)), rel=1e-6)

@@ -32,7 +32,7 @@ from conftest import env_with_cache, float32_rtol
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
-           "samples_bernoulli", "samples_categorical", "fig5_ssl"]
+           "samples_bernoulli", "samples_categorical", "fig5_ssl", "modern_curves"]
 
 
 # the tests that read the one tiny store run on one pytest-xdist worker (`make test`), which builds it once
@@ -121,13 +121,13 @@ def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
     runs = sorted((results / "sweeps").glob("*/tiny/*/"))       # <sweep>/<preset>/<run>
-    assert len(runs) == 4 + 7 + 2 + 4 + 4 + 3               # table1, tau_ablation, gradvar, model_question, sbn, ssl
+    assert len(runs) == 4 + 7 + 2 + 4 + 4 + 3 + 8           # table1, tau_ablation, gradvar, model_question, sbn, ssl, modern
     for run in runs:
         assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
         sweep = run.parent.parent.name
         key = "test/nll" if sweep == "sbn" else "test/neg_elbo"
         assert curve(run, key).steps == ([4] if sweep == "ssl" else [2, 4])   # ssl: evaluated at the end
-    assert "preset tiny | 24/24 runs finished" in provenance(runs, "tiny")
+    assert "preset tiny | 32/32 runs finished" in provenance(runs, "tiny")
 
 
 def test_ssl_speed_benchmark_writes_both_modes_and_a_ratio_per_number_of_classes(shared_cache, tmp_path):
@@ -647,3 +647,19 @@ def test_redrawing_the_same_figure_leaves_its_files_byte_identical(tmp_path):
     changed = draw([1.0, 3.0], "bbb2222")
     assert changed[".png"] != first[".png"] and changed[".pdf"] != first[".pdf"]
     assert _drawn_commit(tmp_path / "toy.png") == "bbb2222"
+
+
+@SHARES_TINY_RESULTS
+def test_the_2020_benchmark_table_has_a_table_per_cell_with_both_numbers_and_its_budget(tiny_results):
+    """make modern (in make figures): one table per (model, data set) of the preset, a row per
+    estimator with the training -ELBO and the test bound, the published columns, and the caption's
+    budget against the papers' 1M steps."""
+    results, _ = tiny_results
+    markdown = (results / "tables" / "tiny" / "modern.md").read_text()
+    captions = re.findall(r"^The 2020 benchmark, (\w+) model, (\w+):", markdown, flags=re.M)
+    assert captions == [("linear", "MNIST"), ("nonlinear", "MNIST"), ("linear", "FashionMNIST"),
+                        ("nonlinear", "FashionMNIST")]
+    assert markdown.count("| DisARM | ") == 4 and "of the papers' 1,000,000" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| DisARM |"))
+    assert len(re.findall(r"\d+\.\d ± \d+\.\d", row)) == 2 and "| 2 |" in row   # both numbers; DisARM's pair
+    assert "preset tiny | 8/8 runs finished" in markdown

@@ -624,3 +624,67 @@ def test_a_run_says_when_its_tau_schedule_will_not_reach_its_floor(shared_cache,
               progress=False, log=said.append)
         notes = [line for line in said if line.startswith("tau: the exp schedule is at 0.607 at the last of 12 steps")]
         assert len(notes) == says and (not says or "tau.rate=" in notes[0]), said
+
+
+BENCHMARK_MODEL = ["model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2", "model.hidden=[16,16]",
+                   "model.activation=leaky_relu", "model.output_bias=data_mean", "model.prior=learned",
+                   "optim.prior_lr=1.0e-2", "data.binarization=dynamic"]
+
+
+def test_the_learned_prior_with_its_own_rate_takes_plain_sgd_steps_outside_the_optimiser(shared_cache, monkeypatch):
+    """optim.prior_lr (DisARM's protocol: the prior's logits by SGD at 1e-2, the networks by Adam):
+    after a step the prior is exactly ``before - prior_lr * grad``, and the optimiser holds no
+    state for it."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    trainer = Trainer(load_config(None, BENCHMARK_MODEL + ["seeds=[0,1]", "data.batch_size=10", "compile=false"]),
+                      log=lambda _: None)
+    prior = trainer.model.prior_free
+    assert all(prior is not p for g in trainer.optimizer.param_groups for p in g["params"])
+    seen = []
+    prior.register_hook(lambda g: seen.append(g.clone()))
+    before = prior.detach().clone()
+    trainer.train_step()
+    assert len(seen) == 1 and seen[0].abs().sum() > 0
+    assert torch.equal(prior.detach(), before - seen[0] * 1.0e-2)
+    assert not trainer.optimizer.state.get(prior)
+
+
+def test_the_2020_benchmark_model_compiled_steps_equal_eager_steps(shared_cache, monkeypatch):
+    """The benchmark's model (LeakyReLU, output bias at the data mean, the prior's own SGD) changes
+    nothing of compile=true's promise: the same losses and, under SGD, parameters (tolerances of
+    test_compiled_steps_equal_eager_steps); the prior's update is in the graph (one graph)."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    base = BENCHMARK_MODEL + ["seeds=[3,4]", "steps=5", "device=cpu", "optim.name=sgd", "data.batch_size=20",
+                              "estimator.name=disarm"]
+    eager, compiled = (Trainer(load_config(None, base + [f"compile={flag}"]), log=lambda _: None)
+                       for flag in ("false", "true"))
+    for _ in range(4):
+        (loss, kl, _), (loss_c, kl_c, _) = (t.train_step() for t in (eager, compiled))
+        torch.testing.assert_close(loss_c, loss, rtol=STEP_RTOL, atol=STEP_ATOL)
+        torch.testing.assert_close(kl_c, kl, rtol=STEP_RTOL, atol=STEP_ATOL)
+    for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=STEP_RTOL, atol=1e-6, msg=name)
+    batch = compiled.task.batch(compiled.model, compiled.data, 5, compiled.rng, compiled.cfg)
+    assert compiled.compiled_step.graph_breaks(batch, 5) == []
+
+
+def test_train_elbo_curves_the_training_split_freshly_binarized(shared_cache, tmp_path, monkeypatch):
+    """eval.train_elbo adds the training split to the curves (train/neg_elbo at every evaluation,
+    the last one in the summary): the one-sample negative ELBO of its first curve_examples images,
+    binarized afresh under dynamic binarization (the split holds intensities: read as they are,
+    the number would be no likelihood of binary pixels)."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    cfg = load_config(None, tiny_overrides(tmp_path) + BENCHMARK_MODEL + ["eval.train_elbo=true"])
+    run = train(cfg, tmp_path / "run", progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    steps = sorted({r["step"] for r in read_metrics(run) if (r["split"], r["metric"]) == ("train", "neg_elbo")})
+    assert steps == [6, 12] and summary["train/neg_elbo"]["per_seed"] == [
+        r["value"] for r in read_metrics(run) if (r["split"], r["metric"], r["step"]) == ("train", "neg_elbo", 12)]
+    trainer = Trainer(cfg, log=lambda _: None)
+    from vae.evaluation import eval_generator, negative_elbo
+    fresh = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)
+    trainer.data.binarization = "static"    # the same images read as they are held: intensities
+    unbinarized = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)
+    assert not torch.equal(fresh, unbinarized)
+    with pytest.raises(ConfigError, match="eval.train_elbo: only for task vae"):
+        load_config("configs/sbn_bernoulli.yaml", ["eval.train_elbo=true"])

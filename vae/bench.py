@@ -74,7 +74,7 @@ from torch import nn
 
 from vae.sweeps import Pack, expand, pack_by_lr, read_sweep
 from vae.config import Config, config_from_dict, load_config, to_dict
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators import ESTIMATORS, applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
 from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
@@ -233,7 +233,7 @@ def inverse_cdf_classes(logits: torch.Tensor, rng, s: int) -> torch.Tensor:
     return sample_classes_by_inverse_cdf(class_boundaries(logits), rng, num_samples=s)
 
 
-def reference_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng, num_samples: int, batch_size: int,
+def reference_bound(model: DiscreteVAE, data: BinarizedImages, split: str, rng, num_samples: int, batch_size: int,
                     max_examples: int | None = None,
                     sample: Callable[[torch.Tensor, object, int], torch.Tensor] = gumbel_max_classes) -> torch.Tensor:
     """The m-sample bound as the suite computed it before (2026-11): one-hot z ``[R, S, B, N, K]``

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from vae.optim import apply_update
+from vae.optim import apply_update, prior_sgd_step
 from vae.replicas import Draw, DrawnNoise
 from vae.tasks import Batch
 
@@ -78,6 +78,7 @@ class CompiledStep:
         self.lr = torch.zeros(r, device=trainer.device)
         self.tau = torch.zeros(r, 1, 1, 1, device=trainer.device)   # shaped as a learned tau
         self.step = torch.zeros((), device=trainer.device)          # the step number, for slopes that anneal
+        self.prior_lr = torch.zeros((), device=trainer.device)      # optim.prior_lr at the step (decayed)
         mode = "reduce-overhead" if trainer.device.type == "cuda" else "default"
         # torch.compile keeps its graphs per function, guarded on the objects they read (this
         # trainer's modules), so each new run would add one until its limit of 8 fails: a process
@@ -91,6 +92,8 @@ class CompiledStep:
             self.lr.copy_(torch.tensor(rates), non_blocking=True)
             self.learning_rate = learning_rate
         tau, step = self._tau(t), self.step.fill_(t)
+        if self.trainer.prior_params:
+            self.prior_lr.fill_(self.trainer.prior_lr(t))
         if self.plan is None:                       # the first step plans the draws and runs eagerly
             noise = DrawnNoise.recording(self.trainer.rng)
             out = self._update(batch, [], tau, step, noise)
@@ -125,7 +128,7 @@ class CompiledStep:
         optimiser's state, now that the first step created it, and lr, tau and the step number),
         so that a CUDA graph reads and updates them in place instead of copying them each step."""
         states = [v for state in self.trainer.optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
-        for tensor in (*states, self.lr, self.tau, self.step):
+        for tensor in (*states, self.lr, self.tau, self.step, self.prior_lr):
             torch._dynamo.mark_static_address(tensor)
 
     def _tau(self, t: int) -> Tensor | None:
@@ -148,6 +151,7 @@ class CompiledStep:
                                                       step=step, cfg=trainer.cfg)
         loss = per_example.mean(-1)
         params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
-        apply_update(trainer.optimizer, grads, self.lr if isinstance(trainer.cfg.optim.lr, list) else self.lr[0])
+        grads = torch.autograd.grad(loss.sum(), [*params, *trainer.prior_params], allow_unused=True)
+        apply_update(trainer.optimizer, grads[:len(params)], self.lr if isinstance(trainer.cfg.optim.lr, list) else self.lr[0])
+        prior_sgd_step(trainer.prior_params, grads[len(params):], self.prior_lr)
         return loss.detach(), kl.mean(-1), info

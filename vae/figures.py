@@ -41,10 +41,11 @@ import torch
 
 from vae.sweeps import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
 from vae.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
-                               SWEEP_DIR, by_model, column, column_title, schedule_label, test_digits)
+                               MODERN_SWEEP, PAPERS_STEPS, SWEEP_DIR, by_model, column, column_title, modern_cells,
+                               schedule_label, test_digits)
 from vae import m2
 from vae.config import Config, config_from_dict
-from vae.data import BinarizedMNIST
+from vae.data import DATASETS, BinarizedImages
 from vae.diagnostics import gradient_errors, make_toy_problem
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator, column_order, display_name
 from vae.estimators.sampling import sample_one_hot
@@ -477,10 +478,11 @@ def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     cfg = config_from_dict(state["config"])
     m = cfg.model
-    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior)
+    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior,
+                        activation=m.activation)
     model.load_state_dict(state["model"])
     r = len(cfg.seeds)
-    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
+    data = BinarizedImages.for_config(cfg.data, "cpu", log=lambda _: None)
     x = data.splits["test"][:16]                                                 # [16, 784]
     mode = torch.nn.functional.one_hot(model.encode(x.expand(r, -1, -1)).argmax(-1), m.num_classes).float()
 
@@ -570,7 +572,7 @@ def analogies(checkpoint: Path) -> torch.Tensor:
     """(b): ``[ANALOGY_DIGITS * (C + 1), 784]``, per test digit the digit, then its style z (mean of
     q(z | x, y), y = argmax q(y | x)) decoded under each class y (Bernoulli means), by replica 0."""
     model, cfg = m2.load_model(checkpoint)
-    data = BinarizedMNIST.for_config(cfg.data, "cpu", log=lambda _: None)
+    data = BinarizedImages.for_config(cfg.data, "cpu", log=lambda _: None)
     x = data.splits["test"][:ANALOGY_DIGITS].expand(len(cfg.seeds), -1, -1)          # [R, B, 784]
     c = cfg.ssl.num_classes
     guess = torch.nn.functional.one_hot(model.classify(x).argmax(-1), c).float()     # [R, B, C]
@@ -608,6 +610,38 @@ def fig5(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
 #: Every figure by name: ``FIGURES[name](preset, results_dir, partial=False)`` draws it (``partial``: draw
 #: a panel none of whose runs has finished, empty, where it would refuse; fig1 reads no run, and
 #: samples and fig5 need their one finished run either way).
+def modern(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
+    """The 2020 benchmark's figure: the training split's negative ELBO against steps (log scale),
+    one panel per cell (model, data set), a curve per estimator, as the papers draw it."""
+    cells = modern_cells(expand(read_sweep(MODERN_SWEEP), preset, results_dir))
+    columns = min(3, len(cells))
+    rows = -(-len(cells) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.6 * rows), squeeze=False)
+    for ax in axes.flat[len(cells):]:
+        ax.set_visible(False)
+    for ax, ((model, dataset), points) in zip(axes.flat, cells.items()):
+        lows, highs = [], []
+        for point in panel_runs(points, f"modern ({model}, {dataset})", results_dir, partial):
+            estimator, variant = column(point)
+            band(ax, point.run_dir, "train/neg_elbo", color=COLOURS.get(estimator, "0.5"),
+                 label=column_title(estimator, variant), linestyle=":" if variant else "-", marker=".")
+            c = curve(point.run_dir, "train/neg_elbo").mean
+            lows += c
+            highs += c[len(c) // 2:]
+        if lows:   # the first, very high values would flatten every curve
+            ax.set_ylim(min(lows) - 1, max(highs) + 0.3 * (max(highs) - min(lows)) + 1)
+        ax.set_xscale("log")
+        ax.set_title(f"{model}, {DATASETS[dataset].title}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("train negative ELBO (nats, one sample)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6.5, ncol=2)
+    fig.suptitle("The 2020 benchmark: training-set negative ELBO during training, mean ± std over seeds")
+    return save(fig, results_dir / "figures" / preset, "modern_curves",
+                footer([p for group in cells.values() for p in group], preset,
+                       f"Steps: the papers train {PAPERS_STEPS:,}."))
+
+
 FIGURES: dict[str, Callable[..., list[Path]]] = {
     "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples,
-    "fig5": fig5}
+    "fig5": fig5, "modern": modern}

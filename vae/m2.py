@@ -68,7 +68,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae.config import Config, ConfigError, SSLConfig, config_from_dict
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.estimators.glue import run_estimator
 from vae.evaluation import negative_log_mean_weight
@@ -129,7 +129,7 @@ def labelled_indices(labels: Tensor, seed: int, per_class: int, num_classes: int
     return torch.cat(chosen).to(labels.device)
 
 
-def class_labels(data: BinarizedMNIST, split: str, cfg: SSLConfig) -> Tensor:
+def class_labels(data: BinarizedImages, split: str, cfg: SSLConfig) -> Tensor:
     """The classes of ``split``'s images, int64 ``[n]``: the digits (``labels=mnist``), or one
     uniform draw in [0, C) per image (``labels=random``), fixed by the split and C, the same for
     every seed."""
@@ -341,7 +341,7 @@ def y_estimator(y: str, settings: EstimatorConfig, num_classes: int, num_replica
 
 
 @torch.no_grad()
-def evaluate(model: M2, data: BinarizedMNIST, split: str, labels: Tensor, rng: ReplicaGenerator,
+def evaluate(model: M2, data: BinarizedImages, split: str, labels: Tensor, rng: ReplicaGenerator,
              batch_size: int, max_examples: int | None = None) -> dict[str, Tensor]:
     """Over the first ``max_examples`` of ``split`` (all if None), per replica ``[R]``:
     ``neg_elbo``, the mean ``-U(x)`` with y summed exactly and one z per class, and ``accuracy``,
@@ -358,7 +358,7 @@ def evaluate(model: M2, data: BinarizedMNIST, split: str, labels: Tensor, rng: R
     return {"neg_elbo": total / count, "accuracy": correct / count}
 
 
-def importance_weighted_bound(model: M2, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
+def importance_weighted_bound(model: M2, data: BinarizedImages, split: str, rng: ReplicaGenerator,
                               num_samples: int, batch_size: int, max_examples: int | None = None,
                               progress: tqdm | None = None) -> Tensor:
     """Mean m-sample bound on ``-log p(x)`` with y summed exactly (module docstring) over the first

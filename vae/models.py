@@ -1,6 +1,7 @@
 """The discrete-latent VAE of Jang et al. (2017), Section 4.2, on a replica axis.
 
-Encoder ``784-[hidden]-(N*K)`` with ReLU between layers and *no* activation on the output logits;
+Encoder ``784-[hidden]-(N*K)`` with ReLU (``model.activation``: or LeakyReLU) between layers and *no*
+activation on the output logits;
 decoder ``(N*K)-[reversed hidden]-784``, giving Bernoulli logits for the 784 pixels. ``hidden =
 [512, 256]`` is the author's public notebook; ``hidden = []`` is the paper's own notation
 (``784-200-784``, ``784-(20x10)-784``): affine maps, no deterministic hidden layer. The prior
@@ -29,6 +30,11 @@ from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sam
 
 LatentKind = Literal["categorical", "bernoulli"]
 PriorKind = Literal["uniform", "learned"]
+#: ``model.activation``: the nonlinearity between hidden layers. LeakyReLU's slope 0.3 is the 2020
+#: benchmark's (DisARM's Keras layers, whose default it is; torch's default is 0.01).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "leaky_relu": partial(nn.LeakyReLU, 0.3)}
+#: ``model.output_bias: data_mean`` clips the mean intensity to this before its logit (DisARM's).
+OUTPUT_BIAS_CLIP = 1e-3
 
 
 class DiscreteVAE(nn.Module):
@@ -44,7 +50,7 @@ class DiscreteVAE(nn.Module):
 
     def __init__(self, kind: LatentKind, num_latents: int, num_classes: int,
                  hidden: list[int], rng: ReplicaGenerator, data_dim: int = 784,
-                 prior: PriorKind = "uniform"):
+                 prior: PriorKind = "uniform", activation: str = "relu", pixel_mean: Tensor | None = None):
         super().__init__()
         if kind == "bernoulli" and num_classes != 2:
             raise ValueError(f"model.num_classes must be 2 for Bernoulli latents, got {num_classes}")
@@ -54,8 +60,12 @@ class DiscreteVAE(nn.Module):
         self.num_latents = num_latents
         self.num_classes = num_classes
         free = 1 if kind == "bernoulli" else num_classes              # free logits per latent
-        self.encoder = ReplicaMLP([data_dim, *hidden, num_latents * free], rng)
-        self.decoder = ReplicaMLP([num_latents * free, *reversed(hidden), data_dim], rng)
+        self.encoder = ReplicaMLP([data_dim, *hidden, num_latents * free], rng, ACTIVATIONS[activation])
+        self.decoder = ReplicaMLP([num_latents * free, *reversed(hidden), data_dim], rng, ACTIVATIONS[activation])
+        if pixel_mean is not None:      # the output bias starts at the data's logit, as the 2020 benchmark's
+            with torch.no_grad():
+                self.decoder[-1].bias.copy_(torch.logit(pixel_mean.clamp(OUTPUT_BIAS_CLIP, 1 - OUTPUT_BIAS_CLIP))
+                                            .expand_as(self.decoder[-1].bias))
         self.register_buffer("logit_scale", torch.ones(()))
         # learned prior: free logits [R, 1, N, free], from the uniform prior
         self.prior_free = (nn.Parameter(torch.zeros(len(rng), 1, num_latents, free))

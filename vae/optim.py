@@ -158,3 +158,12 @@ def apply_update(optimizer: torch.optim.Optimizer, grads: list[Tensor | None], l
                 adam_update(p, grad, _initial_state(optimizer, p), rate, *defaults["betas"], defaults["eps"])
             else:
                 sgd_update(p, grad, _initial_state(optimizer, p), rate, defaults["momentum"])
+
+
+def prior_sgd_step(params: list[Tensor], grads: list[Tensor | None], lr: float | Tensor) -> None:
+    """``p -= lr * grad`` for each parameter with a gradient: the learned prior's own plain SGD
+    (``optim.prior_lr``; DisARM's protocol), written once for the eager and the compiled step."""
+    with torch.no_grad():
+        for p, grad in zip(params, grads, strict=True):
+            if grad is not None:
+                p.sub_(grad * lr)

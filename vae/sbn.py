@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators import Estimator
 from vae.estimators.glue import PassCounter, run_estimator
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
@@ -145,7 +145,7 @@ def mean_field_loss(model: StochasticBinaryNetwork, layer: int, point: Tensor, l
     return model.output_loss(point, lower)
 
 
-def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedMNIST, split: str,
+def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedImages, split: str,
                             rng: ReplicaGenerator, num_samples: int, batch_size: int,
                             max_examples: int | None = None, sample_chunk: int = SAMPLE_CHUNK,
                             progress: tqdm | None = None) -> Tensor:

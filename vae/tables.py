@@ -25,6 +25,7 @@ from pathlib import Path
 
 from vae.sweeps import EQUAL_COST, REPO, STORE, Point, best_points, expand, read_sweep
 from vae.config import Config, TauConfig
+from vae.data import DATASETS
 from vae.estimators import ESTIMATORS, column_order, display_name
 from vae.results import final, provenance
 from vae.store import FAILED, load_summary
@@ -476,4 +477,68 @@ def model_question(preset: str, results_dir: Path) -> str:
     return write_tables("model_question", [(header, rows, caption)], preset, results_dir, points)
 
 
-TABLES = {"table1": table1, "table2": table2, "model-question": model_question}
+# ----------------------------------------------------------------------------- the 2020 benchmark
+
+MODERN_SWEEP = SWEEP_DIR / "modern.yaml"
+PAPERS_STEPS = 1_000_000     # the 2020 benchmark papers' budget (DisARM, ARMS, RODEO, double CV)
+# Published numbers beside ours: (model, data set) -> estimator -> (train -ELBO, test bound, source).
+# Empty until they are transcribed from the papers' tables (results/README.md "The 2020 benchmark").
+PUBLISHED_2020: dict[tuple[str, str], dict[str, tuple[float | None, float | None, str]]] = {}
+
+
+def benchmark_model(cfg: Config) -> str:
+    """The benchmark's model name: ``linear`` (affine maps) or ``nonlinear`` (hidden layers)."""
+    return "nonlinear" if cfg.model.hidden else "linear"
+
+
+def modern_cells(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
+    """``points`` by cell, (model, data set), in sweep order; in each, estimators in column order."""
+    cells: dict[tuple[str, str], list[Point]] = {}
+    for point in points:
+        cells.setdefault((benchmark_model(point.cfg), point.cfg.data.name), []).append(point)
+    return {cell: sorted(group, key=lambda p: column_order(p.cfg.estimator.name)) for cell, group in cells.items()}
+
+
+def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Table:
+    """One cell of the benchmark: a row per estimator, our two numbers beside the published ones."""
+    published = PUBLISHED_2020.get(cell, {})
+    header = ["train −ELBO", "test −L100", "published train −ELBO", "published test −L100",
+              "decoder evaluations / example / step", "ms / step"]
+    rows = []
+    for point in points:
+        name, variant = column(point)
+        theirs = published.get(name) if not variant else None
+        rows.append((column_title(name, variant),
+                     [_cell(point, "train/neg_elbo"), _cell(point), *(("–", "–") if theirs is None else
+                      (f"{v:.1f}" if v is not None else "–" for v in theirs[:2])),
+                      _cost(point, "decoder"), _cost(point, "ms")]))
+    summaries = [s for s in (load_summary(p.run_dir) for p in points) if s is not None]
+    steps = sorted({s["steps"] for s in summaries}) or [points[0].cfg.steps]
+    m = points[0].cfg.eval.iw_samples
+    test = ", ".join(sorted({f"{s['iw_examples']:,}" for s in summaries})) or "?"
+    model, dataset = cell
+    budget = ", ".join(f"{n:,}" for n in steps)
+    caption = (f"The 2020 benchmark, {model} model, {DATASETS[dataset].title}: 200 Bernoulli latents, dynamic "
+               f"binarization, batch {points[0].cfg.data.batch_size}, Adam {points[0].cfg.optim.lr:g} and the learned "
+               f"prior by SGD at {points[0].cfg.optim.prior_lr:g}, after {budget} steps "
+               f"({', '.join(f'{n / PAPERS_STEPS:.0%}' for n in steps)} of the papers' {PAPERS_STEPS:,}). "
+               f"train −ELBO: one sample per image on the training split at the last step (fresh binarization); "
+               f"test −L100: the m = {m} importance-weighted bound on {test} test images (one fixed binarization); "
+               f"nats, mean ± std over seeds, lower is better. Published: the papers' numbers for the same cell "
+               f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their protocol "
+               f"differs from ours as results/README.md \"The 2020 benchmark\" says, and their budget is {PAPERS_STEPS:,} "
+               f"steps.{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
+    return header, rows, caption
+
+
+def modern(preset: str, results_dir: Path) -> str:
+    """The 2020 benchmark (configs/sweeps/modern.yaml): one table per cell, then the provenance."""
+    points = expand(read_sweep(MODERN_SWEEP), preset, results_dir)
+    cells = modern_cells(points)
+    tables = [modern_table(cell, group, preset) for cell, group in cells.items()]
+    header, rows, caption = tables[-1]
+    tables[-1] = (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")
+    return write_tables("modern", tables, preset, results_dir, points)
+
+
+TABLES = {"table1": table1, "table2": table2, "model-question": model_question, "modern": modern}

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from vae import m2, sbn
 from vae.config import Config
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.estimators import ESTIMATORS, build_estimator, check_applies
 from vae.evaluation import importance_weighted_bound, negative_elbo
 from vae.models import DiscreteVAE
@@ -42,7 +42,7 @@ from vae.schedules import lowest_tau
 Batch = Tensor | tuple[Tensor, ...]   # what a task's batch() gives and its loss() takes
 
 
-def _images(data: BinarizedMNIST, step: int, rng: ReplicaGenerator, cfg: Config) -> Tensor:
+def _images(data: BinarizedImages, step: int, rng: ReplicaGenerator, cfg: Config) -> Tensor:
     return data.train_batch(cfg.seeds, step, cfg.data.batch_size, rng)   # [R, B, 784]
 
 
@@ -60,10 +60,10 @@ class Task(Protocol):
         """Decoder passes per example and step of ``cfg``'s training loss, from the estimator's
         declaration (what the trainer counts and logs as ``train/est/decoder_evals``)."""
 
-    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedImages) -> tuple[nn.Module, nn.Module]:
         """(model, estimator module) for ``cfg``, R = len(cfg.seeds) replicas."""
 
-    def batch(self, model: nn.Module, data: BinarizedMNIST, step: int, rng: ReplicaGenerator,
+    def batch(self, model: nn.Module, data: BinarizedImages, step: int, rng: ReplicaGenerator,
               cfg: Config) -> Batch:
         """The training batch of ``step``, what :meth:`loss` takes: the images ``[R, B, 784]`` (the
         ssl task: with a labelled batch beside them). Drawn before the step's loss, outside the
@@ -73,11 +73,11 @@ class Task(Protocol):
              tau: float | Tensor, step: int | Tensor, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(per-example loss [R, B], its KL term [R, B], estimator info) for a batch of :meth:`batch`."""
 
-    def curve(self, model: nn.Module, data: BinarizedMNIST, split: str, rng: ReplicaGenerator,
+    def curve(self, model: nn.Module, data: BinarizedImages, split: str, rng: ReplicaGenerator,
               cfg: Config) -> dict[str, Tensor]:
         """``{metric: [R]}`` on ``split``: ``curve_metric`` and any others the task logs beside it."""
 
-    def final(self, model: nn.Module, data: BinarizedMNIST, rng: ReplicaGenerator, cfg: Config,
+    def final(self, model: nn.Module, data: BinarizedImages, rng: ReplicaGenerator, cfg: Config,
               progress: tqdm | None) -> Tensor:
         """``[R]``: the final metric on the test set (m = eval.iw_samples on eval.iw_examples digits)."""
 
@@ -112,9 +112,11 @@ class VAETask:
     def decoder_passes(self, cfg: Config) -> float:
         return _latent_passes(cfg)
 
-    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedImages) -> tuple[nn.Module, nn.Module]:
         m = cfg.model
-        model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, rng, prior=m.prior)
+        pixel_mean = data.splits["train"].mean(0) if m.output_bias == "data_mean" else None
+        model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, rng, prior=m.prior,
+                            activation=m.activation, pixel_mean=pixel_mean)
         estimator = build_estimator(cfg.estimator, num_replicas=len(cfg.seeds),
                                     latent_shape=(m.num_latents, m.num_classes), context_dim=784, rng=rng)
         return model, estimator
@@ -158,7 +160,7 @@ class SBNTask:
         _, _, info = self.loss(model, estimators, torch.zeros(1, 1, 784), rng=rng, tau=1.0, step=0, cfg=one)
         return float(info["decoder_evals"][0])
 
-    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedImages) -> tuple[nn.Module, nn.Module]:
         m = cfg.model
         model = sbn.StochasticBinaryNetwork(m.kind, m.num_latents, m.num_classes, m.hidden, m.layers, rng)
         width = m.num_latents * (1 if m.kind == "bernoulli" else m.num_classes)
@@ -208,7 +210,7 @@ class SSLTask:
             return float(c)
         return ESTIMATORS[cfg.ssl.y].decoder_passes(replace(cfg.estimator, name=cfg.ssl.y), (1, c))
 
-    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedMNIST) -> tuple[nn.Module, nn.Module]:
+    def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedImages) -> tuple[nn.Module, nn.Module]:
         s, r = cfg.ssl, len(cfg.seeds)
         labelled = m2.LabelledSet.choose(data.splits["train"], m2.class_labels(data, "train", s), cfg.seeds,
                                          s.num_labelled, s.num_classes, dynamic=data.binarization == "dynamic")

@@ -23,12 +23,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vae.config import Config, ConfigError, config_from_dict, to_dict
-from vae.data import BinarizedMNIST
+from vae.data import BinarizedImages
 from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
 from vae.diagnostics import encoder_gradient_variance
 from vae.estimators import ESTIMATORS
 from vae.evaluation import eval_generator
-from vae.optim import load_optimizer_state, make_optimizer
+from vae.optim import load_optimizer_state, make_optimizer, prior_sgd_step
 from vae.compiled_step import CompiledStep, NotCompiled, compiles
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature, short_of_floor
@@ -92,7 +92,7 @@ class Trainer:
         torch.set_flush_denormal(True)
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.data = BinarizedMNIST.for_config(cfg.data, self.device, log=log)
+        self.data = BinarizedImages.for_config(cfg.data, self.device, log=log)
         r = len(cfg.seeds)
         self.rng = ReplicaGenerator(cfg.seeds, self.device)
         self.task = TASKS[cfg.task]
@@ -102,7 +102,10 @@ class Trainer:
         # TF32 is a process-wide switch of torch's; bf16 autocast is entered around each step
         # and each evaluation (self.numerics()); the Gumbel and KL arithmetic stays in float32
         torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
-        params = [*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters()]
+        # optim.prior_lr: the learned prior's logits by plain SGD of their own (no state), the rest by the optimiser
+        self.prior_params = [self.model.prior_free] if cfg.optim.prior_lr is not None else []
+        params = [p for p in (*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters())
+                  if all(p is not q for q in self.prior_params)]
         self.optimizer = make_optimizer(params, cfg.optim)
         self.log = log
         declared = ESTIMATORS.get(self.task.estimator_name(cfg))      # None: M2's summed class
@@ -123,7 +126,7 @@ class Trainer:
 
     def parameters_finite(self) -> bool:
         """Whether every trainable parameter is finite (one host sync; checked before saving)."""
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]] + self.prior_params
         return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
     def load_state_dict(self, state: dict) -> None:
@@ -159,10 +162,17 @@ class Trainer:
                                                    tau=self.temperature(t), step=t, cfg=cfg)   # [R, B]
         loss = per_example.mean(-1)                                              # [R]
         self.optimizer.zero_grad(set_to_none=True)
+        for p in self.prior_params:
+            p.grad = None
         loss.sum().backward()
         self.optimizer.step()
+        prior_sgd_step(self.prior_params, [p.grad for p in self.prior_params], self.prior_lr(t))
         self.step += 1
         return loss.detach(), kl.mean(-1), info
+
+    def prior_lr(self, step: int) -> float:
+        """``optim.prior_lr`` with the run's learning-rate decay (0 when the prior has no rate of its own)."""
+        return (self.cfg.optim.prior_lr or 0.0) * self.cfg.optim.lr_decay ** (step // self.cfg.optim.lr_decay_every)
 
     def gradient_variance(self) -> list[float]:
         """Variance of the encoder gradient over ``gradvar_draws`` draws, on the first validation
@@ -295,7 +305,7 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
             bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", **shown)
             window_start = done
         if at_eval:
-            for split in ("valid", "test"):
+            for split in ("valid", "test", *(("train",) if cfg.eval.train_elbo else ())):
                 tracker.log(done, split, trainer.evaluate(split))
         if at_gradvar:
             tracker.log(done, "train", {"encoder_grad_var": trainer.gradient_variance()})
