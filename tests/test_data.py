@@ -225,3 +225,16 @@ def test_grey_levels_binarize_like_uint8_intensities(tmp_path):
     assert abs(binary["train"].float().mean().item() - grey["train"].mean().item()) < 5 * (0.25 / (23_000 * 784)) ** 0.5
     assert torch.equal(data_module.intensities(torch.tensor([127, 128], dtype=torch.uint8)) > 0.5,
                        torch.tensor([False, True]))
+
+
+def test_a_data_set_without_its_files_is_one_line_and_exit_status_2_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "VAE_DATA_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "experiments.train", "data.name=omniglot", "steps=1",
+                           "--results-dir", str(tmp_path / "out"), "--no-progress"], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--data-dir" in done.stderr, done.stderr
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]      # no run written
