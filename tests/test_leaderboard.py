@@ -29,18 +29,49 @@ def _entry(values: list[float], passes: float = 1.0, ms: float = 1.0):
     return Entry(None, values, passes, ms, True, False)
 
 
-def test_the_verdict_is_the_two_sample_t_interval():
-    """Best 100 ± 0.1 over 2 seeds: the 95 % interval of a difference is ± 4.303 x pooled std x 1
-    (sqrt(1/2 + 1/2)), so +0.4 with the same spread is tied, +0.5 is behind; one seed, no verdict."""
-    from vae.leaderboard import verdict
+def test_the_verdict_is_the_pooled_t_test_holm_corrected_over_the_cell():
+    """Best 100 ± 0.1 over 2 seeds. Alone against it (one comparison, Holm's threshold alpha), +0.4
+    with the same spread is tied and +0.7 behind: the 95 % interval of the difference is
+    ± 4.303 x pooled std x 1 = 0.61. Among three comparisons, the smallest p-value is tested at
+    alpha / 3: +0.7 (p = 0.034) is no longer behind, +2.0 (p = 0.004) still is, and Holm stops at the
+    first that is not rejected. One seed: no verdict."""
+    from vae.leaderboard import p_behind, verdicts
 
     best = _entry([99.9, 100.1])
     spread = 0.1 * 2 ** 0.5                       # the sample std of [x - 0.1, x + 0.1]
     assert abs(best.std - spread) < 1e-12
-    assert verdict(best, best) == "best"
-    assert verdict(_entry([100.3, 100.5]), best) == "tied"      # +0.4 < 4.303 x 0.141 = 0.61
-    assert verdict(_entry([100.6, 100.8]), best) == "behind"    # +0.7 > 0.61
-    assert verdict(_entry([100.0]), best) == "1 seed"
+    near, far, farther = _entry([100.3, 100.5]), _entry([100.6, 100.8]), _entry([101.9, 102.1])
+    assert verdicts([best, near]) == ["best", "tied"]           # +0.4 < 0.61
+    assert verdicts([best, far]) == ["best", "behind"]          # +0.7 > 0.61
+    assert 0.05 / 3 < p_behind(far, best) < 0.05 and p_behind(farther, best) < 0.05 / 3
+    assert verdicts([best, near, far, farther]) == ["best", "tied", "tied", "behind"]
+    assert verdicts([best, _entry([100.0])]) == ["best", "1 seed"]
+    assert verdicts([best, _entry([256.1, 256.3])]) == ["best", "behind"]   # t = 1100: the CDF holds far out
+
+
+def test_an_estimator_cannot_climb_the_summary_by_leaving_out_its_bad_cells():
+    """Rankings use only cells every ranked estimator shares: Z, best on one cell and worst on the
+    other three, is last over all four cells (mean rank 3.25, tied with C); run on its good cell
+    alone it would be first by a mean over its own cells, but here it is in no all-cells ranking
+    (the others' mean ranks are as if it had never been run) and is ranked on that one cell
+    against everyone who has it, listed after every estimator ranked on all four."""
+    from vae.leaderboard import shared_rankings
+
+    full = {"A": {"c1": 1, "c2": 2, "c3": 2, "c4": 1}, "B": {"c1": 2, "c2": 1, "c3": 1, "c4": 2},
+            "C": {"c1": 3, "c2": 3, "c3": 3, "c4": 3}}
+    z = {"c1": 0, "c2": 9, "c3": 9, "c4": 9}
+
+    def rankings(numbers):          # {title: {cell: mean}} -> shared_rankings' {cell: {title: mean}}
+        return shared_rankings({c: {t: cells[c] for t, cells in numbers.items() if c in cells}
+                                for c in ("c1", "c2", "c3", "c4")})
+
+    everything = rankings({**full, "Z": z})
+    assert [(cells, list(r)) for cells, r in everything] == [(("c1", "c2", "c3", "c4"), ["A", "B", "C", "Z"])]
+    assert everything[0][1]["Z"] == (1 + 4 + 4 + 4) / 4
+    partial = rankings({**full, "Z": {"c1": z["c1"]}})
+    assert [cells for cells, _ in partial] == [("c1", "c2", "c3", "c4"), ("c1",)]
+    assert list(partial[0][1]) == ["A", "B", "C"] and partial[0][1] == rankings(full)[0][1]
+    assert partial[1][1] == {"Z": 1.0}                           # its one cell, against all who have it
 
 
 def test_the_pareto_front_keeps_only_entries_nothing_cheaper_beats():
@@ -105,7 +136,7 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
     # overall: ranked over the two categorical cells, the Bernoulli ones marked from its declarations
     (row,) = [line for line in by_caption["Leaderboard"].splitlines() if "ST, tempered" in line]
     assert "ST, tempered (options.backward_tau=3)" in row and row.count("does not apply") == 2, row
-    assert row.split("|")[4].strip() == "2"                                    # cells with a result
+    assert row.split("|")[4].strip() == "VAE (Cat.), SBN (Cat.)"              # ranked on the cells it has
     for cell in ("VAE (Cat.)", "SBN (Cat.)"):
         ranked = by_caption[cell]
         assert "ST, tempered (options.backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked and "SF" in ranked

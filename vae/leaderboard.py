@@ -26,11 +26,15 @@ of ``--results-dir`` are ranked together.
 **Per cell**, best first: rank, estimator (display name and the settings that differ from its
 defaults), the test number (the VAE's m-sample bound, the SBN's m-sample NLL; mean ± std over
 seeds), the difference to the best with a verdict, decoder evaluations per example and step, and
-milliseconds per step. The verdict is ``tied`` when the two-sample t-interval at 95 % of the
-difference (pooled variance, n1 + n2 - 2 degrees of freedom) contains 0, else ``behind``. With
-2 seeds on each side that interval is +/- 4.30 x the pooled std: a tie is weak evidence of
-equality. With one seed on either side there is no interval (``1 seed``). **Overall**: each
-estimator's mean rank over the cells it has a result in. Milliseconds per step are those measured
+milliseconds per step. The verdict (:func:`verdicts`) is ``behind`` when the pooled two-sample
+t-test (n1 + n2 - 2 degrees of freedom) of the entry against the cell's best rejects equal means
+under Holm's correction over the cell's comparisons (family-wise error :data:`ALPHA` per cell),
+else ``tied``: with 2 seeds on each side a tie is weak evidence of equality. With one seed on
+either side there is no test (``1 seed``). **Overall** (:func:`shared_rankings`): rankings on
+cells every estimator in them shares -- first those with a result on every cell, by mean rank over
+all; then, for each smaller set of cells some estimator has exactly, those estimators by mean rank
+over it among everyone with results there -- so leaving a bad cell out never lifts an estimator
+above one ranked on more cells. Milliseconds per step are those measured
 on free cores by ``--time-steps`` (each entry's training step alone, median of repeats, fewer steps
 for a dear one; each entry once, written to
 ``<results>/bench/<preset>/step_ms_<device>.json``) where measured, else the run's own training
@@ -75,6 +79,7 @@ METRIC = {"table1": "test negative ELBO bound, m-sample importance weighted (tes
           "sbn": "test negative log-likelihood of the lower half, m samples (test/iw_nll, nats)"}
 METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample"}
 SPAN = 8.0   # nats above a cell's best that the frontier's y axis shows
+ALPHA = 0.05  # the family-wise error of a cell's verdicts (Holm's correction over its comparisons)
 CHOSEN_KEYS = ("estimator.", "tau.", "optim.lr", "plugins", "experiment", "out_dir", *STEP_KEYS)
 
 
@@ -123,35 +128,53 @@ class Entry:
         return math.sqrt(sum((v - self.mean) ** 2 for v in self.per_seed) / (n - 1)) if n > 1 else 0.0
 
 
+def t_cdf(x: float, df: int, n: int = 2000) -> float:
+    """Student's t CDF with ``df`` degrees of freedom at ``x >= 0``, for any x: with x = √df tan θ
+    the density's integral over [0, x] is Γ((df+1)/2) / (Γ(df/2) √π) times that of cos^(df-1) θ over
+    [0, atan(x / √df)], a smooth integrand Simpson's rule (n intervals) takes to 1e-9 (no scipy)."""
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(math.pi)
+    h = math.atan(x / math.sqrt(df)) / n
+    f = [math.cos(i * h) ** (df - 1) for i in range(n + 1)]
+    return 0.5 + math.exp(log_c) * h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+
 def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile (p > 1/2) of Student's t with ``df`` degrees of freedom: the CDF by
-    Simpson's rule on the density, inverted by bisection (1e-6 accurate; no scipy)."""
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(x: float, n: int = 2000) -> float:
-        h = x / n
-        pdf = [math.exp(log_c - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(n + 1)]
-        return 0.5 + h / 3 * (pdf[0] + pdf[-1] + 4 * sum(pdf[1:-1:2]) + 2 * sum(pdf[2:-1:2]))
-
+    """The ``p`` quantile (p > 1/2) of Student's t: :func:`t_cdf` inverted by bisection."""
     lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
+    while t_cdf(hi, df) < p:
         lo, hi = hi, hi * 2
     while hi - lo > 1e-7:
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
     return (lo + hi) / 2
 
 
-def verdict(entry: Entry, best: Entry) -> str:
-    """``best``, ``tied`` or ``behind`` by the 95 % two-sample t-interval (module docstring)."""
-    if entry is best:
-        return "best"
+def p_behind(entry: Entry, best: Entry) -> float:
+    """Two-sided p-value of the pooled two-sample t-test of ``entry``'s mean against ``best``'s
+    (n1 + n2 - 2 degrees of freedom); both need 2 seeds or more."""
     n1, n2 = len(entry.per_seed), len(best.per_seed)
-    if n1 < 2 or n2 < 2:
-        return "1 seed"
     pooled = math.sqrt(((n1 - 1) * entry.std ** 2 + (n2 - 1) * best.std ** 2) / (n1 + n2 - 2))
-    half = t_quantile(0.975, n1 + n2 - 2) * pooled * math.sqrt(1 / n1 + 1 / n2)
-    return "tied" if entry.mean - best.mean <= half else "behind"
+    gap = entry.mean - best.mean
+    if pooled == 0:
+        return 1.0 if gap == 0 else 0.0
+    t = abs(gap) / (pooled * math.sqrt(1 / n1 + 1 / n2))
+    return max(0.0, 2 * (1 - t_cdf(t, n1 + n2 - 2)))
+
+
+def verdicts(ranked: list[Entry], alpha: float = ALPHA) -> list[str]:
+    """Each entry of a cell (best first) against the best: ``best``; ``behind`` where the pooled
+    t-test rejects equal means under Holm's correction over the cell's comparisons (the m entries
+    with 2 seeds or more beside the best: the k-th smallest p-value is tested at alpha / (m - k + 1),
+    stopping at the first that is not rejected), so the chance of calling any tied entry behind
+    is at most alpha in the cell; ``tied`` otherwise; ``1 seed`` where either side has one seed."""
+    best = ranked[0]
+    out = ["best"] + ["1 seed" if len(e.per_seed) < 2 or len(best.per_seed) < 2 else "tied" for e in ranked[1:]]
+    tested = sorted((p_behind(e, best), i) for i, e in enumerate(ranked) if out[i] == "tied")
+    for k, (p, i) in enumerate(tested):
+        if p > alpha / (len(tested) - k):
+            break
+        out[i] = "behind"
+    return out
 
 
 def _chosen_apart(cfg: Config) -> dict[str, Any]:
@@ -247,10 +270,10 @@ def cell_rows(ranked: list[Entry]) -> list[tuple[str, list[str]]]:
     """The rows of one cell's ranked table."""
     best = ranked[0]
     rows = []
-    for rank, entry in enumerate(ranked, 1):
+    for rank, (entry, said) in enumerate(zip(ranked, verdicts(ranked)), 1):
         spread = f" ± {entry.std:.2f}" if len(entry.per_seed) > 1 else " (1 seed)"
         rows.append((str(rank), [entry.title + (" (new)" if entry.new else ""), f"{entry.mean:.2f}{spread}",
-                                 "–" if entry is best else f"{entry.mean - best.mean:+.2f}", verdict(entry, best),
+                                 "–" if entry is best else f"{entry.mean - best.mean:+.2f}", said,
                                  "–" if entry.passes is None else f"{entry.passes:g}", _ms(entry)]))
     return rows
 
@@ -259,46 +282,71 @@ CELL_HEADER = ["estimator", "test (nats)", "− best", "verdict", "decoder evals
                "ms / step"]
 
 
+def shared_rankings(means: dict[str, dict[str, float]]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
+    """The summary's rankings from ``means`` (cell label -> estimator title -> mean test number),
+    each on cells every estimator in it shares: for each set S of cells
+    that some estimator (title) has results on exactly, the mean over S of the ranks within each
+    cell among the estimators having results on all of S (a superset of S: those with more cells
+    are ranked on S too), for the estimators whose set is exactly S. Largest sets first; within
+    one, best mean rank first. An estimator missing a cell of S (not run, or one its declarations
+    exclude) is in no ranking on S: it cannot climb by leaving a bad cell out. Sets of equal size:
+    the one more estimators have first."""
+    have = {title: tuple(label for label in means if title in means[label]) for label in means for title in means[label]}
+    rankings = []
+    sets = list(dict.fromkeys(have.values()))           # in the order their first estimator appears
+    for cells in sorted(sets, key=lambda s: (-len(s), -list(have.values()).count(s), sets.index(s))):
+        field = [t for t, own in have.items() if set(cells) <= set(own)]
+        rank = {label: {t: i for i, t in enumerate(sorted(field, key=lambda t: (means[label][t], t)), 1)}
+                for label in cells}
+        mine = {t: sum(rank[label][t] for label in cells) / len(cells) for t, own in have.items() if own == cells}
+        rankings.append((cells, dict(sorted(mine.items(), key=lambda item: (item[1], item[0])))))
+    return rankings
+
+
 def overall_rows(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]],
                  preset: str) -> list[tuple[str, list[str]]]:
-    """Mean rank over the cells each estimator (title) has a result in, best first; a cell it does
-    not apply to (its declarations) says so."""
-    ranks: dict[str, dict[str, int]] = {}
+    """The summary: :func:`shared_rankings` one after the other (place within its ranking, the mean
+    rank and the cells it is taken over), each cell's number and rank among all its entries; a
+    cell without a result says why (not run, or its declarations)."""
+    numbers: dict[tuple[str, str], str] = {}
     names: dict[str, str] = {}
-    numbers: dict[tuple[str, str], float] = {}
     minutes: dict[str, list[float | None]] = {}
     for cell, ranked in by_cell.items():
         for rank, entry in enumerate(ranked, 1):
-            ranks.setdefault(entry.title, {})[cell.label] = rank
+            numbers[entry.title, cell.label] = f"{entry.mean:.1f} ({rank})"
             names[entry.title] = entry.point.cfg.estimator.name
-            numbers[entry.title, cell.label] = entry.mean
             minutes.setdefault(entry.title, []).append(entry.minutes)
-    order = sorted(ranks, key=lambda t: (sum(ranks[t].values()) / len(ranks[t]), t))
     rows = []
-    for place, title in enumerate(order, 1):
-        cells = [f"{numbers[title, cell.label]:.1f} ({ranks[title][cell.label]})" if cell.label in ranks[title]
-                 else "not run" if applies(names[title], cell, preset) else "does not apply" for cell in by_cell]
-        spent = "–" if None in minutes[title] else f"{sum(minutes[title]):.1f}"
-        rows.append((str(place), [title, f"{sum(ranks[title].values()) / len(ranks[title]):.2f}",
-                                  str(len(ranks[title])), *cells, spent]))
+    for cells, ranking in shared_rankings({cell.label: {e.title: e.mean for e in ranked} for cell, ranked in by_cell.items()}):
+        over = "all" if len(cells) == len(by_cell) else ", ".join(cells)
+        for place, (title, mean_rank) in enumerate(ranking.items(), 1):
+            shown = [numbers.get((title, cell.label)) or ("not run" if applies(names[title], cell, preset)
+                                                         else "does not apply") for cell in by_cell]
+            spent = "–" if None in minutes[title] else f"{sum(minutes[title]):.1f}"
+            rows.append((str(place), [title, f"{mean_rank:.2f}", over, *shown, spent]))
     for title, labels in missing.items():
-        if title in ranks:           # its cells without a result say why above
+        if title in names:           # its cells without a result say why above
             continue
-        rows.append(("–", [title, "–", "0", *["does not apply" if c.label in labels else "–" for c in by_cell], "–"]))
+        rows.append(("–", [title, "–", "none", *["does not apply" if c.label in labels else "–" for c in by_cell], "–"]))
     return rows
 
 
 def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], preset: str, results_dir: Path) -> str:
     """Write the tables (markdown, LaTeX) and the frontier figure; return the markdown."""
     points = [e.point for ranked in by_cell.values() for e in ranked]
-    note = (f"Verdict: the 95 % two-sample t-interval of the difference to the best (pooled variance) contains 0 "
-            f"(tied) or not (behind); with 2 seeds each it is ± 4.30 × the pooled std, so ties are wide. "
+    note = (f"Verdict: the pooled two-sample t-test of each entry against the cell's best, Holm-corrected over the "
+            f"cell's entries (family-wise error {ALPHA:.0%} per cell): behind where it rejects equal means, else "
+            f"tied; with 2 seeds each a tie is weak evidence of equality. "
             f"ms / step: measured alone on free cores (--time-steps, every entry eager), or, marked *, the run's "
             f"own time (shared cores; *c: a run trained with compile=true, a faster step). {BUDGET_NOTES[preset]}")
-    tables = [(["estimator", "mean rank", "cells", *[c.label for c in by_cell], "run minutes"],
+    tables = [(["estimator", "mean rank", "ranked on cells", *[c.label for c in by_cell], "run minutes"],
                overall_rows(by_cell, missing, preset), f"Leaderboard ({preset}): per cell the test number (nats, mean over "
-                                               f"seeds) and its rank; mean rank over the cells each estimator has a "
-                                               f"result in; run minutes: its cells' runs' wall time, training and test "
+                                               f"seeds) and its rank among the cell's entries. Rankings on shared cells: "
+                                               f"first the estimators with a result on every cell, by mean rank over "
+                                               f"all; then, for each smaller set of cells, those with results on exactly "
+                                               f"it, by mean rank over it among every estimator with results on those "
+                                               f"cells; an estimator is never ranked on cells others lack. Run minutes: "
+                                               f"its cells' runs' wall time, training and test "
                                                f"bound, summed (the runs' summary.json: train_seconds + iw_seconds). "
                                                f"{note}\n\n{provenance([p.run_dir for p in points], preset)}")]
     for cell, ranked in by_cell.items():
