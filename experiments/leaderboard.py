@@ -1,4 +1,4 @@
-"""Rank estimators on Table 1's four cells: ``python -m experiments.leaderboard [--estimator NAME ...]``.
+"""Rank estimators on Table 1's four cells and the 2020 benchmark's: ``python -m experiments.leaderboard [--estimator NAME ...]``.
 
 What the cells, entries, verdicts and costs are is said in :mod:`vae.leaderboard` (its docstring
 is this command's ``--help``). Bad input (an unknown estimator, cell or preset, a named cell an
@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="modules that register your estimators (importable from here or PYTHONPATH)")
     parser.add_argument("--equal-cost", metavar="REFERENCE",
                         help="train at REFERENCE's decoder evaluations (steps scaled by the passes' ratio)")
+    parser.add_argument("--board", default="all", choices=[*leaderboard.BOARDS, "all"],
+                        help="2017: Table 1's four cells; 2020: the 2020 benchmark's cells; all (default): both")
     parser.add_argument("--cell", nargs="+", action="extend", metavar="CELL",
-                        help=f"only these cells (default all: {', '.join(c.name for c in leaderboard.CELLS)})")
+                        help=f"only these cells (of one board; 2017: {', '.join(c.name for c in leaderboard.CELLS)}; "
+                             "2020: its preset's, e.g. linear-mnist)")
     parser.add_argument("--results-dir", default="results", help="where runs, tables and figures go (default results)")
     parser.add_argument("--committed-dir", default=str(leaderboard.COMMITTED),
                         help="the committed records ranked against (default: the repository's results/)")
@@ -56,27 +59,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.equal_cost is not None and args.equal_cost not in ESTIMATORS:
             raise SweepError(f"--equal-cost: unknown estimator {args.equal_cost!r}; known: {', '.join(ESTIMATORS)}")
+        boards = list(leaderboard.BOARDS) if args.board == "all" else [args.board]
+        if args.cell and args.board == "all":      # the board the named cells are on
+            boards = [b for b in boards if set(args.cell) & {c.name for c in leaderboard.BOARDS[b].cells(args.preset)}]
+            boards = boards[:1] or ["2017"]
         if args.cost:
             stores = list(dict.fromkeys([Path(args.committed_dir).resolve(), results_dir.resolve()]))
-            for preset in PRESETS:
-                try:
-                    print(leaderboard.cost_line(leaderboard.board_cost(preset, stores)))
-                except SweepError:
-                    print(f"preset {preset}: no finished entry")
+            for board in boards:
+                for preset in PRESETS:
+                    try:
+                        print(leaderboard.cost_line(leaderboard.board_cost(preset, stores, board)))
+                    except leaderboard.NothingRanked:
+                        print(f"board {board}, preset {preset}: no finished entry")
             return 0
         settings = flat_settings(parse_overrides(args.settings))
         if args.time_steps:
-            points = [p for cell in leaderboard.CELLS
+            points = [p for board in boards for cell in leaderboard.BOARDS[board].cells(args.preset)
                       for p in leaderboard.committed_points(cell, args.preset, [Path(args.committed_dir), results_dir])]
             print(f"wrote {leaderboard.measure_step_ms(points, results_dir, args.preset)}")
-        print(leaderboard.leaderboard(args.preset, results_dir, names=args.estimator, plugins=args.plugins,
-                                      settings=settings, equal_cost=args.equal_cost, cells=args.cell,
-                                      committed_dir=Path(args.committed_dir), train=train))
+        drawn, empty = [], None
+        for board in boards:
+            try:
+                print(leaderboard.leaderboard(args.preset, results_dir, names=args.estimator, plugins=args.plugins,
+                                              settings=settings, equal_cost=args.equal_cost, cells=args.cell,
+                                              committed_dir=Path(args.committed_dir), train=train, board=board))
+                drawn.append(leaderboard.BOARDS[board].suffix)
+            except leaderboard.NothingRanked as err:     # a board this preset has no run of: said, not fatal
+                empty = err
+                print(f"board {board}: {err}")
+        if not drawn:
+            raise empty
     except (SweepError, ConfigError, DataError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {results_dir / 'tables' / args.preset / 'leaderboard.md'} (and .tex), "
-          f"{results_dir / 'figures' / args.preset / 'frontier.png'} (and .pdf)")
+    for suffix in drawn:
+        print(f"wrote {results_dir / 'tables' / args.preset / f'leaderboard{suffix}.md'} (and .tex), "
+              f"{results_dir / 'figures' / args.preset / f'frontier{suffix}.png'} (and .pdf)")
     return 0
 
 

@@ -103,9 +103,9 @@ def test_equal_cost_gives_the_reference_s_decoder_evaluations():
 
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory, shared_cache) -> Path:
-    """Committed-style records: Table 1's and the SBN's sweeps at the tiny preset."""
+    """Committed-style records: Table 1's, the SBN's and the 2020 benchmark's sweeps at the tiny preset."""
     store = tmp_path_factory.mktemp("committed")
-    for sweep in ("table1", "sbn"):
+    for sweep in ("table1", "sbn", "modern"):
         done = subprocess.run([sys.executable, "-m", "experiments.sweep", f"configs/sweeps/{sweep}.yaml", "--preset",
                                "tiny", "--results-dir", str(store), "--no-progress"], cwd=REPO,
                               env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=600)
@@ -148,6 +148,29 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
 
     again = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator", "estimator.options.backward_tau=3")
     assert again.returncode == 0 and "started" not in again.stdout and again.stdout.count(": done") == 2, again.stdout
+
+
+def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path):
+    """The second board: a Bernoulli-capable plugin, trained by one command on each of the tiny
+    preset's four benchmark cells (two models, two data sets) and ranked there beside the
+    committed entries; the 2017 board is drawn beside it."""
+    (tmp_path / "toy_estimator.py").write_text(TOY.replace('kinds = frozenset({"categorical"})',
+                                                           'kinds = frozenset({"categorical", "bernoulli"})'))
+    env = env_with_cache(shared_cache)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    done = subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny", "--committed-dir",
+                           str(committed), "--results-dir", "mine", "--no-progress", "--board", "2020",
+                           "--estimator", "st-temp", "--plugins", "toy_estimator"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "mine/tables/tiny/leaderboard_2020.md").read_text()
+    assert table.startswith("| rank | estimator | mean rank | ranked on cells | linear MNIST | nonlinear MNIST | "
+                            "linear FashionMNIST | nonlinear FashionMNIST |")
+    (row,) = [line for line in table.splitlines() if "ST, tempered" in line and "| all |" in line]   # the summary
+    assert row.count("(") == 4                                   # a number and its rank in every cell
+    assert table.count("ST, tempered (new)") == 4 and "Leaderboard of the 2020 benchmark (tiny)" in table
+    assert len(list((tmp_path / "mine/sweeps/modern/tiny").glob("*st-temp*/summary.json"))) == 4
+    assert (tmp_path / "mine/figures/tiny/frontier_2020.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("args, message", [

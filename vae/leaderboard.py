@@ -70,14 +70,16 @@ from vae.results import final, provenance
 from vae.store import load_summary, write_json_atomic, write_text_atomic
 from vae.sweeps import EQUAL_COST, PRESETS, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
 from vae.tasks import TASKS
-from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, column, column_title, to_latex, to_markdown
+from vae.data import DATASETS
+from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, benchmark_model, column, column_title, to_latex, to_markdown
 from vae.training import Trainer, resolve_device
 
 COMMITTED = REPO / "results"       # the committed records every leaderboard ranks against
 STEP_KEYS = ("steps", "log_every", "checkpoint_every", "eval.every", "gradvar_every")   # what equal_cost scales
 METRIC = {"table1": "test negative ELBO bound, m-sample importance weighted (test/iw_bound, nats)",
-          "sbn": "test negative log-likelihood of the lower half, m samples (test/iw_nll, nats)"}
-METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample"}
+          "sbn": "test negative log-likelihood of the lower half, m samples (test/iw_nll, nats)",
+          "modern": "test negative ELBO bound, 100-sample importance weighted (test/iw_bound, nats)"}
+METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample", "modern": "test bound, 100-sample"}
 SPAN = 8.0   # nats above a cell's best that the frontier's y axis shows
 ALPHA = 0.05  # the family-wise error of a cell's verdicts (Holm's correction over its comparisons)
 CHOSEN_KEYS = ("estimator.", "tau.", "optim.lr", "plugins", "experiment", "out_dir", *STEP_KEYS)
@@ -91,15 +93,49 @@ class Cell:
     label: str   # as the tables write it
     sweep: str   # configs/sweeps/<sweep>.yaml
     base: str    # one of that sweep's bases
+    values: tuple[tuple[str, Any], ...] = ()   # the point values beyond the base that fix it (data.name)
 
     def read_sweep(self) -> Sweep:
         return read_sweep(SWEEP_DIR / f"{self.sweep}.yaml")
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """The cell as an include entry of its sweep: its base and values."""
+        return {"base": self.base, **dict(self.values)}
 
 
 CELLS = (Cell("vae-bernoulli", "VAE (Bern.)", "table1", "configs/vae_bernoulli.yaml"),
          Cell("vae-categorical", "VAE (Cat.)", "table1", "configs/vae_categorical.yaml"),
          Cell("sbn-bernoulli", "SBN (Bern.)", "sbn", "configs/sbn_bernoulli.yaml"),
          Cell("sbn-categorical", "SBN (Cat.)", "sbn", "configs/sbn_categorical.yaml"))
+
+
+def benchmark_cells(preset: str) -> tuple[Cell, ...]:
+    """The 2020 benchmark's cells under ``preset``: each (model, data set) its sweep
+    (configs/sweeps/modern.yaml) trains there, in the sweep's order."""
+    cells = {}
+    for point in expand(read_sweep(SWEEP_DIR / "modern.yaml"), preset, COMMITTED):
+        model, data = benchmark_model(point.cfg), point.cfg.data.name
+        cells.setdefault((point.base, data), Cell(f"{model}-{data.replace('_', '-')}", f"{model} {DATASETS[data].title}",
+                                                  "modern", point.base, (("data.name", data),)))
+    return tuple(cells.values())
+
+
+@dataclass(frozen=True)
+class Board:
+    """A leaderboard: its cells under a preset and the suffix of its files."""
+
+    title: str                                   # the summary's caption names it
+    cells: Callable[[str], tuple[Cell, ...]]
+    suffix: str                                  # leaderboard<suffix>.md, frontier<suffix>.png
+
+
+BOARDS = {"2017": Board("Table 1's four cells", lambda preset: CELLS, ""),
+          "2020": Board("the 2020 benchmark", benchmark_cells, "_2020")}
+
+
+class NothingRanked(SweepError):
+    """A board with no finished entry under the preset."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +220,7 @@ def _chosen_apart(cfg: Config) -> dict[str, Any]:
 
 def cell_config(cell: Cell, preset: str) -> Config:
     """The cell's configuration under ``preset`` (the base config with the preset's settings)."""
-    return expand(cell.read_sweep(), preset, COMMITTED, entries=[{"base": cell.base}])[0].cfg
+    return expand(cell.read_sweep(), preset, COMMITTED, entries=[cell.entry])[0].cfg
 
 
 def committed_points(cell: Cell, preset: str, stores: list[Path]) -> list[Point]:
@@ -209,7 +245,7 @@ def applies(name: str, cell: Cell, preset: str) -> bool:
 def new_points(cell: Cell, preset: str, results_dir: Path, names: list[str], settings: dict[str, Any],
                equal_cost: str | None) -> list[Point]:
     """The points that train each of ``names`` (with ``settings``) on ``cell`` under ``preset``."""
-    entries = [{"base": cell.base, "estimator.name": name, **settings,
+    entries = [{**cell.entry, "estimator.name": name, **settings,
                 **({EQUAL_COST: equal_cost} if equal_cost else {})} for name in names]
     return expand(cell.read_sweep(), preset, results_dir, entries=entries)
 
@@ -331,7 +367,8 @@ def overall_rows(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]]
     return rows
 
 
-def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], preset: str, results_dir: Path) -> str:
+def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], preset: str, results_dir: Path,
+          board: Board = BOARDS["2017"]) -> str:
     """Write the tables (markdown, LaTeX) and the frontier figure; return the markdown."""
     points = [e.point for ranked in by_cell.values() for e in ranked]
     note = (f"Verdict: the pooled two-sample t-test of each entry against the cell's best, Holm-corrected over the "
@@ -340,7 +377,7 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
             f"ms / step: measured alone on free cores (--time-steps, every entry eager), or, marked *, the run's "
             f"own time (shared cores; *c: a run trained with compile=true, a faster step). {BUDGET_NOTES[preset]}")
     tables = [(["estimator", "mean rank", "ranked on cells", *[c.label for c in by_cell], "run minutes"],
-               overall_rows(by_cell, missing, preset), f"Leaderboard ({preset}): per cell the test number (nats, mean over "
+               overall_rows(by_cell, missing, preset), f"Leaderboard{'' if board is BOARDS['2017'] else ' of ' + board.title} ({preset}): per cell the test number (nats, mean over "
                                                f"seeds) and its rank among the cell's entries. Rankings on shared cells: "
                                                f"first the estimators with a result on every cell, by mean rank over "
                                                f"all; then, for each smaller set of cells, those with results on exactly "
@@ -352,13 +389,14 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
     for cell, ranked in by_cell.items():
         extra = [("–", [title, "does not apply", "", "", "", ""]) for title, labels in missing.items()
                  if cell.label in labels]
-        tables.append((CELL_HEADER, cell_rows(ranked) + extra, f"{cell.label} ({preset}): {METRIC[cell.sweep]}, "
+        rows = cell_rows(ranked) if ranked else [("–", ["no finished run yet", "", "", "", "", ""])]
+        tables.append((CELL_HEADER, rows + extra, f"{cell.label} ({preset}): {METRIC[cell.sweep]}, "
                                                                 f"lower is better."))
     out = results_dir / "tables" / preset
     markdown = "\n".join(to_markdown(*t, corner="rank") for t in tables)
-    write_text_atomic(out / "leaderboard.md", markdown)
-    write_text_atomic(out / "leaderboard.tex", "\n".join(to_latex(*t, corner="rank") for t in tables))
-    frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]))
+    write_text_atomic(out / f"leaderboard{board.suffix}.md", markdown)
+    write_text_atomic(out / f"leaderboard{board.suffix}.tex", "\n".join(to_latex(*t, corner="rank") for t in tables))
+    frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]), board.suffix)
     return markdown
 
 
@@ -372,7 +410,7 @@ def pareto(entries: list[Entry], cost: str) -> list[Entry]:
     return front
 
 
-def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str) -> list[Path]:
+def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str, suffix: str = "") -> list[Path]:
     """Per cell, the test number against decoder evaluations and against ms per step, with the
     Pareto front: ``<results_dir>/figures/<preset>/frontier.{png,pdf}``. The y axis spans the best
     :data:`SPAN` nats or up to the upper quartile of the entries, whichever is more; an entry
@@ -417,13 +455,13 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
             ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Cost and quality of every estimator ({preset}): lower left is better"
                  + ("; red: trained by this call" if any(e.new for r in by_cell.values() for e in r) else ""))
-    return save(fig, results_dir / "figures" / preset, "frontier", note)
+    return save(fig, results_dir / "figures" / preset, f"frontier{suffix}", note)
 
 
 def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugins: list[str] = (),
                 settings: dict[str, Any] | None = None, equal_cost: str | None = None, cells: list[str] | None = None,
                 committed_dir: Path = COMMITTED, train: Callable[[Sweep, list[Point]], object] | None = None,
-                log: Callable[[str], None] = print) -> str:
+                log: Callable[[str], None] = print, board: str = "2017") -> str:
     """Train ``names`` (after importing ``plugins``; with ``settings``, dotted keys) on ``cells``
     (default all) with ``train(sweep, points)``, and write the leaderboard of ``preset``; returns
     its markdown. Raises :class:`SweepError` (one line) on bad input: an unknown estimator or cell,
@@ -434,10 +472,12 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
         except Exception as err:  # whatever the module raises, the message names the option
             raise SweepError(f"--plugins: cannot import {module!r} ({type(err).__name__}: {err})") from err
     settings = {**(settings or {}), **({"plugins": list(plugins)} if plugins else {})}
-    unknown = sorted(set(cells or []) - {c.name for c in CELLS})
+    on_board = BOARDS[board].cells(preset)
+    unknown = sorted(set(cells or []) - {c.name for c in on_board})
     if unknown:
-        raise SweepError(f"--cell: unknown cell {unknown[0]!r}; allowed: {', '.join(c.name for c in CELLS)}")
-    chosen = [c for c in CELLS if cells is None or c.name in cells]
+        raise SweepError(f"--cell: unknown cell {unknown[0]!r} of board {board}; allowed: "
+                         f"{', '.join(c.name for c in on_board)}")
+    chosen = [c for c in on_board if cells is None or c.name in cells]
     for name in names:
         if name not in ESTIMATORS:
             raise SweepError(f"--estimator: unknown estimator {name!r}; known: {', '.join(ESTIMATORS)} "
@@ -473,10 +513,11 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
             points += mine
         by_cell[cell] = entries(points, new, timings)
     if not any(by_cell.values()):
-        raise SweepError(f"--preset: no finished entry of preset {preset!r} in {' or '.join(map(str, stores))}; "
-                         f"train the sweeps first (make table1 PRESET={preset})")
+        raise NothingRanked(f"--preset: no finished entry of preset {preset!r} on board {board} in "
+                            f"{' or '.join(map(str, stores))}; train its sweeps first (make "
+                            f"{'table1' if board == '2017' else 'modern'} PRESET={preset})")
     missing = {titles.get(name, column_title(name, "")): labels for name, labels in missing.items()}
-    return write(by_cell, missing, preset, Path(results_dir))
+    return write(by_cell, missing, preset, Path(results_dir), BOARDS[board])
 
 
 def estimated_minutes(todo: list[Point], committed: list[Point]) -> float | None:
@@ -493,7 +534,7 @@ def estimated_minutes(todo: list[Point], committed: list[Point]) -> float | None
     return sum(per_step * TASKS[q.cfg.task].decoder_passes(q.cfg) * q.cfg.steps + bound for q in todo) / 60
 
 
-def board_cost(preset: str, stores: list[Path]) -> dict[str, Any]:
+def board_cost(preset: str, stores: list[Path], board: str = "2017") -> dict[str, Any]:
     """What the board of ``preset`` cost, from its entries' records in ``stores`` (the cells'
     committed runs, as the board ranks them): runs, seed-runs (a run of R seeds counts R) and
     core-hours (training and test bound, summed over runs: each run trains on one core, a sweep's
@@ -504,13 +545,14 @@ def board_cost(preset: str, stores: list[Path]) -> dict[str, Any]:
     rate). Linear in the seeds, as a run's replica axis is on one CPU core (results/README.md
     "Speed"), and in the steps, the curves' evaluations too (ten a run at every budget, so from a
     short preset an overestimate); at the records' own device, whatever the next preset is for."""
-    runs = [(cell, point, load_summary(point.run_dir)) for cell in CELLS
+    runs = [(cell, point, load_summary(point.run_dir)) for cell in BOARDS[board].cells(preset)
             for point in committed_points(cell, preset, stores)]
     if not runs:
-        raise SweepError(f"--cost: no finished entry of preset {preset!r} in {', '.join(map(str, stores))}")
+        raise NothingRanked(f"--cost: no finished entry of preset {preset!r} on board {board} in "
+                            f"{', '.join(map(str, stores))}")
     seconds = sum(s["train_seconds"] + s["iw_seconds"] for _, _, s in runs)
     seed_runs = sum(len(s["seeds"]) for _, _, s in runs)
-    cost = {"preset": preset, "runs": len(runs), "seed_runs": seed_runs, "core_hours": seconds / 3600,
+    cost = {"board": board, "preset": preset, "runs": len(runs), "seed_runs": seed_runs, "core_hours": seconds / 3600,
             "core_hours_per_seed_run": seconds / 3600 / seed_runs,
             "devices": sorted({s["device"] for _, _, s in runs})}
     later = PRESETS[PRESETS.index(preset) + 1:]
@@ -520,7 +562,7 @@ def board_cost(preset: str, stores: list[Path]) -> dict[str, Any]:
             r = len(s["seeds"])
             per_step = s["train_seconds"] / (s["steps"] * r)
             per_sample = s["iw_seconds"] / (s["iw_examples"] * s["iw_samples"] * r)
-            for q in expand(cell.read_sweep(), later[0], COMMITTED, entries=[{"base": cell.base, **point.values}]):
+            for q in expand(cell.read_sweep(), later[0], COMMITTED, entries=[{**cell.entry, **point.values}]):
                 e, seeds = q.cfg.eval, len(q.cfg.seeds)
                 digits = e.iw_examples or 10_000
                 estimate += seeds * (per_step * q.cfg.steps + per_sample * digits * e.iw_samples)
@@ -532,7 +574,7 @@ def board_cost(preset: str, stores: list[Path]) -> dict[str, Any]:
 
 def cost_line(cost: dict[str, Any]) -> str:
     """:func:`board_cost` in one line."""
-    line = (f"preset {cost['preset']}: {cost['runs']} runs, {cost['seed_runs']} seed-runs, "
+    line = (f"board {cost['board']}, preset {cost['preset']}: {cost['runs']} runs, {cost['seed_runs']} seed-runs, "
             f"{cost['core_hours']:.1f} core-hours (training and test bound, one core per run, "
             f"{', '.join(cost['devices'])}): {cost['core_hours_per_seed_run']:.2f} core-hours per seed-run")
     if "next" in cost:
