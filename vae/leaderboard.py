@@ -1,11 +1,16 @@
-"""The leaderboard: every estimator on Table 1's four cells, ranked, with what it costs.
+"""The leaderboards: every estimator on Table 1's four cells and on the 2020 benchmark's, ranked, with what it costs.
 
-    python -m experiments.leaderboard [--preset quick] [--estimator NAME ...] [--plugins MODULE ...]
+    python -m experiments.leaderboard [--preset quick] [--board all] [--estimator NAME ...] [--plugins MODULE ...]
                                       [--equal-cost REFERENCE] [--cell CELL ...] [KEY=VALUE ...]
 
-**Cells.** The VAE (Bernoulli, categorical) of ``configs/sweeps/table1.yaml`` and the SBN
-(Bernoulli, categorical) of ``configs/sweeps/sbn.yaml``. Under a preset, a cell's configuration is
-its base config with that sweep's preset settings (model, seeds, steps, bound). A cell's
+**Boards** (``--board``, :data:`BOARDS`): ``2017``, Table 1's four cells -- the VAE (Bernoulli,
+categorical) of ``configs/sweeps/table1.yaml`` and the SBN (Bernoulli, categorical) of
+``configs/sweeps/sbn.yaml`` -- written to ``leaderboard.md``; ``2020``, the 2020 benchmark's cells
+(each model and data set ``configs/sweeps/modern.yaml`` trains under the preset), written to
+``leaderboard_2020.md``; ``all`` (the default) draws both.
+
+**Cells.** Under a preset, a cell's configuration is
+its base config (and, on the 2020 board, its data set) with that sweep's preset settings (model, seeds, steps, bound). A cell's
 *entries* are the finished runs of its sweep at that configuration that differ from it only in
 what an estimator chooses: the estimator and its settings (``estimator.*``), the temperature
 (``tau.*``), the learning rate (chosen on validation where the preset has a grid, as in the
