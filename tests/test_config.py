@@ -94,7 +94,7 @@ def test_round_trip_through_plain_data():
     ("data.name=omniglott", r"^data\.name: 'omniglott' \(did you mean 'omniglot'\?\); allowed: mnist, fashion_mnist, omniglot"),
     ("model.activation=gelu", r"^model\.activation: 'gelu'; allowed: relu, leaky_relu"),
     ("model.output_bias=mean", r"^model\.output_bias: 'mean'; allowed: default, data_mean"),
-    ("optim.prior_lr=0.01", r"^optim\.prior_lr: must be > 0 and only with model\.prior=learned"),
+    ("optim.prior_lr=0.01", r"^optim\.prior_lr: must be > 0 and only with task vae and model\.prior=learned"),
     ("seeds=[]", r"^seeds: must list at least one seed"),
     ("steps=many", r"^steps: expected int, got 'many'"),
     ("steps=1.5", r"^steps: expected int"),

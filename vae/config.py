@@ -411,8 +411,8 @@ def validate(cfg: Config) -> None:
            f"model.activation / model.output_bias: other than relu / default only for task vae, not {cfg.task}")
     _check(cfg.task == "vae" or not e.train_elbo, f"eval.train_elbo: only for task vae, not {cfg.task}")
     _check(cfg.task != "ssl" or d.name == "mnist", f"data.name: task ssl (M2, Table 2) runs on mnist, not {d.name}")
-    _check(o.prior_lr is None or (o.prior_lr > 0 and m.prior == "learned"),
-           f"optim.prior_lr: must be > 0 and only with model.prior=learned (or null), got {o.prior_lr}")
+    _check(o.prior_lr is None or (o.prior_lr > 0 and m.prior == "learned" and cfg.task == "vae"),
+           f"optim.prior_lr: must be > 0 and only with task vae and model.prior=learned (or null), got {o.prior_lr}")
     _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     _check(t.tau0 > 0, f"tau.tau0: must be > 0, got {t.tau0}")
     _check(0 < t.floor <= t.tau0 or t.schedule == "constant",
