@@ -795,3 +795,16 @@ def test_the_plain_tensor_call_checks_its_inputs_as_the_config_does(name: str) -
         if BUILT_IN[name].reads_tau:
             with pytest.raises(ValueError, match=f"^tau: .*must be > 0 and finite, got {tau}"):
                 estimator(torch.randn(4, 3, k), f, tau=tau, context=torch.randn(4, DATA_DIM))
+
+
+def test_the_catalogue_has_a_row_per_registered_estimator_and_its_bias_is_the_declared_one():
+    """vae/estimators/README.md "Estimators" is written by hand: one row per name of the registry
+    (none missing, none extra, no duplicate), and its "biased?" column says "no" exactly for the
+    estimators that declare ``unbiased``."""
+    text = (Path(__file__).resolve().parents[1] / "vae" / "estimators" / "README.md").read_text()
+    section = text[text.index("## Estimators"):text.index("## Use an estimator")]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| .*? \| (yes|no)\b[^|]*\| [^|]*\|$", section, flags=re.M)
+    names = [name for name, _ in rows]
+    assert sorted(names) == sorted(BUILT_IN) and len(set(names)) == len(names), names
+    for name, biased in rows:
+        assert (biased == "no") == ESTIMATORS[name].unbiased, name
