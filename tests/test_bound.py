@@ -121,6 +121,18 @@ def test_log_likelihood_and_log_weight_function_are_those_of_the_one_hot(kind, n
         torch.testing.assert_close(log_weight(classes[:, 0]), expected[:, 0])       # no sample axis
 
 
+def test_the_bound_s_likelihood_of_grey_levels_is_the_training_loss_s():
+    """data.binarization=none: pixels in [0, 1] are the Bernoulli likelihood's targets, and the
+    bound's log-likelihood function gives -reconstruction_loss (binary cross-entropy with soft
+    targets) for them too (float64; the formula x . l - softplus(l) needs no binary x)."""
+    model = DiscreteVAE("bernoulli", 6, 2, [8], ReplicaGenerator([0, 1])).double()
+    x = torch.rand(2, 4, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    index = torch.randint(0, 2, (2, 3, 4, 6))
+    z = F.one_hot(index, 2).double()
+    log_likelihood = log_likelihood_function(model.decoder, x, 2, False)
+    torch.testing.assert_close(log_likelihood(index), -model.reconstruction_loss(z, x))
+
+
 @pytest.mark.parametrize("kind, n, k, hidden", MODELS)
 def test_vae_bound_equals_the_replaced_implementation_on_the_same_samples(kind, n, k, hidden):
     model = DiscreteVAE(kind, n, k, hidden, ReplicaGenerator([3, 4]))

@@ -92,6 +92,7 @@ def test_round_trip_through_plain_data():
     ("estimator.name=vqvae", r"^estimator\.name: unknown 'vqvae'; allowed: .*gs"),
     ("tau.schedule=step", r"^tau\.schedule: 'step'; allowed: constant, exp"),
     ("data.name=omniglott", r"^data\.name: 'omniglott' \(did you mean 'omniglot'\?\); allowed: mnist, fashion_mnist, omniglot"),
+    ("data.binarization=grey", r"^data\.binarization: 'grey'; allowed: static, dynamic, threshold, none"),
     ("model.activation=gelu", r"^model\.activation: 'gelu'; allowed: relu, leaky_relu"),
     ("model.output_bias=mean", r"^model\.output_bias: 'mean'; allowed: default, data_mean"),
     ("optim.prior_lr=0.01", r"^optim\.prior_lr: must be > 0 and only with task vae and model\.prior=learned"),

@@ -238,3 +238,11 @@ def test_a_data_set_without_its_files_is_one_line_and_exit_status_2_from_the_com
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--data-dir" in done.stderr, done.stderr
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]      # no run written
+
+
+def test_binarization_none_serves_the_intensities_in_every_split(shared_cache):
+    data = BinarizedImages.load("none", "cpu", cache_dir=shared_cache, log=quiet)
+    raw = load_images(None, shared_cache, log=quiet)
+    assert all(torch.equal(data.splits[s], raw[s].float() / 255) for s in ("train", "valid", "test"))
+    batch = data.train_batch([0], 0, 10, ReplicaGenerator([0]))
+    assert not torch.equal(batch, batch.round())                     # grey levels, not a binary draw

@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vae.data import DATASETS
+from vae.data import BINARIZATIONS, DATASETS
 from vae.models import ACTIVATIONS
 from vae.estimators.config import EstimatorConfig, did_you_mean
 
@@ -95,7 +95,7 @@ class DataConfig:
     """Binarized MNIST (vae/data.py)."""
 
     name: str = "mnist"  # mnist | fashion_mnist | omniglot (28x28, Burda et al.'s split): vae/data.py DATASETS
-    binarization: str = "static"  # static (fixed draw, the paper's) | dynamic | threshold
+    binarization: str = "static"  # static (fixed draw, the paper's) | dynamic | threshold | none (vae: grey levels as the Bernoulli likelihood's targets, the ReinMax benchmark's)
     binarization_seed: int = 0  # seed of the static draw
     data_dir: str | None = None  # directory with the four IDX files; None: cache, then download
     batch_size: int = 100  # training batch size per replica
@@ -429,8 +429,8 @@ def validate(cfg: Config) -> None:
     _check(0 < o.lr_decay <= 1, f"optim.lr_decay: must be in (0, 1], got {o.lr_decay}")
     _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")
     _check(d.name in DATASETS, f"data.name: {d.name!r}{did_you_mean(d.name, DATASETS)}; allowed: {', '.join(DATASETS)}")
-    _check(d.binarization in ("static", "dynamic", "threshold"),
-           f"data.binarization: {d.binarization!r}; allowed: static, dynamic, threshold")
+    _check(d.binarization in BINARIZATIONS, f"data.binarization: {d.binarization!r}; allowed: {', '.join(BINARIZATIONS)}")
+    _check(d.binarization != "none" or cfg.task == "vae", f"data.binarization: none is for task vae, not {cfg.task}")
     _check(1 <= d.batch_size <= 50_000, f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")
     _check(e.every is None or e.every >= 1, f"eval.every: must be >= 1 or null, got {e.every}")
     _check(e.batch_size >= 1, f"eval.batch_size: must be >= 1, got {e.batch_size}")

@@ -35,7 +35,10 @@ Binarization (pixel intensity ``p``, ``uint8 / 255`` or Omniglot's grey level):
   "fixed binarization" (drawn here, so it is not the Larochelle et al. file);
 * ``dynamic``: a fresh Bernoulli(p) draw for every training batch (validation and test use the
   static draw, so evaluation numbers stay comparable across steps);
-* ``threshold``: ``p > 0.5``.
+* ``threshold``: ``p > 0.5``;
+* ``none``: the intensities themselves, as the targets of the Bernoulli likelihood
+  ``sum_d x_d l_d - softplus(l_d)`` (the ReinMax benchmark's grey-level MNIST): no likelihood of
+  the images, so its numbers compare only with other ``none`` runs.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ from vae.store import atomic_save
 if TYPE_CHECKING:
     from vae.config import DataConfig
 
-Binarization = Literal["static", "dynamic", "threshold"]
+Binarization = Literal["static", "dynamic", "threshold", "none"]
+BINARIZATIONS = ("static", "dynamic", "threshold", "none")
 SPLITS = ("train", "valid", "test")
 NUM_PIXELS = 784
 
@@ -471,6 +475,8 @@ class BinarizedImages:
         images = load_images(data_dir, cache_dir, log, name)
         if binarization == "threshold":
             splits = {s: (intensities(images[s]) > 0.5).float() for s in SPLITS}
+        elif binarization == "none":
+            splits = {s: intensities(images[s]) for s in SPLITS}
         else:
             splits = {s: b.float() for s, b in static_binarization(images, seed, cache_dir, name).items()}
             if binarization == "dynamic":
