@@ -218,9 +218,15 @@ def table1_caption(points: list[Point], preset: str) -> str:
     lrs = sorted({p.cfg.optim.lr for p in points})
     lr = ", ".join(f"{v:g}" for v in lrs)
     lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
-    taus = "; ".join(dict.fromkeys(tau_caption(p.cfg.tau) for p in points
-                                   if p.cfg.estimator.name in ("gs", "st-gs") and "tau" not in p.values))
-    tau = f" τ for GS and ST-GS: {taus}." if taus else ""
+    by_schedule: dict[str, list[str]] = {}      # the estimators that read tau (their declaration), per schedule
+    for p in points:
+        cls = ESTIMATORS.get(p.cfg.estimator.name)
+        if cls is not None and cls.reads_tau:
+            names = by_schedule.setdefault(tau_caption(p.cfg.tau), [])
+            names += [] if display_name(p.cfg.estimator.name) in names else [display_name(p.cfg.estimator.name)]
+    tau = " τ (where an estimator reads it): " + "; ".join(f"{schedule} for {', '.join(names)}"
+                                                       for schedule, names in by_schedule.items())
+    tau = (tau if tau.endswith(".") else tau + ".") if by_schedule else ""
     what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
             f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
     if any(p.cfg.task == "sbn" for p in points):
