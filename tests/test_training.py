@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 # differences of ~500-nat signals) keep that round-off in absolute terms: 1e-4 of the loss's scale.
 STEP_RTOL = float32_rtol(784 * 100)
 STEP_ATOL = 1e-4
+# the 2020 benchmark's model (configs/benchmark_*.yaml) in small: LeakyReLU, output bias at the data
+# mean, the learned prior by its own SGD, dynamic binarization
+BENCHMARK_MODEL = ["model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2", "model.hidden=[16,16]",
+                   "model.activation=leaky_relu", "model.output_bias=data_mean", "model.prior=learned",
+                   "optim.prior_lr=1.0e-2", "data.binarization=dynamic"]
 
 
 def metric_table(run_dir: Path) -> dict[tuple, float]:
@@ -81,10 +86,11 @@ def test_replica_r_with_its_own_learning_rate_equals_the_single_run(shared_cache
 CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("config, optim, device", [(None, "adam", "cpu"), (None, "sgd", "cpu"),
-                                                   ("configs/sbn_bernoulli.yaml", "sgd", "cpu"),
-                                                   pytest.param(None, "sgd", "cuda", marks=CUDA)])
-def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, optim, device):
+@pytest.mark.parametrize("config, optim, device, extra", [
+    (None, "adam", "cpu", []), (None, "sgd", "cpu", []), ("configs/sbn_bernoulli.yaml", "sgd", "cpu", []),
+    (None, "sgd", "cpu", BENCHMARK_MODEL + ["estimator.name=disarm"]),    # the prior's own SGD in the graph too
+    pytest.param(None, "sgd", "cuda", [], marks=CUDA)])
+def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, optim, device, extra):
     """compile=true (the step as one graph, vae/compiled_step.py; a CUDA graph on a GPU) changes
     speed, not numbers, for the VAE and the SBN: the same losses step after step, and, under SGD,
     the same parameters (to lr times the gradients' round-off, which atol also covers for
@@ -92,7 +98,7 @@ def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, opt
     round-off in near-zero gradients into lr-sized differences."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     base = ["seeds=[3,4]", "steps=5", f"device={device}", f"optim.name={optim}", "optim.momentum=0.9",
-            *(["model.hidden=[32]"] if config is None else ["model.num_latents=4", "data.batch_size=20"])]
+            *(["model.hidden=[32]"] if config is None else ["model.num_latents=4", "data.batch_size=20"]), *extra]
     eager, compiled = (Trainer(load_config(config, base + [f"compile={flag}"]), log=lambda _: None)
                        for flag in ("false", "true"))
     for _ in range(5):
@@ -526,11 +532,12 @@ def test_a_compiled_step_compiles_once_as_tau_lr_and_the_slope_change(shared_cac
     assert trainer.model.logit_scale.item() == pytest.approx(1.5)   # 1 + 0.1 * 5 at the last step
 
 
-@pytest.mark.parametrize("extra", [["kl=relaxed"], ["tau.schedule=learned"], ["precision=bf16"],
+@pytest.mark.parametrize("extra", [["kl=relaxed"], ["tau.schedule=learned"], ["precision=bf16"], BENCHMARK_MODEL,
                                    ["seeds=[0,1]", "optim.lr=[1.0e-3,3.0e-3]", "optim.name=sgd"]])
 def test_the_compiled_step_is_one_graph_under_every_switch_of_the_loss(shared_cache, monkeypatch, extra):
-    """The relaxed KL, a learned tau (a parameter in the graph), bf16 autocast and a learning rate
-    per replica keep the step one graph (``torch._dynamo.explain``, GS)."""
+    """The relaxed KL, a learned tau (a parameter in the graph), bf16 autocast, the 2020 benchmark's
+    model (the learned prior's own SGD step) and a learning rate per replica keep the step one
+    graph (``torch._dynamo.explain``, GS)."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     cfg = load_config(None, ["model.hidden=[16]", "model.num_latents=4", "model.num_classes=5", "device=cpu",
                              "compile=true", "data.batch_size=8", *extra])
@@ -626,10 +633,6 @@ def test_a_run_says_when_its_tau_schedule_will_not_reach_its_floor(shared_cache,
         assert len(notes) == says and (not says or "tau.rate=" in notes[0]), said
 
 
-BENCHMARK_MODEL = ["model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2", "model.hidden=[16,16]",
-                   "model.activation=leaky_relu", "model.output_bias=data_mean", "model.prior=learned",
-                   "optim.prior_lr=1.0e-2", "data.binarization=dynamic"]
-
 
 def test_the_learned_prior_with_its_own_rate_takes_plain_sgd_steps_outside_the_optimiser(shared_cache, monkeypatch):
     """optim.prior_lr (DisARM's protocol: the prior's logits by SGD at 1e-2, the networks by Adam):
@@ -647,25 +650,6 @@ def test_the_learned_prior_with_its_own_rate_takes_plain_sgd_steps_outside_the_o
     assert len(seen) == 1 and seen[0].abs().sum() > 0
     assert torch.equal(prior.detach(), before - seen[0] * 1.0e-2)
     assert not trainer.optimizer.state.get(prior)
-
-
-def test_the_2020_benchmark_model_compiled_steps_equal_eager_steps(shared_cache, monkeypatch):
-    """The benchmark's model (LeakyReLU, output bias at the data mean, the prior's own SGD) changes
-    nothing of compile=true's promise: the same losses and, under SGD, parameters (tolerances of
-    test_compiled_steps_equal_eager_steps); the prior's update is in the graph (one graph)."""
-    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    base = BENCHMARK_MODEL + ["seeds=[3,4]", "steps=5", "device=cpu", "optim.name=sgd", "data.batch_size=20",
-                              "estimator.name=disarm"]
-    eager, compiled = (Trainer(load_config(None, base + [f"compile={flag}"]), log=lambda _: None)
-                       for flag in ("false", "true"))
-    for _ in range(4):
-        (loss, kl, _), (loss_c, kl_c, _) = (t.train_step() for t in (eager, compiled))
-        torch.testing.assert_close(loss_c, loss, rtol=STEP_RTOL, atol=STEP_ATOL)
-        torch.testing.assert_close(kl_c, kl, rtol=STEP_RTOL, atol=STEP_ATOL)
-    for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
-        torch.testing.assert_close(b, a, rtol=STEP_RTOL, atol=1e-6, msg=name)
-    batch = compiled.task.batch(compiled.model, compiled.data, 5, compiled.rng, compiled.cfg)
-    assert compiled.compiled_step.graph_breaks(batch, 5) == []
 
 
 def test_train_elbo_curves_the_training_split_freshly_binarized(shared_cache, tmp_path, monkeypatch):
