@@ -12,10 +12,13 @@ import torch
 
 from vae.data import write_idx
 from vae.estimators import ESTIMATORS
+from vae.estimators.signal import NormalisedSignalEstimator
 
 # The built-in estimators, collected before any test registers one of its own. Tests choose among
 # them by what the classes declare (where they apply, bias), never by lists of names.
 BUILT_IN = dict(ESTIMATORS)
+# the estimators with a moving-average centre and variance normalisation (their shared class says so)
+NORMALISED = [name for name, cls in BUILT_IN.items() if issubclass(cls, NormalisedSignalEstimator)]
 
 # As the trainer does: denormal floats in thousands of replicas' gradients (some seeds of the
 # statistical tests) make CPU matmuls a hundred times slower. The setting is per thread, so the

@@ -14,6 +14,8 @@ from vae.estimators import EstimatorConfig, build_estimator
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
 
+from conftest import NORMALISED
+
 NUM_DRAWS = 4000
 DTYPE = torch.float64
 
@@ -102,7 +104,7 @@ def test_encoder_gradient_variance_of_exact_is_zero_and_of_reinforce_is_not() ->
     assert (reinforce > 1e-4).all()
 
 
-@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
+@pytest.mark.parametrize("name", NORMALISED)
 def test_encoder_gradient_variance_is_measured_before_variance_normalisation(name: str) -> None:
     """With the same noise and the same signal centre, the variance with normalisation on (the
     trainer divides the encoder gradient by s = 3 and 1.5) equals that with it off: the

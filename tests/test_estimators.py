@@ -33,7 +33,7 @@ from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
 from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
 
-from conftest import BUILT_IN, estimator_cases, accepted_tau
+from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
 
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
 DATA_DIM = 5
@@ -161,7 +161,7 @@ def test_unbiased_estimators_match_exact(name: str, kind: str, seed: int) -> Non
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "muprop", "darn"])
+@pytest.mark.parametrize("name", NORMALISED)
 def test_variance_normalisation_divides_the_whole_encoder_gradient_of_the_training_loss(
         name: str, kind: str, seed: int) -> None:
     """The training loss as the trainer computes it (``vae.objectives.training_loss``: surrogate +
@@ -189,7 +189,7 @@ def test_variance_normalisation_divides_the_whole_encoder_gradient_of_the_traini
     assert worst > z_crit, f"{name}: cannot tell the whole-gradient scaling from the score-only one"
 
 
-@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "muprop", "darn"])
+@pytest.mark.parametrize("name", NORMALISED)
 def test_variance_normalisation_is_on_by_default_and_can_be_turned_off(name: str) -> None:
     assert build(name, "categorical").encoder_gradient_scale() is not None
     assert build(name, "categorical", variance_normalisation=False).encoder_gradient_scale() is None
@@ -369,7 +369,7 @@ def test_estimates_are_shaped_finite_and_deterministic(name: str, kind: str, see
         assert torch.equal(g, again)
 
 
-@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
+@pytest.mark.parametrize("name", NORMALISED)
 def test_state_survives_a_state_dict_round_trip(name: str, seed: int) -> None:
     x = problem("categorical")[1].expand(2, -1, -1)
     model = DiscreteVAE("categorical", 3, 4, [8], ReplicaGenerator([1, 2]), data_dim=DATA_DIM).to(DTYPE)

@@ -26,7 +26,7 @@ from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.replicas import ReplicaGenerator
 from vae.sbn import HALF, StochasticBinaryNetwork, training_loss
 
-from conftest import BUILT_IN, estimator_cases, accepted_tau
+from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
 
 KINDS = {"bernoulli": (3, 2), "categorical": (2, 3)}
 NUM_DRAWS = 4000
@@ -156,7 +156,7 @@ def test_slope_annealed_st_samples_every_layer_from_its_sharpened_distribution(k
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", ["reinforce-ema", "nvil", "darn", "muprop"])
+@pytest.mark.parametrize("name", NORMALISED)
 def test_variance_normalisation_divides_each_stochastic_layers_gradient_by_its_own_scale(name: str, kind: str) -> None:
     """With normalisation on and running variances giving scales s = (2, 5) to the two layers'
     estimators, the training loss's gradient for layer l's map is the one with normalisation off
