@@ -73,7 +73,7 @@ def test_register_prints_the_agent_command_and_writes_nothing(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert "wandb agent someone/discrete-vae/abc123" in out
     (kind, config, project), = calls
-    assert kind == "sweep" and project == "discrete-vae" and len(config["parameters"][POINT]["values"]) == 21
+    assert kind == "sweep" and project == "discrete-vae" and len(config["parameters"][POINT]["values"]) == 22
     assert not (tmp_path / "res").exists()
 
 
