@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
 import zlib
 from pathlib import Path
 
@@ -59,6 +61,21 @@ def _isolated_environment(request, tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _built_in_estimators_only(tmp_path_factory):
+    """A test file that loads a plugin in-process (a sweep with `plugins:` read by `expand`) leaves
+    the registry as it found it: the next file on the same worker (which files share one depends on
+    how xdist spreads them) sees the built-ins only, and imports its own plugin module afresh."""
+    modules = set(sys.modules)
+    yield
+    ESTIMATORS.clear()
+    ESTIMATORS.update(BUILT_IN)
+    base = str(tmp_path_factory.getbasetemp())
+    for name in set(sys.modules) - modules:
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(base):
+            del sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
     """A data cache already filled from the fake IDX files (saves re-reading them per test)."""
@@ -95,6 +112,13 @@ def plugin_sweep(base: str, plugin: str, names: list[str], overrides: list[str])
 
 
 FLOAT32_EPS = torch.finfo(torch.float32).eps
+
+
+def markdown_tables(text: str) -> list[tuple[str, str]]:
+    """The (caption, table) pairs of a markdown file that ``vae.tables.to_markdown`` wrote, in order:
+    each caption (its paragraphs, a provenance line among them) above its table."""
+    chunks = re.split(r"(?<=\|)\n\n(?!\| )", text.strip())         # after a table, before a caption
+    return [tuple(re.split(r"\n\n(?=\| )", chunk, maxsplit=1)) for chunk in chunks]
 
 
 def float32_rtol(terms: int) -> float:

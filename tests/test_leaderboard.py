@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env_with_cache
+from conftest import env_with_cache, markdown_tables
 from test_plugin import TOY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +82,31 @@ def test_the_pareto_front_keeps_only_entries_nothing_cheaper_beats():
     assert pareto([cheap_bad, cheap_good, dear_better, dear_worse], "passes") == [cheap_good, dear_better]
 
 
+def test_the_frontier_draws_a_new_entry_far_behind_inside_its_axes_and_no_legend(tmp_path, monkeypatch):
+    """A committed entry 60 nats behind the cell's best sits on the top edge (the y axis spans the
+    best 8 nats, SPAN); the same entry trained by this call (new) is drawn inside the axes, and no
+    legend covers the entries' labels."""
+    import vae.leaderboard as board
+    from vae.config import load_config
+    from vae.sweeps import Point
+
+    def entries(far_is_new: bool) -> list:
+        rows = (("gs", [100.0, 100.2], False), ("st-gs", [101.0, 101.2], False),
+                ("rloo", [102.0, 102.4], False), ("nvil", [160.0, 161.0], far_is_new))
+        base = "configs/vae_categorical.yaml"
+        return [board.Entry(Point(base, {}, load_config(REPO / base, [f"estimator.name={name}"]), tmp_path / name),
+                            values, 1.0, 2.0, True, new) for name, values, new in rows]
+
+    figures = []
+    monkeypatch.setattr(board, "save", lambda fig, *args: figures.append(fig) or [])
+    cell = board.Cell("vae-cat", "VAE (Cat.)", "table1", "configs/vae_categorical.yaml")
+    for far_is_new in (False, True):
+        board.frontier({cell: entries(far_is_new)}, "tiny", tmp_path, "note")
+        for ax in figures[-1].axes:
+            low, high = ax.get_ylim()
+            assert low < 100.0 and (high > 161.0 if far_is_new else high < 110.0) and ax.get_legend() is None
+
+
 def test_equal_cost_gives_the_reference_s_decoder_evaluations():
     """IndeCateR (181 passes on the 20 x 10 VAE, 201 on the Bernoulli one, counted by the SBN's
     own loss on its net) at RLOO's 4 passes: steps x passes equal RLOO's within one step's passes;
@@ -129,10 +154,8 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
     # before it trains, each cell says how long its new run will take
     assert re.search(r"VAE \(Cat\.\): 1 run\(s\) to train and bound, about \d+ minutes on this machine", done.stdout)
     table = (tmp_path / "mine/tables/tiny/leaderboard.md").read_text()
-    by_caption = {}                                  # each table (and its caption) by the caption's first words
-    for chunk in re.split(r"\n\n(?=\| )", table):
-        body, _, caption = chunk.partition("\n\n")
-        by_caption[caption.split(" (tiny)")[0]] = body
+    # each table by its caption's first words
+    by_caption = {caption.split(" (tiny)")[0]: body for caption, body in markdown_tables(table)}
     # overall: ranked over the two categorical cells, the Bernoulli ones marked from its declarations
     (row,) = [line for line in by_caption["Leaderboard"].splitlines() if "ST, tempered" in line]
     assert "ST, tempered (options.backward_tau=3)" in row and row.count("does not apply") == 2, row
@@ -164,8 +187,8 @@ def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, 
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "mine/tables/tiny/leaderboard_2020.md").read_text()
-    assert table.startswith("| rank | estimator | mean rank | ranked on cells | linear MNIST | nonlinear MNIST | "
-                            "linear FashionMNIST | nonlinear FashionMNIST |")
+    assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | linear MNIST | "
+                                                   "nonlinear MNIST | linear FashionMNIST | nonlinear FashionMNIST |")
     (row,) = [line for line in table.splitlines() if "ST, tempered" in line and "| all |" in line]   # the summary
     assert row.count("(") == 4                                   # a number and its rank in every cell
     assert table.count("ST, tempered (new)") == 4 and "Leaderboard of the 2020 benchmark (tiny)" in table

@@ -12,8 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import markdown_tables
 
 from vae.leaderboard import leaderboard
+from vae.results import DRAWN
 from vae.tables import TABLES
 
 DRAWERS = {**TABLES, "leaderboard": leaderboard,   # the leaderboards rank the committed records too
@@ -24,7 +26,7 @@ COMMITTED = sorted((REPO / "results" / "tables").glob("*/*.md"))
 
 
 def _without_drawing_commit(text: str) -> str:
-    return re.sub(r"drawn at commit \S+", "drawn at commit <any>", text)
+    return DRAWN.sub("drawn at commit <any>", text)
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[f"{p.parent.name}/{p.stem}" for p in COMMITTED])
@@ -47,9 +49,8 @@ def test_the_readme_shows_the_committed_tables_as_they_are():
     for doc, name, body in embedded:
         name, _, k = name.partition(":")
         text = (REPO / "results" / "tables" / f"{name}.md").read_text().strip()
-        if k:    # blocks: table, caption, table, caption... (a caption may hold a provenance paragraph)
-            tables = re.split(r"\n\n(?=\| )", text)
-            text = tables[int(k) - 1].strip()
+        if k:    # the file's k-th caption and table
+            text = "\n\n".join(markdown_tables(text)[int(k) - 1])
         assert body.strip() == text, f"{doc.relative_to(REPO)}: {name}"
 
 

@@ -651,6 +651,20 @@ def test_redrawing_the_same_figure_leaves_its_files_byte_identical(tmp_path):
     assert _drawn_commit(tmp_path / "toy.png") == "bbb2222"
 
 
+def test_redrawing_the_same_table_at_another_commit_leaves_its_file_alone(tmp_path):
+    """Tables as figures: a redraw that differs only in the provenance's 'drawn at commit' keeps the
+    file (and its commit); a table whose numbers changed is written, with the new commit."""
+    from vae.results import write_drawing
+
+    path = tmp_path / "tables" / "toy.md"
+    table = "Caption.\n\npreset tiny | runs from commit c0ffee | drawn at commit {}\n\n| | a |\n|---|---|\n| x | {} |\n"
+    write_drawing(path, table.format("aaa1111", "1.0"))
+    write_drawing(path, table.format("bbb2222", "1.0"))
+    assert path.read_text() == table.format("aaa1111", "1.0")
+    write_drawing(path, table.format("bbb2222", "2.0"))
+    assert path.read_text() == table.format("bbb2222", "2.0")
+
+
 @SHARES_TINY_RESULTS
 def test_the_2020_benchmark_table_has_a_table_per_cell_with_both_numbers_and_its_budget(tiny_results):
     """make modern (in make figures): one table per (model, data set) of the preset, a row per

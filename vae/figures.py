@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import re
 import shutil
 import textwrap
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_softmax
 from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
-from vae.results import curve, final, git_commit, provenance
+from vae.results import DRAWN, curve, final, git_commit, provenance
 from vae.store import CHECKPOINT, atomic_write, load_summary
 from vae.training import train
 
@@ -72,8 +71,6 @@ ANALOGY_DIGITS = 8         # rows of fig5(b): test digits whose style is kept
 PAPER_SPEEDUP = {10: 2.0, 100: 9.9}
 TAU_SPAN = 6.0             # nats above the best schedule that the tau ablation's y axis shows   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
 
-
-DRAWN = re.compile(r"drawn at commit (\S+)")
 
 
 def _rendered(fig: plt.Figure, ext: str, commit: str) -> bytes:

@@ -71,8 +71,8 @@ from vae.bench import device_sync, median_rate, device_name
 from vae.config import Config
 from vae.estimators import ESTIMATORS, column_order
 from vae.figures import footer, save
-from vae.results import final, provenance
-from vae.store import load_summary, write_json_atomic, write_text_atomic
+from vae.results import final, provenance, write_drawing
+from vae.store import load_summary, write_json_atomic
 from vae.sweeps import EQUAL_COST, PRESETS, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
 from vae.tasks import TASKS
 from vae.data import DATASETS
@@ -399,8 +399,9 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
                                                                 f"lower is better."))
     out = results_dir / "tables" / preset
     markdown = "\n".join(to_markdown(*t, corner="rank") for t in tables)
-    write_text_atomic(out / f"leaderboard{board.suffix}.md", markdown)
-    write_text_atomic(out / f"leaderboard{board.suffix}.tex", "\n".join(to_latex(*t, corner="rank") for t in tables))
+    write_drawing(out / f"leaderboard{board.suffix}.md", markdown)
+    write_drawing(out / f"leaderboard{board.suffix}.tex", "\n".join(
+        to_latex(*t, corner="rank", label=f"leaderboard{board.suffix}-{i}") for i, t in enumerate(tables, 1)))
     frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]), board.suffix)
     return markdown
 
@@ -418,14 +419,17 @@ def pareto(entries: list[Entry], cost: str) -> list[Entry]:
 def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str, suffix: str = "") -> list[Path]:
     """Per cell, the test number against decoder evaluations and against ms per step, with the
     Pareto front: ``<results_dir>/figures/<preset>/frontier.{png,pdf}``. The y axis spans the best
-    :data:`SPAN` nats or up to the upper quartile of the entries, whichever is more; an entry
-    beyond sits on the top edge as a triangle, its number in its label."""
+    :data:`SPAN` nats or up to the upper quartile of the entries, whichever is more, and always
+    includes the entries this call trained (a new estimator is never clipped); an entry beyond sits
+    on the top edge as a triangle, its number in its label. No legend covers the labels: the
+    title says what the grey steps are."""
     cells = [c for c, ranked in by_cell.items() if ranked]
     fig, axes = plt.subplots(2, len(cells), figsize=(4.8 * len(cells), 9.0), squeeze=False)
     for column_index, cell in enumerate(cells):
         means = [e.mean for e in by_cell[cell]]                    # best first
         best, upper_quartile = means[0], means[int(0.75 * (len(means) - 1))]
         top = min(max(e.mean + e.std for e in by_cell[cell]), max(best + SPAN, upper_quartile + 1)) + 0.3
+        top = max([top] + [e.mean + e.std + 0.3 for e in by_cell[cell] if e.new])
         for row, (cost, label) in enumerate((("passes", "decoder evaluations / example / step"),
                                              ("ms", "ms / training step"))):
             ax = axes[row][column_index]
@@ -434,17 +438,20 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
             for entry in drawn:
                 on_front = entry in front    # the front's labels in bold, the others light
                 colour, x = ("tab:red" if entry.new else "tab:blue"), getattr(entry, cost)
-                if entry.mean > top:
+                if entry.mean > top:      # a triangle on the edge, labelled leftwards in the right half
+                    costs = [getattr(e, cost) for e in drawn]
+                    right = x > math.sqrt(min(costs) * max(costs))          # the log axis's middle
                     ax.plot(x, top, "^", ms=5, color=colour, clip_on=False)
-                    ax.annotate(f"{entry.title} ({entry.mean:.1f})", (x, top), fontsize=6, xytext=(3, -8),
-                                textcoords="offset points", color=colour)
+                    ax.annotate(f"{entry.title} ({entry.mean:.1f})", (x, top), fontsize=6,
+                                xytext=(-3 if right else 3, -8), textcoords="offset points", color=colour,
+                                ha="right" if right else "left")
                     continue
                 ax.errorbar(x, entry.mean, yerr=entry.std, fmt="o", ms=4, color=colour, capsize=2)
                 ax.annotate(entry.title, (x, entry.mean), fontsize=6.5 if on_front else 5.5, xytext=(3, 2),
                             textcoords="offset points", color=colour, alpha=1.0 if on_front else 0.55,
                             fontweight="bold" if on_front else "normal")
-            ax.step([getattr(e, cost) for e in front], [e.mean for e in front], where="post", color="0.5", lw=1,
-                    label="Pareto front: none cheaper and better")
+            ax.step([getattr(e, cost) for e in front], [e.mean for e in front], where="post", color="0.5",
+                    lw=1)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             decades = math.log10(max(getattr(e, cost) for e in drawn) / min(getattr(e, cost) for e in drawn)) if drawn else 0
@@ -452,13 +459,13 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
             ax.set_ylim(best - 0.5, top)
             measured = cost == "passes" or all(e.ms_measured for e in drawn)
             compiled = cost == "ms" and any(not e.ms_measured and e.point.trained_compiled() for e in drawn)
-            ax.set_xlabel(label + ("" if measured else " (the runs' own, shared cores" +
+            ax.set_xlabel(label + ("" if measured else "\n(the runs' own, shared cores" +
                                    ("; some compiled, faster" if compiled else "") + ")"))
             ax.set_ylabel(f"{METRIC_SHORT[cell.sweep]} (nats)")
             ax.set_title(cell.label)
             ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Cost and quality of every estimator ({preset}): lower left is better"
+    fig.suptitle(f"Cost and quality of every estimator ({preset}): lower left is better; grey steps: "
+                 f"the Pareto front (none cheaper and better, its labels bold)"
                  + ("; red: trained by this call" if any(e.new for r in by_cell.values() for e in r) else ""))
     return save(fig, results_dir / "figures" / preset, f"frontier{suffix}", note)
 

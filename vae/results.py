@@ -7,13 +7,14 @@ learning-rate selection), and the provenance line every figure and table carries
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from vae.store import load_summary, read_metrics, read_sweep_info
+from vae.store import load_summary, read_metrics, read_sweep_info, write_text_atomic
 from vae.tracking import mean_std
 
 CODE_PATHS = ("vae", "experiments", "configs", "Makefile", "pyproject.toml")  # what a "-dirty" commit means
@@ -90,6 +91,19 @@ def select_best(runs: Sequence[T], group: Callable[[T], Hashable],
 
 def _joined(values: set) -> str:
     return ", ".join(map(str, sorted(values))) if values else "none"
+
+
+DRAWN = re.compile(r"drawn at commit (\S+)")   # the drawing commit in a provenance line
+
+
+def write_drawing(path: Path, text: str) -> None:
+    """Write a drawn table's ``text`` to ``path`` atomically, unless the file there differs from it
+    only in the provenance lines' ``drawn at commit``: a redraw of unchanged records at a new commit
+    leaves a committed table (and the tree) as it is. (Figures: :func:`vae.figures.save`.)"""
+    if path.exists() and DRAWN.sub("", path.read_text()) == DRAWN.sub("", text):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
 
 
 def provenance(run_dirs: Sequence[Path], preset: str) -> str:

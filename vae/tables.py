@@ -27,7 +27,7 @@ from vae.sweeps import EQUAL_COST, REPO, STORE, Point, best_points, expand, read
 from vae.config import Config, TauConfig
 from vae.data import DATASETS
 from vae.estimators import ESTIMATORS, column_order, display_name
-from vae.results import final, provenance
+from vae.results import final, provenance, write_drawing
 from vae.store import FAILED, load_summary
 
 SWEEP_DIR = REPO / "configs" / "sweeps"   # read from the repository, whatever the working directory
@@ -247,10 +247,11 @@ def table1_caption(points: list[Point], preset: str) -> str:
 
 
 def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str, corner: str = "") -> str:
-    """A GitHub markdown table (``corner``: the heading of the rows' labels), then the caption."""
+    """The caption, then a GitHub markdown table (``corner``: the heading of the rows' labels): a
+    reader who searches a table's name lands above the table it names."""
     lines = [(f"| {corner} | " if corner else "| | ") + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
-    return "\n".join(lines) + "\n\n" + caption + "\n"
+    return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
 def _tex(text: str) -> str:
@@ -259,10 +260,11 @@ def _tex(text: str) -> str:
             .replace(" ± ", r" $\pm$ ").replace("−", "$-$").replace("–", "--").replace(" | ", "; "))
 
 
-def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str, corner: str = "") -> str:
-    """A ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+def to_latex(header: list[str], rows: list[tuple[str, list[str]]], caption: str, corner: str = "", *,
+             label: str) -> str:
+    """A ``table`` environment (needs ``\\usepackage{booktabs}``), ``\\label{tab:<label>}``."""
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\caption{" + _tex(caption.replace("\n\n", " ")) + "}", r"\label{tab:table1-vae}",
+             r"\caption{" + _tex(caption.replace("\n\n", " ")) + "}", r"\label{tab:" + label + "}",
              r"\begin{tabular}{l" + "c" * len(header) + "}", r"\toprule",
              " & ".join([_tex(corner), *map(_tex, header)]) + r" \\", r"\midrule"]
     for i, (label, cells) in enumerate(rows):
@@ -304,8 +306,9 @@ def write_tables(name: str, tables: list[Table], preset: str, results_dir: Path,
     out = results_dir / "tables" / preset
     out.mkdir(parents=True, exist_ok=True)
     markdown = "\n".join(to_markdown(*table) for table in tables)
-    (out / f"{name}.md").write_text(markdown)
-    (out / f"{name}.tex").write_text("\n".join(to_latex(*table) for table in tables))
+    write_drawing(out / f"{name}.md", markdown)
+    write_drawing(out / f"{name}.tex", "\n".join(to_latex(*table, label=f"{name}-{i}")
+                                                  for i, table in enumerate(tables, 1)))
     return markdown
 
 
