@@ -627,12 +627,14 @@ def modern(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
             highs += c[len(c) // 2:]
         if lows:   # the first, very high values would flatten every curve
             ax.set_ylim(min(lows) - 1, max(highs) + 0.3 * (max(highs) - min(lows)) + 1)
+            ax.legend(fontsize=6.5, ncol=2)
+        else:      # a partial figure's empty panel
+            ax.text(0.5, 0.5, "no finished run yet", transform=ax.transAxes, ha="center", color="0.4")
         ax.set_xscale("log")
         ax.set_title(f"{model}, {DATASETS[dataset].title}")
         ax.set_xlabel("training step")
         ax.set_ylabel("train negative ELBO (nats, one sample)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6.5, ncol=2)
     fig.suptitle("The 2020 benchmark: training-set negative ELBO during training, mean ± std over seeds")
     return save(fig, results_dir / "figures" / preset, "modern_curves",
                 footer([p for group in cells.values() for p in group], preset,
