@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch
 from vae.data import write_idx
 from vae.estimators import ESTIMATORS
 from vae.estimators.signal import NormalisedSignalEstimator
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The built-in estimators, collected before any test registers one of its own. Tests choose among
 # them by what the classes declare (where they apply, bias), never by lists of names.
@@ -86,6 +89,33 @@ def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
         images = load_images(fake_mnist_dir, cache, log=lambda _: None, name=name)
         static_binarization(images, 0, cache, name=name)
     return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_results(shared_cache, tmp_path_factory, worker_id) -> tuple[Path, str]:
+    """``make -j2 figures PRESET=tiny`` once per test run (``-o install``: the environment running
+    the tests is the one to use; ``-j2`` also checks that targets sharing a sweep can run at once);
+    returns the results directory and the make output. Read by test_reproduce.py and, as its
+    committed entries, test_leaderboard.py: under pytest-xdist the first worker to ask builds it
+    in the run's shared temporary directory while the other waits on a lock, so it is built once."""
+    import fcntl
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent        # the run's directory, shared by its workers
+    results, output = root / "tiny_results", root / "tiny_results.out"
+    with open(root / "tiny_results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not output.exists():
+            shutil.rmtree(results, ignore_errors=True)
+            command = ["make", "--no-print-directory", "-j2", "--output-sync=target", "-o", "install", "figures",
+                       "PRESET=tiny", "WORKERS=1", f"RESULTS={results}", f"PY={sys.executable}"]
+            done = subprocess.run(command, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            output.write_text(done.stdout)
+    return results, output.read_text()
 
 
 def tiny_overrides(out_dir: Path) -> list[str]:

@@ -23,10 +23,6 @@ RUNS = {"a_gs": ["estimator.name=gs", "seeds=[0,1]"],
         "c_unfinished": ["estimator.name=gs", "optim.lr=0.0005"]}
 
 
-# the tests that read the module's sweep run on one pytest-xdist worker (`make test`), which trains it once
-pytestmark = pytest.mark.xdist_group("compare_sweep")
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, shared_cache) -> Path:
     """A sweep-like directory of three tiny runs; the last one's summary.json removed (unfinished)."""

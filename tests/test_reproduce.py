@@ -35,25 +35,6 @@ FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_abl
            "samples_bernoulli", "samples_categorical", "fig5_ssl", "modern_curves"]
 
 
-# the tests that read the one tiny store run on one pytest-xdist worker (`make test`), which builds it once
-SHARES_TINY_RESULTS = pytest.mark.xdist_group("tiny_results")
-
-
-@pytest.fixture(scope="module")
-def tiny_results(shared_cache, tmp_path_factory) -> tuple[Path, str]:
-    """``make -j2 figures PRESET=tiny`` once (``-o install``: the environment running the tests is
-    the one to use; ``-j2`` also checks that targets sharing a sweep can run at once); returns the
-    results directory and the make output."""
-    results = tmp_path_factory.mktemp("results")
-    command = ["make", "--no-print-directory", "-j2", "--output-sync=target", "-o", "install", "figures",
-               "PRESET=tiny", "WORKERS=1", f"RESULTS={results}", f"PY={sys.executable}"]
-    done = subprocess.run(command, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return results, done.stdout
-
-
-@SHARES_TINY_RESULTS
 @pytest.mark.parametrize("name", FIGURES)
 def test_make_figures_writes_every_figure_as_png_and_pdf(tiny_results, name):
     results, _ = tiny_results
@@ -62,7 +43,6 @@ def test_make_figures_writes_every_figure_as_png_and_pdf(tiny_results, name):
         assert path.exists() and path.stat().st_size > 1000, path
 
 
-@SHARES_TINY_RESULTS
 def test_model_question_table_has_every_candidate_both_metrics_and_the_paper(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "model_question.md").read_text()
@@ -74,7 +54,6 @@ def test_model_question_table_has_every_candidate_both_metrics_and_the_paper(tin
     assert len(re.findall(r"\d\.\d / \d+\.\d", row)) == 2 and "(2) |" in row   # Bern. and Cat. GS, both metrics
 
 
-@SHARES_TINY_RESULTS
 def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "table1.md").read_text()
@@ -89,7 +68,6 @@ def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(ti
     assert "\\toprule" in (results / "tables" / "tiny" / "table1.tex").read_text()
 
 
-@SHARES_TINY_RESULTS
 def test_table1_caption_gives_the_mean_distance_to_the_paper_of_its_own_difference_rows(tiny_results):
     """The caption's ``mean abs(ours − paper)`` per row agrees with the mean of that row's printed
     ``ours − paper`` cells; they are rounded to 0.1, so the two may differ by up to 0.05."""
@@ -103,7 +81,6 @@ def test_table1_caption_gives_the_mean_distance_to_the_paper_of_its_own_differen
         assert abs(float(stated[1]) - sum(gaps) / len(gaps)) <= 0.05 + 1e-9, (label, stated[0], gaps)
 
 
-@SHARES_TINY_RESULTS
 def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "table2.md").read_text()
@@ -118,7 +95,6 @@ def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny
     assert markdown.split("\n\n")[0] in output
 
 
-@SHARES_TINY_RESULTS
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
     runs = sorted((results / "sweeps").glob("*/tiny/*/"))       # <sweep>/<preset>/<run>
@@ -167,7 +143,6 @@ def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp
     assert "gradvar (tiny): done 2" in capsys.readouterr().out
 
 
-@SHARES_TINY_RESULTS
 def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, shared_cache, monkeypatch):
     """As on a fresh clone: records without checkpoints; `samples` trains the run again."""
     results, _ = tiny_results
@@ -665,7 +640,6 @@ def test_redrawing_the_same_table_at_another_commit_leaves_its_file_alone(tmp_pa
     assert path.read_text() == table.format("bbb2222", "2.0")
 
 
-@SHARES_TINY_RESULTS
 def test_the_2020_benchmark_table_has_a_table_per_cell_with_both_numbers_and_its_budget(tiny_results):
     """make modern (in make figures): one table per (model, data set) of the preset, a row per
     estimator with the training -ELBO and the test bound, the published columns, and the caption's

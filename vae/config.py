@@ -9,7 +9,9 @@ into the defaults below. An unknown key, a wrong type or an invalid value raises
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import importlib
 import math
 import re
@@ -48,7 +50,14 @@ _Loader.add_implicit_resolver(
 
 
 def read_yaml(text: str) -> Any:
-    """Parse YAML safely (no arbitrary objects), scientific notation read as numbers."""
+    """Parse YAML safely (no arbitrary objects), scientific notation read as numbers. Each text is
+    parsed once (a sweep's expansion reads the same files and values hundreds of times) and the
+    caller gets its own copy."""
+    return copy.deepcopy(_parsed_yaml(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
 
 
