@@ -376,9 +376,10 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
           board: Board = BOARDS["2017"]) -> str:
     """Write the tables (markdown, LaTeX) and the frontier figure; return the markdown."""
     points = [e.point for ranked in by_cell.values() for e in ranked]
+    seeds = " or ".join(map(str, sorted({len(e.per_seed) for ranked in by_cell.values() for e in ranked}))) or "no"
     note = (f"Verdict: the pooled two-sample t-test of each entry against the cell's best, Holm-corrected over the "
             f"cell's entries (family-wise error {ALPHA:.0%} per cell): behind where it rejects equal means, else "
-            f"tied; with 2 seeds each a tie is weak evidence of equality. "
+            f"tied; with {seeds} seeds each a tie is weak evidence of equality. "
             f"ms / step: measured alone on free cores (--time-steps, every entry eager), or, marked *, the run's "
             f"own time (shared cores; *c: a run trained with compile=true, a faster step). {BUDGET_NOTES[preset]}")
     tables = [(["estimator", "mean rank", "ranked on cells", *[c.label for c in by_cell], "run minutes"],
