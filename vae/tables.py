@@ -218,15 +218,7 @@ def table1_caption(points: list[Point], preset: str) -> str:
     lrs = sorted({p.cfg.optim.lr for p in points})
     lr = ", ".join(f"{v:g}" for v in lrs)
     lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
-    by_schedule: dict[str, list[str]] = {}      # the estimators that read tau (their declaration), per schedule
-    for p in points:
-        cls = ESTIMATORS.get(p.cfg.estimator.name)
-        if cls is not None and cls.reads_tau:
-            names = by_schedule.setdefault(tau_caption(p.cfg.tau), [])
-            names += [] if display_name(p.cfg.estimator.name) in names else [display_name(p.cfg.estimator.name)]
-    tau = " τ (where an estimator reads it): " + "; ".join(f"{schedule} for {', '.join(names)}"
-                                                       for schedule, names in by_schedule.items())
-    tau = (tau if tau.endswith(".") else tau + ".") if by_schedule else ""
+    tau = tau_note(points)
     what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
             f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
     if any(p.cfg.task == "sbn" for p in points):
@@ -500,6 +492,22 @@ def benchmark_model(cfg: Config) -> str:
     return "nonlinear" if cfg.model.hidden else "linear"
 
 
+def tau_note(points: list[Point]) -> str:
+    """" τ (where an estimator reads it): <schedule> for <estimators>; ..." over ``points``, from
+    each estimator's ``reads_tau`` declaration; "" where none reads it."""
+    by_schedule: dict[str, list[str]] = {}
+    for p in points:
+        cls = ESTIMATORS.get(p.cfg.estimator.name)
+        if cls is not None and cls.reads_tau:
+            names = by_schedule.setdefault(tau_caption(p.cfg.tau), [])
+            names += [] if display_name(p.cfg.estimator.name) in names else [display_name(p.cfg.estimator.name)]
+    if not by_schedule:
+        return ""
+    tau = " τ (where an estimator reads it): " + "; ".join(f"{schedule} for {', '.join(names)}"
+                                                       for schedule, names in by_schedule.items())
+    return tau if tau.endswith(".") else tau + "."
+
+
 def modern_cells(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
     """``points`` by cell, (model, data set), in sweep order; in each, estimators in column order."""
     cells: dict[tuple[str, str], list[Point]] = {}
@@ -533,7 +541,8 @@ def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Tab
                f"({', '.join(f'{n / PAPERS_STEPS:.0%}' for n in steps)} of the papers' {PAPERS_STEPS:,}). "
                f"train −ELBO: one sample per image on the training split at the last step (fresh binarization); "
                f"test −L100: the m = {m} importance-weighted bound on {test} test images (one fixed binarization); "
-               f"nats, mean ± std over seeds, lower is better. Published: the papers' numbers for the same cell "
+               f"nats, mean ± std over seeds, lower is better.{tau_note(points)} Published: the papers' numbers "
+               f"for the same cell "
                f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their protocol "
                f"differs from ours as results/README.md \"The 2020 benchmark\" says, and their budget is {PAPERS_STEPS:,} "
                f"steps.{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
