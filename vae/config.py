@@ -248,8 +248,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, Any]:
+    """A config dataclass's field types (resolved once per class: a sweep builds thousands)."""
+    return get_type_hints(cls)
+
+
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    hints = get_type_hints(cls)
+    hints = _field_types(cls)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key{did_you_mean(unknown[0], hints)}; "

@@ -264,12 +264,19 @@ class Applicable:
         return cls(passes, tuple(exclude))
 
     def names(self, base: str, overrides: list[str]) -> list[str]:
-        """The estimators this axis gives on ``base`` with ``overrides`` (``key=value`` strings)."""
+        """The estimators this axis gives on ``base`` with ``overrides`` (``key=value`` strings);
+        resolved once per axis, base file (its text), overrides and registry (a sweep file's
+        expansion asks for every base and preset, and the board's for every cell)."""
         names, first_error = [], None
         try:
             load_config(base_path(base), overrides)    # imports the config's plugins: they join the registry
         except ValueError as err:
             first_error = err
+        path = base_path(base)
+        key = (self, str(path), path.read_text() if path.is_file() else None, tuple(overrides),
+               tuple((n, id(c)) for n, c in ESTIMATORS.items()))
+        if key in _APPLICABLE_NAMES:
+            return list(_APPLICABLE_NAMES[key])
         for name in list(ESTIMATORS):
             if name in self.exclude:
                 continue
@@ -282,7 +289,11 @@ class Applicable:
                 names.append(name)
         _require(bool(names), f"estimator.name: applicable: no registered estimator applies to {base} "
                               f"with these settings ({first_error})")
-        return names
+        _APPLICABLE_NAMES[key] = names
+        return list(names)
+
+
+_APPLICABLE_NAMES: dict[tuple, list[str]] = {}   # Applicable.names' answers by its key
 
 
 def _axis_or_value(key: str, spec: Any, where: str) -> tuple[bool, Any]:
