@@ -267,12 +267,11 @@ class Applicable:
         """The estimators this axis gives on ``base`` with ``overrides`` (``key=value`` strings);
         resolved once per axis, base file (its text), overrides and registry (a sweep file's
         expansion asks for every base and preset, and the board's for every cell)."""
-        names, first_error = [], None
+        names, first_error, path = [], None, base_path(base)
         try:
-            load_config(base_path(base), overrides)    # imports the config's plugins: they join the registry
+            load_config(path, overrides)    # imports the config's plugins: they join the registry
         except ValueError as err:
             first_error = err
-        path = base_path(base)
         key = (self, str(path), path.read_text() if path.is_file() else None, tuple(overrides),
                tuple((n, id(c)) for n, c in ESTIMATORS.items()))
         if key in _APPLICABLE_NAMES:
@@ -281,7 +280,7 @@ class Applicable:
             if name in self.exclude:
                 continue
             try:
-                cfg = load_config(base_path(base), [*overrides, f"estimator.name={name}"])
+                cfg = load_config(path, [*overrides, f"estimator.name={name}"])
             except ValueError as err:      # does not apply here (or a config error: reported below)
                 first_error = first_error or err
                 continue

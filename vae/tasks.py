@@ -137,7 +137,7 @@ class VAETask:
                                          progress=progress)
 
 
-_SBN_PASSES: dict[str, float] = {}   # SBNTask.decoder_passes' counts by repr((model, estimator)) settings
+_SBN_PASSES: dict[str, float] = {}   # SBNTask.decoder_passes' counts by model and estimator settings
 
 
 class SBNTask:
@@ -159,7 +159,7 @@ class SBNTask:
         """Counted on one example by the training loss itself: the nesting (a layer's every pass
         runs the layers below) and the Taylor estimators' mean-field passes make a formula fragile.
         Counted once per model and estimator settings (a sweep's expansion asks for every point)."""
-        key = repr((cfg.model, cfg.estimator))
+        key = repr((cfg.model, cfg.estimator, id(ESTIMATORS.get(cfg.estimator.name))))   # a plugin's class too
         if key not in _SBN_PASSES:
             one, rng = replace(cfg, seeds=[0]), ReplicaGenerator([0])
             model, estimators = self.build(one, rng, None)
