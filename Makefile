@@ -68,48 +68,44 @@ SWEEP_FLAGS ?=
 SWEEP = $(PY) -m experiments.sweep --preset $(PRESET) --results-dir $(RESULTS) --workers $(WORKERS) $(SWEEP_FLAGS)
 FIGURE = $(PY) -m experiments.figures --preset $(PRESET) --results-dir $(RESULTS)
 
-.PHONY: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples leaderboard modern modern-tables figures
+# One target per sweep, so that a make running several figures (`make figures`) runs each sweep once.
+SWEEPS = sbn table1 ssl model_question tau_ablation gradvar modern
+.PHONY: fig1 fig3 fig4 table1 table2 fig5 model-question tau-ablation gradvar samples leaderboard modern modern-tables figures \
+	$(addprefix sweep-,$(SWEEPS))
+
+$(addprefix sweep-,$(SWEEPS)): sweep-%: install
+	$(SWEEP) configs/sweeps/$*.yaml
 
 fig1: install   ## the Gumbel-softmax distribution against tau (no training)
 	$(FIGURE) fig1
 
-fig3: install   ## test NLL of the SBN during training, every estimator, both latent types
-	$(SWEEP) configs/sweeps/sbn.yaml
+fig3: sweep-sbn   ## test NLL of the SBN during training, every estimator, both latent types
 	$(FIGURE) fig3
 
-fig4: install   ## test negative ELBO during training, every estimator, both VAEs
-	$(SWEEP) configs/sweeps/table1.yaml
+fig4: sweep-table1   ## test negative ELBO during training, every estimator, both VAEs
 	$(FIGURE) fig4
 
-table1: install   ## Table 1, SBN and VAE rows, beside the paper's numbers
-	$(SWEEP) configs/sweeps/sbn.yaml
-	$(SWEEP) configs/sweeps/table1.yaml
+table1: sweep-sbn sweep-table1   ## Table 1, SBN and VAE rows, beside the paper's numbers
 	$(PY) -m experiments.tables table1 --preset $(PRESET) --results-dir $(RESULTS)
 
-table2: install   ## Table 2, semi-supervised classification: marginal, GS, ST-GS beside the paper's numbers
-	$(SWEEP) configs/sweeps/ssl.yaml
+table2: sweep-ssl   ## Table 2, semi-supervised classification: marginal, GS, ST-GS beside the paper's numbers
 	$(PY) -m experiments.tables table2 --preset $(PRESET) --results-dir $(RESULTS)
 
 # (a) times one process per CPU thread, as each run of a WORKERS=2 sweep trains (DEVICE=cuda on a GPU)
-fig5: install   ## (a) steps/s of marginal vs GS against the classes; (b) style/class analogies of a GS run
+fig5: sweep-ssl   ## (a) steps/s of marginal vs GS against the classes; (b) style/class analogies of a GS run
 	$(PY) -m experiments.bench --ssl-classes --preset $(PRESET) --device $(DEVICE) --threads 1 --out $(RESULTS)/bench/$(PRESET)
-	$(SWEEP) configs/sweeps/ssl.yaml
 	$(FIGURE) fig5
 
-model-question: install   ## which model, optimiser and metric the paper's VAE numbers fit
-	$(SWEEP) configs/sweeps/model_question.yaml
+model-question: sweep-model_question   ## which model, optimiser and metric the paper's VAE numbers fit
 	$(PY) -m experiments.tables model-question --preset $(PRESET) --results-dir $(RESULTS)
 
-tau-ablation: install   ## hard vs soft samples under each temperature schedule
-	$(SWEEP) configs/sweeps/tau_ablation.yaml
+tau-ablation: sweep-tau_ablation   ## hard vs soft samples under each temperature schedule
 	$(FIGURE) tau-ablation
 
-gradvar: install   ## gradient variance along training; bias / variance against tau
-	$(SWEEP) configs/sweeps/gradvar.yaml
+gradvar: sweep-gradvar   ## gradient variance along training; bias / variance against tau
 	$(FIGURE) gradvar
 
-samples: install   ## reconstructions, prior samples and a latent walk of a Gumbel-softmax run
-	$(SWEEP) configs/sweeps/table1.yaml
+samples: sweep-table1   ## reconstructions, prior samples and a latent walk of a Gumbel-softmax run
 	$(FIGURE) samples
 
 # ESTIMATOR=name (PLUGINS=module for your own) trains it on the four cells first, at PRESET's budget
@@ -125,8 +121,7 @@ leaderboard: install   ## every estimator of PRESET ranked on Table 1's four cel
 PARTIAL ?=
 MODERN_DRAW = $(PY) -m experiments.tables modern --preset $(PRESET) --results-dir $(RESULTS) && \
 	$(FIGURE) modern $(if $(PARTIAL),--partial)
-modern: install   ## the 2020 benchmark: train what is missing, then its tables and figure
-	$(SWEEP) configs/sweeps/modern.yaml
+modern: sweep-modern   ## the 2020 benchmark: train what is missing, then its tables and figure
 	$(MODERN_DRAW)
 
 modern-tables: install   ## the 2020 benchmark's tables and figure from the records alone

@@ -94,7 +94,7 @@ def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_results(shared_cache, tmp_path_factory, worker_id) -> tuple[Path, str]:
     """``make -j2 figures PRESET=tiny`` once per test run (``-o install``: the environment running
-    the tests is the one to use; ``-j2`` also checks that targets sharing a sweep can run at once);
+    the tests is the one to use; ``-j2`` also checks that the sweeps run side by side, each once, whichever targets share it);
     returns the results directory and the make output. Read by test_reproduce.py and, as its
     committed entries, test_leaderboard.py: under pytest-xdist the first worker to ask builds it
     in the run's shared temporary directory while the other waits on a lock, so it is built once."""

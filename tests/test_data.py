@@ -55,7 +55,7 @@ def test_missing_and_truncated_idx_files_name_the_file(fake_mnist_dir, tmp_path)
     for f in fake_mnist_dir.iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
     raw = gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())
-    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:-100]))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:-100], compresslevel=1))
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz.*truncated"):
         load_images(tmp_path, tmp_path / "c", log=quiet)
     assert not (tmp_path / "c" / "mnist_uint8.pt").exists()  # nothing half-written
@@ -139,16 +139,17 @@ def test_the_atomic_writer_replaces_whole_files_and_leaves_nothing_behind_on_fai
 # ----------------------------------------------------------------------------- FashionMNIST, Omniglot
 
 def _fake_debian_archive(idx_dir, tmp_path):
-    """A .tar.xz laid out as Debian's FashionMNIST source archive, holding the fake IDX files."""
+    """A .tar.xz laid out as Debian's FashionMNIST source archive, holding the fake IDX files
+    (compressed at the fastest levels: the 55 MB of fake pixels take seconds, not the default's half minute)."""
     import tarfile
 
     path = tmp_path / "fashion.tar.xz"
-    with tarfile.open(path, "w:xz") as tar:
+    with tarfile.open(path, "w:xz", preset=0) as tar:
         for stem in data_module.IDX_FILES.values():
             source = idx_dir / f"{stem}.gz"
             if not source.exists():                       # the fixture's test files are not gzipped
                 source = tmp_path / f"{stem}.gz"
-                source.write_bytes(gzip.compress((idx_dir / stem).read_bytes()))
+                source.write_bytes(gzip.compress((idx_dir / stem).read_bytes(), compresslevel=1))
             tar.add(source, arcname=data_module.FASHION_DEBIAN_FOLDER + source.name)
     return path.read_bytes()
 

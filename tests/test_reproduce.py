@@ -142,6 +142,17 @@ def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp
     assert sweep_cli.main(args) == 0
     assert "gradvar (tiny): done 2" in capsys.readouterr().out
 
+    # two sweeps of one store at once (`make -j2 figures`, two terminals): the second waits for the
+    # first's lock before it reads any run's status
+    import threading
+    second = threading.Thread(target=sweep_cli.main, args=(args,))
+    with sweeps._lock(tmp_path / sweeps.STORE / "gradvar"):
+        second.start()
+        second.join(timeout=5)
+        assert second.is_alive() and "waiting for another sweep" in capsys.readouterr().out
+    second.join(timeout=60)
+    assert not second.is_alive() and "gradvar (tiny): done 2" in capsys.readouterr().out
+
 
 def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, shared_cache, monkeypatch):
     """As on a fresh clone: records without checkpoints; `samples` trains the run again."""
