@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from experiments import sweep as sweep_cli
@@ -26,7 +27,7 @@ from vae.estimators import ESTIMATORS
 from vae.tasks import TASKS
 from vae.results import curve, provenance
 from vae.store import CHECKPOINT, SUMMARY
-from vae.training import Trainer
+from vae.training import Trainer, train
 
 from conftest import env_with_cache, float32_rtol
 
@@ -161,10 +162,18 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
     monkeypatch.chdir(REPO)
     for checkpoint in (results / "sweeps" / "table1").glob("*/*gs*/checkpoint.pt"):
         checkpoint.unlink()
-    from vae.figures import samples
-    paths = samples("tiny", results)
+    from vae import figures
+    threads = []                                  # each retrain's torch threads, as a sweep trains a run: one
+    monkeypatch.setattr(figures, "train", lambda *a, **k: (threads.append(torch.get_num_threads()), train(*a, **k)))
+    torch.set_num_threads(2)
+    try:
+        paths = figures.samples("tiny", results)
+        assert torch.get_num_threads() == 2       # the caller's setting again
+    finally:
+        torch.set_num_threads(1)
     assert len(paths) == 4 and all(p.exists() for p in paths)
     assert len(list((results / "runs" / "samples").glob("*/checkpoint.pt"))) == 2   # one per VAE kind
+    assert threads == [1, 1]
 
 
 def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():

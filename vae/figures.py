@@ -457,7 +457,9 @@ def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
 
 def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
     """The finished run's checkpoint. Committed records carry none: then the run (config ``cfg``) is
-    trained again into ``<results>/runs/samples/`` (on the CPU the same seed gives the same weights)."""
+    trained again into ``<results>/runs/samples/`` on one torch thread, as the committed sweeps
+    train each run (on the CPU the same seed gives the same weights; and beside a sweep on the
+    other core, torch's default of a thread per core made an M2 retrain crawl, ~15x slower)."""
     if (run_dir / CHECKPOINT).exists():
         return run_dir / CHECKPOINT
     again = results_dir / "runs" / "samples" / run_dir.name
@@ -465,7 +467,12 @@ def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
         shutil.rmtree(again, ignore_errors=True)
         print(f"{run_dir.name} has no checkpoint (records carry none); training it again in {again}")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, iw_examples=10))  # weights only
-        train(cfg, again, progress=False, log=lambda _: None)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            train(cfg, again, progress=False, log=lambda _: None)
+        finally:
+            torch.set_num_threads(threads)
     return again / CHECKPOINT
 
 
