@@ -43,6 +43,7 @@ from vae.estimators import Estimator, applicable, display_name
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.results import git_commit
 from vae.store import load_summary, read_config_text, write_text_atomic
+from vae.tasks import check
 
 HEADER = ["τ", "cosine to exact", "same top class, % of ‖exact‖", "bias / ‖exact‖", "spread / ‖exact‖"]
 DEFAULT_ROWS = ["gs", "st-gs", "rloo"]
@@ -59,8 +60,9 @@ def parse_row(spec: str, cfg: Config) -> tuple[str, float]:
     name, _, tau_text = spec.partition("@")
     try:
         tau = float(tau_text or 1.0)
-        validate(dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, y=name),
-                                     tau=TauConfig(schedule="constant", tau0=tau)))
+        with_y = dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, y=name), tau=TauConfig(schedule="constant", tau0=tau))
+        validate(with_y)
+        check(with_y)
     except ValueError as err:            # ConfigError is one
         raise GradientsError(f"--estimator {spec}: {err}") from None
     if not stateless(name, cfg):

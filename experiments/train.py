@@ -23,6 +23,7 @@ from vae.config import ConfigError, key_table_markdown, load_config, parse_overr
 from vae.data import DataError
 from vae.results import held_out_lines
 from vae.store import load_summary
+from vae.tasks import check
 from vae.training import RunDirError, TrainingDiverged, train
 
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides.append(f"out_dir={Path(args.results_dir) / 'runs'}")
             if args.data_dir:
                 overrides.append(f"data.data_dir={args.data_dir}")
-            cfg = load_config(args.config, overrides)
+            cfg = check(load_config(args.config, overrides))
             if args.print_config:
                 print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
                 return 0

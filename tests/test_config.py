@@ -11,6 +11,7 @@ import yaml
 
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 from vae.estimators import ESTIMATORS
+from vae.tasks import check
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -95,7 +96,10 @@ def test_round_trip_through_plain_data():
     ("data.binarization=grey", r"^data\.binarization: 'grey'; allowed: static, dynamic, threshold, none"),
     ("model.activation=gelu", r"^model\.activation: 'gelu'; allowed: relu, leaky_relu"),
     ("model.output_bias=mean", r"^model\.output_bias: 'mean'; allowed: default, data_mean"),
-    ("optim.prior_lr=0.01", r"^optim\.prior_lr: must be > 0 and only with task vae and model\.prior=learned"),
+    ("optim.prior_lr=0.01", r"^optim\.prior_lr: must be > 0 and only with model\.prior=learned"),
+    ("task=gan", r"^task: 'gan'; allowed: vae, sbn, ssl$"),
+    ("task=sbn model.activation=leaky_relu", r"^model\.activation / model\.output_bias: other than relu / default only for task vae, not sbn$"),
+    ("task=ssl data.name=fashion_mnist", r"^data\.name: task ssl \(M2, Table 2\) runs on mnist, not fashion_mnist$"),
     ("seeds=[]", r"^seeds: must list at least one seed"),
     ("steps=many", r"^steps: expected int, got 'many'"),
     ("steps=1.5", r"^steps: expected int"),
@@ -122,8 +126,9 @@ def test_round_trip_through_plain_data():
     ("tau.schedule=learned tau.floor=1.0", r"^tau\.floor: the learned schedule keeps tau above floor"),
 ])
 def test_invalid_values_name_the_key(override, message):
+    """Through what every run and sweep point passes: the config's rules, then its task's (vae.tasks.check)."""
     with pytest.raises(ConfigError, match=message) as info:
-        load_config(None, override.split())
+        check(load_config(None, override.split()))
     assert "\n" not in str(info.value)
 
 
@@ -148,7 +153,7 @@ def test_an_estimator_option_declared_positive_is_refused_at_zero_in_one_line(na
     """Every option an estimator declares in ``positive_options`` (read from the registry, not listed here)."""
     for option in ESTIMATORS[name].positive_options:
         with pytest.raises(ConfigError, match=rf"^estimator\.name: '{name}' needs estimator\.options\.{option} > 0, got 0"):
-            load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"])
+            check(load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"]))
 
 
 def test_one_path_rule_the_current_directory_first_then_the_repository(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from vae.estimators.exact import all_states
 from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
 from vae.objectives import training_loss
 from vae.replicas import ReplicaGenerator
+from vae.tasks import check
 
 from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
 
@@ -98,8 +99,8 @@ def test_register_refuses_a_taken_name_and_a_class_that_is_not_an_estimator() ->
 def test_config_rejects_invalid_values(field: str, value: object) -> None:
     cfg = EstimatorConfig(**{field: value})
     with pytest.raises(ValueError, match=f"^estimator.{field}: "):
-        cfg.validate()
-    EstimatorConfig().validate()
+        cfg.validate(ESTIMATORS)
+    EstimatorConfig().validate(ESTIMATORS)
 
 
 def test_exact_matches_hand_enumeration() -> None:
@@ -126,7 +127,7 @@ def test_an_estimator_refuses_latents_it_does_not_declare_and_names_those_that_a
     """The config refuses it in one line that lists the estimators that do apply, computed from the
     declarations (vae.estimators.applicable); building it for K > 2 is a ValueError too."""
     with pytest.raises(ConfigError) as refused:
-        load_config(None, [f"estimator.name={name}", "model.hidden=[]"])
+        check(load_config(None, [f"estimator.name={name}", "model.hidden=[]"]))
     others = applicable(task="vae", kind="categorical", lowest_tau=0.5, latent_shape=(20, 10))
     assert str(refused.value) == (f"estimator.name: {name!r} is for bernoulli latents, not categorical ones; for task "
                                   f"vae with categorical latents use {', '.join(others)}")
@@ -808,3 +809,18 @@ def test_the_catalogue_has_a_row_per_registered_estimator_and_its_bias_is_the_de
     assert sorted(names) == sorted(BUILT_IN) and len(set(names)) == len(names), names
     for name, biased in rows:
         assert (biased == "no") == ESTIMATORS[name].unbiased, name
+
+
+@pytest.mark.parametrize(("kind", "num_classes"), [("bernoulli", 2), ("categorical", 3)])
+def test_reinmax_at_tau_one_is_zgr(kind: str, num_classes: int) -> None:
+    """Algebra, so in float64 on the same draws: at tau = 1 ReinMax's Jacobian of the one-hot z,
+    2 J(pi_1) - J(p)/2 with pi_1 = (z + p)/2 and J(v) = diag(v) - v v^T, is
+    diag(z) + diag(p)/2 - (z z^T + z p^T + p z^T)/2, and ZGR's, (J(p) + (z - p)(z - p)^T)/2, is
+    diag(p)/2 + (z z^T - z p^T - p z^T)/2: they differ by diag(z) - z z^T, which is 0 for a
+    one-hot z. (Why the two rows of the 2020 board agree to round-off.)"""
+    model, x = make_toy_problem(kind, 3, num_classes, dtype=torch.float64)
+    grads = {name: draw_gradients(model, build_estimator(name, latent_shape=(3, num_classes), context_dim=5).double(),
+                                  x, tau=1.0, num_draws=8, seed=1) for name in ("zgr", "reinmax", "st")}
+    for group in ("encoder", "decoder"):
+        torch.testing.assert_close(grads["reinmax"][group], grads["zgr"][group], rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(grads["st"]["encoder"], grads["zgr"]["encoder"])   # the draws can tell estimators apart

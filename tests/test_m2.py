@@ -31,6 +31,7 @@ from vae.data import BinarizedImages
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
 from vae.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
 from vae.store import read_metrics
+from vae.tasks import check
 from vae.training import Trainer, train
 
 from conftest import env_with_cache, float32_rtol
@@ -159,7 +160,7 @@ def test_sampled_y_has_the_class_frequencies_of_q(name: str):
 def admitted(name: str) -> bool:
     """Whether the config takes ``ssl.y=name`` for C = 10 (at a constant tau of 1, which reinmax needs)."""
     try:
-        load_config(None, ["task=ssl", f"ssl.y={name}", "tau.schedule=constant"])
+        check(load_config(None, ["task=ssl", f"ssl.y={name}", "tau.schedule=constant"]))
     except ConfigError:
         return False
     return True
@@ -306,8 +307,9 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
     ("task=ssl kl=relaxed", r"^kl: task 'ssl' has the analytic KLs"),
 ])
 def test_invalid_ssl_values_name_the_key(override, message):
+    """Through the config's rules and then its task's (vae.tasks.check), as every run passes them."""
     with pytest.raises(ConfigError, match=message) as info:
-        load_config(None, override.split())
+        check(load_config(None, override.split()))
     assert "\n" not in str(info.value)
 
 

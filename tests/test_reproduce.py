@@ -24,7 +24,7 @@ from vae import sweeps
 from vae.sweeps import best_points, expand, identity, read_sweep
 from vae.config import load_config, to_dict
 from vae.estimators import ESTIMATORS
-from vae.tasks import TASKS
+from vae.tasks import TASKS, check
 from vae.results import curve, provenance
 from vae.store import CHECKPOINT, SUMMARY
 from vae.training import Trainer, train
@@ -349,7 +349,7 @@ def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_
     for name in ESTIMATORS:
         for base in ("configs/sbn_bernoulli.yaml", "configs/vae_bernoulli.yaml"):
             try:
-                cfg = load_config(REPO / base, [f"estimator.name={name}", "steps=10"])
+                cfg = check(load_config(REPO / base, [f"estimator.name={name}", "steps=10"]))
             except ValueError:
                 continue
             if name != "gs" and TASKS[cfg.task].decoder_passes(cfg) <= 4:

@@ -21,7 +21,8 @@ from vae import bench
 from vae.config import ConfigError, load_config
 from vae.store import read_metrics
 from vae.store import CHECKPOINT
-from vae.training import RunDirError, Trainer, TrainingDiverged, train
+from vae.tasks import check
+from vae.training import RunDirError, Trainer, TrainingDiverged, train, torch_threads
 
 from conftest import BUILT_IN, env_with_cache, estimator_cases, float32_rtol, tau_overrides, tiny_overrides
 from vae.estimators import column_order
@@ -671,4 +672,13 @@ def test_train_elbo_curves_the_training_split_freshly_binarized(shared_cache, tm
     unbinarized = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)
     assert not torch.equal(fresh, unbinarized)
     with pytest.raises(ConfigError, match="eval.train_elbo: only for task vae"):
-        load_config("configs/sbn_bernoulli.yaml", ["eval.train_elbo=true"])
+        check(load_config("configs/sbn_bernoulli.yaml", ["eval.train_elbo=true"]))
+
+
+def test_torch_threads_sets_the_count_inside_and_restores_the_caller_s_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(before + 1):
+            assert torch.get_num_threads() == before + 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

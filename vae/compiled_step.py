@@ -26,18 +26,35 @@ once per run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from vae.config import Config
 from vae.optim import apply_update, prior_sgd_step
-from vae.replicas import Draw, DrawnNoise
-from vae.tasks import Batch
+from vae.replicas import Draw, DrawnNoise, ReplicaGenerator
+from vae.schedules import Temperature
+from vae.tasks import Batch, Task
 
-if TYPE_CHECKING:   # vae.training imports this module
-    from vae.config import Config
-    from vae.training import Trainer
+
+class StepParts(Protocol):
+    """What a compiled step reads of the run it trains (a ``vae.training.Trainer`` is one)."""
+
+    cfg: Config
+    device: torch.device
+    rng: ReplicaGenerator                 # the run's generators: the step's noise is drawn from them
+    task: Task
+    model: nn.Module
+    estimator: nn.Module
+    optimizer: torch.optim.Optimizer      # its param groups and state are updated in the graph
+    prior_params: list[nn.Parameter]      # trained by SGD at prior_lr(t) (optim.prior_lr), or []
+    temperature: Temperature
+
+    def prior_lr(self, step: int) -> float: ...
+
+    def numerics(self) -> AbstractContextManager: ...
 
 
 #: ``compile: auto`` compiles the step of a run of this task on this device type from this many
@@ -65,10 +82,10 @@ class NotCompiled(RuntimeError):
 
 class CompiledStep:
     """``step(batch, learning_rate, t)`` -> (loss [R], kl [R], estimator info): one update of every
-    replica of ``trainer`` (a ``vae.training.Trainer``) at step t, from the task's batch, as one
-    compiled graph after a first, planning step."""
+    replica of ``trainer`` (:class:`StepParts`) at step t, from the task's batch, as one compiled
+    graph after a first, planning step."""
 
-    def __init__(self, trainer: Trainer, may_fall_back: bool = False):
+    def __init__(self, trainer: StepParts, may_fall_back: bool = False):
         self.trainer = trainer
         self.may_fall_back = may_fall_back   # compile: auto -- a failed compilation raises NotCompiled
         self.compiled = False                # whether the graph has run once (compiled)

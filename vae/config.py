@@ -25,6 +25,7 @@ import yaml
 
 from vae.data import BINARIZATIONS, DATASETS
 from vae.models import ACTIVATIONS
+from vae.estimators import ESTIMATORS
 from vae.estimators.config import EstimatorConfig, did_you_mean
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
@@ -358,8 +359,6 @@ def _checked(cfg: Config) -> Config:
         except Exception as err:  # whatever the module raises, the message names the key
             raise ConfigError(f"plugins: cannot import {module!r} ({type(err).__name__}: {err}); a module "
                               "importable from the current directory or PYTHONPATH is allowed") from err
-    from vae.estimators import ESTIMATORS
-
     declared = ESTIMATORS[cfg.estimator.name].Options if cfg.estimator.name in ESTIMATORS else None
     if cfg.estimator.options:
         _check(declared is not None, f"estimator.options: {cfg.estimator.name!r} declares no options "
@@ -376,9 +375,10 @@ def _check(ok: bool, message: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Raise :class:`ConfigError` at the first invalid value."""
+    """Raise :class:`ConfigError` at the first invalid value. The rules of ``cfg.task`` (which keys
+    it reads, which estimators apply) are the task's own: :func:`vae.tasks.check`."""
     try:
-        cfg.estimator.validate()
+        cfg.estimator.validate(ESTIMATORS)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     m, t, o, d, e = cfg.model, cfg.tau, cfg.optim, cfg.data, cfg.eval
@@ -394,12 +394,8 @@ def validate(cfg: Config) -> None:
     _check(cfg.kl in ("analytic", "relaxed"), f"kl: {cfg.kl!r}; allowed: analytic, relaxed")
     _check(cfg.precision in PRECISIONS, f"precision: {cfg.precision!r}; allowed: {', '.join(PRECISIONS)}")
     _check(cfg.compile in (True, False, "auto"), f"compile: {cfg.compile!r}; allowed: true, false, auto")
-    from vae.tasks import TASKS   # the tasks, which import this module
-
-    _check(cfg.task in TASKS, f"task: {cfg.task!r}; allowed: {', '.join(TASKS)}")
     _check(cfg.eval.curve_samples >= 1, f"eval.curve_samples: must be >= 1, got {cfg.eval.curve_samples}")
     if cfg.kl == "relaxed":
-        from vae.estimators import ESTIMATORS
         relaxed = [name for name, cls in ESTIMATORS.items() if cls.relaxed_kl]
         _check(ESTIMATORS[cfg.estimator.name].relaxed_kl,
                f"kl: 'relaxed' needs an estimator that hands f the relaxed sample itself ({', '.join(relaxed)}), "
@@ -422,12 +418,8 @@ def validate(cfg: Config) -> None:
     _check(m.prior in ("uniform", "learned"), f"model.prior: {m.prior!r}; allowed: uniform, learned")
     _check(m.activation in ACTIVATIONS, f"model.activation: {m.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
     _check(m.output_bias in ("default", "data_mean"), f"model.output_bias: {m.output_bias!r}; allowed: default, data_mean")
-    _check(cfg.task == "vae" or (m.activation == "relu" and m.output_bias == "default"),
-           f"model.activation / model.output_bias: other than relu / default only for task vae, not {cfg.task}")
-    _check(cfg.task == "vae" or not e.train_elbo, f"eval.train_elbo: only for task vae, not {cfg.task}")
-    _check(cfg.task != "ssl" or d.name == "mnist", f"data.name: task ssl (M2, Table 2) runs on mnist, not {d.name}")
-    _check(o.prior_lr is None or (o.prior_lr > 0 and m.prior == "learned" and cfg.task == "vae"),
-           f"optim.prior_lr: must be > 0 and only with task vae and model.prior=learned (or null), got {o.prior_lr}")
+    _check(o.prior_lr is None or (o.prior_lr > 0 and m.prior == "learned"),
+           f"optim.prior_lr: must be > 0 and only with model.prior=learned (or null), got {o.prior_lr}")
     _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     _check(t.tau0 > 0, f"tau.tau0: must be > 0, got {t.tau0}")
     _check(0 < t.floor <= t.tau0 or t.schedule == "constant",
@@ -445,7 +437,6 @@ def validate(cfg: Config) -> None:
     _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")
     _check(d.name in DATASETS, f"data.name: {d.name!r}{did_you_mean(d.name, DATASETS)}; allowed: {', '.join(DATASETS)}")
     _check(d.binarization in BINARIZATIONS, f"data.binarization: {d.binarization!r}; allowed: {', '.join(BINARIZATIONS)}")
-    _check(d.binarization != "none" or cfg.task == "vae", f"data.binarization: none is for task vae, not {cfg.task}")
     _check(1 <= d.batch_size <= 50_000, f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")
     _check(e.every is None or e.every >= 1, f"eval.every: must be >= 1 or null, got {e.every}")
     _check(e.batch_size >= 1, f"eval.batch_size: must be >= 1, got {e.batch_size}")
@@ -456,16 +447,10 @@ def validate(cfg: Config) -> None:
            f"eval.curve_examples: must be in [1, 10000] or null, got {e.curve_examples}")
     _check(e.iw_batch_size >= 1, f"eval.iw_batch_size: must be >= 1, got {e.iw_batch_size}")
     _validate_ssl(cfg)
-    try:
-        TASKS[cfg.task].validate(cfg)    # the rules of the task: which keys it reads, which estimators apply
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
 
 
 def _validate_ssl(cfg: Config) -> None:
     """The ``ssl`` section (checked for every task: its defaults are valid)."""
-    from vae.estimators import ESTIMATORS
-
     s = cfg.ssl
     _check(s.y == "marginal" or s.y in ESTIMATORS,
            f"ssl.y: unknown {s.y!r}; allowed: marginal, {', '.join(ESTIMATORS)}")

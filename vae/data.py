@@ -57,16 +57,13 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.store import atomic_save
-
-if TYPE_CHECKING:
-    from vae.config import DataConfig
 
 Binarization = Literal["static", "dynamic", "threshold", "none"]
 BINARIZATIONS = ("static", "dynamic", "threshold", "none")
@@ -446,6 +443,15 @@ def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | 
 
 # ----------------------------------------------------------------------------- batches on device
 
+class DataSection(Protocol):
+    """What :meth:`BinarizedImages.for_config` reads of a config's ``data`` section (vae.config.DataConfig)."""
+
+    name: str
+    binarization: Binarization
+    binarization_seed: int
+    data_dir: str | None
+
+
 @dataclass
 class BinarizedImages:
     """The splits as float32 ``[n, 784]`` tensors on one device; batches are drawn there.
@@ -461,7 +467,7 @@ class BinarizedImages:
     _order: tuple[tuple, Tensor] | None = None  # (seeds, epoch) -> [R, n] order on device
 
     @classmethod
-    def for_config(cls, data: DataConfig, device: torch.device | str,
+    def for_config(cls, data: DataSection, device: torch.device | str,
                    log: Callable[[str], None] = print) -> BinarizedImages:
         """The data a run's ``data`` config section names (data set, binarization, its seed, the
         directory of the original files)."""

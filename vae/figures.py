@@ -53,7 +53,7 @@ from vae.models import DiscreteVAE
 from vae.replicas import ReplicaGenerator
 from vae.results import DRAWN, curve, final, git_commit, provenance
 from vae.store import CHECKPOINT, atomic_write, load_summary
-from vae.training import train
+from vae.training import torch_threads, train
 
 plt.switch_backend("Agg")   # files only, never a window
 
@@ -467,12 +467,8 @@ def checkpoint_of(run_dir: Path, cfg: Config, results_dir: Path) -> Path:
         shutil.rmtree(again, ignore_errors=True)
         print(f"{run_dir.name} has no checkpoint (records carry none); training it again in {again}")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, iw_examples=10))  # weights only
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             train(cfg, again, progress=False, log=lambda _: None)
-        finally:
-            torch.set_num_threads(threads)
     return again / CHECKPOINT
 
 

@@ -74,9 +74,9 @@ from vae.store import (CHECKPOINT, FAILED, SUMMARY, load_summary, mark_failed, r
                        write_config, write_metrics, write_summary, write_sweep_info)
 from vae.estimators import ESTIMATORS
 from vae.estimators.config import did_you_mean
-from vae.tasks import TASKS, at_equal_cost
+from vae.tasks import TASKS, at_equal_cost, check
 from vae.wandb_sweep import register, start_agents, wandb_config
-from vae.training import TrainingDiverged, final_numbers, train
+from vae.training import TrainingDiverged, final_numbers, torch_threads, train
 
 PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
@@ -280,7 +280,7 @@ class Applicable:
             if name in self.exclude:
                 continue
             try:
-                cfg = load_config(path, [*overrides, f"estimator.name={name}"])
+                cfg = check(load_config(path, [*overrides, f"estimator.name={name}"]))
             except ValueError as err:      # does not apply here (or a config error: reported below)
                 first_error = first_error or err
                 continue
@@ -475,7 +475,7 @@ def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str,
         reference = overrides.pop(EQUAL_COST, None)
         try:
             cfg = load_config(base_path(base), [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
-            cfg = cfg if reference is None else at_equal_cost(cfg, reference)
+            cfg = check(cfg if reference is None else at_equal_cost(cfg, reference))
         except ValueError as err:      # ConfigError included
             raise SweepError(f"{sweep.path}: {err}") from err
         digest = _digest(cfg)
@@ -627,9 +627,7 @@ def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, p
     def members(unit: Point | Pack) -> tuple[Point, ...]:
         return unit.points if isinstance(unit, Pack) else (unit,)
     if workers == 1:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):   # the caller's setting again after (a test calling main in-process)
             for unit in todo:
                 resumed = (unit.run_dir / CHECKPOINT).exists() if isinstance(unit, Pack) else unit.status() == "resume"
                 for point in members(unit):
@@ -639,8 +637,6 @@ def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, p
                 results = run_unit(unit, sweep, preset, progress, commit)
                 for point, result in zip(members(unit), results):
                     yield heads[point.run_dir], point, *result
-        finally:
-            torch.set_num_threads(before)   # the caller's setting again (a test calling main in-process)
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_die_with_parent)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae import m2, sbn
-from vae.config import Config
+from vae.config import Config, ConfigError
 from vae.data import BinarizedImages
 from vae.estimators import ESTIMATORS, build_estimator, check_applies
 from vae.evaluation import importance_weighted_bound, negative_elbo
@@ -94,9 +94,19 @@ def _latent_passes(cfg: Config) -> float:
     return ESTIMATORS[cfg.estimator.name].decoder_passes(cfg.estimator, (m.num_latents, m.num_classes))
 
 
-def _no_gradient_variance(cfg: Config, task: str) -> None:
+def _vae_keys_at_defaults(cfg: Config, task: str) -> None:
+    """The keys only the VAE reads keep their defaults in another task."""
+    m = cfg.model
     if cfg.gradvar_every != 0:
         raise ValueError(f"gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task={task}")
+    if m.activation != "relu" or m.output_bias != "default":
+        raise ValueError(f"model.activation / model.output_bias: other than relu / default only for task vae, not {task}")
+    if cfg.eval.train_elbo:
+        raise ValueError(f"eval.train_elbo: only for task vae, not {task}")
+    if cfg.optim.prior_lr is not None:
+        raise ValueError(f"optim.prior_lr: only with task vae (and model.prior=learned), not {task}")
+    if cfg.data.binarization == "none":
+        raise ValueError(f"data.binarization: none is for task vae, not {task}")
 
 
 class VAETask:
@@ -147,7 +157,7 @@ class SBNTask:
     def validate(self, cfg: Config) -> None:
         if cfg.kl != "analytic" or cfg.model.prior != "uniform":
             raise ValueError("task: 'sbn' has no prior and no KL (kl and model.prior keep their defaults)")
-        _no_gradient_variance(cfg, "sbn")
+        _vae_keys_at_defaults(cfg, "sbn")
         if cfg.model.layers < 1:
             raise ValueError(f"model.layers: must be >= 1, got {cfg.model.layers}")
         _estimator_applies(cfg, "sbn")
@@ -201,7 +211,9 @@ class SSLTask:
     def validate(self, cfg: Config) -> None:
         if cfg.kl != "analytic":
             raise ValueError("kl: task 'ssl' has the analytic KLs of M2 (kl keeps its default)")
-        _no_gradient_variance(cfg, "ssl")
+        _vae_keys_at_defaults(cfg, "ssl")
+        if cfg.data.name != "mnist":
+            raise ValueError(f"data.name: task ssl (M2, Table 2) runs on mnist, not {cfg.data.name}")
         c = cfg.ssl.num_classes
         if cfg.ssl.y != "marginal":          # y: one latent of C classes, a Bernoulli one when C = 2
             check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", key="ssl.y",
@@ -246,6 +258,18 @@ class SSLTask:
 
 
 TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask(), "ssl": SSLTask()}
+
+
+def check(cfg: Config) -> Config:
+    """``cfg`` (valid as a config: vae.config) checked against the rules of its task: what every
+    run, sweep point and printed config passes before it is used; raises ``ConfigError``."""
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: {cfg.task!r}; allowed: {', '.join(TASKS)}")
+    try:
+        TASKS[cfg.task].validate(cfg)    # which keys it reads, which estimators apply
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg
 
 
 def at_equal_cost(cfg: Config, reference: str) -> Config:

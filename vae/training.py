@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from vae.optim import load_optimizer_state, make_optimizer, prior_sgd_step
 from vae.compiled_step import CompiledStep, NotCompiled, compiles
 from vae.replicas import ReplicaGenerator, derive_seed
 from vae.schedules import Temperature, short_of_floor
-from vae.tasks import TASKS
+from vae.tasks import TASKS, check
 from vae.tracking import RunTracker, mean_std
 
 
@@ -90,7 +92,7 @@ class Trainer:
         # to a hundred times slower; flushing them to zero changes no result that matters. First,
         # so that the threads torch starts later inherit it.
         torch.set_flush_denormal(True)
-        self.cfg = cfg
+        self.cfg = check(cfg)
         self.device = resolve_device(cfg.device)
         self.data = BinarizedImages.for_config(cfg.data, self.device, log=log)
         r = len(cfg.seeds)
@@ -198,6 +200,18 @@ def _first_bad(history: Tensor) -> tuple[int, int] | None:
         return None
     row, replica = bad.nonzero()[0].tolist()
     return row, replica
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` inside the block, the caller's setting again after it
+    (a sweep, or a figure's retraining, called in-process by a test or a notebook)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = False, steps: int | None = None,

@@ -136,7 +136,7 @@ def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int]
             (default: seed 0 for every replica).
     """
     cfg = EstimatorConfig(name=cfg) if isinstance(cfg, str) else cfg
-    cfg.validate()
+    cfg.validate(ESTIMATORS)
     if len(latent_shape) != 2 or min(latent_shape) < 1 or num_replicas < 1 or context_dim < 0:
         raise ValueError(f"build_estimator: latent_shape must be (N, K) with N, K >= 1, num_replicas >= 1 and "
                          f"context_dim >= 0, got {latent_shape}, {num_replicas}, {context_dim}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +35,12 @@ class EstimatorConfig:
         """Whether variance normalisation is on (null means on, as in the paper)."""
         return True if self.variance_normalisation is None else self.variance_normalisation
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field as ``estimator.<field>``."""
-        from vae.estimators import ESTIMATORS  # the registry, with the estimators of loaded plugins
-
-        if self.name not in ESTIMATORS:
-            raise ValueError(f"estimator.name: unknown {self.name!r}{did_you_mean(self.name, ESTIMATORS)}; allowed: "
-                             f"{', '.join(ESTIMATORS)} (an estimator of your own: name its module in `plugins`)")
+    def validate(self, known: Collection[str]) -> None:
+        """Raise ``ValueError`` naming the first invalid field as ``estimator.<field>``; ``known``:
+        the registered names (vae.estimators.ESTIMATORS, with the estimators of loaded plugins)."""
+        if self.name not in known:
+            raise ValueError(f"estimator.name: unknown {self.name!r}{did_you_mean(self.name, known)}; allowed: "
+                             f"{', '.join(known)} (an estimator of your own: name its module in `plugins`)")
         if self.num_samples < 2:
             raise ValueError(f"estimator.num_samples: must be an integer >= 2, "
                              f"got {self.num_samples}")

@@ -8,7 +8,8 @@ Jacobian of z is taken as the average of straight-through's and a DARN-like scor
 
 so the encoder's gradient is ``1/2 [f'(z) . dp + (f'(z) . (z - p)) d log q(z)]`` per variable. No
 temperature, one decoder pass; biased in general, exact in expectation for f quadratic in z
-(tested), where straight-through is not.
+(tested), where straight-through is not. ReinMax at tau = 1 computes this same gradient, draw
+for draw: their Jacobians differ by diag(z) - z z^T, zero for a one-hot z (tested).
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""vae/ imports only downward: no module reaches, by any import (at the top, inside a function or
+under ``TYPE_CHECKING``), a module that imports it back (vae/README.md's map)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+VAE = Path(__file__).resolve().parents[1] / "vae"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(VAE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The vae modules ``path`` imports: ``from vae.x import y`` names vae.x.y where that is a module."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                      for alias in node.names}
+    return found & modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(VAE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imports_of(p, modules) - {module_name(p)} for p in paths}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as the modules along it (first repeated at the end), or None."""
+    state: dict[str, str] = {}   # "open" while on the path, "done" once every import below is checked
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for child in sorted(graph[node]):
+            if state.get(child) == "open":
+                return path[path.index(child):] + [child]
+            if child not in state and (cycle := visit(child)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return None
+
+    return next((cycle for node in sorted(graph) if node not in state and (cycle := visit(node))), None)
+
+
+def test_the_cycle_finder_finds_a_cycle_and_passes_a_tree():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_graph_sees_top_level_local_and_type_checking_imports():
+    graph = import_graph()
+    assert "vae.estimators.base" in graph["vae.estimators.antithetic"]     # a top-level import
+    assert "vae.m2" in graph["vae.tasks"]                                  # ``from vae import m2``
+    assert len(graph) == len(list(VAE.rglob("*.py")))
+
+
+def test_vae_has_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
