@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results", help="results store root (runs go to <dir>/sweeps)")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per run (default: CPU cores / workers; 1 leaves the other cores free)")
+                        help="torch threads per run (default: torch's threads, OMP_NUM_THREADS if set, / workers; 1 leaves the other cores free)")
     parser.add_argument("--compile", action="store_true",
                         help="train each run with compile=true (the step as one graph: faster, the same numbers to "
                              "float round-off; the same points, compile is not part of a run's identity)")

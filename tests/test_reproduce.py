@@ -21,7 +21,7 @@ import yaml
 
 from experiments import sweep as sweep_cli
 from vae import sweeps
-from vae.sweeps import best_points, expand, identity, read_sweep
+from vae.sweeps import best_points, expand, identity, read_sweep, threads_per_worker
 from vae.config import load_config, to_dict
 from vae.estimators import ESTIMATORS
 from vae.tasks import TASKS, check
@@ -673,3 +673,16 @@ def test_the_2020_benchmark_table_has_a_table_per_cell_with_both_numbers_and_its
     row = next(line for line in markdown.splitlines() if line.startswith("| DisARM |"))
     assert len(re.findall(r"\d+\.\d ± \d+\.\d", row)) == 2 and "| 2 |" in row   # both numbers; DisARM's pair
     assert "preset tiny | 4/4 runs finished" in markdown
+
+
+def test_a_sweep_s_default_threads_share_torch_s_own_count_among_its_workers():
+    """The count torch would use (OMP_NUM_THREADS where set: the tests set 1) split among the
+    workers, never 0: not the machine's cores, which a test or another sweep may hold."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert [threads_per_worker(w) for w in (1, 2, 3, 8)] == [4, 2, 1, 1]
+        torch.set_num_threads(1)
+        assert threads_per_worker(1) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -50,7 +50,6 @@ import hashlib
 import itertools
 import json
 import multiprocessing
-import os
 import re
 import shutil
 import signal
@@ -616,13 +615,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG = 1
 
 
+def threads_per_worker(workers: int) -> int:
+    """A run's default torch threads: torch's own count (the cores, or ``OMP_NUM_THREADS`` where set)
+    shared among ``workers``, at least 1. Two processes that together ask for more threads than
+    there are free cores make a small model's step many times slower (each parallel operator
+    waits on a thread that is not running), so a sweep started where a test or another sweep
+    holds a core asks for fewer."""
+    return max(1, torch.get_num_threads() // workers)
+
+
 def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, preset: str, workers: int,
                progress: bool, commit: str, threads: int | None = None) -> Iterator[tuple[str, Point, str, float]]:
     """Run ``todo`` (points and packs) one after another, or on ``workers`` processes, each with
-    ``threads`` torch threads (default ``cpu_count / workers``: small networks use threads poorly,
+    ``threads`` torch threads (default: the threads torch would use, ``torch.get_num_threads()``,
+    which honours ``OMP_NUM_THREADS``, divided by ``workers``: small networks use threads poorly,
     so two one-thread processes outpace one two-thread process); yields (heading, point, outcome,
     seconds) per point, ``heads`` giving each point's heading by its run directory."""
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or threads_per_worker(workers)
 
     def members(unit: Point | Pack) -> tuple[Point, ...]:
         return unit.points if isinstance(unit, Pack) else (unit,)
