@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                              "estimate for the next preset; trains and draws nothing")
     parser.add_argument("--time-steps", action="store_true",
                         help="first time the training step of every entry not yet timed, alone (minutes)")
+    parser.add_argument("--gradients", action="store_true",
+                        help="first measure the encoder gradient's variance and bias of every entry of the VAE cells "
+                             "not yet measured, at a checkpoint the cell shares (minutes; vae/gradient_quality.py)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 print(leaderboard.leaderboard(args.preset, results_dir, names=args.estimator, plugins=args.plugins,
                                               settings=settings, equal_cost=args.equal_cost, cells=args.cell,
-                                              committed_dir=Path(args.committed_dir), train=train, board=board))
+                                              committed_dir=Path(args.committed_dir), train=train, board=board,
+                                              gradients=args.gradients))
                 drawn.append(leaderboard.BOARDS[board].suffix)
             except leaderboard.NothingRanked as err:     # a board this preset has no run of: said, not fatal
                 empty = err

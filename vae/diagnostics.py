@@ -133,20 +133,21 @@ def gradient_errors(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, tau:
     return out
 
 
-def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tensor, *,
-                              rng: ReplicaGenerator, tau: float | Tensor, step: int,
-                              num_draws: int) -> Tensor:
-    """``[R]``: sum over encoder coordinates of the variance of the encoder gradient over draws.
+def encoder_gradient_moments(model: DiscreteVAE, estimator: Estimator, x: Tensor, *,
+                             rng: ReplicaGenerator, tau: float | Tensor, step: int,
+                             num_draws: int) -> tuple[Tensor, Tensor]:
+    """The mean ``[R, P]`` (float64) of the encoder gradient over ``num_draws >= 2`` draws, and the
+    sum over its ``P`` coordinates of the variance over draws ``[R]`` (float64, unbiased).
 
     The gradient is that of the batch-mean training loss as the trainer computes it
     (:func:`vae.objectives.training_loss`), for a fixed batch ``x [R, B, D]``, *before*
     variance normalisation: the trainer divides the encoder gradient of SF, NVIL, DARN and MuProp
     by the running std ``s [R]`` (:meth:`Estimator.encoder_gradient_scale`), a per-replica
     rescaling that Adam all but undoes; the gradient is multiplied back by ``s`` here, so the
-    variance is the estimator's own and compares across estimators. Each of ``num_draws >= 2``
-    draws uses fresh noise from ``rng`` (pass a generator of its own to leave the training
-    stream untouched). Gradients come from ``torch.autograd.grad``, so no ``.grad`` is written;
-    the estimator runs in eval mode (its moving averages are not updated) and its mode is restored.
+    variance is the estimator's own and compares across estimators. Each draw uses fresh noise
+    from ``rng`` (pass a generator of its own to leave the training stream untouched). Gradients
+    come from ``torch.autograd.grad``, so no ``.grad`` is written; the estimator runs in eval mode
+    (its moving averages are not updated) and its mode is restored.
     """
     if num_draws < 2:
         raise ValueError(f"num_draws must be >= 2 for a variance, got {num_draws}")
@@ -156,7 +157,7 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
     was_training = estimator.training
     estimator.eval()
     try:
-        total = total_sq = torch.zeros(())
+        total = total_sq = torch.zeros((), dtype=torch.float64)
         for _ in range(num_draws):
             per_example, _, _ = training_loss(model, estimator, x, rng=rng, tau=tau, step=step)
             loss = per_example.mean(-1).sum()
@@ -165,4 +166,13 @@ def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tenso
     finally:
         estimator.train(was_training)
     var = (total_sq - total.square() / num_draws) / (num_draws - 1)           # [R, P]
-    return var.clamp(min=0).sum(1).float()
+    return total / num_draws, var.clamp(min=0).sum(1)
+
+
+def encoder_gradient_variance(model: DiscreteVAE, estimator: Estimator, x: Tensor, *,
+                              rng: ReplicaGenerator, tau: float | Tensor, step: int,
+                              num_draws: int) -> Tensor:
+    """``[R]``: sum over encoder coordinates of the variance of the encoder gradient over draws
+    (:func:`encoder_gradient_moments`, whose docstring says which gradient)."""
+    return encoder_gradient_moments(model, estimator, x, rng=rng, tau=tau, step=step,
+                                    num_draws=num_draws)[1].float()

@@ -1,7 +1,7 @@
 """The leaderboards: every estimator on Table 1's four cells and on the 2020 benchmark's, ranked, with what it costs.
 
     python -m experiments.leaderboard [--preset quick] [--board all] [--estimator NAME ...] [--plugins MODULE ...]
-                                      [--equal-cost REFERENCE] [--cell CELL ...] [KEY=VALUE ...]
+                                      [--equal-cost REFERENCE] [--cell CELL ...] [--gradients] [KEY=VALUE ...]
 
 **Boards** (``--board``, :data:`BOARDS`): ``2017``, Table 1's four cells -- the VAE (Bernoulli,
 categorical) of ``configs/sweeps/table1.yaml`` and the SBN (Bernoulli, categorical) of
@@ -46,6 +46,10 @@ for a dear one; each entry once, written to
 time per step (its cores shared with other runs, marked ``*``; ``*c`` where that run trained with
 ``compile=true``, whose step is faster: ``--time-steps`` times every entry eager, on equal terms).
 
+**Gradient columns** (``--gradients``; :mod:`vae.gradient_quality`): on a VAE cell, every entry's
+encoder gradient at one checkpoint the cell shares, its variance and its bias against many draws
+of an unbiased reference, where measured.
+
 Written to ``<results-dir>/tables/<preset>/leaderboard.{md,tex}`` (and printed), and the cost-quality
 frontier to ``<results-dir>/figures/<preset>/frontier.{png,pdf}``: per cell, the test number
 against decoder evaluations per step and against milliseconds per step (log axes), each entry a
@@ -70,6 +74,7 @@ from matplotlib.ticker import FuncFormatter
 from vae.bench import device_sync, median_rate, device_name
 from vae.config import Config
 from vae.estimators import ESTIMATORS, column_order
+from vae import gradient_quality
 from vae.figures import footer, save
 from vae.results import final, provenance, write_drawing
 from vae.store import load_summary, write_json_atomic
@@ -154,6 +159,7 @@ class Entry:
     ms_measured: bool            # ms from --time-steps on free cores (else the run's own time)
     new: bool                    # trained for this call (--estimator), not a committed entry
     minutes: float | None = None  # the run's wall time, training and test bound, all its seeds
+    gradient: dict[str, float] | None = None   # vae.gradient_quality.quality at the cell's shared checkpoint
 
     @property
     def title(self) -> str:
@@ -282,9 +288,11 @@ def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device:
     return path
 
 
-def entries(points: list[Point], new: set[str], timings: dict[str, float]) -> list[Entry]:
+def entries(points: list[Point], new: set[str], timings: dict[str, float],
+            gradients: dict[str, dict[str, float]] | None = None) -> list[Entry]:
     """The finished ``points`` as entries, best first (``new``: the names of the run directories
-    trained for this call; ``timings``: measured ms per step by run directory name)."""
+    trained for this call; ``timings``: measured ms per step, ``gradients``: the gradient's
+    quality (:mod:`vae.gradient_quality`), by run directory name)."""
     out = []
     for point in points:
         summary = load_summary(point.run_dir)
@@ -297,7 +305,8 @@ def entries(points: list[Point], new: set[str], timings: dict[str, float]) -> li
         out.append(Entry(point, summary[FINAL[point.cfg.task]]["per_seed"], passes and passes[0],
                          measured if measured is not None else (1000 / rate if rate else None),
                          measured is not None, point.run_dir.name in new,
-                         sum(seconds) / 60 if None not in seconds else None))
+                         sum(seconds) / 60 if None not in seconds else None,
+                         (gradients or {}).get(point.run_dir.name)))
     return sorted(out, key=lambda e: (e.mean, column_order(e.point.cfg.estimator.name)))
 
 
@@ -307,20 +316,29 @@ def _ms(entry: Entry) -> str:
     return f"{entry.ms:.1f}" + ("" if entry.ms_measured else "*c" if entry.point.trained_compiled() else "*")
 
 
+def _gradient(entry: Entry) -> list[str]:
+    g = entry.gradient
+    if g is None:
+        return ["–", "–"]
+    return [f"{g['log10_variance']:.2f}", f"{g['cosine']:.3f} / {g['relative_error']:.3f} ({g['noise']:.3f})"]
+
+
 def cell_rows(ranked: list[Entry]) -> list[tuple[str, list[str]]]:
-    """The rows of one cell's ranked table."""
-    best = ranked[0]
+    """The rows of one cell's ranked table (with the gradient columns where an entry has them)."""
+    best, measured = ranked[0], any(e.gradient for e in ranked)
     rows = []
     for rank, (entry, said) in enumerate(zip(ranked, verdicts(ranked)), 1):
         spread = f" ± {entry.std:.2f}" if len(entry.per_seed) > 1 else " (1 seed)"
         rows.append((str(rank), [entry.title + (" (new)" if entry.new else ""), f"{entry.mean:.2f}{spread}",
                                  "–" if entry is best else f"{entry.mean - best.mean:+.2f}", said,
-                                 "–" if entry.passes is None else f"{entry.passes:g}", _ms(entry)]))
+                                 "–" if entry.passes is None else f"{entry.passes:g}", _ms(entry),
+                                 *(_gradient(entry) if measured else [])]))
     return rows
 
 
 CELL_HEADER = ["estimator", "test (nats)", "− best", "verdict", "decoder evals / example / step",
                "ms / step"]
+GRADIENT_HEADER = ["log10 Var(encoder gradient)", "cosine / relative error (noise) to the reference"]
 
 
 def shared_rankings(means: dict[str, dict[str, float]]) -> list[tuple[tuple[str, ...], dict[str, float]]]:
@@ -393,17 +411,23 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
                                                f"bound, summed (the runs' summary.json: train_seconds + iw_seconds). "
                                                f"{note}\n\n{provenance([p.run_dir for p in points], preset)}")]
     for cell, ranked in by_cell.items():
-        extra = [("–", [title, "does not apply", "", "", "", ""]) for title, labels in missing.items()
-                 if cell.label in labels]
-        rows = cell_rows(ranked) if ranked else [("–", ["no finished run yet", "", "", "", "", ""])]
-        tables.append((CELL_HEADER, rows + extra, f"{cell.label} ({preset}): {METRIC[cell.sweep]}, "
-                                                                f"lower is better."))
+        measured = any(e.gradient for e in ranked)
+        header = CELL_HEADER + (GRADIENT_HEADER if measured else [])
+        blank = [""] * (len(header) - 2)
+        extra = [("–", [title, "does not apply", *blank]) for title, labels in missing.items() if cell.label in labels]
+        rows = cell_rows(ranked) if ranked else [("–", ["no finished run yet", "", *blank])]
+        tables.append((header, rows + extra, f"{cell.label} ({preset}): {METRIC[cell.sweep]}, lower is better."
+                       + (f" {gradient_quality.CAPTION}" if measured else "")))
     out = results_dir / "tables" / preset
     markdown = "\n".join(to_markdown(*t, corner="rank") for t in tables)
     write_drawing(out / f"leaderboard{board.suffix}.md", markdown)
     write_drawing(out / f"leaderboard{board.suffix}.tex", "\n".join(
         to_latex(*t, corner="rank", label=f"leaderboard{board.suffix}-{i}") for i, t in enumerate(tables, 1)))
     frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]), board.suffix)
+    measured = {cell.label: [(e.title, e.gradient) for e in ranked if e.gradient] for cell, ranked in by_cell.items()}
+    if any(measured.values()):
+        gradient_quality.figure({label: found for label, found in measured.items() if found}, preset, results_dir,
+                                footer(points, preset, gradient_quality.CAPTION), board.suffix)
     return markdown
 
 
@@ -474,7 +498,7 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
 def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugins: list[str] = (),
                 settings: dict[str, Any] | None = None, equal_cost: str | None = None, cells: list[str] | None = None,
                 committed_dir: Path = COMMITTED, train: Callable[[Sweep, list[Point]], object] | None = None,
-                log: Callable[[str], None] = print, board: str = "2017") -> str:
+                log: Callable[[str], None] = print, board: str = "2017", gradients: bool = False) -> str:
     """Train ``names`` (after importing ``plugins``; with ``settings``, dotted keys) on ``cells``
     (default all) with ``train(sweep, points)``, and write the leaderboard of ``preset``; returns
     its markdown. Raises :class:`SweepError` (one line) on bad input: an unknown estimator or cell,
@@ -524,7 +548,10 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
             new |= {p.run_dir.name for p in mine}
             titles.update({p.cfg.estimator.name: column_title(*column(p)) for p in mine})
             points += mine
-        by_cell[cell] = entries(points, new, timings)
+        if gradients and cell_config(cell, preset).task == "vae":
+            gradient_quality.measure(cell.name, [p for p in points if load_summary(p.run_dir)], preset,
+                                     Path(results_dir), log=log)
+        by_cell[cell] = entries(points, new, timings, gradient_quality.load(stores, preset, cell.name))
     if not any(by_cell.values()):
         raise NothingRanked(f"--preset: no finished entry of preset {preset!r} on board {board} in "
                             f"{' or '.join(map(str, stores))}; train its sweeps first (make "
