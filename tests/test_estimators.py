@@ -636,6 +636,7 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
         "vae/bench.py": "the benchmark times a GS step",
         "experiments/gpu_check.py": "the GPU check times a GS step",
         "experiments/ssl_gradients.py": "its default rows: GS, ST-GS, RLOO (the measurement's subject)",
+        "vae/gradient_quality.py": "its method: the checkpoint is RLOO's run, the reference IndeCateR's draws",
     }
     repo = Path(__file__).resolve().parents[1]
     quoted = re.compile(r"""["'](%s)["']""" % "|".join(re.escape(n) for n in sorted(BUILT_IN, key=len, reverse=True)))
