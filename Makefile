@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# One pytest worker per core (pytest-xdist), each on one torch thread (tests/conftest.py); tests
-# of one file go to one worker (--dist loadfile), so a module's fixture is built once.
-PYTEST = $(PY) -m pytest -q -n auto --dist loadfile
+# One pytest worker per free core (pytest-xdist; tests/free_cores.py, read after the install;
+# TEST_WORKERS=N sets it), each on one torch thread (tests/conftest.py); tests of one file go to
+# one worker (--dist loadfile), so a module's fixture is built once.
+TEST_WORKERS = $(shell $(PY) tests/free_cores.py)
+PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: install
 	$(PYTEST)
 

@@ -517,6 +517,23 @@ def test_make_demo_passes_results_to_the_demo():
     assert done.returncode == 0 and "-m experiments.demo --results-dir /some/where" in done.stdout, done.stdout
 
 
+def test_make_test_runs_one_worker_per_free_core():
+    """tests/free_cores.py: the idle share of the CPU counters between two reads, times the cores,
+    at least one; `make test` passes it to pytest-xdist unless TEST_WORKERS says otherwise."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from free_cores import free_cores, idle_share
+
+    before = [100, 0, 50, 1000, 10, 0, 0, 0, 0, 0]            # user nice system idle iowait irq ...
+    busy_one = [200, 0, 50, 1090, 20, 0, 0, 0, 0, 0]          # 100 busy, 100 idle of 200: one core of two
+    assert idle_share(before, busy_one) == 0.5 and free_cores(2, 0.5) == 1
+    assert free_cores(2, 1.0) == 2 and free_cores(2, 0.0) == 1 and free_cores(16, 0.8) == 13
+    done = subprocess.run([sys.executable, "tests/free_cores.py"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and 1 <= int(done.stdout) <= (os.cpu_count() or 1), done.stdout
+    dry = subprocess.run(["make", "-n", "-o", "install", "test", "TEST_WORKERS=3"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert "-m pytest -q -n 3 --dist loadfile" in dry.stdout, dry.stdout
+
+
 def test_a_compiled_step_compiles_once_as_tau_lr_and_the_slope_change(shared_cache, monkeypatch):
     """tau, the learning rate and an annealed slope enter the graph as device tensors, so the step
     is compiled once, not once per value (on a GPU each new value would record a new CUDA graph):
