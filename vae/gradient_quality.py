@@ -53,11 +53,12 @@ REFERENCE = "indecater"   # the unbiased estimator whose mean over many draws is
 DRAWS = 1000              # gradient draws per entry
 REFERENCE_DRAWS = 1000    # draws of the reference
 WARMUP = 500              # steps that train an estimator's own state at the frozen checkpoint
-CAPTION = (f"Gradient columns (vae/gradient_quality.py): at one checkpoint all entries share (the cell's "
-           f"{ANCHOR} run, first seed, at its last step), on the first validation batch, the encoder gradient of "
-           f"the training loss before variance normalisation, {DRAWS} draws per entry: log10 of its variance's trace; "
-           f"its mean's cosine and relative error to the mean of {REFERENCE_DRAWS} {REFERENCE} draws (noise: the "
-           f"relative error sampling alone gives an unbiased estimator; well above it is bias).")
+CAPTION = (f"Gradient columns (vae/gradient_quality.py): at one checkpoint all entries share (the "
+           f"cell's {ANCHOR} run, first seed, at its last step), on the first validation batch, the "
+           f"encoder gradient of the training loss before variance normalisation, {DRAWS} draws per "
+           f"entry: log10 of its variance's trace; its mean's cosine and relative error to the mean of "
+           f"{REFERENCE_DRAWS} {REFERENCE} draws (noise: the relative error sampling alone gives an "
+           f"unbiased estimator; well above it is bias).")
 
 
 def quality(mean: Tensor, variance: Tensor, draws: int, reference: Tensor, reference_variance: Tensor,
@@ -117,14 +118,17 @@ def _warm_up(trainer: Trainer, state: dict[str, Any], steps: int) -> None:
 def measure(cell_name: str, points: list[Point], preset: str, results_dir: Path, log=print) -> Path:
     """Measure the finished entries ``points`` of a cell not yet in its record (:func:`record_path`)
     and write the record, after each entry; the module docstring says how. Needs the cell's
-    :data:`ANCHOR` entry; a record of another checkpoint or other settings is measured again whole."""
+    :data:`ANCHOR` entry; a record of another checkpoint or other settings is measured again
+    whole."""
     path = record_path(results_dir, preset, cell_name)
-    anchor = next((p for p in points if p.cfg.estimator.name == ANCHOR and "equal_cost" not in p.values), None)
+    anchor = next((p for p in points if p.cfg.estimator.name == ANCHOR and "equal_cost" not in p.values),
+                  None)
     if anchor is None:
-        raise SweepError(f"--gradients: cell {cell_name} has no finished {ANCHOR} entry to train the checkpoint")
+        raise SweepError(f"--gradients: cell {cell_name} has no finished {ANCHOR} entry to train the "
+                         "checkpoint")
     seed = anchor.cfg.seeds[0]
-    settings = {"checkpoint": anchor.run_dir.name, "seed": seed, "step": anchor.cfg.steps, "reference": REFERENCE,
-                "draws": DRAWS, "reference_draws": REFERENCE_DRAWS, "warmup": WARMUP}
+    settings = {"checkpoint": anchor.run_dir.name, "seed": seed, "step": anchor.cfg.steps,
+                "reference": REFERENCE, "draws": DRAWS, "reference_draws": REFERENCE_DRAWS, "warmup": WARMUP}
     record = json.loads(path.read_text()) if path.exists() else {}
     if any(record.get(key) != value for key, value in settings.items()):
         record = {"entries": {}}                       # another checkpoint or method: measured again whole
@@ -147,8 +151,9 @@ def measure(cell_name: str, points: list[Point], preset: str, results_dir: Path,
             trainer = _trainer(point, seed, state)
             _warm_up(trainer, state, WARMUP)
             mean, variance = _moments(trainer, DRAWS, point.run_dir.name)
-            record["entries"][point.run_dir.name] = quality(mean, variance, DRAWS, *reference, REFERENCE_DRAWS)
-            log(f"{point.label}: {record['entries'][point.run_dir.name]}")
+            measured = quality(mean, variance, DRAWS, *reference, REFERENCE_DRAWS)
+            record["entries"][point.run_dir.name] = measured
+            log(f"{point.label}: {measured}")
             write_json_atomic(path, record, sort_keys=True)
     return path
 
@@ -170,6 +175,6 @@ def figure(measured: dict[str, list[tuple[str, dict[str, float]]]], preset: str,
         ax.set_ylabel("log10 variance of the encoder gradient (trace)")
         ax.set_title(label)
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle(f"Bias against variance of every estimator's encoder gradient at a shared checkpoint ({preset}): "
-                 "lower left is better")
+    fig.suptitle(f"Bias against variance of every estimator's encoder gradient at a shared checkpoint "
+                 f"({preset}): lower left is better")
     return save(fig, results_dir / "figures" / preset, f"gradient_quality{suffix}", note)
