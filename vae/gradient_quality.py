@@ -158,23 +158,25 @@ def measure(cell_name: str, points: list[Point], preset: str, results_dir: Path,
     return path
 
 
-def figure(measured: dict[str, list[tuple[str, dict[str, float]]]], preset: str, results_dir: Path, note: str,
-           suffix: str = "") -> list[Path]:
-    """Per cell (label -> [(entry title, quality)]), log10 variance against relative error (log
-    axis), each entry a labelled point and the noise an unbiased estimator's error would show as a
-    grey tick beside it: ``<results>/figures/<preset>/gradient_quality<suffix>.{png,pdf}``."""
-    fig, axes = plt.subplots(1, len(measured), figsize=(5.6 * len(measured), 5.2), squeeze=False)
+def figure(measured: dict[str, list[tuple[str, bool, dict[str, float]]]], preset: str, results_dir: Path,
+           note: str, suffix: str = "") -> list[Path]:
+    """Per cell (label -> [(entry title, declared unbiased, quality)]), log10 variance against
+    relative error (log axis), each entry a labelled point (blue: declared unbiased, orange: biased)
+    and the noise an unbiased estimator's error would show as a grey tick at its height:
+    ``<results>/figures/<preset>/gradient_quality<suffix>.{png,pdf}``."""
+    fig, axes = plt.subplots(1, len(measured), figsize=(6.4 * len(measured), 5.6), squeeze=False)
     for ax, (label, found) in zip(axes[0], measured.items()):
-        for title, g in found:
-            ax.plot(g["relative_error"], g["log10_variance"], "o", ms=4, color="tab:blue")
+        for title, unbiased, g in found:
+            colour = "tab:blue" if unbiased else "tab:orange"
+            ax.plot(g["relative_error"], g["log10_variance"], "o", ms=4, color=colour)
             ax.plot(g["noise"], g["log10_variance"], "|", ms=8, color="0.6")
             ax.annotate(title, (g["relative_error"], g["log10_variance"]), fontsize=6, xytext=(3, 2),
-                        textcoords="offset points")
+                        textcoords="offset points", color=colour)
         ax.set_xscale("log")
-        ax.set_xlabel("relative error of the mean gradient to the reference (grey: sampling noise alone)")
+        ax.set_xlabel("relative error of the mean gradient to the reference\n(grey tick: sampling noise alone)")
         ax.set_ylabel("log10 variance of the encoder gradient (trace)")
         ax.set_title(label)
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(f"Bias against variance of every estimator's encoder gradient at a shared checkpoint "
-                 f"({preset}): lower left is better")
+                 f"({preset}): lower left is better; blue: declared unbiased, orange: biased")
     return save(fig, results_dir / "figures" / preset, f"gradient_quality{suffix}", note)
