@@ -178,5 +178,5 @@ def figure(measured: dict[str, list[tuple[str, bool, dict[str, float]]]], preset
         ax.set_title(label)
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(f"Bias against variance of every estimator's encoder gradient at a shared checkpoint "
-                 f"({preset}): lower left is better; blue: declared unbiased, orange: biased")
+                 f"({preset})\nlower left is better; blue: declared unbiased, orange: biased")
     return save(fig, results_dir / "figures" / preset, f"gradient_quality{suffix}", note)
