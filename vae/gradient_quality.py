@@ -10,8 +10,8 @@ parameters, on the cell's first validation batch, each entry's estimator (its ow
 temperature at the checkpoint's step) draws the encoder gradient of the training loss
 :data:`DRAWS` times with fresh noise, before variance normalisation
 (:func:`vae.diagnostics.encoder_gradient_moments`), and the reference, :data:`REFERENCE`
-(IndeCateR: unbiased, and at the benchmark's checkpoint 180 times less variance than RLOO for
-30 times its cost per draw, so the more precise reference per second), draws it
+(IndeCateR: unbiased, with the lowest variance of the unbiased estimators, results/README.md
+"Gradient quality"), draws it
 :data:`REFERENCE_DRAWS` times; an estimator with state of its own (a learned baseline or control
 variate, a moving average) first trains that state for :data:`WARMUP` steps with the model held at
 the checkpoint. Per entry (:func:`quality`):

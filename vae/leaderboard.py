@@ -424,10 +424,10 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
     write_drawing(out / f"leaderboard{board.suffix}.tex", "\n".join(
         to_latex(*t, corner="rank", label=f"leaderboard{board.suffix}-{i}") for i, t in enumerate(tables, 1)))
     frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]), board.suffix)
-    measured = {cell.label: [(e.title, ESTIMATORS[e.point.cfg.estimator.name].unbiased, e.gradient)
+    by_label = {cell.label: [(e.title, ESTIMATORS[e.point.cfg.estimator.name].unbiased, e.gradient)
                              for e in ranked if e.gradient] for cell, ranked in by_cell.items()}
-    if any(measured.values()):
-        gradient_quality.figure({label: found for label, found in measured.items() if found}, preset, results_dir,
+    if any(by_label.values()):
+        gradient_quality.figure({label: found for label, found in by_label.items() if found}, preset, results_dir,
                                 footer(points, preset, gradient_quality.CAPTION), board.suffix)
     return markdown
 
