@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the results store root of every target (runs, sweeps, figures, tables)
 RESULTS ?= results
 
-.PHONY: install test test-all test-portable demo bench gpu-data gpu-check clean-runs
+.PHONY: install test test-slow test-all test-portable demo bench gpu-data gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -24,7 +24,10 @@ PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: install
 	$(PYTEST)
 
-test-all: install   ## also the slow statistical / end-to-end tests
+test-slow: install   ## only the tests marked slow (CI runs them after `make test`)
+	$(PYTEST) -m slow
+
+test-all: install   ## make test and make test-slow in one run
 	$(PYTEST) -m ''
 
 # The tests that compare two computations of one number, under the kernel paths of other CPUs:

@@ -88,7 +88,8 @@ CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reaso
 
 
 @pytest.mark.parametrize("config, optim, device, extra", [
-    (None, "adam", "cpu", []), (None, "sgd", "cpu", []), ("configs/sbn_bernoulli.yaml", "sgd", "cpu", []),
+    (None, "adam", "cpu", []), pytest.param(None, "sgd", "cpu", [], marks=pytest.mark.slow),   # SGD: the next two
+    ("configs/sbn_bernoulli.yaml", "sgd", "cpu", []),
     (None, "sgd", "cpu", BENCHMARK_MODEL + ["estimator.name=disarm"]),    # the prior's own SGD in the graph too
     pytest.param(None, "sgd", "cuda", [], marks=CUDA)])
 def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, optim, device, extra):
@@ -404,6 +405,7 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                                                    "steps": [], "bench": record})
 
 
+@pytest.mark.slow   # six compilations (a minute on a cold inductor cache); the eager anchors: the entry-point test
 def test_bench_anchors_time_the_suite_against_the_hand_written_loop_alone(shared_cache, tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.bench", "--anchors", "--steps", "1", "--repeats", "1",
                            "--device", "cpu", "--threads", "1", "--out", str(tmp_path)], cwd=REPO,
@@ -565,7 +567,15 @@ def test_the_compiled_step_is_one_graph_under_every_switch_of_the_loss(shared_ca
     assert trainer.compiled_step.graph_breaks(batch, 1) == []
 
 
-@pytest.mark.parametrize("name, kind", estimator_cases("vae", bound=None))
+def one_graph_cases() -> list:
+    """Every sampling estimator and kind of the registry: ``make test`` traces the paper's seven and
+    the first of each family, ``make test-slow`` (CI runs both) the others, about a second each."""
+    fast = set(first_of_each_family_and_the_papers("vae"))
+    return [pytest.param(name, kind, marks=[] if (name, kind) in fast else [pytest.mark.slow])
+            for name, kind in estimator_cases("vae", bound=None)]
+
+
+@pytest.mark.parametrize("name, kind", one_graph_cases())
 def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, kind):
     """compile=true runs the whole step as one graph (vae/compiled_step.py): ``torch._dynamo.explain``
     of the step the trainer compiles (estimator, loss, gradient, optimiser update, on the replica
