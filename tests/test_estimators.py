@@ -25,7 +25,8 @@ from torch import Tensor
 
 from vae.config import ConfigError, load_config
 from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
-from vae.estimators import ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, register
+from vae.estimators import (ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, column_order,
+                            register)
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_noise
 from vae.estimators.exact import all_states
@@ -626,7 +627,7 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
     built-in estimator (as a quoted string) but the estimator's own module, the registry, and the
     places whose subject is a named estimator (listed here with the reason)."""
     allowed = {
-        "vae/estimators/__init__.py": "the registry",
+        "vae/estimators/__init__.py": "the builder's example in its docstring",
         "vae/estimators/config.py": "the default estimator (gs, the paper's)",
         "vae/diagnostics.py": "the exact gradient is the `exact` estimator's, by definition",
         "vae/m2.py": "M2's marginalisation is the `exact` estimator on its class",
@@ -799,17 +800,33 @@ def test_the_plain_tensor_call_checks_its_inputs_as_the_config_does(name: str) -
                 estimator(torch.randn(4, 3, k), f, tau=tau, context=torch.randn(4, DATA_DIM))
 
 
-def test_the_catalogue_has_a_row_per_registered_estimator_and_its_bias_is_the_declared_one():
-    """vae/estimators/README.md "Estimators" is written by hand: one row per name of the registry
-    (none missing, none extra, no duplicate), and its "biased?" column says "no" exactly for the
-    estimators that declare ``unbiased``."""
-    text = (Path(__file__).resolve().parents[1] / "vae" / "estimators" / "README.md").read_text()
-    section = text[text.index("## Estimators"):text.index("## Use an estimator")]
-    rows = re.findall(r"^\| `([a-z0-9-]+)` \| .*? \| (yes|no)\b[^|]*\| [^|]*\|$", section, flags=re.M)
-    names = [name for name, _ in rows]
-    assert sorted(names) == sorted(BUILT_IN) and len(set(names)) == len(names), names
-    for name, biased in rows:
-        assert (biased == "no") == ESTIMATORS[name].unbiased, name
+def test_the_catalogue_is_generated_from_the_declarations_and_the_page_shows_it(tmp_path, monkeypatch):
+    """vae/estimators/README.md "Estimators" shows :func:`vae.estimators.catalogue` as it is: one
+    row per registered name, its "biased?" cell "no" exactly where the class declares ``unbiased``;
+    ``python -m experiments.catalogue`` rewrites the block, a plugin's estimator getting a row from
+    its docstring, and refuses a page without the markers (exit 2, the page untouched)."""
+    from experiments import catalogue as catalogue_cli
+    from vae.estimators import catalogue
+
+    page = Path(__file__).resolve().parents[1] / "vae" / "estimators" / "README.md"
+    shown = re.search(r"<!-- catalogue -->\n(.*?)<!-- /catalogue -->", page.read_text(), flags=re.S)
+    assert shown is not None and shown.group(1) == catalogue(), "run: python -m experiments.catalogue"
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| .*? \| (yes|no)\b[^|]*\| [^|]*\|$", shown.group(1), flags=re.M)
+    assert [name for name, _ in rows] == sorted(BUILT_IN, key=column_order)
+    assert all((biased == "no") == BUILT_IN[name].unbiased for name, biased in rows)
+
+    (tmp_path / "plugin_for_catalogue.py").write_text(
+        'from vae.estimators import register\nfrom vae.estimators.rloo import RLOO\n\n\n'
+        '@register("rloo-copy")\nclass Copy(RLOO):\n    """RLOO | copied, for a test."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    copy = tmp_path / "README.md"
+    copy.write_text("before\n<!-- catalogue -->\nstale\n<!-- /catalogue -->\nafter\n")
+    assert catalogue_cli.main(["--plugins", "plugin_for_catalogue", "--readme", str(copy)]) == 0
+    text = copy.read_text()
+    assert text.startswith("before\n<!-- catalogue -->\n| name |") and text.endswith("<!-- /catalogue -->\nafter\n")
+    assert "| `rloo-copy` | RLOO \\| copied, for a test. | no | — |" in text and "stale" not in text
+    copy.write_text("no markers\n")
+    assert catalogue_cli.main(["--readme", str(copy)]) == 2 and copy.read_text() == "no markers\n"
 
 
 @pytest.mark.parametrize(("kind", "num_classes"), [("bernoulli", 2), ("categorical", 3)])

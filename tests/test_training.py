@@ -623,7 +623,8 @@ def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_
     step, so its losses are exactly those of the same run with ``compile: false``. Under
     ``compile: true`` the failure stops the run."""
     from vae.compiled_step import AUTO_MIN_STEPS
-    from vae.estimators import ESTIMATORS, RLOO
+    from vae.estimators import ESTIMATORS
+    from vae.estimators.rloo import RLOO
 
     class HostReadingRLOO(RLOO):
         def estimate(self, logits, f, **kwargs):

@@ -12,68 +12,19 @@ joins it with :func:`register` in a module that the run's config names in ``plug
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
-from vae.estimators.antithetic import ARM, DisARM
 from vae.estimators.base import FAMILIES, Estimator, Objective
 from vae.estimators.config import EstimatorConfig
-from vae.estimators.control_variates import RELAX, REBAR
-from vae.estimators.decoupled import DecoupledSTGumbelSoftmax
-from vae.estimators.double_cv import DoubleControlVariate
-from vae.estimators.exact import Exact
-from vae.estimators.gapped import GappedStraightThrough
-from vae.estimators.indecater import IndeCateR
-from vae.estimators.relaxed import (GumbelRao, GumbelSoftmax, ReinMax, SlopeAnnealedST, StraightThrough,
-                                   STGumbelSoftmax)
-from vae.estimators.score_function import NVIL, RLOO, VIMCO, Reinforce, ReinforceEMA
-from vae.estimators.taylor import DARN, MuProp
-from vae.estimators.unordered_set import UnorderedSet
-from vae.estimators.zgr import ZGR
+from vae.estimators.registry import ESTIMATORS, register
 from vae.replicas import ReplicaGenerator
 
-ESTIMATORS: dict[str, type[Estimator]] = {
-    "exact": Exact,
-    "gs": GumbelSoftmax,
-    "st-gs": STGumbelSoftmax,
-    "st": StraightThrough,
-    "st-annealed": SlopeAnnealedST,
-    "reinforce": Reinforce,
-    "reinforce-ema": ReinforceEMA,
-    "nvil": NVIL,
-    "rloo": RLOO,
-    "darn": DARN,
-    "muprop": MuProp,
-    "gumbel-rao": GumbelRao,
-    "reinmax": ReinMax,
-    "arm": ARM,
-    "disarm": DisARM,
-    "vimco": VIMCO,
-    "rebar": REBAR,
-    "relax": RELAX,
-    "indecater": IndeCateR,
-    "zgr": ZGR,
-    "gapped-st": GappedStraightThrough,
-    "decoupled-st-gs": DecoupledSTGumbelSoftmax,
-    "double-cv": DoubleControlVariate,
-    "unordered-set": UnorderedSet,
-}
-
-
-def register(name: str) -> Callable[[type[Estimator]], type[Estimator]]:
-    """Class decorator: add an :class:`Estimator` subclass to the registry as ``name``::
-
-        @register("my-estimator")
-        class MyEstimator(Estimator): ...
-    """
-    def add(cls: type[Estimator]) -> type[Estimator]:
-        if not (isinstance(cls, type) and issubclass(cls, Estimator)):
-            raise TypeError(f"register({name!r}): {cls!r} is not a subclass of vae.estimators.Estimator")
-        if ESTIMATORS.get(name, cls) is not cls:
-            raise ValueError(f"register({name!r}): the name is taken by {ESTIMATORS[name].__qualname__}")
-        ESTIMATORS[name] = cls
-        return cls
-    return add
+# The built-in estimators, one file each, registered by their own ``@register`` as they are imported:
+# this order is the registry's.
+from vae.estimators import (exact, gumbel_softmax, st_gumbel_softmax, straight_through, st_annealed,  # noqa: E402,F401
+                            reinforce, reinforce_ema, nvil, rloo, darn, muprop, gumbel_rao, reinmax, arm,
+                            disarm, vimco, rebar, relax, indecater, zgr, gapped, decoupled, double_cv,
+                            unordered_set)
 
 
 def applicable(*, task: str, kind: str, lowest_tau: float, latent_shape: tuple[int, int],
@@ -121,6 +72,23 @@ def column_order(name: str) -> tuple:
 def display_name(name: str) -> str:
     """How tables and figures write the estimator ``name`` ("SF", "Gumbel-S.", or the name itself)."""
     return ESTIMATORS[name].display_name or name
+
+
+def catalogue() -> str:
+    """The markdown table of every registered estimator, in column order, from its declarations:
+    name, :attr:`~Estimator.summary`, biased (:attr:`~Estimator.unbiased` and
+    :attr:`~Estimator.bias_note`) and :attr:`~Estimator.reference`, each as the class itself
+    declares it (a summary it lacks: its docstring's first line; vae/estimators/README.md
+    "Estimators" shows it; ``python -m experiments.catalogue`` writes it there)."""
+    rows = ["| name | what it is | biased? | reference |", "|---|---|---|---|"]
+    for name in sorted(ESTIMATORS, key=column_order):
+        cls = ESTIMATORS[name]
+        own = vars(cls)            # a subclass's row says what it declares, not its parent's words
+        summary = own.get("summary") or (cls.__doc__ or "").strip().split("\n")[0]
+        biased = ("no" if cls.unbiased else "yes") + (f" ({own['bias_note']})" if own.get("bias_note") else "")
+        cells = [f"`{name}`", summary, biased, own.get("reference") or "—"]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int], num_replicas: int = 1,

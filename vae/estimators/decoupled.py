@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
+from vae.estimators.registry import register
 from vae.gumbel import Generator, gumbel_noise, one_hot, softmax, widen
 
 
+@register("decoupled-st-gs")
 class DecoupledSTGumbelSoftmax(Estimator):
     """``decoupled-st-gs``: forward the argmax at ``tau_f``, backward the softmax at ``tau_b``."""
 
@@ -35,6 +37,9 @@ class DecoupledSTGumbelSoftmax(Estimator):
     year = 2024
     reference = ("Shah, Yan, Mozer & Liu, Improving Discrete Optimisation Via Decoupled Straight-Through "
                  "Gumbel-Softmax, arXiv 2410.13331, 2024")
+    summary = ("ST-GS with a forward temperature τ_f (`estimator.options.forward_tau`, default 1: q's own "
+               "sample) and the run's τ backward, in the l/τ + g form: forward one_hot(argmax(l/τ_f + g)), "
+               "backward softmax(l/τ + g); the method section was not available, see the module's docstring")
 
     @dataclass
     class Options:

@@ -16,6 +16,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
+from vae.estimators.registry import register
 from vae.models import log_prob_one_hot
 from vae.replicas import ReplicaGenerator
 
@@ -27,6 +28,7 @@ def all_states(num_latents: int, num_classes: int, device: torch.device | str = 
     return F.one_hot(index[:, None] // powers % num_classes, num_classes).float()
 
 
+@register("exact")
 class Exact(Estimator):
     """``exact``: enumerate the latent space; zero variance, no bias."""
 
@@ -34,6 +36,7 @@ class Exact(Estimator):
     unbiased = True
     family = "enumeration"
     reference = "the definition: the expectation summed over every state"
+    summary = "the true gradient, enumerating all K^N states; refused above `max_states`"
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):

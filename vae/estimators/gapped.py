@@ -22,10 +22,12 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
+from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import Generator, softmax, widen
 
 
+@register("gapped-st")
 class GappedStraightThrough(Estimator):
     """``gapped-st``: forward an exact sample, backward ``softmax`` at logits gapped around it."""
 
@@ -35,6 +37,9 @@ class GappedStraightThrough(Estimator):
     year = 2022
     reference = ("Fan, Chi, Rudnicky & Ramadge, Training Discrete Deep Generative Models via Gapped "
                  "Straight-Through Estimator, ICML 2022")
+    summary = ("exact one-hot sample forward; backward softmax(l′/τ) at logits moved by a constant so the "
+               "sample is their argmax with a gap to every other class: l′_i = max l, l′_j = min(l_j, max l "
+               "− gap) (`estimator.options.gap`, default 1)")
 
     @dataclass
     class Options:

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
+from vae.estimators.registry import register
 from vae.estimators.sampling import sample_classes
 from vae.gumbel import Generator, softmax, widen
 
@@ -35,6 +36,7 @@ from vae.gumbel import Generator, softmax, widen
 CHUNK = 2 ** 23   # one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch
 
 
+@register("indecater")
 class IndeCateR(Estimator):
     """``indecater``: per variable the exact sum over its K values, the others sampled."""
 
@@ -44,6 +46,9 @@ class IndeCateR(Estimator):
     year = 2023
     reference = ("De Smet, Sansone & Zuidberg Dos Martires, Differentiable Sampling of Categorical Distributions "
                  "Using the CatLog-Derivative Trick, NeurIPS 2023")
+    summary = ("per variable n the exact sum over its K values with the others at their sampled values, Σ_n "
+               "Σ_k ∇q_n(k) f(z₋ₙ, k) (the CatLog-derivative trick: Rao-Blackwellised REINFORCE, no baseline "
+               "needed); `estimator.options.samples` = S (1)")
 
     @dataclass
     class Options:

@@ -28,6 +28,11 @@ from vae.estimators.config import EstimatorConfig
 from vae.replicas import ReplicaGenerator
 
 
+def score_surrogate(loss: Tensor, signal: Tensor, log_q: Tensor) -> Tensor:
+    """``loss + signal.detach() * (log_q - log_q.detach())``: value ``loss``, all ``[R, *S, B]``."""
+    return loss + signal.detach() * (log_q - log_q.detach())
+
+
 def leave_one_out_mean(values: Tensor, dim: int = 1) -> Tensor:
     """Each entry's baseline from the others along the sample axis ``dim`` (k >= 2 entries):
     ``(sum_j v_j - v_i) / (k - 1)``, the same shape as ``values`` (RLOO's, VIMCO's)."""

@@ -17,10 +17,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
+from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import Generator, log_softmax, widen
 
 
+@register("zgr")
 class ZGR(Estimator):
     """``zgr``: forward an exact sample, backward the mean of ST's and a DARN-like Jacobian."""
 
@@ -29,6 +31,9 @@ class ZGR(Estimator):
     year = 2023
     reference = ("Shekhovtsov, Cold Analysis of Rao-Blackwellized Straight-Through Gumbel-Softmax Gradient "
                  "Estimator, ICML 2023")
+    summary = ("one-hot sample forward; backward the mean of ST's Jacobian and a DARN-like one, ½(∂p + (z − "
+               "p) ∂log q(z)): Gumbel-Rao as τ → 0, no temperature")
+    bias_note = "exact for f quadratic in z"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -1,5 +1,7 @@
-"""Score function with a reparameterised control variate: ``rebar`` (Tucker et al. 2017) and
-``relax`` (Grathwohl et al. 2018). Both unbiased, for any value of their own parameters.
+"""``rebar`` (Tucker et al. 2017): the score function with a reparameterised control variate;
+``relax`` (vae/estimators/relax.py) is this class with a learned network added to it. Both are
+unbiased, for any value of their own parameters.
+
 
 With ``log pi = log_softmax(logits)``, Gumbel noise g, the perturbed log-probabilities
 ``z = log pi + g``, the hard sample ``b = one_hot(argmax z)`` (an exact sample of q), the same
@@ -33,10 +35,12 @@ from torch import Tensor, nn
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
+from vae.estimators.registry import register
 from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, log_softmax, softmax, widen
-from vae.replicas import ReplicaGenerator, ReplicaMLP
+from vae.replicas import ReplicaGenerator
 
 
+@register("rebar")
 class REBAR(Estimator):
     """``rebar``: control variate ``eta f(softmax(z / lambda))``, eta and lambda tuned online."""
 
@@ -47,6 +51,9 @@ class REBAR(Estimator):
     reference = ("Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, REBAR: Low-variance, unbiased gradient "
                  "estimates for discrete latent variable models, NeurIPS 2017")
     passes = 3                                              # f at b, softmax(z / lambda), softmax(z~ / lambda)
+    summary = ("score function with the control variate η·f(softmax(z/λ)) at the Gumbel perturbation z and "
+               "at z̃ drawn given the hard sample; η and log λ descend the estimate's variance (double "
+               "backprop)")
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
@@ -85,24 +92,3 @@ class REBAR(Estimator):
         info = {"loss": f_hard.detach().mean(-1), "eta": self.eta.detach().clone(),
                 "temperature": self.log_temperature.detach().exp(), "grad_sq": variance.detach()}
         return surrogate, info
-
-
-class RELAX(REBAR):
-    """``relax``: REBAR's control variate plus a learned network ``r(z)`` (one hidden tanh layer)."""
-
-    display_name = "RELAX"
-    year = 2018
-    reference = ("Grathwohl, Choi, Wu, Roeder & Duvenaud, Backpropagation through the Void: Optimizing control "
-                 "variates for black-box gradient estimation, ICLR 2018")
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape, context_dim=context_dim,
-                         rng=rng)
-        n, k = latent_shape
-        self.network = ReplicaMLP([n * k, cfg.baseline_hidden, 1], rng, nn.Tanh)
-
-    def control_variate(self, f_relaxed: Tensor, perturbed: Tensor) -> Tensor:
-        weight = self.network[0].weight                                  # the network's dtype
-        learned = self.network(perturbed.flatten(-2).to(weight.dtype)).squeeze(-1).to(f_relaxed.dtype)
-        return super().control_variate(f_relaxed, perturbed) + learned

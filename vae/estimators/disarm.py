@@ -1,19 +1,8 @@
-"""Antithetic estimators: ``arm`` (Yin & Zhou 2019) and ``disarm`` (Dong et al. 2020; categorical
-latents: Dong, Mnih & Tucker 2021).
+"""``disarm`` (Dong, Mnih & Tucker 2020; categorical latents: Dong, Mnih & Tucker 2021).
 
-A Bernoulli unit is the 2-class categorical with logits ``(0, phi)``, ``P(b = 1) = sigmoid(phi)``.
-With one uniform ``u [R, B, N]`` per unit, two antithetic samples, each marginally ``q``:
-
-    b = 1[u > sigmoid(-phi)],    b~ = 1[u < sigmoid(phi)]
-
-and per unit n the estimate of ``d E_q[f] / d phi_n`` (f is the loss, so it is minimised):
-
-* ``arm``:    ``(f(b) - f(b~)) (u_n - 1/2)``
-* ``disarm``: ``1/2 (f(b) - f(b~)) (-1)^{b~_n} 1[b_n != b~_n] sigmoid(|phi_n|)`` -- ARM
-  Rao-Blackwellised over the antithetic pair: zero wherever the two samples agree.
-
-Both are unbiased. The decoder gets ``grad 1/2 (f(b) + f(b~))`` (both samples are draws of q), and
-the surrogate's value is that mean. ``arm`` declares Bernoulli latents only.
+On a Bernoulli unit it is ``arm``'s antithetic pair (vae/estimators/arm.py) with the per-unit
+weight ``1/2 (f(b) - f(b~)) (-1)^{b~_n} 1[b_n != b~_n] sigmoid(|phi_n|)``: ARM Rao-Blackwellised
+over the pair, zero wherever the two samples agree. Unbiased.
 
 ``disarm`` on a K-class variable (Dong, Mnih & Tucker, "Coupled Gradient Estimators for Discrete
 Latent Variables", NeurIPS 2021) writes it as K - 1 binary decisions by stick breaking: with its
@@ -36,50 +25,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import EstimatorConfig
+from vae.estimators.arm import ARM
+from vae.estimators.base import Objective
+from vae.estimators.registry import register
 from vae.gumbel import Generator, uniform, widen
-from vae.replicas import ReplicaGenerator
 
 
-class ARM(Estimator):
-    """``arm``: the antithetic pair's difference times ``u - 1/2``, per unit."""
-
-    display_name = "ARM"
-    unbiased = True
-    kinds = frozenset({"bernoulli"})
-    passes = 2                          # the antithetic pair
-    family = "antithetic"
-    year = 2019
-    reference = "Yin & Zhou, ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary Networks, ICLR 2019"
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        if latent_shape[1] != 2 and "categorical" not in self.kinds:
-            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = {latent_shape[1]}")
-
-    def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
-        """``[R, B, N]``: what multiplies ``f(b) - f(b~)`` for each unit."""
-        return u - 0.5
-
-    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
-                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        phi = widen(logits[..., 1]) - widen(logits[..., 0])                    # [R, B, N]
-        u = uniform(phi.shape, rng, phi.device)
-        b = (u > torch.sigmoid(-phi)).to(phi.dtype)
-        b_anti = (u < torch.sigmoid(phi)).to(phi.dtype)
-        pair = torch.stack([b, b_anti], dim=1)                                 # [R, 2, B, N]
-        loss = f(torch.stack([1 - pair, pair], dim=-1).to(logits.dtype))       # [R, 2, B]
-        difference = (loss[:, 0] - loss[:, 1]).detach()                        # [R, B]
-        grad = difference[..., None] * self.unit_weights(u, b, b_anti, phi.detach())   # [R, B, N]
-        # value: the pair's mean loss; gradient: the decoder's through it, phi's exactly `grad`
-        injected = (phi * grad).sum(-1)
-        surrogate = loss.mean(1) + injected - injected.detach()
-        return surrogate, {"loss": loss.detach().mean((1, 2))}
-
-
+@register("disarm")
 class DisARM(ARM):
     """``disarm``: ARM averaged over the pair: ``1/2 (-1)^{b~} 1[b != b~] sigmoid(|phi|)`` per unit;
     on K > 2 classes, the same on the stick-breaking decisions (module docstring)."""
@@ -90,6 +42,10 @@ class DisARM(ARM):
     reference = ("Dong, Mnih & Tucker, DisARM: An Antithetic Gradient Estimator for Binary Latent Variables, "
                  "NeurIPS 2020; categorical: Dong, Mnih & Tucker, Coupled Gradient Estimators for Discrete "
                  "Latent Variables, NeurIPS 2021")
+    summary = ("Bernoulli: ARM averaged over the pair, ½(f(b) − f(b̃))(−1)^b̃ 1[b ≠ b̃] σ(|φ|) per unit; "
+               "categorical: the same on the K − 1 stick-breaking decisions of the ascending-sorted logits "
+               '("stop at class i" with probability π_i / Σ_{j≥i} π_j), with REINFORCE terms for the '
+               "decisions only one chain reaches; 2 decoder passes")
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -1,0 +1,37 @@
+"""``reinforce``, the score-function estimator (Williams 1992) with the raw objective as its
+learning signal, ``A = f(z)``, no baseline. Unbiased. With ``z ~ q(z | x)`` one-hot and a learning signal ``A`` that does not depend on the
+draw's score, the surrogate is :func:`vae.estimators.signal.score_surrogate`'s
+``f(z) + A.detach() * (log q(z) - log q(z).detach())``: value ``f(z)``, gradient ``grad f(z)``
+(decoder) ``+ A grad log q(z)`` (encoder).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vae.estimators.base import Estimator, Objective
+from vae.estimators.registry import register
+from vae.estimators.sampling import sample_one_hot
+from vae.estimators.signal import score_surrogate
+from vae.gumbel import Generator
+from vae.models import log_prob_one_hot
+
+
+@register("reinforce")
+class Reinforce(Estimator):
+    """``reinforce``: ``A = f(z)``, no baseline."""
+
+    display_name = "REINFORCE"
+    unbiased = True
+    family = "score function"
+    year = 1992
+    reference = ("Williams, Simple statistical gradient-following algorithms for connectionist reinforcement "
+                 "learning, Machine Learning 1992")
+    summary = "score function, the raw objective as learning signal, no baseline"
+
+    def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
+                 tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
+        loss = f(z)                                               # [R, B]
+        surrogate = score_surrogate(loss, loss, log_prob_one_hot(logits, z))
+        return surrogate, {"loss": loss.detach().mean(-1)}
