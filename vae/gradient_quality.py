@@ -2,8 +2,8 @@
 
     python -m experiments.leaderboard --preset converged --gradients [--board 2017] [--cell CELL ...]
 
-What estimator papers report beside the bound. For a cell of a leaderboard (a VAE cell: the SBN has
-no encoder), one model is trained and frozen: the cell's :data:`ANCHOR` entry (RLOO) at its first
+What estimator papers report beside the bound. For a cell of a leaderboard whose task has one
+encoder (``Task.one_encoder``: the VAE; the SBN has one per layer), one model is trained and frozen: the cell's :data:`ANCHOR` entry (RLOO) at its first
 seed, its committed record trained again where the record carries no checkpoint
 (:func:`vae.figures.checkpoint_of`; on the CPU the same seed gives the same weights). At those
 parameters, on the cell's first validation batch, each entry's estimator (its own settings and its

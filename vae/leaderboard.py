@@ -549,7 +549,7 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
             new |= {p.run_dir.name for p in mine}
             titles.update({p.cfg.estimator.name: column_title(*column(p)) for p in mine})
             points += mine
-        if gradients and cell_config(cell, preset).task == "vae":
+        if gradients and TASKS[cell_config(cell, preset).task].one_encoder:
             gradient_quality.measure(cell.name, [p for p in points if load_summary(p.run_dir)], preset,
                                      Path(results_dir), log=log)
         by_cell[cell] = entries(points, new, timings, gradient_quality.load(stores, preset, cell.name))

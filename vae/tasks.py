@@ -49,6 +49,9 @@ def _images(data: BinarizedImages, step: int, rng: ReplicaGenerator, cfg: Config
 class Task(Protocol):
     curve_metric: str   # the principal metric of curve(), logged for valid and test every eval.every steps
     final_metric: str   # logged for test at the end: the number the paper's tables compare
+    # whether the estimator sees one encoder's logits, whose gradient the leaderboard's gradient-quality
+    # columns measure (vae/gradient_quality.py): the VAE's; the SBN has an encoder per layer, M2 q(y | x) too
+    one_encoder: bool
 
     def validate(self, cfg: Config) -> None:
         """Raise ``ValueError`` (one line naming the key) if ``cfg`` breaks a rule of this task."""
@@ -112,6 +115,7 @@ def _vae_keys_at_defaults(cfg: Config, task: str) -> None:
 class VAETask:
     curve_metric = "neg_elbo"
     final_metric = "iw_bound"
+    one_encoder = True
 
     def validate(self, cfg: Config) -> None:
         _estimator_applies(cfg, "vae")
@@ -153,6 +157,7 @@ _SBN_PASSES: dict[str, float] = {}   # SBNTask.decoder_passes' counts by model a
 class SBNTask:
     curve_metric = "nll"       # m = eval.curve_samples
     final_metric = "iw_nll"    # m = eval.iw_samples (the paper's m = 1000)
+    one_encoder = False
 
     def validate(self, cfg: Config) -> None:
         if cfg.kl != "analytic" or cfg.model.prior != "uniform":
@@ -207,6 +212,7 @@ class SBNTask:
 class SSLTask:
     curve_metric = "neg_elbo"  # y summed exactly, one z per class; logged beside "accuracy" of argmax q(y | x)
     final_metric = "iw_bound"  # m = eval.iw_samples samples of z per class, y summed exactly
+    one_encoder = False
 
     def validate(self, cfg: Config) -> None:
         if cfg.kl != "analytic":

@@ -1,8 +1,6 @@
-"""``reinforce``, the score-function estimator (Williams 1992) with the raw objective as its
-learning signal, ``A = f(z)``, no baseline. Unbiased. With ``z ~ q(z | x)`` one-hot and a learning signal ``A`` that does not depend on the
-draw's score, the surrogate is :func:`vae.estimators.signal.score_surrogate`'s
-``f(z) + A.detach() * (log q(z) - log q(z).detach())``: value ``f(z)``, gradient ``grad f(z)``
-(decoder) ``+ A grad log q(z)`` (encoder).
+"""``reinforce``, the score-function estimator (Williams 1992) with the raw objective as its learning
+signal, ``A = f(z)``, no baseline. Unbiased: the score-function surrogate with this ``A``
+(:func:`vae.estimators.signal.score_surrogate`).
 """
 
 from __future__ import annotations

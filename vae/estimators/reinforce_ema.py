@@ -1,10 +1,8 @@
 """``reinforce-ema``, the paper's SF: the score function with ``A = f(z) - c``, c a moving-average
 centre; with variance normalisation (on unless ``estimator.variance_normalisation=false``) the
 trainer divides the whole encoder gradient by the running std s (:mod:`vae.estimators.signal`).
-Unbiased. With ``z ~ q(z | x)`` one-hot and a learning signal ``A`` that does not depend on the
-draw's score, the surrogate is :func:`vae.estimators.signal.score_surrogate`'s
-``f(z) + A.detach() * (log q(z) - log q(z).detach())``: value ``f(z)``, gradient ``grad f(z)``
-(decoder) ``+ A grad log q(z)`` (encoder).
+Unbiased: the score-function surrogate with this ``A``
+(:func:`vae.estimators.signal.score_surrogate`).
 """
 
 from __future__ import annotations

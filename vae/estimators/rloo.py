@@ -1,8 +1,6 @@
-"""``rloo``, REINFORCE leave-one-out (Kool et al. 2019): k samples per example,
-``A_i = f(z_i) - mean_{j != i} f(z_j)``, the surrogate averaged over the k samples. Unbiased. With ``z ~ q(z | x)`` one-hot and a learning signal ``A`` that does not depend on the
-draw's score, the surrogate is :func:`vae.estimators.signal.score_surrogate`'s
-``f(z) + A.detach() * (log q(z) - log q(z).detach())``: value ``f(z)``, gradient ``grad f(z)``
-(decoder) ``+ A grad log q(z)`` (encoder).
+"""``rloo``, REINFORCE leave-one-out (Kool et al. 2019): k samples per example, ``A_i = f(z_i) -
+mean_{j != i} f(z_j)``, the surrogate averaged over the k samples. Unbiased: the score-function
+surrogate with this ``A`` (:func:`vae.estimators.signal.score_surrogate`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,12 @@ from vae.replicas import ReplicaGenerator
 
 
 def score_surrogate(loss: Tensor, signal: Tensor, log_q: Tensor) -> Tensor:
-    """``loss + signal.detach() * (log_q - log_q.detach())``: value ``loss``, all ``[R, *S, B]``."""
+    """``loss + signal.detach() * (log_q - log_q.detach())``: value ``loss``, all ``[R, *S, B]``.
+
+    The score-function surrogate: with ``z ~ q(z | x)`` one-hot, ``loss = f(z)`` and a learning
+    signal ``A`` that does not depend on the draw's score, its value is ``f(z)`` and its gradient
+    ``grad f(z)`` (decoder) ``+ A grad log q(z)`` (encoder); ``reinforce``, ``reinforce-ema``,
+    ``rloo``, ``muprop`` differ in ``A``."""
     return loss + signal.detach() * (log_q - log_q.detach())
 
 
