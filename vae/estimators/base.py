@@ -119,6 +119,10 @@ class Estimator(nn.Module, abc.ABC):
 
     #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
     unbiased: bool = False
+    #: Whether every point it hands f is an exact one-hot state (a sample of q, or a neighbour of
+    #: one): what the straight-through estimators promise their forward pass. Not for a relaxed
+    #: point (``gs``; REBAR's control variate) or a Taylor point at the mean (``muprop``, ``darn``).
+    one_hot_forward: bool = True
     #: Whether the objective is a multi-sample bound: then f must be the whole negative log-weight
     #: ``-log p(x, z) + log q(z | x)`` (differentiable in the logits) and the surrogate is the
     #: negative bound, so the trainer adds no KL (``vimco``).

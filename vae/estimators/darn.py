@@ -36,6 +36,7 @@ class DARN(NormalisedSignalEstimator):
     family = "Taylor"
     year = 2014
     paper_column = 1
+    one_hot_forward = False
     reference = "Gregor, Danihelka, Mnih, Blundell & Wierstra, Deep AutoRegressive Networks, ICML 2014"
     passes = 2                                                  # the sample and the Taylor point
     summary = ("each latent variable n its own score-function learning signal, a first-order Taylor term "

@@ -54,5 +54,5 @@ class DecoupledSTGumbelSoftmax(Estimator):
         g = gumbel_noise(wide.shape, rng, wide.device).to(wide.dtype)
         z = one_hot((wide.detach() / forward_tau + g).argmax(-1), wide.shape[-1], wide.dtype)
         soft = softmax(wide / tau + g)
-        loss = f((z + soft - soft.detach()).to(logits.dtype))             # [R, B], forward exactly z
+        loss = f((z + (soft - soft.detach())).to(logits.dtype))           # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}

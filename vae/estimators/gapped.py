@@ -56,5 +56,5 @@ class GappedStraightThrough(Estimator):
             top = wide.max(-1, keepdim=True).values
             delta = torch.where(z.bool(), top, torch.minimum(wide, top - gap)) - wide
         soft = softmax((wide + delta) / tau)
-        loss = f((z + soft - soft.detach()).to(logits.dtype))             # [R, B], forward exactly z
+        loss = f((z + (soft - soft.detach())).to(logits.dtype))           # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}

@@ -1,5 +1,5 @@
 """``gumbel-rao`` (Paulus et al. 2021): ``st-gs`` with its backward pass averaged over M Gumbel
-perturbations drawn *given* the hard sample D: ``D + s - s.detach()``,
+perturbations drawn *given* the hard sample D: ``D + (s - s.detach())``,
 ``s = mean_m softmax((log pi + G_m) / tau)``, ``G_m ~ G | argmax = D``
 (:func:`vae.gumbel.conditional_gumbel`), the G_m held fixed (detached) as in the authors'
 reference implementations. It is E[st-gs gradient | D]: the same mean (biased as ``st-gs`` is),
@@ -39,5 +39,5 @@ class GumbelRao(Estimator):
         noise = perturbed - draws                                                # G_m given D, no gradient
         tau_ = tau.unsqueeze(1) if isinstance(tau, Tensor) else tau
         soft = softmax((log_pi.unsqueeze(1) + noise) / tau_).mean(1)   # [R, B, N, K]
-        loss = f((hard + soft - soft.detach()).to(logits.dtype))                # [R, B], forward exactly D
+        loss = f((hard + (soft - soft.detach())).to(logits.dtype))              # [R, B], forward exactly D
         return loss, {"loss": loss.detach().mean(-1)}

@@ -23,6 +23,7 @@ class GumbelSoftmax(Estimator):
     year = 2017
     paper_column = 5
     relaxed_kl = True
+    one_hot_forward = False
     reference = ("Jang, Gu & Poole, Categorical Reparameterization with Gumbel-Softmax, ICLR 2017; Maddison, "
                  "Mnih & Teh, The Concrete Distribution, ICLR 2017")
     hard = False

@@ -30,6 +30,7 @@ class MuProp(NormalisedSignalEstimator):
     family = "Taylor"
     year = 2016
     paper_column = 2
+    one_hot_forward = False
     reference = "Gu, Levine, Sutskever & Mnih, MuProp: Unbiased Backpropagation for Stochastic Neural Networks, ICLR 2016"
     passes = 2                                                  # the sample and the mean-field point
     summary = ("score function with the first-order Taylor control variate at μ = softmax(logits), plus its "

@@ -48,6 +48,7 @@ class REBAR(Estimator):
     unbiased = True
     family = "control variate"
     year = 2017
+    one_hot_forward = False
     reference = ("Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, REBAR: Low-variance, unbiased gradient "
                  "estimates for discrete latent variable models, NeurIPS 2017")
     passes = 3                                              # f at b, softmax(z / lambda), softmax(z~ / lambda)

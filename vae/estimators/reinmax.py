@@ -40,5 +40,5 @@ class ReinMax(Estimator):
         pi1 = (hard + softmax(wide / tau)) / 2
         pi1 = softmax((pi1.log() - wide).detach() + wide)           # value pi_1, Jacobian of a softmax
         pi2 = 2 * pi1 - pi0 / 2
-        loss = f((hard + pi2 - pi2.detach()).to(logits.dtype))                   # [R, B], forward exactly D
+        loss = f((hard + (pi2 - pi2.detach())).to(logits.dtype))                 # [R, B], forward exactly D
         return loss, {"loss": loss.detach().mean(-1)}

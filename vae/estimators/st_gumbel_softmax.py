@@ -17,5 +17,6 @@ class STGumbelSoftmax(GumbelSoftmax):
     paper_column = 6
     relaxed_kl = False
     reference = "Jang, Gu & Poole, Categorical Reparameterization with Gumbel-Softmax, ICLR 2017"
+    one_hot_forward = True
     hard = True
     summary = "one-hot argmax(logits+g) forward, Gumbel-softmax gradient backward"
