@@ -5,8 +5,8 @@ vae/estimators/README.md, so the page follows the classes (tests/test_estimators
     python -m experiments.catalogue [--plugins MODULE ...] [--readme PATH]
 
 ``--plugins`` imports modules that register estimators of your own first (their rows join the
-table); ``--readme`` writes another copy of the page. A page without the markers is one line
-and exit status 2, and is left as it was.
+table); ``--readme`` writes another copy of the page. A page without the markers, or a plugin that
+does not import, is one line and exit status 2, and the page is left as it was.
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=README, help="the page to write (default: %(default)s)")
     args = parser.parse_args(argv)
     for module in args.plugins:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as err:      # a user's module: whatever it raises, one line
+            print(f"--plugins: cannot import {module!r} ({type(err).__name__}: {err})", file=sys.stderr)
+            return 2
     text = args.readme.read_text()
     if not BLOCK.search(text):
         print(f"--readme: {args.readme} has no <!-- catalogue --> ... <!-- /catalogue --> block", file=sys.stderr)

@@ -830,6 +830,8 @@ def test_the_catalogue_is_generated_from_the_declarations_and_the_page_shows_it(
     assert "| `rloo-copy` | RLOO \\| copied, for a test. | no | — |" in text and "stale" not in text
     copy.write_text("no markers\n")
     assert catalogue_cli.main(["--readme", str(copy)]) == 2 and copy.read_text() == "no markers\n"
+    assert catalogue_cli.main(["--plugins", "no_such_module_here", "--readme", str(copy)]) == 2
+    assert copy.read_text() == "no markers\n"
 
 
 @pytest.mark.parametrize(("kind", "num_classes"), [("bernoulli", 2), ("categorical", 3)])
