@@ -27,6 +27,7 @@ from vae.config import ConfigError, load_config
 from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.estimators import (ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, column_order,
                             register)
+from vae.estimators.arms import arms_unit_gradient, dirichlet_copula
 from vae.estimators.sampling import sample_one_hot
 from vae.gumbel import gumbel_noise
 from vae.estimators.exact import all_states
@@ -495,6 +496,37 @@ def test_building_an_estimator_without_what_it_needs_is_a_one_line_value_error()
         build_estimator("nvil", latent_shape=(20, 10))
     with pytest.raises(ValueError, match=r"^build_estimator: latent_shape must be \(N, K\)"):
         build_estimator("gs", latent_shape=(20,))
+
+
+def test_arms_at_two_samples_is_disarm() -> None:
+    """For k = 2 the Dirichlet copula is the antithetic pair (u, 1 - u) (to float rounding) and
+    ARMS's unit gradient on the pair is DisARM's, unit by unit, for either sign of phi (float64:
+    the point is algebra)."""
+    generator = torch.Generator().manual_seed(5)
+    u = dirichlet_copula((1, 2, 3000, 7), generator, torch.device("cpu")).double()
+    torch.testing.assert_close(u[:, 0] + u[:, 1], torch.ones_like(u[:, 0]), rtol=0, atol=1e-6)  # float32 draws
+    phi = 3 * torch.randn(1, 3000, 7, generator=generator, dtype=DTYPE)
+    v = torch.rand(1, 3000, 7, generator=generator, dtype=DTYPE)
+    b, b_anti = (v > torch.sigmoid(-phi)).to(DTYPE), (v < torch.sigmoid(phi)).to(DTYPE)
+    f_b, f_anti = torch.randn(2, 1, 3000, generator=generator, dtype=DTYPE)
+    disarm = (f_b - f_anti)[..., None] * build("disarm", "bernoulli").unit_weights(v, b, b_anti, phi)
+    arms = arms_unit_gradient(torch.stack([f_anti, f_b], 1), torch.stack([b_anti, b], 1), torch.sigmoid(phi),
+                              torch.sigmoid(-phi.abs()))
+    torch.testing.assert_close(arms, disarm, rtol=1e-12, atol=1e-12)
+
+
+def test_the_dirichlet_copula_has_uniform_marginals_and_its_stated_joint_cdf() -> None:
+    """What ARMS samples from: each u_i uniform (P(u_i < a) = a) and any two with joint CDF
+    C(a, a) = (2 a^(1/(k-1)) - 1)_+^(k-1), at k = 4 over 200,000 draws: every frequency within 5
+    standard errors sqrt(P (1 - P) / n) of its value (a false alarm about once in 3.5 million)."""
+    k, n = 4, 200_000
+    u = dirichlet_copula((1, k, n), torch.Generator().manual_seed(3), torch.device("cpu")).double()
+    for a in (0.05, 0.3, 0.5, 0.8):
+        for frequency, expected in (((u[0, 0] < a).double().mean(), a),
+                                    (((u[0, 1] < a) & (u[0, 2] < a)).double().mean(),
+                                     max(2 * a ** (1 / (k - 1)) - 1, 0) ** (k - 1))):
+            se = math.sqrt(max(expected * (1 - expected), 1 / n) / n)
+            assert abs(frequency.item() - expected) <= 5 * se, (a, frequency.item(), expected)
 
 
 def test_gumbel_rao_has_the_mean_of_st_gs_and_a_fraction_of_its_variance() -> None:

@@ -23,7 +23,7 @@ from vae.replicas import ReplicaGenerator
 # this order is the registry's.
 from vae.estimators import (exact, gumbel_softmax, st_gumbel_softmax, straight_through, st_annealed,  # noqa: E402,F401
                             reinforce, reinforce_ema, nvil, rloo, darn, muprop, gumbel_rao, reinmax, arm,
-                            disarm, vimco, rebar, relax, indecater, zgr, gapped, decoupled, double_cv,
+                            disarm, arms, vimco, rebar, relax, indecater, zgr, gapped, decoupled, double_cv,
                             unordered_set)
 
 

@@ -17,10 +17,8 @@ import torch
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.gumbel import Generator, uniform, widen
-from vae.replicas import ReplicaGenerator
 
 
 @register("arm")
@@ -36,13 +34,6 @@ class ARM(Estimator):
     reference = "Yin & Zhou, ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary Networks, ICLR 2019"
     summary = ("Bernoulli only: antithetic pair b = 1[u > σ(−φ)], b̃ = 1[u < σ(φ)], gradient (f(b) − "
                "f(b̃))(u − ½) per unit")
-
-    def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
-                 context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
-                         context_dim=context_dim, rng=rng)
-        if latent_shape[1] != 2 and "categorical" not in self.kinds:
-            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = {latent_shape[1]}")
 
     def unit_weights(self, u: Tensor, b: Tensor, b_anti: Tensor, phi: Tensor) -> Tensor:
         """``[R, B, N]``: what multiplies ``f(b) - f(b~)`` for each unit."""

@@ -131,9 +131,12 @@ class Estimator(nn.Module, abc.ABC):
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         """The registry's one constructor: it keeps the settings and dimensions (``self.cfg``, R =
-        ``self.num_replicas``, ``(N, K)`` = ``self.latent_shape``, D = ``self.context_dim``); an
-        estimator with state or parameters of its own extends it (``rng`` initialises them)."""
+        ``self.num_replicas``, ``(N, K)`` = ``self.latent_shape``, D = ``self.context_dim``) and refuses
+        K > 2 for an estimator whose :attr:`kinds` are Bernoulli only; an estimator with state or
+        parameters of its own extends it (``rng`` initialises them)."""
         super().__init__()
+        if latent_shape[1] != 2 and "categorical" not in self.kinds:
+            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = {latent_shape[1]}")
         self.cfg, self.num_replicas, self.latent_shape, self.context_dim = cfg, num_replicas, latent_shape, context_dim
 
     @classmethod
