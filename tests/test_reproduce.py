@@ -460,9 +460,9 @@ def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_one
     sweep = read_sweep("configs/sweeps/table1.yaml")
     points = expand(sweep, "paper", tmp_path)
     relaxed = [p for p in points if p.cfg.estimator.name in ("gs", "st-gs")]
-    # per base: the estimators that apply within 4 passes but GS, ST-GS and ReinMax (19 Bernoulli, ARM among them;
+    # per base: the estimators that apply within 4 passes but GS, ST-GS and ReinMax (20 Bernoulli, ARM and ARMS among them;
     # 18 categorical) x 6 lrs, GS and ST-GS x 4 taus x 6 lrs, ReinMax and IndeCateR x 6 lrs
-    assert len(points) == (19 + 18) * 6 + 2 * (2 * 4 * 6 + 2 * 6) and len(relaxed) == 2 * 2 * 4 * 6
+    assert len(points) == (20 + 18) * 6 + 2 * (2 * 4 * 6 + 2 * 6) and len(relaxed) == 2 * 2 * 4 * 6
     assert {p.cfg.tau.rate for p in relaxed} == {1e-5, 1e-4} and {p.cfg.tau.update_every for p in relaxed} == {500, 1000}
     assert all("tau" not in p.values for p in points if p.cfg.estimator.name not in ("gs", "st-gs", "reinmax"))
     best = {(p.base, p.cfg.estimator.name): p for p in points
@@ -473,7 +473,7 @@ def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_one
         value = 100.0 if best.get((p.base, p.cfg.estimator.name)) is p else 120.0
         (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value, "std": 0.0}}))
     chosen = best_points(sweep, points)
-    assert len(chosen) == 19 + 18 + 2 * (2 + 2) and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}
+    assert len(chosen) == 20 + 18 + 2 * (2 + 2) and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}
 
 
 LR_GRID = ("base: configs/vae_categorical.yaml\n"

@@ -88,9 +88,11 @@ CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reaso
 
 
 @pytest.mark.parametrize("config, optim, device, extra", [
-    (None, "adam", "cpu", []), pytest.param(None, "sgd", "cpu", [], marks=pytest.mark.slow),   # SGD: the next two
-    ("configs/sbn_bernoulli.yaml", "sgd", "cpu", []),
-    (None, "sgd", "cpu", BENCHMARK_MODEL + ["estimator.name=disarm"]),    # the prior's own SGD in the graph too
+    (None, "adam", "cpu", []),    # make test; make test-slow the others, a cold compilation of 20 s each
+    pytest.param(None, "sgd", "cpu", [], marks=pytest.mark.slow),   # SGD: the next two too
+    pytest.param("configs/sbn_bernoulli.yaml", "sgd", "cpu", [], marks=pytest.mark.slow),
+    pytest.param(None, "sgd", "cpu", BENCHMARK_MODEL + ["estimator.name=disarm"],
+                 marks=pytest.mark.slow),                                 # the prior's own SGD in the graph too
     pytest.param(None, "sgd", "cuda", [], marks=CUDA)])
 def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, optim, device, extra):
     """compile=true (the step as one graph, vae/compiled_step.py; a CUDA graph on a GPU) changes
