@@ -8,7 +8,7 @@ b^(1/(k-1)) - 1)_+^(k-1)``. A unit of probability ``p = sigmoid(phi)`` takes ``b
 when ``p <= 1/2`` and ``b_i = 1[1 - u_i < p]`` when ``p > 1/2`` (the paper's ARMS-D: the copula
 on the rarer value), units independently.
 
-The coupling biases RLOO's average ``1/(k-1) sum_i (f(b_i) - mean_j f(b_j)) (b_i - p)`` towards
+The coupling biases RLOO's average ``1/k sum_i (f(b_i) - mean_{j != i} f(b_j)) (b_i - p)`` towards
 zero: its mean is ``(r - C(r, r))`` times ``dE_q[f]/dp`` per unit, with ``r = min(p, 1 - p)``
 (``P(b_i = b_j = 1)`` enters the cross terms), against the true ``p (1 - p) dE_q[f]/dp``. So ARMS
 multiplies it by ``p (1 - p) / (r - C(r, r))``: unbiased (tested against enumeration), k decoder
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
+from vae.estimators.signal import leave_one_out_mean
 from vae.gumbel import Generator, uniform, widen
 
 
@@ -43,10 +44,10 @@ def copula_debias(low: Tensor, k: int) -> Tensor:
 
 def arms_unit_gradient(loss: Tensor, b: Tensor, p: Tensor, low: Tensor) -> Tensor:
     """``[R, B, N]``: the estimate of ``dE_q[f] / dphi`` from the k coupled samples ``b [R, k, B, N]``
-    and their losses ``loss [R, k, B]``: RLOO's average times :func:`copula_debias`."""
-    k = b.shape[1]
-    centred = (loss - loss.mean(1, keepdim=True)).detach()[..., None]      # [R, k, B, 1]
-    return (centred * (b - p.unsqueeze(1))).sum(1) / (k - 1) * copula_debias(low, k)
+    and their losses ``loss [R, k, B]``: RLOO's average over the samples of ``(f(b_i) - mean_{j != i}
+    f(b_j)) (b_i - p)`` times :func:`copula_debias`."""
+    advantage = (loss - leave_one_out_mean(loss)).detach()[..., None]      # [R, k, B, 1]
+    return (advantage * (b - p.unsqueeze(1))).mean(1) * copula_debias(low, b.shape[1])
 
 
 @register("arms")
