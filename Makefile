@@ -60,7 +60,7 @@ clean-runs:
 
 # ---- reproduction targets ----
 # Each target runs the training it needs (finished runs in the results store are reused,
-# unfinished ones resumed; vae/sweeps.py), then draws from the store into
+# unfinished ones resumed; vae/sweeps/running.py), then draws from the store into
 # $(RESULTS)/figures/$(PRESET) and $(RESULTS)/tables/$(PRESET). PRESET=quick (default) is a
 # smoke-level budget for 2 CPU cores; PRESET=converged is the paper's 50,000 steps on 2 CPU cores
 # (hours; its records are committed, so a fresh clone redraws without training); PRESET=paper is

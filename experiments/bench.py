@@ -7,7 +7,7 @@
     python -m experiments.bench --ssl-classes [--preset quick] [--device auto] [--steps S] [--repeats N]
     python -m experiments.bench --profile [--preset quick] [--device auto] [--steps 10]
 
-What each line measures is said in :mod:`vae.bench` (its docstring is this command's ``--help``).
+What each line measures is said in :mod:`vae.reporting.bench` (its docstring is this command's ``--help``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from vae import bench
+from vae.reporting import bench
 from vae.config import ConfigError
-from vae.data import DataError
+from vae.data.images import DataError
 from vae.estimators import ESTIMATORS
-from vae.store import write_json_atomic
-from vae.sweeps import PRESETS
-from vae.training import RunDirError, resolve_device
+from vae.store.run_dir import write_json_atomic
+from vae.sweeps.definition import PRESETS
+from vae.training.trainer import RunDirError, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from vae.estimators import catalogue
-from vae.store import write_text_atomic
+from vae.store.run_dir import write_text_atomic
 
 README = Path(__file__).resolve().parents[1] / "vae" / "estimators" / "README.md"
 BLOCK = re.compile(r"(<!-- catalogue -->\n).*?(<!-- /catalogue -->)", flags=re.S)

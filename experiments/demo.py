@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from vae.config import ConfigError, load_config
-from vae.data import DataError
-from vae.store import CHECKPOINT, load_summary
-from vae.training import RunDirError, TrainingDiverged, train
+from vae.data.images import DataError
+from vae.store.run_dir import CHECKPOINT, load_summary
+from vae.training.trainer import RunDirError, TrainingDiverged, train
 
 ESTIMATORS = ("gs", "st-gs", "reinforce-ema")
 CONFIG = Path("configs/demo.yaml")

@@ -1,6 +1,6 @@
 """Figures of the reproduction, from the local results store: ``python -m experiments.figures NAME``.
 
-Which figures there are and what they show is said in :mod:`vae.figures` (its docstring is this
+Which figures there are and what they show is said in :mod:`vae.reporting.figures` (its docstring is this
 command's ``--help``). Each is written as PNG and PDF under ``<results>/figures/<preset>/``; the
 paths are printed. An unknown preset or sweep, or a figure with a panel none of whose runs has
 finished (unless ``--partial``), is one line and exit status 2, and nothing is written.
@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vae import figures
-from vae.sweeps import PRESETS, SweepError
+from vae.reporting import figures
+from vae.sweeps.definition import PRESETS, SweepError
 
 
 def main(argv: list[str] | None = None) -> int:

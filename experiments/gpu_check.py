@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-from vae.data import export_idx, load_images
-from vae.store import load_summary, write_json_atomic, write_text_atomic
+from vae.data.images import export_idx, load_images
+from vae.store.run_dir import load_summary, write_json_atomic, write_text_atomic
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
 FIGURES = ("fig1", "fig3", "fig4", "fig5", "tau-ablation", "gradvar", "samples")

@@ -1,6 +1,6 @@
 """Rank estimators on Table 1's four cells and the 2020 benchmark's: ``python -m experiments.leaderboard [--estimator NAME ...]``.
 
-What the cells, entries, verdicts and costs are is said in :mod:`vae.leaderboard` (its docstring
+What the cells, entries, verdicts and costs are is said in :mod:`vae.reporting.leaderboard` (its docstring
 is this command's ``--help``). Bad input (an unknown estimator, cell or preset, a named cell an
 estimator does not apply to, a preset with no finished run) prints one line and exits with 2.
 """
@@ -11,12 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from vae import leaderboard
+from vae.reporting import leaderboard
 from vae.config import ConfigError, parse_overrides
-from vae.data import DataError
+from vae.data.images import DataError
 from vae.estimators import ESTIMATORS
-from vae.sweeps import PRESETS, SweepError, flat_settings, train_points
-from vae.training import RunDirError
+from vae.sweeps.definition import PRESETS, SweepError, flat_settings
+from vae.sweeps.running import train_points
+from vae.training.trainer import RunDirError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="first time the training step of every entry not yet timed, alone (minutes)")
     parser.add_argument("--gradients", action="store_true",
                         help="first measure the encoder gradient's variance and bias of every entry of the VAE cells "
-                             "not yet measured, at a checkpoint the cell shares (minutes; vae/gradient_quality.py)")
+                             "not yet measured, at a checkpoint the cell shares (minutes; vae/reporting/gradient_quality.py)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

@@ -5,13 +5,13 @@
 
 On the trained M2 of a finished semi-supervised run (``RUN``, its directory), for the first
 ``--examples`` validation digits taken as unlabelled: the gradient of the unlabelled loss ``-U(x)``
-(as the trainer computes it, vae/m2.py) with respect to the logits of q(y | x), drawn ``--draws``
+(as the trainer computes it, vae/models/m2.py) with respect to the logits of q(y | x), drawn ``--draws``
 times per ``--estimator NAME[@TAU]`` (tau default 1), against the exact gradient (y summed over the
 classes: the mean of as many draws of the ``marginal`` gradient, which differ only in z's noise).
 Prints a markdown table, one row per ``--estimator`` (``marginal`` too: its fresh draws show the
 reference's own noise), each number taken over the digits' gradients as one vector, so that a digit
 counts by its gradient's size (a confident q(y | x) has all but none), and averaged over the run's
-seeds (``vae.m2.gradient_agreement``): the cosine between the estimator's mean gradient and the
+seeds (``vae.models.m2.gradient_agreement``): the cosine between the estimator's mean gradient and the
 exact one, the share of the exact gradient on digits where both raise the same class's logit most,
 the bias and one draw's spread, both relative to the exact gradient's norm (the bias includes the
 noise of the mean, about ``spread / sqrt(draws)``: one draw of y is noisy, so use a thousand draws
@@ -34,16 +34,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vae.figures import checkpoint_of
-from vae.tables import to_markdown
-from vae import m2
+from vae.reporting.figures import checkpoint_of
+from vae.reporting.tables import to_markdown
+from vae.models import m2
 from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators import Estimator, applicable, display_name
-from vae.replicas import ReplicaGenerator, derive_seed
-from vae.results import git_commit
-from vae.store import load_summary, read_config_text, write_text_atomic
-from vae.tasks import check
+from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.store.records import git_commit
+from vae.store.run_dir import load_summary, read_config_text, write_text_atomic
+from vae.training.tasks import check
 
 HEADER = ["τ", "cosine to exact", "same top class, % of ‖exact‖", "bias / ‖exact‖", "spread / ‖exact‖"]
 DEFAULT_ROWS = ["gs", "st-gs", "rloo"]

@@ -1,7 +1,7 @@
 """Run every point of a sweep file, resumably: ``python -m experiments.sweep FILE [--preset P]``.
 
-The sweep-file format, run identity and resume rules are those of :mod:`vae.sweeps` (its
-docstring is this command's ``--help``). Bad input prints one line and exits with 2.
+The sweep-file format and run identity are those of :mod:`vae.sweeps.definition`, the resume rules
+those of :mod:`vae.sweeps.running` (their docstrings are this command's ``--help``). Bad input prints one line and exits with 2.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from vae import sweeps
+from vae.sweeps import definition, running
 from vae.config import ConfigError
-from vae.data import DataError
-from vae.store import FAILED
-from vae.sweeps import AS_WRITTEN, PRESETS, SweepError, expand, read_sweep, register_with_wandb, train_points
-from vae.training import RunDirError
-from vae.wandb_sweep import WandbSweepError
+from vae.data.images import DataError
+from vae.store.run_dir import FAILED
+from vae.sweeps.definition import AS_WRITTEN, PRESETS, SweepError, expand, read_sweep
+from vae.sweeps.running import register_with_wandb, train_points
+from vae.training.trainer import RunDirError
+from vae.sweeps.wandb_agents import WandbSweepError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=sweeps.__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=definition.__doc__ + "\n" + running.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="sweep file (configs/sweeps/*.yaml)")
     parser.add_argument("--preset", help=f"budget, one of {', '.join(PRESETS)}, or {AS_WRITTEN} (the file as "

@@ -1,6 +1,6 @@
 """Tables of the reproduction, from the local results store: ``python -m experiments.tables NAME``.
 
-Which tables there are and what their cells mean is said in :mod:`vae.tables` (its docstring is
+Which tables there are and what their cells mean is said in :mod:`vae.reporting.tables` (its docstring is
 this command's ``--help``). Written to ``<results>/tables/<preset>/<name>.md`` (and ``.tex``);
 the markdown is printed. An unknown preset or sweep is one line and exit status 2; a table with
 no finished run, exit status 1.
@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vae import tables
-from vae.sweeps import PRESETS, SweepError
+from vae.reporting import tables
+from vae.sweeps.definition import PRESETS, SweepError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,11 @@ from pathlib import Path
 import yaml
 
 from vae.config import ConfigError, key_table_markdown, load_config, parse_overrides, to_dict
-from vae.data import DataError
-from vae.results import held_out_lines
-from vae.store import load_summary
-from vae.tasks import check
-from vae.training import RunDirError, TrainingDiverged, train
+from vae.data.images import DataError
+from vae.store.records import held_out_lines
+from vae.store.run_dir import load_summary
+from vae.training.tasks import check
+from vae.training.trainer import RunDirError, TrainingDiverged, train
 
 
 def main(argv: list[str] | None = None) -> int:

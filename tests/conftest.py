@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae.data import write_idx
+from vae.data.images import write_idx
 from vae.estimators import ESTIMATORS
 from vae.estimators.signal import NormalisedSignalEstimator
 
@@ -82,7 +82,7 @@ def _built_in_estimators_only(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
     """A data cache already filled from the fake IDX files (saves re-reading them per test)."""
-    from vae.data import load_images, static_binarization
+    from vae.data.images import load_images, static_binarization
 
     cache = tmp_path_factory.mktemp("cache")
     for name in ("mnist", "fashion_mnist"):    # the fake IDX files serve both (the 2020 benchmark's tiny preset)
@@ -145,7 +145,7 @@ FLOAT32_EPS = torch.finfo(torch.float32).eps
 
 
 def markdown_tables(text: str) -> list[tuple[str, str]]:
-    """The (caption, table) pairs of a markdown file that ``vae.tables.to_markdown`` wrote, in order:
+    """The (caption, table) pairs of a markdown file that ``vae.reporting.tables.to_markdown`` wrote, in order:
     each caption (its paragraphs, a provenance line among them) above its table."""
     chunks = re.split(r"(?<=\|)\n\n(?!\| )", text.strip())         # after a table, before a caption
     return [tuple(re.split(r"\n\n(?=\| )", chunk, maxsplit=1)) for chunk in chunks]

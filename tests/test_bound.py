@@ -5,7 +5,7 @@ The pieces are algebra, so they are compared in float64 with torch's float64 tol
 classes are the argmax of the one-hot samples, the embedding bag is the product with the one-hot
 input, the log-likelihood is minus ``binary_cross_entropy_with_logits`` summed, the gathers are
 the products with z. The whole bound is compared in float32, as the trainer computes it, against
-:func:`vae.bench.reference_bound` (the replaced implementation) on the same generator
+:func:`vae.reporting.bench.reference_bound` (the replaced implementation) on the same generator
 streams (the replaced arithmetic on the suite's samples): a log-weight sums 784 pixel terms (plus N latent terms), so the two agree to
 ``float32_rtol(784 + N)`` of its size (tests/conftest.py), which the bound (a mean of log-mean-exps
 of log-weights) inherits.
@@ -17,13 +17,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.bench import inverse_cdf_classes, reference_bound
-from vae import sbn
-from vae.data import BinarizedImages
-from vae.estimators.sampling import class_boundaries, sample_classes, sample_classes_by_inverse_cdf, sample_one_hot
-from vae.evaluation import importance_weighted_bound
-from vae.models import DiscreteVAE, log_prob_one_hot, log_likelihood_function, softplus_sum
-from vae.replicas import ReplicaGenerator, ReplicaLinear
+from vae.reporting.bench import inverse_cdf_classes, reference_bound
+from vae.models import sbn
+from vae.data.images import BinarizedImages
+from vae.estimators.sampling import (class_boundaries, sample_classes, sample_classes_by_inverse_cdf,
+                                     sample_one_hot)
+from vae.models.evaluation import importance_weighted_bound
+from vae.models.discrete_vae import DiscreteVAE, log_likelihood_function, softplus_sum
+from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.replicas import ReplicaGenerator, ReplicaLinear
 
 from conftest import float32_rtol
 

@@ -12,7 +12,7 @@ import yaml
 
 from experiments.compare import main
 from vae.config import load_config, to_dict
-from vae.training import train
+from vae.training.trainer import train
 
 from conftest import tiny_overrides
 
@@ -113,7 +113,7 @@ def test_bad_input_is_one_line_and_status_2_and_writes_nothing(sweep, tmp_path, 
 def test_the_legend_names_each_run_by_what_sets_it_apart():
     """Whole labels, estimator first, then the settings that differ among the plotted runs; the run
     directory's name only where two runs would read the same."""
-    from experiments.compare import Run, legend_labels
+    from vae.reporting.compare import Run, legend_labels
 
     def run(name: str, estimator: str, lr: float) -> Run:
         return Run(Path(name), estimator, {"optim.lr": lr, "tau.schedule": "exp", "steps": 100, "seeds": [0]}, None)
@@ -139,7 +139,7 @@ def test_tau_is_shown_only_for_estimators_that_read_it():
     """The table's schedule column and the legend name a run's tau only where its estimator
     declares it reads tau (``reads_tau``): SF's runs have a schedule in their config, which does
     nothing to them."""
-    from experiments.compare import Run, compare_table, legend_labels
+    from vae.reporting.compare import Run, compare_table, legend_labels
 
     runs = [Run(Path(f"/runs/{name}_{schedule}"), name, {"tau.schedule": schedule, "steps": 10, "seeds": [0]}, None)
             for name in ("gs", "reinforce-ema") for schedule in ("exp", "constant")]

@@ -11,7 +11,7 @@ import yaml
 
 from vae.config import Config, ConfigError, config_from_dict, load_config, read_yaml, to_dict
 from vae.estimators import ESTIMATORS
-from vae.tasks import check
+from vae.training.tasks import check
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -126,7 +126,7 @@ def test_round_trip_through_plain_data():
     ("tau.schedule=learned tau.floor=1.0", r"^tau\.floor: the learned schedule keeps tau above floor"),
 ])
 def test_invalid_values_name_the_key(override, message):
-    """Through what every run and sweep point passes: the config's rules, then its task's (vae.tasks.check)."""
+    """Through what every run and sweep point passes: the config's rules, then its task's (vae.training.tasks.check)."""
     with pytest.raises(ConfigError, match=message) as info:
         check(load_config(None, override.split()))
     assert "\n" not in str(info.value)
@@ -161,7 +161,7 @@ def test_one_path_rule_the_current_directory_first_then_the_repository(tmp_path,
     from the repository (the suite's own configs work from anywhere); one found in neither is one
     line naming both places."""
     from vae.config import REPO, resolve_path
-    from vae.sweeps import base_path
+    from vae.sweeps.definition import base_path
 
     monkeypatch.chdir(tmp_path)
     assert load_config("configs/vae_bernoulli_linear.yaml").model.hidden == []       # the repository's

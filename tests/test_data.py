@@ -10,10 +10,10 @@ import pickle
 import pytest
 import torch
 
-from vae import data as data_module
-from vae.data import (BinarizedImages, DataError, epoch_permutation, load_images, read_mnist_pkl,
-                      static_binarization)
-from vae.replicas import ReplicaGenerator
+from vae.data import images as data_module
+from vae.data.images import (BinarizedImages, DataError, epoch_permutation, load_images, read_mnist_pkl,
+                             static_binarization)
+from vae.numerics.replicas import ReplicaGenerator
 
 
 def quiet(_):
@@ -118,7 +118,7 @@ def test_an_epoch_visits_every_example_once():
 
 
 def test_the_atomic_writer_replaces_whole_files_and_leaves_nothing_behind_on_failure(tmp_path):
-    from vae.store import atomic_save, atomic_write, write_text_atomic
+    from vae.store.run_dir import atomic_save, atomic_write, write_text_atomic
 
     target = tmp_path / "deep" / "summary.json"
     write_text_atomic(target, "first")

@@ -9,11 +9,12 @@ import math
 import pytest
 import torch
 
-from vae.diagnostics import encoder_gradient_moments, encoder_gradient_variance, gradient_errors, make_toy_problem
-from vae.gradient_quality import quality
+from vae.training.diagnostics import (encoder_gradient_moments, encoder_gradient_variance, gradient_errors,
+                                      make_toy_problem)
+from vae.reporting.gradient_quality import quality
 from vae.estimators import EstimatorConfig, build_estimator
-from vae.models import DiscreteVAE
-from vae.replicas import ReplicaGenerator
+from vae.models.discrete_vae import DiscreteVAE
+from vae.numerics.replicas import ReplicaGenerator
 
 from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
 
@@ -131,7 +132,7 @@ def test_encoder_gradient_variance_needs_two_draws() -> None:
 
 @pytest.mark.parametrize("kind, shape", [("categorical", (3, 4)), ("bernoulli", (6, 2))])
 def test_gradient_quality_tells_bias_from_sampling_noise_against_the_exact_gradient(kind: str, shape) -> None:
-    """vae.gradient_quality.quality on an enumerable problem, the exact gradient the reference
+    """vae.reporting.gradient_quality.quality on an enumerable problem, the exact gradient the reference
     (noise 0), every unbiased estimator of the registry and the two relaxations. An unbiased
     estimator's squared relative error has expectation noise^2 exactly (the squared error of a
     mean of 300 draws, summed over the encoder's 102 or 156 coordinates), so its ratio to the noise stays

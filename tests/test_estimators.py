@@ -3,7 +3,7 @@
 The oracle is :class:`vae.estimators.exact.Exact` differentiated by autograd (itself checked against
 a hand-written ``itertools.product`` enumeration). Problems are tiny ``DiscreteVAE``s with 64
 latent states: 3 categorical variables x 4 classes, and 6 Bernoulli variables. Many independent
-estimates come from one batched call (``vae.diagnostics.draw_gradients`` puts draws on the replica
+estimates come from one batched call (``vae.training.diagnostics.draw_gradients`` puts draws on the replica
 axis). The point of these tests is the algebra, so problems, estimators and oracles compute in
 float64: no CPU's choice of float32 kernels can move a z-score or an equality (the noise is the
 same float32 draw either way).
@@ -24,17 +24,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.config import ConfigError, load_config
-from vae.diagnostics import draw_gradients, exact_gradients, make_toy_problem
+from vae.training.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.estimators import (ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, column_order,
                             register)
 from vae.estimators.arms import arms_unit_gradient, dirichlet_copula
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import gumbel_noise
+from vae.numerics.gumbel import gumbel_noise
 from vae.estimators.exact import all_states
-from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
-from vae.objectives import training_loss
-from vae.replicas import ReplicaGenerator
-from vae.tasks import check
+from vae.models.discrete_vae import DiscreteVAE, categorical_kl
+from vae.numerics.gumbel import log_prob_one_hot
+from vae.models.objectives import training_loss
+from vae.numerics.replicas import ReplicaGenerator
+from vae.training.tasks import check
 
 from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
 
@@ -167,7 +168,7 @@ def test_unbiased_estimators_match_exact(name: str, kind: str, seed: int) -> Non
 @pytest.mark.parametrize("name", NORMALISED)
 def test_variance_normalisation_divides_the_whole_encoder_gradient_of_the_training_loss(
         name: str, kind: str, seed: int) -> None:
-    """The training loss as the trainer computes it (``vae.objectives.training_loss``: surrogate +
+    """The training loss as the trainer computes it (``vae.models.objectives.training_loss``: surrogate +
     analytic KL), with centre c = 2 and variance v = 9 frozen (eval mode), so s = 3: the mean
     encoder gradient is ``(g_recon + g_KL) / 3`` -- not ``g_recon / 3 + g_KL``, which is what
     dividing only the score term gives -- and the decoder gradient is not divided."""
@@ -586,7 +587,7 @@ def exact_multi_sample_bound(model: DiscreteVAE, x: Tensor, k: int) -> Tensor:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_vimco_is_unbiased_for_its_multi_sample_bound_through_the_trainers_loss(kind: str, seed: int) -> None:
-    """Through vae.objectives.training_loss (which passes f = -log w and adds no KL), the mean of
+    """Through vae.models.objectives.training_loss (which passes f = -log w and adds no KL), the mean of
     VIMCO's encoder and decoder gradients is the exact gradient of -E[L_k], k = 2, enumerated
     over all 64^2 pairs of latent states."""
     model, x = problem(kind)
@@ -666,15 +667,15 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
     allowed = {
         "vae/estimators/__init__.py": "the builder's example in its docstring",
         "vae/estimators/config.py": "the default estimator (gs, the paper's)",
-        "vae/diagnostics.py": "the exact gradient is the `exact` estimator's, by definition",
-        "vae/m2.py": "M2's marginalisation is the `exact` estimator on its class",
-        "vae/tables.py": "the paper's numbers per estimator (Table 1, Table 2's modes)",
-        "vae/figures.py": "figures about named estimators (GS and ST-GS; the toy panels)",
+        "vae/training/diagnostics.py": "the exact gradient is the `exact` estimator's, by definition",
+        "vae/models/m2.py": "M2's marginalisation is the `exact` estimator on its class",
+        "vae/reporting/tables.py": "the paper's numbers per estimator (Table 1, Table 2's modes)",
+        "vae/reporting/figures.py": "figures about named estimators (GS and ST-GS; the toy panels)",
         "experiments/demo.py": "the demo trains GS, ST-GS and SF",
-        "vae/bench.py": "the benchmark times a GS step",
+        "vae/reporting/bench.py": "the benchmark times a GS step",
         "experiments/gpu_check.py": "the GPU check times a GS step",
         "experiments/ssl_gradients.py": "its default rows: GS, ST-GS, RLOO (the measurement's subject)",
-        "vae/gradient_quality.py": "its method: the checkpoint is RLOO's run, the reference IndeCateR's draws",
+        "vae/reporting/gradient_quality.py": "its method: the checkpoint is RLOO's run, the reference IndeCateR's draws",
     }
     repo = Path(__file__).resolve().parents[1]
     quoted = re.compile(r"""["'](%s)["']""" % "|".join(re.escape(n) for n in sorted(BUILT_IN, key=len, reverse=True)))
@@ -691,7 +692,7 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
 
 def test_the_declared_kinds_and_tasks_are_the_suites() -> None:
     from vae.estimators.base import KINDS as DECLARABLE_KINDS, TASKS as DECLARABLE_TASKS
-    from vae.tasks import TASKS
+    from vae.training.tasks import TASKS
 
     assert DECLARABLE_TASKS == tuple(TASKS) and DECLARABLE_KINDS == ("categorical", "bernoulli")
     for name, cls in BUILT_IN.items():

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae import gumbel
-from vae.gumbel import concrete_log_prob, conditional_gumbel, gumbel_noise, gumbel_softmax, log_softmax, softmax
-from vae.replicas import ReplicaGenerator
+from vae.numerics import gumbel
+from vae.numerics.gumbel import (concrete_log_prob, conditional_gumbel, gumbel_noise, gumbel_softmax,
+                                 log_softmax, softmax)
+from vae.numerics.replicas import ReplicaGenerator
 
 # Upper 0.1% points of the chi-square distribution (statistical tables): the tests below fail
 # by chance with probability 0.001 for a correct sampler, and their seeds are fixed.
@@ -141,7 +142,7 @@ def test_conditional_gumbel_draws_the_perturbed_logits_given_their_argmax():
 
 @pytest.mark.parametrize("composite", [True, False])
 def test_softmax_and_log_softmax_are_torchs_on_either_path(monkeypatch, composite):
-    """Both paths of :func:`vae.gumbel.log_softmax` (``x - logsumexp(x)`` on the CPUs whose torch
+    """Both paths of :func:`vae.numerics.gumbel.log_softmax` (``x - logsumexp(x)`` on the CPUs whose torch
     kernel is slow, torch's elsewhere), forward and backward: equal to torch's in float64 to its
     tolerances, a class at -inf included (probability 0, no NaN), logits of 1e3 (no overflow)."""
     monkeypatch.setattr(gumbel, "_LOGSUMEXP_ON_CPU", composite)

@@ -1,9 +1,11 @@
-"""vae/ imports only downward: no module reaches, by any import (at the top, inside a function or
-under ``TYPE_CHECKING``), a module that imports it back (vae/README.md's map)."""
+"""vae/ imports only downward: every import (at the top, inside a function or under
+``TYPE_CHECKING``) goes to a lower floor of vae/README.md's package map or stays on its own, no
+module reaches one that imports it back, and the map lists the tree as it is."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 VAE = Path(__file__).resolve().parents[1] / "vae"
@@ -60,8 +62,58 @@ def test_the_cycle_finder_finds_a_cycle_and_passes_a_tree():
 def test_the_graph_sees_top_level_local_and_type_checking_imports():
     graph = import_graph()
     assert "vae.estimators.base" in graph["vae.estimators.arm"]     # a top-level import
-    assert "vae.m2" in graph["vae.tasks"]                                  # ``from vae import m2``
+    assert "vae.models.m2" in graph["vae.training.tasks"]          # ``from vae.models import m2``
     assert len(graph) == len(list(VAE.rglob("*.py")))
+
+
+def package_map() -> dict[str, tuple[int, list[str]]]:
+    """vae/README.md's package map: ``vae.<package>`` -> (floor, the modules its row names)."""
+    rows = re.findall(r"^\| (\d+) \| `vae/(\w+)(?:/|\.py)` \| ([^|]*) \|", (VAE / "README.md").read_text(), re.M)
+    return {f"vae.{name}": (int(floor), re.findall(r"`(\w+)`", modules)) for floor, name, modules in rows}
+
+
+def floor_of(module: str, floors: dict[str, tuple[int, list[str]]]) -> int:
+    return floors[".".join(module.split(".")[:2])][0]
+
+
+def test_the_package_map_lists_the_tree():
+    """Every package and top-level module of vae/ has a row, every row names a package or module
+    that exists, and a row's modules are its package's files (vae/estimators/: the shared parts it
+    names exist; its one file per estimator is test_every_estimator_is_one_file...'s)."""
+    floors = package_map()
+    tree = {f"vae.{p.stem if p.is_file() else p.name}" for p in VAE.iterdir()
+            if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert set(floors) == tree
+    assert sorted(f for f, _ in floors.values()) == list(range(1, len(floors) + 1))   # one row per floor
+    for package, (_, named) in floors.items():
+        folder = VAE / package.split(".")[1]
+        if not folder.is_dir():
+            assert named == [package.split(".")[1]]
+            continue
+        files = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+        assert set(named) <= files | {"__init__"}, (package, set(named) - files)
+        if package != "vae.estimators":
+            assert set(named) == files, (package, files - set(named))
+
+
+def test_every_import_of_vae_goes_down_its_floors():
+    floors = package_map()
+    graph = {m: deps for m, deps in import_graph().items() if m != "vae"}
+    upward = [f"{m} (floor {floor_of(m, floors)}) imports {d} (floor {floor_of(d, floors)})"
+              for m, deps in sorted(graph.items()) for d in sorted(deps) if d != "vae"
+              if floor_of(d, floors) > floor_of(m, floors)]
+    assert not upward, "; ".join(upward)
+
+
+def test_the_config_knows_no_task_model_or_trainer():
+    """vae/config.py validates keys; what a task allows is the task's (vae.training.tasks.check)."""
+    graph = import_graph()
+    reached, todo = set(), ["vae.config"]
+    while todo:
+        for child in graph[todo.pop()] - reached:
+            reached.add(child)
+            todo.append(child)
+    assert not {m for m in reached if m.startswith(("vae.models", "vae.training", "vae.sweeps", "vae.reporting"))}
 
 
 def test_vae_has_no_import_cycle():

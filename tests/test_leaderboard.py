@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_t_quantile_is_students():
     """Against the textbook table (two-sided 95 %: the 0.975 quantile) to its 3 decimals."""
-    from vae.leaderboard import t_quantile
+    from vae.reporting.leaderboard import t_quantile
 
     for df, expected in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1000, 1.962)):
         assert abs(t_quantile(0.975, df) - expected) < 1e-3, df
 
 
 def _entry(values: list[float], passes: float = 1.0, ms: float = 1.0):
-    from vae.leaderboard import Entry
+    from vae.reporting.leaderboard import Entry
     return Entry(None, values, passes, ms, True, False)
 
 
@@ -36,7 +36,7 @@ def test_the_verdict_is_the_pooled_t_test_holm_corrected_over_the_cell():
     ± 4.303 x pooled std x 1 = 0.61. Among three comparisons, the smallest p-value is tested at
     alpha / 3: +0.7 (p = 0.034) is no longer behind, +2.0 (p = 0.004) still is, and Holm stops at the
     first that is not rejected. One seed: no verdict."""
-    from vae.leaderboard import p_behind, verdicts
+    from vae.reporting.leaderboard import p_behind, verdicts
 
     best = _entry([99.9, 100.1])
     spread = 0.1 * 2 ** 0.5                       # the sample std of [x - 0.1, x + 0.1]
@@ -56,7 +56,7 @@ def test_an_estimator_cannot_climb_the_summary_by_leaving_out_its_bad_cells():
     alone it would be first by a mean over its own cells, but here it is in no all-cells ranking
     (the others' mean ranks are as if it had never been run) and is ranked on that one cell
     against everyone who has it, listed after every estimator ranked on all four."""
-    from vae.leaderboard import shared_rankings
+    from vae.reporting.leaderboard import shared_rankings
 
     full = {"A": {"c1": 1, "c2": 2, "c3": 2, "c4": 1}, "B": {"c1": 2, "c2": 1, "c3": 1, "c4": 2},
             "C": {"c1": 3, "c2": 3, "c3": 3, "c4": 3}}
@@ -76,7 +76,7 @@ def test_an_estimator_cannot_climb_the_summary_by_leaving_out_its_bad_cells():
 
 
 def test_the_pareto_front_keeps_only_entries_nothing_cheaper_beats():
-    from vae.leaderboard import pareto
+    from vae.reporting.leaderboard import pareto
 
     cheap_bad, cheap_good, dear_better, dear_worse = (_entry([v], passes=p) for v, p in
                                                       ((110.0, 1), (105.0, 1), (104.0, 4), (106.0, 2)))
@@ -87,9 +87,9 @@ def test_the_frontier_draws_a_new_entry_far_behind_inside_its_axes_and_no_legend
     """A committed entry 60 nats behind the cell's best sits on the top edge (the y axis spans the
     best 8 nats, SPAN); the same entry trained by this call (new) is drawn inside the axes, and no
     legend covers the entries' labels."""
-    import vae.leaderboard as board
+    import vae.reporting.leaderboard as board
     from vae.config import load_config
-    from vae.sweeps import Point
+    from vae.sweeps.definition import Point
 
     def entries(far_is_new: bool) -> list:
         rows = (("gs", [100.0, 100.2], False), ("st-gs", [101.0, 101.2], False),
@@ -113,7 +113,7 @@ def test_equal_cost_gives_the_reference_s_decoder_evaluations():
     own loss on its net) at RLOO's 4 passes: steps x passes equal RLOO's within one step's passes;
     the logging, checkpoint and curve intervals scale alike; an unknown reference is one line."""
     from vae.config import load_config
-    from vae.tasks import TASKS, at_equal_cost
+    from vae.training.tasks import TASKS, at_equal_cost
 
     for base in ("vae_categorical", "vae_bernoulli", "sbn_categorical"):
         cfg = load_config(REPO / "configs" / f"{base}.yaml", ["estimator.name=indecater", "eval.every=1000"])
@@ -213,7 +213,7 @@ def test_time_steps_times_each_entry_once_and_the_table_uses_it(committed, share
     call times nothing again; the ranked tables then print those milliseconds without the '*'."""
     import json
 
-    from vae.leaderboard import CELLS, committed_points, leaderboard, measure_step_ms
+    from vae.reporting.leaderboard import CELLS, committed_points, leaderboard, measure_step_ms
 
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     points = committed_points(CELLS[1], "tiny", [committed])
@@ -234,10 +234,10 @@ def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
     import json
 
     from vae.config import load_config, to_dict
-    from vae.leaderboard import Entry, _ms
-    from vae.store import write_config
-    from vae.sweeps import Point
-    from vae.tables import _cost
+    from vae.reporting.leaderboard import Entry, _ms
+    from vae.store.run_dir import write_config
+    from vae.sweeps.definition import Point
+    from vae.reporting.tables import _cost
 
     for compiled, in_table, on_board in ((False, "50.0", "50.0*"), (True, "50.0 (compiled)", "50.0*c")):
         run = tmp_path / f"compile_{compiled}"
@@ -272,8 +272,8 @@ def test_the_cost_line_sums_the_board_s_records_and_scales_them_to_the_next_pres
     bound) from the entries' summaries, and the next preset's estimate: each entry's seconds per
     seed and step, and per seed, digit and sample of the bound, at the next preset's budget."""
     from experiments.leaderboard import main
-    from vae.leaderboard import CELLS, board_cost, cell_config, committed_points
-    from vae.store import load_summary
+    from vae.reporting.leaderboard import CELLS, board_cost, cell_config, committed_points
+    from vae.store.run_dir import load_summary
 
     cost = board_cost("tiny", [committed])
     entries = [(cell, load_summary(p.run_dir)) for cell in CELLS for p in committed_points(cell, "tiny", [committed])]
@@ -297,13 +297,13 @@ def test_the_cost_line_sums_the_board_s_records_and_scales_them_to_the_next_pres
 def test_gradients_measures_every_entry_once_at_the_cell_s_shared_checkpoint(committed, shared_cache,
                                                                              tmp_path, monkeypatch):
     """``--gradients`` on a benchmark cell: RLOO and ST-GS added beside the committed DisARM, each
-    entry's encoder gradient measured at RLOO's checkpoint (vae/gradient_quality.py), recorded by
+    entry's encoder gradient measured at RLOO's checkpoint (vae/reporting/gradient_quality.py), recorded by
     run directory; the cell's table gains the two columns, the figure is drawn; a second call
     measures nothing again. A cell without an RLOO entry is one line, exit 2."""
     import json
 
     from experiments.leaderboard import main
-    from vae import gradient_quality
+    from vae.reporting import gradient_quality
 
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.setattr(gradient_quality, "DRAWS", 10)            # seconds: the code path, not the numbers

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae import m2
+from vae.models import m2
 from vae.config import ConfigError, SSLConfig, load_config
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
-from vae.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
-from vae.store import read_metrics
-from vae.tasks import check
-from vae.training import Trainer, train
+from vae.numerics.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
+from vae.store.run_dir import read_metrics
+from vae.training.tasks import check
+from vae.training.trainer import Trainer, train
 
 from conftest import env_with_cache, float32_rtol
 
@@ -307,7 +307,7 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
     ("task=ssl kl=relaxed", r"^kl: task 'ssl' has the analytic KLs"),
 ])
 def test_invalid_ssl_values_name_the_key(override, message):
-    """Through the config's rules and then its task's (vae.tasks.check), as every run passes them."""
+    """Through the config's rules and then its task's (vae.training.tasks.check), as every run passes them."""
     with pytest.raises(ConfigError, match=message) as info:
         check(load_config(None, override.split()))
     assert "\n" not in str(info.value)
@@ -414,7 +414,7 @@ def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_ca
 
 @pytest.mark.parametrize("y", ["marginal", "gs"])
 def test_a_compiled_ssl_step_is_one_graph(shared_cache, tmp_path, monkeypatch, y):
-    """compile=true for M2 (vae/compiled_step.py), Figure 5(a)'s two modes: ``torch._dynamo.explain``
+    """compile=true for M2 (vae/training/compiled_step.py), Figure 5(a)'s two modes: ``torch._dynamo.explain``
     of the step from the task's batch (unlabelled and labelled images) on finds no graph break."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     trainer = Trainer(load_config(None, ssl_overrides(tmp_path) + [f"ssl.y={y}", "seeds=[0,1]", "device=cpu",

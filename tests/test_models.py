@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.models import DiscreteVAE, categorical_kl, log_prob_one_hot
-from vae.replicas import ReplicaGenerator, ReplicaLinear, derive_seed
+from vae.models.discrete_vae import DiscreteVAE, categorical_kl
+from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.replicas import ReplicaGenerator, ReplicaLinear, derive_seed
 
 
 def test_replica_linear_is_r_independent_linear_maps():

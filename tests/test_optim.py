@@ -1,4 +1,4 @@
-"""Adam and SGD with one learning rate per replica (vae/optim.py) against torch's optimisers:
+"""Adam and SGD with one learning rate per replica (vae/training/optim.py) against torch's optimisers:
 replica r of a replica optimiser must take the steps torch's optimiser takes with lr[r]."""
 
 import copy
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vae.config import OptimConfig, load_config
-from vae.optim import ReplicaAdam, ReplicaSGD, apply_update, load_optimizer_state, make_optimizer
-from vae.training import Trainer
+from vae.training.optim import ReplicaAdam, ReplicaSGD, apply_update, load_optimizer_state, make_optimizer
+from vae.training.trainer import Trainer
 
 from conftest import float32_rtol
 
@@ -122,7 +122,7 @@ def test_a_checkpoint_of_the_default_kernels_resumes_with_the_fused_ones():
                                         lambda ps: ReplicaAdam(ps, [0.03, 0.3]), lambda ps: ReplicaSGD(ps, [0.03, 0.3])],
                          ids=["adam", "sgd+momentum", "replica-adam", "replica-sgd"])
 def test_apply_update_steps_as_the_optimisers_step(make_torch):
-    """The compiled step's update (vae.optim.apply_update, the learning rate a device tensor)
+    """The compiled step's update (vae.training.optim.apply_update, the learning rate a device tensor)
     against the optimiser's own ``step()`` on the same gradients: the same parameters and the
     same state (a checkpoint of either resumes the other). float32 as the trainer runs it: the
     same formulas in other kernels, so torch's float32 tolerances."""

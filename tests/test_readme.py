@@ -53,8 +53,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     import yaml
 
     from conftest import env_with_cache, plugin_sweep, tiny_overrides
-    from vae.sweeps import expand, read_sweep
-    from vae.tables import table1_rows
+    from vae.sweeps.definition import expand, read_sweep
+    from vae.reporting.tables import table1_rows
 
     (tmp_path / "my_estimator.py").write_text(section_code("## Your own estimator in the suite"))
     env = env_with_cache(shared_cache)
@@ -136,7 +136,7 @@ def test_the_config_key_table_is_the_one_source_printed_by_train_keys(capsys):
     `variance_normalisation` defaults to true once went unnoticed) and a meaning."""
     from experiments.train import main
     from vae.config import Config, key_table, to_dict
-    from vae.sweeps import flat_settings
+    from vae.sweeps.definition import flat_settings
 
     assert main(["--keys"]) == 0
     printed = capsys.readouterr().out.strip()
@@ -179,9 +179,9 @@ def test_the_front_page_is_short_and_maps_every_folder_manual():
 
 
 def test_only_the_run_store_names_a_run_directory_s_files():
-    """vae/README.md "Design": the run directory's format is vae/store.py's; no other library file or
+    """vae/README.md "Design": the run directory's format is vae/store/run_dir.py's; no other library file or
     command line names its files (a second writer is how a format drifts)."""
-    from vae import store
+    from vae.store import run_dir as store
 
     names = [store.CONFIG, store.METRICS, store.SUMMARY, store.CHECKPOINT, store.SWEEP_INFO, store.FAILED]
     root = README.parent

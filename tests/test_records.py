@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import markdown_tables
 
-from vae.leaderboard import leaderboard
-from vae.results import DRAWN
-from vae.tables import TABLES
+from vae.reporting.leaderboard import leaderboard
+from vae.store.records import DRAWN
+from vae.reporting.tables import TABLES
 
 DRAWERS = {**TABLES, "leaderboard": leaderboard,   # the leaderboards rank the committed records too
            "leaderboard-2020": lambda preset, results_dir: leaderboard(preset, results_dir, board="2020")}

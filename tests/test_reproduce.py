@@ -20,14 +20,15 @@ import torch
 import yaml
 
 from experiments import sweep as sweep_cli
-from vae import sweeps
-from vae.sweeps import best_points, expand, identity, read_sweep, threads_per_worker
+from vae.sweeps import definition, running
+from vae.sweeps.definition import best_points, expand, identity, read_sweep
+from vae.sweeps.running import threads_per_worker
 from vae.config import load_config, to_dict
 from vae.estimators import ESTIMATORS, display_name
-from vae.tasks import TASKS, check
-from vae.results import curve, provenance
-from vae.store import CHECKPOINT, SUMMARY
-from vae.training import Trainer, train
+from vae.training.tasks import TASKS, check
+from vae.store.records import curve, provenance
+from vae.store.run_dir import CHECKPOINT, SUMMARY
+from vae.training.trainer import Trainer, train
 
 from conftest import BUILT_IN, env_with_cache, float32_rtol
 
@@ -147,7 +148,7 @@ def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp
     # first's lock before it reads any run's status
     import threading
     second = threading.Thread(target=sweep_cli.main, args=(args,))
-    with sweeps._lock(tmp_path / sweeps.STORE / "gradvar"):
+    with running._lock(tmp_path / definition.STORE / "gradvar"):
         second.start()
         second.join(timeout=5)
         assert second.is_alive() and "waiting for another sweep" in capsys.readouterr().out
@@ -162,7 +163,7 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
     monkeypatch.chdir(REPO)
     for checkpoint in (results / "sweeps" / "table1").glob("*/*gs*/checkpoint.pt"):
         checkpoint.unlink()
-    from vae import figures
+    from vae.reporting import figures
     threads = []                                  # each retrain's torch threads, as a sweep trains a run: one
     monkeypatch.setattr(figures, "train", lambda *a, **k: (threads.append(torch.get_num_threads()), train(*a, **k)))
     torch.set_num_threads(2)
@@ -262,7 +263,7 @@ def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_e
                     "  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n  eval.iw_examples: {value: 10}\n"
                     "  model.hidden: {value: [8]}\n"
                     "include:\n  - {estimator.name: gs, optim.lr: 0.0003}\n")
-    points = expand(read_sweep(path), sweeps.AS_WRITTEN, tmp_path)
+    points = expand(read_sweep(path), definition.AS_WRITTEN, tmp_path)
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [("gs", 3e-4), ("st", 3e-4)]
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress"]) == 0
     assert "mine (none): finished 2" in capsys.readouterr().out
@@ -282,7 +283,7 @@ def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(
 def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path, monkeypatch):
     """ARM and ARMS have no categorical cell (Bernoulli latents only), which is not the same as
     a cell still to run: the table says which."""
-    from vae.tables import table1_rows
+    from vae.reporting.tables import table1_rows
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", tmp_path)
     header, rows = table1_rows([p for p in points if p.cfg.model.hidden == []])
@@ -297,7 +298,7 @@ def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path
 def test_table1_shows_a_spread_only_where_there_are_seeds_to_spread(monkeypatch):
     """The committed converged records: the affine model's cells have 2 seeds (``mean ± std``), the
     MLP's one (the mean alone: a '± 0.0' would claim seeds that agree exactly)."""
-    from vae.tables import table1_caption, table1_rows
+    from vae.reporting.tables import table1_caption, table1_rows
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", REPO / "results")
     for hidden, cell, caption in (([], r"\d+\.\d ± \d+\.\d", "mean ± std over 2 seeds"), ([512, 256], r"\d+\.\d", "one seed")):
@@ -311,7 +312,7 @@ def test_table1_shows_a_spread_only_where_there_are_seeds_to_spread(monkeypatch)
 def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
     """A run still training has curves on this machine only: a figure drawn from them would differ
     from the same figure drawn on a clone of the committed records."""
-    from vae.figures import finished
+    from vae.reporting.figures import finished
     monkeypatch.chdir(REPO)
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
     for point in (gs, rloo):
@@ -324,7 +325,7 @@ def test_figures_draw_finished_runs_only(tmp_path, monkeypatch):
 def test_fig4_draws_one_figure_per_model_as_table1_has_one_table_per_model(tmp_path, monkeypatch):
     """The converged sweep trains the affine model and the MLP: curves of both in one panel would
     carry two legend entries per estimator with nothing to tell them apart."""
-    from vae.figures import fig4
+    from vae.reporting.figures import fig4
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", tmp_path)
     chosen = [next(p for p in points if p.cfg.model.hidden == hidden and p.cfg.estimator.name == "st")
@@ -497,9 +498,9 @@ def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared
     out = capsys.readouterr().out
     assert out.count("(in a pack of 2 learning rates)") == 4 and "grid (none): finished 4" in out
     assert sweep_cli.main([str(path), "--results-dir", str(alone), "--no-progress"]) == 0
-    assert not list((packed / sweeps.PACKS / "grid").glob("*/*"))     # <sweep>/<preset>/<pack>: none left
+    assert not list((packed / running.PACKS / "grid").glob("*/*"))     # <sweep>/<preset>/<pack>: none left
     sweep = read_sweep(path)
-    for p, q in zip(expand(sweep, sweeps.AS_WRITTEN, packed), expand(sweep, sweeps.AS_WRITTEN, alone)):
+    for p, q in zip(expand(sweep, definition.AS_WRITTEN, packed), expand(sweep, definition.AS_WRITTEN, alone)):
         configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (p.run_dir, q.run_dir)]
         assert configs[0] == to_dict(p.cfg) and {**configs[0], "out_dir": None} == {**configs[1], "out_dir": None}
         rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (p.run_dir, q.run_dir)]
@@ -536,7 +537,7 @@ def test_a_learning_rate_that_diverges_in_a_pack_fails_alone(shared_cache, tmp_p
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
     out = capsys.readouterr().out
     assert "learning rate 10 of a pack diverged" in out and "diverged 1, finished 2" in out
-    good, bad, other = expand(read_sweep(path), sweeps.AS_WRITTEN, tmp_path)
+    good, bad, other = expand(read_sweep(path), definition.AS_WRITTEN, tmp_path)
     for point in (good, other):   # packed again, the two of them
         assert json.loads((point.run_dir / SUMMARY).read_text())["packed"]["points"] == 2
     assert "step 1, replica 4" in (bad.run_dir / "failed.txt").read_text()   # 2 seeds each of lr 1e-3, 3e-3, 10
@@ -550,16 +551,16 @@ def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(sh
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     path = tmp_path / "grid.yaml"
     path.write_text(LR_GRID.replace("[nvil, gs]", "[gs]"))
-    split = sweeps.split_pack
+    split = running.split_pack
 
     def killed(pack, info):
         raise KeyboardInterrupt
-    monkeypatch.setattr(sweeps, "split_pack", killed)
+    monkeypatch.setattr(running, "split_pack", killed)
     with pytest.raises(KeyboardInterrupt):
         sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"])
-    (pack_dir,) = (tmp_path / sweeps.PACKS / "grid").glob("*/*")
+    (pack_dir,) = (tmp_path / running.PACKS / "grid").glob("*/*")
     assert (pack_dir / CHECKPOINT).exists()
-    monkeypatch.setattr(sweeps, "split_pack", split)
+    monkeypatch.setattr(running, "split_pack", split)
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "grid (none): finished 2" in out and not pack_dir.exists()
@@ -568,13 +569,13 @@ def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(sh
 def test_a_point_with_a_checkpoint_of_its_own_is_resumed_alone_not_packed(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text(LR_GRID)
-    nvil_1, nvil_3, gs_1, gs_3 = expand(read_sweep(path), sweeps.AS_WRITTEN, tmp_path)
+    nvil_1, nvil_3, gs_1, gs_3 = expand(read_sweep(path), definition.AS_WRITTEN, tmp_path)
     gs_1.run_dir.mkdir(parents=True)
     (gs_1.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(gs_1.cfg)))
     (gs_1.run_dir / CHECKPOINT).write_bytes(b"")
     assert gs_1.status() == "resume"
-    units = sweeps.units_to_train([nvil_1, nvil_3, gs_1, gs_3], True, tmp_path / "packs")
-    assert [u.points if isinstance(u, sweeps.Pack) else u for u in units] == [gs_1, (nvil_1, nvil_3), gs_3]
+    units = running.units_to_train([nvil_1, nvil_3, gs_1, gs_3], True, tmp_path / "packs")
+    assert [u.points if isinstance(u, running.Pack) else u for u in units] == [gs_1, (nvil_1, nvil_3), gs_3]
     assert units[1].cfg.seeds == [0, 1, 0, 1] and units[1].cfg.optim.lr == [1e-3, 1e-3, 3e-3, 3e-3]
 
 
@@ -584,7 +585,7 @@ def test_fig5_speed_panel_draws_every_devices_record_beside_the_paper(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from vae.figures import _speed_records, speed_panel
+    from vae.reporting.figures import _speed_records, speed_panel
     folder = tmp_path / "bench" / "converged"
     folder.mkdir(parents=True)
     for device, gs in (("cpu", 20.0), ("cuda", 70.0)):
@@ -609,7 +610,7 @@ def test_a_figure_with_no_finished_run_for_a_panel_refuses_unless_partial(name, 
     naming the store and exit 2, and writes nothing; ``--partial`` draws it, and its footer says
     how many runs it lacks."""
     from experiments.figures import main
-    from vae.figures import footer, sweep_points
+    from vae.reporting.figures import footer, sweep_points
 
     assert main([name, "--preset", "tiny", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -628,7 +629,7 @@ def test_redrawing_the_same_figure_leaves_its_files_byte_identical(tmp_path):
     files are left as they were; a drawing that changed is written, with its own commit."""
     import matplotlib.pyplot as plt
 
-    from vae.figures import _drawn_commit, save
+    from vae.reporting.figures import _drawn_commit, save
 
     def draw(values: list[float], commit: str) -> dict[str, bytes]:
         fig, ax = plt.subplots()
@@ -650,7 +651,7 @@ def test_redrawing_the_same_figure_leaves_its_files_byte_identical(tmp_path):
 def test_redrawing_the_same_table_at_another_commit_leaves_its_file_alone(tmp_path):
     """Tables as figures: a redraw that differs only in the provenance's 'drawn at commit' keeps the
     file (and its commit); a table whose numbers changed is written, with the new commit."""
-    from vae.results import write_drawing
+    from vae.store.records import write_drawing
 
     path = tmp_path / "tables" / "toy.md"
     table = "Caption.\n\npreset tiny | runs from commit c0ffee | drawn at commit {}\n\n| | a |\n|---|---|\n| x | {} |\n"

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.diagnostics import replicate
+from vae.training.diagnostics import replicate
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
-from vae.replicas import ReplicaGenerator
-from vae.sbn import HALF, StochasticBinaryNetwork, training_loss
+from vae.numerics.replicas import ReplicaGenerator
+from vae.models.sbn import HALF, StochasticBinaryNetwork, training_loss
 
 from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vae.config import TauConfig
-from vae.schedules import Temperature, scheduled_tau
+from vae.training.schedules import Temperature, scheduled_tau
 
 
 @pytest.mark.parametrize("step, expected", [
@@ -59,7 +59,7 @@ def test_the_lowest_tau_is_the_one_the_run_reaches():
     """``lowest_tau`` (what ``min_tau`` is checked against) within a run's steps: the default exp
     schedule is still 1 for a run of 1,000 steps and 0.5 from step 23,105 on; constant is tau0;
     learned, or no steps given, the floor."""
-    from vae.schedules import lowest_tau
+    from vae.training.schedules import lowest_tau
 
     default = TauConfig()
     assert lowest_tau(default, 1000) == 1.0 and lowest_tau(default, 2001) == pytest.approx(math.exp(-3e-5 * 2000))
@@ -74,7 +74,7 @@ def test_a_schedule_that_ends_far_from_its_floor_says_so_with_a_fix_that_reaches
     learned tau get no note."""
     from dataclasses import replace
 
-    from vae.schedules import short_of_floor
+    from vae.training.schedules import short_of_floor
 
     note = short_of_floor(TauConfig(), 2000)
     assert note.startswith("tau: the exp schedule is at 0.97 at the last of 2,000 steps, far from its floor 0.5")

@@ -1,4 +1,4 @@
-"""The matmul floor (vae/step_cost.py, ``bench --floor``): the products it records are the step's own."""
+"""The matmul floor (vae/reporting/step_cost.py, ``bench --floor``): the products it records are the step's own."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 
 from experiments import bench as bench_cli
 from vae.config import load_config
-from vae.replicas import ReplicaGenerator, ReplicaMLP
-from vae.step_cost import matmul_floor, record_matmuls
-from vae.training import Trainer
+from vae.numerics.replicas import ReplicaGenerator, ReplicaMLP
+from vae.reporting.step_cost import matmul_floor, record_matmuls
+from vae.training.trainer import Trainer
 
 
 def test_recorded_products_are_the_forward_and_backward_matmuls():
@@ -84,8 +84,8 @@ def test_step_parts_attribute_time_to_the_module_it_runs_under():
     """A step that only draws Gumbel noise spends its operators' time on sampling; one that only
     multiplies, on matmuls; the rest of the step's time is outside operators, and the parts sum
     to the step's time."""
-    from vae.gumbel import gumbel_noise
-    from vae.step_cost import step_parts
+    from vae.numerics.gumbel import gumbel_noise
+    from vae.reporting.step_cost import step_parts
 
     a, b = torch.randn(1, 300, 300), torch.randn(1, 300, 300)
     for step, part in ((lambda: gumbel_noise((300, 300)), "sampling"), (lambda: torch.bmm(a, b), "matmuls")):

@@ -17,12 +17,12 @@ import pytest
 import torch
 import yaml
 
-from vae import bench
+from vae.reporting import bench
 from vae.config import ConfigError, load_config
-from vae.store import read_metrics
-from vae.store import CHECKPOINT
-from vae.tasks import check
-from vae.training import RunDirError, Trainer, TrainingDiverged, train, torch_threads
+from vae.store.run_dir import read_metrics
+from vae.store.run_dir import CHECKPOINT
+from vae.training.tasks import check
+from vae.training.trainer import RunDirError, Trainer, TrainingDiverged, train, torch_threads
 
 from conftest import BUILT_IN, env_with_cache, estimator_cases, float32_rtol, tau_overrides, tiny_overrides
 from vae.estimators import column_order
@@ -95,7 +95,7 @@ CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reaso
                  marks=pytest.mark.slow),                                 # the prior's own SGD in the graph too
     pytest.param(None, "sgd", "cuda", [], marks=CUDA)])
 def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, optim, device, extra):
-    """compile=true (the step as one graph, vae/compiled_step.py; a CUDA graph on a GPU) changes
+    """compile=true (the step as one graph, vae/training/compiled_step.py; a CUDA graph on a GPU) changes
     speed, not numbers, for the VAE and the SBN: the same losses step after step, and, under SGD,
     the same parameters (to lr times the gradients' round-off, which atol also covers for
     near-zero gradients). Adam's parameters are not compared: its normalisation turns float
@@ -507,7 +507,7 @@ def test_cli_trains_the_sbn_config_and_refuses_what_does_not_apply(shared_cache,
 
 
 def test_wandb_ids_keep_the_start_of_long_run_names_and_stay_distinct():
-    from vae.tracking import wandb_id
+    from vae.store.tracking import wandb_id
     short = wandb_id(Path("results/sweeps/table1/vae_bernoulli__gs__4e7030e5"))
     assert short == "table1-vae-bernoulli--gs--4e7030e5"
     long_a = wandb_id(Path("sweeps/model_question/vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3041"))
@@ -580,7 +580,7 @@ def one_graph_cases() -> list:
 
 @pytest.mark.parametrize("name, kind", one_graph_cases())
 def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, kind):
-    """compile=true runs the whole step as one graph (vae/compiled_step.py): ``torch._dynamo.explain``
+    """compile=true runs the whole step as one graph (vae/training/compiled_step.py): ``torch._dynamo.explain``
     of the step the trainer compiles (estimator, loss, gradient, optimiser update, on the replica
     axis) finds no graph break, for every sampling estimator and kind (read from the registry;
     ``exact``, the enumeration oracle, too dear here). A break is also what any read of a
@@ -600,9 +600,9 @@ def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, 
 
 def test_compile_auto_compiles_where_its_rule_says_and_records_which_step_ran(shared_cache, monkeypatch, tmp_path):
     """``compile: auto`` (the default) compiles a run's step on the CPU from the steps the rule of
-    vae/compiled_step.py names for its task, and trains eagerly below them, on a GPU and for M2
+    vae/training/compiled_step.py names for its task, and trains eagerly below them, on a GPU and for M2
     (unmeasured there); true and false are what they say. A run's summary records which step ran."""
-    from vae.compiled_step import AUTO_MIN_STEPS, compiles
+    from vae.training.compiled_step import AUTO_MIN_STEPS, compiles
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for task in ("vae", "sbn"):
@@ -625,7 +625,7 @@ def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_
     compile, the run says so and trains eagerly, from the generators as they were before that
     step, so its losses are exactly those of the same run with ``compile: false``. Under
     ``compile: true`` the failure stops the run."""
-    from vae.compiled_step import AUTO_MIN_STEPS
+    from vae.training.compiled_step import AUTO_MIN_STEPS
     from vae.estimators import ESTIMATORS
     from vae.estimators.rloo import RLOO
 
@@ -697,7 +697,7 @@ def test_train_elbo_curves_the_training_split_freshly_binarized(shared_cache, tm
     assert steps == [6, 12] and summary["train/neg_elbo"]["per_seed"] == [
         r["value"] for r in read_metrics(run) if (r["split"], r["metric"], r["step"]) == ("train", "neg_elbo", 12)]
     trainer = Trainer(cfg, log=lambda _: None)
-    from vae.evaluation import eval_generator, negative_elbo
+    from vae.models.evaluation import eval_generator, negative_elbo
     fresh = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)
     trainer.data.binarization = "static"    # the same images read as they are held: intensities
     unbinarized = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)

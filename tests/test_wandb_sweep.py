@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from experiments import sweep as sweep_cli
-from vae.sweeps import PRESETS, expand, read_sweep
-from vae.wandb_sweep import POINT, wandb_config
+from vae.sweeps.definition import PRESETS, expand, read_sweep
+from vae.sweeps.wandb_agents import POINT, wandb_config
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -128,7 +128,7 @@ def test_agent_trains_its_point_into_the_store_once_and_logs_to_the_sweeps_run(s
 def test_each_replica_has_its_own_wandb_key_even_where_seeds_repeat(tmp_path, monkeypatch) -> None:
     """A pack (--pack-lr) repeats seeds, one per learning rate: W&B must get every replica's value,
     named by its learning rate and seed."""
-    from vae.tracking import RunTracker
+    from vae.store.tracking import RunTracker
 
     calls: list = []
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls))

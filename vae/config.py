@@ -23,8 +23,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vae.data import BINARIZATIONS, DATASETS
-from vae.models import ACTIVATIONS
+from vae.data.images import BINARIZATIONS, DATASETS
+from vae.numerics.replicas import ACTIVATIONS
 from vae.estimators import ESTIMATORS
 from vae.estimators.config import EstimatorConfig, did_you_mean
 
@@ -78,7 +78,7 @@ class ModelConfig:
 
 @dataclass
 class TauConfig:
-    """Relaxation temperature, a pure function of the global step t (see vae/schedules.py)."""
+    """Relaxation temperature, a pure function of the global step t (see vae/training/schedules.py)."""
 
     schedule: str = "exp"  # constant | exp | linear | cosine | learned
     tau0: float = 1.0  # tau at step 0 (and the constant value)
@@ -102,9 +102,9 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    """Binarized MNIST (vae/data.py)."""
+    """Binarized MNIST (vae/data/images.py)."""
 
-    name: str = "mnist"  # mnist | fashion_mnist | omniglot (28x28, Burda et al.'s split): vae/data.py DATASETS
+    name: str = "mnist"  # mnist | fashion_mnist | omniglot (28x28, Burda et al.'s split): vae/data/images.py DATASETS
     binarization: str = "static"  # static (fixed draw, the paper's) | dynamic | threshold | none (vae: grey levels as the Bernoulli likelihood's targets, the ReinMax benchmark's)
     binarization_seed: int = 0  # seed of the static draw
     data_dir: str | None = None  # directory with the four IDX files; None: cache, then download
@@ -127,7 +127,7 @@ class EvalConfig:
 
 @dataclass
 class SSLConfig:
-    """Semi-supervised classification with the M2 model (Jang et al. 2017, Section 4.3; vae/m2.py)."""
+    """Semi-supervised classification with the M2 model (Jang et al. 2017, Section 4.3; vae/models/m2.py)."""
 
     y: str = "marginal"  # the class y of unlabelled images: "marginal" (summed over the C classes, exact) or an estimator of the registry (gs, st-gs, ...: one sample of y, the estimator.* settings apply)
     num_classes: int = 10  # C: classes of y (10 with MNIST's labels; any C >= 2 with labels=random)
@@ -150,7 +150,7 @@ class Config:
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
     precision: str = "float32"  # "float32"; "tf32" (TF32 matmuls on CUDA); "bf16" (bfloat16 autocast) -- see results/README.md "Speed"
-    compile: bool | str = "auto"  # the training step as one torch.compile graph (vae/compiled_step.py): true, false, or "auto": where its compilation is repaid within the run (configs/README.md "Compiled steps")
+    compile: bool | str = "auto"  # the training step as one torch.compile graph (vae/training/compiled_step.py): true, false, or "auto": where its compilation is repaid within the run (configs/README.md "Compiled steps")
     kl: str = "analytic"  # "analytic" KL to the uniform prior, or "relaxed" Monte Carlo (gs only)
     log_every: int = 100  # steps between logged training metrics (no host sync in between)
     checkpoint_every: int = 5000  # steps between checkpoints (a multiple of log_every)
@@ -376,7 +376,7 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Raise :class:`ConfigError` at the first invalid value. The rules of ``cfg.task`` (which keys
-    it reads, which estimators apply) are the task's own: :func:`vae.tasks.check`."""
+    it reads, which estimators apply) are the task's own: :func:`vae.training.tasks.check`."""
     try:
         cfg.estimator.validate(ESTIMATORS)
     except ValueError as err:

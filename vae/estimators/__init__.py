@@ -17,7 +17,7 @@ from dataclasses import replace
 from vae.estimators.base import FAMILIES, Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import ESTIMATORS, register
-from vae.replicas import ReplicaGenerator
+from vae.numerics.replicas import ReplicaGenerator
 
 # The built-in estimators, one file each, registered by their own ``@register`` as they are imported:
 # this order is the registry's.

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
-from vae.gumbel import Generator, uniform, widen
+from vae.numerics.gumbel import Generator, uniform, widen
 
 
 @register("arm")

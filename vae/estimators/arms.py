@@ -24,7 +24,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
 from vae.estimators.signal import leave_one_out_mean
-from vae.gumbel import Generator, uniform, widen
+from vae.numerics.gumbel import Generator, uniform, widen
 
 
 def dirichlet_copula(shape: tuple[int, ...], rng: Generator, device: torch.device) -> Tensor:

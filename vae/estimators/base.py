@@ -27,7 +27,7 @@ by the run's optimiser: their own loss enters the surrogate as ``aux - aux.detac
 its gradient without changing the surrogate's value. State such as moving averages lives in
 buffers, so it is checkpointed with ``state_dict()``.
 
-Two hooks let an estimator change what the trainer does around it (``vae.objectives``):
+Two hooks let an estimator change what the trainer does around it (``vae.models.objectives``):
 
 * :meth:`Estimator.encoder_gradient_scale` -- variance normalisation (Mnih & Gregor 2014): the
   *whole* encoder gradient of the training loss (the estimator's score term and the analytic
@@ -47,14 +47,14 @@ from typing import Literal
 from torch import Tensor, nn
 
 from vae.estimators.config import EstimatorConfig
-from vae.gumbel import Generator, widen
-from vae.replicas import ReplicaGenerator
+from vae.numerics.gumbel import Generator, widen
+from vae.numerics.replicas import ReplicaGenerator
 
 Objective = Callable[[Tensor], Tensor]
 """``f(z)``: z ``[R, *S, B, N, K]`` -> per-example loss ``[R, *S, B]`` (lower is better)."""
 
 KINDS = ("categorical", "bernoulli")   # latent kinds: K classes, or K = 2 with logits (0, l)
-TASKS = ("vae", "sbn", "ssl")          # the tasks of vae.tasks.TASKS
+TASKS = ("vae", "sbn", "ssl")          # the tasks of vae.training.tasks.TASKS
 #: Families, in the order tables and figures group the estimators the paper did not compare.
 FAMILIES = ("score function", "Taylor", "control variate", "antithetic", "relaxation", "enumeration", "other")
 
@@ -62,7 +62,7 @@ FAMILIES = ("score function", "Taylor", "control variate", "antithetic", "relaxa
 def mean_field(f: Objective) -> Objective:
     """The deterministic version of ``f`` that Taylor expansions (muprop, darn) differentiate:
     ``f.mean_field`` when f has one (a network with stochastic layers below propagates their means
-    through them, vae/sbn.py), else f itself."""
+    through them, vae/models/sbn.py), else f itself."""
     return getattr(f, "mean_field", f)
 
 
@@ -171,7 +171,7 @@ class Estimator(nn.Module, abc.ABC):
 
     def logit_scale(self, step: int | Tensor) -> float | Tensor:
         """The factor ``a`` on the encoder's logits at ``step``: ``q = softmax(a * logits)`` (1 here).
-        The compiled step (vae/compiled_step.py) passes the step as a device tensor, so that a
+        The compiled step (vae/training/compiled_step.py) passes the step as a device tensor, so that a
         slope that changes with it gives a tensor the graph reads, not a number it would be
         recompiled for."""
         return 1.0

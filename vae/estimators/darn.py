@@ -25,7 +25,7 @@ from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import NormalisedSignalEstimator
 from vae.estimators.taylor import gradient_at
-from vae.gumbel import Generator, log_softmax, widen
+from vae.numerics.gumbel import Generator, log_softmax, widen
 
 
 @register("darn")

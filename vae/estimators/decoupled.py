@@ -24,7 +24,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
-from vae.gumbel import Generator, gumbel_noise, one_hot, softmax, widen
+from vae.numerics.gumbel import Generator, gumbel_noise, one_hot, softmax, widen
 
 
 @register("decoupled-st-gs")

@@ -28,7 +28,7 @@ from torch import Tensor
 from vae.estimators.arm import ARM
 from vae.estimators.base import Objective
 from vae.estimators.registry import register
-from vae.gumbel import Generator, uniform, widen
+from vae.numerics.gumbel import Generator, uniform, widen
 
 
 @register("disarm")

@@ -32,8 +32,8 @@ from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import leave_one_out_mean
-from vae.gumbel import Generator, softmax, widen
-from vae.replicas import ReplicaGenerator
+from vae.numerics.gumbel import Generator, softmax, widen
+from vae.numerics.replicas import ReplicaGenerator
 
 
 @register("double-cv")

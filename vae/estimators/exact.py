@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.gumbel import Generator
+from vae.numerics.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
-from vae.models import log_prob_one_hot
-from vae.replicas import ReplicaGenerator
+from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.replicas import ReplicaGenerator
 
 
 def all_states(num_latents: int, num_classes: int, device: torch.device | str = "cpu") -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.signal import divide_gradient
-from vae.gumbel import Generator
+from vae.numerics.gumbel import Generator
 
 
 class PassCounter:

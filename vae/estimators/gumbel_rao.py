@@ -1,7 +1,7 @@
 """``gumbel-rao`` (Paulus et al. 2021): ``st-gs`` with its backward pass averaged over M Gumbel
 perturbations drawn *given* the hard sample D: ``D + (s - s.detach())``,
 ``s = mean_m softmax((log pi + G_m) / tau)``, ``G_m ~ G | argmax = D``
-(:func:`vae.gumbel.conditional_gumbel`), the G_m held fixed (detached) as in the authors'
+(:func:`vae.numerics.gumbel.conditional_gumbel`), the G_m held fixed (detached) as in the authors'
 reference implementations. It is E[st-gs gradient | D]: the same mean (biased as ``st-gs`` is),
 less variance, one decoder evaluation (the M draws only enter the softmax).
 """
@@ -12,7 +12,8 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
-from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, log_softmax, one_hot, softmax, widen
+from vae.numerics.gumbel import (Generator, conditional_gumbel, gumbel_noise, log_softmax, one_hot, softmax,
+                                 widen)
 
 
 @register("gumbel-rao")

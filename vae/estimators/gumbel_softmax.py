@@ -10,7 +10,7 @@ from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
-from vae.gumbel import Generator, gumbel_softmax
+from vae.numerics.gumbel import Generator, gumbel_softmax
 
 
 @register("gs")

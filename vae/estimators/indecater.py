@@ -30,7 +30,7 @@ from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_classes
-from vae.gumbel import Generator, softmax, widen
+from vae.numerics.gumbel import Generator, softmax, widen
 
 
 CHUNK = 2 ** 23   # one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch

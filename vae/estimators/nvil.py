@@ -12,7 +12,7 @@ from torch import Tensor
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.estimators.reinforce_ema import ReinforceEMA
-from vae.replicas import ReplicaGenerator, ReplicaMLP
+from vae.numerics.replicas import ReplicaGenerator, ReplicaMLP
 
 
 @register("nvil")

@@ -5,7 +5,7 @@ unbiased, for any value of their own parameters.
 
 With ``log pi = log_softmax(logits)``, Gumbel noise g, the perturbed log-probabilities
 ``z = log pi + g``, the hard sample ``b = one_hot(argmax z)`` (an exact sample of q), the same
-perturbation drawn again *given* b, ``z~ ~ p(z | b)`` (:func:`vae.gumbel.conditional_gumbel`,
+perturbation drawn again *given* b, ``z~ ~ p(z | b)`` (:func:`vae.numerics.gumbel.conditional_gumbel`,
 reparameterised in the logits), and a control variate c:
 
     grad = [f(b) - c(z~)] grad log q(b) + grad c(z) - grad c(z~)
@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
-from vae.gumbel import Generator, conditional_gumbel, gumbel_noise, log_softmax, softmax, widen
-from vae.replicas import ReplicaGenerator
+from vae.numerics.gumbel import Generator, conditional_gumbel, gumbel_noise, log_softmax, softmax, widen
+from vae.numerics.replicas import ReplicaGenerator
 
 
 @register("rebar")

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.rebar import REBAR
 from vae.estimators.registry import register
-from vae.replicas import ReplicaGenerator, ReplicaMLP
+from vae.numerics.replicas import ReplicaGenerator, ReplicaMLP
 
 
 @register("relax")

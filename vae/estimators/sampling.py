@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vae.gumbel import Generator, gumbel_noise, one_hot, softmax, uniform, widen
+from vae.numerics.gumbel import Generator, gumbel_noise, one_hot, softmax, uniform, widen
 
 
 def sample_classes(logits: Tensor, rng: Generator, num_samples: int | None = None) -> Tensor:
@@ -34,7 +34,7 @@ def sample_one_hot(logits: Tensor, rng: Generator, num_samples: int | None = Non
 
     Returns:
         ``[R, B, N, K]``, or ``[R, S, B, N, K]`` with ``S = num_samples``; no gradient; float32
-        (float64 for float64 logits, :func:`vae.gumbel.widen`).
+        (float64 for float64 logits, :func:`vae.numerics.gumbel.widen`).
     """
     index = sample_classes(logits, rng, num_samples)                           # [R, (S,) B, N]
     return one_hot(index, logits.shape[-1], widen(logits).dtype)

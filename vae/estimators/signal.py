@@ -14,7 +14,7 @@ over all axes but R. The scale s is not applied here: the estimators hand it to 
 (:meth:`vae.estimators.base.Estimator.encoder_gradient_scale`), which divides the *whole* encoder
 gradient of the training loss by it (:func:`divide_gradient` on the logits) -- the score term and
 the analytic KL's encoder gradient alike, as when the KL is part of NVIL's learning signal
-``log p(x, z) - log q(z | x)``; in a network of several stochastic layers (vae.sbn), each layer's
+``log p(x, z) - log q(z | x)``; in a network of several stochastic layers (vae.models.sbn), each layer's
 logits by its own estimator's s.
 """
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from vae.estimators.base import Estimator
 from vae.estimators.config import EstimatorConfig
-from vae.replicas import ReplicaGenerator
+from vae.numerics.replicas import ReplicaGenerator
 
 
 def score_surrogate(loss: Tensor, signal: Tensor, log_q: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, softmax, widen
+from vae.numerics.gumbel import Generator, softmax, widen
 
 
 @register("st")

@@ -19,7 +19,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import Generator, log_softmax, widen
+from vae.numerics.gumbel import Generator, log_softmax, widen
 
 
 @register("zgr")

@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators import Estimator
 from vae.estimators.glue import PassCounter, run_estimator
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
-from vae.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
-from vae.gumbel import Generator, softmax, widen
-from vae.models import LatentKind, log_likelihood_function
-from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
+from vae.models.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
+from vae.numerics.gumbel import Generator, softmax, widen
+from vae.models.discrete_vae import LatentKind, log_likelihood_function
+from vae.numerics.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
 
 HALF = 392  # pixels in the upper (input) and lower (output) half of a 28 x 28 digit
 
@@ -58,7 +58,7 @@ class StochasticBinaryNetwork(nn.Module):
         self.maps = nn.ModuleList(ReplicaMLP([a, *hidden, b], rng) for a, b in zip(sizes[:-1], sizes[1:]))
         # the slope a_l of each stochastic layer (1 unless its estimator sets one: slope-annealed ST,
         # vae.estimators.base.Estimator.logit_scale): p(h_l | h_{l-1}) = softmax(a_l * logits)
-        # everywhere, in training and in evaluation, as the VAE's posterior (vae.models.DiscreteVAE)
+        # everywhere, in training and in evaluation, as the VAE's posterior (vae.models.discrete_vae.DiscreteVAE)
         self.register_buffer("logit_scale", torch.ones(layers))
 
     def flat(self, z: Tensor) -> Tensor:
@@ -73,7 +73,7 @@ class StochasticBinaryNetwork(nn.Module):
 
     def logits_of_classes(self, layer: int, index: Tensor) -> Tensor:
         """:meth:`logits` of layer ``layer`` >= 1 given the one-hot sample of the layer below as its
-        classes ``index [R, ..., N]`` (never built: :func:`vae.replicas.forward_classes`)."""
+        classes ``index [R, ..., N]`` (never built: :func:`vae.numerics.replicas.forward_classes`)."""
         net = forward_classes(list(self.maps[layer]), index, self.num_classes, self.kind == "categorical")
         free = (net * self.logit_scale[layer]).unflatten(-1, (self.num_latents, -1))
         return torch.cat([torch.zeros_like(free), free], dim=-1) if self.kind == "bernoulli" else free
@@ -81,7 +81,7 @@ class StochasticBinaryNetwork(nn.Module):
     def output_log_likelihood_function(self, lower: Tensor) -> Callable[[Tensor], Tensor]:
         """For lower ``[R, B, 392]``: the function of the last layer's classes ``index [R, *S, B, N]``
         that gives ``log p(x_lower | h_L)`` at their one-hot sample, ``[R, *S, B]``, ``-output_loss``
-        to round-off (:func:`vae.models.log_likelihood_function`)."""
+        to round-off (:func:`vae.models.discrete_vae.log_likelihood_function`)."""
         return log_likelihood_function(self.maps[-1], lower, self.num_classes, self.kind == "categorical")
 
     def output_loss(self, z: Tensor, lower: Tensor) -> Tensor:
@@ -102,7 +102,7 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
     the first layer's estimator info, for a batch ``x [R, B, 784]``; one estimator per layer. Sets
     ``model.logit_scale`` to the layers' estimators' slopes at ``step``. With variance normalisation
     (:meth:`Estimator.encoder_gradient_scale`, ``s_l [R]``) the whole gradient of layer l's logits,
-    so of its map, is divided by its estimator's s_l, as the VAE's encoder's (vae.objectives); the
+    so of its map, is divided by its estimator's s_l, as the VAE's encoder's (vae.models.objectives); the
     output map's is not. The info adds ``decoder_evals``: output-layer evaluations per example, the
     mean-field passes of MuProp and DARN included (the step's cost)."""
     for layer, estimator in enumerate(estimators):
@@ -150,7 +150,7 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedImage
                             max_examples: int | None = None, sample_chunk: int = SAMPLE_CHUNK,
                             progress: tqdm | None = None) -> Tensor:
     """Mean ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)``, over the first
-    ``max_examples`` of ``split`` (all if None): ``[R]`` nats (vae.evaluation.negative_log_mean_weight)."""
+    ``max_examples`` of ``split`` (all if None): ``[R]`` nats (vae.models.evaluation.negative_log_mean_weight)."""
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
         top = class_boundaries(model.logits(0, upper))                        # [R, B, N, K - 1]

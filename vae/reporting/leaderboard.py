@@ -23,7 +23,7 @@ on every cell it applies to -- its declarations decide; the others are marked ``
 -- with exactly the cell's configuration, resumably, into ``<results-dir>/sweeps/<sweep>/<preset>/``; a run
 finished there or committed is not trained again. ``--equal-cost REFERENCE`` trains it at the
 decoder evaluations of REFERENCE's run instead: its steps (and logging, checkpoint and curve
-intervals) scaled by the ratio of the declared passes per step (:func:`vae.tasks.at_equal_cost`;
+intervals) scaled by the ratio of the declared passes per step (:func:`vae.training.tasks.at_equal_cost`;
 fewer steps for a dearer estimator, more for a cheaper one; batch, learning rate and temperature
 schedule unchanged). The entries of the committed store (the repository's ``results/``) and those
 of ``--results-dir`` are ranked together.
@@ -46,7 +46,7 @@ for a dear one; each entry once, written to
 time per step (its cores shared with other runs, marked ``*``; ``*c`` where that run trained with
 ``compile=true``, whose step is faster: ``--time-steps`` times every entry eager, on equal terms).
 
-**Gradient columns** (``--gradients``; :mod:`vae.gradient_quality`): on a VAE cell, every entry's
+**Gradient columns** (``--gradients``; :mod:`vae.reporting.gradient_quality`): on a VAE cell, every entry's
 encoder gradient at one checkpoint the cell shares, its variance and its bias against many draws
 of an unbiased reference, where measured.
 
@@ -71,18 +71,21 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 
-from vae.bench import device_sync, median_rate, device_name
+from vae.reporting.bench import device_sync, median_rate, device_name
 from vae.config import Config
 from vae.estimators import ESTIMATORS, column_order
-from vae import gradient_quality
-from vae.figures import footer, save
-from vae.results import final, provenance, write_drawing
-from vae.store import load_summary, write_json_atomic
-from vae.sweeps import EQUAL_COST, PRESETS, REPO, Point, Sweep, SweepError, best_points, expand, identity, read_sweep
-from vae.tasks import TASKS
-from vae.data import DATASETS
-from vae.tables import BUDGET_NOTES, FINAL, SWEEP_DIR, benchmark_model, column, column_title, to_latex, to_markdown
-from vae.training import Trainer, resolve_device
+from vae.reporting import gradient_quality
+from vae.reporting.figures import footer, save
+from vae.store.records import final, provenance, write_drawing
+from vae.store.run_dir import load_summary, write_json_atomic
+from vae.sweeps.definition import (EQUAL_COST, PRESETS, Point, Sweep, SweepError, best_points, expand,
+                                   identity, read_sweep)
+from vae.config import REPO
+from vae.training.tasks import TASKS
+from vae.data.images import DATASETS
+from vae.reporting.tables import (BUDGET_NOTES, FINAL, SWEEP_DIR, benchmark_model, column, column_title,
+                                  to_latex, to_markdown)
+from vae.training.trainer import Trainer, resolve_device
 
 COMMITTED = REPO / "results"       # the committed records every leaderboard ranks against
 STEP_KEYS = ("steps", "log_every", "checkpoint_every", "eval.every", "gradvar_every")   # what equal_cost scales
@@ -159,7 +162,7 @@ class Entry:
     ms_measured: bool            # ms from --time-steps on free cores (else the run's own time)
     new: bool                    # trained for this call (--estimator), not a committed entry
     minutes: float | None = None  # the run's wall time, training and test bound, all its seeds
-    gradient: dict[str, float] | None = None   # vae.gradient_quality.quality at the cell's shared checkpoint
+    gradient: dict[str, float] | None = None   # vae.reporting.gradient_quality.quality at the cell's shared checkpoint
 
     @property
     def title(self) -> str:
@@ -292,7 +295,7 @@ def entries(points: list[Point], new: set[str], timings: dict[str, float],
             gradients: dict[str, dict[str, float]] | None = None) -> list[Entry]:
     """The finished ``points`` as entries, best first (``new``: the names of the run directories
     trained for this call; ``timings``: measured ms per step, ``gradients``: the gradient's
-    quality (:mod:`vae.gradient_quality`), by run directory name)."""
+    quality (:mod:`vae.reporting.gradient_quality`), by run directory name)."""
     out = []
     for point in points:
         summary = load_summary(point.run_dir)
@@ -579,7 +582,7 @@ def board_cost(preset: str, stores: list[Path], board: str = "2017") -> dict[str
     """What the board of ``preset`` cost, from its entries' records in ``stores`` (the cells'
     committed runs, as the board ranks them): runs, seed-runs (a run of R seeds counts R) and
     core-hours (training and test bound, summed over runs: each run trains on one core, a sweep's
-    worker's thread), and per seed-run; and, for the next preset of :data:`vae.sweeps.PRESETS`,
+    worker's thread), and per seed-run; and, for the next preset of :data:`vae.sweeps.definition.PRESETS`,
     the estimate of the same entries under its budget: per entry, its record's seconds per seed and
     step (training) and per seed, test digit and sample (the bound), times the next preset's steps,
     seeds, digits and samples, summed over the points it expands to (a learning-rate grid: one per

@@ -7,14 +7,14 @@ noise transform, estimator, loss and optimiser update, and on a GPU the whole gr
 graph (``mode="reduce-overhead"``): one launch a step where eager needs hundreds.
 
 In the graph: the encoder, the estimator with its draws, the decoder, the loss, its gradient
-(``torch.autograd.grad``, traced), and the optimiser's update (vae.optim.apply_update: Adam's or
+(``torch.autograd.grad``, traced), and the optimiser's update (vae.training.optim.apply_update: Adam's or
 SGD's formulas on the optimiser's own state, so checkpoints are the same as eager runs' and either
 resumes the other), with tau and the learning rate as device tensors.
 
 Before the graph: the task's batch (``Task.batch``: the per-epoch order, the gather and a dynamic
 binarization's draw; the ssl task's labelled batch too) and the step's noise.
 torch.compile cannot trace draws from a ``torch.Generator``, so the noise is drawn from the run's
-own generators just before the graph, in the order the step uses it (vae.replicas.DrawnNoise,
+own generators just before the graph, in the order the step uses it (vae.numerics.replicas.DrawnNoise,
 planned at the first step): a compiled run draws exactly the noise an eager one draws.
 
 Every built-in estimator's step is one graph, with no break (tests/test_training.py checks each,
@@ -33,14 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from vae.config import Config
-from vae.optim import apply_update, prior_sgd_step
-from vae.replicas import Draw, DrawnNoise, ReplicaGenerator
-from vae.schedules import Temperature
-from vae.tasks import Batch, Task
+from vae.training.optim import apply_update, prior_sgd_step
+from vae.numerics.replicas import Draw, DrawnNoise, ReplicaGenerator
+from vae.training.schedules import Temperature
+from vae.training.tasks import Batch, Task
 
 
 class StepParts(Protocol):
-    """What a compiled step reads of the run it trains (a ``vae.training.Trainer`` is one)."""
+    """What a compiled step reads of the run it trains (a ``vae.training.trainer.Trainer`` is one)."""
 
     cfg: Config
     device: torch.device

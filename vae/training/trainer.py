@@ -1,6 +1,6 @@
 """The training loop as a function: a config in, a run directory out.
 
-One call trains every seed of a configuration at once on the replica axis (vae/replicas.py):
+One call trains every seed of a configuration at once on the replica axis (vae/numerics/replicas.py):
 the loss is ``sum_r mean_b [surrogate_rb + KL_rb]``, so each replica gets exactly the gradient of
 its own run. Per step there is no host sync: training losses are kept on the device and read
 every ``log_every`` steps, when they are also checked for inf / NaN.
@@ -25,17 +25,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vae.config import Config, ConfigError, config_from_dict, to_dict
-from vae.data import BinarizedImages
-from vae.store import CHECKPOINT, SUMMARY, atomic_save, read_metrics
-from vae.diagnostics import encoder_gradient_variance
+from vae.data.images import BinarizedImages
+from vae.store.run_dir import CHECKPOINT, SUMMARY, atomic_save, read_metrics
+from vae.training.diagnostics import encoder_gradient_variance
 from vae.estimators import ESTIMATORS
-from vae.evaluation import eval_generator
-from vae.optim import load_optimizer_state, make_optimizer, prior_sgd_step
-from vae.compiled_step import CompiledStep, NotCompiled, compiles
-from vae.replicas import ReplicaGenerator, derive_seed
-from vae.schedules import Temperature, short_of_floor
-from vae.tasks import TASKS, check
-from vae.tracking import RunTracker, mean_std
+from vae.models.evaluation import eval_generator
+from vae.training.optim import load_optimizer_state, make_optimizer, prior_sgd_step
+from vae.training.compiled_step import CompiledStep, NotCompiled, compiles
+from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.training.schedules import Temperature, short_of_floor
+from vae.training.tasks import TASKS, check
+from vae.store.tracking import RunTracker, mean_std
 
 
 

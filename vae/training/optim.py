@@ -1,7 +1,7 @@
 """The optimiser of a run, and Adam / SGD with one learning rate per replica.
 
 torch's optimisers take one learning rate per parameter group, while every parameter of a run
-holds all R replicas (``[R, ...]``, vae/replicas.py). :class:`ReplicaAdam` and :class:`ReplicaSGD`
+holds all R replicas (``[R, ...]``, vae/numerics/replicas.py). :class:`ReplicaAdam` and :class:`ReplicaSGD`
 apply ``lr[r]`` to slice ``r`` of every parameter, with the formulas of torch's single-tensor
 Adam and SGD, so replica ``r`` takes the update a run of its own with learning rate ``lr[r]``
 would take (tested against torch's, and through the trainer against single runs). That puts a
@@ -104,7 +104,7 @@ def adam_update(p: Tensor, grad: Tensor, state: dict, lr: float | Tensor, beta1:
     ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``, on a state in
     ``torch.optim.Adam``'s format (``step`` a float tensor, ``exp_avg``, ``exp_avg_sq``). ``lr`` is a
     number or a tensor that broadcasts over ``p`` (``[R, 1, ...]``: one per replica). Tensor
-    arithmetic only: torch.compile traces it (vae/compiled_step.py)."""
+    arithmetic only: torch.compile traces it (vae/training/compiled_step.py)."""
     state["step"] += 1
     t = state["step"].to(p.dtype)            # the count (float32, as torch keeps it) in p's precision
     # the step's two factors in a small tensor of their own: compiled, they are computed once, not

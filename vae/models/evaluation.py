@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf, sample_one_hot
-from vae.models import DiscreteVAE
-from vae.replicas import ReplicaGenerator, derive_seed
+from vae.models.discrete_vae import DiscreteVAE
+from vae.numerics.replicas import ReplicaGenerator, derive_seed
 
 def eval_generator(seeds: list[int], step: int, device: torch.device | str) -> ReplicaGenerator:
     """Generators for one evaluation, a function of (seed, step) only."""
@@ -54,7 +54,7 @@ def negative_elbo(model: DiscreteVAE, data: BinarizedImages, split: str, rng: Re
 
 
 # samples per chunk of the m-sample bounds: with eval.iw_batch_size = 25 digits, 1,250 rows of 784
-# pixel logits (4 MB) per pass, faster than 2,500 on this suite's CPU (vae/bench.py (d))
+# pixel logits (4 MB) per pass, faster than 2,500 on this suite's CPU (vae/reporting/bench.py (d))
 SAMPLE_CHUNK = 50
 
 

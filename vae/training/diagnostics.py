@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
-from vae.models import DiscreteVAE, LatentKind
-from vae.objectives import training_loss
-from vae.replicas import ReplicaGenerator
+from vae.models.discrete_vae import DiscreteVAE, LatentKind
+from vae.models.objectives import training_loss
+from vae.numerics.replicas import ReplicaGenerator
 
 def make_toy_problem(kind: LatentKind, num_latents: int, num_classes: int, *, batch: int = 2,
                      data_dim: int = 5, hidden: int = 8, seed: int = 0,
@@ -75,7 +75,7 @@ def _draw_grads(model: DiscreteVAE, estimator: Estimator, x: Tensor, rng: Replic
 
     ``loss="estimator"``: the estimator's surrogate alone, an estimate of ``grad E_q[f]``;
     ``loss="training"``: the training loss as the trainer computes it
-    (:func:`vae.objectives.training_loss`: the analytic KL and variance normalisation included).
+    (:func:`vae.models.objectives.training_loss`: the analytic KL and variance normalisation included).
     """
     if loss == "training":
         value = training_loss(model, estimator, x, rng=rng, tau=tau, step=step)[0]
@@ -140,7 +140,7 @@ def encoder_gradient_moments(model: DiscreteVAE, estimator: Estimator, x: Tensor
     sum over its ``P`` coordinates of the variance over draws ``[R]`` (float64, unbiased).
 
     The gradient is that of the batch-mean training loss as the trainer computes it
-    (:func:`vae.objectives.training_loss`), for a fixed batch ``x [R, B, D]``, *before*
+    (:func:`vae.models.objectives.training_loss`), for a fixed batch ``x [R, B, D]``, *before*
     variance normalisation: the trainer divides the encoder gradient of SF, NVIL, DARN and MuProp
     by the running std ``s [R]`` (:meth:`Estimator.encoder_gradient_scale`), a per-replica
     rescaling that Adam all but undoes; the gradient is multiplied back by ``s`` here, so the

@@ -38,22 +38,22 @@ import matplotlib.pyplot as plt
 import PIL.Image
 import torch
 
-from vae.sweeps import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
-from vae.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
-                               MODERN_SWEEP, PAPERS_STEPS, SWEEP_DIR, by_model, column, column_title, modern_cells,
-                               schedule_label, test_digits)
-from vae import m2
+from vae.sweeps.definition import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
+from vae.reporting.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
+                                  MODERN_SWEEP, PAPERS_STEPS, SWEEP_DIR, by_model, column, column_title,
+                                  modern_cells, schedule_label, test_digits)
+from vae.models import m2
 from vae.config import Config, config_from_dict
-from vae.data import DATASETS, BinarizedImages
-from vae.diagnostics import gradient_errors, make_toy_problem
+from vae.data.images import DATASETS, BinarizedImages
+from vae.training.diagnostics import gradient_errors, make_toy_problem
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator, column_order, display_name
 from vae.estimators.sampling import sample_one_hot
-from vae.gumbel import gumbel_softmax
-from vae.models import DiscreteVAE
-from vae.replicas import ReplicaGenerator
-from vae.results import DRAWN, curve, final, git_commit, provenance
-from vae.store import CHECKPOINT, atomic_write, load_summary
-from vae.training import torch_threads, train
+from vae.numerics.gumbel import gumbel_softmax
+from vae.models.discrete_vae import DiscreteVAE
+from vae.numerics.replicas import ReplicaGenerator
+from vae.store.records import DRAWN, curve, final, git_commit, provenance
+from vae.store.run_dir import CHECKPOINT, atomic_write, load_summary
+from vae.training.trainer import torch_threads, train
 
 plt.switch_backend("Agg")   # files only, never a window
 
@@ -189,7 +189,7 @@ def fig1(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
                  "categorical distribution:\nτ → 0 gives one-hot samples whose mean is π; large τ gives "
                  "near-uniform samples")
     return save(fig, results_dir / "figures" / preset, "fig1_gumbel_softmax",
-                f"No training: 10,000 samples per τ drawn with vae.gumbel on cpu, seeds 0-3 | "
+                f"No training: 10,000 samples per τ drawn with vae.numerics.gumbel on cpu, seeds 0-3 | "
                 f"drawn at commit {git_commit()}")
 
 

@@ -1,11 +1,11 @@
 """The two tasks of the paper's Section 4 behind one interface, so the trainer has no branch per task.
 
-* ``vae`` (Section 4.2): the discrete VAE of vae/models.py, one estimator; logs the one-sample
+* ``vae`` (Section 4.2): the discrete VAE of vae/models/discrete_vae.py, one estimator; logs the one-sample
   negative ELBO along training and the m-sample importance-weighted bound at the end.
-* ``sbn`` (Section 4.1): the stochastic binary network of vae/sbn.py, one estimator per stochastic
+* ``sbn`` (Section 4.1): the stochastic binary network of vae/models/sbn.py, one estimator per stochastic
   layer (nested); logs the m-sample NLL of the lower half along training (``nll``, m =
   ``eval.curve_samples``) and at the end (``iw_nll``, m = ``eval.iw_samples``).
-* ``ssl`` (Section 4.3): semi-supervised classification with the M2 model of vae/m2.py, y of the
+* ``ssl`` (Section 4.3): semi-supervised classification with the M2 model of vae/models/m2.py, y of the
   unlabelled images summed (``ssl.y=marginal``) or sampled through an estimator; the trainer's
   batch is the unlabelled one, the labelled batch is drawn from the labelled set the model holds;
   the KL term it returns is the unlabelled images' ``KL(q(y | x) || p(y))``. Logs the negative
@@ -16,7 +16,7 @@ A task checks the rules of its own (which keys it reads, which estimators apply 
 their declarations, vae.estimators.check_applies), builds its model and estimator(s) from a config
 (and the data), computes the per-example training loss, and evaluates held-out data. Everything
 else -- data, optimiser, temperature, checkpoints, logging, divergence checks, resume -- is the
-trainer's (vae/training.py).
+trainer's (vae/training/trainer.py).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vae import m2, sbn
+from vae.models import m2, sbn
 from vae.config import Config, ConfigError
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, build_estimator, check_applies
-from vae.evaluation import importance_weighted_bound, negative_elbo
-from vae.models import DiscreteVAE
-from vae.objectives import training_loss
-from vae.replicas import ReplicaGenerator
-from vae.schedules import lowest_tau
+from vae.models.evaluation import importance_weighted_bound, negative_elbo
+from vae.models.discrete_vae import DiscreteVAE
+from vae.models.objectives import training_loss
+from vae.numerics.replicas import ReplicaGenerator
+from vae.training.schedules import lowest_tau
 
 
 Batch = Tensor | tuple[Tensor, ...]   # what a task's batch() gives and its loss() takes
@@ -50,7 +50,7 @@ class Task(Protocol):
     curve_metric: str   # the principal metric of curve(), logged for valid and test every eval.every steps
     final_metric: str   # logged for test at the end: the number the paper's tables compare
     # whether the estimator sees one encoder's logits, whose gradient the leaderboard's gradient-quality
-    # columns measure (vae/gradient_quality.py): the VAE's; the SBN has an encoder per layer, M2 q(y | x) too
+    # columns measure (vae/reporting/gradient_quality.py): the VAE's; the SBN has an encoder per layer, M2 q(y | x) too
     one_encoder: bool
 
     def validate(self, cfg: Config) -> None:
@@ -70,7 +70,7 @@ class Task(Protocol):
               cfg: Config) -> Batch:
         """The training batch of ``step``, what :meth:`loss` takes: the images ``[R, B, 784]`` (the
         ssl task: with a labelled batch beside them). Drawn before the step's loss, outside the
-        compiled step's graph (vae/compiled_step.py)."""
+        compiled step's graph (vae/training/compiled_step.py)."""
 
     def loss(self, model: nn.Module, estimator: nn.Module, batch: Batch, *, rng: ReplicaGenerator,
              tau: float | Tensor, step: int | Tensor, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -1,4 +1,4 @@
-"""A run's metrics into its run directory (the source of truth; its format: :mod:`vae.store`),
+"""A run's metrics into its run directory (the source of truth; its format: :mod:`vae.store.run_dir`),
 mirrored to Weights & Biases.
 
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vae.store import METRICS, read_metrics, write_config, write_metrics, write_summary
+from vae.store.run_dir import METRICS, read_metrics, write_config, write_metrics, write_summary
 
 
 class RunTracker:

@@ -14,11 +14,11 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
 (b) the suite's training step for one seed (``Trainer.train_step``: data on the device, no host
     sync per step);
 (c) the suite's replica step with R = 1, 5, 10 seeds at once (seed-steps/s = R x steps/s), eager
-    and with ``compile=true`` (the step as one graph, vae/compiled_step.py; its compilation falls
+    and with ``compile=true`` (the step as one graph, vae/training/compiled_step.py; its compilation falls
     in the warm-up; ``--eager-only`` leaves the compiled timings out, here and in (e) and the
     anchors);
 (d) the m = 1000 importance-weighted test bound of the affine and the MLP VAE, categorical and
-    Bernoulli (configs/vae_*.yaml), the suite's (:func:`vae.evaluation.importance_weighted_bound`)
+    Bernoulli (configs/vae_*.yaml), the suite's (:func:`vae.models.evaluation.importance_weighted_bound`)
     against the implementation it replaced (:func:`reference_bound`: one-hot Gumbel-max samples
     through the decoder's matmul, ``binary_cross_entropy_with_logits``), each one seed on
     ``--bound-examples`` test digits (default 200; per seed for all 10,000 by proportion; the
@@ -32,7 +32,7 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     of the whole preset (all its packs, at this pack's cost per step: estimators with more decoder
     passes cost more).
 
-(f) every estimator's step against its *matmul floor* (:mod:`vae.step_cost`): the step's own
+(f) every estimator's step against its *matmul floor* (:mod:`vae.reporting.step_cost`): the step's own
     matrix products, recorded from one eager step and timed alone in the same process, on the
     linear 200-Bernoulli VAE at batch 50 (the 2020 benchmark's) and 100 and the affine categorical
     VAE at batch 100, the notebook's MLP VAE and the two SBNs, one seed, eager and compiled, with
@@ -72,17 +72,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae.sweeps import Pack, expand, pack_by_lr, read_sweep
+from vae.sweeps.running import Pack, pack_by_lr
+from vae.sweeps.definition import expand, read_sweep
 from vae.config import Config, config_from_dict, load_config, to_dict
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
-from vae.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
-from vae.models import DiscreteVAE, log_prob_one_hot
-from vae.schedules import lowest_tau
-from vae.step_cost import matmul_floor, record_matmuls, step_parts
-from vae.store import write_json_atomic
-from vae.training import Trainer, resolve_device
+from vae.models.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
+from vae.models.discrete_vae import DiscreteVAE
+from vae.numerics.gumbel import log_prob_one_hot
+from vae.training.schedules import lowest_tau
+from vae.reporting.step_cost import matmul_floor, record_matmuls, step_parts
+from vae.store.run_dir import write_json_atomic
+from vae.training.trainer import Trainer, resolve_device
 
 CONFIG = "configs/vae_categorical.yaml"
 PAPER_SWEEP, PAPER_PRESET = "configs/sweeps/table1.yaml", "paper"   # (e): its packs under --pack-lr
@@ -450,8 +452,8 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
     to it (:func:`floor_estimators`; ``names``: some of them), one seed's training step in ms, eager
     and (``compiled``) with ``compile=true`` (the median of ``repeats`` x ``steps`` after warm-up; the
     two interleaved), against its matmul floor: the step's own matrix products, recorded from one
-    eager step and replayed alone (:mod:`vae.step_cost`), and where the eager step's time goes
-    (:func:`vae.step_cost.step_parts`: sampling, estimator, model and loss, backward, optimiser,
+    eager step and replayed alone (:mod:`vae.reporting.step_cost`), and where the eager step's time goes
+    (:func:`vae.reporting.step_cost.step_parts`: sampling, estimator, model and loss, backward, optimiser,
     data, matmuls, by the profiler's self times). Compiled, also the seconds its compilation
     took (the second step: the first plans the noise, eagerly) and the steps after which the faster
     step has repaid them (what ``compile: auto``'s rule rests on, configs/README.md). With

@@ -25,14 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae.gumbel import concrete_log_prob, gumbel_noise, log_softmax, widen
-from vae.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
+from vae.numerics.gumbel import concrete_log_prob, gumbel_noise, log_prob_one_hot, log_softmax, widen
+from vae.numerics.replicas import ACTIVATIONS, ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
 
 LatentKind = Literal["categorical", "bernoulli"]
 PriorKind = Literal["uniform", "learned"]
-#: ``model.activation``: the nonlinearity between hidden layers. LeakyReLU's slope 0.3 is the 2020
-#: benchmark's (DisARM's Keras layers, whose default it is; torch's default is 0.01).
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "leaky_relu": partial(nn.LeakyReLU, 0.3)}
 #: ``model.output_bias: data_mean`` clips the mean intensity to this before its logit (DisARM's).
 OUTPUT_BIAS_CLIP = 1e-3
 
@@ -232,10 +229,3 @@ def softplus_sum(make_logits: Callable[[], Tensor], bias: Tensor | None = None) 
             logits = logits + widen(bias)
         total = torch.logaddexp(logits, logits.new_zeros(())).sum(-1)
     return total
-
-
-def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:
-    """``log q(z)`` for one-hot z: logits ``[R, B, N, K]``, z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
-    log_q = log_softmax(widen(logits))
-    log_q = with_sample_axes(log_q, z.dim() - 4)
-    return (z * log_q).sum((-1, -2))

@@ -14,7 +14,7 @@ and float64 stays exact to float64 round-off (what the tests of the algebra comp
 
 Every function that draws noise takes a ``generator``: None (torch's global generator, as
 ``torch.nn.functional.gumbel_softmax``), a ``torch.Generator``, or a
-:class:`vae.replicas.ReplicaGenerator`, with which replica ``r`` of a multi-seed run draws exactly
+:class:`vae.numerics.replicas.ReplicaGenerator`, with which replica ``r`` of a multi-seed run draws exactly
 the noise a single-seed run with seed ``r`` would.
 """
 
@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae.replicas import NoiseSource
+from vae.numerics.replicas import NoiseSource, with_sample_axes
 
 # Uniform draws are clamped into [TINY, 1 - EPS/2]: -log(u) is then in [5.96e-8, 87.3] and
 # g = -log(-log u) in [-4.47, 16.6]; neither log can see 0, so g is always finite.
@@ -214,3 +214,10 @@ def conditional_gumbel(logits: Tensor, hard: Tensor, generator: Generator = None
     log_e_top = (log_e * hard).sum(-1, keepdim=True)                     # log E_b
     others = -logaddexp(log_e - log_pi, log_e_top)
     return torch.where(hard.bool(), -log_e_top.expand_as(others), others)
+
+
+def log_prob_one_hot(logits: Tensor, z: Tensor) -> Tensor:
+    """``log q(z)`` for one-hot z: logits ``[R, B, N, K]``, z ``[R, *S, B, N, K]`` -> ``[R, *S, B]``."""
+    log_q = log_softmax(widen(logits))
+    log_q = with_sample_axes(log_q, z.dim() - 4)
+    return (z * log_q).sum((-1, -2))

@@ -62,8 +62,8 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
-from vae.replicas import ReplicaGenerator, derive_seed
-from vae.store import atomic_save
+from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.store.run_dir import atomic_save
 
 Binarization = Literal["static", "dynamic", "threshold", "none"]
 BINARIZATIONS = ("static", "dynamic", "threshold", "none")

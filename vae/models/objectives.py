@@ -21,8 +21,9 @@ from torch import Tensor
 
 from vae.estimators import Estimator
 from vae.estimators.glue import run_estimator
-from vae.models import DiscreteVAE, log_prob_one_hot
-from vae.replicas import ReplicaGenerator
+from vae.models.discrete_vae import DiscreteVAE
+from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.replicas import ReplicaGenerator
 
 
 def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator,

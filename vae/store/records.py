@@ -1,6 +1,6 @@
 """Read the local results store for figures and tables (never the W&B files).
 
-A run directory's files and their readers are :mod:`vae.store`'s. This module turns them into
+A run directory's files and their readers are :mod:`vae.store.run_dir`'s. This module turns them into
 curves (mean and spread over seeds per step), final values, a per-group best run (the paper's
 learning-rate selection), and the provenance line every figure and table carries.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from vae.store import load_summary, read_metrics, read_sweep_info, write_text_atomic
-from vae.tracking import mean_std
+from vae.store.run_dir import load_summary, read_metrics, read_sweep_info, write_text_atomic
+from vae.store.tracking import mean_std
 
 CODE_PATHS = ("vae", "experiments", "configs", "Makefile", "pyproject.toml")  # what a "-dirty" commit means
 
@@ -99,7 +99,7 @@ DRAWN = re.compile(r"drawn at commit (\S+)")   # the drawing commit in a provena
 def write_drawing(path: Path, text: str) -> None:
     """Write a drawn table's ``text`` to ``path`` atomically, unless the file there differs from it
     only in the provenance lines' ``drawn at commit``: a redraw of unchanged records at a new commit
-    leaves a committed table (and the tree) as it is. (Figures: :func:`vae.figures.save`.)"""
+    leaves a committed table (and the tree) as it is. (Figures: :func:`vae.reporting.figures.save`.)"""
     if path.exists() and DRAWN.sub("", path.read_text()) == DRAWN.sub("", text):
         return
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ Networks (the paper gives them only as a figure; these sizes train on a CPU). ``
     p(x | y, z):  [y, z] as a (C + D)x1x1 image -convT 4x4/1-> c3x4x4 -convT 3x3/2-> c2x7x7
                   -convT 4x4/2-> c1x14x14 -convT 4x4/2-> 1x28x28 Bernoulli logits
 
-Every layer holds R independent replicas (grouped convolutions, vae/replicas.py). The labelled
+Every layer holds R independent replicas (grouped convolutions, vae/numerics/replicas.py). The labelled
 training images travel with the model (:class:`LabelledSet`).
 
 Evaluation (:func:`evaluate`, :func:`importance_weighted_bound`), with exact one-hot y only:
@@ -68,13 +68,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae.config import Config, ConfigError, SSLConfig, config_from_dict
-from vae.data import BinarizedImages
+from vae.data.images import BinarizedImages
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.estimators.glue import run_estimator
-from vae.evaluation import negative_log_mean_weight
-from vae.gumbel import log_softmax, one_hot, widen
-from vae.models import categorical_kl
-from vae.replicas import ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups, to_groups, with_sample_axes
+from vae.models.evaluation import negative_log_mean_weight
+from vae.numerics.gumbel import log_softmax, one_hot, widen
+from vae.models.discrete_vae import categorical_kl
+from vae.numerics.replicas import (ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups,
+                                   to_groups, with_sample_axes)
 
 SIDE = 28            # images are SIDE x SIDE
 STYLE_HIDDEN = 256   # hidden units of q(z | x, y) after [h, y]
@@ -363,7 +364,7 @@ def importance_weighted_bound(model: M2, data: BinarizedImages, split: str, rng:
                               progress: tqdm | None = None) -> Tensor:
     """Mean m-sample bound on ``-log p(x)`` with y summed exactly (module docstring) over the first
     ``max_examples`` of ``split`` (all if None): ``[R]``. Samples of z are drawn in chunks of at most
-    ``PAIRS_PER_CHUNK`` (image, class, sample) triples (vae.evaluation.negative_log_mean_weight)."""
+    ``PAIRS_PER_CHUNK`` (image, class, sample) triples (vae.models.evaluation.negative_log_mean_weight)."""
     r, c = len(rng), model.num_classes
 
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:

@@ -5,11 +5,11 @@
 What estimator papers report beside the bound. For a cell of a leaderboard whose task has one
 encoder (``Task.one_encoder``: the VAE; the SBN has one per layer), one model is trained and frozen: the cell's :data:`ANCHOR` entry (RLOO) at its first
 seed, its committed record trained again where the record carries no checkpoint
-(:func:`vae.figures.checkpoint_of`; on the CPU the same seed gives the same weights). At those
+(:func:`vae.reporting.figures.checkpoint_of`; on the CPU the same seed gives the same weights). At those
 parameters, on the cell's first validation batch, each entry's estimator (its own settings and its
 temperature at the checkpoint's step) draws the encoder gradient of the training loss
 :data:`DRAWS` times with fresh noise, before variance normalisation
-(:func:`vae.diagnostics.encoder_gradient_moments`), and the reference, :data:`REFERENCE`
+(:func:`vae.training.diagnostics.encoder_gradient_moments`), and the reference, :data:`REFERENCE`
 (IndeCateR: unbiased, with the lowest variance of the unbiased estimators, results/README.md
 "Gradient quality"), draws it
 :data:`REFERENCE_DRAWS` times; an estimator with state of its own (a learned baseline or control
@@ -40,20 +40,20 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from vae.diagnostics import encoder_gradient_moments
-from vae.figures import checkpoint_of, save
-from vae.replicas import ReplicaGenerator, derive_seed
-from vae.results import git_commit
-from vae.store import CHECKPOINT, write_json_atomic
-from vae.sweeps import Point, SweepError
-from vae.training import Trainer, torch_threads
+from vae.training.diagnostics import encoder_gradient_moments
+from vae.reporting.figures import checkpoint_of, save
+from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.store.records import git_commit
+from vae.store.run_dir import CHECKPOINT, write_json_atomic
+from vae.sweeps.definition import Point, SweepError
+from vae.training.trainer import Trainer, torch_threads
 
 ANCHOR = "rloo"           # the entry whose run, trained again, is the checkpoint every entry is measured at
 REFERENCE = "indecater"   # the unbiased estimator whose mean over many draws is the reference gradient
 DRAWS = 1000              # gradient draws per entry
 REFERENCE_DRAWS = 1000    # draws of the reference
 WARMUP = 500              # steps that train an estimator's own state at the frozen checkpoint
-CAPTION = (f"Gradient columns (vae/gradient_quality.py): at one checkpoint all entries share (the "
+CAPTION = (f"Gradient columns (vae/reporting/gradient_quality.py): at one checkpoint all entries share (the "
            f"cell's {ANCHOR} run, first seed, at its last step), on the first validation batch, the "
            f"encoder gradient of the training loss before variance normalisation, {DRAWS} draws per "
            f"entry: log10 of its variance's trace; its mean's cosine and relative error to the mean of "

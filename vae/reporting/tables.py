@@ -23,12 +23,13 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from vae.sweeps import EQUAL_COST, REPO, STORE, Point, best_points, expand, read_sweep
+from vae.sweeps.definition import EQUAL_COST, STORE, Point, best_points, expand, read_sweep
+from vae.config import REPO
 from vae.config import Config, TauConfig
-from vae.data import DATASETS
+from vae.data.images import DATASETS
 from vae.estimators import ESTIMATORS, column_order, display_name
-from vae.results import final, provenance, write_drawing
-from vae.store import FAILED, load_summary
+from vae.store.records import final, provenance, write_drawing
+from vae.store.run_dir import FAILED, load_summary
 
 SWEEP_DIR = REPO / "configs" / "sweeps"   # read from the repository, whatever the working directory
 TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
@@ -381,7 +382,7 @@ def table2_caption(points: list[Point], preset: str) -> str:
     classes = ", ".join(sorted({str(p.cfg.ssl.num_classes) for p in points}))
     seeds = ", ".join(sorted({str(len(s["seeds"])) for s in summaries})) or "?"
     return (f"Table 2 (reproduction): semi-supervised classification on binarized MNIST with {labelled} labelled "
-            f"training digits, the M2 model (networks of vae/m2.py, ours: the paper gives its networks only as a "
+            f"training digits, the M2 model (networks of vae/models/m2.py, ours: the paper gives its networks only as a "
             f"figure). Rows: the class y of the unlabelled digits summed over the {classes} classes (Marginalization) or "
             f"sampled once with Gumbel-softmax or straight-through Gumbel-softmax. The paper's Table 2 prints the "
             f"ELBO (a negative number, higher is better); we print the negative ELBO in nats (lower is better) and "

@@ -14,6 +14,7 @@ import abc
 import hashlib
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +105,7 @@ class DrawnNoise(NoiseSource):
     """A step's noise drawn before the step, handed out in the order the step asks for it.
 
     torch.compile cannot trace a draw from a ``torch.Generator``, so the compiled training step
-    (vae/compiled_step.py) gets its noise this way: :meth:`recording` passes the draws of one step
+    (vae/training/compiled_step.py) gets its noise this way: :meth:`recording` passes the draws of one step
     through to the run's generators and notes their kinds and shapes (its ``plan``); each later
     step, :meth:`ahead` makes the plan's draws from the same generators, in the same order, before
     the step runs, and the step takes them one by one (kind and shape checked). A step given the
@@ -176,7 +177,7 @@ class ReplicaLinear(nn.Module):
 
     def forward_without_bias(self, x: Tensor) -> Tensor:
         """``forward(x)`` without the bias, ``x W``: ``[R, ..., out]`` (for a sum that adds the bias
-        its own way: :func:`vae.models.softplus_sum`)."""
+        its own way: :func:`vae.models.discrete_vae.softplus_sum`)."""
         r, *middle, d = x.shape
         return torch.bmm(x.reshape(r, -1, d), self.weight).reshape(r, *middle, -1)
 
@@ -192,6 +193,11 @@ class ReplicaLinear(nn.Module):
         rows = index + torch.arange(n, device=index.device) * num_classes + offsets     # into [R * in, out]
         y = F.embedding_bag(rows.reshape(-1, n), table.reshape(r * d_in, d_out), mode="sum")
         return y.view(r, *middle, d_out)
+
+
+#: ``model.activation``: the nonlinearity between hidden layers. LeakyReLU's slope 0.3 is the 2020
+#: benchmark's (DisARM's Keras layers, whose default it is; torch's default is 0.01).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "leaky_relu": partial(nn.LeakyReLU, 0.3)}
 
 
 class ReplicaMLP(nn.Sequential):
