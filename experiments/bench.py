@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from vae.reporting import bench
 from vae.config import ConfigError
 from vae.data.images import DataError
 from vae.estimators import ESTIMATORS
+from vae.reporting import bench
 from vae.store.run_dir import write_json_atomic
 from vae.sweeps.definition import PRESETS
 from vae.training.trainer import RunDirError, resolve_device

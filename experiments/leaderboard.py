@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from vae.reporting import leaderboard
 from vae.config import ConfigError, parse_overrides
 from vae.data.images import DataError
 from vae.estimators import ESTIMATORS
+from vae.reporting import leaderboard
 from vae.sweeps.definition import PRESETS, SweepError, flat_settings
 from vae.sweeps.running import train_points
 from vae.training.trainer import RunDirError

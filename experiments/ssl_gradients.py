@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vae.reporting.figures import checkpoint_of
-from vae.reporting.tables import to_markdown
-from vae.models import m2
 from vae.config import Config, TauConfig, config_from_dict, read_yaml, validate
 from vae.data.images import BinarizedImages
 from vae.estimators import Estimator, applicable, display_name
+from vae.models import m2
 from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.reporting.figures import checkpoint_of
+from vae.reporting.tables import to_markdown
 from vae.store.records import git_commit
 from vae.store.run_dir import load_summary, read_config_text, write_text_atomic
 from vae.training.tasks import check

@@ -12,14 +12,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from vae.sweeps import definition, running
 from vae.config import ConfigError
 from vae.data.images import DataError
 from vae.store.run_dir import FAILED
+from vae.sweeps import definition, running
 from vae.sweeps.definition import AS_WRITTEN, PRESETS, SweepError, expand, read_sweep
 from vae.sweeps.running import register_with_wandb, train_points
-from vae.training.trainer import RunDirError
 from vae.sweeps.wandb_agents import WandbSweepError
+from vae.training.trainer import RunDirError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,17 +17,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.reporting.bench import inverse_cdf_classes, reference_bound
-from vae.models import sbn
+from conftest import float32_rtol
 from vae.data.images import BinarizedImages
 from vae.estimators.sampling import (class_boundaries, sample_classes, sample_classes_by_inverse_cdf,
                                      sample_one_hot)
-from vae.models.evaluation import importance_weighted_bound
+from vae.models import sbn
 from vae.models.discrete_vae import DiscreteVAE, log_likelihood_function, softplus_sum
+from vae.models.evaluation import importance_weighted_bound
 from vae.numerics.gumbel import log_prob_one_hot
 from vae.numerics.replicas import ReplicaGenerator, ReplicaLinear
-
-from conftest import float32_rtol
+from vae.reporting.bench import inverse_cdf_classes, reference_bound
 
 MODELS = [("categorical", 20, 10, []), ("categorical", 20, 10, [64, 32]), ("bernoulli", 30, 2, []),
           ("bernoulli", 30, 2, [64, 32])]

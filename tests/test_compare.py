@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tiny_overrides
 from experiments.compare import main
 from vae.config import load_config, to_dict
 from vae.training.trainer import train
-
-from conftest import tiny_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 

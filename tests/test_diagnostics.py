@@ -9,14 +9,13 @@ import math
 import pytest
 import torch
 
-from vae.training.diagnostics import (encoder_gradient_moments, encoder_gradient_variance, gradient_errors,
-                                      make_toy_problem)
-from vae.reporting.gradient_quality import quality
+from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
 from vae.estimators import EstimatorConfig, build_estimator
 from vae.models.discrete_vae import DiscreteVAE
 from vae.numerics.replicas import ReplicaGenerator
-
-from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
+from vae.reporting.gradient_quality import quality
+from vae.training.diagnostics import (encoder_gradient_moments, encoder_gradient_variance, gradient_errors,
+                                      make_toy_problem)
 
 NUM_DRAWS = 4000
 DTYPE = torch.float64

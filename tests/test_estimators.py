@@ -23,21 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
 from vae.config import ConfigError, load_config
-from vae.training.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.estimators import (ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, column_order,
                             register)
 from vae.estimators.arms import arms_unit_gradient, dirichlet_copula
-from vae.estimators.sampling import sample_one_hot
-from vae.numerics.gumbel import gumbel_noise
 from vae.estimators.exact import all_states
+from vae.estimators.sampling import sample_one_hot
 from vae.models.discrete_vae import DiscreteVAE, categorical_kl
-from vae.numerics.gumbel import log_prob_one_hot
 from vae.models.objectives import training_loss
+from vae.numerics.gumbel import gumbel_noise, log_prob_one_hot
 from vae.numerics.replicas import ReplicaGenerator
+from vae.training.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.training.tasks import check
-
-from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
 
 KINDS = {"categorical": (3, 4), "bernoulli": (6, 2)}  # (N, K): both 64 states
 DATA_DIM = 5
@@ -691,7 +689,8 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
 
 
 def test_the_declared_kinds_and_tasks_are_the_suites() -> None:
-    from vae.estimators.base import KINDS as DECLARABLE_KINDS, TASKS as DECLARABLE_TASKS
+    from vae.estimators.base import KINDS as DECLARABLE_KINDS
+    from vae.estimators.base import TASKS as DECLARABLE_TASKS
     from vae.training.tasks import TASKS
 
     assert DECLARABLE_TASKS == tuple(TASKS) and DECLARABLE_KINDS == ("categorical", "bernoulli")

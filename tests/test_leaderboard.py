@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_plugin import TOY
 
 from conftest import env_with_cache, markdown_tables
-from test_plugin import TOY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,9 +235,9 @@ def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
 
     from vae.config import load_config, to_dict
     from vae.reporting.leaderboard import Entry, _ms
+    from vae.reporting.tables import _cost
     from vae.store.run_dir import write_config
     from vae.sweeps.definition import Point
-    from vae.reporting.tables import _cost
 
     for compiled, in_table, on_board in ((False, "50.0", "50.0*"), (True, "50.0 (compiled)", "50.0*c")):
         run = tmp_path / f"compile_{compiled}"

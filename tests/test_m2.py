@@ -25,16 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.models import m2
+from conftest import env_with_cache, float32_rtol
 from vae.config import ConfigError, SSLConfig, load_config
 from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
+from vae.models import m2
 from vae.numerics.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
 from vae.store.run_dir import read_metrics
 from vae.training.tasks import check
 from vae.training.trainer import Trainer, train
-
-from conftest import env_with_cache, float32_rtol
 
 REPO = Path(__file__).resolve().parents[1]
 C, D, CHANNELS = 10, 3, [4, 4, 4]

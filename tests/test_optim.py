@@ -6,11 +6,10 @@ import copy
 import pytest
 import torch
 
+from conftest import float32_rtol
 from vae.config import OptimConfig, load_config
 from vae.training.optim import ReplicaAdam, ReplicaSGD, apply_update, load_optimizer_state, make_optimizer
 from vae.training.trainer import Trainer
-
-from conftest import float32_rtol
 
 LRS = [1e-3, 3e-2, 0.3]
 

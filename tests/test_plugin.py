@@ -73,8 +73,8 @@ def test_a_plugin_estimator_is_one_file_through_validation_training_a_sweep_a_ta
     assert done.returncode == 0 and "toy_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    from vae.sweeps.definition import expand, read_sweep
     from vae.reporting.tables import table1_rows
+    from vae.sweeps.definition import expand, read_sweep
 
     header, rows = table1_rows(expand(read_sweep(sweep), "none", tmp_path / "store"))
     assert header == ["ST", "ST, tempered"]                 # the paper's ST first, the plugin by its family and year

@@ -53,8 +53,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     import yaml
 
     from conftest import env_with_cache, plugin_sweep, tiny_overrides
-    from vae.sweeps.definition import expand, read_sweep
     from vae.reporting.tables import table1_rows
+    from vae.sweeps.definition import expand, read_sweep
 
     (tmp_path / "my_estimator.py").write_text(section_code("## Your own estimator in the suite"))
     env = env_with_cache(shared_cache)

@@ -12,11 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import markdown_tables
 
+from conftest import markdown_tables
 from vae.reporting.leaderboard import leaderboard
-from vae.store.records import DRAWN
 from vae.reporting.tables import TABLES
+from vae.store.records import DRAWN
 
 DRAWERS = {**TABLES, "leaderboard": leaderboard,   # the leaderboards rank the committed records too
            "leaderboard-2020": lambda preset, results_dir: leaderboard(preset, results_dir, board="2020")}

@@ -19,18 +19,17 @@ import pytest
 import torch
 import yaml
 
+from conftest import BUILT_IN, env_with_cache, float32_rtol
 from experiments import sweep as sweep_cli
+from vae.config import load_config, to_dict
+from vae.estimators import ESTIMATORS, EstimatorConfig, display_name
+from vae.store.records import curve, provenance
+from vae.store.run_dir import CHECKPOINT, SUMMARY
 from vae.sweeps import definition, running
 from vae.sweeps.definition import best_points, expand, identity, read_sweep
 from vae.sweeps.running import threads_per_worker
-from vae.config import load_config, to_dict
-from vae.estimators import ESTIMATORS, EstimatorConfig, display_name
 from vae.training.tasks import TASKS, check
-from vae.store.records import curve, provenance
-from vae.store.run_dir import CHECKPOINT, SUMMARY
 from vae.training.trainer import Trainer, train
-
-from conftest import BUILT_IN, env_with_cache, float32_rtol
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
@@ -590,6 +589,7 @@ def test_fig5_speed_panel_draws_every_devices_record_beside_the_paper(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from vae.reporting.figures import _speed_records, speed_panel
     folder = tmp_path / "bench" / "converged"
     folder.mkdir(parents=True)

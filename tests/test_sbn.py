@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vae.training.diagnostics import replicate
+from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
-from vae.numerics.replicas import ReplicaGenerator
 from vae.models.sbn import HALF, StochasticBinaryNetwork, training_loss
-
-from conftest import BUILT_IN, estimator_cases, accepted_tau, NORMALISED
+from vae.numerics.replicas import ReplicaGenerator
+from vae.training.diagnostics import replicate
 
 KINDS = {"bernoulli": (3, 2), "categorical": (2, 3)}
 NUM_DRAWS = 4000

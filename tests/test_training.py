@@ -4,9 +4,9 @@ bad input at the command line, and W&B offline logging."""
 from __future__ import annotations
 
 import json
-import re
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,15 +17,13 @@ import pytest
 import torch
 import yaml
 
-from vae.reporting import bench
-from vae.config import ConfigError, load_config
-from vae.store.run_dir import read_metrics
-from vae.store.run_dir import CHECKPOINT
-from vae.training.tasks import check
-from vae.training.trainer import RunDirError, Trainer, TrainingDiverged, train, torch_threads
-
 from conftest import BUILT_IN, env_with_cache, estimator_cases, float32_rtol, tau_overrides, tiny_overrides
+from vae.config import ConfigError, load_config
 from vae.estimators import column_order
+from vae.reporting import bench
+from vae.store.run_dir import CHECKPOINT, read_metrics
+from vae.training.tasks import check
+from vae.training.trainer import RunDirError, Trainer, TrainingDiverged, torch_threads, train
 
 REPO = Path(__file__).resolve().parents[1]
 # Two float32 trainings that must agree but may sum in other orders (batched matmuls of R replicas
@@ -396,7 +394,7 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                for by_name in anchors.values())
     assert record["replicas"]["(e) a paper-preset pack, R = 30"] == 30
     assert record["paper_preset"]["estimated_training_hours"] > 0
-    from experiments.gpu_check import to_markdown   # the GPU check's report reads this record as it is
+    from experiments.gpu_check import to_markdown  # the GPU check's report reads this record as it is
     ssl_speed = {"steps_per_second": {"marginal": {"10": 4.0, "100": 1.0}, "gs": {"10": 8.0, "100": 9.5}},
                  "speedup": {"10": 2.0, "100": 9.5}}     # the shape bench.ssl_speed writes (tests/test_reproduce.py runs it)
     report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
@@ -433,7 +431,7 @@ def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tm
     for workload in ("categorical VAE, gs", "M2 marginal, C = 10", "M2 gs, C = 10"):
         assert f"== {workload}: " in text and text.count("Self CPU %") == 3, workload
     assert text.count("CUDA runtime calls per step: none (no CUDA)") == 3
-    from experiments.gpu_check import to_markdown   # the GPU check's report quotes the summary lines
+    from experiments.gpu_check import to_markdown  # the GPU check's report quotes the summary lines
     summary = [line for line in text.splitlines() if line.startswith(("== ", "CUDA runtime"))]
     report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
                           "profile": summary})
@@ -625,9 +623,9 @@ def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_
     compile, the run says so and trains eagerly, from the generators as they were before that
     step, so its losses are exactly those of the same run with ``compile: false``. Under
     ``compile: true`` the failure stops the run."""
-    from vae.training.compiled_step import AUTO_MIN_STEPS
     from vae.estimators import ESTIMATORS
     from vae.estimators.rloo import RLOO
+    from vae.training.compiled_step import AUTO_MIN_STEPS
 
     class HostReadingRLOO(RLOO):
         def estimate(self, logits, f, **kwargs):

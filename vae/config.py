@@ -24,9 +24,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from vae.data.images import BINARIZATIONS, DATASETS
-from vae.numerics.replicas import ACTIVATIONS
 from vae.estimators import ESTIMATORS
 from vae.estimators.config import EstimatorConfig, did_you_mean
+from vae.numerics.replicas import ACTIVATIONS
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
 PRECISIONS = ("float32", "tf32", "bf16")

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
-from vae.numerics.gumbel import Generator
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
-from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.gumbel import Generator, log_prob_one_hot
 from vae.numerics.replicas import ReplicaGenerator
 
 

@@ -32,7 +32,6 @@ from vae.estimators.registry import register
 from vae.estimators.sampling import sample_classes
 from vae.numerics.gumbel import Generator, softmax, widen
 
-
 CHUNK = 2 ** 23   # one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch
 
 

@@ -17,8 +17,7 @@ from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import NormalisedSignalEstimator, score_surrogate
 from vae.estimators.taylor import gradient_at
-from vae.numerics.gumbel import Generator, softmax, widen
-from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.gumbel import Generator, log_prob_one_hot, softmax, widen
 
 
 @register("muprop")

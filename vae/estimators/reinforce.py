@@ -11,8 +11,7 @@ from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import score_surrogate
-from vae.numerics.gumbel import Generator
-from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.gumbel import Generator, log_prob_one_hot
 
 
 @register("reinforce")

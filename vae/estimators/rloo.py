@@ -11,8 +11,7 @@ from vae.estimators.base import Estimator, Objective
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
 from vae.estimators.signal import leave_one_out_mean, score_surrogate
-from vae.numerics.gumbel import Generator
-from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.gumbel import Generator, log_prob_one_hot
 
 
 @register("rloo")

@@ -44,8 +44,7 @@ from torch import Tensor
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
-from vae.numerics.gumbel import Generator, gumbel_noise, log_softmax, one_hot, widen
-from vae.numerics.gumbel import log_prob_one_hot
+from vae.numerics.gumbel import Generator, gumbel_noise, log_prob_one_hot, log_softmax, one_hot, widen
 
 LOG_T = torch.linspace(-30.0, 4.6, 201, dtype=torch.float64)   # the integrals' grid in log t (2e-13 of 4001 points')
 _LOG_SPACING = math.log(float(LOG_T[1] - LOG_T[0]))   # at import: the step reads no tensor back to the host

@@ -28,6 +28,7 @@ from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_
 from vae.models.discrete_vae import DiscreteVAE
 from vae.numerics.replicas import ReplicaGenerator, derive_seed
 
+
 def eval_generator(seeds: list[int], step: int, device: torch.device | str) -> ReplicaGenerator:
     """Generators for one evaluation, a function of (seed, step) only."""
     return ReplicaGenerator([derive_seed("eval", s, step) for s in seeds], device)

@@ -71,9 +71,9 @@ from vae.config import Config, ConfigError, SSLConfig, config_from_dict
 from vae.data.images import BinarizedImages
 from vae.estimators import Estimator, EstimatorConfig, build_estimator
 from vae.estimators.glue import run_estimator
+from vae.models.discrete_vae import categorical_kl
 from vae.models.evaluation import negative_log_mean_weight
 from vae.numerics.gumbel import log_softmax, one_hot, widen
-from vae.models.discrete_vae import categorical_kl
 from vae.numerics.replicas import (ReplicaConv2d, ReplicaGenerator, ReplicaLinear, derive_seed, from_groups,
                                    to_groups, with_sample_axes)
 

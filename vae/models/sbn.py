@@ -36,9 +36,9 @@ from vae.data.images import BinarizedImages
 from vae.estimators import Estimator
 from vae.estimators.glue import PassCounter, run_estimator
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
+from vae.models.discrete_vae import LatentKind, log_likelihood_function
 from vae.models.evaluation import SAMPLE_CHUNK, negative_log_mean_weight
 from vae.numerics.gumbel import Generator, softmax, widen
-from vae.models.discrete_vae import LatentKind, log_likelihood_function
 from vae.numerics.replicas import ReplicaGenerator, ReplicaMLP, forward_classes, with_sample_axes
 
 HALF = 392  # pixels in the upper (input) and lower (output) half of a 28 x 28 digit

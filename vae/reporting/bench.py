@@ -72,18 +72,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae.sweeps.running import Pack, pack_by_lr
-from vae.sweeps.definition import expand, read_sweep
 from vae.config import Config, config_from_dict, load_config, to_dict
 from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, applicable, column_order
 from vae.estimators.sampling import class_boundaries, sample_classes_by_inverse_cdf
-from vae.models.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.models.discrete_vae import DiscreteVAE
+from vae.models.evaluation import eval_generator, importance_weighted_bound, negative_log_mean_weight
 from vae.numerics.gumbel import log_prob_one_hot
-from vae.training.schedules import lowest_tau
 from vae.reporting.step_cost import matmul_floor, record_matmuls, step_parts
 from vae.store.run_dir import write_json_atomic
+from vae.sweeps.definition import expand, read_sweep
+from vae.sweeps.running import Pack, pack_by_lr
+from vae.training.schedules import lowest_tau
 from vae.training.trainer import Trainer, resolve_device
 
 CONFIG = "configs/vae_categorical.yaml"

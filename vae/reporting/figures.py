@@ -38,21 +38,21 @@ import matplotlib.pyplot as plt
 import PIL.Image
 import torch
 
-from vae.sweeps.definition import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
-from vae.reporting.tables import (BUDGET_NOTES, MODEL_ROWS, PAPER_TABLE1, ROWS, SSL_BUDGET_NOTES,
-                                  MODERN_SWEEP, PAPERS_STEPS, SWEEP_DIR, by_model, column, column_title,
-                                  modern_cells, schedule_label, test_digits)
-from vae.models import m2
 from vae.config import Config, config_from_dict
 from vae.data.images import DATASETS, BinarizedImages
-from vae.training.diagnostics import gradient_errors, make_toy_problem
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator, column_order, display_name
 from vae.estimators.sampling import sample_one_hot
-from vae.numerics.gumbel import gumbel_softmax
+from vae.models import m2
 from vae.models.discrete_vae import DiscreteVAE
+from vae.numerics.gumbel import gumbel_softmax
 from vae.numerics.replicas import ReplicaGenerator
+from vae.reporting.tables import (BUDGET_NOTES, MODEL_ROWS, MODERN_SWEEP, PAPER_TABLE1, PAPERS_STEPS, ROWS,
+                                  SSL_BUDGET_NOTES, SWEEP_DIR, by_model, column, column_title, modern_cells,
+                                  schedule_label, test_digits)
 from vae.store.records import DRAWN, curve, final, git_commit, provenance
 from vae.store.run_dir import CHECKPOINT, atomic_write, load_summary
+from vae.sweeps.definition import EQUAL_COST, Point, SweepError, best_points, expand, read_sweep
+from vae.training.diagnostics import gradient_errors, make_toy_problem
 from vae.training.trainer import torch_threads, train
 
 plt.switch_backend("Agg")   # files only, never a window
@@ -450,7 +450,8 @@ def gradvar(preset: str, results_dir: Path, partial: bool = False) -> list[Path]
 
 def _image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     """``[B, 784]`` in [0, 1] -> an ``[H, W]`` grid (torchvision's make_grid) for imshow."""
-    from torchvision.utils import make_grid  # here: importing torchvision takes seconds, only `samples` needs it
+    from torchvision.utils import \
+        make_grid  # here: importing torchvision takes seconds, only `samples` needs it
 
     return make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
 

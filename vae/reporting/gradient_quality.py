@@ -40,12 +40,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from vae.training.diagnostics import encoder_gradient_moments
-from vae.reporting.figures import checkpoint_of, save
 from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.reporting.figures import checkpoint_of, save
 from vae.store.records import git_commit
 from vae.store.run_dir import CHECKPOINT, write_json_atomic
 from vae.sweeps.definition import Point, SweepError
+from vae.training.diagnostics import encoder_gradient_moments
 from vae.training.trainer import Trainer, torch_threads
 
 ANCHOR = "rloo"           # the entry whose run, trained again, is the checkpoint every entry is measured at

@@ -71,20 +71,19 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 
-from vae.reporting.bench import device_sync, median_rate, device_name
-from vae.config import Config
+from vae.config import REPO, Config
+from vae.data.images import DATASETS
 from vae.estimators import ESTIMATORS, column_order
 from vae.reporting import gradient_quality
+from vae.reporting.bench import device_name, device_sync, median_rate
 from vae.reporting.figures import footer, save
+from vae.reporting.tables import (BUDGET_NOTES, FINAL, SWEEP_DIR, benchmark_model, column, column_title,
+                                  to_latex, to_markdown)
 from vae.store.records import final, provenance, write_drawing
 from vae.store.run_dir import load_summary, write_json_atomic
 from vae.sweeps.definition import (EQUAL_COST, PRESETS, Point, Sweep, SweepError, best_points, expand,
                                    identity, read_sweep)
-from vae.config import REPO
 from vae.training.tasks import TASKS
-from vae.data.images import DATASETS
-from vae.reporting.tables import (BUDGET_NOTES, FINAL, SWEEP_DIR, benchmark_model, column, column_title,
-                                  to_latex, to_markdown)
 from vae.training.trainer import Trainer, resolve_device
 
 COMMITTED = REPO / "results"       # the committed records every leaderboard ranks against

@@ -23,13 +23,12 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from vae.sweeps.definition import EQUAL_COST, STORE, Point, best_points, expand, read_sweep
-from vae.config import REPO
-from vae.config import Config, TauConfig
+from vae.config import REPO, Config, TauConfig
 from vae.data.images import DATASETS
 from vae.estimators import ESTIMATORS, column_order, display_name
 from vae.store.records import final, provenance, write_drawing
 from vae.store.run_dir import FAILED, load_summary
+from vae.sweeps.definition import EQUAL_COST, STORE, Point, best_points, expand, read_sweep
 
 SWEEP_DIR = REPO / "configs" / "sweeps"   # read from the repository, whatever the working directory
 TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"

@@ -50,10 +50,10 @@ import yaml
 
 from vae.config import (REPO, Config, ConfigError, config_from_dict, load_config, read_yaml, resolve_path,
                         to_dict, unreadable)
-from vae.store.records import final, select_best
-from vae.store.run_dir import CHECKPOINT, FAILED, SUMMARY, load_summary, read_config_text
 from vae.estimators import ESTIMATORS
 from vae.estimators.config import did_you_mean
+from vae.store.records import final, select_best
+from vae.store.run_dir import CHECKPOINT, FAILED, SUMMARY, load_summary, read_config_text
 from vae.training.tasks import TASKS, at_equal_cost, check
 
 PRESETS = ("tiny", "quick", "converged", "paper")

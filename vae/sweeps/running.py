@@ -36,9 +36,9 @@ from vae.config import Config, config_from_dict, read_yaml, to_dict
 from vae.store.records import final, git_commit
 from vae.store.run_dir import (CHECKPOINT, FAILED, load_summary, mark_failed, read_config_text, read_metrics,
                                write_config, write_metrics, write_summary, write_sweep_info)
+from vae.sweeps.definition import STORE, Point, Sweep, SweepError, run_name, what_it_computes
 from vae.sweeps.wandb_agents import register, start_agents, wandb_config
 from vae.training.trainer import TrainingDiverged, final_numbers, torch_threads, train
-from vae.sweeps.definition import STORE, Point, Sweep, SweepError, run_name, what_it_computes
 
 PACKS = "packs"   # <results>/packs/<sweep name>/<preset>/<pack>: packs in training (--pack-lr), never committed
 

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from vae.config import Config
-from vae.training.optim import apply_update, prior_sgd_step
 from vae.numerics.replicas import Draw, DrawnNoise, ReplicaGenerator
+from vae.training.optim import apply_update, prior_sgd_step
 from vae.training.schedules import Temperature
 from vae.training.tasks import Batch, Task
 

@@ -30,6 +30,7 @@ from vae.models.discrete_vae import DiscreteVAE, LatentKind
 from vae.models.objectives import training_loss
 from vae.numerics.replicas import ReplicaGenerator
 
+
 def make_toy_problem(kind: LatentKind, num_latents: int, num_classes: int, *, batch: int = 2,
                      data_dim: int = 5, hidden: int = 8, seed: int = 0,
                      dtype: torch.dtype = torch.float32) -> tuple[DiscreteVAE, Tensor]:

@@ -28,16 +28,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vae.models import m2, sbn
 from vae.config import Config, ConfigError
 from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, build_estimator, check_applies
-from vae.models.evaluation import importance_weighted_bound, negative_elbo
+from vae.models import m2, sbn
 from vae.models.discrete_vae import DiscreteVAE
+from vae.models.evaluation import importance_weighted_bound, negative_elbo
 from vae.models.objectives import training_loss
 from vae.numerics.replicas import ReplicaGenerator
 from vae.training.schedules import lowest_tau
-
 
 Batch = Tensor | tuple[Tensor, ...]   # what a task's batch() gives and its loss() takes
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,17 +25,16 @@ from tqdm import tqdm
 
 from vae.config import Config, ConfigError, config_from_dict, to_dict
 from vae.data.images import BinarizedImages
-from vae.store.run_dir import CHECKPOINT, SUMMARY, atomic_save, read_metrics
-from vae.training.diagnostics import encoder_gradient_variance
 from vae.estimators import ESTIMATORS
 from vae.models.evaluation import eval_generator
-from vae.training.optim import load_optimizer_state, make_optimizer, prior_sgd_step
-from vae.training.compiled_step import CompiledStep, NotCompiled, compiles
 from vae.numerics.replicas import ReplicaGenerator, derive_seed
+from vae.store.run_dir import CHECKPOINT, SUMMARY, atomic_save, read_metrics
+from vae.store.tracking import RunTracker, mean_std
+from vae.training.compiled_step import CompiledStep, NotCompiled, compiles
+from vae.training.diagnostics import encoder_gradient_variance
+from vae.training.optim import load_optimizer_state, make_optimizer, prior_sgd_step
 from vae.training.schedules import Temperature, short_of_floor
 from vae.training.tasks import TASKS, check
-from vae.store.tracking import RunTracker, mean_std
-
 
 
 class TrainingDiverged(RuntimeError):
