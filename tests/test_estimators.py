@@ -753,6 +753,25 @@ def test_double_cv_is_unbiased_for_any_weight_of_its_control_variate(kind: str, 
     assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
 
 
+@pytest.mark.parametrize("num_samples", [2, 3])
+def test_rodeo_is_unbiased_for_any_network_and_weights_of_its_control_variates(num_samples: int, seed: int) -> None:
+    """RODEO starts at alpha = beta = 0, where it is RLOO (the z-test above covers that); its Stein
+    control variates must keep their mean zero at whatever network, alpha and beta the training
+    reaches: here a random network (weights ~ N(0, 1), one fixed draw) and alpha, beta of both signs, at k = 2 (the
+    authors' discrete_stein_avg) and k = 3 (their output_avg)."""
+    model, x = problem("bernoulli")
+    estimator = build("rodeo", "bernoulli", num_samples=num_samples)
+    generator = torch.Generator().manual_seed(0)   # one fixed network: one whose outputs move with b
+    with torch.no_grad():
+        for parameter in estimator.network.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+        estimator.alpha.fill_(6.0)
+        estimator.beta.fill_(-1.3)
+    draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
+    worst, z_crit = z_scores(draws, exact_gradients(model, x))
+    assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_unordered_set_draws_distinct_states_and_is_unbiased_for_two_samples(kind: str, seed: int) -> None:
     """Kool et al. (2020) at k = 2 (its default k = 4 is in the z-test above); its stochastic beam

@@ -23,7 +23,7 @@ class EstimatorConfig:
     num_samples: int = 4  # rloo, vimco: samples per example (k >= 2) for the leave-one-out baselines
     ema_decay: float = 0.9  # reinforce-ema/nvil/darn/muprop: decay of the signal's moving averages
     variance_normalisation: bool | None = None  # reinforce-ema/nvil/darn/muprop: divide the whole encoder gradient by the signal's running std; null = on (the paper's)
-    baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP; relax: of the control-variate network
+    baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP; relax, rodeo: of the control-variate network
     slope_rate: float = 8e-5  # st-annealed: slope = min(max_slope, 1 + slope_rate * step); 8e-5 = Chung et al.'s 0.04 per epoch of 500 steps
     max_slope: float = 5.0  # st-annealed: the slope's ceiling (Chung et al. 2016 used 5)
     max_states: int = 4096  # exact: refuse latent spaces with more than this many K^N states

@@ -31,7 +31,7 @@ from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
-from vae.estimators.signal import leave_one_out_mean
+from vae.estimators.signal import leave_one_out_mean, tuning_term
 from vae.numerics.gumbel import Generator, softmax, widen
 from vae.numerics.replicas import ReplicaGenerator
 
@@ -83,9 +83,8 @@ class DoubleControlVariate(Estimator):
 
         grad = estimate_of(alpha.detach())
         variance = estimate_of(alpha).square().sum((-1, -2)).mean(-1)            # [R]: alpha's objective
-        (tuning,) = torch.autograd.grad(variance.sum(), self.alpha, retain_graph=True)
-        tune = self.alpha * tuning.detach()                                      # [R], gradient: tuning
+        tune = tuning_term(variance, [self.alpha])                               # [R], gradient: tuning
         injected = (wide * grad).sum((-1, -2))                                   # [R, B], gradient: grad
-        surrogate = loss.mean(1) + (injected - injected.detach()).to(logits.dtype) \
-            + (tune - tune.detach()).to(logits.dtype)[:, None]
+        surrogate = (loss.mean(1) + (injected - injected.detach()).to(logits.dtype)
+                     + tune.to(logits.dtype)[:, None])
         return surrogate, {"loss": loss.detach().mean((1, 2)), "alpha": self.alpha.detach().clone()}

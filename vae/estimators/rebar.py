@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from vae.estimators.base import Estimator, Objective
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
+from vae.estimators.signal import tuning_term
 from vae.numerics.gumbel import Generator, conditional_gumbel, gumbel_noise, log_softmax, softmax, widen
 from vae.numerics.replicas import ReplicaGenerator
 
@@ -84,12 +85,9 @@ class REBAR(Estimator):
         grad = (f_hard.detach() - c[:, 1])[..., None, None] * score + pathwise    # [R, B, N, K]
 
         variance = grad.square().sum((-1, -2)).mean(-1)                           # [R]
-        own = list(self.parameters())
-        tuning = torch.autograd.grad(variance.sum(), own, retain_graph=True, allow_unused=True)
-        tune = sum((p * g.detach()).reshape(p.shape[0], -1).sum(-1)
-                   for p, g in zip(own, tuning) if g is not None)                # [R], gradient: tuning
+        tune = tuning_term(variance, list(self.parameters()))                    # [R], gradient: tuning
         injected = (wide * grad.detach()).sum((-1, -2))                           # [R, B], gradient: grad
-        surrogate = (f_hard + (injected - injected.detach()) + (tune - tune.detach())[:, None]).to(logits.dtype)
+        surrogate = (f_hard + (injected - injected.detach()) + tune[:, None]).to(logits.dtype)
         info = {"loss": f_hard.detach().mean(-1), "eta": self.eta.detach().clone(),
                 "temperature": self.log_temperature.detach().exp(), "grad_sq": variance.detach()}
         return surrogate, info

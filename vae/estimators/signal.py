@@ -45,6 +45,17 @@ def leave_one_out_mean(values: Tensor, dim: int = 1) -> Tensor:
     return (values.sum(dim, keepdim=True) - values) / (k - 1)
 
 
+def tuning_term(objective: Tensor, params: list[nn.Parameter]) -> Tensor:
+    """``[R]`` of value 0 whose gradient, for ``params`` (each with a leading replica axis) alone, is
+    ``d objective / d params``: what an estimator adds to its surrogate so that the run's optimiser
+    moves its own parameters down ``objective`` (the estimate's squared norm, whose gradient is a
+    single-draw estimate of its variance's, by double backpropagation) while the model's receive the
+    estimate. REBAR's, RELAX's, Double CV's and RODEO's control variates are tuned this way."""
+    tuning = torch.autograd.grad(objective.sum(), params, retain_graph=True, allow_unused=True)
+    tune = sum((p * g.detach()).reshape(p.shape[0], -1).sum(-1) for p, g in zip(params, tuning) if g is not None)
+    return tune - tune.detach()
+
+
 def divide_gradient(x: Tensor, scale: Tensor) -> Tensor:
     """Value ``x [R, ...]``, gradient divided by ``scale [R]`` (per replica): how a model applies
     an estimator's ``encoder_gradient_scale`` to the logits it hands the estimator."""
