@@ -37,32 +37,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats; the median is reported "
                         "(default 5; --ssl-classes: the preset's)")
     parser.add_argument("--ssl-classes", action="store_true",
-                        help="time marginal against gs in the semi-supervised task per number of classes (Figure 5(a))")
+                        help="time marginal against gs in the semi-supervised task per number of classes "
+                             "(Figure 5(a))")
     parser.add_argument("--profile", action="store_true",
-                        help="profile the VAE step and the M2 step (marginal, gs) instead: where a step's time goes")
+                        help="profile the VAE step and the M2 step (marginal, gs) instead: "
+                             "where a step's time goes")
     parser.add_argument("--preset", default="quick", choices=PRESETS,
-                        help="with --ssl-classes: the classes and budget; with --profile: the M2 networks (default quick)")
+                        help="with --ssl-classes: the classes and budget; with --profile: "
+                             "the M2 networks (default quick)")
     parser.add_argument("--bound", action="store_true",
                         help="time only (d), the m = 1000 bound against the implementation it replaced")
     parser.add_argument("--anchors", action="store_true",
                         help="time only the suite's step against (a′), the best hand-written loop, for GS, "
                              "ST-GS and RLOO on the affine and the MLP VAE")
     parser.add_argument("--floor", action="store_true",
-                        help="time only (f), every estimator's step against its own matrix products timed alone")
+                        help="time only (f), every estimator's step against its own matrix "
+                             "products timed alone")
     parser.add_argument("--estimator", nargs="+", default=None, help="with --floor: these estimators only")
     parser.add_argument("--cell", nargs="+", default=None, choices=list(bench.FLOOR_CELLS),
                         help="with --floor: these models only (default all)")
     parser.add_argument("--replicas", type=int, default=1,
                         help="with --floor: also time R seeds at once on the replica axis (default 1: not)")
     parser.add_argument("--eager-only", action="store_true",
-                        help="leave out the compile=true timings (each compiles its step first: seconds to a minute)")
+                        help="leave out the compile=true timings (each compiles its step first: "
+                             "seconds to a minute)")
     parser.add_argument("--compiled", action="store_true",
-                        help="with --ssl-classes: time both modes with compile=true instead (the step as one graph; "
-                             "writes ssl_speed_<device>_compiled.json)")
+                        help="with --ssl-classes: time both modes with compile=true instead (the step as one "
+                             "graph; writes ssl_speed_<device>_compiled.json)")
     parser.add_argument("--bound-examples", type=int, default=200,
                         help=f"test digits in each of the {bench.BOUND_REPEATS} timings of (d) (default 200)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads on the CPU (default torch's; 1: as each run of a 2-worker sweep trains)")
+                        help="torch threads on the CPU (default torch's; 1: "
+                             "as each run of a 2-worker sweep trains)")
     parser.add_argument("--out", default="results/bench", help="folder of the JSON record")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -80,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {bench.profile_steps(args.device, args.preset, args.steps or 10, out)}")
             return 0
         if args.ssl_classes:
-            print(f"wrote {bench.ssl_speed(args.device, args.preset, args.steps, args.repeats, out, args.compiled)}")
+            print(
+                f"wrote "
+                f"{bench.ssl_speed(args.device, args.preset, args.steps, args.repeats, out, args.compiled)}")
             return 0
         if args.anchors:
             record = {"device": bench.device_name(resolve_device(args.device)), "torch": torch.__version__,
@@ -93,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.floor:
             path = out / f"floor_{resolve_device(args.device).type}.json"
             steps, repeats = args.steps or 100, args.repeats or 5
-            speed = bench.floor_speed(args.device, steps, repeats, compiled=not args.eager_only, cells=args.cell,
-                                      names=args.estimator, replicas=args.replicas)
+            speed = bench.floor_speed(args.device, steps, repeats, compiled=not args.eager_only,
+                                      cells=args.cell, names=args.estimator, replicas=args.replicas)
             bench.print_floor_speed(speed)
             record = bench.floor_record(args.device, speed, path, steps, repeats)
         elif args.bound:
@@ -102,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.print_bound_speed(record["models"])
             path = out / f"bound_{resolve_device(args.device).type}.json"
         else:   # written once before the anchors (their compilations are the slow part) and again with them
-            record = bench.training_record(args.device, args.steps or 200, args.repeats or 5, args.bound_examples,
-                                           compiled=not args.eager_only)
+            record = bench.training_record(args.device, args.steps or 200, args.repeats or 5,
+                                           args.bound_examples, compiled=not args.eager_only)
             bench.print_training_record(record)
             path = write_json_atomic(out / f"{resolve_device(args.device).type}.json", record)
             record["anchors"] = bench.anchor_speed(args.device, args.steps or 200, args.repeats or 5,

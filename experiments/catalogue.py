@@ -26,8 +26,10 @@ BLOCK = re.compile(r"(<!-- catalogue -->\n).*?(<!-- /catalogue -->)", flags=re.S
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plugins", nargs="+", default=[], help="modules that register estimators of your own")
-    parser.add_argument("--readme", type=Path, default=README, help="the page to write (default: %(default)s)")
+    parser.add_argument("--plugins", nargs="+", default=[],
+                        help="modules that register estimators of your own")
+    parser.add_argument("--readme", type=Path, default=README,
+                        help="the page to write (default: %(default)s)")
     args = parser.parse_args(argv)
     for module in args.plugins:
         try:
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     text = args.readme.read_text()
     if not BLOCK.search(text):
-        print(f"--readme: {args.readme} has no <!-- catalogue --> ... <!-- /catalogue --> block", file=sys.stderr)
+        print(f"--readme: {args.readme} has no <!-- catalogue --> ... <!-- /catalogue --> block",
+              file=sys.stderr)
         return 2
     write_text_atomic(args.readme, BLOCK.sub(lambda m: m.group(1) + catalogue() + m.group(2), text, count=1))
     print(f"wrote the catalogue of {catalogue().count(chr(10)) - 2} estimators into {args.readme}")

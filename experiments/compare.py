@@ -33,10 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run directories, or directories above runs")
-    parser.add_argument("--metric", action="append", metavar="KEY", help="summary key, e.g. test/iw_bound (repeatable)")
+    parser.add_argument("--metric", action="append", metavar="KEY",
+                        help="summary key, e.g. test/iw_bound (repeatable)")
     parser.add_argument("--plot", action="store_true", help="also draw a curve metric against training steps")
-    parser.add_argument("--curve", metavar="KEY", help="the plotted key (default test/neg_elbo, else test/nll)")
-    parser.add_argument("--out", default="results/figures/compare", metavar="STEM", help="figure path without suffix")
+    parser.add_argument("--curve", metavar="KEY",
+                        help="the plotted key (default test/neg_elbo, else test/nll)")
+    parser.add_argument("--out", default="results/figures/compare", metavar="STEM",
+                        help="figure path without suffix")
     args = parser.parse_args(argv)
     try:
         run_dirs = list(dict.fromkeys(d for p in args.paths for d in find_runs(Path(p))))

@@ -39,7 +39,8 @@ def run_all(results: Path, overrides: list[str], progress: bool = True) -> dict[
 
 
 def report(runs: dict[str, Path]) -> str:
-    rows = ["| estimator | test -ELBO | test -log p(x) bound (m, examples) | valid -ELBO | steps/s | device |",
+    rows = ["| estimator | test -ELBO | test -log p(x) bound (m, examples) "
+            "| valid -ELBO | steps/s | device |",
             "|---|---|---|---|---|---|"]
     for name, run_dir in runs.items():
         s = load_summary(run_dir)
@@ -48,7 +49,8 @@ def report(runs: dict[str, Path]) -> str:
             return f"{s[key]['mean']:.1f} ± {s[key]['std']:.1f}"
 
         rows.append(f"| {name} | {pm('test/neg_elbo')} | {pm('test/iw_bound')} (m={s['iw_samples']}, "
-                    f"{s['iw_examples']}) | {pm('valid/neg_elbo')} | {s['steps_per_second'] or '–'} | {s['device']} |")
+                    f"{s['iw_examples']}) | {pm('valid/neg_elbo')} | {s['steps_per_second'] or '–'} | "
+                    f"{s['device']} |")
     return "\n".join(rows)
 
 
@@ -56,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results", help="root of the results store")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (none either when stderr is "
-                        "not a terminal)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (none either when stderr is "
+                             "not a terminal)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of configs/demo.yaml")
     args = parser.parse_args(argv)
     try:
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = load_summary(next(iter(runs.values())))["seeds"]
     print(f"\nCategorical VAE (20x10), {len(seeds)} seeds, mean ± std over seeds, nats (lower is better):\n")
     print(table)
-    print(f"\nRuns (config, metrics.jsonl, summary.json, checkpoint) are in {Path(args.results_dir) / 'runs' / 'demo'}/.")
+    print(f"\nRuns (config, metrics.jsonl, summary.json, checkpoint) "
+          f"are in {Path(args.results_dir) / 'runs' / 'demo'}/.")
     return 0
 
 

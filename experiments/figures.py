@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.figures", description=figures.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("figure", choices=list(figures.FIGURES))
-    parser.add_argument("--preset", default="quick", choices=PRESETS, help="which runs to read (default quick)")
+    parser.add_argument("--preset", default="quick", choices=PRESETS,
+                        help="which runs to read (default quick)")
     parser.add_argument("--results-dir", default="results", help="results store root (default results)")
     parser.add_argument("--partial", action="store_true",
                         help="draw a panel none of whose runs has finished (empty) instead of refusing")

@@ -49,10 +49,13 @@ from vae.store.run_dir import load_summary, write_json_atomic, write_text_atomic
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
 FIGURES = ("fig1", "fig3", "fig4", "fig5", "tau-ablation", "gradvar", "samples")
 TABLES = ("table1", "table2", "model-question")
-MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"], "float32, compiled": ["compile=true"]}
+MODES = {"float32": [], "tf32": ["precision=tf32"], "bf16": ["precision=bf16"],
+         "float32, compiled": ["compile=true"]}
 MODE_STEPS = 5000
-SSL_SPEED_STEPS = 100   # timed steps per repeat of Figure 5(a)'s bench (the converged preset's 20 are too few on a GPU)
-RECORDS = {"bench": "cuda.json", "ssl_speed": "ssl_speed_cuda.json", "ssl_speed_compiled": "ssl_speed_cuda_compiled.json"}
+# timed steps per repeat of Figure 5(a)'s bench (the converged preset's 20 are too few on a GPU)
+SSL_SPEED_STEPS = 100
+RECORDS = {"bench": "cuda.json", "ssl_speed": "ssl_speed_cuda.json",
+           "ssl_speed_compiled": "ssl_speed_cuda_compiled.json"}
 STEP_TIMEOUT, BENCH_TIMEOUT = 300, 480   # s for a step, and the bench (it compiles ten steps)
 
 
@@ -68,11 +71,13 @@ def run(command: list[str], env: dict[str, str], timeout: int = STEP_TIMEOUT) ->
 
 
 def numeric_modes(env: dict[str, str], workdir: Path, rows: list[dict], done: Callable[[], None]) -> None:
-    """Train and bound the categorical VAE once per numeric mode: a row each (read from its run), then ``done()``."""
+    """Train and bound the categorical VAE once per numeric mode: a row each (read from its run),
+    then ``done()``."""
     for mode, overrides in MODES.items():
         run_dir = workdir / "modes" / mode.replace(", ", "-")
-        command = [sys.executable, "-m", "experiments.train", "--no-progress", "--config", "configs/vae_categorical.yaml",
-                   "--run-dir", str(run_dir), f"steps={MODE_STEPS}", "device=cuda", f"out_dir={workdir / 'modes'}",
+        command = [sys.executable, "-m", "experiments.train", "--no-progress", "--config",
+                   "configs/vae_categorical.yaml", "--run-dir", str(run_dir), f"steps={MODE_STEPS}",
+                   "device=cuda", f"out_dir={workdir / 'modes'}",
                    "eval.every=5000", "checkpoint_every=5000", *overrides]
         ok, output, seconds = run(command, env)
         row = {"mode": mode, "ok": ok, "seconds": round(seconds, 1)}
@@ -94,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/mnist", help="the four MNIST IDX files")
     parser.add_argument("--out", default="results/gpu_check", help="folder of the report")
-    parser.add_argument("--export-data", metavar="DIR", help="write MNIST from this machine's cache as IDX files to DIR, and stop")
+    parser.add_argument("--export-data", metavar="DIR",
+                        help="write MNIST from this machine's cache as IDX files to DIR, and stop")
     args = parser.parse_args(argv)
     if args.export_data:
         print("\n".join(f"wrote {p}" for p in export_idx(load_images(), Path(args.export_data))))
         return 0
     if not torch.cuda.is_available():
-        print("error: gpu-check: no CUDA device here; run it on the GPU machine (see README 'GPU')", file=sys.stderr)
+        print("error: gpu-check: no CUDA device here; run it on the GPU machine (see README 'GPU')",
+              file=sys.stderr)
         return 2
 
     out = Path(args.out)
@@ -117,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, name in RECORDS.items():
             report[key] = json.loads((out / name).read_text()) if (out / name).exists() else None
         profile = out / "profile_cuda.txt"
-        report["profile"] = ([line for line in profile.read_text().splitlines() if line.startswith(("== ", "CUDA runtime"))]
+        report["profile"] = ([line for line in profile.read_text().splitlines()
+                              if line.startswith(("== ", "CUDA runtime"))]
                              if profile.exists() else None)
         write_json_atomic(out / "gpu_check.json", report)
         write_text_atomic(out / "gpu_check.md", to_markdown(report))
@@ -137,20 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     write_report()                                              # the machine, before any step
     results = workdir / "results"
     python = sys.executable
-    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)], env, BENCH_TIMEOUT))
+    record("bench on cuda", run([python, "-m", "experiments.bench", "--device", "cuda", "--out", str(out)],
+                                env, BENCH_TIMEOUT))
     side_by_side({"pytest -m gpu": [python, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]}
-                 | {f"sweep {sweep.name} tiny": [python, "-m", "experiments.sweep", str(sweep), "--preset", "tiny",
-                                                 "--results-dir", str(results), "--no-progress"] for sweep in SWEEPS}
-                 | {"Figure 5(a) speed tiny": [python, "-m", "experiments.bench", "--ssl-classes", "--preset", "tiny",
+                 | {f"sweep {sweep.name} tiny": [python, "-m", "experiments.sweep", str(sweep), "--preset",
+                                                 "tiny", "--results-dir", str(results), "--no-progress"]
+                    for sweep in SWEEPS}
+                 | {"Figure 5(a) speed tiny": [python, "-m", "experiments.bench", "--ssl-classes", "--preset",
+                                               "tiny",
                                                "--device", "cuda", "--out", str(results / "bench" / "tiny")]})
     side_by_side({f"figure {figure} tiny": [python, "-m", "experiments.figures", figure, "--preset", "tiny",
                                             "--results-dir", str(results)] for figure in FIGURES}
                  | {f"table {table} tiny": [python, "-m", "experiments.tables", table, "--preset", "tiny",
                                             "--results-dir", str(results)] for table in TABLES})
     for flags, label in (([], ""), (["--compiled"], ", compiled")):
-        record(f"Figure 5(a) speed on cuda{label}", run([python, "-m", "experiments.bench", "--ssl-classes", *flags,
-                                                         "--device", "cuda", "--preset", "converged", "--steps",
-                                                         str(SSL_SPEED_STEPS), "--out", str(out)], env))
+        record(f"Figure 5(a) speed on cuda{label}",
+               run([python, "-m", "experiments.bench", "--ssl-classes", *flags,
+                    "--device", "cuda", "--preset", "converged", "--steps",
+                    str(SSL_SPEED_STEPS), "--out", str(out)], env))
     record("profile on cuda", run([python, "-m", "experiments.bench", "--profile", "--device", "cuda",
                                    "--preset", "converged", "--out", str(out)], env))
     numeric_modes(env, workdir, report["modes"], write_report)
@@ -161,32 +173,38 @@ def main(argv: list[str] | None = None) -> int:
 def to_markdown(report: dict) -> str:
     lines = [f"GPU check on {report['device']} (Python {report['python']}, torch {report['torch']}): "
              f"{report['seconds']:.0f} s in all.", "", "| step | outcome | seconds |", "|---|---|---|"]
-    lines += [f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']:.1f} |" for s in report["steps"]]
+    lines += [f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']:.1f} |"
+              for s in report["steps"]]
     if report.get("bench"):
         rates = report["bench"]["steps_per_second"]
         base = rates["(a) plain PyTorch loop"]
-        lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |", "|---|---|---|"]
+        lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |",
+                  "|---|---|---|"]
         for label, rate in rates.items():
-            lines.append(f"| {label} | {rate:.1f} | {rate * report['bench']['replicas'].get(label, 1) / base:.2f}x |")
+            lines.append(f"| {label} | {rate:.1f} | "
+                         f"{rate * report['bench']['replicas'].get(label, 1) / base:.2f}x |")
         for config, bound in report["bench"]["bound"].items():
             lines.append(f"| (d) m = 1000 bound, {config}, s per seed on 10,000 digits (reference / suite) | "
-                         f"{bound['seconds_per_seed_10000']['reference']} / {bound['seconds_per_seed_10000']['suite']} | "
-                         f"{bound['speedup']:.2f}x |")
+                         f"{bound['seconds_per_seed_10000']['reference']} / "
+                         f"{bound['seconds_per_seed_10000']['suite']} | {bound['speedup']:.2f}x |")
         paper = report["bench"]["paper_preset"]
         compiled = paper.get("estimated_training_hours_compiled")
         lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
-                      f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training at (e)'s "
-                      f"steps/s (GS's cost per step){f', {compiled:.1f} h with compile=true' if compiled else ''}."]
+                      f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training "
+                      f"at (e)'s steps/s (GS's cost per step)"
+                      f"{f', {compiled:.1f} h with compile=true' if compiled else ''}."]
     for key, title in (("ssl_speed", "Figure 5(a)"), ("ssl_speed_compiled", "Figure 5(a), compile=true")):
         if report.get(key):
             rates = report[key]["steps_per_second"]
-            lines += ["", f"| {title}: classes C | marginal steps/s | gs steps/s | gs / marginal |", "|---|---|---|---|"]
+            lines += ["", f"| {title}: classes C | marginal steps/s | gs steps/s | gs / marginal |",
+                      "|---|---|---|---|"]
             lines += [f"| {c} | {rates['marginal'][c]:.1f} | {rates['gs'][c]:.1f} | {ratio:.2f}x |"
                       for c, ratio in report[key]["speedup"].items()]
     if report.get("profile"):
-        lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):", "",
-                  *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
-    lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |", "|---|---|---|---|"]
+        lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):",
+                  "", *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
+    lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |",
+              "|---|---|---|---|"]
     for m in report.get("modes", []):
         if m["ok"]:
             lines.append(f"| {m['mode']} | {m['steps_per_second']:.0f} | {m['bound']:.2f} | "

@@ -60,14 +60,17 @@ def parse_row(spec: str, cfg: Config) -> tuple[str, float]:
     name, _, tau_text = spec.partition("@")
     try:
         tau = float(tau_text or 1.0)
-        with_y = dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, y=name), tau=TauConfig(schedule="constant", tau0=tau))
+        with_y = dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, y=name),
+                                     tau=TauConfig(schedule="constant", tau0=tau))
         validate(with_y)
         check(with_y)
     except ValueError as err:            # ConfigError is one
         raise GradientsError(f"--estimator {spec}: {err}") from None
     if not stateless(name, cfg):
-        measurable = [n for n in applicable(task="ssl", kind="bernoulli" if cfg.ssl.num_classes == 2 else "categorical",
-                                            lowest_tau=tau, latent_shape=(1, cfg.ssl.num_classes), cfg=cfg.estimator)
+        measurable = [n for n in applicable(task="ssl",
+                                            kind="bernoulli" if cfg.ssl.num_classes == 2 else "categorical",
+                                            lowest_tau=tau, latent_shape=(1, cfg.ssl.num_classes),
+                                            cfg=cfg.estimator)
                       if stateless(n, cfg)]
         raise GradientsError(f"--estimator {spec}: trains a state of its own, which checkpoints do not keep; "
                              f"measurable: the stateless ones ({', '.join(measurable)})")
@@ -106,11 +109,12 @@ def agreement_table(run_dir: Path, cfg: Config, rows: list[tuple[str, float]], d
     command = " ".join(["python -m experiments.ssl_gradients", str(run_dir),
                         *(f"--estimator {name}@{tau:g}" for name, tau in rows),
                         f"--draws {draws} --examples {examples}"])
-    caption = (f"Gradient of the unlabelled loss -U(x) with respect to the logits of q(y | x) on the trained M2 of "
-               f"{run_dir.name} (trained with {cfg.ssl.y}, {cfg.steps} steps, test accuracy "
-               f"{100 * summary['test/accuracy']['mean']:.1f} %), for the first {examples} validation digits, "
-               f"{draws} draws per row, against the exact gradient (y summed, the mean of {draws} draws over z's "
-               f"noise); the digits' gradients as one vector, mean over {r} seed(s). `{command}`, at commit {commit}.")
+    caption = (f"Gradient of the unlabelled loss -U(x) with respect to the logits of q(y | x) on the trained "
+               f"M2 of {run_dir.name} (trained with {cfg.ssl.y}, {cfg.steps} steps, test accuracy "
+               f"{100 * summary['test/accuracy']['mean']:.1f} %), for the first {examples} validation "
+               f"digits, {draws} draws per row, against the exact gradient (y summed, the mean of {draws} "
+               f"draws over z's noise); the digits' gradients as one vector, mean over {r} seed(s). "
+               f"`{command}`, at commit {commit}.")
     return to_markdown(HEADER, table, caption)
 
 
@@ -119,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", metavar="RUN", help="a finished ssl run's directory")
     parser.add_argument("--estimator", action="append", metavar="NAME[@TAU]",
-                        help=f"an estimator of y at temperature TAU (default 1); repeatable; default: {DEFAULT_ROWS}")
-    parser.add_argument("--draws", type=int, default=1000, help="gradient draws per row and for the exact one (1000)")
+                        help=f"an estimator of y at temperature TAU (default 1); repeatable; default: "
+                             f"{DEFAULT_ROWS}")
+    parser.add_argument("--draws", type=int, default=1000,
+                        help="gradient draws per row and for the exact one (1000)")
     parser.add_argument("--examples", type=int, default=50, help="validation digits (default 50)")
     parser.add_argument("--results-dir", default="results", help="results store root (default results)")
     parser.add_argument("--out", metavar="FILE", help="also write the table to FILE")
@@ -128,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run)
     try:
         if read_config_text(run_dir) is None or load_summary(run_dir) is None:
-            raise GradientsError(f"RUN {run_dir}: not a finished run directory (config.yaml and summary.json)")
+            raise GradientsError(f"RUN {run_dir}: not a finished run directory (config.yaml and "
+                                 f"summary.json)")
         cfg = config_from_dict(read_yaml(read_config_text(run_dir)))
         if cfg.task != "ssl":
             raise GradientsError(f"RUN {run_dir}: a run of task {cfg.task!r}, not ssl")
         rows = [parse_row(spec, cfg) for spec in args.estimator or DEFAULT_ROWS]
         if args.draws < 2 or args.examples < 1:
-            raise GradientsError(f"--draws must be >= 2 and --examples >= 1, got {args.draws} and {args.examples}")
+            raise GradientsError(f"--draws must be >= 2 and --examples >= 1, "
+                                 f"got {args.draws} and {args.examples}")
     except GradientsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

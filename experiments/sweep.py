@@ -1,7 +1,8 @@
 """Run every point of a sweep file, resumably: ``python -m experiments.sweep FILE [--preset P]``.
 
 The sweep-file format and run identity are those of :mod:`vae.sweeps.definition`, the resume rules
-those of :mod:`vae.sweeps.running` (their docstrings are this command's ``--help``). Bad input prints one line and exits with 2.
+those of :mod:`vae.sweeps.running` (their docstrings are this command's ``--help``).
+Bad input prints one line and exits with 2.
 """
 
 from __future__ import annotations
@@ -23,27 +24,34 @@ from vae.training.trainer import RunDirError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=definition.__doc__ + "\n" + running.__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep",
+                                     description=definition.__doc__ + "\n" + running.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="sweep file (configs/sweeps/*.yaml)")
     parser.add_argument("--preset", help=f"budget, one of {', '.join(PRESETS)}, or {AS_WRITTEN} (the file as "
                         "written); default: quick if the file defines presets, else none")
-    parser.add_argument("--results-dir", default="results", help="results store root (runs go to <dir>/sweeps)")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at once, in processes (default 1)")
+    parser.add_argument("--results-dir", default="results",
+                        help="results store root (runs go to <dir>/sweeps)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs trained at once, in processes (default 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per run (default: torch's threads, OMP_NUM_THREADS if set, / workers; 1 leaves the other cores free)")
+                        help="torch threads per run (default: torch's threads, OMP_NUM_THREADS if set, "
+                             "/ workers; 1 leaves the other cores free)")
     parser.add_argument("--compile", action="store_true",
-                        help="train each run with compile=true (the step as one graph: faster, the same numbers to "
-                             "float round-off; the same points, compile is not part of a run's identity)")
-    parser.add_argument("--dry-run", action="store_true", help="list the points and their state, train nothing")
+                        help="train each run with compile=true (the step as one graph: faster, the same "
+                             "numbers to float round-off; the same points, "
+                             "compile is not part of a run's identity)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the points and their state, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--pack-lr", action="store_true",
-                        help="train the points that differ only in optim.lr as one run, a learning rate per replica "
-                             "(the GPU recipe for a learning-rate grid); their records are the same as unpacked")
+                        help="train the points that differ only in optim.lr as one run, a learning rate per "
+                             "replica (the GPU recipe for a learning-rate grid); "
+                             "their records are the same as unpacked")
     parser.add_argument("--point", nargs="+", action="extend", metavar="NAME",
-                        help="run only the points of these names (<slug>__<hash>, as --dry-run lists them; a W&B "
-                             "agent runs one; --point A B and --point A --point B are the same); put it after the "
-                             "sweep file")
+                        help="run only the points of these names (<slug>__<hash>, as --dry-run lists them; a "
+                             "W&B agent runs one; --point A B and --point A --point B are the same); put it "
+                             "after the sweep file")
     parser.add_argument("--wandb", action="store_true",
                         help="register the sweep with W&B and print the agent command (needs a login)")
     parser.add_argument("--agents", type=int, default=0, help="with --wandb: start this many agents here")
@@ -55,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.agents < 0 or (args.agents and not args.wandb):
             raise SweepError("--agents: needs --wandb and a count >= 0")
         if args.compile and args.wandb:
-            raise SweepError("--compile: not with --wandb (its agents train the registered points as written)")
+            raise SweepError("--compile: not with --wandb (its agents train the registered "
+                             "points as written)")
         sweep = read_sweep(args.sweep)
         preset = args.preset or ("quick" if sweep.presets else AS_WRITTEN)
         points = expand(sweep, preset, results_dir)
@@ -73,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i}/{len(points)}] {point.label}: {point.status()} -> {point.run_dir}")
             return 0
         started = time.perf_counter()
-        outcomes = train_points(sweep, points, preset, results_dir, workers=args.workers, threads=args.threads,
+        outcomes = train_points(sweep, points, preset, results_dir, workers=args.workers,
+                                threads=args.threads,
                                 pack_lr=args.pack_lr, progress=not args.no_progress and sys.stderr.isatty())
     except (SweepError, ConfigError, DataError, RunDirError, WandbSweepError) as err:
         print(f"error: {err}", file=sys.stderr)

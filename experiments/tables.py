@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.tables", description=tables.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(tables.TABLES))
-    parser.add_argument("--preset", default="quick", choices=PRESETS, help="which runs to read (default quick)")
+    parser.add_argument("--preset", default="quick", choices=PRESETS,
+                        help="which runs to read (default quick)")
     parser.add_argument("--results-dir", default="results", help="results store root (default results)")
     args = parser.parse_args(argv)
     try:

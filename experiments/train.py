@@ -35,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", help="results store root: the run goes under <dir>/runs/ (out_dir)")
     parser.add_argument("--run-dir", help="where to write the run (default: <out_dir>/<experiment>/<name>)")
     parser.add_argument("--data-dir", help="directory holding the four MNIST IDX files (data.data_dir)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and run nothing")
-    parser.add_argument("--keys", action="store_true", help="print every config key, its default and meaning; run nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config and run nothing")
+    parser.add_argument("--keys", action="store_true",
+                        help="print every config key, its default and meaning; run nothing")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (none either when stderr is not a terminal)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. tau.schedule=constant")
     args = parser.parse_args(argv)
     if args.keys:
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--resume: the one override it takes is steps=N (train the run further); "
                                   f"got {' '.join(args.overrides)}")
             steps = load_config(None, args.overrides).steps if args.overrides else None
-            run_dir = train(None, Path(args.resume), resume=True, steps=steps, progress=not args.no_progress and sys.stderr.isatty())
+            run_dir = train(None, Path(args.resume), resume=True, steps=steps,
+                            progress=not args.no_progress and sys.stderr.isatty())
         else:
             overrides = list(args.overrides)
             if args.results_dir:
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_config:
                 print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
                 return 0
-            run_dir = train(cfg, Path(args.run_dir) if args.run_dir else None, progress=not args.no_progress and sys.stderr.isatty())
+            run_dir = train(cfg, Path(args.run_dir) if args.run_dir else None,
+                            progress=not args.no_progress and sys.stderr.isatty())
     except (ConfigError, DataError, RunDirError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

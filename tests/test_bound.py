@@ -6,9 +6,9 @@ classes are the argmax of the one-hot samples, the embedding bag is the product 
 input, the log-likelihood is minus ``binary_cross_entropy_with_logits`` summed, the gathers are
 the products with z. The whole bound is compared in float32, as the trainer computes it, against
 :func:`vae.reporting.bench.reference_bound` (the replaced implementation) on the same generator
-streams (the replaced arithmetic on the suite's samples): a log-weight sums 784 pixel terms (plus N latent terms), so the two agree to
-``float32_rtol(784 + N)`` of its size (tests/conftest.py), which the bound (a mean of log-mean-exps
-of log-weights) inherits.
+streams (the replaced arithmetic on the suite's samples): a log-weight sums 784 pixel terms (plus N latent
+terms), so the two agree to ``float32_rtol(784 + N)`` of its size (tests/conftest.py), which the bound (a mean
+of log-mean-exps of log-weights) inherits.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def test_inverse_cdf_samples_have_the_softmax_frequencies_and_never_a_class_of_p
         logits = torch.randn(2, 3, 4, k, generator=torch.Generator().manual_seed(k)) * 2
         if k == 10:
             logits[..., 3] = -1e4
-        index = sample_classes_by_inverse_cdf(class_boundaries(logits), ReplicaGenerator([1, 2]), num_samples=s)
+        index = sample_classes_by_inverse_cdf(class_boundaries(logits), ReplicaGenerator([1, 2]),
+                                              num_samples=s)
         assert index.shape == (2, s, 3, 4) and index.dtype == torch.int64
         frequency = F.one_hot(index, k).double().mean(1)                      # [R, B, N, K]
         p = torch.softmax(logits.double(), -1)
@@ -62,8 +63,8 @@ def test_inverse_cdf_samples_have_the_softmax_frequencies_and_never_a_class_of_p
         if k == 10:
             assert not bool((index == 3).any())
         # as floats (the bits a Bernoulli decoder reads): the same classes from the same stream
-        as_floats = sample_classes_by_inverse_cdf(class_boundaries(logits), ReplicaGenerator([1, 2]), num_samples=s,
-                                                  dtype=torch.float32)
+        as_floats = sample_classes_by_inverse_cdf(class_boundaries(logits), ReplicaGenerator([1, 2]),
+                                                  num_samples=s, dtype=torch.float32)
         assert as_floats.dtype == torch.float32 and torch.equal(as_floats, index.float())
         # per-sample boundaries (a layer of the SBN given the layer above): one draw each
         one = sample_classes_by_inverse_cdf(class_boundaries(logits.unsqueeze(1).expand(2, 5, 3, 4, k)),
@@ -84,7 +85,8 @@ def test_softplus_sum_is_the_softplus_summed_where_exp_overflows_too():
         bias = torch.randn(784, generator=torch.Generator().manual_seed(2)) * 3
         logits = logits.clamp(max=70.0)                       # e^p e^b finite: the fast route
         for _ in range(2):
-            torch.testing.assert_close(softplus_sum(logits.clone, bias), F.softplus(logits.double() + bias.double()).sum(-1).float(),
+            torch.testing.assert_close(softplus_sum(logits.clone, bias),
+                                       F.softplus(logits.double() + bias.double()).sum(-1).float(),
                                        rtol=float32_rtol(784), atol=float32_rtol(784))
             bias[0], logits[..., 0] = -5.0, 90.0
     assert torch.isnan(softplus_sum(torch.tensor([0.0, float("nan")]).clone)).item()
@@ -93,7 +95,8 @@ def test_softplus_sum_is_the_softplus_summed_where_exp_overflows_too():
     low = (torch.randn(200, 784, generator=torch.Generator().manual_seed(1)) * 3 - 6).bfloat16()
     widened = softplus_sum(low.clone)
     assert widened.dtype == torch.float32
-    torch.testing.assert_close(widened, F.softplus(low.double()).sum(-1).float(), rtol=float32_rtol(784), atol=float32_rtol(784))
+    torch.testing.assert_close(widened, F.softplus(low.double()).sum(-1).float(), rtol=float32_rtol(784),
+                               atol=float32_rtol(784))
 
 
 def test_embedding_bag_is_the_product_with_the_one_hot_input():
@@ -148,7 +151,8 @@ def test_vae_bound_equals_the_replaced_implementation_on_the_same_samples(kind, 
 
 @pytest.mark.parametrize("kind, n, k", [("bernoulli", 8, 2), ("categorical", 4, 5)])
 def test_sbn_nll_equals_the_one_hot_computation_on_the_same_samples(kind, n, k):
-    """Against the one-hot path written out (one-hot samples of the same classes, the map's matmul, BCE), in float64."""
+    """Against the one-hot path written out (one-hot samples of the same classes, the map's matmul, BCE),
+    in float64."""
     model = sbn.StochasticBinaryNetwork(kind, n, k, [16], 2, ReplicaGenerator([1, 2])).double()
     data = BinarizedImages({"test": digits(12, dtype=torch.float64)}, "static")
 
@@ -156,10 +160,12 @@ def test_sbn_nll_equals_the_one_hot_computation_on_the_same_samples(kind, n, k):
         x = data.splits["test"].expand(2, -1, -1)
         upper, lower = x[..., :sbn.HALF], x[..., sbn.HALF:]
         h = F.one_hot(inverse_cdf_classes(model.logits(0, upper), rng, 50), k).double()
-        h = F.one_hot(sample_classes_by_inverse_cdf(class_boundaries(model.logits(1, model.flat(h))), rng), k).double()
+        h = F.one_hot(sample_classes_by_inverse_cdf(class_boundaries(model.logits(1, model.flat(h))), rng),
+                      k).double()
         log_w = -model.output_loss(h, lower)                                  # [R, S, B]
         return -(torch.logsumexp(log_w, 1) - torch.log(torch.tensor(50.0))).mean(-1)
 
     with torch.no_grad():
-        fast = sbn.negative_log_likelihood(model, data, "test", ReplicaGenerator([7, 8]), 50, 12, sample_chunk=50)
+        fast = sbn.negative_log_likelihood(model, data, "test", ReplicaGenerator([7, 8]), 50, 12,
+                                           sample_chunk=50)
         torch.testing.assert_close(fast, one_hot_nll(ReplicaGenerator([7, 8])))

@@ -42,7 +42,8 @@ def table(text: str) -> tuple[list[str], dict[str, dict[str, str]]]:
     header = [cell.strip() for cell in lines[0][1:]]
     names = [cells[0].strip() for cells in lines[1:]]
     assert len(set(names)) == len(names) and len(set(header)) == len(header), "a run or column twice"
-    return header, {cells[0].strip(): dict(zip(header, (c.strip() for c in cells[1:]))) for cells in lines[1:]}
+    return header, {cells[0].strip(): dict(zip(header, (c.strip() for c in cells[1:])))
+                    for cells in lines[1:]}
 
 
 def expected(run_dir: Path, key: str) -> str:
@@ -95,8 +96,9 @@ def test_plot_writes_png_and_pdf(sweep, tmp_path, capsys):
     (["{empty}"], "{empty}: holds no run"),
     (["{sweep}", "--metric", "test/no_such_key"], "--metric test/no_such_key:"),
     (["{sweep}", "--metric", "steps"], "--metric steps:"),           # in summary.json, but no metric
-    (["{sweep}", "--metric", "test/iw_bund"], "--metric test/iw_bund: no compared run's summary.json has this "
-                                              "metric (did you mean 'test/iw_bound'?); they have "),
+    (["{sweep}", "--metric", "test/iw_bund"],
+     "--metric test/iw_bund: no compared run's summary.json has this "
+     "metric (did you mean 'test/iw_bound'?); they have "),
     (["{sweep}", "--plot", "--curve", "test/no_such_curve"], "--curve test/no_such_curve:"),
 ])
 def test_bad_input_is_one_line_and_status_2_and_writes_nothing(sweep, tmp_path, capsys, args, message):
@@ -115,7 +117,8 @@ def test_the_legend_names_each_run_by_what_sets_it_apart():
     from vae.reporting.compare import Run, legend_labels
 
     def run(name: str, estimator: str, lr: float) -> Run:
-        return Run(Path(name), estimator, {"optim.lr": lr, "tau.schedule": "exp", "steps": 100, "seeds": [0]}, None)
+        return Run(Path(name), estimator, {"optim.lr": lr, "tau.schedule": "exp", "steps": 100, "seeds": [0]},
+                   None)
 
     runs = [run("a", "gs", 1e-3), run("b", "gs", 3e-4), run("c", "st-gs", 1e-3), run("d", "st-gs", 1e-3)]
     assert legend_labels(runs) == ["gs lr=0.001", "gs lr=0.0003", "c", "d"]
@@ -140,10 +143,13 @@ def test_tau_is_shown_only_for_estimators_that_read_it():
     nothing to them."""
     from vae.reporting.compare import Run, compare_table, legend_labels
 
-    runs = [Run(Path(f"/runs/{name}_{schedule}"), name, {"tau.schedule": schedule, "steps": 10, "seeds": [0]}, None)
+    runs = [Run(Path(f"/runs/{name}_{schedule}"), name, {"tau.schedule": schedule, "steps": 10, "seeds": [0]},
+                None)
             for name in ("gs", "reinforce-ema") for schedule in ("exp", "constant")]
     _, rows = table(compare_table(runs, []))
-    assert rows["gs_exp"]["τ schedule"] == "exp" and rows["reinforce-ema_exp"]["τ schedule"] == "– (reads none)"
+    assert (rows["gs_exp"]["τ schedule"] == "exp"
+            and rows["reinforce-ema_exp"]["τ schedule"] == "– (reads none)")
     labels = legend_labels(runs)
     assert labels[:2] == ["gs schedule=exp", "gs schedule=constant"]
-    assert labels[2:] == ["reinforce-ema_exp", "reinforce-ema_constant"]   # otherwise alike: their directories
+    # otherwise alike: their directories
+    assert labels[2:] == ["reinforce-ema_exp", "reinforce-ema_constant"]

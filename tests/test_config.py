@@ -24,7 +24,8 @@ def test_shipped_categorical_config_is_the_defaults():
 def test_shipped_configs_list_every_key():
     def keys(tree, prefix=""):
         return {prefix + k if not isinstance(v, dict) else kk
-                for k, v in tree.items() for kk in (keys(v, prefix + k + ".") if isinstance(v, dict) else [None])} - {None}
+                for k, v in tree.items()
+                for kk in (keys(v, prefix + k + ".") if isinstance(v, dict) else [None])} - {None}
 
     expected = keys(to_dict(Config()))
     for name in ("vae_categorical.yaml", "vae_bernoulli.yaml"):
@@ -92,14 +93,17 @@ def test_round_trip_through_plain_data():
     ("optim.lr=0", r"^optim\.lr: must be > 0"),
     ("estimator.name=vqvae", r"^estimator\.name: unknown 'vqvae'; allowed: .*gs"),
     ("tau.schedule=step", r"^tau\.schedule: 'step'; allowed: constant, exp"),
-    ("data.name=omniglott", r"^data\.name: 'omniglott' \(did you mean 'omniglot'\?\); allowed: mnist, fashion_mnist, omniglot"),
+    ("data.name=omniglott",
+     r"^data\.name: 'omniglott' \(did you mean 'omniglot'\?\); allowed: mnist, fashion_mnist, omniglot"),
     ("data.binarization=grey", r"^data\.binarization: 'grey'; allowed: static, dynamic, threshold, none"),
     ("model.activation=gelu", r"^model\.activation: 'gelu'; allowed: relu, leaky_relu"),
     ("model.output_bias=mean", r"^model\.output_bias: 'mean'; allowed: default, data_mean"),
     ("optim.prior_lr=0.01", r"^optim\.prior_lr: must be > 0 and only with model\.prior=learned"),
     ("task=gan", r"^task: 'gan'; allowed: vae, sbn, ssl$"),
-    ("task=sbn model.activation=leaky_relu", r"^model\.activation / model\.output_bias: other than relu / default only for task vae, not sbn$"),
-    ("task=ssl data.name=fashion_mnist", r"^data\.name: task ssl \(M2, Table 2\) runs on mnist, not fashion_mnist$"),
+    ("task=sbn model.activation=leaky_relu",
+     r"^model\.activation / model\.output_bias: other than relu / default only for task vae, not sbn$"),
+    ("task=ssl data.name=fashion_mnist",
+     r"^data\.name: task ssl \(M2, Table 2\) runs on mnist, not fashion_mnist$"),
     ("seeds=[]", r"^seeds: must list at least one seed"),
     ("steps=many", r"^steps: expected int, got 'many'"),
     ("steps=1.5", r"^steps: expected int"),
@@ -107,9 +111,11 @@ def test_round_trip_through_plain_data():
     ("model.hidden=[0]", r"^model\.hidden: must be a list of positive sizes"),
     ("model.prior=flat", r"^model\.prior: 'flat'; allowed: uniform, learned"),
     ("estimator.darn_point=half", r"^estimator\.darn_point: 'half'; allowed"),
-    ("estimator.name=arm", r"^estimator\.name: 'arm' is for bernoulli latents, not categorical ones; for task "
+    ("estimator.name=arm",
+     r"^estimator\.name: 'arm' is for bernoulli latents, not categorical ones; for task "
                               r"vae with categorical latents use gs, .*rloo"),
-    ("estimator.name=reinmax", r"^estimator\.name: 'reinmax' needs tau >= 1 throughout, but the schedule reaches 0.5; "),
+    ("estimator.name=reinmax",
+     r"^estimator\.name: 'reinmax' needs tau >= 1 throughout, but the schedule reaches 0.5; "),
     ("kl=relaxed estimator.name=st-gs", r"^kl: 'relaxed' needs .*gs"),
     ("checkpoint_every=150", r"^checkpoint_every: must be a positive multiple of log_every"),
     ("model.kind=bernoulli", r"^model\.num_classes: must be 2"),
@@ -117,7 +123,8 @@ def test_round_trip_through_plain_data():
     ("tau.tau0=.inf", r"^tau\.tau0: must be a finite number"),
     ("optim.lr=.nan", r"^optim\.lr: must be a finite number"),
     ("seeds=[0,1] optim.lr=[0.1]", r"^optim\.lr: a list needs one learning rate per seed \(2\), got 1"),
-    ("seeds=[0,0] optim.lr=[0.1,0.1]", r"^seeds: must be distinct \(or, with a list optim\.lr, distinct seed and"),
+    ("seeds=[0,0] optim.lr=[0.1,0.1]",
+     r"^seeds: must be distinct \(or, with a list optim\.lr, distinct seed and"),
     ("seeds=[0,1] optim.lr=[0.1,-1]", r"^optim\.lr: must be > 0"),
     ("seeds=[0,0]", r"^seeds: must be distinct"),
     ("data.batch_size=60000", r"^data\.batch_size: must be in \[1, 50000\]"),
@@ -126,7 +133,8 @@ def test_round_trip_through_plain_data():
     ("tau.schedule=learned tau.floor=1.0", r"^tau\.floor: the learned schedule keeps tau above floor"),
 ])
 def test_invalid_values_name_the_key(override, message):
-    """Through what every run and sweep point passes: the config's rules, then its task's (vae.training.tasks.check)."""
+    """Through what every run and sweep point passes: the config's rules,
+    then its task's (vae.training.tasks.check)."""
     with pytest.raises(ConfigError, match=message) as info:
         check(load_config(None, override.split()))
     assert "\n" not in str(info.value)
@@ -150,9 +158,11 @@ def test_bad_yaml_file_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(n for n, e in ESTIMATORS.items() if e.positive_options))
 def test_an_estimator_option_declared_positive_is_refused_at_zero_in_one_line(name):
-    """Every option an estimator declares in ``positive_options`` (read from the registry, not listed here)."""
+    """Every option an estimator declares in ``positive_options`` (read from the registry,
+    not listed here)."""
     for option in ESTIMATORS[name].positive_options:
-        with pytest.raises(ConfigError, match=rf"^estimator\.name: '{name}' needs estimator\.options\.{option} > 0, got 0"):
+        with pytest.raises(ConfigError, match=rf"^estimator\.name: "
+                                              rf"'{name}' needs estimator\.options\.{option} > 0, got 0"):
             check(load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"]))
 
 
@@ -167,9 +177,11 @@ def test_one_path_rule_the_current_directory_first_then_the_repository(tmp_path,
     assert load_config("configs/vae_bernoulli_linear.yaml").model.hidden == []       # the repository's
     assert resolve_path("configs/vae_bernoulli_linear.yaml") == REPO / "configs/vae_bernoulli_linear.yaml"
     (tmp_path / "configs").mkdir()
-    (tmp_path / "configs/vae_bernoulli_linear.yaml").write_text("steps: 7\n")      # one of your own, same name
+    # one of your own, same name
+    (tmp_path / "configs/vae_bernoulli_linear.yaml").write_text("steps: 7\n")
     assert load_config("configs/vae_bernoulli_linear.yaml").steps == 7
     assert base_path("configs/vae_bernoulli_linear.yaml") == Path("configs/vae_bernoulli_linear.yaml")
-    with pytest.raises(ConfigError, match=rf"^config: cannot read configs/nope.yaml \(.*; looked in the current "
-                                          rf"directory {re.escape(str(tmp_path))}, then in {re.escape(str(REPO))}\)$"):
+    with pytest.raises(ConfigError,
+                       match=rf"^config: cannot read configs/nope.yaml \(.*; looked in the current "
+                             rf"directory {re.escape(str(tmp_path))}, then in {re.escape(str(REPO))}\)$"):
         load_config("configs/nope.yaml")

@@ -68,7 +68,8 @@ def test_pickle_with_wrong_checksum_is_refused_before_unpickling():
 
 
 def test_restricted_unpickler_refuses_anything_but_numpy_arrays():
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system|refusing to load os.system"):
+    with pytest.raises(pickle.UnpicklingError,
+                       match="refusing to load posix.system|refusing to load os.system"):
         data_module._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(os.system))).load()
 
 
@@ -131,7 +132,8 @@ def test_the_atomic_writer_replaces_whole_files_and_leaves_nothing_behind_on_fai
 
     with pytest.raises(RuntimeError, match="killed"):
         atomic_write(target, half_then_fail)
-    assert target.read_text() == "second" and sorted(p.name for p in target.parent.iterdir()) == ["summary.json"]
+    assert (target.read_text() == "second"
+            and sorted(p.name for p in target.parent.iterdir()) == ["summary.json"])
     atomic_save({"step": 3}, tmp_path / "checkpoint.pt")
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True) == {"step": 3}
 
@@ -140,7 +142,8 @@ def test_the_atomic_writer_replaces_whole_files_and_leaves_nothing_behind_on_fai
 
 def _fake_debian_archive(idx_dir, tmp_path):
     """A .tar.xz laid out as Debian's FashionMNIST source archive, holding the fake IDX files
-    (compressed at the fastest levels: the 55 MB of fake pixels take seconds, not the default's half minute)."""
+    (compressed at the fastest levels: the 55 MB of fake pixels take seconds,
+    not the default's half minute)."""
     import tarfile
 
     path = tmp_path / "fashion.tar.xz"
@@ -159,7 +162,8 @@ def test_fashion_mnist_reads_the_same_idx_files_and_checks_the_debian_archive_be
     images = load_images(fake_mnist_dir, tmp_path / "c", log=quiet, name="fashion_mnist")
     assert {k: tuple(images[k].shape) for k in data_module.SPLITS} == {
         "train": (50_000, 784), "valid": (10_000, 784), "test": (10_000, 784)}
-    assert (tmp_path / "c" / "fashion_mnist_uint8.pt").exists() and not (tmp_path / "c" / "mnist_uint8.pt").exists()
+    assert ((tmp_path / "c" / "fashion_mnist_uint8.pt").exists()
+            and not (tmp_path / "c" / "mnist_uint8.pt").exists())
     archive = _fake_debian_archive(fake_mnist_dir, tmp_path)
     with pytest.raises(DataError, match="sha256 .* is not the pinned .*refusing"):
         data_module.read_fashion_debian(archive, "fake")
@@ -168,7 +172,8 @@ def test_fashion_mnist_reads_the_same_idx_files_and_checks_the_debian_archive_be
         data_module.read_fashion_debian(archive, "fake")  # the archive's own pin passes, the members' do not
     import tarfile
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:xz") as tar:
-        pins = {m.name.rsplit("/", 1)[1]: data_module._sha256(tar.extractfile(m).read()) for m in tar.getmembers()}
+        pins = {m.name.rsplit("/", 1)[1]: data_module._sha256(tar.extractfile(m).read())
+                for m in tar.getmembers()}
     monkeypatch.setattr(data_module, "FASHION_SHA256", pins)
     parsed = data_module.read_fashion_debian(archive, "fake")
     assert all(torch.equal(parsed[k], images[k]) for k in images)
@@ -180,11 +185,13 @@ def _fake_chardata(gen):
     out = {}
     for key, target, n in (("data", "target", 24_345), ("testdata", "testtarget", 8_070)):
         out[key] = torch.rand(784, n, generator=gen, dtype=torch.float64).numpy()
-        out[target] = torch.nn.functional.one_hot(torch.randint(0, 50, (n,), generator=gen), 50).T.double().numpy()
+        out[target] = torch.nn.functional.one_hot(torch.randint(0, 50, (n,), generator=gen),
+                                                  50).T.double().numpy()
     return out
 
 
-def test_omniglot_splits_burda_s_arrays_upright_and_refuses_a_file_that_is_not_the_pinned_one(tmp_path, monkeypatch):
+def test_omniglot_splits_burda_s_arrays_upright_and_refuses_a_file_that_is_not_the_pinned_one(tmp_path,
+                                                                                              monkeypatch):
     mat = _fake_chardata(torch.Generator().manual_seed(5))
     splits = data_module.omniglot_splits(mat, "fake")
     assert {k: tuple(splits[k].shape) for k in data_module.SPLITS} == {
@@ -192,7 +199,8 @@ def test_omniglot_splits_burda_s_arrays_upright_and_refuses_a_file_that_is_not_t
     assert splits["train"].dtype == torch.float32
     # pixel (row r, column c) of training image i is entry c * 28 + r of its column (Fortran order)
     i, r, c = 23_001, 3, 17
-    assert splits["valid"][i - 23_000, r * 28 + c].item() == pytest.approx(mat["data"][c * 28 + r, i], abs=1e-7)
+    assert (splits["valid"][i - 23_000, r * 28 + c].item()
+            == pytest.approx(mat["data"][c * 28 + r, i], abs=1e-7))
     assert splits["test_labels"][5].item() == int(mat["testtarget"][:, 5].argmax())
     bad = dict(mat, data=mat["data"] * 2)
     with pytest.raises(DataError, match="'data' is not 784 x 24345 grey levels"):
@@ -210,7 +218,8 @@ def test_omniglot_splits_burda_s_arrays_upright_and_refuses_a_file_that_is_not_t
 
 
 def test_omniglot_without_its_file_says_where_to_get_it_and_writes_nothing(tmp_path):
-    with pytest.raises(DataError, match=r"could not obtain Omniglot .*chardata.mat .*yburda/iwae.*--data-dir"):
+    with pytest.raises(DataError,
+                       match=r"could not obtain Omniglot .*chardata.mat .*yburda/iwae.*--data-dir"):
         load_images(None, tmp_path / "c", log=quiet, name="omniglot")
     with pytest.raises(DataError, match="missing chardata.mat"):
         load_images(tmp_path, tmp_path / "c", log=quiet, name="omniglot")
@@ -223,7 +232,8 @@ def test_grey_levels_binarize_like_uint8_intensities(tmp_path):
             data_module.OMNIGLOT_SIZES.items()}
     binary = static_binarization(grey, 0, tmp_path, name="omniglot")
     assert (tmp_path / "omniglot_static_v2_seed0.pt").exists()
-    assert abs(binary["train"].float().mean().item() - grey["train"].mean().item()) < 5 * (0.25 / (23_000 * 784)) ** 0.5
+    assert (abs(binary["train"].float().mean().item() - grey["train"].mean().item())
+            < 5 * (0.25 / (23_000 * 784)) ** 0.5)
     assert torch.equal(data_module.intensities(torch.tensor([127, 128], dtype=torch.uint8)) > 0.5,
                        torch.tensor([False, True]))
 
@@ -235,8 +245,8 @@ def test_a_data_set_without_its_files_is_one_line_and_exit_status_2_from_the_com
 
     env = {**os.environ, "VAE_DATA_DIR": str(tmp_path / "cache")}
     done = subprocess.run([sys.executable, "-m", "experiments.train", "data.name=omniglot", "steps=1",
-                           "--results-dir", str(tmp_path / "out"), "--no-progress"], cwd=Path(__file__).parents[1],
-                          env=env, capture_output=True, text=True, timeout=120)
+                           "--results-dir", str(tmp_path / "out"), "--no-progress"],
+                          cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--data-dir" in done.stderr, done.stderr
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]      # no run written
 

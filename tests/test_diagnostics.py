@@ -119,7 +119,8 @@ def test_encoder_gradient_variance_is_measured_before_variance_normalisation(nam
         variances.append(encoder_gradient_variance(model, estimator, x, rng=ReplicaGenerator([3, 4]),
                                                    tau=1.0, step=0, num_draws=8))
     assert (variances[0] > 1e-4).all()
-    torch.testing.assert_close(variances[0], variances[1], rtol=1e-6, atol=0)   # float32 output of a float64 sum
+    # float32 output of a float64 sum
+    torch.testing.assert_close(variances[0], variances[1], rtol=1e-6, atol=0)
 
 
 def test_encoder_gradient_variance_needs_two_draws() -> None:

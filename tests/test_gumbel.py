@@ -38,7 +38,8 @@ def test_hard_samples_follow_softmax_for_random_logits_k10():
 
 
 def test_straight_through_is_one_hot_with_the_soft_gradient():
-    logits = torch.randn(64, 5, 7, dtype=torch.float64, requires_grad=True)   # float64: the same algebra both ways
+    # float64: the same algebra both ways
+    logits = torch.randn(64, 5, 7, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(64, 5, 7, dtype=torch.float64)
     hard = gumbel_softmax(logits, 0.7, generator=ReplicaGenerator([5]), hard=True)
     soft = gumbel_softmax(logits, 0.7, generator=ReplicaGenerator([5]), hard=False)  # same noise

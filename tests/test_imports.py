@@ -23,7 +23,8 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+            found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
+                      else node.module
                       for alias in node.names}
     return found & modules
 
@@ -68,7 +69,8 @@ def test_the_graph_sees_top_level_local_and_type_checking_imports():
 
 def package_map() -> dict[str, tuple[int, list[str]]]:
     """vae/README.md's package map: ``vae.<package>`` -> (floor, the modules its row names)."""
-    rows = re.findall(r"^\| (\d+) \| `vae/(\w+)(?:/|\.py)` \| ([^|]*) \|", (VAE / "README.md").read_text(), re.M)
+    rows = re.findall(r"^\| (\d+) \| `vae/(\w+)(?:/|\.py)` \| ([^|]*) \|", (VAE / "README.md").read_text(),
+                      re.M)
     return {f"vae.{name}": (int(floor), re.findall(r"`(\w+)`", modules)) for floor, name, modules in rows}
 
 
@@ -113,7 +115,8 @@ def test_the_config_knows_no_task_model_or_trainer():
         for child in graph[todo.pop()] - reached:
             reached.add(child)
             todo.append(child)
-    assert not {m for m in reached if m.startswith(("vae.models", "vae.training", "vae.sweeps", "vae.reporting"))}
+    assert not {m for m in reached
+                if m.startswith(("vae.models", "vae.training", "vae.sweeps", "vae.reporting"))}
 
 
 def test_vae_has_no_import_cycle():
@@ -134,4 +137,5 @@ def test_every_estimator_is_one_file_that_registers_it_as_a_plugin_would():
     assert [m for m, n in modules.items() if n > 1] == []
     for name, cls in BUILT_IN.items():
         assert cls.__module__.startswith("vae.estimators."), (name, cls.__module__)
-        assert f'@register("{name}")\nclass {cls.__name__}(' in inspect.getsource(sys.modules[cls.__module__]), name
+        assert (f'@register("{name}")\nclass {cls.__name__}('
+                in inspect.getsource(sys.modules[cls.__module__])), name

@@ -95,7 +95,8 @@ def test_the_frontier_draws_a_new_entry_far_behind_inside_its_axes_and_no_legend
         rows = (("gs", [100.0, 100.2], False), ("st-gs", [101.0, 101.2], False),
                 ("rloo", [102.0, 102.4], False), ("nvil", [160.0, 161.0], far_is_new))
         base = "configs/vae_categorical.yaml"
-        return [board.Entry(Point(base, {}, load_config(REPO / base, [f"estimator.name={name}"]), tmp_path / name),
+        return [board.Entry(Point(base, {}, load_config(REPO / base, [f"estimator.name={name}"]),
+                                  tmp_path / name),
                             values, 1.0, 2.0, True, new) for name, values, new in rows]
 
     figures = []
@@ -141,14 +142,17 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
 
     def leaderboard(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny", "--committed-dir",
-                               str(committed), "--results-dir", "mine", "--no-progress", *args], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny",
+                               "--committed-dir", str(committed), "--results-dir", "mine", "--no-progress",
+                               *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
 
-    done = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator", "estimator.options.backward_tau=3")
+    done = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator",
+                       "estimator.options.backward_tau=3")
     assert done.returncode == 0, done.stderr
     # before it trains, each cell says how long its new run will take
-    assert re.search(r"VAE \(Cat\.\): 1 run\(s\) to train and bound, about \d+ minutes on this machine", done.stdout)
+    assert re.search(r"VAE \(Cat\.\): 1 run\(s\) to train and bound, about \d+ minutes on this machine",
+                     done.stdout)
     table = (tmp_path / "mine/tables/tiny/leaderboard.md").read_text()
     # each table by its caption's first words
     by_caption = {caption.split(" (tiny)")[0]: body for caption, body in markdown_tables(table)}
@@ -158,15 +162,18 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
     assert row.split("|")[4].strip() == "VAE (Cat.), SBN (Cat.)"              # ranked on the cells it has
     for cell in ("VAE (Cat.)", "SBN (Cat.)"):
         ranked = by_caption[cell]
-        assert "ST, tempered (options.backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked and "SF" in ranked
+        assert ("ST, tempered (options.backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked
+                and "SF" in ranked)
         assert ranked.count("\n") == 4                                       # header, rule, three entries
     assert "ST, tempered (options.backward_tau=3) | does not apply" in by_caption["VAE (Bern.)"]
     assert len(list((tmp_path / "mine/sweeps").glob("*/tiny/*st-temp*/summary.json"))) == 2
     assert (tmp_path / "mine/figures/tiny/frontier.png").stat().st_size > 10_000
     assert "tied" in table or "behind" in table
 
-    again = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator", "estimator.options.backward_tau=3")
-    assert again.returncode == 0 and "started" not in again.stdout and again.stdout.count(": done") == 2, again.stdout
+    again = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator",
+                        "estimator.options.backward_tau=3")
+    assert (again.returncode == 0 and "started" not in again.stdout
+            and again.stdout.count(": done") == 2), again.stdout
 
 
 def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path):
@@ -177,15 +184,18 @@ def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, 
                                                            'kinds = frozenset({"categorical", "bernoulli"})'))
     env = env_with_cache(shared_cache)
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    done = subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny", "--committed-dir",
+    done = subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny",
+                           "--committed-dir",
                            str(committed), "--results-dir", "mine", "--no-progress", "--board", "2020",
                            "--estimator", "st-temp", "--plugins", "toy_estimator"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "mine/tables/tiny/leaderboard_2020.md").read_text()
-    assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | linear MNIST | "
-                                                   "nonlinear MNIST | linear FashionMNIST | nonlinear FashionMNIST |")
-    (row,) = [line for line in table.splitlines() if "ST, tempered" in line and "| all |" in line]   # the summary
+    assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | "
+                                                   "linear MNIST | nonlinear MNIST | linear FashionMNIST | "
+                                                   "nonlinear FashionMNIST |")
+    # the summary
+    (row,) = [line for line in table.splitlines() if "ST, tempered" in line and "| all |" in line]
     assert row.count("(") == 4                                   # a number and its rank in every cell
     assert table.count("ST, tempered (new)") == 4 and "Leaderboard of the 2020 benchmark (tiny)" in table
     assert len(list((tmp_path / "mine/sweeps/modern/tiny").glob("*st-temp*/summary.json"))) == 4
@@ -202,13 +212,15 @@ def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, 
 def test_bad_input_is_one_line_and_exit_2(committed, tmp_path, args, message, capsys):
     from experiments.leaderboard import main
 
-    assert main(["--preset", "tiny", "--committed-dir", str(committed), "--results-dir", str(tmp_path), *args]) == 2
+    assert main(["--preset", "tiny", "--committed-dir", str(committed), "--results-dir", str(tmp_path),
+                 *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "tables").exists()
 
 
-def test_time_steps_times_each_entry_once_and_the_table_uses_it(committed, shared_cache, tmp_path, monkeypatch):
+def test_time_steps_times_each_entry_once_and_the_table_uses_it(committed, shared_cache, tmp_path,
+                                                                monkeypatch):
     """``--time-steps``: each entry's step timed alone and recorded by its run directory; a second
     call times nothing again; the ranked tables then print those milliseconds without the '*'."""
     import json
@@ -244,30 +256,37 @@ def test_a_run_s_own_step_time_says_when_the_run_was_compiled(tmp_path):
         run.mkdir()
         (run / "summary.json").write_text(json.dumps({"steps_per_second": 20.0}))
         # the run's record says how it trained; the point (the sweep's config) never does
-        write_config(run, to_dict(load_config("configs/vae_categorical.yaml", [f"compile={str(compiled).lower()}"])))
-        point = Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run)
+        write_config(run, to_dict(load_config("configs/vae_categorical.yaml",
+                                              [f"compile={str(compiled).lower()}"])))
+        point = Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []),
+                      run)
         assert _cost(point, "time") == in_table
         assert _ms(Entry(point, [100.0], 1.0, 50.0, ms_measured=False, new=False)) == on_board
         assert _ms(Entry(point, [100.0], 1.0, 40.0, ms_measured=True, new=False)) == "40.0"
-    for compiled in (False, True):          # compile: auto decided at run time: the summary says which step ran
+    # compile: auto decided at run time: the summary says which step ran
+    for compiled in (False, True):
         run = tmp_path / f"auto_{compiled}"
         run.mkdir()
         (run / "summary.json").write_text(json.dumps({"steps_per_second": 20.0, "compiled": compiled}))
         write_config(run, to_dict(load_config("configs/vae_categorical.yaml", ["compile=auto"])))
-        point = Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run)
+        point = Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []),
+                      run)
         assert point.trained_compiled() is compiled
         (run / "summary.json").write_text(json.dumps({"steps_per_second": 20.0}))   # a record older than auto
         assert not point.trained_compiled()
-    for saved in (None, "compile: [unclosed", "- a list"):       # no record of it, or one that is not a config
+    # no record of it, or one that is not a config
+    for saved in (None, "compile: [unclosed", "- a list"):
         run = tmp_path / "odd"
         run.mkdir(exist_ok=True)
         (run / "config.yaml").unlink(missing_ok=True)
         if saved is not None:
             (run / "config.yaml").write_text(saved)
-        assert not Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []), run).trained_compiled()
+        assert not Point("configs/vae_categorical.yaml", {}, load_config("configs/vae_categorical.yaml", []),
+                         run).trained_compiled()
 
 
-def test_the_cost_line_sums_the_board_s_records_and_scales_them_to_the_next_preset(committed, tmp_path, capsys):
+def test_the_cost_line_sums_the_board_s_records_and_scales_them_to_the_next_preset(committed, tmp_path,
+                                                                                   capsys):
     """``leaderboard --cost``: per preset, the board's runs, seed-runs and core-hours (training and
     bound) from the entries' summaries, and the next preset's estimate: each entry's seconds per
     seed and step, and per seed, digit and sample of the bound, at the next preset's budget."""
@@ -276,9 +295,11 @@ def test_the_cost_line_sums_the_board_s_records_and_scales_them_to_the_next_pres
     from vae.store.run_dir import load_summary
 
     cost = board_cost("tiny", [committed])
-    entries = [(cell, load_summary(p.run_dir)) for cell in CELLS for p in committed_points(cell, "tiny", [committed])]
+    entries = [(cell, load_summary(p.run_dir)) for cell in CELLS
+               for p in committed_points(cell, "tiny", [committed])]
     assert cost["runs"] == len(entries) > 4 and cost["seed_runs"] == sum(len(s["seeds"]) for _, s in entries)
-    assert cost["core_hours"] == pytest.approx(sum(s["train_seconds"] + s["iw_seconds"] for _, s in entries) / 3600)
+    assert cost["core_hours"] == pytest.approx(sum(s["train_seconds"] + s["iw_seconds"]
+                                                   for _, s in entries) / 3600)
     expected = 0.0
     for cell, s in entries:          # the quick preset has one learning rate: one point per entry
         quick = cell_config(cell, "quick")

@@ -45,8 +45,8 @@ TWO_RANDOM_CLASSES = ["ssl.labels=random", "ssl.num_classes=2"]
 def ssl_overrides(out_dir: Path) -> list[str]:
     """A semi-supervised run of seconds on a CPU: tiny networks, 2 labelled images per class."""
     return [f"out_dir={out_dir}", "task=ssl", "experiment=ssl_m2", "ssl.channels=[4,4,4]", "ssl.latent_dim=3",
-            "ssl.num_labelled=20", "ssl.labelled_batch_size=10", "data.batch_size=20", "steps=12", "log_every=2",
-            "checkpoint_every=4", "eval.every=6", "eval.batch_size=1000", "eval.iw_samples=4",
+            "ssl.num_labelled=20", "ssl.labelled_batch_size=10", "data.batch_size=20", "steps=12",
+            "log_every=2", "checkpoint_every=4", "eval.every=6", "eval.batch_size=1000", "eval.iw_samples=4",
             "eval.iw_examples=20", "eval.curve_examples=200", "tau.update_every=2", "tau.rate=0.05"]
 
 
@@ -106,7 +106,8 @@ def test_marginal_objective_is_the_expectation_over_the_ten_classes_of_the_singl
     model, x = tiny(batch=3, dtype=torch.float64)
     logits = model.classify(x).detach().requires_grad_()                      # [1, B, C]
     model.classify = lambda _: logits
-    eps = torch.randn(1, C, 3, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)  # [R, C, B, D]: one z per class
+    # [R, C, B, D]: one z per class
+    eps = torch.randn(1, C, 3, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     marginal, kl, info = m2.unlabelled_loss(model, m2.marginal(C, 1), x, rng=FixedNoise(eps), tau=1.0, step=0)
     assert info["decoder_evals"].item() == C
 
@@ -168,7 +169,8 @@ def admitted(name: str) -> bool:
 @pytest.mark.parametrize("name", [n for n in ESTIMATORS if admitted(n)])
 def test_every_admitted_estimator_gives_a_finite_loss_and_gradient(name: str):
     model, x = tiny(batch=4)
-    estimator = build_estimator(EstimatorConfig(name=name, baseline_hidden=8), latent_shape=(1, C), context_dim=784)
+    estimator = build_estimator(EstimatorConfig(name=name, baseline_hidden=8), latent_shape=(1, C),
+                                context_dim=784)
     labelled_y = torch.arange(4).unsqueeze(0)
     loss, kl, info = m2.training_loss(model, estimator, x, x, labelled_y, rng=ReplicaGenerator([3]), tau=1.0,
                                       step=0, alpha=0.1)
@@ -178,11 +180,12 @@ def test_every_admitted_estimator_gives_a_finite_loss_and_gradient(name: str):
 
 
 def test_importance_weighted_bound_is_the_sum_over_classes_of_torch_densities():
-    """m = 2 with fixed noise: -log sum_y p(y) (1/m) sum_i p(x | y, z_iy) N(z_iy; 0, I) / N(z_iy; mu, sigma^2),
-    in float64 (the algebra; torch's float64 tolerances)."""
+    """m = 2 with fixed noise: -log sum_y p(y) (1/m) sum_i p(x | y, z_iy) N(z_iy; 0, I) / N(z_iy; mu,
+    sigma^2), in float64 (the algebra; torch's float64 tolerances)."""
     model, x = tiny(batch=3, dtype=torch.float64)
     data = BinarizedImages({"test": x[0]}, "static")
-    eps = torch.randn(1, 2, C, 3, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)  # [R, m, C, B, D]
+    # [R, m, C, B, D]
+    eps = torch.randn(1, 2, C, 3, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     bound = m2.importance_weighted_bound(model, data, "test", FixedNoise(eps), num_samples=2, batch_size=3)
     with torch.no_grad():
         from_x = model.style_features(x)
@@ -209,7 +212,8 @@ def test_labelled_set_is_balanced_chosen_by_the_seed_and_visited_once_per_epoch(
     index = torch.stack([m2.labelled_indices(labels, seed, 3, C) for seed in (0, 1)])
     assert torch.equal(chosen.y, labels[index]) and torch.equal(chosen.x, data.splits["train"][index])
     for r in range(2):
-        assert torch.bincount(chosen.y[r], minlength=C).tolist() == [3] * C and len(set(index[r].tolist())) == 30
+        assert (torch.bincount(chosen.y[r], minlength=C).tolist() == [3] * C
+                and len(set(index[r].tolist())) == 30)
     assert set(index[0].tolist()) != set(index[1].tolist())                  # each seed its own images
     batches = [chosen.batch(step, 10, ReplicaGenerator([0, 1])) for step in range(3)]   # one epoch
     for r in range(2):
@@ -238,7 +242,8 @@ def test_replica_r_of_a_multi_seed_ssl_run_equals_the_single_seed_run(shared_cac
     for key, value in alone.items():
         assert from_both[key] == pytest.approx(value, rel=float32_rtol(784 * 30), abs=1e-4), key
     for metric in ("neg_elbo", "accuracy"):   # the curves: every eval.every steps, on both held-out splits
-        assert {(k[0], k[1]) for k in alone if k[2] == metric} == {(s, split) for s in (6, 12) for split in ("valid", "test")}
+        assert ({(k[0], k[1]) for k in alone if k[2] == metric}
+                == {(s, split) for s in (6, 12) for split in ("valid", "test")})
 
 
 def test_a_trainer_restored_from_its_state_continues_exactly(shared_cache, tmp_path, monkeypatch):
@@ -255,7 +260,8 @@ def test_a_trainer_restored_from_its_state_continues_exactly(shared_cache, tmp_p
     saved.seek(0)
     second = Trainer(cfg, log=lambda _: None)
     second.load_state_dict(torch.load(saved, weights_only=True))
-    for _ in range(3):                                                        # across an epoch of labelled batches
+    # across an epoch of labelled batches
+    for _ in range(3):
         assert torch.equal(first.train_step()[0], second.train_step()[0])
 
 
@@ -269,21 +275,26 @@ def test_ssl_trains_mnist_labels_with_y_marginalised_through_the_harness(shared_
 
 def assert_finished(summary: dict, decoder_evals: int) -> None:
     """Finite training losses and final metrics; the bound with y summed tighter than the ELBO."""
-    for key in ("train/loss", "train/kl", "train/est/labelled_nelbo", "train/est/labelled_ce", "valid/neg_elbo",
-                "valid/accuracy", "test/neg_elbo", "test/accuracy", "test/iw_bound"):
+    for key in ("train/loss", "train/kl", "train/est/labelled_nelbo", "train/est/labelled_ce",
+                "valid/neg_elbo", "valid/accuracy", "test/neg_elbo", "test/accuracy", "test/iw_bound"):
         assert all(math.isfinite(v) for v in summary[key]["per_seed"]), key
     assert all(0 <= a <= 1 for a in summary["test/accuracy"]["per_seed"])
     assert set(summary["train/est/decoder_evals"]["per_seed"]) == {decoder_evals}
-    assert summary["test/iw_bound"]["mean"] <= summary["test/neg_elbo"]["mean"] + 1.0   # m = 4, in expectation
+    # m = 4, in expectation
+    assert summary["test/iw_bound"]["mean"] <= summary["test/neg_elbo"]["mean"] + 1.0
 
 
 def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.train", "--no-progress", "--config", "configs/ssl_m2.yaml",
+    # one thread, as the tests in this process
+    done = subprocess.run([sys.executable, "-m", "experiments.train", "--no-progress", "--config",
+                           "configs/ssl_m2.yaml",
                            *ssl_overrides(tmp_path), "ssl.y=gs", "eval.every=12", "ssl.labels=random",
-                           "ssl.num_classes=4"], cwd=REPO, env={**env_with_cache(shared_cache), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)   # one thread, as the tests in this process
+                           "ssl.num_classes=4"], cwd=REPO,
+                          env={**env_with_cache(shared_cache), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    run_dir = Path(next(line for line in done.stdout.splitlines() if line.startswith("results: ")).removeprefix("results: "))
+    run_dir = Path(next(line for line in done.stdout.splitlines()
+                        if line.startswith("results: ")).removeprefix("results: "))
     assert run_dir.parent.name == "ssl_m2" and run_dir.name.startswith("gs__exp__")
     assert re.search(r"^test/accuracy 0\.\d\d \(1 seed\)$", done.stdout, re.M), done.stdout
     assert_finished(json.loads((run_dir / "summary.json").read_text()), decoder_evals=1)
@@ -291,7 +302,8 @@ def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_p
 
 @pytest.mark.parametrize("override, message", [
     ("ssl.y=magic", r"^ssl\.y: unknown 'magic'; allowed: marginal, exact, gs"),
-    ("task=ssl ssl.y=vimco", r"^ssl\.y: 'vimco' is for task vae, not ssl; for task ssl with categorical latents use exact, gs, "),
+    ("task=ssl ssl.y=vimco",
+     r"^ssl\.y: 'vimco' is for task vae, not ssl; for task ssl with categorical latents use exact, gs, "),
     ("task=ssl ssl.y=arm", r"^ssl\.y: 'arm' is for bernoulli latents, not categorical ones; for task ssl"),
     ("ssl.num_classes=1 ssl.labels=random", r"^ssl\.num_classes: must be >= 2"),
     ("ssl.num_classes=20", r"^ssl\.num_classes: MNIST's labels have 10 classes, got 20"),
@@ -374,25 +386,32 @@ def test_gradient_agreement_measures_cosine_top_class_bias_and_spread():
     """On constructed draws of one replica's two images (exact norms sqrt(6) and 5; the batch's sqrt(31))."""
     exact = torch.tensor([[[1.0, -2.0, 1.0], [0.0, 3.0, -4.0]]])               # [R=1, B=2, C=3]
     v = torch.tensor([[[0.5, 0.5, -1.0], [3.0, 0.0, 0.0]]])                   # ||v|| = sqrt(10.5)
-    stats = m2.gradient_agreement(torch.stack([exact + v, exact - v]), exact)  # mean exact, each draw off by v
-    assert stats == pytest.approx({"cosine": 1.0, "top_class": 1.0, "bias": 0.0, "spread": math.sqrt(10.5 / 31)})
+    # mean exact, each draw off by v
+    stats = m2.gradient_agreement(torch.stack([exact + v, exact - v]), exact)
+    assert stats == pytest.approx({"cosine": 1.0, "top_class": 1.0, "bias": 0.0,
+                                   "spread": math.sqrt(10.5 / 31)})
     stats = m2.gradient_agreement(-exact.unsqueeze(0), exact)                 # the opposite direction
     assert stats == pytest.approx({"cosine": -1.0, "top_class": 0.0, "bias": 2.0, "spread": 0.0})
     swapped = exact.clone()
     swapped[0, 1] = torch.tensor([0.0, -4.0, 3.0])                            # image 2 raises another class
     stats = m2.gradient_agreement(swapped.unsqueeze(0), exact)
-    assert stats["top_class"] == pytest.approx(math.sqrt(6) / (math.sqrt(6) + 5))   # image 1's share of the norm
-    assert stats["cosine"] == pytest.approx((6 - 24) / 31) and stats["bias"] == pytest.approx(math.sqrt(98 / 31))
-    flat = torch.zeros(1, 1, 3)                                               # an image with no gradient at all
+    # image 1's share of the norm
+    assert stats["top_class"] == pytest.approx(math.sqrt(6) / (math.sqrt(6) + 5))
+    assert (stats["cosine"] == pytest.approx((6 - 24) / 31)
+            and stats["bias"] == pytest.approx(math.sqrt(98 / 31)))
+    # an image with no gradient at all
+    flat = torch.zeros(1, 1, 3)
     stats = m2.gradient_agreement(torch.cat([exact, flat], 1).unsqueeze(0), torch.cat([exact, flat], 1))
     assert stats == pytest.approx({"cosine": 1.0, "top_class": 1.0, "bias": 0.0, "spread": 0.0})
 
 
-def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_cache, tmp_path, monkeypatch, capsys):
+def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_cache, tmp_path, monkeypatch,
+                                                                       capsys):
     from experiments.ssl_gradients import main
 
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    run_dir = train(load_config(None, ssl_overrides(tmp_path) + ["ssl.y=st-gs"]), tmp_path / "run", progress=False)
+    run_dir = train(load_config(None, ssl_overrides(tmp_path) + ["ssl.y=st-gs"]), tmp_path / "run",
+                    progress=False)
     out = tmp_path / "gradients.md"
     assert main([str(run_dir), "--estimator", "marginal", "--estimator", "st-gs@0.5", "--draws", "3",
                  "--examples", "4", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
@@ -403,7 +422,8 @@ def test_ssl_gradients_cli_tables_a_finished_run_and_rejects_bad_input(shared_ca
         assert -1 <= cosine <= 1 and 0 <= top <= 100 and bias >= 0 and spread >= 0
     assert "--estimator marginal@1 --estimator st-gs@0.5 --draws 3 --examples 4" in out.read_text()
     capsys.readouterr()
-    for args, message in [([str(run_dir), "--estimator", "nvil"], "--estimator nvil: trains a state of its own"),
+    for args, message in [([str(run_dir), "--estimator", "nvil"],
+                           "--estimator nvil: trains a state of its own"),
                           ([str(run_dir), "--estimator", "gs@0"], "--estimator gs@0: tau.tau0: must be > 0"),
                           ([str(tmp_path)], "not a finished run directory")]:
         assert main(args) == 2
@@ -435,5 +455,6 @@ def test_compiled_ssl_steps_compute_the_eager_steps_losses(shared_cache, tmp_pat
                        for flag in ("false", "true"))
     for _ in range(4):
         (loss, kl, _), (loss_c, kl_c, _) = (t.train_step() for t in (eager, compiled))
-        torch.testing.assert_close(loss_c, loss, rtol=float32_rtol(784 * 20), atol=1e-4 * loss.abs().max().item())
+        torch.testing.assert_close(loss_c, loss, rtol=float32_rtol(784 * 20),
+                                   atol=1e-4 * loss.abs().max().item())
         torch.testing.assert_close(kl_c, kl, rtol=float32_rtol(784 * 20), atol=1e-4)

@@ -77,7 +77,8 @@ def test_learned_prior_is_trained_and_enters_the_kl_and_the_log_prior(kind: str)
     z = F.one_hot(q.sample(), k).double()
     torch.testing.assert_close(model.log_prior(z), p.log_prob(z.argmax(-1)).sum(-1))
     uniform = DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0, 1])).double()
-    torch.testing.assert_close(uniform.log_prior(z), torch.full((2, 6), -n * math.log(k), dtype=torch.float64))
+    torch.testing.assert_close(uniform.log_prior(z),
+                               torch.full((2, 6), -n * math.log(k), dtype=torch.float64))
     with pytest.raises(ValueError, match="model.prior"):
         DiscreteVAE(kind, n, k, [8], ReplicaGenerator([0]), prior="flat")
 
@@ -93,7 +94,8 @@ def test_bernoulli_latents_are_two_class_categoricals_with_sigmoid_probabilities
     model = DiscreteVAE("bernoulli", 200, 2, [64], ReplicaGenerator([0])).double()
     x = torch.bernoulli(torch.full((1, 8, 784), 0.3, dtype=torch.float64))
     logits = model.encode(x)                                    # [1, 8, 200, 2]
-    assert logits.shape == (1, 8, 200, 2) and torch.equal(logits[..., 0], torch.zeros(1, 8, 200, dtype=torch.float64))
+    assert (logits.shape == (1, 8, 200, 2)
+            and torch.equal(logits[..., 0], torch.zeros(1, 8, 200, dtype=torch.float64)))
     on = torch.softmax(logits, -1)[..., 1]
     torch.testing.assert_close(on, torch.sigmoid(logits[..., 1]))
     assert model.decoder[0].weight.shape[1] == 200              # the decoder reads 200 bits

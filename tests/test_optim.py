@@ -118,7 +118,8 @@ def test_a_checkpoint_of_the_default_kernels_resumes_with_the_fused_ones():
 
 @pytest.mark.parametrize("make_torch", [lambda ps: torch.optim.Adam(ps, lr=0.03, fused=True),
                                         lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.9, fused=True),
-                                        lambda ps: ReplicaAdam(ps, [0.03, 0.3]), lambda ps: ReplicaSGD(ps, [0.03, 0.3])],
+                                        lambda ps: ReplicaAdam(ps, [0.03, 0.3]),
+                                        lambda ps: ReplicaSGD(ps, [0.03, 0.3])],
                          ids=["adam", "sgd+momentum", "replica-adam", "replica-sgd"])
 def test_apply_update_steps_as_the_optimisers_step(make_torch):
     """The compiled step's update (vae.training.optim.apply_update, the learning rate a device tensor)
@@ -141,7 +142,8 @@ def test_apply_update_steps_as_the_optimisers_step(make_torch):
     for a, b in zip(by_apply.state.values(), by_step.state.values()):
         assert sorted(a) == sorted(b)
         for key in a:
-            torch.testing.assert_close(torch.as_tensor(a[key]), torch.as_tensor(b[key]).to(torch.as_tensor(a[key]).device))
+            torch.testing.assert_close(torch.as_tensor(a[key]),
+                                       torch.as_tensor(b[key]).to(torch.as_tensor(a[key]).device))
 
 
 def test_a_replica_adam_checkpoint_with_int_step_counts_resumes():

@@ -51,24 +51,26 @@ def test_a_plugin_estimator_is_one_file_through_validation_training_a_sweep_a_ta
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
 
     tiny = tiny_overrides(tmp_path / "runs")
     refused = cli("experiments.train", "plugins=[toy_estimator]", "estimator=st-temp", "model.kind=bernoulli",
                   "model.num_latents=12", "model.num_classes=2", *tiny)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert ("estimator.name: 'st-temp' is for categorical latents, not bernoulli ones; for task vae with bernoulli "
-            "latents use") in refused.stderr and "disarm" in refused.stderr and "st-temp," not in refused.stderr
+    assert (("estimator.name: 'st-temp' is for categorical latents, not bernoulli ones; for task vae with "
+             "bernoulli latents use") in refused.stderr
+            and "disarm" in refused.stderr and "st-temp," not in refused.stderr)
 
-    done = cli("experiments.train", "--no-progress", "--config", str(REPO / "configs/vae_categorical_linear.yaml"),
+    done = cli("experiments.train", "--no-progress", "--config",
+               str(REPO / "configs/vae_categorical_linear.yaml"),
                "plugins=[toy_estimator]", "estimator=st-temp", "estimator.options.backward_tau=3", *tiny)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "runs").glob("*/st-temp__*/summary.json"))) == 1
 
     sweep = tmp_path / "toy_sweep.yaml"
-    sweep.write_text(plugin_sweep(str(REPO / "configs/vae_categorical_linear.yaml"), "toy_estimator", ["st-temp", "st"],
-                                  tiny[1:]))
+    sweep.write_text(plugin_sweep(str(REPO / "configs/vae_categorical_linear.yaml"), "toy_estimator",
+                                  ["st-temp", "st"], tiny[1:]))
     done = cli("experiments.sweep", str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress")
     assert done.returncode == 0 and "toy_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
 
@@ -77,7 +79,8 @@ def test_a_plugin_estimator_is_one_file_through_validation_training_a_sweep_a_ta
     from vae.sweeps.definition import expand, read_sweep
 
     header, rows = table1_rows(expand(read_sweep(sweep), "none", tmp_path / "store"))
-    assert header == ["ST", "ST, tempered"]                 # the paper's ST first, the plugin by its family and year
+    # the paper's ST first, the plugin by its family and year
+    assert header == ["ST", "ST, tempered"]
     cost = dict(rows)["VAE (Cat.) decoder evaluations / example / step"]
     assert cost == ["1", "1"]
 

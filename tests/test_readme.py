@@ -36,14 +36,16 @@ def test_nothing_in_the_project_points_outside_it():
     """A user's clone holds only the repository: no file may cite a document beside it."""
     import subprocess
     root = README.parent
-    files = subprocess.run(["git", "ls-files", "--", ":!results/sweeps"], cwd=root, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(["git", "ls-files", "--", ":!results/sweeps"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.split()
     offenders = [name for name in files if name.endswith((".py", ".md", ".yaml", ".toml", ".txt", "Makefile"))
-                 and "../shared" in (root / name).read_text(errors="ignore") and name != "tests/test_readme.py"]
+                 and "../shared" in (root / name).read_text(errors="ignore")
+                 and name != "tests/test_readme.py"]
     assert not offenders, offenders
 
 
-def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shared_cache, tmp_path, monkeypatch):
+def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shared_cache, tmp_path,
+                                                                            monkeypatch):
     """The README's example module, as a user would save it: trained by `experiments.train` (its
     options checked), resumed further, swept beside a built-in estimator, and drawn in Table 1's
     layout under its own display name."""
@@ -62,8 +64,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     root = README.parent
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=300)
 
     tiny = tiny_overrides(tmp_path / "runs")
     done = cli("experiments.train", "--no-progress", "plugins=[my_estimator]", "estimator=reinforce-const",
@@ -74,9 +76,10 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     assert saved["plugins"] == ["my_estimator"] and saved["estimator"]["options"] == {"baseline": 90.0}
     assert cli("experiments.train", "--no-progress", "--resume", str(run_dir), "steps=16").returncode == 0
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 16
-    typo = cli("experiments.train", "plugins=[my_estimator]", "estimator=reinforce-const", "estimator.options.baselin=1")
-    assert typo.returncode == 2 and ("estimator.options.baselin: unknown key (did you mean 'baseline'?); allowed: "
-                                     "baseline") in typo.stderr
+    typo = cli("experiments.train", "plugins=[my_estimator]", "estimator=reinforce-const",
+               "estimator.options.baselin=1")
+    assert typo.returncode == 2 and ("estimator.options.baselin: unknown key (did you mean 'baseline'?); "
+                                     "allowed: baseline") in typo.stderr
 
     sweep = tmp_path / "my_sweep.yaml"
     sweep.write_text(plugin_sweep("configs/vae_categorical_linear.yaml", "my_estimator",
@@ -86,7 +89,8 @@ def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shar
     monkeypatch.syspath_prepend(str(tmp_path))
     header, rows = table1_rows(expand(read_sweep(sweep), "none", tmp_path / "store"))
     assert header == ["SF", "SF, constant baseline"]
-    assert rows[0][0] == "VAE (Cat.) ours" and all(re.fullmatch(r"\d+\.\d", cell) for cell in rows[0][1])  # one seed
+    # one seed
+    assert rows[0][0] == "VAE (Cat.) ours" and all(re.fullmatch(r"\d+\.\d", cell) for cell in rows[0][1])
 
 
 def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
@@ -106,15 +110,16 @@ def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
     assert "steps: {value: 5e3}" in sweep
     (tmp_path / "my_ablation.yaml").write_text(
         sweep.replace("steps: {value: 5e3}", "steps: {value: 12}")
-        + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in tiny if not o.startswith("steps")))
+        + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n"
+                  for o in tiny if not o.startswith("steps")))
     assert not (tmp_path / "configs").exists()
     outputs = []
     for line in commands:
         words = line.split("#")[0].split()
         assert words[:2] == ["python", "-m"], line
         extra = tiny if words[2] == "experiments.train" else []
-        done = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path, env=env_with_cache(shared_cache),
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path,
+                              env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, (line, done.stderr[-2000:])
         outputs.append(done.stdout)
     assert re.search(r"^test/iw_bound \d+\.\d\d ± \d+\.\d\d \(2 seeds\)$", outputs[0], re.M)
@@ -144,7 +149,8 @@ def test_the_config_key_table_is_the_one_source_printed_by_train_keys(capsys):
     embedded = re.search(r"<!-- keys -->\n(.*?)\n<!-- /keys -->", text, re.S).group(1).strip()
     assert embedded == printed
     rows = key_table()
-    expected = {**flat_settings(to_dict(Config())), "estimator.options": {}}   # an empty mapping has no leaves
+    # an empty mapping has no leaves
+    expected = {**flat_settings(to_dict(Config())), "estimator.options": {}}
     assert {key: default for key, default, _ in rows} == expected
     assert all(meaning for _, _, meaning in rows)
 
@@ -158,7 +164,8 @@ def test_the_command_lines_are_thin_and_import_no_other_command_line():
         assert len(lines) <= 200, f"{path.name}: {len(lines)} lines"
         imported = [node.module or "" for node in ast.walk(ast.parse("\n".join(lines)))
                     if isinstance(node, ast.ImportFrom)]
-        imported += [alias.name for node in ast.walk(ast.parse("\n".join(lines))) if isinstance(node, ast.Import)
+        imported += [alias.name
+                     for node in ast.walk(ast.parse("\n".join(lines))) if isinstance(node, ast.Import)
                      for alias in node.names]
         assert not [m for m in imported if m == "experiments" or m.startswith("experiments.")], path.name
 
@@ -173,8 +180,8 @@ def test_the_front_page_is_short_and_maps_every_folder_manual():
                                 for part in p.relative_to(README.parent).parts))
     mapped = re.findall(r"^\| \[([^\]]+/README\.md)\]", text, re.M)
     assert sorted(mapped) == manuals, (mapped, manuals)
-    for heading in ("## Start here", "## The answer", "## A first hour", "## Your own estimator beside all the others",
-                    "## Where to read on", "## How to cite"):
+    for heading in ("## Start here", "## The answer", "## A first hour",
+                    "## Your own estimator beside all the others", "## Where to read on", "## How to cite"):
         assert heading in text, heading
 
 
@@ -186,7 +193,9 @@ def test_only_the_run_store_names_a_run_directory_s_files():
     names = [run_dir.CONFIG, run_dir.METRICS, run_dir.SUMMARY, run_dir.CHECKPOINT, run_dir.SWEEP_INFO,
              run_dir.FAILED]
     root = README.parent
-    offences = [f"{path.relative_to(root)} names {name}" for path in [*sorted((root / "vae").rglob("*.py")),
-                                                                      *sorted((root / "experiments").glob("*.py"))]
-                if path.resolve() != Path(run_dir.__file__).resolve() for name in names if f'"{name}"' in path.read_text()]
+    offences = [f"{path.relative_to(root)} names {name}"
+                for path in [*sorted((root / "vae").rglob("*.py")),
+                             *sorted((root / "experiments").glob("*.py"))]
+                if path.resolve() != Path(run_dir.__file__).resolve()
+                for name in names if f'"{name}"' in path.read_text()]
     assert not offences, offences

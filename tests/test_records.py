@@ -30,7 +30,8 @@ def _without_drawing_commit(text: str) -> str:
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[f"{p.parent.name}/{p.stem}" for p in COMMITTED])
-def test_committed_table_is_redrawn_from_the_committed_records(path: Path, tmp_path: Path, monkeypatch) -> None:
+def test_committed_table_is_redrawn_from_the_committed_records(path: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     (tmp_path / "sweeps").symlink_to(REPO / "results" / "sweeps")
     preset, name = path.parent.name, path.stem.replace("_", "-")

@@ -32,7 +32,8 @@ from vae.training.tasks import TASKS, check
 from vae.training.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_ablation_final", "tau_ablation_curves", "gradvar",
+FIGURES = ["fig1_gumbel_softmax", "fig3_sbn_curves", "fig4_vae_curves", "tau_ablation_final",
+           "tau_ablation_curves", "gradvar",
            "samples_bernoulli", "samples_categorical", "fig5_ssl", "modern_curves"]
 
 
@@ -47,19 +48,21 @@ def test_make_figures_writes_every_figure_as_png_and_pdf(tiny_results, name):
 def test_model_question_table_has_every_candidate_both_metrics_and_the_paper(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "model_question.md").read_text()
-    for text in ("| linear; Adam lr 0.001 |", "| MLP 16, learned prior; Adam lr 0.001 |", "| paper (Table 1) | 105.0 | 111.5 | 101.5 | 107.8 |",
-                 "linear; chosen on validation", "mean abs(ours − paper), bound", "mean abs(ours − paper), ELBO",
+    for text in ("| linear; Adam lr 0.001 |", "| MLP 16, learned prior; Adam lr 0.001 |",
+                 "| paper (Table 1) | 105.0 | 111.5 | 101.5 | 107.8 |", "linear; chosen on validation",
+                 "mean abs(ours − paper), bound", "mean abs(ours − paper), ELBO",
                  "preset tiny | 4/4 runs finished"):
         assert text in markdown, text
     row = next(line for line in markdown.splitlines() if line.startswith("| linear; Adam"))
-    assert len(re.findall(r"\d\.\d / \d+\.\d", row)) == 2 and "(2) |" in row   # Bern. and Cat. GS, both metrics
+    # Bern. and Cat. GS, both metrics
+    assert len(re.findall(r"\d\.\d / \d+\.\d", row)) == 2 and "(2) |" in row
 
 
 def test_table1_has_the_sbn_and_vae_rows_the_paper_numbers_and_its_provenance(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "table1.md").read_text()
-    for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper", "SBN (Bern.) ours",
-                 "SBN (Cat.) paper", "72.0", "59.0", "SBN rows", "p(h | x_upper)",
+    for text in ("VAE (Bern.) ours", "VAE (Cat.) ours", "VAE (Bern.) paper", "VAE (Cat.) ours − paper",
+                 "SBN (Bern.) ours", "SBN (Cat.) paper", "72.0", "59.0", "SBN rows", "p(h | x_upper)",
                  "112.2", "105.0", "110.6", "101.5", "preset tiny", "m = 4", "first 10 of the 10,000",
                  "decoder evaluations / example / step", "ms / step", "drawn at commit",
                  "τ (where an estimator reads it): exp τ=1 r=3e-05 N=1000, floor 0.5 for Gumbel-S.",
@@ -85,10 +88,10 @@ def test_table1_caption_gives_the_mean_distance_to_the_paper_of_its_own_differen
 def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny_results):
     results, output = tiny_results
     markdown = (results / "tables" / "tiny" / "table2.md").read_text()
-    for text in ("| Marginalization | ", "| Gumbel | ", "| ST Gumbel-Softmax | ", "| 106.8 |", "| 92.6 |", "| 109.6 |",
-                 "| 92.4 |", "| 110.7 |", "| 93.6 |", "test bound −L_m, ours", "decoder evaluations / example / step",
-                 "ms / step", "prints the ELBO", "m = 4", "first 10 of the 10,000", "preset tiny | 3/3 runs finished",
-                 "drawn at commit"):
+    for text in ("| Marginalization | ", "| Gumbel | ", "| ST Gumbel-Softmax | ", "| 106.8 |", "| 92.6 |",
+                 "| 109.6 |", "| 92.4 |", "| 110.7 |", "| 93.6 |", "test bound −L_m, ours",
+                 "decoder evaluations / example / step", "ms / step", "prints the ELBO", "m = 4",
+                 "first 10 of the 10,000", "preset tiny | 3/3 runs finished", "drawn at commit"):
         assert text in markdown, text
     marginal = next(line for line in markdown.splitlines() if line.startswith("| Marginalization"))
     gumbel = next(line for line in markdown.splitlines() if line.startswith("| Gumbel"))
@@ -99,7 +102,8 @@ def test_table2_has_every_mode_the_paper_numbers_negated_and_its_provenance(tiny
 def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results):
     results, _ = tiny_results
     runs = sorted((results / "sweeps").glob("*/tiny/*/"))       # <sweep>/<preset>/<run>
-    assert len(runs) == 4 + 7 + 2 + 4 + 4 + 3 + 4           # table1, tau_ablation, gradvar, model_question, sbn, ssl, modern
+    # table1, tau_ablation, gradvar, model_question, sbn, ssl, modern
+    assert len(runs) == 4 + 7 + 2 + 4 + 4 + 3 + 4
     for run in runs:
         assert (run / SUMMARY).exists() and (run / "sweep.json").exists(), run
         sweep = run.parent.parent.name
@@ -109,20 +113,22 @@ def test_every_run_of_the_tiny_store_finished_and_logged_its_curves(tiny_results
 
 
 def test_ssl_speed_benchmark_writes_both_modes_and_a_ratio_per_number_of_classes(shared_cache, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--ssl-classes", "--preset", "tiny", "--device",
-                           "cpu", "--threads", "1", "--out", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--ssl-classes", "--preset", "tiny",
+                           "--device", "cpu", "--threads", "1", "--out", str(tmp_path)], cwd=REPO,
+                          env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "ssl_speed_cpu.json").read_text())
     classes = {"10", "20"}
     assert set(record["steps_per_second"]) == {"marginal", "gs"} and set(record["speedup"]) == classes
-    assert all(set(rates) == classes and min(rates.values()) > 0 for rates in record["steps_per_second"].values())
+    assert all(set(rates) == classes and min(rates.values()) > 0
+               for rates in record["steps_per_second"].values())
     assert "gs / marginal" in done.stdout
 
 
 def test_sweep_skips_finished_runs_and_resumes_unfinished_ones(shared_cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress"]
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path),
+            "--no-progress"]
     monkeypatch.chdir(REPO)
     assert sweep_cli.main(args) == 0
     assert "gradvar (tiny): finished 2" in capsys.readouterr().out
@@ -164,7 +170,8 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
         checkpoint.unlink()
     from vae.reporting import figures
     threads = []                                  # each retrain's torch threads, as a sweep trains a run: one
-    monkeypatch.setattr(figures, "train", lambda *a, **k: (threads.append(torch.get_num_threads()), train(*a, **k)))
+    monkeypatch.setattr(figures, "train",
+                        lambda *a, **k: (threads.append(torch.get_num_threads()), train(*a, **k)))
     torch.set_num_threads(2)
     try:
         paths = figures.samples("tiny", results)
@@ -183,13 +190,14 @@ def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():
     assert identity(cfg) == {"estimator.name": "st-gs", "model.hidden": []}   # compile: speed, not numbers
 
 
-def test_sweep_compile_names_the_same_points_and_an_eager_record_serves_them(shared_cache, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_sweep_compile_names_the_same_points_and_an_eager_record_serves_them(shared_cache, tmp_path,
+                                                                             monkeypatch, capsys):
     """``sweep --compile`` (compile=true: the same numbers to float round-off) trains the same
     points: their directories are the eager sweep's, and a run trained eagerly is ``done`` for it."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(REPO)
-    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress"]
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path),
+            "--no-progress"]
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
     assert sweep_cli.main([*args, "--point", gs.run_dir.name]) == 0            # eager
     capsys.readouterr()
@@ -197,15 +205,18 @@ def test_sweep_compile_names_the_same_points_and_an_eager_record_serves_them(sha
     listed = capsys.readouterr().out
     assert f"done -> {gs.run_dir}" in listed and f"new -> {rloo.run_dir}" in listed
     trained = []                                   # and what it hands the trainer has compile=true
-    monkeypatch.setattr(sweep_cli, "train_points", lambda sweep, points, *a, **k: trained.extend(points) or Counter())
+    monkeypatch.setattr(sweep_cli, "train_points",
+                        lambda sweep, points, *a, **k: trained.extend(points) or Counter())
     sweep_cli.main([*args, "--compile"])
     assert [p.run_dir for p in trained] == [gs.run_dir, rloo.run_dir] and all(p.cfg.compile for p in trained)
 
 
-def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_cache, tmp_path, monkeypatch, capsys):
+def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_cache, tmp_path, monkeypatch,
+                                                                        capsys):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(REPO)
-    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress"]
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path),
+            "--no-progress"]
     assert sweep_cli.main(args) == 0
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
     saved = yaml.safe_load((gs.run_dir / "config.yaml").read_text())
@@ -219,7 +230,8 @@ def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_c
 
 
 def _children(pid: int) -> set[int]:
-    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
@@ -227,7 +239,8 @@ def test_workers_of_a_killed_sweep_stop_with_it(shared_cache, tmp_path):
     """SIGKILL the sweep mid-run: its worker processes must not train on unseen (and then clash
     with the sweep started again)."""
     path = tmp_path / "long.yaml"
-    path.write_text(f"base: {REPO}/configs/vae_categorical.yaml\nparameters:\n  estimator.name: {{values: [gs, st]}}\n"
+    path.write_text(f"base: {REPO}/configs/vae_categorical.yaml\nparameters:\n"
+                    f"  estimator.name: {{values: [gs, st]}}\n"
                     "presets:\n  quick: {steps: 100000, model.hidden: [16], eval.every: 100000}\n")
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", str(path), "--workers", "2",
                              "--results-dir", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
@@ -251,16 +264,16 @@ def test_workers_of_a_killed_sweep_stop_with_it(shared_cache, tmp_path):
 def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_each_config_once(
         shared_cache, tmp_path, monkeypatch, capsys):
     """No `presets:` means the file as written; `base:` is read from the repository root when the
-    current directory has no such file; an include point equal to a grid point (the same resolved config) is one run;
-    3e-4 in a sweep file is a number."""
+    current directory has no such file; an include point equal to a grid point (the same resolved config) is
+    one run; 3e-4 in a sweep file is a number."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(tmp_path)                             # not the repository
     path = tmp_path / "mine.yaml"
     path.write_text("base: configs/vae_categorical.yaml\n"
                     "parameters:\n  estimator.name: {values: [gs, st]}\n  optim.lr: {values: [3e-4]}\n"
                     "  steps: {value: 4}\n  log_every: {value: 2}\n  checkpoint_every: {value: 2}\n"
-                    "  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n  eval.iw_examples: {value: 10}\n"
-                    "  model.hidden: {value: [8]}\n"
+                    "  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n"
+                    "  eval.iw_examples: {value: 10}\n  model.hidden: {value: [8]}\n"
                     "include:\n  - {estimator.name: gs, optim.lr: 0.0003}\n")
     points = expand(read_sweep(path), definition.AS_WRITTEN, tmp_path)
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [("gs", 3e-4), ("st", 3e-4)]
@@ -270,7 +283,8 @@ def test_a_sweep_without_presets_runs_as_written_from_any_directory_and_trains_e
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "model-question"])
-def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(table, tmp_path, monkeypatch, capsys):
+def test_a_table_with_no_finished_run_says_so_exits_non_zero_and_writes_nothing(table, tmp_path, monkeypatch,
+                                                                                capsys):
     from experiments import tables
     monkeypatch.chdir(REPO)
     assert tables.main([table, "--preset", "quick", "--results-dir", str(tmp_path)]) == 1
@@ -288,7 +302,8 @@ def test_table1_says_which_cells_cannot_exist_and_which_are_not_run_yet(tmp_path
     header, rows = table1_rows([p for p in points if p.cfg.model.hidden == []])
     cells = dict(rows)
     bernoulli_only = [h for h, c in zip(header, cells["VAE (Cat.) ours"]) if c == "Bernoulli only"]
-    declared = {display_name(n) for n in {p.cfg.estimator.name for p in points} if "categorical" not in BUILT_IN[n].kinds}
+    declared = {display_name(n)
+                for n in {p.cfg.estimator.name for p in points} if "categorical" not in BUILT_IN[n].kinds}
     assert "ARM" in bernoulli_only and sorted(bernoulli_only) == sorted(declared)   # from the declarations
     assert "Bernoulli only" not in cells["VAE (Bern.) ours"]
     assert set(cells["VAE (Bern.) ours"]) == {"unfinished"}       # every Bernoulli cell is a point
@@ -300,7 +315,8 @@ def test_table1_shows_a_spread_only_where_there_are_seeds_to_spread(monkeypatch)
     from vae.reporting.tables import table1_caption, table1_rows
     monkeypatch.chdir(REPO)
     points = expand(read_sweep("configs/sweeps/table1.yaml"), "converged", REPO / "results")
-    for hidden, cell, caption in (([], r"\d+\.\d ± \d+\.\d", "mean ± std over 2 seeds"), ([512, 256], r"\d+\.\d", "one seed")):
+    for hidden, cell, caption in (([], r"\d+\.\d ± \d+\.\d", "mean ± std over 2 seeds"),
+                                  ([512, 256], r"\d+\.\d", "one seed")):
         group = [p for p in points if p.cfg.model.hidden == hidden]
         cells = [c for label, row in table1_rows(group)[1] if label.endswith(" ours") for c in row]
         finished = [c for c in cells if c[0].isdigit()]
@@ -337,7 +353,8 @@ def test_fig4_draws_one_figure_per_model_as_table1_has_one_table_per_model(tmp_p
                      "fig4_vae_curves_mlp-512-256.pdf", "fig4_vae_curves_mlp-512-256.png"]
 
 
-def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_written_out_directories(tmp_path):
+def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_written_out_directories(
+        tmp_path):
     """``estimator.name: {applicable: ...}`` gives, per base, exactly the registered names whose
     resolved config validates (the trainer's own checks), within ``max_passes`` and outside
     ``exclude``; each point's directory is the one the name written out gives (so converting a
@@ -356,9 +373,12 @@ def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_
             if name != "gs" and TASKS[cfg.task].decoder_passes(cfg) <= 4:
                 expected.append((name, base))
     assert [(p.cfg.estimator.name, p.base) for p in points] == expected
-    assert {"vimco", "double-cv"} <= {n for n, b in expected if "vae" in b} - {n for n, b in expected if "sbn" in b}
-    assert "rloo" not in {n for n, b in expected if "sbn" in b} and "reinmax" in {n for n, b in expected if "sbn" in b}
-    written = text.replace("{applicable: {max_passes: 4, exclude: [gs]}}", "{values: [disarm, reinforce-ema]}")
+    assert ({"vimco", "double-cv"}
+            <= {n for n, b in expected if "vae" in b} - {n for n, b in expected if "sbn" in b})
+    assert ("rloo" not in {n for n, b in expected if "sbn" in b}
+            and "reinmax" in {n for n, b in expected if "sbn" in b})
+    written = text.replace("{applicable: {max_passes: 4, exclude: [gs]}}",
+                           "{values: [disarm, reinforce-ema]}")
     (tmp_path / "written.yaml").write_text(written)
     for point in expand(read_sweep(tmp_path / "written.yaml"), "none", tmp_path):
         assert point.run_dir in {p.run_dir for p in points}
@@ -382,7 +402,8 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize(("sweep_text", "args", "message"), [
-    ("base: configs/vae_categorical.yaml\nparameters:\n  estimator.nme: {values: [gs]}\npresets: {quick: {}}\n",
+    ("base: configs/vae_categorical.yaml\nparameters:\n  estimator.nme: {values: [gs]}\n"
+     "presets: {quick: {}}\n",
      [], "estimator.nme: unknown key"),
     ("base: configs/vae_categorical.yaml\npresets: {quick: {}}\n", ["--preset", "paper"],
      "'paper' is not defined"),
@@ -395,8 +416,8 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     ("base: configs/sbn_bernoulli.yaml\nparameters:\n  estimator.name: {applicable: {max_pases: 4}}\n", [],
      "applicable: expected true or a mapping with keys exclude, max_passes"),
     ("base: configs/vae_categorical.yaml\nmethod: bayes\npresets: {quick: {}}\n", [], "method: 'bayes'"),
-    ("base: configs/vae_categorical.yaml\nmetric: {name: valid/accuracy, goal: best}\npresets: {quick: {}}\n", [],
-     "goal: minimize or maximize"),
+    ("base: configs/vae_categorical.yaml\nmetric: {name: valid/accuracy, goal: best}\npresets: {quick: {}}\n",
+     [], "goal: minimize or maximize"),
     ("base: configs/vae_categorical.yaml\npresets: {quick: {optim.lr: -1.0}}\n", [], "optim.lr: must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(sweep_text, args, message, tmp_path, monkeypatch, capsys):
@@ -426,13 +447,14 @@ def test_learning_rate_is_chosen_per_group_on_the_validation_metric(tmp_path, mo
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in points] == [
         ("gs", 1e-4), ("gs", 1e-3), ("gs", 1e-2), ("st", 1e-4), ("st", 1e-3), ("st", 1e-2)]
     assert len({p.run_dir for p in points}) == 6
-    scores = {("gs", 1e-4): 120.0, ("gs", 1e-3): 110.0, ("gs", 1e-2): 130.0, ("st", 1e-4): 125.0, ("st", 1e-3): 105.0}
+    scores = {("gs", 1e-4): 120.0, ("gs", 1e-3): 110.0, ("gs", 1e-2): 130.0, ("st", 1e-4): 125.0,
+              ("st", 1e-3): 105.0}
     for p in points:                                        # ("st", 1e-2) stays unfinished
         if (p.cfg.estimator.name, p.cfg.optim.lr) in scores:
             p.run_dir.mkdir(parents=True)
             value = scores[p.cfg.estimator.name, p.cfg.optim.lr]
-            (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value,
-                                                                             "std": 0.0}}))
+            (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value],
+                                                                             "mean": value, "std": 0.0}}))
     chosen = best_points(sweep, points)
     assert [(p.cfg.estimator.name, p.cfg.optim.lr) for p in chosen] == [("gs", 1e-3), ("st", 1e-3)]
 
@@ -447,9 +469,11 @@ def test_a_maximized_metric_chooses_the_highest_value(tmp_path, monkeypatch):
     for p in points:
         p.run_dir.mkdir(parents=True)
         value = 0.9 if p.cfg.ssl.alpha == 0.3 else 0.8
-        (p.run_dir / SUMMARY).write_text(json.dumps({"valid/accuracy": {"per_seed": [value], "mean": value, "std": 0.0}}))
+        (p.run_dir / SUMMARY).write_text(json.dumps({"valid/accuracy": {"per_seed": [value], "mean": value,
+                                                                        "std": 0.0}}))
     chosen = best_points(sweep, points)
-    assert [(p.cfg.ssl.y, p.cfg.ssl.alpha) for p in chosen] == [("marginal", 0.3), ("gs", 0.3), ("st-gs", 0.3)]
+    assert ([(p.cfg.ssl.y, p.cfg.ssl.alpha) for p in chosen]
+            == [("marginal", 0.3), ("gs", 0.3), ("st-gs", 0.3)])
     assert read_sweep("configs/sweeps/table1.yaml").goal == "minimize"     # the default
 
 
@@ -469,27 +493,33 @@ def test_paper_preset_chooses_lr_for_every_estimator_and_tau_for_the_relaxed_one
                            and c.decoder_passes(EstimatorConfig(name=n), shape) <= 4])
                       for kind, shape in (("bernoulli", (200, 2)), ("categorical", (20, 10))))
     assert len(points) == within_four * 6 + 2 * (2 * 4 * 6 + 2 * 6) and len(relaxed) == 2 * 2 * 4 * 6
-    assert {p.cfg.tau.rate for p in relaxed} == {1e-5, 1e-4} and {p.cfg.tau.update_every for p in relaxed} == {500, 1000}
-    assert all("tau" not in p.values for p in points if p.cfg.estimator.name not in ("gs", "st-gs", "reinmax"))
+    assert ({p.cfg.tau.rate for p in relaxed} == {1e-5, 1e-4}
+            and {p.cfg.tau.update_every for p in relaxed} == {500, 1000})
+    assert all("tau" not in p.values
+               for p in points if p.cfg.estimator.name not in ("gs", "st-gs", "reinmax"))
     best = {(p.base, p.cfg.estimator.name): p for p in points
             if p.cfg.optim.lr == 1e-3 and p.cfg.tau.rate == 1e-4 and p.cfg.tau.update_every == 500
             or p.cfg.estimator.name not in ("gs", "st-gs") and p.cfg.optim.lr == 1e-3}
     for p in points:
         p.run_dir.mkdir(parents=True)
         value = 100.0 if best.get((p.base, p.cfg.estimator.name)) is p else 120.0
-        (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value, "std": 0.0}}))
+        (p.run_dir / SUMMARY).write_text(json.dumps({"valid/neg_elbo": {"per_seed": [value], "mean": value,
+                                                                        "std": 0.0}}))
     chosen = best_points(sweep, points)
-    assert len(chosen) == within_four + 2 * (2 + 2) and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()}
+    assert (len(chosen) == within_four + 2 * (2 + 2)
+            and {p.run_dir for p in chosen} == {p.run_dir for p in best.values()})
 
 
 LR_GRID = ("base: configs/vae_categorical.yaml\n"
            "parameters:\n  estimator.name: {values: [nvil, gs]}\n  optim.lr: {values: [1.0e-3, 3.0e-3]}\n"
-           "  optim.name: {value: sgd}\n  seeds: {value: [0, 1]}\n  steps: {value: 6}\n  log_every: {value: 2}\n"
-           "  checkpoint_every: {value: 2}\n  eval.every: {value: 2}\n  eval.iw_samples: {value: 4}\n"
-           "  eval.iw_examples: {value: 10}\n  eval.curve_examples: {value: 200}\n  model.hidden: {value: [8]}\n")
+           "  optim.name: {value: sgd}\n  seeds: {value: [0, 1]}\n  steps: {value: 6}\n"
+           "  log_every: {value: 2}\n  checkpoint_every: {value: 2}\n  eval.every: {value: 2}\n"
+           "  eval.iw_samples: {value: 4}\n  eval.iw_examples: {value: 10}\n"
+           "  eval.curve_examples: {value: 200}\n  model.hidden: {value: [8]}\n")
 
 
-def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared_cache, tmp_path, monkeypatch, capsys):
+def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared_cache, tmp_path, monkeypatch,
+                                                                          capsys):
     """--pack-lr trains each estimator's two learning rates as one run (4 replicas: 2 lrs x 2
     seeds) and splits it: every point's config, metric rows and summary numbers are those of the
     same sweep trained point by point (float tolerance: batched matmuls may sum in another order),
@@ -504,19 +534,24 @@ def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared
     assert sweep_cli.main([str(path), "--results-dir", str(alone), "--no-progress"]) == 0
     assert not list((packed / running.PACKS / "grid").glob("*/*"))     # <sweep>/<preset>/<pack>: none left
     sweep = read_sweep(path)
-    for p, q in zip(expand(sweep, definition.AS_WRITTEN, packed), expand(sweep, definition.AS_WRITTEN, alone)):
+    for p, q in zip(expand(sweep, definition.AS_WRITTEN, packed),
+                    expand(sweep, definition.AS_WRITTEN, alone)):
         configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (p.run_dir, q.run_dir)]
-        assert configs[0] == to_dict(p.cfg) and {**configs[0], "out_dir": None} == {**configs[1], "out_dir": None}
-        rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (p.run_dir, q.run_dir)]
+        assert (configs[0] == to_dict(p.cfg)
+                and {**configs[0], "out_dir": None} == {**configs[1], "out_dir": None})
+        rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+                for d in (p.run_dir, q.run_dir)]
         assert [{k: v for k, v in r.items() if k != "value"} for r in rows[0]] == \
                [{k: v for k, v in r.items() if k != "value"} for r in rows[1]]
         for a, b in zip(*rows):   # one step's loss: 784 x 100 terms (tests/test_training.py's STEP_RTOL)
             assert a["value"] == pytest.approx(b["value"], rel=float32_rtol(784 * 100), abs=1e-4), a
         s, t = (json.loads((d / SUMMARY).read_text()) for d in (p.run_dir, q.run_dir))
         assert s["seeds"] == t["seeds"] == [0, 1] and s["packed"]["points"] == 2
-        assert s["steps_per_second"] == pytest.approx(2 * s["packed"]["steps_per_second"], rel=1e-3)   # a share
+        # a share
+        assert s["steps_per_second"] == pytest.approx(2 * s["packed"]["steps_per_second"], rel=1e-3)
         assert s.keys() - {"packed"} == t.keys()
-        assert s["test/iw_bound"]["per_seed"] == pytest.approx(t["test/iw_bound"]["per_seed"], rel=float32_rtol(784 * 100))
+        assert (s["test/iw_bound"]["per_seed"]
+                == pytest.approx(t["test/iw_bound"]["per_seed"], rel=float32_rtol(784 * 100)))
         assert json.loads((p.run_dir / "sweep.json").read_text())["values"] == p.values
     assert sweep_cli.main([str(path), "--results-dir", str(packed), "--no-progress", "--pack-lr"]) == 0
     assert "grid (none): done 4" in capsys.readouterr().out
@@ -537,20 +572,23 @@ def test_a_learning_rate_that_diverges_in_a_pack_fails_alone(shared_cache, tmp_p
         return loss, kl, info
     monkeypatch.setattr(Trainer, "train_step", nan_at_lr_10)
     path = tmp_path / "grid.yaml"
-    path.write_text(LR_GRID.replace("[nvil, gs]", "[gs]").replace("[1.0e-3, 3.0e-3]", "[1.0e-3, 10.0, 3.0e-3]"))
+    path.write_text(LR_GRID.replace("[nvil, gs]", "[gs]").replace("[1.0e-3, 3.0e-3]",
+                                                                  "[1.0e-3, 10.0, 3.0e-3]"))
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
     out = capsys.readouterr().out
     assert "learning rate 10 of a pack diverged" in out and "diverged 1, finished 2" in out
     good, bad, other = expand(read_sweep(path), definition.AS_WRITTEN, tmp_path)
     for point in (good, other):   # packed again, the two of them
         assert json.loads((point.run_dir / SUMMARY).read_text())["packed"]["points"] == 2
-    assert "step 1, replica 4" in (bad.run_dir / "failed.txt").read_text()   # 2 seeds each of lr 1e-3, 3e-3, 10
+    # 2 seeds each of lr 1e-3, 3e-3, 10
+    assert "step 1, replica 4" in (bad.run_dir / "failed.txt").read_text()
     assert json.loads((bad.run_dir / "sweep.json").read_text())["outcome"] == "diverged"
     assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--no-progress", "--pack-lr"]) == 0
     assert "failed 1" in capsys.readouterr().out   # and stays failed
 
 
-def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(shared_cache, tmp_path, monkeypatch,
+def test_a_pack_killed_before_its_records_were_split_is_resumed_not_retrained(shared_cache, tmp_path,
+                                                                              monkeypatch,
                                                                             capsys):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     path = tmp_path / "grid.yaml"
@@ -639,7 +677,8 @@ def test_redrawing_the_same_figure_leaves_its_files_byte_identical(tmp_path):
     def draw(values: list[float], commit: str) -> dict[str, bytes]:
         fig, ax = plt.subplots()
         ax.plot(values)
-        paths = save(fig, tmp_path, "toy", f"Preset tiny.\nruns from commit c0ffee | drawn at commit {commit}")
+        paths = save(fig, tmp_path, "toy",
+                     f"Preset tiny.\nruns from commit c0ffee | drawn at commit {commit}")
         return {p.suffix: p.read_bytes() for p in paths}
 
     first = draw([1.0, 2.0], "aaa1111")
@@ -659,7 +698,8 @@ def test_redrawing_the_same_table_at_another_commit_leaves_its_file_alone(tmp_pa
     from vae.store.records import write_drawing
 
     path = tmp_path / "tables" / "toy.md"
-    table = "Caption.\n\npreset tiny | runs from commit c0ffee | drawn at commit {}\n\n| | a |\n|---|---|\n| x | {} |\n"
+    table = ("Caption.\n\npreset tiny | runs from commit c0ffee | drawn at commit {}\n\n"
+             "| | a |\n|---|---|\n| x | {} |\n")
     write_drawing(path, table.format("aaa1111", "1.0"))
     write_drawing(path, table.format("bbb2222", "1.0"))
     assert path.read_text() == table.format("aaa1111", "1.0")

@@ -55,8 +55,10 @@ def problem(kind: str, seed: int = 0) -> tuple[StochasticBinaryNetwork, Tensor]:
 def estimators(name: str, kind: str, model: StochasticBinaryNetwork, replicas: int = 1, **settings) -> list:
     n, k = KINDS[kind]
     widths = [HALF, n * (1 if kind == "bernoulli" else k)]      # each layer's input: its NVIL context
-    cfg = EstimatorConfig(name=name, baseline_hidden=8, num_samples=2, **settings)   # 4,000 replicas: small networks, k = 2
-    return [build_estimator(cfg, latent_shape=(n, k), num_replicas=replicas, context_dim=d).to(DTYPE) for d in widths]
+    # 4,000 replicas: small networks, k = 2
+    cfg = EstimatorConfig(name=name, baseline_hidden=8, num_samples=2, **settings)
+    return [build_estimator(cfg, latent_shape=(n, k), num_replicas=replicas, context_dim=d).to(DTYPE)
+            for d in widths]
 
 
 def layer_grads(model: StochasticBinaryNetwork, loss: Tensor) -> dict[str, Tensor]:
@@ -71,7 +73,8 @@ def layer_grads(model: StochasticBinaryNetwork, loss: Tensor) -> dict[str, Tenso
 
 
 def exact(model: StochasticBinaryNetwork, kind: str, x: Tensor) -> dict[str, Tensor]:
-    loss, _ = training_loss(model, estimators("exact", kind, model), x, rng=ReplicaGenerator([0]), tau=1.0, step=0)
+    loss, _ = training_loss(model, estimators("exact", kind, model), x, rng=ReplicaGenerator([0]), tau=1.0,
+                            step=0)
     return {k: v[0] for k, v in layer_grads(model, loss).items()}
 
 
@@ -89,14 +92,16 @@ def worst_z(got: dict[str, Tensor], want: dict[str, Tensor]) -> tuple[float, flo
     worst = 0.0
     for name, g in got.items():
         se = g.std(0) / math.sqrt(g.shape[0])
-        worst = max(worst, (((g.mean(0) - want[name]).abs() - ABS_TOL).clamp(min=0) / se.clamp(min=1e-12)).max().item())
+        worst = max(worst, (((g.mean(0) - want[name]).abs() - ABS_TOL).clamp(min=0)
+                            / se.clamp(min=1e-12)).max().item())
     return worst, z_crit
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_nested_exact_is_the_enumerated_expectation_over_both_layers(kind: str) -> None:
     model, x = problem(kind, seed=3)
-    loss, _ = training_loss(model, estimators("exact", kind, model), x, rng=ReplicaGenerator([0]), tau=1.0, step=0)
+    loss, _ = training_loss(model, estimators("exact", kind, model), x, rng=ReplicaGenerator([0]), tau=1.0,
+                            step=0)
     n, k = KINDS[kind]
     states = [F.one_hot(torch.tensor(s), k).to(DTYPE) for s in itertools.product(range(k), repeat=n)]
     upper, lower = x[..., :HALF], x[..., HALF:]
@@ -112,7 +117,8 @@ def test_nested_exact_is_the_enumerated_expectation_over_both_layers(kind: str) 
 
 
 @pytest.mark.parametrize(("name", "kind"), estimator_cases("sbn", unbiased=True))
-def test_unbiased_estimators_match_exact_through_two_stochastic_layers(name: str, kind: str, seed: int) -> None:
+def test_unbiased_estimators_match_exact_through_two_stochastic_layers(name: str, kind: str,
+                                                                       seed: int) -> None:
     model, x = problem(kind)
     worst, z_crit = worst_z(draws(name, kind, model, x, seed), exact(model, kind, x))
     assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
@@ -144,7 +150,8 @@ def test_slope_annealed_st_samples_every_layer_from_its_sharpened_distribution(k
             for p in stochastic_layer.parameters():
                 p.mul_(3.0)
     loss, _ = training_loss(model, annealed, x, rng=ReplicaGenerator([7]), tau=1.0, step=4)
-    plain, _ = training_loss(sharp, estimators("st", kind, sharp), x, rng=ReplicaGenerator([7]), tau=1.0, step=4)
+    plain, _ = training_loss(sharp, estimators("st", kind, sharp), x, rng=ReplicaGenerator([7]), tau=1.0,
+                             step=4)
     torch.testing.assert_close(loss, plain)
     got, want = layer_grads(model, loss), layer_grads(sharp, plain)
     for name, factor in (("map0", 3.0), ("map1", 3.0), ("map2", 1.0)):
@@ -156,7 +163,8 @@ def test_slope_annealed_st_samples_every_layer_from_its_sharpened_distribution(k
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", NORMALISED)
-def test_variance_normalisation_divides_each_stochastic_layers_gradient_by_its_own_scale(name: str, kind: str) -> None:
+def test_variance_normalisation_divides_each_stochastic_layers_gradient_by_its_own_scale(name: str,
+                                                                                         kind: str) -> None:
     """With normalisation on and running variances giving scales s = (2, 5) to the two layers'
     estimators, the training loss's gradient for layer l's map is the one with normalisation off
     (same noise, same moving averages, same baselines) divided by s_l; the output map's is the
@@ -185,5 +193,6 @@ def test_decoder_evals_count_every_output_layer_pass_mean_field_ones_too(kind: s
     Taylor point."""
     model, x = problem(kind)
     for name, passes in (("st", 1), ("muprop", 3), ("darn", 3)):
-        _, info = training_loss(model, estimators(name, kind, model), x, rng=ReplicaGenerator([0]), tau=1.0, step=0)
+        _, info = training_loss(model, estimators(name, kind, model), x, rng=ReplicaGenerator([0]), tau=1.0,
+                                step=0)
         assert info["decoder_evals"].tolist() == [passes], name

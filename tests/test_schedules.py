@@ -62,7 +62,8 @@ def test_the_lowest_tau_is_the_one_the_run_reaches():
     from vae.training.schedules import lowest_tau
 
     default = TauConfig()
-    assert lowest_tau(default, 1000) == 1.0 and lowest_tau(default, 2001) == pytest.approx(math.exp(-3e-5 * 2000))
+    assert (lowest_tau(default, 1000) == 1.0
+            and lowest_tau(default, 2001) == pytest.approx(math.exp(-3e-5 * 2000)))
     assert lowest_tau(default, 50_000) == 0.5 == lowest_tau(default)
     assert lowest_tau(TauConfig(schedule="constant", tau0=2.0), 10) == 2.0
     assert lowest_tau(TauConfig(schedule="learned", tau0=2.0, floor=0.5), 10) == 0.5
@@ -77,10 +78,13 @@ def test_a_schedule_that_ends_far_from_its_floor_says_so_with_a_fix_that_reaches
     from vae.training.schedules import short_of_floor
 
     note = short_of_floor(TauConfig(), 2000)
-    assert note.startswith("tau: the exp schedule is at 0.97 at the last of 2,000 steps, far from its floor 0.5")
+    assert note.startswith("tau: the exp schedule is at 0.97 at the last of 2,000 steps, "
+                           "far from its floor 0.5")
     fix = dict(item.split("=") for item in note.split("this short, ")[1].split(" reaches")[0].split())
-    fixed = replace(TauConfig(), rate=float(fix["tau.rate"]), update_every=int(fix.get("tau.update_every", 1000)))
-    assert scheduled_tau(fixed, 1999, 2000) == pytest.approx(0.5, abs=1e-3) and short_of_floor(fixed, 2000) is None
+    fixed = replace(TauConfig(), rate=float(fix["tau.rate"]),
+                    update_every=int(fix.get("tau.update_every", 1000)))
+    assert (scheduled_tau(fixed, 1999, 2000) == pytest.approx(0.5, abs=1e-3)
+            and short_of_floor(fixed, 2000) is None)
     assert short_of_floor(TauConfig(), 50_000) is None
     assert short_of_floor(TauConfig(schedule="constant", tau0=0.7), 100) is None
     assert short_of_floor(TauConfig(schedule="learned"), 100) is None

@@ -1,4 +1,5 @@
-"""The matmul floor (vae/reporting/step_cost.py, ``bench --floor``): the products it records are the step's own."""
+"""The matmul floor (vae/reporting/step_cost.py, ``bench --floor``):
+the products it records are the step's own."""
 
 from __future__ import annotations
 
@@ -29,14 +30,16 @@ def test_recorded_products_are_the_forward_and_backward_matmuls():
 
 
 @pytest.mark.parametrize("name, samples", [("rloo", 4), ("gs", 1)])
-def test_the_floor_of_a_training_step_is_its_encoder_and_decoder_products(shared_cache, monkeypatch, name, samples):
+def test_the_floor_of_a_training_step_is_its_encoder_and_decoder_products(shared_cache, monkeypatch, name,
+                                                                          samples):
     """The linear Bernoulli VAE (784-200-784) at batch 50, as the trainer steps it: the encoder's
     product and its weight gradient, and per decoder pass (RLOO: k = 4 samples) the decoder's
     product and its weight gradient, plus its input gradient where the sample is differentiable
     (GS); no other product."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     trainer = Trainer(load_config("configs/vae_bernoulli_linear.yaml",
-                                  ["device=cpu", "data.batch_size=50", f"estimator.name={name}", "compile=false"]),
+                                  ["device=cpu", "data.batch_size=50", f"estimator.name={name}",
+                                   "compile=false"]),
                       log=lambda _: None)
     trainer.train_step()
     calls = record_matmuls(trainer.train_step)
@@ -53,7 +56,8 @@ def test_floor_speed_times_each_applicable_estimator_against_its_floor(shared_ca
     record = json.loads((tmp_path / "floor_cpu.json").read_text())
     rows = record["floor"][cell]
     assert list(rows) == ["st-gs", "vimco", "rloo"]               # the tables' column order (family, year)
-    assert all(row["eager_ms"] > 0 and row["floor_ms"] > 0 and row["eager_over_floor"] > 0 for row in rows.values())
+    assert all(row["eager_ms"] > 0 and row["floor_ms"] > 0 and row["eager_over_floor"] > 0
+               for row in rows.values())
     for row in rows.values():        # the eager step's time by part: every part there, summing to the step
         assert {"matmuls", "sampling", "optimiser", "backward"} <= set(row["eager_parts_ms"])
         assert sum(row["eager_parts_ms"].values()) == pytest.approx(row["eager_ms"], rel=0.01)
@@ -63,15 +67,17 @@ def test_floor_speed_times_each_applicable_estimator_against_its_floor(shared_ca
 
 def test_floor_measures_some_rows_again_and_keeps_the_others(shared_cache, monkeypatch, tmp_path):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    args = ["--floor", "--cell", "bernoulli linear, batch 50", "--eager-only", "--steps", "1", "--repeats", "1",
-            "--device", "cpu", "--out", str(tmp_path)]
+    args = ["--floor", "--cell", "bernoulli linear, batch 50", "--eager-only", "--steps", "1", "--repeats",
+            "1", "--device", "cpu", "--out", str(tmp_path)]
     assert bench_cli.main([*args, "--estimator", "gs", "rloo"]) == 0
     first = json.loads((tmp_path / "floor_cpu.json").read_text())["floor"]["bernoulli linear, batch 50"]
     assert bench_cli.main([*args, "--estimator", "st-gs", "rloo", "--replicas", "3"]) == 0
     rows = json.loads((tmp_path / "floor_cpu.json").read_text())["floor"]["bernoulli linear, batch 50"]
-    assert list(rows) == ["gs", "st-gs", "rloo"] and rows["gs"] == first["gs"]     # kept, in the tables' order
+    # kept, in the tables' order
+    assert list(rows) == ["gs", "st-gs", "rloo"] and rows["gs"] == first["gs"]
     assert rows["rloo"]["measured"] >= first["rloo"]["measured"] and rows["rloo"]["steps"] == 1
-    assert rows["rloo"]["replica_axis"]["replicas"] == 3 and rows["rloo"]["replica_axis"]["eager_seed_steps_vs_one_seed"] > 0
+    assert (rows["rloo"]["replica_axis"]["replicas"] == 3
+            and rows["rloo"]["replica_axis"]["eager_seed_steps_vs_one_seed"] > 0)
 
 
 def test_floor_refuses_an_unknown_estimator(capsys, tmp_path):
@@ -91,4 +97,5 @@ def test_step_parts_attribute_time_to_the_module_it_runs_under():
     for step, part in ((lambda: gumbel_noise((300, 300)), "sampling"), (lambda: torch.bmm(a, b), "matmuls")):
         parts = step_parts(step, seconds=1.0, calls=10)
         operators = {k: v for k, v in parts.items() if k != "outside operators"}
-        assert operators[part] > 0.9 * sum(operators.values()) and sum(parts.values()) == pytest.approx(1.0), parts
+        assert (operators[part] > 0.9 * sum(operators.values())
+                and sum(parts.values()) == pytest.approx(1.0)), parts

@@ -36,7 +36,8 @@ STEP_RTOL = float32_rtol(784 * 100)
 STEP_ATOL = 1e-4
 # the 2020 benchmark's model (configs/benchmark_*.yaml) in small: LeakyReLU, output bias at the data
 # mean, the learned prior by its own SGD, dynamic binarization
-BENCHMARK_MODEL = ["model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2", "model.hidden=[16,16]",
+BENCHMARK_MODEL = ["model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2",
+                   "model.hidden=[16,16]",
                    "model.activation=leaky_relu", "model.output_bias=data_mean", "model.prior=learned",
                    "optim.prior_lr=1.0e-2", "data.binarization=dynamic"]
 
@@ -62,19 +63,21 @@ def test_replica_r_of_a_multi_seed_run_equals_the_single_seed_run(shared_cache, 
 
 
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
-def test_replica_r_with_its_own_learning_rate_equals_the_single_run(shared_cache, tmp_path, monkeypatch, optim):
+def test_replica_r_with_its_own_learning_rate_equals_the_single_run(shared_cache, tmp_path, monkeypatch,
+                                                                    optim):
     """A learning rate per replica (optim.lr as a list) keeps the replicas independent: the
     replica of seed 9 and lr 3e-3 in a run with (4, 1e-3), (9, 1e-3), (9, 3e-3) logs what a
     single run with seed 9 and lr 3e-3 logs, and the replica of lr 1e-3 what lr 1e-3 logs."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     base = tiny_overrides(tmp_path) + ["estimator.name=nvil", f"optim.name={optim}"]
-    run = train(load_config(None, base + ["seeds=[4,9,9]", "optim.lr=[1.0e-3,1.0e-3,3.0e-3]"]), tmp_path / "packed",
-                progress=False)
+    run = train(load_config(None, base + ["seeds=[4,9,9]", "optim.lr=[1.0e-3,1.0e-3,3.0e-3]"]),
+                tmp_path / "packed", progress=False)
     rows = read_metrics(run)
     for replica, lr in ((1, "1.0e-3"), (2, "3.0e-3")):
-        alone = metric_table(train(load_config(None, base + ["seeds=[9]", f"optim.lr={lr}"]), tmp_path / f"alone{lr}",
-                                   progress=False))
-        packed = {(r["step"], r["split"], r["metric"], r["seed"]): r["value"] for r in rows if r["replica"] == replica}
+        alone = metric_table(train(load_config(None, base + ["seeds=[9]", f"optim.lr={lr}"]),
+                                   tmp_path / f"alone{lr}", progress=False))
+        packed = {(r["step"], r["split"], r["metric"], r["seed"]): r["value"]
+                  for r in rows if r["replica"] == replica}
         assert packed.keys() == alone.keys() and len(alone) > 20
         for key, value in alone.items():
             assert packed[key] == pytest.approx(value, rel=STEP_RTOL, abs=STEP_ATOL), (lr, key)
@@ -90,7 +93,8 @@ CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reaso
     pytest.param(None, "sgd", "cpu", [], marks=pytest.mark.slow),   # SGD: the next two too
     pytest.param("configs/sbn_bernoulli.yaml", "sgd", "cpu", [], marks=pytest.mark.slow),
     pytest.param(None, "sgd", "cpu", BENCHMARK_MODEL + ["estimator.name=disarm"],
-                 marks=pytest.mark.slow),                                 # the prior's own SGD in the graph too
+                 # the prior's own SGD in the graph too
+                 marks=pytest.mark.slow),
     pytest.param(None, "sgd", "cuda", [], marks=CUDA)])
 def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, optim, device, extra):
     """compile=true (the step as one graph, vae/training/compiled_step.py; a CUDA graph on a GPU) changes
@@ -100,7 +104,8 @@ def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, opt
     round-off in near-zero gradients into lr-sized differences."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     base = ["seeds=[3,4]", "steps=5", f"device={device}", f"optim.name={optim}", "optim.momentum=0.9",
-            *(["model.hidden=[32]"] if config is None else ["model.num_latents=4", "data.batch_size=20"]), *extra]
+            *(["model.hidden=[32]"] if config is None else ["model.num_latents=4", "data.batch_size=20"]),
+            *extra]
     eager, compiled = (Trainer(load_config(config, base + [f"compile={flag}"]), log=lambda _: None)
                        for flag in ("false", "true"))
     for _ in range(5):
@@ -112,7 +117,8 @@ def test_compiled_steps_equal_eager_steps(shared_cache, monkeypatch, config, opt
         for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
             torch.testing.assert_close(b, a, rtol=STEP_RTOL, atol=1e-6, msg=name)
     assert list(compiled.optimizer.state_dict()["state"]) == list(eager.optimizer.state_dict()["state"])
-    for a, b in zip(eager.optimizer.state_dict()["state"].values(), compiled.optimizer.state_dict()["state"].values()):
+    for a, b in zip(eager.optimizer.state_dict()["state"].values(),
+                    compiled.optimizer.state_dict()["state"].values()):
         assert sorted(a) == sorted(b)   # checkpoints interchangeable: the same state in torch's format
 
 
@@ -130,11 +136,13 @@ BERNOULLI = ["model.kind=bernoulli", "model.num_latents=12", "model.num_classes=
 
 
 @pytest.mark.parametrize(("name", "kind"), estimator_cases("vae", bound=None))
-def test_every_estimator_trains_both_vaes_through_the_harness(name, kind, shared_cache, tmp_path, monkeypatch):
+def test_every_estimator_trains_both_vaes_through_the_harness(name, kind, shared_cache, tmp_path,
+                                                              monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    cfg = load_config(None, tiny_overrides(tmp_path) + [f"estimator.name={name}", "seeds=[0,1]", "gradvar_every=6",
-                                                        "gradvar_draws=3", *tau_overrides(name),
-                                                        *(BERNOULLI if kind == "bernoulli" else [])])
+    cfg = load_config(None,
+                      tiny_overrides(tmp_path) + [f"estimator.name={name}", "seeds=[0,1]", "gradvar_every=6",
+                                                  "gradvar_draws=3", *tau_overrides(name),
+                                                  *(BERNOULLI if kind == "bernoulli" else [])])
     run = train(cfg, tmp_path / "run", progress=False)
     summary = json.loads((run / "summary.json").read_text())
     for key in ("train/loss", "valid/neg_elbo", "test/neg_elbo", "test/iw_bound", "train/encoder_grad_var",
@@ -173,7 +181,8 @@ def test_exact_resume_after_sigkill(shared_cache, tmp_path):
     assert metric_table(killed_dir) == metric_table(tmp_path / "full")   # exactly equal on CPU
 
 
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shared_cache, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shared_cache, tmp_path,
+                                                                          monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     original = Trainer.train_step
 
@@ -186,7 +195,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shared
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     cfg = load_config(None, tiny_overrides(tmp_path) + ["seeds=[0,1]"])
-    with pytest.raises(TrainingDiverged, match=r"step 7, replica 1 \(seed 1\).*last good checkpoint \(step 4\)"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"step 7, replica 1 \(seed 1\).*last good checkpoint \(step 4\)"):
         train(cfg, tmp_path / "run", progress=False)
     assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["step"] == 4
     assert not (tmp_path / "run" / "summary.json").exists()
@@ -206,7 +216,8 @@ def test_non_finite_parameters_are_never_checkpointed(shared_cache, tmp_path, mo
         return out
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"in the parameters after step 8; the last good checkpoint \(step 4\)"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"in the parameters after step 8; the last good checkpoint \(step 4\)"):
         train(load_config(None, tiny_overrides(tmp_path)), tmp_path / "run", progress=False)
     assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["step"] == 4
 
@@ -221,7 +232,8 @@ def test_evaluation_and_gradient_variance_keep_their_own_schedule(shared_cache, 
 
 
 @pytest.mark.parametrize("task", ["vae", "sbn", "ssl"])
-def test_curves_on_the_first_digits_are_the_curves_of_a_split_cut_there(task, shared_cache, tmp_path, monkeypatch):
+def test_curves_on_the_first_digits_are_the_curves_of_a_split_cut_there(task, shared_cache, tmp_path,
+                                                                        monkeypatch):
     """``eval.curve_examples=N``: what the trainer logs along training is its curve metric on a split
     holding only the first N digits (same model, same evaluation noise), and it differs from the
     whole split's."""
@@ -275,12 +287,14 @@ def test_unwritable_output_directory_is_exit_status_2(shared_cache, tmp_path):
 def test_cli_trains_the_bernoulli_config(shared_cache, tmp_path):
     done = run_cli(["--config", "configs/vae_bernoulli.yaml", *tiny_overrides(tmp_path)], shared_cache)
     assert done.returncode == 0, done.stderr
-    run_dir = Path(next(line for line in done.stdout.splitlines() if line.startswith("results: ")).removeprefix("results: "))
+    run_dir = Path(next(line for line in done.stdout.splitlines()
+                        if line.startswith("results: ")).removeprefix("results: "))
     assert run_dir.parent.name == "vae_bernoulli" and (run_dir / "summary.json").exists()
 
 
 def test_cli_puts_the_run_under_results_dir_and_prints_the_held_out_numbers(shared_cache, tmp_path):
-    done = run_cli(["--results-dir", str(tmp_path / "store"), *tiny_overrides(tmp_path)[1:], "seeds=[0,1]"], shared_cache)
+    done = run_cli(["--results-dir", str(tmp_path / "store"), *tiny_overrides(tmp_path)[1:], "seeds=[0,1]"],
+                   shared_cache)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "store" / "runs" / "vae_categorical").glob("*/summary.json"))) == 1
     assert re.search(r"^test/iw_bound \d+\.\d\d ± \d+\.\d\d \(2 seeds\)$", done.stdout, re.M), done.stdout
@@ -297,11 +311,13 @@ def test_a_short_run_draws_ten_curve_points_and_announces_its_final_bound(shared
                     "eval.iw_batch_size=5"], shared_cache)
     assert done.returncode == 0, done.stderr
     run = next((tmp_path / "store" / "runs").glob("*/*/summary.json")).parent
-    assert sorted({r["step"] for r in read_metrics(run) if r["metric"] == "neg_elbo" and r["split"] == "valid"}) == \
+    assert sorted({r["step"]
+                   for r in read_metrics(run) if r["metric"] == "neg_elbo" and r["split"] == "valid"}) == \
         list(range(2, 21, 2))
-    announced = ("test iw_bound: m = 4 samples on 10,000 test digits, 1 seed(s); eval.iw_examples=N bounds the first N "
-                 "digits only")
-    assert announced in done.stdout and re.search(r"^  about \d+(\.\d)? (s|min) more", done.stdout, re.M), done.stdout
+    announced = ("test iw_bound: m = 4 samples on 10,000 test digits, 1 seed(s); eval.iw_examples=N bounds "
+                 "the first N digits only")
+    assert (announced in done.stdout
+            and re.search(r"^  about \d+(\.\d)? (s|min) more", done.stdout, re.M)), done.stdout
     assert done.stdout.index(announced) < done.stdout.index("test/iw_bound")
 
 
@@ -314,7 +330,8 @@ def test_print_config_prints_the_resolved_config_and_runs_nothing(shared_cache, 
     assert printed["out_dir"] == str(tmp_path / "runs") and not any(tmp_path.iterdir())
 
 
-def test_resume_with_more_steps_trains_a_finished_run_further_as_if_never_stopped(shared_cache, tmp_path, monkeypatch):
+def test_resume_with_more_steps_trains_a_finished_run_further_as_if_never_stopped(shared_cache, tmp_path,
+                                                                                  monkeypatch):
     """12 steps, then resumed to 16: every logged number equals a straight 16-step run's, and the
     bound at the old end (step 12) is kept beside the new one."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
@@ -322,8 +339,8 @@ def test_resume_with_more_steps_trains_a_finished_run_further_as_if_never_stoppe
     train(cfg, tmp_path / "extended", progress=False)
     done = run_cli(["--resume", str(tmp_path / "extended"), "steps=1.6e1"], shared_cache)
     assert done.returncode == 0, done.stderr
-    straight = metric_table(train(load_config(None, tiny_overrides(tmp_path) + ["steps=16"]), tmp_path / "straight",
-                                  progress=False))
+    straight = metric_table(train(load_config(None, tiny_overrides(tmp_path) + ["steps=16"]),
+                                  tmp_path / "straight", progress=False))
     extended = metric_table(tmp_path / "extended")
     old_end = {k: v for k, v in extended.items() if k[0] == 12 and k[2] == "iw_bound"}
     assert len(old_end) == 1 and {k: v for k, v in extended.items() if k not in old_end} == straight
@@ -343,23 +360,26 @@ def test_resume_refuses_anything_but_more_steps(args, message, shared_cache, tmp
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
     done = run_cli(["--resume", str(tmp_path / "run"), *args], shared_cache)
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before and (tmp_path / "run" / "summary.json").exists()
+    assert ((tmp_path / "run" / "metrics.jsonl").read_text() == before
+            and (tmp_path / "run" / "summary.json").exists())
 
 
 def test_a_schedule_that_ends_at_the_last_step_is_not_trained_further(shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    train(load_config(None, tiny_overrides(tmp_path) + ["tau.schedule=linear"]), tmp_path / "run", progress=False)
+    train(load_config(None, tiny_overrides(tmp_path) + ["tau.schedule=linear"]), tmp_path / "run",
+          progress=False)
     with pytest.raises(ConfigError, match="^steps: this run's linear tau schedule ends at its last step"):
         train(None, tmp_path / "run", resume=True, steps=16, progress=False)
 
 
-def test_wandb_offline_run_is_written_without_network_and_prints_nothing(shared_cache, tmp_path, monkeypatch, capfd):
+def test_wandb_offline_run_is_written_without_network_and_prints_nothing(shared_cache, tmp_path, monkeypatch,
+                                                                         capfd):
     pytest.importorskip("wandb")
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_SILENT")                      # the suite's own default, not the tests'
-    train(load_config(None, tiny_overrides(tmp_path / "runs")), tmp_path / "runs" / "x" / "run", progress=False,
-          log=lambda _: None)
+    train(load_config(None, tiny_overrides(tmp_path / "runs")), tmp_path / "runs" / "x" / "run",
+          progress=False, log=lambda _: None)
     offline = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1 and offline[0].stat().st_size > 0
     out, err = capfd.readouterr()
@@ -377,12 +397,14 @@ def test_relaxed_kl_option_trains_gs(shared_cache, tmp_path, monkeypatch):
 
 
 def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--steps", "2", "--repeats", "1", "--eager-only",
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--steps", "2", "--repeats", "1",
+                           "--eager-only",
                            "--bound-examples", "10", "--out", str(tmp_path), "--device", "cpu"],
-                          cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
-    for text in ("(a) plain PyTorch loop", "(a′) best hand-written loop", "(b) suite, one seed", "(c) replica axis, R = 10",
-                 "(d) m = 1000 bound", "(e) a paper-preset pack, R = 30",
+    for text in ("(a) plain PyTorch loop", "(a′) best hand-written loop", "(b) suite, one seed",
+                 "(c) replica axis, R = 10", "(d) m = 1000 bound", "(e) a paper-preset pack, R = 30",
                  "configs/vae_categorical_linear.yaml rloo  : (a′) hand-written loop"):
         assert text in done.stdout, text
     packs = re.search(r"--pack-lr: (\d+ points in \d+ runs)", done.stdout).group(1)   # the registry's count
@@ -390,15 +412,17 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
     assert len(record["steps_per_second"]) == 7 and all(v > 0 for v in record["steps_per_second"].values())
     anchors = record["anchors"]                       # the suite against (a′) per model and estimator
     assert sorted(anchors) == sorted(bench.ANCHOR_CONFIGS)
-    assert all(sorted(by_name) == sorted(bench.ANCHOR_ESTIMATORS) and all(a["ratio"] > 0 for a in by_name.values())
+    assert all(sorted(by_name) == sorted(bench.ANCHOR_ESTIMATORS)
+               and all(a["ratio"] > 0 for a in by_name.values())
                for by_name in anchors.values())
     assert record["replicas"]["(e) a paper-preset pack, R = 30"] == 30
     assert record["paper_preset"]["estimated_training_hours"] > 0
     from experiments.gpu_check import to_markdown  # the GPU check's report reads this record as it is
+    # the shape bench.ssl_speed writes (tests/test_reproduce.py runs it)
     ssl_speed = {"steps_per_second": {"marginal": {"10": 4.0, "100": 1.0}, "gs": {"10": 8.0, "100": 9.5}},
-                 "speedup": {"10": 2.0, "100": 9.5}}     # the shape bench.ssl_speed writes (tests/test_reproduce.py runs it)
-    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
-                          "bench": record, "ssl_speed": ssl_speed})
+                 "speedup": {"10": 2.0, "100": 9.5}}
+    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [],
+                          "modes": [], "bench": record, "ssl_speed": ssl_speed})
     assert "| (e) a paper-preset pack, R = 30 |" in report and packs in report
     assert "| 100 | 1.0 | 9.5 | 9.50x |" in report
     # rewritten after each step: a report with the bench and no numeric modes yet (a check cut short)
@@ -406,9 +430,11 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                                                    "steps": [], "bench": record})
 
 
-@pytest.mark.slow   # six compilations (a minute on a cold inductor cache); the eager anchors: the entry-point test
+# six compilations (a minute on a cold inductor cache); the eager anchors: the entry-point test
+@pytest.mark.slow
 def test_bench_anchors_time_the_suite_against_the_hand_written_loop_alone(shared_cache, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--anchors", "--steps", "1", "--repeats", "1",
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--anchors", "--steps", "1",
+                           "--repeats", "1",
                            "--device", "cpu", "--threads", "1", "--out", str(tmp_path)], cwd=REPO,
                           env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -416,16 +442,17 @@ def test_bench_anchors_time_the_suite_against_the_hand_written_loop_alone(shared
     assert {(c, n) for c, by_name in record["anchors"].items() for n in by_name} == {
         (c, n) for c in bench.ANCHOR_CONFIGS for n in bench.ANCHOR_ESTIMATORS}
     assert "configs/vae_categorical.yaml rloo  : (a′) hand-written loop" in done.stdout
+    # compile=true beside eager (the entry-point test runs --eager-only)
     assert all(a["suite_compiled"] > 0 and a["ratio_compiled"] > 0 for by_name in record["anchors"].values()
-               for a in by_name.values())   # compile=true beside eager (the entry-point test runs --eager-only)
+               for a in by_name.values())
 
 
 def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tmp_path):
     """``bench --profile`` (a step of ``make gpu-check``): the VAE step and both M2 modes, each with
     its per-step host and device times, CUDA runtime calls and operator table, in one file."""
-    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--profile", "--preset", "tiny", "--steps", "1",
-                           "--device", "cpu", "--out", str(tmp_path)], cwd=REPO, env=env_with_cache(shared_cache),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "experiments.bench", "--profile", "--preset", "tiny",
+                           "--steps", "1", "--device", "cpu", "--out", str(tmp_path)], cwd=REPO,
+                          env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     text = (tmp_path / "profile_cpu.txt").read_text()
     for workload in ("categorical VAE, gs", "M2 marginal, C = 10", "M2 gs, C = 10"):
@@ -433,8 +460,8 @@ def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tm
     assert text.count("CUDA runtime calls per step: none (no CUDA)") == 3
     from experiments.gpu_check import to_markdown  # the GPU check's report quotes the summary lines
     summary = [line for line in text.splitlines() if line.startswith(("== ", "CUDA runtime"))]
-    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [], "modes": [],
-                          "profile": summary})
+    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [],
+                          "modes": [], "profile": summary})
     assert "- M2 gs, C = 10: " in report
 
 
@@ -442,34 +469,41 @@ def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
     cmd = [sys.executable, "-m", "experiments.demo", "--results-dir", str(tmp_path), "model.hidden=[16]",
            "steps=4", "log_every=2", "checkpoint_every=2", "eval.every=2", "eval.iw_samples=4",
            "eval.iw_examples=10", "eval.batch_size=5000"]
-    first = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+    first = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
+                           timeout=300)
     assert first.returncode == 0, first.stderr
     assert "| gs |" in first.stdout and "| st-gs |" in first.stdout and "| reinforce-ema |" in first.stdout
-    assert "step/s" not in first.stderr and "ex/s" not in first.stderr     # stderr is no terminal: no bars in a log
-    again = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+    # stderr is no terminal: no bars in a log
+    assert "step/s" not in first.stderr and "ex/s" not in first.stderr
+    again = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
+                           timeout=300)
     assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 3
 
 
 def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: `make gpu-check` runs the real thing")
-    done = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--out", str(tmp_path / "out")], cwd=REPO,
-                          env=env_with_cache(tmp_path), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("error: gpu-check: no CUDA device") and not (tmp_path / "out").exists()
+    done = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--out", str(tmp_path / "out")],
+                          cwd=REPO, env=env_with_cache(tmp_path), capture_output=True, text=True, timeout=120)
+    assert (done.returncode == 2 and done.stderr.startswith("error: gpu-check: no CUDA device")
+            and not (tmp_path / "out").exists())
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["compile=true"], ["seeds=[0,0]", "optim.lr=[1.0e-3,3.0e-3]"]])
+@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["compile=true"],
+                                   ["seeds=[0,0]", "optim.lr=[1.0e-3,3.0e-3]"]])
 def test_a_run_trains_and_evaluates_on_cuda(extra, shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    cfg = load_config(None, tiny_overrides(tmp_path) + ["device=cuda", "seeds=[0,1]", *extra])   # later keys win
+    # later keys win
+    cfg = load_config(None, tiny_overrides(tmp_path) + ["device=cuda", "seeds=[0,1]", *extra])
     summary = json.loads((train(cfg, tmp_path / "run", progress=False) / "summary.json").read_text())
     assert summary["device"].startswith("cuda") and math.isfinite(summary["test/iw_bound"]["mean"])
 
 
 SMALL_SBN = ["model.num_latents=4", "eval.iw_samples=8", "eval.curve_samples=4", "eval.iw_examples=20",
-             "eval.batch_size=5000", "steps=6", "log_every=2", "checkpoint_every=2", "eval.every=3", "seeds=[0,1]"]
+             "eval.batch_size=5000", "steps=6", "log_every=2", "checkpoint_every=2", "eval.every=3",
+             "seeds=[0,1]"]
 
 
 def first_of_each_family_and_the_papers(task: str) -> list[tuple[str, str]]:
@@ -478,7 +512,8 @@ def first_of_each_family_and_the_papers(task: str) -> list[tuple[str, str]]:
     first = {}
     for name, _ in cases:
         first.setdefault(BUILT_IN[name].family, name)
-    return [(n, k) for n, k in cases if BUILT_IN[n].paper_column is not None or first[BUILT_IN[n].family] == n]
+    return [(n, k)
+            for n, k in cases if BUILT_IN[n].paper_column is not None or first[BUILT_IN[n].family] == n]
 
 
 @pytest.mark.parametrize(("name", "kind"), first_of_each_family_and_the_papers("sbn"))
@@ -488,36 +523,45 @@ def test_estimators_of_every_family_train_both_sbns_through_the_harness(name, ki
     (every estimator runs through the same nested loss in tests/test_sbn.py): both latent types,
     two stochastic layers, estimator state per layer, finite curves and the m-sample NLL at the end."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    cfg = load_config(f"configs/sbn_{kind}.yaml", [f"out_dir={tmp_path}", f"estimator.name={name}", *SMALL_SBN,
-                                                   *tau_overrides(name)])
+    cfg = load_config(f"configs/sbn_{kind}.yaml",
+                      [f"out_dir={tmp_path}", f"estimator.name={name}", *SMALL_SBN,
+                       *tau_overrides(name)])
     summary = json.loads((train(cfg, tmp_path / "run", progress=False) / "summary.json").read_text())
     for key in ("train/loss", "valid/nll", "test/nll", "test/iw_nll", "train/est/decoder_evals"):
         assert all(math.isfinite(v) for v in summary[key]["per_seed"]), key
-    assert summary["test/iw_nll"]["mean"] <= summary["test/nll"]["mean"] + 2.0   # more samples: a tighter bound
+    # more samples: a tighter bound
+    assert summary["test/iw_nll"]["mean"] <= summary["test/nll"]["mean"] + 2.0
 
 
 def test_cli_trains_the_sbn_config_and_refuses_what_does_not_apply(shared_cache, tmp_path):
-    done = run_cli(["--config", "configs/sbn_bernoulli.yaml", f"out_dir={tmp_path}", "estimator.name=rloo", *SMALL_SBN],
+    done = run_cli(["--config", "configs/sbn_bernoulli.yaml", f"out_dir={tmp_path}", "estimator.name=rloo",
+                    *SMALL_SBN],
                    shared_cache)
     assert done.returncode == 0, done.stderr[-2000:]
-    done = run_cli(["--config", "configs/sbn_bernoulli.yaml", f"out_dir={tmp_path}", "estimator.name=vimco"], shared_cache)
-    assert done.returncode == 2 and "'vimco' is for task vae, not sbn; for task sbn with bernoulli latents use gs" in done.stderr
+    done = run_cli(["--config", "configs/sbn_bernoulli.yaml", f"out_dir={tmp_path}", "estimator.name=vimco"],
+                   shared_cache)
+    assert (done.returncode == 2
+            and "'vimco' is for task vae, not sbn; for task sbn with bernoulli latents use gs" in done.stderr)
 
 
 def test_wandb_ids_keep_the_start_of_long_run_names_and_stay_distinct():
     from vae.store.tracking import wandb_id
     short = wandb_id(Path("results/sweeps/table1/vae_bernoulli__gs__4e7030e5"))
     assert short == "table1-vae-bernoulli--gs--4e7030e5"
-    long_a = wandb_id(Path("sweeps/model_question/vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3041"))
-    long_b = wandb_id(Path("sweeps/model_question/vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3042"))
-    assert len(long_a) == 64 and long_a.startswith("model-question-vae-categorical--st-gs") and long_a != long_b
+    long_a = wandb_id(Path("sweeps/model_question/"
+                           "vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3041"))
+    long_b = wandb_id(Path("sweeps/model_question/"
+                           "vae_categorical__st-gs__hidden_512-256__sgd-lr_0.003__8d8e3042"))
+    assert (len(long_a) == 64 and long_a.startswith("model-question-vae-categorical--st-gs")
+            and long_a != long_b)
 
 
 def test_make_demo_passes_results_to_the_demo():
     """`make demo RESULTS=dir` writes under dir, as every other target does (dry run: make -n)."""
     done = subprocess.run(["make", "-n", "-o", "install", "demo", "RESULTS=/some/where"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "-m experiments.demo --results-dir /some/where" in done.stdout, done.stdout
+    assert (done.returncode == 0
+            and "-m experiments.demo --results-dir /some/where" in done.stdout), done.stdout
 
 
 def test_make_test_runs_one_worker_per_free_core():
@@ -530,10 +574,11 @@ def test_make_test_runs_one_worker_per_free_core():
     busy_one = [200, 0, 50, 1090, 20, 0, 0, 0, 0, 0]          # 100 busy, 100 idle of 200: one core of two
     assert idle_share(before, busy_one) == 0.5 and free_cores(2, 0.5) == 1
     assert free_cores(2, 1.0) == 2 and free_cores(2, 0.0) == 1 and free_cores(16, 0.8) == 13
-    done = subprocess.run([sys.executable, "tests/free_cores.py"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "tests/free_cores.py"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 0 and 1 <= int(done.stdout) <= (os.cpu_count() or 1), done.stdout
-    dry = subprocess.run(["make", "-n", "-o", "install", "test", "TEST_WORKERS=3"], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    dry = subprocess.run(["make", "-n", "-o", "install", "test", "TEST_WORKERS=3"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
     assert "-m pytest -q -n 3 --dist loadfile" in dry.stdout, dry.stdout
 
 
@@ -543,9 +588,10 @@ def test_a_compiled_step_compiles_once_as_tau_lr_and_the_slope_change(shared_cac
     6 steps of st-annealed under a linear tau schedule and a learning rate decaying every 2 steps
     with torch's recompilation made an error; the slope, read back, follows the step."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    cfg = load_config(None, ["model.hidden=[16]", "data.batch_size=8", "estimator.name=st-annealed", "steps=6",
-                             "estimator.slope_rate=0.1", "tau.schedule=linear", "optim.lr_decay=0.5",
-                             "optim.lr_decay_every=2", "device=cpu", "compile=true"])
+    cfg = load_config(None,
+                      ["model.hidden=[16]", "data.batch_size=8", "estimator.name=st-annealed", "steps=6",
+                       "estimator.slope_rate=0.1", "tau.schedule=linear", "optim.lr_decay=0.5",
+                       "optim.lr_decay_every=2", "device=cpu", "compile=true"])
     trainer = Trainer(cfg, log=lambda _: None)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for _ in range(6):
@@ -553,8 +599,9 @@ def test_a_compiled_step_compiles_once_as_tau_lr_and_the_slope_change(shared_cac
     assert trainer.model.logit_scale.item() == pytest.approx(1.5)   # 1 + 0.1 * 5 at the last step
 
 
-@pytest.mark.parametrize("extra", [["kl=relaxed"], ["tau.schedule=learned"], ["precision=bf16"], BENCHMARK_MODEL,
-                                   ["seeds=[0,1]", "optim.lr=[1.0e-3,3.0e-3]", "optim.name=sgd"]])
+@pytest.mark.parametrize("extra",
+                         [["kl=relaxed"], ["tau.schedule=learned"], ["precision=bf16"], BENCHMARK_MODEL,
+                          ["seeds=[0,1]", "optim.lr=[1.0e-3,3.0e-3]", "optim.name=sgd"]])
 def test_the_compiled_step_is_one_graph_under_every_switch_of_the_loss(shared_cache, monkeypatch, extra):
     """The relaxed KL, a learned tau (a parameter in the graph), bf16 autocast, the 2020 benchmark's
     model (the learned prior's own SGD step) and a learning rate per replica keep the step one
@@ -578,14 +625,15 @@ def one_graph_cases() -> list:
 
 @pytest.mark.parametrize("name, kind", one_graph_cases())
 def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, kind):
-    """compile=true runs the whole step as one graph (vae/training/compiled_step.py): ``torch._dynamo.explain``
-    of the step the trainer compiles (estimator, loss, gradient, optimiser update, on the replica
-    axis) finds no graph break, for every sampling estimator and kind (read from the registry;
+    """compile=true runs the whole step as one graph (vae/training/compiled_step.py):
+    ``torch._dynamo.explain`` of the step the trainer compiles (estimator, loss, gradient, optimiser update,
+    on the replica axis) finds no graph break, for every sampling estimator and kind (read from the registry;
     ``exact``, the enumeration oracle, too dear here). A break is also what any read of a
     tensor's value back to the host (``.item()``, ``bool(t)``, ``.tolist()``, ...) causes there,
     so this is the check that a GPU never waits on the step: the eager step runs the same code."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    cfg = load_config(None, ["model.hidden=[16]", "model.num_latents=4", "seeds=[0,1]", "device=cpu", "compile=true",
+    cfg = load_config(None, ["model.hidden=[16]", "model.num_latents=4", "seeds=[0,1]", "device=cpu",
+                             "compile=true",
                              f"model.kind={kind}", f"model.num_classes={2 if kind == 'bernoulli' else 5}",
                              f"estimator.name={name}", "data.batch_size=8", *tau_overrides(name)])
     trainer = Trainer(cfg, log=lambda _: None)
@@ -596,7 +644,8 @@ def test_a_compiled_training_step_is_one_graph(shared_cache, monkeypatch, name, 
 
 
 
-def test_compile_auto_compiles_where_its_rule_says_and_records_which_step_ran(shared_cache, monkeypatch, tmp_path):
+def test_compile_auto_compiles_where_its_rule_says_and_records_which_step_ran(shared_cache, monkeypatch,
+                                                                              tmp_path):
     """``compile: auto`` (the default) compiles a run's step on the CPU from the steps the rule of
     vae/training/compiled_step.py names for its task, and trains eagerly below them, on a GPU and for M2
     (unmeasured there); true and false are what they say. A run's summary records which step ran."""
@@ -605,7 +654,8 @@ def test_compile_auto_compiles_where_its_rule_says_and_records_which_step_ran(sh
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for task in ("vae", "sbn"):
         least = AUTO_MIN_STEPS[(task, "cpu")]
-        at = load_config(None, [f"task={task}", f"steps={least}"] + (["model.layers=2"] if task == "sbn" else []))
+        at = load_config(None,
+                         [f"task={task}", f"steps={least}"] + (["model.layers=2"] if task == "sbn" else []))
         assert compiles(at, cpu) and not compiles(at, cuda)
         assert not compiles(load_config(None, [f"task={task}", f"steps={least - 1}"]), cpu)
         assert not compiles(load_config(None, [f"task={task}", f"steps={least - 1}", "compile=false"]), cpu)
@@ -617,7 +667,8 @@ def test_compile_auto_compiles_where_its_rule_says_and_records_which_step_ran(sh
     assert summary["compiled"] is False                       # 12 steps: auto trained eagerly
 
 
-def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_noise(shared_cache, monkeypatch):
+def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_noise(shared_cache,
+                                                                                      monkeypatch):
     """An estimator of one's own whose step breaks the graph (here: it reads a value back to the
     host) under ``compile: auto`` on a run long enough to compile: the first compiled step fails to
     compile, the run says so and trains eagerly, from the generators as they were before that
@@ -630,14 +681,16 @@ def test_compile_auto_trains_eagerly_what_cannot_be_compiled_and_draws_the_same_
     class HostReadingRLOO(RLOO):
         def estimate(self, logits, f, **kwargs):
             surrogate, info = super().estimate(logits, f, **kwargs)
-            if surrogate.detach().sum() > -1e30:                 # a branch on a value: a host read, a graph break
+            # a branch on a value: a host read, a graph break
+            if surrogate.detach().sum() > -1e30:
                 return surrogate, info
             return surrogate + 1.0, info
 
     monkeypatch.setitem(ESTIMATORS, "host-reading-rloo", HostReadingRLOO)
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    base = ["model.hidden=[]", "model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2", "device=cpu",
-            "data.batch_size=8", "estimator.name=host-reading-rloo", f"steps={AUTO_MIN_STEPS[('vae', 'cpu')]}"]
+    base = ["model.hidden=[]", "model.kind=bernoulli", "model.num_latents=8", "model.num_classes=2",
+            "device=cpu", "data.batch_size=8", "estimator.name=host-reading-rloo",
+            f"steps={AUTO_MIN_STEPS[('vae', 'cpu')]}"]
     said = []
     auto = Trainer(load_config(None, base), log=said.append)
     eager = Trainer(load_config(None, [*base, "compile=false"]), log=lambda _: None)
@@ -659,17 +712,20 @@ def test_a_run_says_when_its_tau_schedule_will_not_reach_its_floor(shared_cache,
         said = []
         train(load_config(None, tiny_overrides(tmp_path) + [f"estimator.name={name}"]), tmp_path / name,
               progress=False, log=said.append)
-        notes = [line for line in said if line.startswith("tau: the exp schedule is at 0.607 at the last of 12 steps")]
+        notes = [line for line in said
+                 if line.startswith("tau: the exp schedule is at 0.607 at the last of 12 steps")]
         assert len(notes) == says and (not says or "tau.rate=" in notes[0]), said
 
 
 
-def test_the_learned_prior_with_its_own_rate_takes_plain_sgd_steps_outside_the_optimiser(shared_cache, monkeypatch):
+def test_the_learned_prior_with_its_own_rate_takes_plain_sgd_steps_outside_the_optimiser(shared_cache,
+                                                                                         monkeypatch):
     """optim.prior_lr (DisARM's protocol: the prior's logits by SGD at 1e-2, the networks by Adam):
     after a step the prior is exactly ``before - prior_lr * grad``, and the optimiser holds no
     state for it."""
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
-    trainer = Trainer(load_config(None, BENCHMARK_MODEL + ["seeds=[0,1]", "data.batch_size=10", "compile=false"]),
+    trainer = Trainer(load_config(None,
+                                  BENCHMARK_MODEL + ["seeds=[0,1]", "data.batch_size=10", "compile=false"]),
                       log=lambda _: None)
     prior = trainer.model.prior_free
     assert all(prior is not p for g in trainer.optimizer.param_groups for p in g["params"])
@@ -691,14 +747,17 @@ def test_train_elbo_curves_the_training_split_freshly_binarized(shared_cache, tm
     cfg = load_config(None, tiny_overrides(tmp_path) + BENCHMARK_MODEL + ["eval.train_elbo=true"])
     run = train(cfg, tmp_path / "run", progress=False)
     summary = json.loads((run / "summary.json").read_text())
-    steps = sorted({r["step"] for r in read_metrics(run) if (r["split"], r["metric"]) == ("train", "neg_elbo")})
+    steps = sorted({r["step"]
+                    for r in read_metrics(run) if (r["split"], r["metric"]) == ("train", "neg_elbo")})
     assert steps == [6, 12] and summary["train/neg_elbo"]["per_seed"] == [
-        r["value"] for r in read_metrics(run) if (r["split"], r["metric"], r["step"]) == ("train", "neg_elbo", 12)]
+        r["value"]
+        for r in read_metrics(run) if (r["split"], r["metric"], r["step"]) == ("train", "neg_elbo", 12)]
     trainer = Trainer(cfg, log=lambda _: None)
     from vae.models.evaluation import eval_generator, negative_elbo
     fresh = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)
     trainer.data.binarization = "static"    # the same images read as they are held: intensities
-    unbinarized = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000, 200)
+    unbinarized = negative_elbo(trainer.model, trainer.data, "train", eval_generator([0], 0, "cpu"), 5000,
+                                200)
     assert not torch.equal(fresh, unbinarized)
     with pytest.raises(ConfigError, match="eval.train_elbo: only for task vae"):
         check(load_config("configs/sbn_bernoulli.yaml", ["eval.train_elbo=true"]))

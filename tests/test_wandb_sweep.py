@@ -51,12 +51,14 @@ def fake_wandb(calls: list) -> types.ModuleType:
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
-def test_every_shipped_sweep_translates_to_exactly_the_local_points(path: Path, tmp_path: Path, monkeypatch) -> None:
+def test_every_shipped_sweep_translates_to_exactly_the_local_points(path: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     sweep = read_sweep(path)
     for preset in (p for p in PRESETS if p in sweep.presets):
         points = expand(sweep, preset, tmp_path)
-        config = wandb_config(sweep.path, sweep.name, sweep.metric, sweep.goal, preset, [p.run_dir.name for p in points], tmp_path)
+        config = wandb_config(sweep.path, sweep.name, sweep.metric, sweep.goal, preset,
+                              [p.run_dir.name for p in points], tmp_path)
         names = config["parameters"][POINT]["values"]
         assert names == [p.run_dir.name for p in points] and len(set(names)) == len(names)
         assert config["method"] == "grid" and config["metric"] == {"name": sweep.metric, "goal": sweep.goal}
@@ -81,7 +83,8 @@ def test_register_prints_the_agent_command_and_writes_nothing(tmp_path, monkeypa
 def test_wandb_without_the_server_is_one_line_and_exit_2(mode, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("WANDB_MODE", mode)
-    assert sweep_cli.main(["configs/sweeps/gradvar.yaml", "--wandb", "--results-dir", str(tmp_path / "res")]) == 2
+    assert sweep_cli.main(["configs/sweeps/gradvar.yaml", "--wandb", "--results-dir",
+                           str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --wandb: ") and "wandb login" in err and err.count("\n") == 1
     assert not (tmp_path / "res").exists()
@@ -97,12 +100,15 @@ def test_a_refusing_server_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(REPO)
     monkeypatch.setitem(sys.modules, "wandb", module)
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert sweep_cli.main(["configs/sweeps/gradvar.yaml", "--wandb", "--results-dir", str(tmp_path / "res")]) == 2
+    assert sweep_cli.main(["configs/sweeps/gradvar.yaml", "--wandb", "--results-dir",
+                           str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
-    assert "ConnectionError: Network error" in err and err.count("\n") == 1 and not (tmp_path / "res").exists()
+    assert ("ConnectionError: Network error" in err and err.count("\n") == 1
+            and not (tmp_path / "res").exists())
 
 
-def test_agent_trains_its_point_into_the_store_once_and_logs_to_the_sweeps_run(shared_cache, tmp_path, monkeypatch,
+def test_agent_trains_its_point_into_the_store_once_and_logs_to_the_sweeps_run(shared_cache, tmp_path,
+                                                                               monkeypatch,
                                                                                  capsys) -> None:
     calls: list = []
     monkeypatch.chdir(REPO)
@@ -111,8 +117,8 @@ def test_agent_trains_its_point_into_the_store_once_and_logs_to_the_sweeps_run(s
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")            # what `wandb agent` sets for its command
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
-    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path), "--no-progress",
-            f"--point={rloo.run_dir.name}"]                    # the form of W&B's ${args}
+    args = ["configs/sweeps/gradvar.yaml", "--preset", "tiny", "--results-dir", str(tmp_path),
+            "--no-progress", f"--point={rloo.run_dir.name}"]                    # the form of W&B's ${args}
     assert sweep_cli.main(args) == 0
     assert rloo.status() == "done" and gs.status() == "new"
     inits = [c[1] for c in calls if c[0] == "init"]
@@ -135,7 +141,8 @@ def test_each_replica_has_its_own_wandb_key_even_where_seeds_repeat(tmp_path, mo
     monkeypatch.setenv("WANDB_MODE", "offline")
     for lr, seeds, expected in ((1e-3, [3, 4], {"valid/neg_elbo": 100.5, "valid/neg_elbo/seed3": 100.0,
                                                   "valid/neg_elbo/seed4": 101.0}),
-                                ([1e-3, 3e-3], [0, 0], {"valid/neg_elbo/lr0.001-seed0": 100.0,   # no mean over
+                                # no mean over
+                                ([1e-3, 3e-3], [0, 0], {"valid/neg_elbo/lr0.001-seed0": 100.0,
                                                         "valid/neg_elbo/lr0.003-seed0": 101.0})):  # two lrs
         run_dir = tmp_path / f"run-{seeds[0]}-{seeds[1]}"
         run_dir.mkdir()

@@ -69,11 +69,17 @@ class ModelConfig:
     kind: str = "categorical"  # "categorical" (N one-hot variables of K classes) or "bernoulli"
     num_latents: int = 20  # N: latent variables (20 categorical, or 200 Bernoulli)
     num_classes: int = 10  # K: classes per variable (2 for Bernoulli)
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder hidden sizes; decoder mirrors; [] = linear (the paper's notation); sbn: between stochastic layers
+    # encoder hidden sizes; decoder mirrors; [] = linear
+    # (the paper's notation); sbn: between stochastic layers
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
     layers: int = 2  # sbn: stochastic layers (the paper: 2)
-    prior: str = "uniform"  # "uniform" over each latent's K classes, or "learned" (one logit vector per latent)
-    activation: str = "relu"  # between hidden layers: "relu", or "leaky_relu" (negative slope 0.3, the 2020 benchmark's)
-    output_bias: str = "default"  # the decoder's last bias at initialisation: "default" (as every layer's), or "data_mean" (vae: logit of the training images' mean, clipped to [0.001, 0.999], the 2020 benchmark's)
+    # "uniform" over each latent's K classes, or "learned" (one logit vector per latent)
+    prior: str = "uniform"
+    # between hidden layers: "relu", or "leaky_relu" (negative slope 0.3, the 2020 benchmark's)
+    activation: str = "relu"
+    # the decoder's last bias at initialisation: "default" (as every layer's), or "data_mean"
+    # (vae: logit of the training images' mean, clipped to [0.001, 0.999], the 2020 benchmark's)
+    output_bias: str = "default"
 
 
 @dataclass
@@ -95,7 +101,9 @@ class OptimConfig:
     name: str = "adam"  # "adam" or "sgd" (with momentum, the paper's Section 4 setting)
     lr: float | list[float] = 1e-3  # learning rate; or one per replica, lr[r] for seeds[r] (sweep --pack-lr)
     momentum: float = 0.9  # sgd only
-    prior_lr: float | None = None  # model.prior=learned: its logits by plain SGD at this rate (the 2020 benchmark: 1e-2); null: by the optimiser above
+    # model.prior=learned: its logits by plain SGD at this rate
+    # (the 2020 benchmark: 1e-2); null: by the optimiser above
+    prior_lr: float | None = None
     lr_decay: float = 1.0  # multiply lr by this every lr_decay_every steps (1.0 = constant)
     lr_decay_every: int = 1000  # steps between lr decays
 
@@ -104,8 +112,11 @@ class OptimConfig:
 class DataConfig:
     """Binarized MNIST (vae/data/images.py)."""
 
-    name: str = "mnist"  # mnist | fashion_mnist | omniglot (28x28, Burda et al.'s split): vae/data/images.py DATASETS
-    binarization: str = "static"  # static (fixed draw, the paper's) | dynamic | threshold | none (vae: grey levels as the Bernoulli likelihood's targets, the ReinMax benchmark's)
+    # mnist | fashion_mnist | omniglot (28x28, Burda et al.'s split): vae/data/images.py DATASETS
+    name: str = "mnist"
+    # static (fixed draw, the paper's) | dynamic | threshold | none (vae: grey
+    # levels as the Bernoulli likelihood's targets, the ReinMax benchmark's)
+    binarization: str = "static"
     binarization_seed: int = 0  # seed of the static draw
     data_dir: str | None = None  # directory with the four IDX files; None: cache, then download
     batch_size: int = 100  # training batch size per replica
@@ -115,28 +126,41 @@ class DataConfig:
 class EvalConfig:
     """Evaluation with discrete (one-hot) samples, never relaxed ones."""
 
-    every: int | None = None  # steps between validation / test curves (and at the end); null: a tenth of `steps`, so ~10 points
+    # steps between validation / test curves (and at the end); null: a tenth of `steps`, so ~10 points
+    every: int | None = None
     batch_size: int = 1000  # examples per evaluation batch
     iw_samples: int = 1000  # m of the importance-weighted bound on the test set at the end
     iw_examples: int | None = None  # test examples in that bound; None = all 10,000
     iw_batch_size: int = 25  # examples per chunk of the bound (chunk holds examples x m samples)
     curve_samples: int = 100  # sbn: m of the NLL logged for valid and test every `every` steps
-    train_elbo: bool = False  # vae: the curves also on the training split (train/neg_elbo, one sample, on its first curve_examples images; dynamic: freshly binarized): the 2020 benchmark's papers' number
-    curve_examples: int | None = None  # examples of each split in those curves (the first ones); None = all 10,000
+    # vae: the curves also on the training split (train/neg_elbo, one sample, on its first
+    # curve_examples images; dynamic: freshly binarized): the 2020 benchmark's papers' number
+    train_elbo: bool = False
+    # examples of each split in those curves (the first ones); None = all 10,000
+    curve_examples: int | None = None
 
 
 @dataclass
 class SSLConfig:
     """Semi-supervised classification with the M2 model (Jang et al. 2017, Section 4.3; vae/models/m2.py)."""
 
-    y: str = "marginal"  # the class y of unlabelled images: "marginal" (summed over the C classes, exact) or an estimator of the registry (gs, st-gs, ...: one sample of y, the estimator.* settings apply)
+    # the class y of unlabelled images: "marginal" (summed over the C classes, exact) or an
+    # estimator of the registry (gs, st-gs, ...: one sample of y, the estimator.* settings apply)
+    y: str = "marginal"
     num_classes: int = 10  # C: classes of y (10 with MNIST's labels; any C >= 2 with labels=random)
-    labels: str = "mnist"  # "mnist" (the digits' classes) or "random" (one fixed uniform draw in [0, C) per image: for timing with any C)
-    num_labelled: int = 100  # labelled training images, num_labelled / C per class, chosen by each seed from the 50,000
-    labelled_batch_size: int = 100  # labelled images per step (per seed), beside data.batch_size unlabelled ones
-    alpha: float = 0.1  # weight of the classification loss -log q(y | x) on labelled images (the paper: from 0.1, 0.2, 0.3, 0.8, 1.0)
+    # "mnist" (the digits' classes) or "random" (one fixed
+    # uniform draw in [0, C) per image: for timing with any C)
+    labels: str = "mnist"
+    # labelled training images, num_labelled / C per class, chosen by each seed from the 50,000
+    num_labelled: int = 100
+    # labelled images per step (per seed), beside data.batch_size unlabelled ones
+    labelled_batch_size: int = 100
+    # weight of the classification loss -log q(y | x) on
+    # labelled images (the paper: from 0.1, 0.2, 0.3, 0.8, 1.0)
+    alpha: float = 0.1
     latent_dim: int = 50  # D: dimensions of the Gaussian style variable z
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # channels of the three conv layers of q(y | x) and q(z | x, y); p(x | y, z) mirrors them
+    # channels of the three conv layers of q(y | x) and q(z | x, y); p(x | y, z) mirrors them
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
 
 
 @dataclass
@@ -144,13 +168,19 @@ class Config:
     """One training run (all seeds of one configuration)."""
 
     experiment: str = "vae_categorical"  # results go to <out_dir>/<experiment>/<run>/
-    plugins: list[str] = field(default_factory=list)  # modules imported first: your own estimators (vae.estimators.register)
-    task: str = "vae"  # "vae" (the paper's Section 4.2), "sbn" (Section 4.1: a digit's lower half from its upper half) or "ssl" (Section 4.3: semi-supervised classification, M2)
+    # modules imported first: your own estimators (vae.estimators.register)
+    plugins: list[str] = field(default_factory=list)
+    # "vae" (the paper's Section 4.2), "sbn" (Section 4.1: a digit's lower half from
+    # its upper half) or "ssl" (Section 4.3: semi-supervised classification, M2)
+    task: str = "vae"
     seeds: list[int] = field(default_factory=lambda: [0])  # one replica per seed, trained together
     steps: int = 50_000  # training steps
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
-    precision: str = "float32"  # "float32"; "tf32" (TF32 matmuls on CUDA); "bf16" (bfloat16 autocast) -- see results/README.md "Speed"
-    compile: bool | str = "auto"  # the training step as one torch.compile graph (vae/training/compiled_step.py): true, false, or "auto": where its compilation is repaid within the run (configs/README.md "Compiled steps")
+    # "float32"; "tf32" (TF32 matmuls on CUDA); "bf16" (bfloat16 autocast) -- see results/README.md "Speed"
+    precision: str = "float32"
+    # the training step as one torch.compile graph (vae/training/compiled_step.py): true, false, or
+    # "auto": where its compilation is repaid within the run (configs/README.md "Compiled steps")
+    compile: bool | str = "auto"
     kl: str = "analytic"  # "analytic" KL to the uniform prior, or "relaxed" Monte Carlo (gs only)
     log_every: int = 100  # steps between logged training metrics (no host sync in between)
     checkpoint_every: int = 5000  # steps between checkpoints (a multiple of log_every)
@@ -171,12 +201,21 @@ class Config:
 
 def key_table(cls: type = None, prefix: str = "") -> list[tuple[str, Any, str]]:
     """``(dotted key, default, meaning)`` of every config key, in declaration order. The meaning is
-    the comment after the field in its dataclass: the one source of ``python -m experiments.train
-    --keys`` and of configs/README.md's table (a test checks the table is this one)."""
+    the field's comment in its dataclass, after it on its line or in the comment lines right above
+    it: the one source of ``python -m experiments.train --keys`` and of configs/README.md's table
+    (a test checks the table is this one)."""
     import inspect
 
     cls = cls or Config
-    comments = dict(re.findall(r"^    (\w+): [^\n]*?  # ([^\n]*)$", inspect.getsource(cls), re.M))
+    comments, above = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        if (comment := re.match(r"^    # (.*)$", line)):
+            above.append(comment.group(1))
+        elif (declared := re.match(r"^    (\w+): [^\n]*?(?:  # (.*))?$", line)):
+            comments[declared.group(1)] = declared.group(2) or " ".join(above)
+            above = []
+        else:
+            above = []
     rows = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -214,7 +253,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in get_args(tp):
             return None
         inner = [t for t in get_args(tp) if t is not type(None)]
-        lists = [t for t in inner if get_origin(t) is list]   # `float | list[float]`: a list takes the list type
+        # `float | list[float]`: a list takes the list type
+        lists = [t for t in inner if get_origin(t) is list]
         if lists and isinstance(value, list):
             return _coerce(value, lists[0], key)
         scalars = [t for t in inner if get_origin(t) is not list]
@@ -317,7 +357,8 @@ def resolve_path(path: str | Path) -> Path:
 
 def unreadable(what: str, path: str | Path, err: OSError) -> str:
     """The one-line error for a path :func:`resolve_path` found nowhere: both places it looked."""
-    where = "" if Path(path).is_absolute() else f"; looked in the current directory {Path.cwd()}, then in {REPO}"
+    where = ("" if Path(path).is_absolute()
+             else f"; looked in the current directory {Path.cwd()}, then in {REPO}")
     return f"{what}: cannot read {path} ({err.strerror}{where})"
 
 
@@ -336,7 +377,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"config: {path} must hold a mapping of keys")
-        tree = {k: ({"name": v} if k in NAMED_SECTIONS and isinstance(v, str) else v) for k, v in tree.items()}
+        tree = {k: ({"name": v} if k in NAMED_SECTIONS and isinstance(v, str) else v)
+                for k, v in tree.items()}
     return _checked(_build(Config, _merge(tree, parse_overrides(list(overrides)))))
 
 
@@ -387,7 +429,8 @@ def validate(cfg: Config) -> None:
     _check(len(lrs) == len(cfg.seeds),
            f"optim.lr: a list needs one learning rate per seed ({len(cfg.seeds)}), got {len(lrs)}")
     _check(len(set(zip(cfg.seeds, lrs))) == len(cfg.seeds),
-           f"seeds: must be distinct (or, with a list optim.lr, distinct seed and learning rate pairs), got {cfg.seeds}")
+           f"seeds: must be distinct (or, with a list optim.lr, distinct seed and learning rate pairs), "
+           f"got {cfg.seeds}")
     _check(all(0 <= s < 2**31 for s in cfg.seeds), "seeds: each must be in [0, 2**31)")
     _check(cfg.steps >= 1, f"steps: must be >= 1, got {cfg.steps}")
     _check(cfg.device in ("auto", "cpu", "cuda"), f"device: {cfg.device!r}; allowed: auto, cpu, cuda")
@@ -398,8 +441,8 @@ def validate(cfg: Config) -> None:
     if cfg.kl == "relaxed":
         relaxed = [name for name, cls in ESTIMATORS.items() if cls.relaxed_kl]
         _check(ESTIMATORS[cfg.estimator.name].relaxed_kl,
-               f"kl: 'relaxed' needs an estimator that hands f the relaxed sample itself ({', '.join(relaxed)}), "
-               f"got {cfg.estimator.name!r}")
+               f"kl: 'relaxed' needs an estimator that hands f the relaxed sample itself "
+               f"({', '.join(relaxed)}), got {cfg.estimator.name!r}")
     _check(cfg.log_every >= 1, f"log_every: must be >= 1, got {cfg.log_every}")
     _check(cfg.checkpoint_every >= 1 and cfg.checkpoint_every % cfg.log_every == 0,
            f"checkpoint_every: must be a positive multiple of log_every ({cfg.log_every}), "
@@ -416,8 +459,10 @@ def validate(cfg: Config) -> None:
     _check(all(h >= 1 for h in m.hidden),
            f"model.hidden: must be a list of positive sizes ([] for affine maps), got {m.hidden}")
     _check(m.prior in ("uniform", "learned"), f"model.prior: {m.prior!r}; allowed: uniform, learned")
-    _check(m.activation in ACTIVATIONS, f"model.activation: {m.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
-    _check(m.output_bias in ("default", "data_mean"), f"model.output_bias: {m.output_bias!r}; allowed: default, data_mean")
+    _check(m.activation in ACTIVATIONS,
+           f"model.activation: {m.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    _check(m.output_bias in ("default", "data_mean"),
+           f"model.output_bias: {m.output_bias!r}; allowed: default, data_mean")
     _check(o.prior_lr is None or (o.prior_lr > 0 and m.prior == "learned"),
            f"optim.prior_lr: must be > 0 and only with model.prior=learned (or null), got {o.prior_lr}")
     _check(t.schedule in SCHEDULES, f"tau.schedule: {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
@@ -425,7 +470,8 @@ def validate(cfg: Config) -> None:
     _check(0 < t.floor <= t.tau0 or t.schedule == "constant",
            f"tau.floor: must be in (0, tau.tau0={t.tau0}], got {t.floor}")
     _check(t.schedule != "learned" or t.floor < t.tau0,
-           f"tau.floor: the learned schedule keeps tau above floor, so it must be < tau.tau0={t.tau0}, got {t.floor}")
+           f"tau.floor: the learned schedule keeps tau above floor, so it must be < tau.tau0={t.tau0}, "
+           f"got {t.floor}")
     _check(t.rate >= 0, f"tau.rate: must be >= 0, got {t.rate}")
     _check(t.update_every >= 1, f"tau.update_every: must be >= 1, got {t.update_every}")
     _check(t.anneal_steps is None or t.anneal_steps >= 1,
@@ -435,9 +481,12 @@ def validate(cfg: Config) -> None:
     _check(0 <= o.momentum < 1, f"optim.momentum: must be in [0, 1), got {o.momentum}")
     _check(0 < o.lr_decay <= 1, f"optim.lr_decay: must be in (0, 1], got {o.lr_decay}")
     _check(o.lr_decay_every >= 1, f"optim.lr_decay_every: must be >= 1, got {o.lr_decay_every}")
-    _check(d.name in DATASETS, f"data.name: {d.name!r}{did_you_mean(d.name, DATASETS)}; allowed: {', '.join(DATASETS)}")
-    _check(d.binarization in BINARIZATIONS, f"data.binarization: {d.binarization!r}; allowed: {', '.join(BINARIZATIONS)}")
-    _check(1 <= d.batch_size <= 50_000, f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")
+    _check(d.name in DATASETS,
+           f"data.name: {d.name!r}{did_you_mean(d.name, DATASETS)}; allowed: {', '.join(DATASETS)}")
+    _check(d.binarization in BINARIZATIONS,
+           f"data.binarization: {d.binarization!r}; allowed: {', '.join(BINARIZATIONS)}")
+    _check(1 <= d.batch_size <= 50_000,
+           f"data.batch_size: must be in [1, 50000] (the training set), got {d.batch_size}")
     _check(e.every is None or e.every >= 1, f"eval.every: must be >= 1 or null, got {e.every}")
     _check(e.batch_size >= 1, f"eval.batch_size: must be >= 1, got {e.batch_size}")
     _check(e.iw_samples >= 1, f"eval.iw_samples: must be >= 1, got {e.iw_samples}")
@@ -457,12 +506,14 @@ def _validate_ssl(cfg: Config) -> None:
     _check(s.num_classes >= 2, f"ssl.num_classes: must be >= 2, got {s.num_classes}")
     _check(s.labels in ("mnist", "random"), f"ssl.labels: {s.labels!r}; allowed: mnist, random")
     _check(s.labels == "random" or s.num_classes == 10,
-           f"ssl.num_classes: MNIST's labels have 10 classes, got {s.num_classes}; other C need ssl.labels=random")
+           f"ssl.num_classes: MNIST's labels have 10 classes, got {s.num_classes}; "
+           f"other C need ssl.labels=random")
     _check(0 < s.num_labelled <= 50_000 and s.num_labelled % s.num_classes == 0,
-           f"ssl.num_labelled: must be a positive multiple of ssl.num_classes={s.num_classes} (as many per class) "
-           f"up to 50000, got {s.num_labelled}")
+           f"ssl.num_labelled: must be a positive multiple of ssl.num_classes={s.num_classes} (as many per "
+           f"class) up to 50000, got {s.num_labelled}")
     _check(1 <= s.labelled_batch_size <= s.num_labelled,
-           f"ssl.labelled_batch_size: must be in [1, ssl.num_labelled={s.num_labelled}], got {s.labelled_batch_size}")
+           f"ssl.labelled_batch_size: must be in [1, ssl.num_labelled={s.num_labelled}], "
+           f"got {s.labelled_batch_size}")
     _check(s.alpha >= 0, f"ssl.alpha: must be >= 0, got {s.alpha}")
     _check(s.latent_dim >= 1, f"ssl.latent_dim: must be >= 1, got {s.latent_dim}")
     _check(len(s.channels) == 3 and all(c >= 1 for c in s.channels),

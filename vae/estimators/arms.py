@@ -61,7 +61,8 @@ class ARMS(Estimator):
     passes = "num_samples"
     family = "antithetic"
     year = 2021
-    reference = "Dimitriev & Zhou, ARMS: Antithetic-REINFORCE-Multi-Sample Gradient for Binary Variables, ICML 2021"
+    reference = ("Dimitriev & Zhou, ARMS: Antithetic-REINFORCE-Multi-Sample Gradient for Binary Variables, "
+                 "ICML 2021")
     summary = ("Bernoulli only: k samples per unit from a Dirichlet copula (pairwise antithetic), RLOO's "
                "estimate times p(1 − p) / (r − C(r, r)), r = min(p, 1 − p), which removes the coupling's "
                "bias; DisARM at k = 2; k decoder passes")

@@ -136,8 +136,10 @@ class Estimator(nn.Module, abc.ABC):
         parameters of its own extends it (``rng`` initialises them)."""
         super().__init__()
         if latent_shape[1] != 2 and "categorical" not in self.kinds:
-            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), got K = {latent_shape[1]}")
-        self.cfg, self.num_replicas, self.latent_shape, self.context_dim = cfg, num_replicas, latent_shape, context_dim
+            raise ValueError(f"estimator.name: {cfg.name!r} is for Bernoulli latents (K = 2), "
+                             f"got K = {latent_shape[1]}")
+        self.cfg, self.num_replicas, self.latent_shape, self.context_dim = (cfg, num_replicas, latent_shape,
+                                                                            context_dim)
 
     @classmethod
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
@@ -157,7 +159,8 @@ class Estimator(nn.Module, abc.ABC):
         if kind not in cls.kinds:
             raise ValueError(f"is for {' or '.join(sorted(cls.kinds))} latents, not {kind} ones")
         if cls.min_tau is not None and lowest_tau < cls.min_tau:
-            raise ValueError(f"needs tau >= {cls.min_tau:g} throughout, but the schedule reaches {lowest_tau:g}")
+            raise ValueError(f"needs tau >= {cls.min_tau:g} throughout, "
+                             f"but the schedule reaches {lowest_tau:g}")
         for name in cls.positive_options:
             value = getattr(cls.Options(**cfg.options), name)
             if not value > 0:
@@ -214,8 +217,8 @@ class Estimator(nn.Module, abc.ABC):
             raise ValueError(f"logits: {name} needs a floating-point tensor, got "
                              f"{getattr(logits, 'dtype', type(logits).__name__)}")
         if logits.dim() not in (3, 4) or tuple(logits.shape[-2:]) != (n, k):
-            raise ValueError(f"logits: {name} needs [B, {n}, {k}] or [R, B, {n}, {k}] (batch, latents, classes: the "
-                             f"latent_shape it was built with), got shape {tuple(logits.shape)}")
+            raise ValueError(f"logits: {name} needs [B, {n}, {k}] or [R, B, {n}, {k}] (batch, latents, "
+                             f"classes: the latent_shape it was built with), got shape {tuple(logits.shape)}")
         if self.reads_tau and not isinstance(tau, Tensor) and not (0 < tau < math.inf):
             raise ValueError(f"tau: {name} reads the temperature, which must be > 0 and finite, got {tau}")
 

@@ -22,14 +22,21 @@ class EstimatorConfig:
     name: str = "gs"  # a name of the registry, vae.estimators.ESTIMATORS
     num_samples: int = 4  # rloo, vimco: samples per example (k >= 2) for the leave-one-out baselines
     ema_decay: float = 0.9  # reinforce-ema/nvil/darn/muprop: decay of the signal's moving averages
-    variance_normalisation: bool | None = None  # reinforce-ema/nvil/darn/muprop: divide the whole encoder gradient by the signal's running std; null = on (the paper's)
-    baseline_hidden: int = 100  # nvil: hidden units of the input-dependent baseline MLP; relax, rodeo: of the control-variate network
-    slope_rate: float = 8e-5  # st-annealed: slope = min(max_slope, 1 + slope_rate * step); 8e-5 = Chung et al.'s 0.04 per epoch of 500 steps
+    # reinforce-ema/nvil/darn/muprop: divide the whole encoder
+    # gradient by the signal's running std; null = on (the paper's)
+    variance_normalisation: bool | None = None
+    # nvil: hidden units of the input-dependent baseline MLP; relax, rodeo: of the control-variate network
+    baseline_hidden: int = 100
+    # st-annealed: slope = min(max_slope, 1 + slope_rate *
+    # step); 8e-5 = Chung et al.'s 0.04 per epoch of 500 steps
+    slope_rate: float = 8e-5
     max_slope: float = 5.0  # st-annealed: the slope's ceiling (Chung et al. 2016 used 5)
     max_states: int = 4096  # exact: refuse latent spaces with more than this many K^N states
     rao_samples: int = 10  # gumbel-rao: conditional Gumbel draws M averaged in the backward pass
-    darn_point: str = "uniform"  # darn: Taylor point, "uniform" (1/K; Gregor et al.'s 1/2) or "mean" (softmax(logits))
-    options: dict[str, Any] = field(default_factory=dict)  # settings the estimator declares itself (its Options dataclass)
+    # darn: Taylor point, "uniform" (1/K; Gregor et al.'s 1/2) or "mean" (softmax(logits))
+    darn_point: str = "uniform"
+    # settings the estimator declares itself (its Options dataclass)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def normalises(self) -> bool:
         """Whether variance normalisation is on (null means on, as in the paper)."""
@@ -39,8 +46,9 @@ class EstimatorConfig:
         """Raise ``ValueError`` naming the first invalid field as ``estimator.<field>``; ``known``:
         the registered names (vae.estimators.ESTIMATORS, with the estimators of loaded plugins)."""
         if self.name not in known:
-            raise ValueError(f"estimator.name: unknown {self.name!r}{did_you_mean(self.name, known)}; allowed: "
-                             f"{', '.join(known)} (an estimator of your own: name its module in `plugins`)")
+            raise ValueError(f"estimator.name: unknown {self.name!r}{did_you_mean(self.name, known)}; "
+                             f"allowed: {', '.join(known)} (an estimator of your own: "
+                             f"name its module in `plugins`)")
         if self.num_samples < 2:
             raise ValueError(f"estimator.num_samples: must be an integer >= 2, "
                              f"got {self.num_samples}")

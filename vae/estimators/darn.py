@@ -1,8 +1,9 @@
 """``darn`` (Gregor et al. 2014), biased: each latent variable n is treated as the model's only
 unit ("the 1/2 estimator", Gu et al. 2016, Sec. 4.2): its own learning signal is a first-order
-Taylor term, with no analytic correction. With ``mu = softmax(logits)`` (the mean of the one-hot z, ``[R, B, N, K]``), ``mu_bar`` the same
-point detached, and ``f'(p) = df/dz (p)`` (one backward pass through f at a point p that need not
-be one-hot, :func:`vae.estimators.taylor.gradient_at`, which says what both Taylor estimators share):
+Taylor term, with no analytic correction. With ``mu = softmax(logits)`` (the mean of the one-hot z,
+``[R, B, N, K]``), ``mu_bar`` the same point detached, and ``f'(p) = df/dz (p)`` (one backward pass through f
+at a point p that need not be one-hot, :func:`vae.estimators.taylor.gradient_at`,
+which says what both Taylor estimators share):
 
     grad = grad_phi f(z) + sum_n A_n grad log q(z_n),   A_n = f'_n(p) . (z_n - z_bar_n)
 

@@ -12,9 +12,9 @@ l_j``, and the class is the first decision that says so (class K if none). One u
 decision drives both chains, ``b_i = 1[u_i < sigmoid(a_i)]`` and ``b~_i = 1[1 - u_i < sigmoid(a_i)]``,
 so z and z~ are each a sample of q. With ``d = f(z) - f(z~)``, the estimate of ``d E_q[f] / d a_i``:
 
-    1/2 d (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|)   for i <= min(z, z~)   (DisARM where both chains decide),
-    1/2 d (b_i - sigmoid(a_i))                         for z~ < i <= z       (z's chain alone, z~ its baseline),
-   -1/2 d (b~_i - sigmoid(a_i))                        for z < i <= z~,
+    1/2 d (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|)  for i <= min(z, z~)  (DisARM where both chains decide),
+    1/2 d (b_i - sigmoid(a_i))                        for z~ < i <= z      (z's chain alone, z~ its baseline),
+   -1/2 d (b~_i - sigmoid(a_i))                       for z < i <= z~,
 
 and the gradient reaches the logits through the stick breaking and the sort. Unbiased (tested
 against enumeration), two decoder passes; for K = 2 it is the Bernoulli estimator above.

@@ -51,12 +51,14 @@ class PassCounter:
 
     def per_example(self, surrogate: Tensor) -> Tensor:
         """``[R]``: the counted losses over the ``[R, B]`` examples of ``surrogate``."""
-        return torch.full(surrogate.shape[:1], sum(self.evaluated) / surrogate.numel(), device=surrogate.device)
+        return torch.full(surrogate.shape[:1], sum(self.evaluated) / surrogate.numel(),
+                          device=surrogate.device)
 
 
 def run_estimator(estimator: Estimator, logits: Tensor, objective: Callable[[Tensor], Objective], *,
                   rng: Generator, tau: float | Tensor, step: int, context: Tensor | None,
-                  counter: PassCounter | None = None, nested: bool = False) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+                  counter: PassCounter | None = None,
+                  nested: bool = False) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """``(logits, surrogate [R, B], info)`` of ``estimator`` on ``logits [R, B, N, K]`` with the
     objective ``objective(logits)``: the returned logits carry the divided gradient (module
     docstring); ``info["decoder_evals"]`` is set when this call owns the count (no ``counter``);

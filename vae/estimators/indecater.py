@@ -32,7 +32,8 @@ from vae.estimators.registry import register
 from vae.estimators.sampling import sample_classes
 from vae.numerics.gumbel import Generator, softmax, widen
 
-CHUNK = 2 ** 23   # one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch
+# one-hot entries of the neighbours evaluated at once: memory bounded whatever N, K and the batch
+CHUNK = 2 ** 23
 
 
 @register("indecater")
@@ -43,8 +44,8 @@ class IndeCateR(Estimator):
     unbiased = True
     family = "score function"
     year = 2023
-    reference = ("De Smet, Sansone & Zuidberg Dos Martires, Differentiable Sampling of Categorical Distributions "
-                 "Using the CatLog-Derivative Trick, NeurIPS 2023")
+    reference = ("De Smet, Sansone & Zuidberg Dos Martires, Differentiable Sampling of Categorical "
+                 "Distributions Using the CatLog-Derivative Trick, NeurIPS 2023")
     summary = ("per variable n the exact sum over its K values with the others at their sampled values, Σ_n "
                "Σ_k ∇q_n(k) f(z₋ₙ, k) (the CatLog-derivative trick: Rao-Blackwellised REINFORCE, no baseline "
                "needed); `estimator.options.samples` = S (1)")
@@ -69,19 +70,25 @@ class IndeCateR(Estimator):
         # neighbour (n, j), j < K - 1: z with variable n moved to the j-th of its other values
         other = torch.arange(k - 1, device=logits.device)
         other = other + (other >= index.unsqueeze(-1))                              # [R, S, B, N, K-1]
-        moved = F.one_hot(torch.arange(n, device=logits.device), n).bool()          # [N, N]: which variable moves
+        # [N, N]: which variable moves
+        moved = F.one_hot(torch.arange(n, device=logits.device), n).bool()
         moved = moved.view(n, 1, n, 1).expand(n, k - 1, n, 1).reshape(n * (k - 1), 1, n, 1)
         value = F.one_hot(other, k).to(logits.dtype)                                # [R, S, B, N, K-1, K]
         value = value.permute(0, 1, 3, 4, 2, 5).reshape(r, s, n * (k - 1), b, 1, k)
-        at_sample = f(z)                                                            # [R, S, B]: f(z), with its gradient
+        # [R, S, B]: f(z), with its gradient
+        at_sample = f(z)
         chunk = max(1, CHUNK // (r * s * b * n * k))                                # neighbours per call of f
-        with torch.no_grad():                                                       # only their values enter the estimate
-            at_neighbours = torch.cat([f(torch.where(moved[j:j + chunk], value[:, :, j:j + chunk], z.unsqueeze(2)))
+        # only their values enter the estimate
+        with torch.no_grad():
+            at_neighbours = torch.cat([f(torch.where(moved[j:j + chunk], value[:, :, j:j + chunk],
+                                                     z.unsqueeze(2)))
                                        for j in range(0, n * (k - 1), chunk)], 2)   # [R, S, N(K-1), B]
         at_neighbours = at_neighbours.view(r, s, n, k - 1, b).permute(0, 1, 4, 2, 3)
-        loss = at_sample[..., None, None].expand(r, s, b, n, k).clone()             # f(z_-n, k) at k = z_n ...
+        # f(z_-n, k) at k = z_n ...
+        loss = at_sample[..., None, None].expand(r, s, b, n, k).clone()
         loss.scatter_(-1, other, at_neighbours)                                     # ... and at the other k
         q = softmax(widen(logits)).unsqueeze(1)                       # [R, 1, B, N, K]
-        catlog = (q * loss.detach()).sum((-1, -2))                                  # [R, S, B]: its gradient, the estimate
+        # [R, S, B]: its gradient, the estimate
+        catlog = (q * loss.detach()).sum((-1, -2))
         surrogate = (at_sample + catlog - catlog.detach()).mean(1)                  # value: mean f(z^(s))
         return surrogate, {"loss": at_sample.detach().mean((1, 2))}

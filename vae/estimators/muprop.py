@@ -1,7 +1,8 @@
 """``muprop`` (Gu et al. 2016), unbiased: the score function with a first-order Taylor control
 variate. With ``mu = softmax(logits)`` (the mean of the one-hot z, ``[R, B, N, K]``), ``mu_bar`` the same
 point detached, and ``f'(p) = df/dz (p)`` (one backward pass through f at a point p that need not
-be one-hot, :func:`vae.estimators.taylor.gradient_at`, which says what both Taylor estimators share): control variate ``h(z) = f(mu_bar) + f'(mu_bar) . (z - mu_bar)``,
+be one-hot, :func:`vae.estimators.taylor.gradient_at`, which says what both Taylor estimators share):
+control variate ``h(z) = f(mu_bar) + f'(mu_bar) . (z - mu_bar)``,
 
     grad = grad_phi f(z) + (f(z) - h(z)) grad log q(z) + f'(mu_bar) . grad mu
 
@@ -30,7 +31,8 @@ class MuProp(NormalisedSignalEstimator):
     year = 2016
     paper_column = 2
     one_hot_forward = False
-    reference = "Gu, Levine, Sutskever & Mnih, MuProp: Unbiased Backpropagation for Stochastic Neural Networks, ICLR 2016"
+    reference = ("Gu, Levine, Sutskever & Mnih, MuProp: Unbiased Backpropagation for Stochastic Neural "
+                 "Networks, ICLR 2016")
     passes = 2                                                  # the sample and the mean-field point
     summary = ("score function with the first-order Taylor control variate at μ = softmax(logits), plus its "
                "analytic mean-field gradient")

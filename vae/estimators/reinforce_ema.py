@@ -26,8 +26,8 @@ class ReinforceEMA(NormalisedSignalEstimator):
     family = "score function"
     year = 1992
     paper_column = 0
-    reference = ("Williams 1992, with the moving-average baseline and variance normalisation of Mnih & Gregor, "
-                 "Neural Variational Inference and Learning in Belief Networks, ICML 2014")
+    reference = ("Williams 1992, with the moving-average baseline and variance normalisation of Mnih & "
+                 "Gregor, Neural Variational Inference and Learning in Belief Networks, ICML 2014")
     summary = "score function with a moving-average baseline and variance normalisation (the paper's SF)"
     bias_note = "up to the variance-normalisation scale"
 
@@ -40,7 +40,8 @@ class ReinforceEMA(NormalisedSignalEstimator):
         z = sample_one_hot(logits, rng).to(logits.dtype)          # [R, B, N, K]
         loss = f(z)                                               # [R, B]
         baseline = self.baseline(context, loss)                   # [R, B]
-        signal, info = self.normaliser.centre(loss.detach() - baseline.detach())   # [R, B]; c, s before the update
+        # [R, B]; c, s before the update
+        signal, info = self.normaliser.centre(loss.detach() - baseline.detach())
         surrogate = score_surrogate(loss, signal, log_prob_one_hot(logits, z))
         aux = (loss.detach() - info["signal_centre"][:, None] - baseline).square()   # [R, B] baseline's loss
         surrogate = surrogate + (aux - aux.detach())                  # value unchanged

@@ -24,7 +24,8 @@ class ReinMax(Estimator):
     family = "relaxation"
     year = 2023
     min_tau = 1.0       # its authors' choice: at tau = 1 exact for quadratic f; below 1 its bias grows
-    reference = "Liu, Liu, Gao, Zhao & Chen, Bridging Discrete and Backpropagation: Straight-Through and Beyond, NeurIPS 2023"
+    reference = ("Liu, Liu, Gao, Zhao & Chen, Bridging Discrete and Backpropagation: "
+                 "Straight-Through and Beyond, NeurIPS 2023")
     summary = ("one-hot sample forward; backward the gradient of 2π₁ − π₀/2, π₀ = softmax(l), π₁ = (D + "
                "softmax(l/τ))/2: Heun's rule where ST is Euler's; needs τ ≥ 1; at τ = 1 the same gradient as "
                "`zgr`, draw for draw (tested)")

@@ -20,8 +20,8 @@ class RELAX(REBAR):
 
     display_name = "RELAX"
     year = 2018
-    reference = ("Grathwohl, Choi, Wu, Roeder & Duvenaud, Backpropagation through the Void: Optimizing control "
-                 "variates for black-box gradient estimation, ICLR 2018")
+    reference = ("Grathwohl, Choi, Wu, Roeder & Duvenaud, Backpropagation through the Void: Optimizing "
+                 "control variates for black-box gradient estimation, ICLR 2018")
     summary = ("`rebar` plus a learned control-variate network r(z) (one hidden tanh layer of "
                "`baseline_hidden`), trained on the same variance")
 

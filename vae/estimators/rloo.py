@@ -22,7 +22,8 @@ class RLOO(Estimator):
     unbiased = True
     family = "score function"
     year = 2019
-    reference = "Kool, van Hoof & Welling, Buy 4 REINFORCE Samples, Get a Baseline for Free!, ICLR workshop 2019"
+    reference = ("Kool, van Hoof & Welling, Buy 4 REINFORCE Samples, Get a Baseline for Free!, "
+                 "ICLR workshop 2019")
     passes = "num_samples"
     summary = "k samples per example, each with the mean of the other k−1 as baseline"
 
@@ -31,5 +32,6 @@ class RLOO(Estimator):
         k = self.cfg.num_samples
         z = sample_one_hot(logits, rng, num_samples=k).to(logits.dtype)   # [R, k, B, N, K]
         loss = f(z)                                                       # [R, k, B]
-        surrogate = score_surrogate(loss, loss - leave_one_out_mean(loss), log_prob_one_hot(logits, z)).mean(1)
+        surrogate = score_surrogate(loss, loss - leave_one_out_mean(loss),
+                                    log_prob_one_hot(logits, z)).mean(1)
         return surrogate, {"loss": loss.detach().mean((1, 2))}

@@ -52,15 +52,17 @@ def sample_classes_by_inverse_cdf(boundaries: Tensor, rng: Generator, num_sample
     """Classes ``z ~ Categorical(softmax(logits))`` from the :func:`class_boundaries` of the logits
     ``[R, B, N, K - 1]`` (or ``[R, *S, B, N, K - 1]`` with ``num_samples`` None): ``[R, (S,) B, N]``
     as ``dtype`` (int64; a float dtype gives K = 2's classes as the bits a Bernoulli decoder reads,
-    the comparison written straight into them). One uniform u per variable; the class is the number of edges at or below u, so class
-    k is drawn with probability ``edge_k - edge_{k-1}`` (a class of probability 0 never), exact up
-    to u's float32 resolution 2^-24 (Gumbel-max in float32 resolves no better: its noise ends at
-    ``-log(-log(1 - 2^-24)) = 16.6``)."""
-    boundaries = boundaries.contiguous()       # a comparison that casts as it writes is ten times slower on a strided one
+    the comparison written straight into them). One uniform u per variable; the class is the number of edges
+    at or below u, so class k is drawn with probability ``edge_k - edge_{k-1}`` (a class of probability 0
+    never), exact up to u's float32 resolution 2^-24 (Gumbel-max in float32 resolves no better: its noise ends
+    at ``-log(-log(1 - 2^-24)) = 16.6``)."""
+    # a comparison that casts as it writes is ten times slower on a strided one
+    boundaries = boundaries.contiguous()
     shape = boundaries.shape[:-1] if num_samples is None else (
         boundaries.shape[0], num_samples, *boundaries.shape[1:-1])
     edges = boundaries if num_samples is None else boundaries.unsqueeze(1)
     u = uniform((*shape, 1), rng, boundaries.device).to(boundaries.dtype)
     if boundaries.shape[-1] == 1:                                                 # K = 2: one comparison
-        return torch.ge(u, edges, out=u.new_empty(u.shape, dtype=dtype)).squeeze(-1)   # no bool tensor between
+        # no bool tensor between
+        return torch.ge(u, edges, out=u.new_empty(u.shape, dtype=dtype)).squeeze(-1)
     return (u >= edges).sum(-1, dtype=dtype)

@@ -92,8 +92,9 @@ class SignalNormaliser(nn.Module):
         centred = signal - self.mean.view(view)
         if self.training:
             dims = tuple(range(1, signal.dim()))
-            self.mean.lerp_(signal.mean(dims).to(self.mean.dtype), 1.0 - self.decay)   # the buffers keep their
-            self.var.lerp_(centred.square().mean(dims).to(self.var.dtype), 1.0 - self.decay)   # dtype (float32 at least)
+            # the buffers keep their dtype (float32 at least)
+            self.mean.lerp_(signal.mean(dims).to(self.mean.dtype), 1.0 - self.decay)
+            self.var.lerp_(centred.square().mean(dims).to(self.var.dtype), 1.0 - self.decay)
         return centred
 
 
@@ -104,7 +105,8 @@ class NormalisedSignalEstimator(Estimator):
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
-        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape, context_dim=context_dim, rng=rng)
+        super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape, context_dim=context_dim,
+                         rng=rng)
         self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
 
     def encoder_gradient_scale(self) -> Tensor | None:

@@ -21,8 +21,8 @@ class StraightThrough(Estimator):
     family = "relaxation"
     year = 2013
     paper_column = 3
-    reference = ("Bengio, Léonard & Courville, Estimating or Propagating Gradients Through Stochastic Neurons "
-                 "for Conditional Computation, arXiv 1308.3432, 2013")
+    reference = ("Bengio, Léonard & Courville, Estimating or Propagating Gradients Through Stochastic "
+                 "Neurons for Conditional Computation, arXiv 1308.3432, 2013")
     summary = "exact one-hot sample forward, gradient of softmax(logits) backward"
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,

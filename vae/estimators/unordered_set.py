@@ -15,9 +15,11 @@ states; with fewer than k children at the first variables some beams wait, empty
 **The estimator.** With ``S = {z_1..z_k}``, ``p_s = q(z_s)``, ``f_s = f(z_s)`` and ``P^{D\\A}(B)`` the
 probability that sampling without replacement from q restricted to ``D \\ A`` yields the set B,
 
-    R_s = P^{D\\{s}}(S \\ {s}) / P(S),       R_{s,s'} = P^{D\\{s,s'}}(S \\ {s,s'}) / P^{D\\{s}}(S \\ {s})  (R_{s,s} = 1),
+    R_s = P^{D\\{s}}(S \\ {s}) / P(S),
+    R_{s,s'} = P^{D\\{s,s'}}(S \\ {s,s'}) / P^{D\\{s}}(S \\ {s})  (R_{s,s} = 1),
 
-    E_q[f] ~= sum_s p_s R_s f_s,       grad ~= sum_s R_s grad p_s (f_s - b_s),   b_s = sum_{s'} p_{s'} R_{s,s'} f_{s'},
+    E_q[f] ~= sum_s p_s R_s f_s,
+    grad ~= sum_s R_s grad p_s (f_s - b_s),   b_s = sum_{s'} p_{s'} R_{s,s'} f_{s'},
 
 both unbiased (the baseline b_s has expectation zero against R_s grad p_s); with k states spanning
 all of q's mass it is the exact gradient, and in a space where the k samples carry almost none of
@@ -46,7 +48,8 @@ from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.numerics.gumbel import Generator, gumbel_noise, log_prob_one_hot, log_softmax, one_hot, widen
 
-LOG_T = torch.linspace(-30.0, 4.6, 201, dtype=torch.float64)   # the integrals' grid in log t (2e-13 of 4001 points')
+# the integrals' grid in log t (2e-13 of 4001 points')
+LOG_T = torch.linspace(-30.0, 4.6, 201, dtype=torch.float64)
 _LOG_SPACING = math.log(float(LOG_T[1] - LOG_T[0]))   # at import: the step reads no tensor back to the host
 FULL = 1e-9   # when the samples leave less than this of q's mass, the ratios are 1
 
@@ -79,7 +82,8 @@ def sample_without_replacement(logits: Tensor, rng: Generator, k: int) -> Tensor
         phi, top = child.flatten(-2).gather(-1, best), shifted.flatten(-2).gather(-1, best)
     beam = torch.arange(k, device=log_q.device).expand(r, b, k)
     classes = []
-    for parent, value in zip(reversed(parents), reversed(values)):                           # back from the last
+    # back from the last
+    for parent, value in zip(reversed(parents), reversed(values)):
         classes.append(value.gather(-1, beam))
         beam = parent.gather(-1, beam)
     return torch.stack(classes[::-1], -1).transpose(1, 2)                                    # [R, k, B, N]
@@ -91,8 +95,10 @@ def set_ratios(log_p: Tensor) -> tuple[Tensor, Tensor]:
     k = log_p.shape[-1]
     log_rest = torch.log1p(-torch.exp(torch.logsumexp(log_p, -1, keepdim=True)).clamp(max=1 - FULL))
     log_t = LOG_T.to(log_p.device)
-    x = torch.exp(log_p - log_rest).unsqueeze(-1) * torch.exp(log_t)                        # a_s t: [R, B, k, G]
-    terms = torch.log(-torch.expm1(-x))                                                      # log(1 - exp(-a_s t))
+    # a_s t: [R, B, k, G]
+    x = torch.exp(log_p - log_rest).unsqueeze(-1) * torch.exp(log_t)
+    # log(1 - exp(-a_s t))
+    terms = torch.log(-torch.expm1(-x))
     weight = log_t - torch.exp(log_t) + _LOG_SPACING
     weight[0], weight[-1] = weight[0] - 0.6931471805599453, weight[-1] - 0.6931471805599453  # trapezoid ends
     total = terms.sum(-2)                                                                    # [R, B, G]
@@ -149,5 +155,6 @@ class UnorderedSet(Estimator):
         baseline = (p.unsqueeze(1) * r2 * f_det.unsqueeze(1)).sum(2)       # [R, k, B]: b_s
         weight = (p * r1).to(log_p.dtype)                                  # p_s R_s
         signal = (weight * (f_det - baseline).to(log_p.dtype))
-        surrogate = (weight.to(loss.dtype) * loss).sum(1) + (signal * (log_p - log_p.detach())).sum(1).to(loss.dtype)
+        surrogate = ((weight.to(loss.dtype) * loss).sum(1)
+                     + (signal * (log_p - log_p.detach())).sum(1).to(loss.dtype))
         return surrogate, {"loss": loss.detach().mean((1, 2))}

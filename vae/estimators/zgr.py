@@ -41,6 +41,7 @@ class ZGR(Estimator):
         p = log_p.exp()
         z = sample_one_hot(logits, rng)                                   # [R, B, N, K]
         log_q_z = (z * log_p).sum(-1, keepdim=True)                       # [R, B, N, 1] log q_n(z_n)
-        jacobian = (p + (z - p.detach()) * log_q_z) / 2                   # value irrelevant: only its gradient
+        # value irrelevant: only its gradient
+        jacobian = (p + (z - p.detach()) * log_q_z) / 2
         loss = f((z + (jacobian - jacobian.detach())).to(logits.dtype))   # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}

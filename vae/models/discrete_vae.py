@@ -58,10 +58,12 @@ class DiscreteVAE(nn.Module):
         self.num_classes = num_classes
         free = 1 if kind == "bernoulli" else num_classes              # free logits per latent
         self.encoder = ReplicaMLP([data_dim, *hidden, num_latents * free], rng, ACTIVATIONS[activation])
-        self.decoder = ReplicaMLP([num_latents * free, *reversed(hidden), data_dim], rng, ACTIVATIONS[activation])
+        self.decoder = ReplicaMLP([num_latents * free, *reversed(hidden), data_dim], rng,
+                                  ACTIVATIONS[activation])
         if pixel_mean is not None:      # the output bias starts at the data's logit, as the 2020 benchmark's
             with torch.no_grad():
-                self.decoder[-1].bias.copy_(torch.logit(pixel_mean.clamp(OUTPUT_BIAS_CLIP, 1 - OUTPUT_BIAS_CLIP))
+                self.decoder[-1].bias.copy_(torch.logit(pixel_mean.clamp(OUTPUT_BIAS_CLIP,
+                                                                         1 - OUTPUT_BIAS_CLIP))
                                             .expand_as(self.decoder[-1].bias))
         self.register_buffer("logit_scale", torch.ones(()))
         # learned prior: free logits [R, 1, N, free], from the uniform prior
@@ -80,7 +82,8 @@ class DiscreteVAE(nn.Module):
         return self._as_logits(out.unflatten(-1, (self.num_latents, -1)))
 
     def prior_logits(self) -> Tensor:
-        """``[R, 1, N, K]`` logits of the prior, broadcasting over the batch (uniform: zeros ``[1, 1, N, K]``)."""
+        """``[R, 1, N, K]`` logits of the prior, broadcasting over the batch (uniform:
+        zeros ``[1, 1, N, K]``)."""
         if self.prior_free is None:
             return torch.zeros(1, 1, self.num_latents, self.num_classes, device=self.logit_scale.device)
         return self._as_logits(self.prior_free)
@@ -119,7 +122,8 @@ class DiscreteVAE(nn.Module):
         bound evaluates m times per digit. ``log p(z) - log q(z | x)`` is a term per class, added
         by :func:`log_likelihood_function` with the likelihood's own terms linear in z."""
         log_ratio = log_softmax(widen(self.prior_logits())) - log_softmax(widen(logits))   # [R, B, N, K]
-        return log_likelihood_function(self.decoder, x, self.num_classes, self.kind == "categorical", log_ratio)
+        return log_likelihood_function(self.decoder, x, self.num_classes, self.kind == "categorical",
+                                       log_ratio)
 
     def reconstruction_loss(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x | z)`` per example: z ``[R, *S, B, N, K]``, x ``[R, B, D]`` -> ``[R, *S, B]``."""

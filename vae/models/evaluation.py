@@ -76,7 +76,8 @@ def negative_log_mean_weight(data: BinarizedImages, split: str, num_replicas: in
         draw = log_weights(x)
         log_w_sum = torch.full(x.shape[:2], -math.inf, device=x.device)  # [R, B]
         for start in range(0, num_samples, sample_chunk):
-            log_w_sum = torch.logaddexp(log_w_sum, torch.logsumexp(draw(min(sample_chunk, num_samples - start)), dim=1))
+            log_w_sum = torch.logaddexp(log_w_sum,
+                                        torch.logsumexp(draw(min(sample_chunk, num_samples - start)), dim=1))
         total = total - (log_w_sum - math.log(num_samples)).sum(-1)
         count += x.shape[1]
         if progress is not None:

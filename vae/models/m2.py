@@ -120,7 +120,8 @@ class LabelledSet(nn.Module):
 def labelled_indices(labels: Tensor, seed: int, per_class: int, num_classes: int) -> Tensor:
     """``[C * per_class]`` indices into ``labels [n]``: the first ``per_class`` images of each class
     in a permutation of the n drawn from ``seed``, class by class."""
-    order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(derive_seed("labelled", seed)))
+    order = torch.randperm(labels.shape[0],
+                           generator=torch.Generator().manual_seed(derive_seed("labelled", seed)))
     ordered = labels.cpu()[order]
     chosen = [order[ordered == c][:per_class] for c in range(num_classes)]
     short = [c for c, index in enumerate(chosen) if len(index) < per_class]
@@ -144,8 +145,8 @@ def class_labels(data: BinarizedImages, split: str, cfg: SSLConfig) -> Tensor:
 def conv_layers(channels: list[int], rng: ReplicaGenerator) -> nn.Sequential:
     """``1x28x28 -> c1x14x14 -> c2x7x7 -> c3x4x4``, ReLU after each, in the grouped layout."""
     c1, c2, c3 = channels
-    return nn.Sequential(ReplicaConv2d(1, c1, 4, 2, 1, rng), nn.ReLU(), ReplicaConv2d(c1, c2, 4, 2, 1, rng), nn.ReLU(),
-                         ReplicaConv2d(c2, c3, 3, 2, 1, rng), nn.ReLU())
+    return nn.Sequential(ReplicaConv2d(1, c1, 4, 2, 1, rng), nn.ReLU(), ReplicaConv2d(c1, c2, 4, 2, 1, rng),
+                         nn.ReLU(), ReplicaConv2d(c2, c3, 3, 2, 1, rng), nn.ReLU())
 
 
 class M2(nn.Module):
@@ -273,8 +274,8 @@ def load_model(checkpoint: Path) -> tuple[M2, Config]:
     return model, cfg
 
 
-def logit_gradients(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator, tau: float, step: int,
-                    draws: int, images_per_pass: int = 1000) -> Tensor:
+def logit_gradients(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator, tau: float,
+                    step: int, draws: int, images_per_pass: int = 1000) -> Tensor:
     """``[draws, R, B, C]``: independent draws of the gradient of ``-U(x_b)`` (:func:`unlabelled_loss`, as the
     trainer computes it: the estimator's term and the exact KL) with respect to the logits of
     ``q(y | x_b)``, for ``x [R, B, 784]``: what the classifier learns from each unlabelled image. The
@@ -295,7 +296,8 @@ def logit_gradients(model: M2, estimator: Estimator, x: Tensor, *, rng: ReplicaG
         for done in range(0, draws, per_pass):
             copies = min(per_pass, draws - done)
             captured.clear()
-            loss, _, _ = unlabelled_loss(model, estimator, x.repeat(1, copies, 1), rng=rng, tau=tau, step=step)
+            loss, _, _ = unlabelled_loss(model, estimator, x.repeat(1, copies, 1), rng=rng, tau=tau,
+                                         step=step)
             grad = torch.autograd.grad(loss.sum(), captured[0])[0]                  # [R, copies * B, C]
             gradients.append(grad.reshape(r, copies, b, -1).transpose(0, 1))
     finally:
@@ -327,8 +329,8 @@ def gradient_agreement(draws: Tensor, exact: Tensor) -> dict[str, float]:
 
 def marginal(num_classes: int, num_replicas: int) -> Estimator:
     """``ssl.y=marginal``: the ``exact`` estimator on y's C classes (the sum over y)."""
-    return build_estimator(EstimatorConfig(name="exact", max_states=num_classes), latent_shape=(1, num_classes),
-                           num_replicas=num_replicas)
+    return build_estimator(EstimatorConfig(name="exact", max_states=num_classes),
+                           latent_shape=(1, num_classes), num_replicas=num_replicas)
 
 
 def y_estimator(y: str, settings: EstimatorConfig, num_classes: int, num_replicas: int,
@@ -371,14 +373,16 @@ def importance_weighted_bound(model: M2, data: BinarizedImages, split: str, rng:
         from_x, b = model.style_features(x), x.shape[1]
 
         def draw(s: int) -> Tensor:
-            y = torch.eye(c, dtype=x.dtype, device=x.device)[None, None, :, None].expand(r, s, c, b, c)  # [R, S, C, B, C]
+            # [R, S, C, B, C]
+            y = torch.eye(c, dtype=x.dtype, device=x.device)[None, None, :, None].expand(r, s, c, b, c)
             mu, log_var = model.style(from_x, y)                             # [R, S, C, B, D]
             eps = rng.normal(mu.shape)
             z = mu + (0.5 * log_var).exp() * eps
             # log p(z) - log q(z | x, y) = -1/2 sum_d (z^2 - eps^2 - log_var); log p(y) = -log C
             log_w = (-model.reconstruction_loss(x, y, z) - 0.5 * (z.square() - eps.square() - log_var).sum(-1)
                      - math.log(c))                                          # [R, S, C, B]
-            return log_w.flatten(1, 2)                                       # the classes summed with the samples
+            # the classes summed with the samples
+            return log_w.flatten(1, 2)
         return draw
 
     chunk = max(1, PAIRS_PER_CHUNK // (c * batch_size))

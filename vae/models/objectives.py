@@ -11,8 +11,8 @@ gradient. For a multi-sample-bound estimator (``vimco``) f is the whole negative
 ``-log p(x | z) - log p(z) + log q(z | x)`` and the loss is the estimator's negative k-sample
 bound, with no KL added. If the estimator asks for variance normalisation
 (:meth:`~vae.estimators.base.Estimator.encoder_gradient_scale`, ``s [R]``), the logits pass
-through :func:`vae.estimators.glue.run_estimator` first, so the *whole* encoder gradient -- the estimator's and the
-KL's -- is divided by ``s``, while the decoder's and the prior's are not.
+through :func:`vae.estimators.glue.run_estimator` first, so the *whole* encoder gradient -- the estimator's
+and the KL's -- is divided by ``s``, while the decoder's and the prior's are not.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from vae.numerics.replicas import ReplicaGenerator
 
 
 def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: ReplicaGenerator,
-                  tau: float | Tensor, step: int, kl: str = "analytic") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+                  tau: float | Tensor, step: int,
+                  kl: str = "analytic") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """The per-example training loss ``[R, B]``, its KL term ``[R, B]`` (detached) and the
     estimator's info, for a batch ``x [R, B, D]`` at ``step``.
 
@@ -46,8 +47,9 @@ def training_loss(model: DiscreteVAE, estimator: Estimator, x: Tensor, *, rng: R
             return loss
         return f
 
-    logits, surrogate, info = run_estimator(estimator, model.encode(x), objective, rng=rng, tau=tau, step=step,
-                                            context=x)                         # logits [R, B, N, K], surrogate [R, B]
+    # logits [R, B, N, K], surrogate [R, B]
+    logits, surrogate, info = run_estimator(estimator, model.encode(x), objective, rng=rng, tau=tau,
+                                            step=step, context=x)
     kl_term = model.kl(logits) if kl == "analytic" else model.relaxed_kl(logits, tau, rng)
     if estimator.multi_sample_bound:                 # the KL is inside the bound; logged, not added
         return surrogate, kl_term.detach(), info

@@ -58,7 +58,8 @@ class StochasticBinaryNetwork(nn.Module):
         self.maps = nn.ModuleList(ReplicaMLP([a, *hidden, b], rng) for a, b in zip(sizes[:-1], sizes[1:]))
         # the slope a_l of each stochastic layer (1 unless its estimator sets one: slope-annealed ST,
         # vae.estimators.base.Estimator.logit_scale): p(h_l | h_{l-1}) = softmax(a_l * logits)
-        # everywhere, in training and in evaluation, as the VAE's posterior (vae.models.discrete_vae.DiscreteVAE)
+        # everywhere, in training and in evaluation, as the VAE's posterior
+        # (vae.models.discrete_vae.DiscreteVAE)
         self.register_buffer("logit_scale", torch.ones(layers))
 
     def flat(self, z: Tensor) -> Tensor:
@@ -110,7 +111,8 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
     upper, lower = x[..., :HALF], x[..., HALF:]
     counter = PassCounter()                        # every layer's output-layer passes, counted once
 
-    def layer_surrogate(layer: int, layer_logits: Tensor, lower: Tensor, context: Tensor) -> tuple[Tensor, dict]:
+    def layer_surrogate(layer: int, layer_logits: Tensor, lower: Tensor,
+                        context: Tensor) -> tuple[Tensor, dict]:
         """Layer ``layer``'s estimator on logits ``[R, B', N, K]`` (B' may hold sample axes of the
         layers above, merged into the batch), its objective nested over the layers below; the
         logits' gradient divided by the layer's own scale (vae.estimators.glue)."""
@@ -128,8 +130,8 @@ def training_loss(model: StochasticBinaryNetwork, estimators: list[Estimator], x
             return surrogate.reshape(z.shape[:-2])
 
         f.mean_field = lambda point: mean_field_loss(model, layer, point, lower)   # counted as f is
-        _, surrogate, info = run_estimator(estimators[layer], layer_logits, lambda _: f, rng=rng, tau=tau, step=step,
-                                           context=context, counter=counter, nested=not last)
+        _, surrogate, info = run_estimator(estimators[layer], layer_logits, lambda _: f, rng=rng, tau=tau,
+                                           step=step, context=context, counter=counter, nested=not last)
         return surrogate, info
 
     surrogate, info = layer_surrogate(0, model.logits(0, upper), lower, upper)
@@ -150,7 +152,8 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedImage
                             max_examples: int | None = None, sample_chunk: int = SAMPLE_CHUNK,
                             progress: tqdm | None = None) -> Tensor:
     """Mean ``-log (1/m) sum_i p(x_lower | h_i)``, ``h_i ~ p(h | x_upper)``, over the first
-    ``max_examples`` of ``split`` (all if None): ``[R]`` nats (vae.models.evaluation.negative_log_mean_weight)."""
+    ``max_examples`` of ``split`` (all if None):
+    ``[R]`` nats (vae.models.evaluation.negative_log_mean_weight)."""
     def log_weights(x: Tensor) -> Callable[[int], Tensor]:
         upper, lower = x[..., :HALF], x[..., HALF:]
         top = class_boundaries(model.logits(0, upper))                        # [R, B, N, K - 1]
@@ -158,7 +161,8 @@ def negative_log_likelihood(model: StochasticBinaryNetwork, data: BinarizedImage
         class_dtype = torch.int64 if model.kind == "categorical" else x.dtype  # Bernoulli: the bits
 
         def draw(s: int) -> Tensor:                                           # samples as their classes
-            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s, dtype=class_dtype)          # [R, S, B, N]
+            # [R, S, B, N]
+            h = sample_classes_by_inverse_cdf(top, rng, num_samples=s, dtype=class_dtype)
             for layer in range(1, model.layers):
                 h = sample_classes_by_inverse_cdf(class_boundaries(model.logits_of_classes(layer, h)), rng,
                                                   dtype=class_dtype)

@@ -112,7 +112,8 @@ class DrawnNoise(NoiseSource):
     drawn noise computes exactly what it computes given the generators.
     """
 
-    def __init__(self, num_replicas: int, draws: list[tuple[Draw, Tensor]], source: ReplicaGenerator | None = None):
+    def __init__(self, num_replicas: int, draws: list[tuple[Draw, Tensor]],
+                 source: ReplicaGenerator | None = None):
         self.num_replicas, self.draws, self.source = num_replicas, draws, source
         self.taken = 0
 
@@ -255,9 +256,10 @@ class ReplicaConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         conv = F.conv_transpose2d if self.transposed else F.conv2d
         if x.device.type == "cpu":        # oneDNN's own layout: no reorder per call, faster kernels
-            x = x.contiguous(memory_format=torch.channels_last)   # (M2's bound about 1.2x; results/README.md "Speed")
-        return conv(x, self.weight.flatten(0, 1), self.bias.flatten(), stride=self.stride, padding=self.padding,
-                    groups=self.weight.shape[0])
+            # (M2's bound about 1.2x; results/README.md "Speed")
+            x = x.contiguous(memory_format=torch.channels_last)
+        return conv(x, self.weight.flatten(0, 1), self.bias.flatten(), stride=self.stride,
+                    padding=self.padding, groups=self.weight.shape[0])
 
 
 def to_groups(x: Tensor, channels: int, side: int) -> Tensor:

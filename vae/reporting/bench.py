@@ -42,8 +42,9 @@ On the categorical VAE of configs/vae_categorical.yaml (20 x 10 latents, the not
     pick some);
 
 and, per model (affine and MLP) and estimator (GS, ST-GS, RLOO), the suite's step, eager and
-compiled, against (a′) written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints steps/s and
-each one's ratio to (a) and (a′), and writes the numbers as JSON to ``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
+compiled, against (a′) written for that estimator (:func:`anchor_speed`; ``--anchors``: only this). Prints
+steps/s and each one's ratio to (a) and (a′), and writes the numbers as JSON to
+``results/bench/<device>.json``. On CUDA every clock stops after a device synchronisation.
 
 ``--ssl-classes`` (Figure 5(a), ``make fig5``) times instead the semi-supervised M2 training step
 (configs/ssl_m2.yaml) with the unlabelled digits' class summed (``ssl.y=marginal``, C decoder passes
@@ -102,7 +103,8 @@ SSL_BENCH = {
 }
 
 
-def median_rate(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None], warmup: int = 10) -> float:
+def median_rate(step: Callable[[], None], steps: int, repeats: int, sync: Callable[[], None],
+                warmup: int = 10) -> float:
     """Median steps/s of ``repeats`` runs of ``steps`` calls, after ``warmup`` calls."""
     return median_rates({"": step}, steps, repeats, sync, warmup)[""]
 
@@ -152,25 +154,30 @@ def ssl_speed(device: str, preset: str, steps: int | None, repeats: int | None, 
     docstring), eager or (``compiled``) with ``compile=true``; returns the JSON record's path."""
     budget = SSL_BENCH[preset]
     steps, repeats = steps or budget["steps"], repeats or budget["repeats"]
-    warmup = max(budget["warmup"], 2) if compiled else budget["warmup"]   # step 2 compiles (step 1 plans, eagerly)
+    # step 2 compiles (step 1 plans, eagerly)
+    warmup = max(budget["warmup"], 2) if compiled else budget["warmup"]
     rates: dict[str, dict[str, float]] = {mode: {} for mode in SSL_MODES}
     for c in budget["classes"]:
         for mode in SSL_MODES:
             overrides = [f"device={device}", "ssl.labels=random", f"ssl.num_classes={c}", f"ssl.y={mode}",
                          *budget["overrides"], f"compile={str(compiled).lower()}"]
             trainer = Trainer(load_config(SSL_CONFIG, overrides), log=lambda _: None)
-            rates[mode][str(c)] = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device), warmup)
+            rates[mode][str(c)] = median_rate(trainer.train_step, steps, repeats, device_sync(trainer.device),
+                                              warmup)
     speedup = {c: rates["gs"][c] / rates["marginal"][c] for c in rates["gs"]}
     name = device_name(trainer.device)
     print(f"device: {name}; torch {torch.__version__}; M2 of {SSL_CONFIG} ({preset}), random labels"
-          f"{', compile=true' if compiled else ''}; median of {repeats} x {steps} steps after {warmup} warm-up steps")
+          f"{', compile=true' if compiled else ''}; median of {repeats} x {steps} steps after {warmup} "
+          f"warm-up steps")
     for c, ratio in speedup.items():
         print(f"C = {c:>3}: marginal {rates['marginal'][c]:8.2f} steps/s, gs {rates['gs'][c]:8.2f} steps/s, "
               f"gs / marginal {ratio:5.2f}x")
     record = {"device": name, "torch": torch.__version__, "config": SSL_CONFIG, "preset": preset,
-              "overrides": budget["overrides"], "compile": compiled, "steps": steps, "repeats": repeats, "warmup": warmup,
+              "overrides": budget["overrides"], "compile": compiled, "steps": steps, "repeats": repeats,
+              "warmup": warmup,
               "steps_per_second": rates, "speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    return write_json_atomic(out / f"ssl_speed_{trainer.device.type}{'_compiled' if compiled else ''}.json", record)
+    return write_json_atomic(out / f"ssl_speed_{trainer.device.type}{'_compiled' if compiled else ''}.json",
+                             record)
 
 
 def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
@@ -181,11 +188,13 @@ def profile_steps(device: str, preset: str, steps: int, out: Path) -> Path:
     runtime calls per step (kernel launches, copies, synchronisations), and the operators with the
     most self time. Prints it all and writes it to ``<out>/profile_<device>.txt``; returns the path."""
     workloads = {"categorical VAE, gs": (CONFIG, []),
-                 **{f"M2 {mode}, C = 10": (SSL_CONFIG, [f"ssl.y={mode}", "ssl.labels=random", "ssl.num_classes=10",
-                                                        *SSL_BENCH[preset]["overrides"]]) for mode in SSL_MODES}}
+                 **{f"M2 {mode}, C = 10": (SSL_CONFIG,
+                                           [f"ssl.y={mode}", "ssl.labels=random", "ssl.num_classes=10",
+                                            *SSL_BENCH[preset]["overrides"]]) for mode in SSL_MODES}}
     lines = []
     for label, (config, overrides) in workloads.items():
-        trainer = Trainer(load_config(config, [f"device={device}", "compile=false", *overrides]), log=lambda _: None)
+        trainer = Trainer(load_config(config, [f"device={device}", "compile=false", *overrides]),
+                          log=lambda _: None)
         sync = device_sync(trainer.device)
         activities = [torch.profiler.ProfilerActivity.CPU]
         if trainer.device.type == "cuda":
@@ -224,7 +233,8 @@ BOUND_REPEATS = 3                          # timings of each bound in (d), inter
 
 
 def gumbel_max_classes(logits: torch.Tensor, rng, s: int) -> torch.Tensor:
-    """The replaced implementation's samples: ``argmax(logits + g)``, g Gumbel ``-log(-log u)`` out of place."""
+    """The replaced implementation's samples: ``argmax(logits + g)``,
+    g Gumbel ``-log(-log u)`` out of place."""
     shape = (logits.shape[0], s, *logits.shape[1:])
     u = rng.uniform(shape).clamp_(torch.finfo(torch.float32).tiny, 1.0 - torch.finfo(torch.float32).eps / 2)
     return (logits.unsqueeze(1) - torch.log(-torch.log(u))).argmax(-1)
@@ -235,9 +245,10 @@ def inverse_cdf_classes(logits: torch.Tensor, rng, s: int) -> torch.Tensor:
     return sample_classes_by_inverse_cdf(class_boundaries(logits), rng, num_samples=s)
 
 
-def reference_bound(model: DiscreteVAE, data: BinarizedImages, split: str, rng, num_samples: int, batch_size: int,
-                    max_examples: int | None = None,
-                    sample: Callable[[torch.Tensor, object, int], torch.Tensor] = gumbel_max_classes) -> torch.Tensor:
+def reference_bound(model: DiscreteVAE, data: BinarizedImages, split: str, rng, num_samples: int,
+                    batch_size: int, max_examples: int | None = None,
+                    sample: Callable[[torch.Tensor, object, int], torch.Tensor] = gumbel_max_classes
+                    ) -> torch.Tensor:
     """The m-sample bound as the suite computed it before (2026-11): one-hot z ``[R, S, B, N, K]``
     (classes from ``sample``: Gumbel-max as it was, or :func:`inverse_cdf_classes`, the suite's
     samples) through the decoder's matmul, ``-log p(x | z)`` by ``binary_cross_entropy_with_logits``
@@ -263,7 +274,8 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
     (2 x in x out per layer and sample) over the suite's time, and the same matmuls' own, timed alone."""
     out = {}
     for config in BOUND_CONFIGS:
-        cfg = load_config(config, [f"device={device}", "compile=false"])   # the model only: no step is compiled
+        # the model only: no step is compiled
+        cfg = load_config(config, [f"device={device}", "compile=false"])
         trainer = Trainer(cfg, log=lambda _: None)
         sync, model, e = device_sync(trainer.device), trainer.model, cfg.eval
         timings, bounds = {"reference": [], "suite": []}, {}
@@ -273,12 +285,14 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
                 with torch.no_grad():
                     sync()
                     start = time.perf_counter()
-                    bounds[name] = bound(model, trainer.data, "test", rng, BOUND_SAMPLES, e.iw_batch_size, examples)
+                    bounds[name] = bound(model, trainer.data, "test", rng, BOUND_SAMPLES, e.iw_batch_size,
+                                         examples)
                     sync()
                 timings[name].append(time.perf_counter() - start)
         seconds = {name: statistics.median(t) for name, t in timings.items()}
         with torch.no_grad():                        # untimed: the replaced arithmetic on the suite's samples
-            same_samples = reference_bound(model, trainer.data, "test", eval_generator([0], 0, trainer.device),
+            same_samples = reference_bound(model, trainer.data, "test",
+                                           eval_generator([0], 0, trainer.device),
                                            BOUND_SAMPLES, e.iw_batch_size, examples, inverse_cdf_classes)
         sizes = [m.weight.shape[1:] for m in model.decoder if hasattr(m, "weight")]     # (in, out) per layer
         flops = 2 * sum(a * b for a, b in sizes) * BOUND_SAMPLES * examples
@@ -288,7 +302,8 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
         matmul = median_rate(lambda: [torch.bmm(h, w) for h, w in zip(inputs, weights)], 5, 5, sync, warmup=2)
         out[config] = {"hidden": cfg.model.hidden, "kind": cfg.model.kind, "examples": examples,
                        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-                       "seconds_per_seed_10000": {k: round(v * 10_000 / examples, 1) for k, v in seconds.items()},
+                       "seconds_per_seed_10000": {k: round(v * 10_000 / examples, 1)
+                                                  for k, v in seconds.items()},
                        "speedup": round(seconds["reference"] / seconds["suite"], 2),
                        "max_abs_difference": (bounds["suite"] - same_samples).abs().max().item(),
                        "effective_gflops": round(flops / seconds["suite"] / 1e9, 1),
@@ -299,9 +314,10 @@ def bound_speed(device: str, examples: int) -> dict[str, dict]:
 def print_bound_speed(speed: dict[str, dict]) -> None:
     for config, s in speed.items():
         print(f"(d) m = {BOUND_SAMPLES} bound, {config} ({s['examples']} digits): reference "
-              f"{s['seconds_per_seed_10000']['reference']:.1f} s, suite {s['seconds_per_seed_10000']['suite']:.1f} s "
-              f"per seed on 10,000 digits, {s['speedup']:.2f}x; decoder {s['effective_gflops']:.0f} GFLOP/s of the "
-              f"matmul's {s['matmul_gflops']:.0f}; |difference| {s['max_abs_difference']:.1e} nats")
+              f"{s['seconds_per_seed_10000']['reference']:.1f} s, suite "
+              f"{s['seconds_per_seed_10000']['suite']:.1f} s per seed on 10,000 digits, {s['speedup']:.2f}x; "
+              f"decoder {s['effective_gflops']:.0f} GFLOP/s of the matmul's {s['matmul_gflops']:.0f}; "
+              f"|difference| {s['max_abs_difference']:.1e} nats")
 
 
 def _networks(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module]:
@@ -370,7 +386,8 @@ def hand_loop(cfg: Config, trainer: Trainer) -> Callable[[], None]:
         logits = encoder(x).view(-1, m.num_latents, m.num_classes)                 # [B, N, K]
         if name == "rloo":
             with torch.no_grad():
-                z = F.one_hot(torch.distributions.Categorical(logits=logits).sample((k,)), m.num_classes).float()
+                z = F.one_hot(torch.distributions.Categorical(logits=logits).sample((k,)),
+                              m.num_classes).float()
             recon = F.binary_cross_entropy_with_logits(decoder(z.flatten(2)), x.expand(k, -1, -1),
                                                        reduction="none").sum(-1)   # [k, B]
             log_q = (z * F.log_softmax(logits, -1)).sum((-1, -2))
@@ -399,12 +416,15 @@ def anchor_speed(device: str, steps: int, repeats: int, compiled: bool = True) -
     out: dict[str, dict[str, dict]] = {}
     for config in ANCHOR_CONFIGS:
         for name in ANCHOR_ESTIMATORS:
-            trainer = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}", "compile=false"]),
+            trainer = Trainer(load_config(config,
+                                          [f"device={device}", f"estimator.name={name}", "compile=false"]),
                               log=lambda _: None)
             contenders = {"hand_loop": hand_loop(trainer.cfg, trainer), "suite": trainer.train_step}
             if compiled:
-                contenders["suite_compiled"] = Trainer(load_config(config, [f"device={device}", f"estimator.name={name}",
-                                                                            "compile=true"]), log=lambda _: None).train_step
+                contenders["suite_compiled"] = Trainer(load_config(config, [f"device={device}",
+                                                                            f"estimator.name={name}",
+                                                                            "compile=true"]),
+                                                       log=lambda _: None).train_step
             rates = median_rates(contenders, steps, repeats, device_sync(trainer.device))
             row = out.setdefault(config, {})[name] = {key: round(rate, 1) for key, rate in rates.items()}
             row["ratio"] = round(rates["suite"] / rates["hand_loop"], 2)
@@ -439,7 +459,8 @@ def floor_estimators(cfg: Config) -> dict[str, list[str]]:
     tau (its ``min_tau``: ReinMax), at a constant tau of its ``min_tau``; in the tables' order."""
     m, out = cfg.model, {}
     every_tau = math.inf                     # min_tau decides below, not here
-    for name in applicable(task=cfg.task, kind=m.kind, lowest_tau=every_tau, latent_shape=(m.num_latents, m.num_classes)):
+    for name in applicable(task=cfg.task, kind=m.kind, lowest_tau=every_tau,
+                           latent_shape=(m.num_latents, m.num_classes)):
         least = ESTIMATORS[name].min_tau
         fits = least is None or least <= lowest_tau(cfg.tau, cfg.steps)
         out[name] = [] if fits else ["tau.schedule=constant", f"tau.tau0={least}"]
@@ -465,8 +486,10 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
         apply = floor_estimators(load_config(config, [f"device={device}", *overrides]))
         for name, tau in ((n, t) for n, t in apply.items() if names is None or n in names):
             def trainer(compile_step: bool, r: int = 1) -> Trainer:
-                return Trainer(load_config(config, [f"device={device}", *overrides, *tau, f"estimator.name={name}",
-                                                    f"compile={str(compile_step).lower()}", f"seeds={list(range(r))}"]),
+                return Trainer(load_config(config,
+                                           [f"device={device}", *overrides, *tau, f"estimator.name={name}",
+                                            f"compile={str(compile_step).lower()}",
+                                            f"seeds={list(range(r))}"]),
                                log=lambda _: None)
             eager = trainer(False)
             sync = device_sync(eager.device)
@@ -494,7 +517,8 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
                 row[f"{key}_ms"] = round(1000 / rates[key], 3)
                 row[f"{key}_over_floor"] = round(1 / rates[key] / floor, 2)
                 if replicas > 1:
-                    row.setdefault("replica_axis", {"replicas": replicas})[f"{key}_seed_steps_vs_one_seed"] = round(
+                    row.setdefault("replica_axis",
+                                   {"replicas": replicas})[f"{key}_seed_steps_vs_one_seed"] = round(
                         replicas * rates[f"{key}, R = {replicas}"] / rates[key], 2)
             row["eager_parts_ms"] = {part: round(1000 * t, 3)
                                      for part, t in step_parts(eager.train_step, 1 / rates["eager"]).items()}
@@ -505,11 +529,12 @@ def floor_speed(device: str, steps: int, repeats: int, compiled: bool = True, ce
     return out
 
 
-def floor_record(device: str, speed: dict[str, dict[str, dict]], path: Path, steps: int, repeats: int) -> dict:
+def floor_record(device: str, speed: dict[str, dict[str, dict]], path: Path, steps: int,
+                 repeats: int) -> dict:
     """The JSON record ``floor_<device>.json`` holds: ``speed`` (:func:`floor_speed`, each row
-    stamped with when and over how many ``steps`` and ``repeats`` it was measured) merged into the record at ``path`` if one is there from the
-    same device and torch, so that ``--estimator`` or ``--cell`` measures some rows again and keeps
-    the others."""
+    stamped with when and over how many ``steps`` and ``repeats`` it was measured) merged into the record at
+    ``path`` if one is there from the same device and torch, so that ``--estimator`` or ``--cell`` measures
+    some rows again and keeps the others."""
     record = {"device": device_name(resolve_device(device)), "torch": torch.__version__,
               "kernels": kernel_path(resolve_device(device)), "floor": {}}
     if path.exists():
@@ -519,11 +544,13 @@ def floor_record(device: str, speed: dict[str, dict[str, dict]], path: Path, ste
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     for cell, rows in speed.items():
         record["floor"].setdefault(cell, {}).update(
-            {name: {**row, "steps": steps, "repeats": repeats, "measured": now} for name, row in rows.items()})
+            {name: {**row, "steps": steps, "repeats": repeats, "measured": now}
+             for name, row in rows.items()})
     cells = list(FLOOR_CELLS)
     record["floor"] = {cell: dict(sorted(rows.items(), key=lambda item: column_order(item[0])))
                        for cell, rows in sorted(record["floor"].items(),
-                                                key=lambda item: cells.index(item[0]) if item[0] in cells else len(cells))}
+                                                key=lambda item: cells.index(item[0]) if item[0] in cells
+                                                else len(cells))}
     return record
 
 
@@ -532,12 +559,15 @@ def print_floor_speed(speed: dict[str, dict[str, dict]]) -> None:
         print(f"(f) {cell}: ms per step (one seed) against the step's own matrix products timed alone")
         for name, s in by_name.items():
             repaid = s.get("compile_repaid_after_steps")
-            graph = (f", compiled {s['compiled_ms']:6.2f} ms ({s['compiled_over_floor']:4.1f}x; compiling took "
-                     f"{s['compile_seconds']:.0f} s, repaid after {f'{repaid:,} steps' if repaid else 'never'})"
+            graph = (f", compiled {s['compiled_ms']:6.2f} ms ({s['compiled_over_floor']:4.1f}x; compiling "
+                     f"took {s['compile_seconds']:.0f} s, "
+                     f"repaid after {f'{repaid:,} steps' if repaid else 'never'})"
                      if "compiled_ms" in s else "")
-            print(f"    {name:16s} floor {s['floor_ms']:6.3f} ms ({s['matmuls']:2d} products, {s['gflop']:.3f} GFLOP): "
-                  f"eager {s['eager_ms']:6.2f} ms ({s['eager_over_floor']:4.1f}x){graph}")
-            print("        eager, where it goes: " + ", ".join(f"{part} {ms:.2f}" for part, ms in s["eager_parts_ms"].items()))
+            print(f"    {name:16s} floor {s['floor_ms']:6.3f} ms ({s['matmuls']:2d} products, "
+                  f"{s['gflop']:.3f} GFLOP): eager {s['eager_ms']:6.2f} ms "
+                  f"({s['eager_over_floor']:4.1f}x){graph}")
+            print("        eager, where it goes: "
+                  + ", ".join(f"{part} {ms:.2f}" for part, ms in s["eager_parts_ms"].items()))
             if "replica_axis" in s:
                 axis = s["replica_axis"]
                 print(f"        R = {axis['replicas']} seeds at once: " + ", ".join(
@@ -558,11 +588,12 @@ def paper_packs(device: str) -> tuple[list, Config]:
 def bound_record(device: str, examples: int) -> dict:
     """(d) alone (``--bound``): the bound's timings as the JSON record ``bound_<device>.json`` holds."""
     speed = bound_speed(device, examples)
-    return {"device": device_name(resolve_device(device)), "torch": torch.__version__, "samples": BOUND_SAMPLES,
-            "models": speed, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {"device": device_name(resolve_device(device)), "torch": torch.__version__,
+            "samples": BOUND_SAMPLES, "models": speed, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def training_record(device: str, steps: int, repeats: int, bound_examples: int, compiled: bool = True) -> dict:
+def training_record(device: str, steps: int, repeats: int, bound_examples: int,
+                    compiled: bool = True) -> dict:
     """(a), (b), (c), (e) and (d): the JSON record ``<device>.json`` holds (module docstring), but
     for its ``anchors`` (:func:`anchor_speed`, which ``python -m experiments.bench`` adds after
     writing this part once); (c) and (e) also with ``compile=true`` when ``compiled``."""
@@ -580,8 +611,8 @@ def training_record(device: str, steps: int, repeats: int, bound_examples: int, 
             rates[label], replicas[label] = median_rate(trainer.train_step, timed_steps, repeats, sync), r
             return rates[label]
         for r in REPLICAS:
-            timed(load_config(CONFIG, [f"device={device}", f"seeds={list(range(r))}"]), f"(c) replica axis, R = {r}",
-                  steps, r)
+            timed(load_config(CONFIG, [f"device={device}", f"seeds={list(range(r))}"]),
+                  f"(c) replica axis, R = {r}", steps, r)
         pack = timed(pack_cfg, f"(e) a paper-preset pack, R = {len(pack_cfg.seeds)}", max(2, steps // 10),
                      len(pack_cfg.seeds))
         hours["estimated_training_hours_compiled" if compile_step else "estimated_training_hours"] = round(
@@ -596,16 +627,17 @@ def training_record(device: str, steps: int, repeats: int, bound_examples: int, 
 def print_training_record(record: dict) -> None:
     base = record["steps_per_second"]["(a) plain PyTorch loop"]
     best = record["steps_per_second"]["(a′) best hand-written loop"]
-    print(f"device: {record['device']}; torch {record['torch']}; categorical VAE 20x10, MLP 512-256, batch 100, gs, "
-          f"Adam; median of {record['repeats']} x {record['steps']} steps after warm-up")
+    print(f"device: {record['device']}; torch {record['torch']}; categorical VAE 20x10, MLP 512-256, batch "
+          f"100, gs, Adam; median of {record['repeats']} x {record['steps']} steps after warm-up")
     for label, rate in record["steps_per_second"].items():
         seeds = record["replicas"].get(label, 1)
-        print(f"{label:42s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s {rate * seeds / base:7.2f}x (a)"
-              f" {rate * seeds / best:7.2f}x (a′)")
+        print(f"{label:42s} {rate:9.1f} steps/s {rate * seeds:9.1f} seed-steps/s "
+              f"{rate * seeds / base:7.2f}x (a) {rate * seeds / best:7.2f}x (a′)")
     print_bound_speed(record["bound"])
     paper = record["paper_preset"]
-    print(f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in {paper['units']} runs; "
-          f"at (e)'s steps/s their {paper['steps']:,} steps each take {paper['estimated_training_hours']:.1f} h "
+    print(f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
+          f"{paper['units']} runs; at (e)'s steps/s their {paper['steps']:,} steps each take "
+          f"{paper['estimated_training_hours']:.1f} h "
           "of training" + (f", {paper['estimated_training_hours_compiled']:.1f} h compiled"
                            if "estimated_training_hours_compiled" in paper else "")
           + " (at GS's cost per step; without the bounds)")

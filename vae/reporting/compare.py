@@ -61,7 +61,8 @@ def load_run(run_dir: Path) -> Run:
         if not isinstance(tree, dict):
             raise ConfigError("not a mapping of keys")
         cfg = config_from_dict(tree)
-        return Run(run_dir, TASKS[cfg.task].estimator_name(cfg), flat_settings(to_dict(cfg)), load_summary(run_dir))
+        return Run(run_dir, TASKS[cfg.task].estimator_name(cfg), flat_settings(to_dict(cfg)),
+                   load_summary(run_dir))
     except (ConfigError, yaml.YAMLError, json.JSONDecodeError) as err:
         raise CompareError(f"{run_dir}: unreadable run ({str(err).splitlines()[0]})") from err
 
@@ -93,10 +94,12 @@ def compare_table(runs: list[Run], metrics: list[str]) -> str:
     rows = [(r.path.name, [r.estimator, r.settings["tau.schedule"] if _reads_tau(r) else "– (reads none)",
                            str(r.settings["steps"]),
                            str(len(r.settings["seeds"])), *(_cell(r.summary, m) for m in metrics),
-                           *(f"{v:g}" if isinstance(v := r.settings.get(k), float) else str(v) for k in keys)])
+                           *(f"{v:g}" if isinstance(v := r.settings.get(k), float) else str(v)
+                             for k in keys)])
             for r in runs]
-    caption = (f"{len(runs)} runs; metrics: final value, mean ± std over seeds ('unfinished': no summary.json yet, "
-               f"'–': not in the run's summary); settings in which the runs differ: {', '.join(keys) or 'none'}.")
+    caption = (f"{len(runs)} runs; metrics: final value, mean ± std over seeds ('unfinished': no "
+               f"summary.json yet, '–': not in the run's summary); settings in which the runs differ: "
+               f"{', '.join(keys) or 'none'}.")
     return to_markdown(header, rows, caption)
 
 

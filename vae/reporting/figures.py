@@ -1,4 +1,5 @@
-"""Figures of the reproduction from the local results store: what ``python -m experiments.figures NAME`` draws.
+"""Figures of the reproduction from the local results store:
+what ``python -m experiments.figures NAME`` draws.
 
 * ``fig1``: the Gumbel-softmax distribution at tau = 0.1, 0.5, 1, 10 (the paper's Figure 1), no
   training;
@@ -57,19 +58,24 @@ from vae.training.trainer import torch_threads, train
 
 plt.switch_backend("Agg")   # files only, never a window
 
-PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])    # solid lines; the later estimators dashed, variants dotted
+# solid lines; the later estimators dashed, variants dotted
+PAPER_ESTIMATORS = tuple(PAPER_TABLE1["vae", "categorical"])
 COLOURS = dict(zip(sorted(ESTIMATORS, key=column_order),                  # 40 distinct; a plugin's: grey
                    plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors))
 FIG1_TAUS = (0.1, 0.5, 1.0, 10.0)
 FIG1_PROBS = (0.05, 0.1, 0.3, 0.15, 0.05, 0.25, 0.1)   # one categorical distribution (K = 7)
 TOY = {"kind": "categorical", "num_latents": 3, "num_classes": 4, "batch": 4, "data_dim": 20, "hidden": 16}
-TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}   # where every estimator applies
+# where every estimator applies
+TOY_BERNOULLI = {**TOY, "kind": "bernoulli", "num_latents": 6, "num_classes": 2}
 TOY_TAUS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}   # gradient draws per point of (b, c), per preset
+# gradient draws per point of (b, c), per preset
+TOY_DRAWS = {"tiny": 50, "quick": 2000, "converged": 10_000, "paper": 10_000}
 SAMPLES_ESTIMATOR = "gs"   # the run whose decoder `samples` shows (the paper's best estimator)
 ANALOGY_DIGITS = 8         # rows of fig5(b): test digits whose style is kept
 PAPER_SPEEDUP = {10: 2.0, 100: 9.9}
-TAU_SPAN = 6.0             # nats above the best schedule that the tau ablation's y axis shows   # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
+# nats above the best schedule that the tau ablation's y axis shows
+# # Jang, Gu & Poole (2017), Section 4.3: gs / marginal steps/s, GTX Titan X
+TAU_SPAN = 6.0
 
 
 
@@ -77,7 +83,8 @@ def _rendered(fig: plt.Figure, ext: str, commit: str) -> bytes:
     """The figure as ``ext`` bytes, with no date in them (the PDF's creation date left out) and the
     drawing commit in their metadata, so that the same drawing gives the same bytes."""
     buffer = io.BytesIO()
-    metadata = {"Drawn": commit} if ext == "png" else {"CreationDate": None, "Subject": f"drawn at commit {commit}"}
+    metadata = ({"Drawn": commit} if ext == "png"
+                else {"CreationDate": None, "Subject": f"drawn at commit {commit}"})
     fig.savefig(buffer, format=ext, dpi=150, metadata=metadata)
     return buffer.getvalue()
 
@@ -198,7 +205,8 @@ def fig1(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
 def model_slug(cfg: Config) -> str:
     """``affine`` or ``mlp-512-256`` (and ``-learned-prior``): a VAE's model in a file name."""
     m = cfg.model
-    return ("-".join(["mlp", *map(str, m.hidden)]) if m.hidden else "affine") + ("-learned-prior" if m.prior == "learned" else "")
+    return (("-".join(["mlp", *map(str, m.hidden)]) if m.hidden else "affine")
+            + ("-learned-prior" if m.prior == "learned" else ""))
 
 
 def fig4(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
@@ -223,7 +231,8 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
         panel = [p for p in points if p.cfg.model.kind == kind]
         for point in panel_runs(panel, f"{name} ({title}, {model})", results_dir, partial):
             estimator, variant = column(point)
-            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"), label=column_title(estimator, variant),
+            band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"),
+                 label=column_title(estimator, variant),
                   linestyle=":" if variant else "-" if estimator in PAPER_ESTIMATORS else "--", marker=".")
             if EQUAL_COST in point.values:   # a few steps at another's cost: drawn, not scaled to
                 continue
@@ -237,9 +246,11 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
         ax.set_ylabel("test negative ELBO (nats, one discrete sample)")
         ax.grid(alpha=0.3)
     handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}   # both panels'
-    axes[1].legend(handles.values(), handles.keys(), fontsize=7, ncol=1 + len(handles) // 15, loc="upper left",
-                   bbox_to_anchor=(1.02, 1), title="solid: the paper's; dashed: later;\ndotted: a variant, or at another's cost")
-    fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, mean ± std over seeds\n{model}")
+    axes[1].legend(handles.values(), handles.keys(), fontsize=7, ncol=1 + len(handles) // 15,
+                   loc="upper left", bbox_to_anchor=(1.02, 1),
+                   title="solid: the paper's; dashed: later;\ndotted: a variant, or at another's cost")
+    fig.suptitle(f"Figure 4 (reproduction): test negative ELBO during training, "
+                 f"mean ± std over seeds\n{model}")
     return save(fig, results_dir / "figures" / preset, name, footer(points, preset))
 
 
@@ -254,7 +265,8 @@ def fig3(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
         panel = [p for p in points if p.cfg.model.kind == kind]
         for point in panel_runs(panel, f"fig3 ({ROWS['sbn', kind]})", results_dir, partial):
             name, variant = column(point)
-            band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"), label=column_title(name, variant),
+            band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"),
+                 label=column_title(name, variant),
                   linestyle=":" if variant else "-" if name in PAPER_ESTIMATORS else "--", marker=".")
             if EQUAL_COST not in point.values:   # a few steps at another's cost: drawn, not scaled to
                 scaled += curve(point.run_dir, "test/nll").mean
@@ -265,7 +277,8 @@ def fig3(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
         ax.set_ylabel(f"test NLL of the lower half (nats, m = {', '.join(map(str, m))};\n{digits})")
         ax.grid(alpha=0.3)
     handles, labels = axes[1].get_legend_handles_labels()
-    axes[1].legend(handles, labels, fontsize=7, ncol=1 + len(labels) // 15, loc="upper left", bbox_to_anchor=(1.02, 1),
+    axes[1].legend(handles, labels, fontsize=7, ncol=1 + len(labels) // 15, loc="upper left",
+                   bbox_to_anchor=(1.02, 1),
                    title="solid: the paper's; dashed: later;\ndotted: a variant, or at another's cost")
     fig.suptitle("Figure 3 (reproduction): structured output prediction, test negative log-likelihood during "
                  "training, mean ± std over seeds")
@@ -276,11 +289,13 @@ def fig3(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
 
 def _schedule_colours(labels: list[str]) -> dict[str, tuple]:
     """Shades of one colour map per schedule family, so families read as groups."""
-    families = {"constant": "Blues", "exp": "Oranges", "linear": "Greens", "cosine": "Purples", "learned": "Reds"}
+    families = {"constant": "Blues", "exp": "Oranges", "linear": "Greens", "cosine": "Purples",
+                "learned": "Reds"}
     colours = {}
     for family, cmap in families.items():
         members = [label for label in labels if label.split()[0] == family]
-        shades = [0.7] if len(members) == 1 else [0.4 + 0.55 * i / (len(members) - 1) for i in range(len(members))]
+        shades = ([0.7] if len(members) == 1
+                  else [0.4 + 0.55 * i / (len(members) - 1) for i in range(len(members))])
         colours.update({label: plt.get_cmap(cmap)(shade) for label, shade in zip(members, shades)})
     return colours
 
@@ -309,8 +324,10 @@ def tau_ablation(preset: str, results_dir: Path, partial: bool = False) -> list[
     modes = {"st-gs": ("hard (ST-GS)", "o"), "gs": ("soft (GS)", "s")}
     bound_key = "test/iw_bound"
     m = sorted({p.cfg.eval.iw_samples for p in points})
-    by_mode = {name: panel_runs([p for p in relaxed if p.cfg.estimator.name == name], f"tau-ablation ({mode})",
-                                results_dir, partial) for name, (mode, _) in modes.items()}   # before either is drawn
+    # before either is drawn
+    by_mode = {name: panel_runs([p for p in relaxed if p.cfg.estimator.name == name],
+                                f"tau-ablation ({mode})",
+                                results_dir, partial) for name, (mode, _) in modes.items()}
 
     fig, ax = plt.subplots(figsize=(12, 5.2))
     drawn = {name: [(labels.index(schedule_label(p.values["tau"])) + (j - 0.5) * 0.25, *value)
@@ -321,11 +338,12 @@ def tau_ablation(preset: str, results_dir: Path, partial: bool = False) -> list[
     top = lowest + TAU_SPAN          # the sub-nat differences stay visible; beyond, a triangle on the edge
     for name, (mode, marker) in modes.items():
         inside = [(x, y, e) for x, y, e in drawn[name] if y <= top]
-        ax.errorbar([x for x, _, _ in inside], [y for _, y, _ in inside], yerr=[e for _, _, e in inside], fmt=marker,
-                    capsize=3, label=mode, markersize=7)
+        ax.errorbar([x for x, _, _ in inside], [y for _, y, _ in inside], yerr=[e for _, _, e in inside],
+                    fmt=marker, capsize=3, label=mode, markersize=7)
         for x, y, _ in (point for point in drawn[name] if point[1] > top):
             ax.plot(x, top, "^", color=ax.lines[-1].get_color(), markersize=7, clip_on=False)
-            ax.annotate(f"{y:.1f}", (x, top), xytext=(0, -12), textcoords="offset points", ha="center", fontsize=7)
+            ax.annotate(f"{y:.1f}", (x, top), xytext=(0, -12), textcoords="offset points", ha="center",
+                        fontsize=7)
     for p, style in zip(references, ("--", "-.", ":")):
         value = final(load_summary(p.run_dir), bound_key)
         if value is not None:
@@ -363,8 +381,10 @@ def tau_ablation(preset: str, results_dir: Path, partial: bool = False) -> list[
         bottom.grid(alpha=0.3)
     handles, labels = axes[0, 1].get_legend_handles_labels()   # in the room below tau = 0.5
     axes[1, 1].legend(handles, labels, fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.3))
-    fig.suptitle("Temperature ablation, categorical VAE: training curves per schedule (mean ± std over seeds)")
-    return paths + save(fig, results_dir / "figures" / preset, "tau_ablation_curves", footer(points, preset, note))
+    fig.suptitle("Temperature ablation, categorical VAE: training curves per schedule "
+                 "(mean ± std over seeds)")
+    return paths + save(fig, results_dir / "figures" / preset, "tau_ablation_curves",
+                        footer(points, preset, note))
 
 
 # ----------------------------------------------------------------------------- gradient variance
@@ -373,7 +393,8 @@ def toy_errors(name: str, tau: float, num_draws: int, toy: dict = TOY) -> dict[s
     """Encoder bias and variance of ``name`` at ``tau`` on an enumerable toy problem."""
     model, x = make_toy_problem(toy["kind"], toy["num_latents"], toy["num_classes"], batch=toy["batch"],
                                 data_dim=toy["data_dim"], hidden=toy["hidden"])
-    estimator = build_estimator(EstimatorConfig(name=name), latent_shape=(toy["num_latents"], toy["num_classes"]),
+    estimator = build_estimator(EstimatorConfig(name=name),
+                                latent_shape=(toy["num_latents"], toy["num_classes"]),
                                 context_dim=toy["data_dim"])
     errors = gradient_errors(model, estimator, x, tau=tau, num_draws=num_draws, seed=0)
     return {"bias": float(errors["encoder/bias"]), "variance": float(errors["encoder/variance"])}
@@ -404,7 +425,8 @@ def gradvar(preset: str, results_dir: Path, partial: bool = False) -> list[Path]
     fig, axes = plt.subplots(1, 4, figsize=(22, 5.6), gridspec_kw={"width_ratios": [1.4, 1, 1, 1.3]})
     for p in panel_runs(points, "gradvar (a)", results_dir, partial):
         name = p.cfg.estimator.name
-        band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS.get(name, "0.5"), label=column_title(*column(p)),
+        band(axes[0], p.run_dir, "train/encoder_grad_var", color=COLOURS.get(name, "0.5"),
+             label=column_title(*column(p)),
               linestyle="-" if name in PAPER_ESTIMATORS else "--", marker=".")
     run_draws = sorted({p.cfg.gradvar_draws for p in points})
     axes[0].set_yscale("log")
@@ -417,8 +439,10 @@ def gradvar(preset: str, results_dir: Path, partial: bool = False) -> list[Path]
     draws = TOY_DRAWS[preset]
     for name, style in (("gs", "o-"), ("st-gs", "s-")):
         errors = [toy_errors(name, tau, draws) for tau in TOY_TAUS]
-        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS.get(name, "0.5"), label=display_name(name))
-        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS.get(name, "0.5"), label=display_name(name))
+        axes[1].plot(TOY_TAUS, [e["bias"] for e in errors], style, color=COLOURS.get(name, "0.5"),
+                     label=display_name(name))
+        axes[2].plot(TOY_TAUS, [e["variance"] for e in errors], style, color=COLOURS.get(name, "0.5"),
+                     label=display_name(name))
     for name, style in (("st", "--"), ("reinforce", ":"), ("rloo", "-.")):
         errors = toy_errors(name, 1.0, draws)
         label = {"st": "ST (no τ)", "reinforce": "REINFORCE, no baseline", "rloo": "RLOO (k = 4)"}[name]
@@ -437,12 +461,13 @@ def gradvar(preset: str, results_dir: Path, partial: bool = False) -> list[Path]
     axes[1].set_title(f"(b) bias against the exact gradient\n(enumerable toy VAE, {shape} latents)")
     axes[2].set_title(f"(c) variance\n(same toy problem, {draws} draws per point)")
     every_estimator_panel(axes[3], draws)
-    fig.suptitle("Gradient estimators: variance during training, the bias / variance trade-off of τ, and every "
-                 "estimator's bias and variance")
-    note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator noise "
-            f"and model state; the gradient is the training loss's before variance normalisation (SF, NVIL, DARN "
-            f"and MuProp train on it divided by the signal's running std s), so every curve is the estimator's own "
-            f"variance. (b, c, d): no training; {noise}; an unbiased estimator's bar of bias is that noise.")
+    fig.suptitle("Gradient estimators: variance during training, the bias / variance trade-off of τ, and "
+                 "every estimator's bias and variance")
+    note = (f"(a): each estimator is measured at the parameters it trained to, so the curves mix estimator "
+            f"noise and model state; the gradient is the training loss's before variance normalisation (SF, "
+            f"NVIL, DARN and MuProp train on it divided by the signal's running std s), so every curve is "
+            f"the estimator's own variance. (b, c, d): no training; {noise}; "
+            f"an unbiased estimator's bar of bias is that noise.")
     return save(fig, results_dir / "figures" / preset, "gradvar", footer(points, preset, note))
 
 
@@ -479,8 +504,8 @@ def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     cfg = config_from_dict(state["config"])
     m = cfg.model
-    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds), prior=m.prior,
-                        activation=m.activation)
+    model = DiscreteVAE(m.kind, m.num_latents, m.num_classes, m.hidden, ReplicaGenerator(cfg.seeds),
+                        prior=m.prior, activation=m.activation)
     model.load_state_dict(state["model"])
     r = len(cfg.seeds)
     data = BinarizedImages.for_config(cfg.data, "cpu", log=lambda _: None)
@@ -494,13 +519,15 @@ def _decode_panels(checkpoint: Path) -> dict[str, tuple[torch.Tensor, int]]:
     rows = [x[:8], recon[:8], x[8:], recon[8:]]
     prior = model.prior_logits()[:1].expand(1, 64, m.num_latents, m.num_classes)   # replica 0's prior
     draws = sample_one_hot(prior, ReplicaGenerator([0]))[0]                       # [64, N, K]
-    panels = {"reconstructions (rows 1, 3: test digits; rows 2, 4: decoded posterior mode)": (torch.cat(rows), 8),
+    panels = {"reconstructions (rows 1, 3: test digits; "
+              "rows 2, 4: decoded posterior mode)": (torch.cat(rows), 8),
               f"samples from the {m.prior} prior (decoder means)": (decode(draws), 8)}
     if m.kind == "categorical":
         walk = mode[0, :1].repeat(m.num_latents * m.num_classes, 1, 1)          # [N*K, N, K]
         for n in range(m.num_latents):
             walk[n * m.num_classes:(n + 1) * m.num_classes, n] = torch.eye(m.num_classes)
-        panels[f"latent walk from the first test digit: row n sets variable n to class 1..{m.num_classes}"] = (
+        panels[f"latent walk from the first test digit: "
+               f"row n sets variable n to class 1..{m.num_classes}"] = (
             decode(walk), m.num_classes)
     return panels
 
@@ -535,8 +562,8 @@ def _speed_records(preset: str, results_dir: Path) -> list[dict]:
     records = sorted((results_dir / "bench" / preset).glob("ssl_speed_*.json"))
     if not records:
         raise SweepError(f"fig5: no {results_dir / 'bench' / preset}/ssl_speed_<device>.json; run python -m "
-                         f"experiments.bench --ssl-classes --preset {preset} --out {results_dir / 'bench' / preset}"
-                         f" (make fig5 does)")
+                         f"experiments.bench --ssl-classes --preset {preset} --out "
+                         f"{results_dir / 'bench' / preset} (make fig5 does)")
     return [json.loads(path.read_text()) for path in records]
 
 
@@ -546,11 +573,13 @@ def speed_panel(ax: plt.Axes, records: list[dict]) -> None:
     ratio = ax.twinx()
     for record, colour in zip(records, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         rates = record["steps_per_second"]
-        device = record["device"] + (", compile=true" if record.get("compile") else "")   # bench --ssl-classes --compiled
+        # bench --ssl-classes --compiled
+        device = record["device"] + (", compile=true" if record.get("compile") else "")
         for mode, style, label in (("marginal", "o-", "marginalization (C decoder passes)"),
                                    ("gs", "s:", f"{display_name('gs')} (one decoder pass)")):
             classes = sorted(int(c) for c in rates[mode])
-            ax.plot(classes, [rates[mode][str(c)] for c in classes], style, color=colour, label=f"{label}, {device}")
+            ax.plot(classes, [rates[mode][str(c)] for c in classes], style, color=colour,
+                    label=f"{label}, {device}")
         classes = sorted(int(c) for c in record["speedup"])
         ratio.plot(classes, [record["speedup"][str(c)] for c in classes], "^--", color=colour, linewidth=2.5,
                    label=f"speed-up gs / marginal, {device} (right)")
@@ -596,16 +625,18 @@ def fig5(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
     speed_panel(axes[0], records)
     axes[1].imshow(_image_grid(images, classes + 1).numpy(), cmap="gray", vmin=0, vmax=1)
     axes[1].axis("off")
-    axes[1].set_title(f"(b) analogies: column 1 a test digit; columns 2-{classes + 1} its style z (mean of q(z | x, y),"
-                      f" y = argmax q(y | x)) decoded with y = class 0..{classes - 1}", fontsize=9, wrap=True)
-    fig.suptitle(f"Figure 5 (reproduction): semi-supervised M2, summed against Gumbel-softmax class; (b) by the "
-                 f"{display_name(SAMPLES_ESTIMATOR)} run (replica of seed {point.cfg.seeds[0]})")
+    axes[1].set_title(f"(b) analogies: column 1 a test digit; columns 2-{classes + 1} its style z (mean of "
+                      f"q(z | x, y), y = argmax q(y | x)) decoded with y = class 0..{classes - 1}",
+                      fontsize=9, wrap=True)
+    fig.suptitle(f"Figure 5 (reproduction): semi-supervised M2, summed against Gumbel-softmax class; (b) by "
+                 f"the {display_name(SAMPLES_ESTIMATOR)} run (replica of seed {point.cfg.seeds[0]})")
     speed = " ".join(
-        f"(a) {r['device']}: median of {r['repeats']} x {r['steps']} training steps after {r['warmup']} warm-up steps "
-        f"per point, both modes in one process, {r['config']} with random labels"
-        f"{' and ' + ', '.join(r['overrides']) if r['overrides'] else ''}, measured {r['measured']} with torch "
-        f"{r['torch']}." for r in records) + " A busy machine slows both modes alike."
-    return save(fig, results_dir / "figures" / preset, "fig5_ssl", footer([point], preset, speed, SSL_BUDGET_NOTES))
+        f"(a) {r['device']}: median of {r['repeats']} x {r['steps']} training steps after {r['warmup']} "
+        f"warm-up steps per point, both modes in one process, {r['config']} with random labels"
+        f"{' and ' + ', '.join(r['overrides']) if r['overrides'] else ''}, measured {r['measured']} with "
+        f"torch {r['torch']}." for r in records) + " A busy machine slows both modes alike."
+    return save(fig, results_dir / "figures" / preset, "fig5_ssl",
+                footer([point], preset, speed, SSL_BUDGET_NOTES))
 
 
 #: Every figure by name: ``FIGURES[name](preset, results_dir, partial=False)`` draws it (``partial``: draw
@@ -646,5 +677,5 @@ def modern(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
 
 
 FIGURES: dict[str, Callable[..., list[Path]]] = {
-    "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar, "samples": samples,
-    "fig5": fig5, "modern": modern}
+    "fig1": fig1, "fig3": fig3, "fig4": fig4, "tau-ablation": tau_ablation, "gradvar": gradvar,
+    "samples": samples, "fig5": fig5, "modern": modern}

@@ -3,11 +3,11 @@
     python -m experiments.leaderboard --preset converged --gradients [--board 2017] [--cell CELL ...]
 
 What estimator papers report beside the bound. For a cell of a leaderboard whose task has one
-encoder (``Task.one_encoder``: the VAE; the SBN has one per layer), one model is trained and frozen: the cell's :data:`ANCHOR` entry (RLOO) at its first
-seed, its committed record trained again where the record carries no checkpoint
-(:func:`vae.reporting.figures.checkpoint_of`; on the CPU the same seed gives the same weights). At those
-parameters, on the cell's first validation batch, each entry's estimator (its own settings and its
-temperature at the checkpoint's step) draws the encoder gradient of the training loss
+encoder (``Task.one_encoder``: the VAE; the SBN has one per layer), one model is trained and frozen: the
+cell's :data:`ANCHOR` entry (RLOO) at its first seed, its committed record trained again where the record
+carries no checkpoint (:func:`vae.reporting.figures.checkpoint_of`; on the CPU the same seed gives the same
+weights). At those parameters, on the cell's first validation batch, each entry's estimator (its own settings
+and its temperature at the checkpoint's step) draws the encoder gradient of the training loss
 :data:`DRAWS` times with fresh noise, before variance normalisation
 (:func:`vae.training.diagnostics.encoder_gradient_moments`), and the reference, :data:`REFERENCE`
 (IndeCateR: unbiased, with the lowest variance of the unbiased estimators, results/README.md
@@ -173,7 +173,8 @@ def figure(measured: dict[str, list[tuple[str, bool, dict[str, float]]]], preset
             ax.annotate(title, (g["relative_error"], g["log10_variance"]), fontsize=6, xytext=(3, 2),
                         textcoords="offset points", color=colour)
         ax.set_xscale("log")
-        ax.set_xlabel("relative error of the mean gradient to the reference\n(grey tick: sampling noise alone)")
+        ax.set_xlabel("relative error of the mean gradient to the reference\n"
+                      "(grey tick: sampling noise alone)")
         ax.set_ylabel("log10 variance of the encoder gradient (trace)")
         ax.set_title(label)
         ax.grid(alpha=0.3, which="both")

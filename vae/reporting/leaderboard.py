@@ -1,7 +1,9 @@
-"""The leaderboards: every estimator on Table 1's four cells and on the 2020 benchmark's, ranked, with what it costs.
+"""The leaderboards: every estimator on Table 1's four cells and on the 2020 benchmark's, ranked,
+with what it costs.
 
-    python -m experiments.leaderboard [--preset quick] [--board all] [--estimator NAME ...] [--plugins MODULE ...]
-                                      [--equal-cost REFERENCE] [--cell CELL ...] [--gradients] [KEY=VALUE ...]
+    python -m experiments.leaderboard [--preset quick] [--board all] [--estimator NAME ...]
+                                      [--plugins MODULE ...] [--equal-cost REFERENCE] [--cell CELL ...]
+                                      [--gradients] [KEY=VALUE ...]
 
 **Boards** (``--board``, :data:`BOARDS`): ``2017``, Table 1's four cells -- the VAE (Bernoulli,
 categorical) of ``configs/sweeps/table1.yaml`` and the SBN (Bernoulli, categorical) of
@@ -10,9 +12,9 @@ categorical) of ``configs/sweeps/table1.yaml`` and the SBN (Bernoulli, categoric
 ``leaderboard_2020.md``; ``all`` (the default) draws both.
 
 **Cells.** Under a preset, a cell's configuration is
-its base config (and, on the 2020 board, its data set) with that sweep's preset settings (model, seeds, steps, bound). A cell's
-*entries* are the finished runs of its sweep at that configuration that differ from it only in
-what an estimator chooses: the estimator and its settings (``estimator.*``), the temperature
+its base config (and, on the 2020 board, its data set) with that sweep's preset settings (model, seeds, steps,
+bound). A cell's *entries* are the finished runs of its sweep at that configuration that differ from it only
+in what an estimator chooses: the estimator and its settings (``estimator.*``), the temperature
 (``tau.*``), the learning rate (chosen on validation where the preset has a grid, as in the
 tables) and, for an entry trained at another estimator's cost (``equal_cost``), its step counts.
 The sweeps' other runs (another model, one seed) are not entries.
@@ -87,11 +89,13 @@ from vae.training.tasks import TASKS
 from vae.training.trainer import Trainer, resolve_device
 
 COMMITTED = REPO / "results"       # the committed records every leaderboard ranks against
-STEP_KEYS = ("steps", "log_every", "checkpoint_every", "eval.every", "gradvar_every")   # what equal_cost scales
+# what equal_cost scales
+STEP_KEYS = ("steps", "log_every", "checkpoint_every", "eval.every", "gradvar_every")
 METRIC = {"table1": "test negative ELBO bound, m-sample importance weighted (test/iw_bound, nats)",
           "sbn": "test negative log-likelihood of the lower half, m samples (test/iw_nll, nats)",
           "modern": "test negative ELBO bound, 100-sample importance weighted (test/iw_bound, nats)"}
-METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample", "modern": "test bound, 100-sample"}
+METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample",
+                "modern": "test bound, 100-sample"}
 SPAN = 8.0   # nats above a cell's best that the frontier's y axis shows
 ALPHA = 0.05  # the family-wise error of a cell's verdicts (Holm's correction over its comparisons)
 CHOSEN_KEYS = ("estimator.", "tau.", "optim.lr", "plugins", "experiment", "out_dir", *STEP_KEYS)
@@ -128,8 +132,9 @@ def benchmark_cells(preset: str) -> tuple[Cell, ...]:
     cells = {}
     for point in expand(read_sweep(SWEEP_DIR / "modern.yaml"), preset, COMMITTED):
         model, data = benchmark_model(point.cfg), point.cfg.data.name
-        cells.setdefault((point.base, data), Cell(f"{model}-{data.replace('_', '-')}", f"{model} {DATASETS[data].title}",
-                                                  "modern", point.base, (("data.name", data),)))
+        cells.setdefault((point.base, data),
+                         Cell(f"{model}-{data.replace('_', '-')}", f"{model} {DATASETS[data].title}",
+                              "modern", point.base, (("data.name", data),)))
     return tuple(cells.values())
 
 
@@ -161,7 +166,8 @@ class Entry:
     ms_measured: bool            # ms from --time-steps on free cores (else the run's own time)
     new: bool                    # trained for this call (--estimator), not a committed entry
     minutes: float | None = None  # the run's wall time, training and test bound, all its seeds
-    gradient: dict[str, float] | None = None   # vae.reporting.gradient_quality.quality at the cell's shared checkpoint
+    # vae.reporting.gradient_quality.quality at the cell's shared checkpoint
+    gradient: dict[str, float] | None = None
 
     @property
     def title(self) -> str:
@@ -217,7 +223,8 @@ def verdicts(ranked: list[Entry], alpha: float = ALPHA) -> list[str]:
     stopping at the first that is not rejected), so the chance of calling any tied entry behind
     is at most alpha in the cell; ``tied`` otherwise; ``1 seed`` where either side has one seed."""
     best = ranked[0]
-    out = ["best"] + ["1 seed" if len(e.per_seed) < 2 or len(best.per_seed) < 2 else "tied" for e in ranked[1:]]
+    out = ["best"] + ["1 seed" if len(e.per_seed) < 2 or len(best.per_seed) < 2 else "tied"
+                      for e in ranked[1:]]
     tested = sorted((p_behind(e, best), i) for i, e in enumerate(ranked) if out[i] == "tied")
     for k, (p, i) in enumerate(tested):
         if p > alpha / (len(tested) - k):
@@ -243,7 +250,8 @@ def committed_points(cell: Cell, preset: str, stores: list[Path]) -> list[Point]
     found: dict[str, Point] = {}
     for store in stores:
         for point in expand(sweep, preset, store):
-            if (point.base == cell.base and _chosen_apart(point.cfg) == standard and point.run_dir.name not in found
+            if (point.base == cell.base and _chosen_apart(point.cfg) == standard
+                    and point.run_dir.name not in found
                     and load_summary(point.run_dir) is not None):
                 found[point.run_dir.name] = point
     return best_points(sweep, list(found.values()))
@@ -281,7 +289,8 @@ def measure_step_ms(points: list[Point], results_dir: Path, preset: str, device:
         passes = TASKS[point.cfg.task].decoder_passes(point.cfg)
         n = max(2, min(steps, round(steps * 16 / passes)))
         trainer = Trainer(replace(point.cfg, device=device, compile=False), log=lambda _: None)   # all eager
-        rate = median_rate(trainer.train_step, n, repeats, device_sync(trainer.device), warmup=max(1, min(5, n // 4)))
+        rate = median_rate(trainer.train_step, n, repeats, device_sync(trainer.device),
+                           warmup=max(1, min(5, n // 4)))
         record["runs"][point.run_dir.name] = round(1000 / rate, 2)
         print(f"{point.label}: {1000 / rate:.1f} ms/step", flush=True)
     record.update(device=device_name(resolve_device(device)), steps=steps, repeats=repeats,
@@ -352,14 +361,16 @@ def shared_rankings(means: dict[str, dict[str, float]]) -> list[tuple[tuple[str,
     one, best mean rank first. An estimator missing a cell of S (not run, or one its declarations
     exclude) is in no ranking on S: it cannot climb by leaving a bad cell out. Sets of equal size:
     the one more estimators have first."""
-    have = {title: tuple(label for label in means if title in means[label]) for label in means for title in means[label]}
+    have = {title: tuple(label for label in means if title in means[label]) for label in means
+            for title in means[label]}
     rankings = []
     sets = list(dict.fromkeys(have.values()))           # in the order their first estimator appears
     for cells in sorted(sets, key=lambda s: (-len(s), -list(have.values()).count(s), sets.index(s))):
         field = [t for t, own in have.items() if set(cells) <= set(own)]
         rank = {label: {t: i for i, t in enumerate(sorted(field, key=lambda t: (means[label][t], t)), 1)}
                 for label in cells}
-        mine = {t: sum(rank[label][t] for label in cells) / len(cells) for t, own in have.items() if own == cells}
+        mine = {t: sum(rank[label][t] for label in cells) / len(cells)
+                for t, own in have.items() if own == cells}
         rankings.append((cells, dict(sorted(mine.items(), key=lambda item: (item[1], item[0])))))
     return rankings
 
@@ -378,7 +389,8 @@ def overall_rows(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]]
             names[entry.title] = entry.point.cfg.estimator.name
             minutes.setdefault(entry.title, []).append(entry.minutes)
     rows = []
-    for cells, ranking in shared_rankings({cell.label: {e.title: e.mean for e in ranked} for cell, ranked in by_cell.items()}):
+    for cells, ranking in shared_rankings({cell.label: {e.title: e.mean for e in ranked}
+                                           for cell, ranked in by_cell.items()}):
         over = "all" if len(cells) == len(by_cell) else ", ".join(cells)
         for place, (title, mean_rank) in enumerate(ranking.items(), 1):
             shown = [numbers.get((title, cell.label)) or ("not run" if applies(names[title], cell, preset)
@@ -388,7 +400,8 @@ def overall_rows(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]]
     for title, labels in missing.items():
         if title in names:           # its cells without a result say why above
             continue
-        rows.append(("–", [title, "–", "none", *["does not apply" if c.label in labels else "–" for c in by_cell], "–"]))
+        rows.append(("–", [title, "–", "none",
+                           *["does not apply" if c.label in labels else "–" for c in by_cell], "–"]))
     return rows
 
 
@@ -396,55 +409,62 @@ def write(by_cell: dict[Cell, list[Entry]], missing: dict[str, list[str]], prese
           board: Board = BOARDS["2017"]) -> str:
     """Write the tables (markdown, LaTeX) and the frontier figure; return the markdown."""
     points = [e.point for ranked in by_cell.values() for e in ranked]
-    seeds = " or ".join(map(str, sorted({len(e.per_seed) for ranked in by_cell.values() for e in ranked}))) or "no"
-    note = (f"Verdict: the pooled two-sample t-test of each entry against the cell's best, Holm-corrected over the "
-            f"cell's entries (family-wise error {ALPHA:.0%} per cell): behind where it rejects equal means, else "
-            f"tied; with {seeds} seeds each a tie is weak evidence of equality. "
-            f"ms / step: measured alone on free cores (--time-steps, every entry eager), or, marked *, the run's "
-            f"own time (shared cores; *c: a run trained with compile=true, a faster step). {BUDGET_NOTES[preset]}")
+    seeds = (" or ".join(map(str, sorted({len(e.per_seed) for ranked in by_cell.values() for e in ranked})))
+             or "no")
+    note = (f"Verdict: the pooled two-sample t-test of each entry against the cell's best, Holm-corrected "
+            f"over the cell's entries (family-wise error {ALPHA:.0%} per cell): behind where it rejects "
+            f"equal means, else tied; with {seeds} seeds each a tie is weak evidence of equality. "
+            f"ms / step: measured alone on free cores (--time-steps, every entry eager), or, marked *, the "
+            f"run's own time (shared cores; *c: a run trained with compile=true, a faster step). "
+            f"{BUDGET_NOTES[preset]}")
     tables = [(["estimator", "mean rank", "ranked on cells", *[c.label for c in by_cell], "run minutes"],
-               overall_rows(by_cell, missing, preset), f"Leaderboard{'' if board is BOARDS['2017'] else ' of ' + board.title} ({preset}): per cell the test number (nats, mean over "
-                                               f"seeds) and its rank among the cell's entries. Rankings on shared cells: "
-                                               f"first the estimators with a result on every cell, by mean rank over "
-                                               f"all; then, for each smaller set of cells, those with results on exactly "
-                                               f"it, by mean rank over it among every estimator with results on those "
-                                               f"cells; an estimator is never ranked on cells others lack. Run minutes: "
-                                               f"its cells' runs' wall time, training and test "
-                                               f"bound, summed (the runs' summary.json: train_seconds + iw_seconds). "
-                                               f"{note}\n\n{provenance([p.run_dir for p in points], preset)}")]
+               overall_rows(by_cell, missing, preset),
+               f"Leaderboard{'' if board is BOARDS['2017'] else ' of ' + board.title} ({preset}): "
+               f"per cell the test number (nats, mean over seeds) and its rank among the cell's entries. "
+               f"Rankings on shared cells: first the estimators with a result on every cell, by mean rank "
+               f"over all; then, for each smaller set of cells, those with results on exactly it, by mean "
+               f"rank over it among every estimator with results on those cells; an estimator is never "
+               f"ranked on cells others lack. Run minutes: its cells' runs' wall time, training and test "
+               f"bound, summed (the runs' summary.json: train_seconds + iw_seconds). "
+               f"{note}\n\n{provenance([p.run_dir for p in points], preset)}")]
     for cell, ranked in by_cell.items():
         measured = any(e.gradient for e in ranked)
         header = CELL_HEADER + (GRADIENT_HEADER if measured else [])
         blank = [""] * (len(header) - 2)
-        extra = [("–", [title, "does not apply", *blank]) for title, labels in missing.items() if cell.label in labels]
+        extra = [("–", [title, "does not apply", *blank])
+                 for title, labels in missing.items() if cell.label in labels]
         rows = cell_rows(ranked) if ranked else [("–", ["no finished run yet", "", *blank])]
-        tables.append((header, rows + extra, f"{cell.label} ({preset}): {METRIC[cell.sweep]}, lower is better."
+        tables.append((header, rows + extra,
+                       f"{cell.label} ({preset}): {METRIC[cell.sweep]}, lower is better."
                        + (f" {gradient_quality.CAPTION}" if measured else "")))
     out = results_dir / "tables" / preset
     markdown = "\n".join(to_markdown(*t, corner="rank") for t in tables)
     write_drawing(out / f"leaderboard{board.suffix}.md", markdown)
     write_drawing(out / f"leaderboard{board.suffix}.tex", "\n".join(
         to_latex(*t, corner="rank", label=f"leaderboard{board.suffix}-{i}") for i, t in enumerate(tables, 1)))
-    frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]), board.suffix)
+    frontier(by_cell, preset, results_dir, footer(points, preset, note.split(BUDGET_NOTES[preset])[0]),
+             board.suffix)
     by_label = {cell.label: [(e.title, ESTIMATORS[e.point.cfg.estimator.name].unbiased, e.gradient)
                              for e in ranked if e.gradient] for cell, ranked in by_cell.items()}
     if any(by_label.values()):
-        gradient_quality.figure({label: found for label, found in by_label.items() if found}, preset, results_dir,
-                                footer(points, preset, gradient_quality.CAPTION), board.suffix)
+        gradient_quality.figure({label: found for label, found in by_label.items() if found}, preset,
+                                results_dir, footer(points, preset, gradient_quality.CAPTION), board.suffix)
     return markdown
 
 
 def pareto(entries: list[Entry], cost: str) -> list[Entry]:
     """The entries no other entry beats at lower or equal cost, cheapest first."""
     front, best = [], math.inf
-    for entry in sorted((e for e in entries if getattr(e, cost) is not None), key=lambda e: (getattr(e, cost), e.mean)):
+    for entry in sorted((e for e in entries if getattr(e, cost) is not None),
+                        key=lambda e: (getattr(e, cost), e.mean)):
         if entry.mean < best:
             front.append(entry)
             best = entry.mean
     return front
 
 
-def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str, suffix: str = "") -> list[Path]:
+def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, note: str,
+             suffix: str = "") -> list[Path]:
     """Per cell, the test number against decoder evaluations and against ms per step, with the
     Pareto front: ``<results_dir>/figures/<preset>/frontier.{png,pdf}``. The y axis spans the best
     :data:`SPAN` nats or up to the upper quartile of the entries, whichever is more, and always
@@ -482,8 +502,10 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
                     lw=1)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            decades = math.log10(max(getattr(e, cost) for e in drawn) / min(getattr(e, cost) for e in drawn)) if drawn else 0
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if decades <= 2 and f"{v:g}"[0] in "25" else ""))
+            decades = (math.log10(max(getattr(e, cost) for e in drawn) / min(getattr(e, cost) for e in drawn))
+                       if drawn else 0)
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"
+                                                       if decades <= 2 and f"{v:g}"[0] in "25" else ""))
             ax.set_ylim(best - 0.5, top)
             measured = cost == "passes" or all(e.ms_measured for e in drawn)
             compiled = cost == "ms" and any(not e.ms_measured and e.point.trained_compiled() for e in drawn)
@@ -499,7 +521,8 @@ def frontier(by_cell: dict[Cell, list[Entry]], preset: str, results_dir: Path, n
 
 
 def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugins: list[str] = (),
-                settings: dict[str, Any] | None = None, equal_cost: str | None = None, cells: list[str] | None = None,
+                settings: dict[str, Any] | None = None, equal_cost: str | None = None,
+                cells: list[str] | None = None,
                 committed_dir: Path = COMMITTED, train: Callable[[Sweep, list[Point]], object] | None = None,
                 log: Callable[[str], None] = print, board: str = "2017", gradients: bool = False) -> str:
     """Train ``names`` (after importing ``plugins``; with ``settings``, dotted keys) on ``cells``
@@ -533,7 +556,8 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
         for name in sorted(set(names) - set(apply)):
             if cells is not None:
                 raise SweepError(f"--cell: {name!r} does not apply to {cell.name} (it declares tasks "
-                                 f"{sorted(ESTIMATORS[name].tasks)}, latents {sorted(ESTIMATORS[name].kinds)})")
+                                 f"{sorted(ESTIMATORS[name].tasks)}, "
+                                 f"latents {sorted(ESTIMATORS[name].kinds)})")
             missing.setdefault(name, []).append(cell.label)
         points = committed_points(cell, preset, stores)
         if apply:
@@ -542,9 +566,9 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
                 todo = [p for p in mine if load_summary(p.run_dir) is None]
                 minutes = estimated_minutes(todo, points)
                 if todo and minutes is not None:
-                    log(f"{cell.label}: {len(todo)} run(s) to train and bound, about {minutes:.0f} minutes on this "
-                        "machine (the cell's committed one-pass entries' time per step, times the new runs' "
-                        "decoder passes and steps, plus their bound)")
+                    log(f"{cell.label}: {len(todo)} run(s) to train and bound, about {minutes:.0f} minutes "
+                        "on this machine (the cell's committed one-pass entries' time per step, times the "
+                        "new runs' decoder passes and steps, plus their bound)")
                 train(cell.read_sweep(), mine)
             committed = {p.run_dir.name for p in points}
             mine = [p for p in mine if p.run_dir.name not in committed]
@@ -568,7 +592,8 @@ def estimated_minutes(todo: list[Point], committed: list[Point]) -> float | None
     entries with one decoder pass a step (not at another's cost): their median seconds per step
     (all seeds) times each new run's passes and steps, plus their median bound's seconds; None
     without such an entry."""
-    one_pass = [s for p in committed if EQUAL_COST not in p.values and TASKS[p.cfg.task].decoder_passes(p.cfg) == 1.0
+    one_pass = [s for p in committed
+                if EQUAL_COST not in p.values and TASKS[p.cfg.task].decoder_passes(p.cfg) == 1.0
                 and (s := load_summary(p.run_dir)) is not None]
     if not one_pass:
         return None
@@ -595,8 +620,8 @@ def board_cost(preset: str, stores: list[Path], board: str = "2017") -> dict[str
                             f"{', '.join(map(str, stores))}")
     seconds = sum(s["train_seconds"] + s["iw_seconds"] for _, _, s in runs)
     seed_runs = sum(len(s["seeds"]) for _, _, s in runs)
-    cost = {"board": board, "preset": preset, "runs": len(runs), "seed_runs": seed_runs, "core_hours": seconds / 3600,
-            "core_hours_per_seed_run": seconds / 3600 / seed_runs,
+    cost = {"board": board, "preset": preset, "runs": len(runs), "seed_runs": seed_runs,
+            "core_hours": seconds / 3600, "core_hours_per_seed_run": seconds / 3600 / seed_runs,
             "devices": sorted({s["device"] for _, _, s in runs})}
     later = PRESETS[PRESETS.index(preset) + 1:]
     if later:
@@ -617,11 +642,11 @@ def board_cost(preset: str, stores: list[Path], board: str = "2017") -> dict[str
 
 def cost_line(cost: dict[str, Any]) -> str:
     """:func:`board_cost` in one line."""
-    line = (f"board {cost['board']}, preset {cost['preset']}: {cost['runs']} runs, {cost['seed_runs']} seed-runs, "
-            f"{cost['core_hours']:.1f} core-hours (training and test bound, one core per run, "
+    line = (f"board {cost['board']}, preset {cost['preset']}: {cost['runs']} runs, {cost['seed_runs']} "
+            f"seed-runs, {cost['core_hours']:.1f} core-hours (training and test bound, one core per run, "
             f"{', '.join(cost['devices'])}): {cost['core_hours_per_seed_run']:.2f} core-hours per seed-run")
     if "next" in cost:
         n = cost["next"]
-        line += (f"; the same entries under preset {n['preset']} ({n['runs']} runs, {n['seed_runs']} seed-runs): "
-                 f"about {n['core_hours']:.0f} core-hours at these runs' speed per step")
+        line += (f"; the same entries under preset {n['preset']} ({n['runs']} runs, {n['seed_runs']} "
+                 f"seed-runs): about {n['core_hours']:.0f} core-hours at these runs' speed per step")
     return line

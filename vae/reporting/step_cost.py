@@ -130,11 +130,12 @@ def matmul_floor(calls: list[MatmulCall], repeats: int = 5, sync: Callable[[], N
 #: wins, a pattern ``file:function`` matching both), after the products (counted as such wherever
 #: they run), the optimiser's kernels and the backward pass's operators.
 PARTS = (("data", ("vae/data/images.py",)),
-         ("sampling", ("vae/numerics/gumbel.py", "vae/estimators/sampling.py", "vae/numerics/replicas.py:_draw",
-                       "vae/numerics/replicas.py:bernoulli")),
+         ("sampling",
+          ("vae/numerics/gumbel.py", "vae/estimators/sampling.py", "vae/numerics/replicas.py:_draw",
+           "vae/numerics/replicas.py:bernoulli")),
          ("estimator", ("vae/estimators/",)),
-         ("model and loss", ("vae/models/discrete_vae.py", "vae/models/objectives.py", "vae/models/sbn.py", "vae/models/m2.py", "vae/training/tasks.py",
-                             "vae/numerics/replicas.py")),
+         ("model and loss", ("vae/models/discrete_vae.py", "vae/models/objectives.py", "vae/models/sbn.py",
+                             "vae/models/m2.py", "vae/training/tasks.py", "vae/numerics/replicas.py")),
          ("optimiser", ("vae/training/optim.py", "torch/optim/")))
 _MATMUL_NAMES = {f"aten::{op.__name__}" for op in MATMULS}
 

@@ -63,7 +63,8 @@ BUDGET_NOTES = {
     "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (minutes per run, far from converged, "
               "bounds on a subset of the test set): these numbers are NOT comparable to the paper's, "
               "and the differences mostly measure under-training."),
-    "converged": "Preset converged: a budget that 2 CPU cores finish in hours (steps: in the provenance line), records committed.",
+    "converged": "Preset converged: a budget that 2 CPU cores finish in hours (steps: "
+                 "in the provenance line), records committed.",
     "paper": "Preset paper: the paper's budget.",
 }
 
@@ -105,7 +106,8 @@ def _cost(point: Point | None, what: str) -> str:
     if what == "decoder":
         evals = final(summary, "train/est/decoder_evals")
         return "–" if evals is None else f"{evals[0]:g}"
-    speed = summary.get("steps_per_second")   # None (or 0 in older records): resumed at its end, no step timed
+    # None (or 0 in older records): resumed at its end, no step timed
+    speed = summary.get("steps_per_second")
     if not speed:
         return "–"
     return f"{1000 / speed:.1f}" + (" (compiled)" if point.trained_compiled() else "")
@@ -113,7 +115,8 @@ def _cost(point: Point | None, what: str) -> str:
 
 def compiled_note(points: list[Point]) -> str:
     """The caption's word on ``(compiled)`` time cells (:func:`_cost`), where a run has one."""
-    return ("; '(compiled)': a run trained with compile=true, the step as one graph, faster than an eager step"
+    return ("; '(compiled)': a run trained with compile=true, the step as one graph, "
+            "faster than an eager step"
             if any(p.trained_compiled() for p in points) else "")
 
 
@@ -146,8 +149,9 @@ def table1_rows(points: list[Point]) -> tuple[list[str], list[tuple[str, list[st
                                 if any((p.cfg.task, p.cfg.model.kind) == row for p in points)):
         cells = [by_cell.get((task, kind, *c)) for c in columns]
         papers = [paper_number(task, kind, name, variant) for name, variant in columns]
-        rows.append((f"{label} ours", [_cell(p, kinds=None if name not in ESTIMATORS or kind in ESTIMATORS[name].kinds
-                                             else ESTIMATORS[name].kinds) for p, (name, _) in zip(cells, columns)]))
+        rows.append((f"{label} ours",
+                     [_cell(p, kinds=None if name not in ESTIMATORS or kind in ESTIMATORS[name].kinds
+                            else ESTIMATORS[name].kinds) for p, (name, _) in zip(cells, columns)]))
         rows.append((f"{label} paper", ["–" if v is None else f"{v:.1f}" for v in papers]))
         rows.append((f"{label} ours − paper", [_difference(p, v) for p, v in zip(cells, papers)]))
         rows.append((f"{label} decoder evaluations / example / step", [_cost(p, "decoder") for p in cells]))
@@ -180,7 +184,8 @@ def optimiser_label(cfg: Config) -> str:
 
 def test_digits(examples: str) -> str:
     """``all 10,000 test digits`` or ``the first 200 of the 10,000 test digits``."""
-    return "all 10,000 test digits" if examples == "10000" else f"the first {examples} of the 10,000 test digits"
+    return ("all 10,000 test digits" if examples == "10000"
+            else f"the first {examples} of the 10,000 test digits")
 
 
 def paper_distance(points: list[Point]) -> str:
@@ -197,8 +202,8 @@ def paper_distance(points: list[Point]) -> str:
         return ""
     every = [g for row in gaps.values() for g in row]
     parts = ", ".join(f"{label} {mean_gap(g)}" for label, g in gaps.items())
-    return (f" Mean abs(ours − paper) over the finished cells with a paper number (their number in brackets): "
-            f"{parts}; all {mean_gap(every)}.")
+    return (f" Mean abs(ours − paper) over the finished cells with a paper number (their number in "
+            f"brackets): {parts}; all {mean_gap(every)}.")
 
 
 def table1_caption(points: list[Point], preset: str) -> str:
@@ -219,29 +224,30 @@ def table1_caption(points: list[Point], preset: str) -> str:
     lr = ", ".join(f"{v:g}" for v in lrs)
     lr = f"chosen per estimator on the validation negative ELBO from {lr}" if len(lrs) > 1 else lr
     tau = tau_note(points)
-    what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is better). "
-            f"'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
+    what = ("Table 1, VAE rows (reproduction). Test negative variational lower bound in nats (lower is "
+            f"better). 'ours': importance-weighted bound with m = {values('iw_samples')} discrete samples on")
     if any(p.cfg.task == "sbn" for p in points):
-        what = ("Table 1, SBN rows (reproduction). Test negative log-likelihood of a digit's lower half given its "
-                "upper half in nats (lower is better). 'ours': -log (1/m) sum_i p(x_lower | h_i), h_i ~ "
-                f"p(h | x_upper), m = {values('iw_samples')}, on")
+        what = ("Table 1, SBN rows (reproduction). Test negative log-likelihood of a digit's lower half "
+                "given its upper half in nats (lower is better). 'ours': -log (1/m) sum_i p(x_lower | h_i), "
+                f"h_i ~ p(h | x_upper), m = {values('iw_samples')}, on")
     return (f"{what} {digits}, {seeds}, after {values('steps')} training steps at batch 100; model: "
             f"{labels(model_label)}; optimiser {labels(optimiser_label)}, learning rate {lr}.{tau} "
-            f"'paper': Jang, Gu & Poole (2017), Table 1.{paper_distance(points)} SF = reinforce-ema (moving-average baseline), which like "
-            f"DARN, MuProp and NVIL divides the whole encoder gradient by the learning signal's running std "
-            f"(variance normalisation, as the paper did) unless a column says VN off. Columns with a setting in "
-            f"brackets are variants of the estimator before them, and the estimators after ST Gumbel-S. are later "
-            f"ones: no paper number. Every column trains the same steps at the same batch, so the costs differ: "
-            f"the cost rows give the decoder evaluations per example and the wall time per training step (all "
-            f"seeds of a run together, one CPU thread per run on the CPU{compiled_note(points)}); compare per unit of "
-            f"compute with them. "
+            f"'paper': Jang, Gu & Poole (2017), Table 1.{paper_distance(points)} SF = reinforce-ema "
+            f"(moving-average baseline), which like DARN, MuProp and NVIL divides the whole encoder gradient "
+            f"by the learning signal's running std (variance normalisation, as the paper did) unless a "
+            f"column says VN off. Columns with a setting in brackets are variants of the estimator before "
+            f"them, and the estimators after ST Gumbel-S. are later ones: no paper number. Every column "
+            f"trains the same steps at the same batch, so the costs differ: the cost rows give the decoder "
+            f"evaluations per example and the wall time per training step (all seeds of a run together, one "
+            f"CPU thread per run on the CPU{compiled_note(points)}); compare per unit of compute with them. "
             f"{BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
 def to_markdown(header: list[str], rows: list[tuple[str, list[str]]], caption: str, corner: str = "") -> str:
     """The caption, then a GitHub markdown table (``corner``: the heading of the rows' labels): a
     reader who searches a table's name lands above the table it names."""
-    lines = [(f"| {corner} | " if corner else "| | ") + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    lines = [(f"| {corner} | " if corner else "| | ") + " | ".join(header) + " |",
+             "|---" * (len(header) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
@@ -325,7 +331,8 @@ def table1(preset: str, results_dir: Path) -> str:
         sweep = read_sweep(path)
         if preset in sweep.presets:
             points += best_points(sweep, expand(sweep, preset, results_dir))
-    return write_tables("table1", [(*table1_rows(group), table1_caption(group, preset)) for group in by_model(points).values()],
+    return write_tables("table1", [(*table1_rows(group), table1_caption(group, preset))
+                                   for group in by_model(points).values()],
                         preset, results_dir, points)
 
 
@@ -335,13 +342,14 @@ def table1(preset: str, results_dir: Path) -> str:
 # classification on MNIST with 100 labels: per treatment of y (ssl.y), the test ELBO as the paper
 # prints it (nats, a negative number) and the test accuracy (%).
 PAPER_TABLE2 = {"marginal": (-106.8, 92.6), "gs": (-109.6, 92.4), "st-gs": (-110.7, 93.6)}
-SSL_ROWS = {"marginal": "Marginalization", "gs": "Gumbel", "st-gs": "ST Gumbel-Softmax"}   # the paper's row names
+# the paper's row names
+SSL_ROWS = {"marginal": "Marginalization", "gs": "Gumbel", "st-gs": "ST Gumbel-Softmax"}
 SSL_BUDGET_NOTES = {
     "tiny": BUDGET_NOTES["tiny"],
-    "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (1,000 steps, 2 epochs, minutes per run; the bound "
-              "on 200 test digits): far from converged, NOT comparable to the paper's numbers."),
-    "converged": ("Preset converged: what 2 CPU cores train in about 1.6 hours: 10,000 steps (20 epochs), a fifth "
-                  "of the paper's 50,000, alpha fixed at 0.1, the bound on the first 500 test digits."),
+    "quick": ("Preset quick: a smoke-level budget for 2 CPU cores (1,000 steps, 2 epochs, minutes per run; "
+              "the bound on 200 test digits): far from converged, NOT comparable to the paper's numbers."),
+    "converged": ("Preset converged: what 2 CPU cores train in about 1.6 hours: 10,000 steps (20 epochs), a "
+                  "fifth of the paper's 50,000, alpha fixed at 0.1, the bound on the first 500 test digits."),
     "paper": "Preset paper: the paper's budget (50,000 steps, 5 seeds, alpha chosen on validation accuracy).",
 }
 
@@ -380,31 +388,34 @@ def table2_caption(points: list[Point], preset: str) -> str:
     labelled = ", ".join(sorted({str(p.cfg.ssl.num_labelled) for p in points}))
     classes = ", ".join(sorted({str(p.cfg.ssl.num_classes) for p in points}))
     seeds = ", ".join(sorted({str(len(s["seeds"])) for s in summaries})) or "?"
-    return (f"Table 2 (reproduction): semi-supervised classification on binarized MNIST with {labelled} labelled "
-            f"training digits, the M2 model (networks of vae/models/m2.py, ours: the paper gives its networks only as a "
-            f"figure). Rows: the class y of the unlabelled digits summed over the {classes} classes (Marginalization) or "
-            f"sampled once with Gumbel-softmax or straight-through Gumbel-softmax. The paper's Table 2 prints the "
-            f"ELBO (a negative number, higher is better); we print the negative ELBO in nats (lower is better) and "
-            f"the paper's numbers negated the same way, so the two columns compare directly. Test −ELBO: y summed "
-            f"exactly, one z per class, on all 10,000 test digits; accuracy: argmax q(y | x) on the test digits; "
-            f"bound: importance-weighted, m = {values('iw_samples')} samples of z per class, on "
+    return (f"Table 2 (reproduction): semi-supervised classification on binarized MNIST with {labelled} "
+            f"labelled training digits, the M2 model (networks of vae/models/m2.py, ours: the paper gives "
+            f"its networks only as a figure). Rows: the class y of the unlabelled digits summed over the "
+            f"{classes} classes (Marginalization) or sampled once with Gumbel-softmax or straight-through "
+            f"Gumbel-softmax. The paper's Table 2 prints the ELBO (a negative number, higher is better); we "
+            f"print the negative ELBO in nats (lower is better) and the paper's numbers negated the same "
+            f"way, so the two columns compare directly. Test −ELBO: y summed exactly, one z per class, on "
+            f"all 10,000 test digits; accuracy: argmax q(y | x) on the test digits; bound: "
+            f"importance-weighted, m = {values('iw_samples')} samples of z per class, on "
             f"{test_digits(values('iw_examples'))} (no paper number). Mean ± std over {seeds} seeds after "
-            f"{values('steps')} training steps; α (weight of the labelled digits' classification "
-            f"loss): {alpha}. The cost columns: decoder evaluations per unlabelled digit per step and the wall time "
-            f"of a whole step (all seeds of a run together{compiled_note(points)}). {SSL_BUDGET_NOTES[preset]}\n\n"
-            f"{provenance([p.run_dir for p in points], preset)}")
+            f"{values('steps')} training steps; α (weight of the labelled digits' classification loss): "
+            f"{alpha}. The cost columns: decoder evaluations per unlabelled digit per step and the wall time "
+            f"of a whole step (all seeds of a run together{compiled_note(points)}). "
+            f"{SSL_BUDGET_NOTES[preset]}\n\n{provenance([p.run_dir for p in points], preset)}")
 
 
 def table2(preset: str, results_dir: Path) -> str:
     """Table 2: the ssl sweep's modes, alpha chosen on validation accuracy where the preset has a grid."""
     sweep = read_sweep(SSL_SWEEP)
     points = best_points(sweep, expand(sweep, preset, results_dir))
-    return write_tables("table2", [(*table2_rows(points), table2_caption(points, preset))], preset, results_dir, points)
+    return write_tables("table2", [(*table2_rows(points), table2_caption(points, preset))], preset,
+                        results_dir, points)
 
 
 # ----------------------------------------------------------------------------- model question
 
-QUESTION_COLUMNS = [("bernoulli", "gs"), ("bernoulli", "st-gs"), ("categorical", "gs"), ("categorical", "st-gs")]
+QUESTION_COLUMNS = [("bernoulli", "gs"), ("bernoulli", "st-gs"), ("categorical", "gs"),
+                    ("categorical", "st-gs")]
 METRICS = {"test/iw_bound": "bound", "test/neg_elbo": "ELBO"}   # the two readings of the paper's metric
 
 
@@ -453,7 +464,8 @@ def model_question_rows(points: list[Point]) -> tuple[list[str], list[tuple[str,
                           and "valid/neg_elbo" in _finals(cells[column])]
             chosen.append(min(candidates, key=lambda p: _finals(p)["valid/neg_elbo"]) if candidates else None)
         rows.append((f"{model}; chosen on validation", row(chosen)))
-    header = [f"{MODEL_ROWS[kind].removeprefix('VAE ')} {display_name(name)}" for kind, name in QUESTION_COLUMNS]
+    header = [f"{MODEL_ROWS[kind].removeprefix('VAE ')} {display_name(name)}"
+              for kind, name in QUESTION_COLUMNS]
     return header + [f"mean abs(ours − paper), {name} (cells)" for name in METRICS.values()], rows
 
 
@@ -466,14 +478,15 @@ def model_question(preset: str, results_dir: Path) -> str:
     steps = ", ".join(sorted({str(s["steps"]) for s in summaries})) or "?"
     m = ", ".join(sorted({str(s["iw_samples"]) for s in summaries})) or "?"
     examples = ", ".join(sorted({str(s["iw_examples"]) for s in summaries})) or "?"
-    caption = (f"Which model are the paper's VAE numbers from? Each cell: test bound / test negative ELBO in nats "
-               f"(bound: importance-weighted, m = {m} discrete samples; ELBO: one discrete sample per digit; both on "
-               f"{examples} test digits), one seed, after {steps} training steps, tau = max(0.5, exp(-r t)) updated "
-               f"every N steps, r = 3e-5 and N = 1000 except in the rows that name their r and N (the paper's grid). "
-               f"'mean abs(ours − paper)': over the finished cells of the row (their number in brackets), against the "
-               f"paper's Table 1 (GS, ST-GS; Bernoulli, categorical). The last rows follow the paper's protocol: per "
-               f"cell, of the rows of that model (its optimisers and, for the linear model, the annealing grid), the "
-               f"one with the lowest validation negative ELBO. "
+    caption = (f"Which model are the paper's VAE numbers from? Each cell: test bound / test negative ELBO in "
+               f"nats (bound: importance-weighted, m = {m} discrete samples; ELBO: one discrete sample per "
+               f"digit; both on {examples} test digits), one seed, after {steps} training steps, tau = "
+               f"max(0.5, exp(-r t)) updated every N steps, r = 3e-5 and N = 1000 except in the rows that "
+               f"name their r and N (the paper's grid). 'mean abs(ours − paper)': over the finished cells of "
+               f"the row (their number in brackets), against the paper's Table 1 (GS, ST-GS; Bernoulli, "
+               f"categorical). The last rows follow the paper's protocol: per cell, of the rows of that "
+               f"model (its optimisers and, for the linear model, the annealing grid), the one with the "
+               f"lowest validation negative ELBO. "
                f"{BUDGET_NOTES.get(preset, '')}\n\n{provenance([p.run_dir for p in points], preset)}")
     return write_tables("model_question", [(header, rows, caption)], preset, results_dir, points)
 
@@ -500,7 +513,8 @@ def tau_note(points: list[Point]) -> str:
         cls = ESTIMATORS.get(p.cfg.estimator.name)
         if cls is not None and cls.reads_tau:
             names = by_schedule.setdefault(tau_caption(p.cfg.tau), [])
-            names += [] if display_name(p.cfg.estimator.name) in names else [display_name(p.cfg.estimator.name)]
+            names += ([] if display_name(p.cfg.estimator.name) in names
+                      else [display_name(p.cfg.estimator.name)])
     if not by_schedule:
         return ""
     tau = " τ (where an estimator reads it): " + "; ".join(f"{schedule} for {', '.join(names)}"
@@ -513,7 +527,8 @@ def modern_cells(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
     cells: dict[tuple[str, str], list[Point]] = {}
     for point in points:
         cells.setdefault((benchmark_model(point.cfg), point.cfg.data.name), []).append(point)
-    return {cell: sorted(group, key=lambda p: column_order(p.cfg.estimator.name)) for cell, group in cells.items()}
+    return {cell: sorted(group, key=lambda p: column_order(p.cfg.estimator.name))
+            for cell, group in cells.items()}
 
 
 def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Table:
@@ -535,17 +550,18 @@ def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Tab
     test = ", ".join(sorted({f"{s['iw_examples']:,}" for s in summaries})) or "?"
     model, dataset = cell
     budget = ", ".join(f"{n:,}" for n in steps)
-    caption = (f"The 2020 benchmark, {model} model, {DATASETS[dataset].title}: 200 Bernoulli latents, dynamic "
-               f"binarization, batch {points[0].cfg.data.batch_size}, Adam {points[0].cfg.optim.lr:g} and the learned "
-               f"prior by SGD at {points[0].cfg.optim.prior_lr:g}, after {budget} steps "
+    caption = (f"The 2020 benchmark, {model} model, {DATASETS[dataset].title}: 200 Bernoulli latents, "
+               f"dynamic binarization, batch {points[0].cfg.data.batch_size}, Adam "
+               f"{points[0].cfg.optim.lr:g} and the learned prior by SGD at "
+               f"{points[0].cfg.optim.prior_lr:g}, after {budget} steps "
                f"({', '.join(f'{n / PAPERS_STEPS:.0%}' for n in steps)} of the papers' {PAPERS_STEPS:,}). "
-               f"train −ELBO: one sample per image on the training split at the last step (fresh binarization); "
-               f"test −L100: the m = {m} importance-weighted bound on {test} test images (one fixed binarization); "
-               f"nats, mean ± std over seeds, lower is better.{tau_note(points)} Published: the papers' numbers "
-               f"for the same cell "
-               f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their protocol "
-               f"differs from ours as results/README.md \"The 2020 benchmark\" says, and their budget is {PAPERS_STEPS:,} "
-               f"steps.{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
+               f"train −ELBO: one sample per image on the training split at the last step (fresh "
+               f"binarization); test −L100: the m = {m} importance-weighted bound on {test} test images (one "
+               f"fixed binarization); nats, mean ± std over seeds, lower is better.{tau_note(points)} "
+               f"Published: the papers' numbers for the same cell "
+               f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their "
+               f"protocol differs from ours as results/README.md \"The 2020 benchmark\" says, and their "
+               f"budget is {PAPERS_STEPS:,} steps.{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
     return header, rows, caption
 
 

@@ -47,7 +47,8 @@ def held_out_lines(summary: dict) -> list[str]:
     """The final held-out numbers of a run, one line each: ``test/iw_bound 105.31 ± 0.12 (2 seeds)``,
     ``test/iw_bound 105.31 (1 seed)`` (one seed has no spread to show)."""
     seeds = len(summary["seeds"])
-    return [f"{key} {value['mean']:.2f}" + (f" ± {value['std']:.2f} ({seeds} seeds)" if seeds > 1 else " (1 seed)")
+    return [f"{key} {value['mean']:.2f}"
+            + (f" ± {value['std']:.2f} ({seeds} seeds)" if seeds > 1 else " (1 seed)")
             for key, value in sorted(summary.items()) if key.startswith(("valid/", "test/"))]
 
 

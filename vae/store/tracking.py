@@ -4,8 +4,9 @@ mirrored to Weights & Biases.
 W&B gets the same numbers as ``<split>/<metric>`` (mean over replicas) and
 ``<split>/<metric>/seed<s>`` (only ``.../lr<lr>-seed<s>`` in a run with a learning rate per
 replica). Its mode comes from ``$WANDB_MODE``: ``offline`` by default (no account, no network;
-``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or ``disabled``. wandb is imported only when the mode is not ``disabled``, and it prints nothing to
-the console unless ``WANDB_SILENT=false``.
+``wandb sync results/wandb/...`` uploads later), ``online`` after ``wandb login``, or ``disabled``. wandb is
+imported only when the mode is not ``disabled``,
+and it prints nothing to the console unless ``WANDB_SILENT=false``.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class RunTracker:
         # is the run directory's, so a resumed run continues its W&B run
         own_id = {} if "WANDB_SWEEP_ID" in os.environ else {"id": wandb_id(self.run_dir), "resume": "allow"}
         return wandb.init(project=project, name=self.run_dir.name, group=self.run_dir.parent.name,
-                          config=config, mode=mode, dir=str(wandb_dir), settings=wandb.Settings(silent=silent),
-                          reinit="finish_previous", **own_id)
+                          config=config, mode=mode, dir=str(wandb_dir),
+                          settings=wandb.Settings(silent=silent), reinit="finish_previous", **own_id)
 
     def log(self, step: int, split: str, metrics: dict[str, list[float]]) -> None:
         """Record ``metrics[name][r]`` (one value per replica) for ``split`` at ``step``."""
@@ -84,7 +85,8 @@ class RunTracker:
         if self._wandb is not None:
             if summary is not None:
                 self._wandb.summary.update({k: v["mean"] if isinstance(v, dict) else v
-                                            for k, v in summary.items() if self.one_config or not isinstance(v, dict)})
+                                            for k, v in summary.items()
+                                            if self.one_config or not isinstance(v, dict)})
             self._wandb.finish(exit_code=0 if summary is not None else 1)
             self._wandb = None
         self._file.close()

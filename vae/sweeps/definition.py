@@ -2,7 +2,7 @@
 
 A sweep file is a W&B grid sweep plus keys of our own::
 
-    name: tau_ablation                 # runs go to <results>/sweeps/<name>/<preset>/ (name: the file's stem by default)
+    name: tau_ablation # runs go to <results>/sweeps/<name>/<preset>/ (name: the file's stem by default)
     method: grid                       # the only method
     metric: {name: valid/neg_elbo, goal: minimize}   # optional; what tables select on (goal:
                                        # minimize, the default, or maximize, e.g. valid/accuracy)
@@ -60,7 +60,8 @@ PRESETS = ("tiny", "quick", "converged", "paper")
 AS_WRITTEN = "none"  # --preset none: the sweep file as written, no preset's overrides
 STORE = "sweeps"  # <results>/sweeps/<sweep name>/<preset>/<run>: the committed run records
 GOALS = ("minimize", "maximize")   # a sweep metric's goal: the best point has the lowest / highest value
-EQUAL_COST = "equal_cost"  # a point's key beside the config's: its steps at that estimator's decoder evaluations
+# a point's key beside the config's: its steps at that estimator's decoder evaluations
+EQUAL_COST = "equal_cost"
 SWEEP_KEYS = {"name", "description", "method", "metric", "base", "parameters", "include", "select", "presets"}
 
 
@@ -155,7 +156,8 @@ class Applicable:
             return cls()
         allowed = {"max_passes", "exclude"}
         _require(isinstance(spec, dict) and set(spec) <= allowed,
-                 f"{where}.applicable: expected true or a mapping with keys {', '.join(sorted(allowed))}, got {spec!r}")
+                 f"{where}.applicable: expected true or a mapping with keys {', '.join(sorted(allowed))}, "
+                 f"got {spec!r}")
         passes, exclude = spec.get("max_passes"), spec.get("exclude", [])
         _require(passes is None or (isinstance(passes, (int, float)) and passes > 0),
                  f"{where}.applicable.max_passes: expected a positive number, got {passes!r}")
@@ -205,8 +207,8 @@ def _axis_or_value(key: str, spec: Any, where: str) -> tuple[bool, Any]:
     if key == "estimator.name" and isinstance(spec, dict) and set(spec) == {"applicable"}:
         return True, [Applicable.parse(spec["applicable"], f"{where}.{key}")]
     _require(isinstance(spec, dict) and len(spec) == 1 and set(spec) <= {"values", "value"},
-             f"{where}.{key}: expected {{values: [...]}}, {{value: v}} or (estimator.name) {{applicable: ...}}, "
-             f"got {spec!r}")
+             f"{where}.{key}: expected {{values: [...]}}, {{value: v}} or (estimator.name) {{applicable: "
+             f"...}}, got {spec!r}")
     if "values" in spec:
         _require(isinstance(spec["values"], list) and len(spec["values"]) > 0,
                  f"{where}.{key}.values: expected a non-empty list, got {spec['values']!r}")
@@ -236,8 +238,9 @@ def read_sweep(path: str | Path) -> Sweep:
     _require(isinstance(bases, list) and bases and all(isinstance(b, str) for b in bases),
              f"base: expected a config file or a list of them, got {tree.get('base')!r}")
     for base in bases:
-        _require(base_path(base).is_file(), f"base: config file {base} not found (a relative path is looked for in "
-                                            f"the current directory {Path.cwd()}, then in {REPO})")
+        _require(base_path(base).is_file(),
+                 f"base: config file {base} not found (a relative path is looked for in "
+                 f"the current directory {Path.cwd()}, then in {REPO})")
     axes, fixed = {}, {}
     for key, spec in (tree.get("parameters") or {}).items():
         is_axis, value = _axis_or_value(key, spec, "parameters")
@@ -255,8 +258,8 @@ def read_sweep(path: str | Path) -> Sweep:
     for name, preset in presets.items():
         if "include" in preset:
             _include_list(preset["include"], f"presets.{name}.include")
-    return Sweep(path, tree.get("name", path.stem), metric["name"], metric.get("goal", "minimize"), bases, axes, fixed,
-                 include, select, presets)
+    return Sweep(path, tree.get("name", path.stem), metric["name"], metric.get("goal", "minimize"), bases,
+                 axes, fixed, include, select, presets)
 
 
 def base_path(base: str) -> Path:
@@ -342,14 +345,15 @@ def run_name(point_values: dict[str, Any], base: str, digest: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
 
 
-def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str, Any]] | None = None) -> list[Point]:
+def expand(sweep: Sweep, preset: str, results_dir: Path,
+           entries: list[dict[str, Any]] | None = None) -> list[Point]:
     """Every point of ``sweep`` under ``preset`` (``AS_WRITTEN``: no preset), in a fixed order, with
     its resolved config; a point whose resolved config equals an earlier one's is left out (the
     two would be one run). ``entries``: these include entries instead of the grid and the file's
     own (the preset's settings and its axes beyond the grid's apply to them as to any entry)."""
     _require(preset == AS_WRITTEN or preset in sweep.presets,
-             f"--preset: {preset!r} is not defined in {sweep.path}; defined: {', '.join(sweep.presets) or 'none'}"
-             f" ({AS_WRITTEN}: the file as written)")
+             f"--preset: {preset!r} is not defined in {sweep.path}; defined: "
+             f"{', '.join(sweep.presets) or 'none'} ({AS_WRITTEN}: the file as written)")
     chosen = sweep.presets.get(preset, {})
     preset_axes, preset_fixed = {}, {}
     include = chosen.get("include", sweep.include)
@@ -369,7 +373,8 @@ def expand(sweep: Sweep, preset: str, results_dir: Path, entries: list[dict[str,
                 for own in _entry_points(entry, "include") for combo in itertools.product(*extra.values())]
     for values in included:
         _require(values.get("base", sweep.bases[0]) in sweep.bases,
-                 f"include: base {values.get('base')!r} is not one of the sweep's bases ({', '.join(sweep.bases)})")
+                 f"include: base {values.get('base')!r} is not one of the sweep's bases "
+                 f"({', '.join(sweep.bases)})")
     points, digests = [], set()
     for values, base in _with_bases(sweep, grid + included, preset_fixed):
         # bases innermost: each estimator's runs on both VAEs come together
@@ -405,7 +410,8 @@ def _with_bases(sweep: Sweep, entries: list[dict[str, Any]], preset_fixed: dict[
         overrides = [f"{k}={_yaml_value(v)}" for k, v in fixed.items() if k != EQUAL_COST]
         per_base = {base: axis.names(base, overrides) for base in bases}
         for name in ESTIMATORS:
-            yield from (({**values, "estimator.name": name}, base) for base in bases if name in per_base[base])
+            yield from (({**values, "estimator.name": name}, base)
+                        for base in bases if name in per_base[base])
 
 
 def best_points(sweep: Sweep, points: list[Point]) -> list[Point]:

@@ -1,8 +1,8 @@
 """Training a sweep's points resumably, one after another or on worker processes (vae/sweeps/definition.py
 says what the points are and where their run directories lie).
 
-A second call finds its runs again: a finished run (``summary.json``) whose saved config equals the point's is skipped; one whose
-config differs (a changed default) is ``stale`` and trained again; an unfinished one with a
+A second call finds its runs again: a finished run (``summary.json``) whose saved config equals the point's is
+skipped; one whose config differs (a changed default) is ``stale`` and trained again; an unfinished one with a
 checkpoint is resumed; anything else starts afresh. A run that diverges is recorded in
 ``failed.txt`` and skipped from then on (delete its directory to retry); the others go on.
 The run directories, checkpoints aside, are the records the figures and tables are drawn from;
@@ -40,7 +40,8 @@ from vae.sweeps.definition import STORE, Point, Sweep, SweepError, run_name, wha
 from vae.sweeps.wandb_agents import register, start_agents, wandb_config
 from vae.training.trainer import TrainingDiverged, final_numbers, torch_threads, train
 
-PACKS = "packs"   # <results>/packs/<sweep name>/<preset>/<pack>: packs in training (--pack-lr), never committed
+# <results>/packs/<sweep name>/<preset>/<pack>: packs in training (--pack-lr), never committed
+PACKS = "packs"
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,13 @@ def split_pack(pack: Pack, info: dict[str, Any]) -> None:
         mine.update(final_numbers(mine_rows, point.cfg.steps, len(own)))
         rate = summary["steps_per_second"]
         mine.update(seeds=point.cfg.seeds, train_seconds=round(summary["train_seconds"] / k, 2),
-                    iw_seconds=round(summary["iw_seconds"] / k, 2), steps_per_second=rate and round(rate * k, 2),
-                    packed={"points": k, "train_seconds": summary["train_seconds"], "iw_seconds": summary["iw_seconds"],
-                            "steps_per_second": rate})
+                    iw_seconds=round(summary["iw_seconds"] / k, 2),
+                    steps_per_second=rate and round(rate * k, 2),
+                    packed={"points": k, "train_seconds": summary["train_seconds"],
+                            "iw_seconds": summary["iw_seconds"], "steps_per_second": rate})
         write_summary(point.run_dir, mine)
-        write_sweep_info(point.run_dir, {**info, "base": point.base, "values": point.values, "pack": pack.run_dir.name})
+        write_sweep_info(point.run_dir,
+                         {**info, "base": point.base, "values": point.values, "pack": pack.run_dir.name})
         offset = own.stop
 
 
@@ -172,7 +175,8 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
     info = {"sweep": str(sweep.path), "preset": preset, "commit": commit}
     try:
         saved = read_config_text(unit.run_dir)
-        resumable = (unit.run_dir / CHECKPOINT).exists() and saved is not None and read_yaml(saved) == to_dict(pack_cfg)
+        resumable = ((unit.run_dir / CHECKPOINT).exists() and saved is not None
+                     and read_yaml(saved) == to_dict(pack_cfg))
         if resumable:
             train(None, unit.run_dir, resume=True, progress=progress)
         else:
@@ -181,17 +185,20 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
     except TrainingDiverged as err:
         shutil.rmtree(unit.run_dir, ignore_errors=True)
         if err.replica is None:
-            print(f"a pack of {len(unit.points)} learning rates diverged ({err}); training its points one by one",
+            print(f"a pack of {len(unit.points)} learning rates diverged ({err}); "
+                  f"training its points one by one",
                   flush=True)
             return [run_point(point, sweep, preset, progress, commit) for point in unit.points]
         bad = unit.points[err.replica // len(unit.points[0].cfg.seeds)]
-        print(f"learning rate {bad.cfg.optim.lr:g} of a pack diverged ({err}); packing the others again", flush=True)
+        print(f"learning rate {bad.cfg.optim.lr:g} of a pack diverged ({err}); packing the others again",
+              flush=True)
         shutil.rmtree(bad.run_dir, ignore_errors=True)
         bad.run_dir.mkdir(parents=True)
         write_config(bad.run_dir, to_dict(bad.cfg))
         mark_failed(bad.run_dir, f"in a pack of learning rates ({unit.run_dir.name}): {err}")
         write_sweep_info(bad.run_dir, {**info, "base": bad.base, "values": bad.values, "outcome": "diverged",
-                                       "pack": unit.run_dir.name, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
+                                       "pack": unit.run_dir.name,
+                                       "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
         rest = [p for p in unit.points if p is not bad]
         again = rest[0] if len(rest) == 1 else make_pack(rest, unit.run_dir.parent)
         results = dict(zip((p.run_dir for p in rest), run_unit(again, sweep, preset, progress, commit)))
@@ -220,7 +227,8 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, preset: str, workers: int,
-               progress: bool, commit: str, threads: int | None = None) -> Iterator[tuple[str, Point, str, float]]:
+               progress: bool, commit: str,
+               threads: int | None = None) -> Iterator[tuple[str, Point, str, float]]:
     """Run ``todo`` (points and packs) one after another, or on ``workers`` processes, each with
     ``threads`` torch threads (default: the threads torch would use, ``torch.get_num_threads()``,
     which honours ``OMP_NUM_THREADS``, divided by ``workers``: small networks use threads poorly,
@@ -233,10 +241,12 @@ def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, p
     if workers == 1:
         with torch_threads(threads):   # the caller's setting again after (a test calling main in-process)
             for unit in todo:
-                resumed = (unit.run_dir / CHECKPOINT).exists() if isinstance(unit, Pack) else unit.status() == "resume"
+                resumed = ((unit.run_dir / CHECKPOINT).exists() if isinstance(unit, Pack)
+                           else unit.status() == "resume")
                 for point in members(unit):
                     print(f"{heads[point.run_dir]}: {'resumed' if resumed else 'started'}"
-                          + (f" (in a pack of {len(unit.points)} learning rates)" if isinstance(unit, Pack) else ""),
+                          + (f" (in a pack of {len(unit.points)} learning rates)" if isinstance(unit, Pack)
+                             else ""),
                           flush=True)
                 results = run_unit(unit, sweep, preset, progress, commit)
                 for point, result in zip(members(unit), results):
@@ -253,13 +263,14 @@ def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, p
         pool.shutdown(cancel_futures=True)
 
 
-def register_with_wandb(sweep: Sweep, preset: str, points: list[Point], results_dir: Path, agents: int) -> int:
+def register_with_wandb(sweep: Sweep, preset: str, points: list[Point], results_dir: Path,
+                        agents: int) -> int:
     """``--wandb``: register the points with W&B, print how to start agents, start ``agents`` here."""
     projects = {p.cfg.wandb_project for p in points}
     if len(projects) != 1:
         raise SweepError(f"--wandb: the points log to several W&B projects ({', '.join(sorted(projects))})")
-    config = wandb_config(sweep.path, sweep.name, sweep.metric, sweep.goal, preset, [p.run_dir.name for p in points],
-                          results_dir)
+    config = wandb_config(sweep.path, sweep.name, sweep.metric, sweep.goal, preset,
+                          [p.run_dir.name for p in points], results_dir)
     full_id = register(config, projects.pop())
     print(f"registered W&B sweep {full_id}: {len(points)} points of {sweep.path} (preset {preset})")
     print("start an agent on each machine (from a clone of this repository, same commit):")
@@ -287,8 +298,8 @@ def train_points(sweep: Sweep, points: list[Point], preset: str, results_dir: Pa
                 todo.append(point)
                 heads[point.run_dir] = head
         units = units_to_train(todo, pack_lr, results_dir / PACKS / sweep.name / preset)
-        runs = run_points(units, heads, sweep, preset, workers, progress and workers == 1, commit=git_commit(),
-                          threads=threads)
+        runs = run_points(units, heads, sweep, preset, workers, progress and workers == 1,
+                          commit=git_commit(), threads=threads)
         for head, point, outcome, seconds in runs:
             outcomes[outcome] += 1
             summary = load_summary(point.run_dir)

@@ -42,8 +42,8 @@ def wandb_config(sweep_path: Path, name: str, metric: str, goal: str, preset: st
         "method": "grid",
         "metric": {"name": metric, "goal": goal},
         "parameters": {POINT: {"values": list(point_names)}},
-        "command": ["${env}", "${interpreter}", "-m", "experiments.sweep", str(sweep_path), "--preset", preset,
-                    "--results-dir", str(results_dir), "${args}"],
+        "command": ["${env}", "${interpreter}", "-m", "experiments.sweep", str(sweep_path), "--preset",
+                    preset, "--results-dir", str(results_dir), "${args}"],
     }
 
 
@@ -60,14 +60,16 @@ def register(config: dict[str, Any], project: str, client: ModuleType | None = N
     """Register ``config`` with W&B in ``project``; returns ``entity/project/sweep_id``."""
     if os.environ.get("WANDB_MODE", "offline") != "online":
         raise WandbSweepError("--wandb: W&B sweeps are coordinated by the W&B server: set WANDB_MODE=online "
-                              "and run `wandb login` first (the local runner, without --wandb, needs neither)")
+                              "and run `wandb login` first (the local runner, without --wandb, "
+                              "needs neither)")
     wandb = _client(client)
     try:
         sweep_id = wandb.sweep(config, project=project)
         entity = wandb.Api().default_entity
     except Exception as err:  # no login, no network, a refused config: say so in one line
         first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise WandbSweepError(f"--wandb: W&B refused or could not be reached ({type(err).__name__}: {first}); "
+        raise WandbSweepError(f"--wandb: W&B refused or could not be reached ({type(err).__name__}: "
+                              f"{first}); "
                               "check `wandb login` and the network") from err
     return f"{entity}/{project}/{sweep_id}"
 

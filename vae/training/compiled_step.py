@@ -103,8 +103,10 @@ class CompiledStep:
         torch.compiler.reset()
         self.graph: Callable = torch.compile(self._update, fullgraph=True, mode=mode)
 
-    def __call__(self, batch: Batch, learning_rate: float | list[float], t: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        if learning_rate != self.learning_rate:     # a host-to-device copy when the rate decays, none otherwise
+    def __call__(self, batch: Batch, learning_rate: float | list[float],
+                 t: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        # a host-to-device copy when the rate decays, none otherwise
+        if learning_rate != self.learning_rate:
             rates = learning_rate if isinstance(learning_rate, list) else [learning_rate] * len(self.lr)
             self.lr.copy_(torch.tensor(rates), non_blocking=True)
             self.learning_rate = learning_rate
@@ -126,7 +128,8 @@ class CompiledStep:
             if before is None:
                 raise
             self.trainer.rng.load_state_dict(before)    # compiling fails before the graph runs: nothing moved
-            raise NotCompiled(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+            raise NotCompiled(f"{type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
         self.compiled = True
         return out
 
@@ -136,7 +139,8 @@ class CompiledStep:
         whose step is one graph. What tests/test_training.py checks for every estimator."""
         noise = DrawnNoise.ahead(self.trainer.rng, self.plan)
         with torch._dynamo.config.patch(trace_autograd_ops=True):
-            explanation = torch._dynamo.explain(self._update)(batch, noise.tensors, self._tau(t), self.step.fill_(t), None)
+            explanation = torch._dynamo.explain(self._update)(batch, noise.tensors, self._tau(t),
+                                                              self.step.fill_(t), None)
         return [f"{b.reason.splitlines()[0]} ({b.user_stack[-1].filename}:{b.user_stack[-1].lineno})"
                 if b.user_stack else b.reason.splitlines()[0] for b in explanation.break_reasons]
 
@@ -144,7 +148,8 @@ class CompiledStep:
         """Tell the compiler which of the graph's inputs keep their memory from step to step (the
         optimiser's state, now that the first step created it, and lr, tau and the step number),
         so that a CUDA graph reads and updates them in place instead of copying them each step."""
-        states = [v for state in self.trainer.optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
+        states = [v for state in self.trainer.optimizer.state.values()
+                  for v in state.values() if isinstance(v, Tensor)]
         for tensor in (*states, self.lr, self.tau, self.step, self.prior_lr):
             torch._dynamo.mark_static_address(tensor)
 
@@ -164,11 +169,12 @@ class CompiledStep:
         if tau is None:
             tau = trainer.temperature(0)            # learned: the same at every step
         with trainer.numerics():
-            per_example, kl, info = trainer.task.loss(trainer.model, trainer.estimator, batch, rng=noise, tau=tau,
-                                                      step=step, cfg=trainer.cfg)
+            per_example, kl, info = trainer.task.loss(trainer.model, trainer.estimator, batch, rng=noise,
+                                                      tau=tau, step=step, cfg=trainer.cfg)
         loss = per_example.mean(-1)
         params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
         grads = torch.autograd.grad(loss.sum(), [*params, *trainer.prior_params], allow_unused=True)
-        apply_update(trainer.optimizer, grads[:len(params)], self.lr if isinstance(trainer.cfg.optim.lr, list) else self.lr[0])
+        apply_update(trainer.optimizer, grads[:len(params)],
+                     self.lr if isinstance(trainer.cfg.optim.lr, list) else self.lr[0])
         prior_sgd_step(trainer.prior_params, grads[len(params):], self.prior_lr)
         return loss.detach(), kl.mean(-1), info

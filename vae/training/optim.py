@@ -61,7 +61,8 @@ class _ReplicaOptimizer(torch.optim.Optimizer):
         copied to the device only when the learning rates change (no host sync per step)."""
         key = (tuple(lr), p.device, p.dtype)
         if key not in self._lr_tensors:
-            self._lr_tensors = {k: v for k, v in self._lr_tensors.items() if k[1:] != key[1:]}   # the old rates
+            # the old rates
+            self._lr_tensors = {k: v for k, v in self._lr_tensors.items() if k[1:] != key[1:]}
             self._lr_tensors[key] = torch.tensor(lr, dtype=p.dtype).to(p.device)
         return self._lr_tensors[key].view(-1, *[1] * (p.dim() - 1))
 
@@ -69,8 +70,8 @@ class _ReplicaOptimizer(torch.optim.Optimizer):
 class ReplicaAdam(_ReplicaOptimizer):
     """Adam (no weight decay, no amsgrad) with learning rate ``lr[r]`` on replica r (:func:`adam_update`)."""
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: list[float], betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
+    def __init__(self, params: Iterable[nn.Parameter], lr: list[float],
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr, {"betas": betas, "eps": eps})
 
     @torch.no_grad()
@@ -94,7 +95,8 @@ class ReplicaSGD(_ReplicaOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    sgd_update(p, p.grad, _initial_state(self, p), self._lr_view(group["lr"], p), group["momentum"])
+                    sgd_update(p, p.grad, _initial_state(self, p), self._lr_view(group["lr"], p),
+                               group["momentum"])
 
 
 def adam_update(p: Tensor, grad: Tensor, state: dict, lr: float | Tensor, beta1: float, beta2: float,
@@ -143,10 +145,10 @@ def _initial_state(optimizer: torch.optim.Optimizer, p: Tensor) -> dict:
 
 def apply_update(optimizer: torch.optim.Optimizer, grads: list[Tensor | None], lr: Tensor) -> None:
     """What ``optimizer.step()`` does with gradients ``grads`` (one per parameter, in the param
-    groups' order; None: no gradient, the parameter and its state are left alone) and the learning rate ``lr`` as a device tensor (0-d, or ``[R]``: one per
-    replica), written so torch.compile traces it into the step's graph (torch's own ``step``
-    breaks the graph on purpose). It updates the optimiser's own state, so a checkpoint is the
-    same whichever way the run steps."""
+    groups' order; None: no gradient, the parameter and its state are left alone) and the learning rate ``lr``
+    as a device tensor (0-d, or ``[R]``: one per replica), written so torch.compile traces it into the step's
+    graph (torch's own ``step`` breaks the graph on purpose). It updates the optimiser's own state, so a
+    checkpoint is the same whichever way the run steps."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     defaults = optimizer.defaults
     with torch.no_grad():

@@ -71,8 +71,8 @@ def short_of_floor(cfg: TauConfig, steps: int) -> str | None:
                + ("" if every == cfg.update_every else f" tau.update_every={every}"))
     else:
         fix = "tau.anneal_steps=null (the run's last step)"
-    return (f"tau: the {cfg.schedule} schedule is at {last:.3g} at the last of {steps:,} steps, far from its floor "
-            f"{cfg.floor:g}: for an annealing study this short, {fix} reaches the floor within the run")
+    return (f"tau: the {cfg.schedule} schedule is at {last:.3g} at the last of {steps:,} steps, far from its "
+            f"floor {cfg.floor:g}: for an annealing study this short, {fix} reaches the floor within the run")
 
 
 class LearnedTemperature(nn.Module):

@@ -49,7 +49,8 @@ class Task(Protocol):
     curve_metric: str   # the principal metric of curve(), logged for valid and test every eval.every steps
     final_metric: str   # logged for test at the end: the number the paper's tables compare
     # whether the estimator sees one encoder's logits, whose gradient the leaderboard's gradient-quality
-    # columns measure (vae/reporting/gradient_quality.py): the VAE's; the SBN has an encoder per layer, M2 q(y | x) too
+    # columns measure (vae/reporting/gradient_quality.py): the VAE's; the SBN has an encoder per layer,
+    # M2 q(y | x) too
     one_encoder: bool
 
     def validate(self, cfg: Config) -> None:
@@ -72,7 +73,8 @@ class Task(Protocol):
         compiled step's graph (vae/training/compiled_step.py)."""
 
     def loss(self, model: nn.Module, estimator: nn.Module, batch: Batch, *, rng: ReplicaGenerator,
-             tau: float | Tensor, step: int | Tensor, cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+             tau: float | Tensor, step: int | Tensor,
+             cfg: Config) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(per-example loss [R, B], its KL term [R, B], estimator info) for a batch of :meth:`batch`."""
 
     def curve(self, model: nn.Module, data: BinarizedImages, split: str, rng: ReplicaGenerator,
@@ -100,9 +102,11 @@ def _vae_keys_at_defaults(cfg: Config, task: str) -> None:
     """The keys only the VAE reads keep their defaults in another task."""
     m = cfg.model
     if cfg.gradvar_every != 0:
-        raise ValueError(f"gradvar_every: the gradient-variance measurement is the VAE's; set 0 for task={task}")
+        raise ValueError(f"gradvar_every: the gradient-variance measurement is the VAE's; "
+                         f"set 0 for task={task}")
     if m.activation != "relu" or m.output_bias != "default":
-        raise ValueError(f"model.activation / model.output_bias: other than relu / default only for task vae, not {task}")
+        raise ValueError(f"model.activation / model.output_bias: "
+                         f"other than relu / default only for task vae, not {task}")
     if cfg.eval.train_elbo:
         raise ValueError(f"eval.train_elbo: only for task vae, not {task}")
     if cfg.optim.prior_lr is not None:
@@ -146,8 +150,8 @@ class VAETask:
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
-        return importance_weighted_bound(model, data, "test", rng, e.iw_samples, e.iw_batch_size, e.iw_examples,
-                                         progress=progress)
+        return importance_weighted_bound(model, data, "test", rng, e.iw_samples, e.iw_batch_size,
+                                         e.iw_examples, progress=progress)
 
 
 _SBN_PASSES: dict[str, float] = {}   # SBNTask.decoder_passes' counts by model and estimator settings
@@ -173,11 +177,13 @@ class SBNTask:
         """Counted on one example by the training loss itself: the nesting (a layer's every pass
         runs the layers below) and the Taylor estimators' mean-field passes make a formula fragile.
         Counted once per model and estimator settings (a sweep's expansion asks for every point)."""
-        key = repr((cfg.model, cfg.estimator, id(ESTIMATORS.get(cfg.estimator.name))))   # a plugin's class too
+        # a plugin's class too
+        key = repr((cfg.model, cfg.estimator, id(ESTIMATORS.get(cfg.estimator.name))))
         if key not in _SBN_PASSES:
             one, rng = replace(cfg, seeds=[0]), ReplicaGenerator([0])
             model, estimators = self.build(one, rng, None)
-            _, _, info = self.loss(model, estimators, torch.zeros(1, 1, 784), rng=rng, tau=1.0, step=0, cfg=one)
+            _, _, info = self.loss(model, estimators, torch.zeros(1, 1, 784), rng=rng, tau=1.0, step=0,
+                                   cfg=one)
             _SBN_PASSES[key] = float(info["decoder_evals"][0])
         return _SBN_PASSES[key]
 
@@ -186,7 +192,8 @@ class SBNTask:
         model = sbn.StochasticBinaryNetwork(m.kind, m.num_latents, m.num_classes, m.hidden, m.layers, rng)
         width = m.num_latents * (1 if m.kind == "bernoulli" else m.num_classes)
         estimators = nn.ModuleList(
-            build_estimator(cfg.estimator, num_replicas=len(cfg.seeds), latent_shape=(m.num_latents, m.num_classes),
+            build_estimator(cfg.estimator, num_replicas=len(cfg.seeds),
+                            latent_shape=(m.num_latents, m.num_classes),
                             context_dim=sbn.HALF if layer == 0 else width, rng=rng)
             for layer in range(m.layers))
         return model, estimators
@@ -199,17 +206,19 @@ class SBNTask:
         return loss, torch.zeros_like(loss.detach()), info
 
     def curve(self, model, data, split, rng, cfg):
-        return {self.curve_metric: sbn.negative_log_likelihood(model, data, split, rng, cfg.eval.curve_samples,
+        return {self.curve_metric: sbn.negative_log_likelihood(model, data, split, rng,
+                                                               cfg.eval.curve_samples,
                                                                cfg.eval.batch_size, cfg.eval.curve_examples)}
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
-        return sbn.negative_log_likelihood(model, data, "test", rng, e.iw_samples, e.iw_batch_size, e.iw_examples,
-                                           progress=progress)
+        return sbn.negative_log_likelihood(model, data, "test", rng, e.iw_samples, e.iw_batch_size,
+                                           e.iw_examples, progress=progress)
 
 
 class SSLTask:
-    curve_metric = "neg_elbo"  # y summed exactly, one z per class; logged beside "accuracy" of argmax q(y | x)
+    # y summed exactly, one z per class; logged beside "accuracy" of argmax q(y | x)
+    curve_metric = "neg_elbo"
     final_metric = "iw_bound"  # m = eval.iw_samples samples of z per class, y summed exactly
     one_encoder = False
 
@@ -222,8 +231,8 @@ class SSLTask:
         c = cfg.ssl.num_classes
         if cfg.ssl.y != "marginal":          # y: one latent of C classes, a Bernoulli one when C = 2
             check_applies(replace(cfg.estimator, name=cfg.ssl.y), task="ssl", key="ssl.y",
-                          lowest_tau=lowest_tau(cfg.tau, cfg.steps), kind="bernoulli" if c == 2 else "categorical",
-                          latent_shape=(1, c))
+                          lowest_tau=lowest_tau(cfg.tau, cfg.steps),
+                          kind="bernoulli" if c == 2 else "categorical", latent_shape=(1, c))
 
     def estimator_name(self, cfg: Config) -> str:
         return cfg.ssl.y
@@ -237,7 +246,8 @@ class SSLTask:
     def build(self, cfg: Config, rng: ReplicaGenerator, data: BinarizedImages) -> tuple[nn.Module, nn.Module]:
         s, r = cfg.ssl, len(cfg.seeds)
         labelled = m2.LabelledSet.choose(data.splits["train"], m2.class_labels(data, "train", s), cfg.seeds,
-                                         s.num_labelled, s.num_classes, dynamic=data.binarization == "dynamic")
+                                         s.num_labelled, s.num_classes,
+                                         dynamic=data.binarization == "dynamic")
         model = m2.M2(s.num_classes, s.latent_dim, s.channels, rng, labelled)
         estimator = m2.y_estimator(s.y, cfg.estimator, s.num_classes, r, rng)
         return model, estimator
@@ -253,13 +263,13 @@ class SSLTask:
                                 alpha=cfg.ssl.alpha)
 
     def curve(self, model, data, split, rng, cfg):
-        return m2.evaluate(model, data, split, m2.class_labels(data, split, cfg.ssl), rng, cfg.eval.batch_size,
-                           cfg.eval.curve_examples)
+        return m2.evaluate(model, data, split, m2.class_labels(data, split, cfg.ssl), rng,
+                           cfg.eval.batch_size, cfg.eval.curve_examples)
 
     def final(self, model, data, rng, cfg, progress):
         e = cfg.eval
-        return m2.importance_weighted_bound(model, data, "test", rng, e.iw_samples, e.iw_batch_size, e.iw_examples,
-                                            progress=progress)
+        return m2.importance_weighted_bound(model, data, "test", rng, e.iw_samples, e.iw_batch_size,
+                                            e.iw_examples, progress=progress)
 
 
 TASKS: dict[str, Task] = {"vae": VAETask(), "sbn": SBNTask(), "ssl": SSLTask()}
@@ -280,8 +290,9 @@ def check(cfg: Config) -> Config:
 def at_equal_cost(cfg: Config, reference: str) -> Config:
     """``cfg`` with the decoder evaluations of the same run with the estimator ``reference``: its
     step counts (``steps``, ``log_every``, ``checkpoint_every``, ``eval.every``) scaled by
-    ``passes(reference) / passes(cfg)`` (and ``gradvar_every``; fewer steps for a dearer estimator, more for a cheaper one;
-    batch, data, learning rate and temperature schedule stay as they are), rounded to whole steps."""
+    ``passes(reference) / passes(cfg)`` (and ``gradvar_every``; fewer steps for a dearer estimator, more for a
+    cheaper one; batch, data, learning rate and temperature schedule stay as they are),
+    rounded to whole steps."""
     task = TASKS[cfg.task]
     if reference not in ESTIMATORS:
         raise ValueError(f"equal_cost: unknown estimator {reference!r}; known: {', '.join(ESTIMATORS)}")

@@ -65,7 +65,8 @@ def default_run_dir(cfg: Config) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     unique = secrets.token_hex(2)  # two runs started in the same second get different directories
     estimator = TASKS[cfg.task].estimator_name(cfg)
-    return Path(cfg.out_dir) / cfg.experiment / f"{estimator}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}"
+    return (Path(cfg.out_dir) / cfg.experiment
+            / f"{estimator}__{cfg.tau.schedule}__seeds{seeds}__{stamp}-{unique}")
 
 
 def eval_every(cfg: Config) -> int:
@@ -102,27 +103,32 @@ class Trainer:
         # TF32 is a process-wide switch of torch's; bf16 autocast is entered around each step
         # and each evaluation (self.numerics()); the Gumbel and KL arithmetic stays in float32
         torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
-        # optim.prior_lr: the learned prior's logits by plain SGD of their own (no state), the rest by the optimiser
+        # optim.prior_lr: the learned prior's logits by plain SGD of their own (no state), the rest by the
+        # optimiser
         self.prior_params = [self.model.prior_free] if cfg.optim.prior_lr is not None else []
-        params = [p for p in (*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters())
+        params = [p for p
+                  in (*self.model.parameters(), *self.estimator.parameters(), *self.temperature.parameters())
                   if all(p is not q for q in self.prior_params)]
         self.optimizer = make_optimizer(params, cfg.optim)
         self.log = log
         declared = ESTIMATORS.get(self.task.estimator_name(cfg))      # None: M2's summed class
         self.reads_tau = declared is not None and declared.reads_tau   # what the progress bar and notes go by
-        self.compiled_step = (CompiledStep(self, may_fall_back=cfg.compile == "auto")   # the step as one graph
+        # the step as one graph
+        self.compiled_step = (CompiledStep(self, may_fall_back=cfg.compile == "auto")
                               if compiles(cfg, self.device) else None)
         if cfg.compile == "auto" and self.compiled_step is not None:
-            log(f"compile=auto: the step is compiled ({cfg.steps:,} steps on the {self.device.type}; its second step "
-                "compiles, seconds; compile=false trains eagerly)")
+            log(f"compile=auto: the step is compiled ({cfg.steps:,} steps on the {self.device.type}; its "
+                "second step compiles, seconds; compile=false trains eagerly)")
         self.step = 0
-        self.timing = {"seconds": 0.0, "steps": 0}   # training wall time so far, over every process of the run
+        # training wall time so far, over every process of the run
+        self.timing = {"seconds": 0.0, "steps": 0}
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"step": self.step, "config": to_dict(self.cfg), "model": self.model.state_dict(),
                 "estimator": self.estimator.state_dict(), "temperature": self.temperature.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": self.rng.state_dict(), "timing": dict(self.timing)}
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng.state_dict(),
+                "timing": dict(self.timing)}
 
     def parameters_finite(self) -> bool:
         """Whether every trainable parameter is finite (one host sync; checked before saving)."""
@@ -172,7 +178,8 @@ class Trainer:
 
     def prior_lr(self, step: int) -> float:
         """``optim.prior_lr`` with the run's learning-rate decay (0 when the prior has no rate of its own)."""
-        return (self.cfg.optim.prior_lr or 0.0) * self.cfg.optim.lr_decay ** (step // self.cfg.optim.lr_decay_every)
+        return ((self.cfg.optim.prior_lr or 0.0)
+                * self.cfg.optim.lr_decay ** (step // self.cfg.optim.lr_decay_every))
 
     def gradient_variance(self) -> list[float]:
         """Variance of the encoder gradient over ``gradvar_draws`` draws, on the first validation
@@ -180,7 +187,8 @@ class Trainer:
         cfg = self.cfg
         x = self.data.splits["valid"][:cfg.data.batch_size].expand(len(cfg.seeds), -1, -1)
         rng = ReplicaGenerator([derive_seed("gradvar", s, self.step) for s in cfg.seeds], self.device)
-        return encoder_gradient_variance(self.model, self.estimator, x, rng=rng, tau=self.temperature(self.step),
+        return encoder_gradient_variance(self.model, self.estimator, x, rng=rng,
+                                         tau=self.temperature(self.step),
                                          step=self.step, num_draws=cfg.gradvar_draws).tolist()
 
     def evaluate(self, split: str) -> dict[str, list[float]]:
@@ -224,7 +232,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         try:
             state = torch.load(Path(run_dir) / CHECKPOINT, weights_only=True, map_location="cpu")
         except Exception as err:
-            raise RunDirError(f"--resume: {Path(run_dir) / CHECKPOINT} is unreadable ({type(err).__name__})") from err
+            raise RunDirError(f"--resume: {Path(run_dir) / CHECKPOINT} is unreadable "
+                              f"({type(err).__name__})") from err
         cfg = config_from_dict(state["config"])
         if steps is not None:
             cfg = _extended(cfg, steps)
@@ -238,7 +247,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         raise RunDirError(f"out_dir: cannot write to {run_dir.parent} ({err.strerror})") from err
 
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise RunDirError(f"run directory {run_dir} already holds a run; resume it with --resume or pick another")
+        raise RunDirError(f"run directory {run_dir} already holds a run; "
+                          f"resume it with --resume or pick another")
     if resume and (run_dir / SUMMARY).exists():
         if state["step"] == cfg.steps:
             log(f"{run_dir} is already finished (summary.json exists); nothing to do")
@@ -262,7 +272,8 @@ def train(cfg: Config | None, run_dir: Path | None = None, *, resume: bool = Fal
         seconds, steps = trainer.timing["seconds"], trainer.timing["steps"]
         summary["train_seconds"] = round(seconds, 2)   # summed over the processes that trained it
         summary["steps_per_second"] = round(steps / seconds, 2) if steps else None   # None: no timed step
-        summary["compiled"] = trainer.compiled_step is not None   # which step trained it (compile: auto decides)
+        # which step trained it (compile: auto decides)
+        summary["compiled"] = trainer.compiled_step is not None
     finally:
         tracker.finish(summary)
     return run_dir
@@ -274,7 +285,8 @@ def _extended(cfg: Config, steps: int) -> Config:
         raise ConfigError(f"steps: a resumed run can only train further, got {steps} < its {cfg.steps}")
     if steps > cfg.steps and cfg.tau.schedule in ("linear", "cosine") and cfg.tau.anneal_steps is None:
         raise ConfigError(f"steps: this run's {cfg.tau.schedule} tau schedule ends at its last step "
-                          "(tau.anneal_steps: null); training further would change the schedule it trained with")
+                          "(tau.anneal_steps: null); training further would change the schedule it "
+                          "trained with")
     return config_from_dict({**to_dict(cfg), "steps": steps})
 
 
@@ -283,8 +295,8 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
     r = len(cfg.seeds)
     history = torch.zeros(cfg.log_every, r, device=trainer.device)   # training loss per step
     kl_history = torch.zeros_like(history)
-    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress, desc=trainer.task.estimator_name(cfg),
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not progress,
+               desc=trainer.task.estimator_name(cfg), unit="step", dynamic_ncols=True)
     window_start = trainer.step       # first step of the current logging window (a multiple of log_every)
     start, first_step, before = time.perf_counter(), trainer.step, dict(trainer.timing)
 
@@ -306,14 +318,17 @@ def _loop(trainer: Trainer, tracker: RunTracker, run_dir: Path, progress: bool) 
         window = slice(0, done - window_start)
         bad = _first_bad(history[window])
         if bad is not None:
-            _diverged(cfg, run_dir, f"at step {window_start + bad[0] + 1}, replica {bad[1]} (seed {cfg.seeds[bad[1]]})", bar,
+            _diverged(cfg, run_dir, f"at step {window_start + bad[0] + 1}, "
+                                    f"replica {bad[1]} (seed {cfg.seeds[bad[1]]})", bar,
                       replica=bad[1])
         if at_log:
             metrics = {"loss": history[window].mean(0).tolist(), "kl": kl_history[window].mean(0).tolist(),
-                       "tau": trainer.temperature.value(done - 1), "lr": _one_per_replica(learning_rate(cfg, done - 1), r)}
+                       "tau": trainer.temperature.value(done - 1),
+                       "lr": _one_per_replica(learning_rate(cfg, done - 1), r)}
             metrics.update({f"est/{k}": v.float().reshape(r, -1).mean(-1).tolist() for k, v in info.items()})
             tracker.log(done, "train", metrics)
-            shown = {"tau": f"{metrics['tau'][0]:.3f}"} if trainer.reads_tau else {}   # only where tau does something
+            # only where tau does something
+            shown = {"tau": f"{metrics['tau'][0]:.3f}"} if trainer.reads_tau else {}
             bar.set_postfix(loss=f"{sum(metrics['loss']) / r:.2f}", **shown)
             window_start = done
         if at_eval:
@@ -337,7 +352,8 @@ def _one_per_replica(value: float | list[float], r: int) -> list[float]:
 def _diverged(cfg: Config, run_dir: Path, where: str, bar: tqdm, replica: int | None = None) -> None:
     bar.close()
     kept = (f"the last good checkpoint (step {torch.load(run_dir / CHECKPOINT, weights_only=True)['step']}) "
-            f"is kept in {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).exists() else "no checkpoint was written yet")
+            f"is kept in {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).exists()
+            else "no checkpoint was written yet")
     raise TrainingDiverged(f"non-finite values {where}; {kept}", replica)
 
 
@@ -346,7 +362,8 @@ def final_numbers(rows: list[dict], steps: int, num_replicas: int) -> dict[str, 
     (replicas ``0 .. num_replicas - 1``): a metric appears only if every replica's value is finite."""
     finals: dict[str, list] = {}
     for row in (r for r in rows if r["step"] == steps):
-        finals.setdefault(f"{row['split']}/{row['metric']}", [None] * num_replicas)[row["replica"]] = row["value"]
+        finals.setdefault(f"{row['split']}/{row['metric']}",
+                          [None] * num_replicas)[row["replica"]] = row["value"]
     numbers = {}
     for key, values in sorted(finals.items()):
         if all(isinstance(v, float) and math.isfinite(v) for v in values):
@@ -368,7 +385,8 @@ class AnnouncedProgress:
         first, self.done = self.done == 0, self.done + n
         if first and self.done < self.total:
             rest = (time.perf_counter() - self.start) / self.done * (self.total - self.done)
-            self.log(f"  about {rest / 60:.1f} min more on this device" if rest >= 60 else f"  about {rest:.0f} s more")
+            self.log(f"  about {rest / 60:.1f} min more on this device" if rest >= 60
+                     else f"  about {rest:.0f} s more")
 
     def close(self) -> None:
         self.bar.close()
