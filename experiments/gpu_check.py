@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from vae.data.images import export_idx, load_images
+from vae.reporting.bench import gpu_check_markdown
 from vae.store.run_dir import load_summary, write_json_atomic, write_text_atomic
 
 SWEEPS = sorted(Path("configs/sweeps").glob("*.yaml"))
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                               if line.startswith(("== ", "CUDA runtime"))]
                              if profile.exists() else None)
         write_json_atomic(out / "gpu_check.json", report)
-        write_text_atomic(out / "gpu_check.md", to_markdown(report))
+        write_text_atomic(out / "gpu_check.md", gpu_check_markdown(report, MODE_STEPS))
 
     def record(name: str, outcome: tuple[bool, str, float]) -> None:
         ok, output, seconds = outcome
@@ -166,52 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     record("profile on cuda", run([python, "-m", "experiments.bench", "--profile", "--device", "cuda",
                                    "--preset", "converged", "--out", str(out)], env))
     numeric_modes(env, workdir, report["modes"], write_report)
-    print(to_markdown(report))
+    print(gpu_check_markdown(report, MODE_STEPS))
     return 0 if all(s["ok"] for s in report["steps"] + report["modes"]) else 1
-
-
-def to_markdown(report: dict) -> str:
-    lines = [f"GPU check on {report['device']} (Python {report['python']}, torch {report['torch']}): "
-             f"{report['seconds']:.0f} s in all.", "", "| step | outcome | seconds |", "|---|---|---|"]
-    lines += [f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']:.1f} |"
-              for s in report["steps"]]
-    if report.get("bench"):
-        rates = report["bench"]["steps_per_second"]
-        base = rates["(a) plain PyTorch loop"]
-        lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |",
-                  "|---|---|---|"]
-        for label, rate in rates.items():
-            lines.append(f"| {label} | {rate:.1f} | "
-                         f"{rate * report['bench']['replicas'].get(label, 1) / base:.2f}x |")
-        for config, bound in report["bench"]["bound"].items():
-            lines.append(f"| (d) m = 1000 bound, {config}, s per seed on 10,000 digits (reference / suite) | "
-                         f"{bound['seconds_per_seed_10000']['reference']} / "
-                         f"{bound['seconds_per_seed_10000']['suite']} | {bound['speedup']:.2f}x |")
-        paper = report["bench"]["paper_preset"]
-        compiled = paper.get("estimated_training_hours_compiled")
-        lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
-                      f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training "
-                      f"at (e)'s steps/s (GS's cost per step)"
-                      f"{f', {compiled:.1f} h with compile=true' if compiled else ''}."]
-    for key, title in (("ssl_speed", "Figure 5(a)"), ("ssl_speed_compiled", "Figure 5(a), compile=true")):
-        if report.get(key):
-            rates = report[key]["steps_per_second"]
-            lines += ["", f"| {title}: classes C | marginal steps/s | gs steps/s | gs / marginal |",
-                      "|---|---|---|---|"]
-            lines += [f"| {c} | {rates['marginal'][c]:.1f} | {rates['gs'][c]:.1f} | {ratio:.2f}x |"
-                      for c, ratio in report[key]["speedup"].items()]
-    if report.get("profile"):
-        lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):",
-                  "", *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
-    lines += ["", f"| numeric mode ({MODE_STEPS} steps, gs) | steps/s | test bound m = 1000 | − float32 |",
-              "|---|---|---|---|"]
-    for m in report.get("modes", []):
-        if m["ok"]:
-            lines.append(f"| {m['mode']} | {m['steps_per_second']:.0f} | {m['bound']:.2f} | "
-                         f"{m.get('bound_minus_float32', 0):+.2f} |")
-        else:
-            lines.append(f"| {m['mode']} | FAILED | | |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -417,17 +417,17 @@ def test_bench_entry_point_times_every_variant_and_writes_json(shared_cache, tmp
                for by_name in anchors.values())
     assert record["replicas"]["(e) a paper-preset pack, R = 30"] == 30
     assert record["paper_preset"]["estimated_training_hours"] > 0
-    from experiments.gpu_check import to_markdown  # the GPU check's report reads this record as it is
+    from vae.reporting.bench import gpu_check_markdown  # the GPU check's report reads this record as it is
     # the shape bench.ssl_speed writes (tests/test_reproduce.py runs it)
     ssl_speed = {"steps_per_second": {"marginal": {"10": 4.0, "100": 1.0}, "gs": {"10": 8.0, "100": 9.5}},
                  "speedup": {"10": 2.0, "100": 9.5}}
-    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [],
-                          "modes": [], "bench": record, "ssl_speed": ssl_speed})
+    report = gpu_check_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [],
+                                 "modes": [], "bench": record, "ssl_speed": ssl_speed}, mode_steps=5000)
     assert "| (e) a paper-preset pack, R = 30 |" in report and packs in report
     assert "| 100 | 1.0 | 9.5 | 9.50x |" in report
     # rewritten after each step: a report with the bench and no numeric modes yet (a check cut short)
-    assert packs in to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0,
-                                                   "steps": [], "bench": record})
+    assert packs in gpu_check_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0,
+                                        "steps": [], "bench": record}, mode_steps=5000)
 
 
 # six compilations (a minute on a cold inductor cache); the eager anchors: the entry-point test
@@ -458,10 +458,10 @@ def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tm
     for workload in ("categorical VAE, gs", "M2 marginal, C = 10", "M2 gs, C = 10"):
         assert f"== {workload}: " in text and text.count("Self CPU %") == 3, workload
     assert text.count("CUDA runtime calls per step: none (no CUDA)") == 3
-    from experiments.gpu_check import to_markdown  # the GPU check's report quotes the summary lines
+    from vae.reporting.bench import gpu_check_markdown  # the GPU check's report quotes the summary lines
     summary = [line for line in text.splitlines() if line.startswith(("== ", "CUDA runtime"))]
-    report = to_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [],
-                          "modes": [], "profile": summary})
+    report = gpu_check_markdown({"device": "cpu", "python": "3", "torch": "2", "seconds": 1.0, "steps": [],
+                                 "modes": [], "profile": summary}, mode_steps=5000)
     assert "- M2 gs, C = 10: " in report
 
 

@@ -641,3 +641,50 @@ def print_training_record(record: dict) -> None:
           "of training" + (f", {paper['estimated_training_hours_compiled']:.1f} h compiled"
                            if "estimated_training_hours_compiled" in paper else "")
           + " (at GS's cost per step; without the bounds)")
+
+
+def gpu_check_markdown(report: dict, mode_steps: int) -> str:
+    """``make gpu-check``'s report (experiments/gpu_check.py) as markdown: the machine, each step's outcome
+    and time, and the timings it recorded (bench, Figure 5(a)'s speed, the profile, the numeric modes
+    of ``mode_steps`` steps each)."""
+    lines = [f"GPU check on {report['device']} (Python {report['python']}, torch {report['torch']}): "
+             f"{report['seconds']:.0f} s in all.", "", "| step | outcome | seconds |", "|---|---|---|"]
+    lines += [f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']:.1f} |"
+              for s in report["steps"]]
+    if report.get("bench"):
+        rates = report["bench"]["steps_per_second"]
+        base = rates["(a) plain PyTorch loop"]
+        lines += ["", "| bench (categorical VAE, MLP, batch 100) | steps/s | seed-steps/s / (a) |",
+                  "|---|---|---|"]
+        for label, rate in rates.items():
+            lines.append(f"| {label} | {rate:.1f} | "
+                         f"{rate * report['bench']['replicas'].get(label, 1) / base:.2f}x |")
+        for config, bound in report["bench"]["bound"].items():
+            lines.append(f"| (d) m = 1000 bound, {config}, s per seed on 10,000 digits (reference / suite) | "
+                         f"{bound['seconds_per_seed_10000']['reference']} / "
+                         f"{bound['seconds_per_seed_10000']['suite']} | {bound['speedup']:.2f}x |")
+        paper = report["bench"]["paper_preset"]
+        compiled = paper.get("estimated_training_hours_compiled")
+        lines += ["", f"{paper['sweep']} --preset {paper['preset']} --pack-lr: {paper['points']} points in "
+                      f"{paper['units']} runs, about {paper['estimated_training_hours']:.1f} h of training "
+                      f"at (e)'s steps/s (GS's cost per step)"
+                      f"{f', {compiled:.1f} h with compile=true' if compiled else ''}."]
+    for key, title in (("ssl_speed", "Figure 5(a)"), ("ssl_speed_compiled", "Figure 5(a), compile=true")):
+        if report.get(key):
+            rates = report[key]["steps_per_second"]
+            lines += ["", f"| {title}: classes C | marginal steps/s | gs steps/s | gs / marginal |",
+                      "|---|---|---|---|"]
+            lines += [f"| {c} | {rates['marginal'][c]:.1f} | {rates['gs'][c]:.1f} | {ratio:.2f}x |"
+                      for c, ratio in report[key]["speedup"].items()]
+    if report.get("profile"):
+        lines += ["", "Profile (`experiments.bench --profile`; the operator tables are in profile_cuda.txt):",
+                  "", *[f"- {line.removeprefix('== ')}" for line in report["profile"]]]
+    lines += ["", f"| numeric mode ({mode_steps} steps, gs) | steps/s | test bound m = 1000 | − float32 |",
+              "|---|---|---|---|"]
+    for m in report.get("modes", []):
+        if m["ok"]:
+            lines.append(f"| {m['mode']} | {m['steps_per_second']:.0f} | {m['bound']:.2f} | "
+                         f"{m.get('bound_minus_float32', 0):+.2f} |")
+        else:
+            lines.append(f"| {m['mode']} | FAILED | | |")
+    return "\n".join(lines) + "\n"
