@@ -46,9 +46,11 @@ def fake_mnist_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("idx")
     gen = torch.Generator().manual_seed(1234)
     write_idx(root / "train-images-idx3-ubyte.gz", fake_images(60_000, gen))
-    write_idx(root / "train-labels-idx1-ubyte.gz", torch.randint(0, 10, (60_000,), generator=gen, dtype=torch.uint8))
+    write_idx(root / "train-labels-idx1-ubyte.gz",
+              torch.randint(0, 10, (60_000,), generator=gen, dtype=torch.uint8))
     write_idx(root / "t10k-images-idx3-ubyte", fake_images(10_000, gen))
-    write_idx(root / "t10k-labels-idx1-ubyte", torch.randint(0, 10, (10_000,), generator=gen, dtype=torch.uint8))
+    write_idx(root / "t10k-labels-idx1-ubyte",
+              torch.randint(0, 10, (10_000,), generator=gen, dtype=torch.uint8))
     return root
 
 
@@ -85,7 +87,8 @@ def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
     from vae.data.images import load_images, static_binarization
 
     cache = tmp_path_factory.mktemp("cache")
-    for name in ("mnist", "fashion_mnist"):    # the fake IDX files serve both (the 2020 benchmark's tiny preset)
+    # the fake IDX files serve both (the 2020 benchmark's tiny preset)
+    for name in ("mnist", "fashion_mnist"):
         images = load_images(fake_mnist_dir, cache, log=lambda _: None, name=name)
         static_binarization(images, 0, cache, name=name)
     return cache
@@ -94,9 +97,9 @@ def shared_cache(tmp_path_factory, fake_mnist_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_results(shared_cache, tmp_path_factory, worker_id) -> tuple[Path, str]:
     """``make -j2 figures PRESET=tiny`` once per test run (``-o install``: the environment running
-    the tests is the one to use; ``-j2`` also checks that the sweeps run side by side, each once, whichever targets share it);
-    returns the results directory and the make output. Read by test_reproduce.py and, as its
-    committed entries, test_leaderboard.py: under pytest-xdist the first worker to ask builds it
+    the tests is the one to use; ``-j2`` also checks that the sweeps run side by side, each once, whichever
+    targets share it); returns the results directory and the make output. Read by test_reproduce.py and, as
+    its committed entries, test_leaderboard.py: under pytest-xdist the first worker to ask builds it
     in the run's shared temporary directory while the other waits on a lock, so it is built once."""
     import fcntl
     import subprocess
@@ -109,8 +112,8 @@ def tiny_results(shared_cache, tmp_path_factory, worker_id) -> tuple[Path, str]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not output.exists():
             shutil.rmtree(results, ignore_errors=True)
-            command = ["make", "--no-print-directory", "-j2", "--output-sync=target", "-o", "install", "figures",
-                       "PRESET=tiny", "WORKERS=1", f"RESULTS={results}", f"PY={sys.executable}"]
+            command = ["make", "--no-print-directory", "-j2", "--output-sync=target", "-o", "install",
+                       "figures", "PRESET=tiny", "WORKERS=1", f"RESULTS={results}", f"PY={sys.executable}"]
             done = subprocess.run(command, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True,
                                   text=True, timeout=600)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -137,7 +140,8 @@ def env_with_cache(cache: Path) -> dict[str, str]:
 def plugin_sweep(base: str, plugin: str, names: list[str], overrides: list[str]) -> str:
     """A sweep file's text: ``base``, the ``plugin`` module, the estimators ``names`` and the dotted
     ``overrides`` (``key=value``, e.g. :func:`tiny_overrides` without its out_dir) as fixed values."""
-    return (f"base: {base}\nparameters:\n  plugins: {{value: [{plugin}]}}\n  estimator.name: {{values: [{', '.join(names)}]}}\n"
+    return (f"base: {base}\nparameters:\n  plugins: {{value: [{plugin}]}}\n  estimator.name: {{values: "
+            f"[{', '.join(names)}]}}\n"
             + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=', 1)[1]}}}\n" for o in overrides))
 
 
@@ -145,8 +149,8 @@ FLOAT32_EPS = torch.finfo(torch.float32).eps
 
 
 def markdown_tables(text: str) -> list[tuple[str, str]]:
-    """The (caption, table) pairs of a markdown file that ``vae.reporting.tables.to_markdown`` wrote, in order:
-    each caption (its paragraphs, a provenance line among them) above its table."""
+    """The (caption, table) pairs of a markdown file that ``vae.reporting.tables.to_markdown`` wrote, in
+    order: each caption (its paragraphs, a provenance line among them) above its table."""
     chunks = re.split(r"(?<=\|)\n\n(?!\| )", text.strip())         # after a table, before a caption
     return [tuple(re.split(r"\n\n(?=\| )", chunk, maxsplit=1)) for chunk in chunks]
 
@@ -167,7 +171,8 @@ def estimator_cases(task: str, *, unbiased: bool | None = None, sampled: bool = 
     ``sampled`` (leave out the ``exact`` oracle), ``bound`` (``multi_sample_bound``; None: either)."""
     return [(name, kind) for name, cls in BUILT_IN.items() for kind in ("categorical", "bernoulli")
             if task in cls.tasks and kind in cls.kinds and (unbiased is None or cls.unbiased == unbiased)
-            and not (sampled and cls.family == "enumeration") and (bound is None or cls.multi_sample_bound == bound)]
+            and not (sampled and cls.family == "enumeration")
+            and (bound is None or cls.multi_sample_bound == bound)]
 
 
 def accepted_tau(name: str, tau: float = 1.0) -> float:

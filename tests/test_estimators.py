@@ -130,8 +130,8 @@ def test_an_estimator_refuses_latents_it_does_not_declare_and_names_those_that_a
     with pytest.raises(ConfigError) as refused:
         check(load_config(None, [f"estimator.name={name}", "model.hidden=[]"]))
     others = applicable(task="vae", kind="categorical", lowest_tau=0.5, latent_shape=(20, 10))
-    assert str(refused.value) == (f"estimator.name: {name!r} is for bernoulli latents, not categorical ones; for task "
-                                  f"vae with categorical latents use {', '.join(others)}")
+    assert str(refused.value) == (f"estimator.name: {name!r} is for bernoulli latents, not categorical ones; "
+                                  f"for task vae with categorical latents use {', '.join(others)}")
     assert name not in others and "gs" in others and "exact" not in others   # 10^20 states: exact refuses
     with pytest.raises(ValueError, match="is for Bernoulli latents"):
         build(name, "categorical")
@@ -224,7 +224,8 @@ def darn_draws(point: str, logits: Tensor, f, seed: int) -> tuple[Tensor, Tensor
     many = logits.detach().expand(NUM_DRAWS, *logits.shape[1:]).clone().requires_grad_(True)
     darn = build_estimator(EstimatorConfig(name="darn", darn_point=point), num_replicas=NUM_DRAWS,
                            latent_shape=(n, k), context_dim=1, rng=ReplicaGenerator([0])).to(DTYPE)
-    rng = ReplicaGenerator(torch.randint(2**62, (NUM_DRAWS,), generator=torch.Generator().manual_seed(seed)).tolist())
+    rng = ReplicaGenerator(torch.randint(2**62, (NUM_DRAWS,),
+                                         generator=torch.Generator().manual_seed(seed)).tolist())
     surrogate, _ = darn(many, f, rng=rng, tau=1.0, step=0, context=torch.zeros(NUM_DRAWS, logits.shape[1], 1))
     draws = torch.autograd.grad(surrogate.sum(), many)[0].flatten(1)                # [D, P]
     exact = build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(n, k),
@@ -277,7 +278,8 @@ def test_biased_estimators_are_measurably_biased_but_aligned(name: str, kind: st
     model, x = problem(kind)
     estimator = build(name, kind)
     assert not estimator.unbiased
-    draws = draw_gradients(model, estimator, x, tau=accepted_tau(name), num_draws=NUM_DRAWS, seed=seed, step=10**5)
+    draws = draw_gradients(model, estimator, x, tau=accepted_tau(name), num_draws=NUM_DRAWS, seed=seed,
+                           step=10**5)
     exact = exact_gradients(model, x)
     worst, z_crit = z_scores(draws, exact)
     assert math.isfinite(worst) and worst > z_crit
@@ -318,13 +320,15 @@ def test_st_annealed_samples_differentiates_and_regularises_one_distribution(kin
     estimator = build("st-annealed", kind, slope_rate=1e-4, max_slope=5.0)
     params = list(model.parameters())
     loss, kl, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=1.0, step=step)
-    assert info["slope"].tolist() == [pytest.approx(slope)] and model.logit_scale.item() == pytest.approx(slope)
+    assert (info["slope"].tolist() == [pytest.approx(slope)]
+            and model.logit_scale.item() == pytest.approx(slope))
 
     free = model.encoder(x).unflatten(-1, (KINDS[kind][0], -1))       # the encoder's raw output l
     logits = slope * (torch.cat([torch.zeros_like(free), free], -1) if kind == "bernoulli" else free)
     z = sample_one_hot(logits, ReplicaGenerator([seed]))               # the same noise
     probs = torch.softmax(logits, -1)
-    manual = model.reconstruction_loss(z + probs - probs.detach(), x) + categorical_kl(logits, torch.zeros(KINDS[kind][1]))
+    manual = (model.reconstruction_loss(z + probs - probs.detach(), x)
+              + categorical_kl(logits, torch.zeros(KINDS[kind][1])))
     torch.testing.assert_close(loss, manual)
     torch.testing.assert_close(kl, categorical_kl(logits, torch.zeros(KINDS[kind][1])))
     for g, m in zip(torch.autograd.grad(loss.sum(), params, retain_graph=True),
@@ -345,7 +349,8 @@ def test_what_a_one_hot_estimator_hands_f_is_exactly_one_hot(name: str, kind: st
         seen.append(z.detach())
         return model.reconstruction_loss(z, x)
 
-    build(name, kind)(model.encode(x), f, rng=ReplicaGenerator([seed]), tau=accepted_tau(name), step=0, context=x)
+    build(name,
+          kind)(model.encode(x), f, rng=ReplicaGenerator([seed]), tau=accepted_tau(name), step=0, context=x)
     assert seen
     for points in seen:
         assert ((points == 0) | (points == 1)).all() and (points.sum(-1) == 1).all()
@@ -466,7 +471,8 @@ def test_every_estimator_works_on_plain_tensors_without_a_replica_axis(name: str
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
-def test_every_estimator_works_in_float32_float64_and_bfloat16(name: str, dtype: torch.dtype, seed: int) -> None:
+def test_every_estimator_works_in_float32_float64_and_bfloat16(name: str, dtype: torch.dtype,
+                                                               seed: int) -> None:
     """Plain tensors of one dtype (the estimator's state cast to it, as ``model.to(dtype)`` does):
     f sees z in that dtype, the surrogate comes back in it (float32 for bfloat16, a loss's
     precision), and the gradient is finite and not all zero; also with the estimator's state left
@@ -486,7 +492,8 @@ def test_every_estimator_works_in_float32_float64_and_bfloat16(name: str, dtype:
         estimator = estimator.to(dtype if dtype != torch.bfloat16 else torch.float32) if cast else estimator
         surrogate, _ = estimator(logits, f, tau=accepted_tau(name, 1.2), context=x)
         (grad,) = torch.autograd.grad(surrogate.sum(), logits)
-        assert set(seen) == {dtype} and surrogate.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+        assert (set(seen) == {dtype}
+                and surrogate.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype))
         assert grad.dtype == dtype and torch.isfinite(grad.float()).all() and grad.abs().sum() > 0
 
 
@@ -546,7 +553,8 @@ def test_gumbel_rao_has_the_mean_of_st_gs_and_a_fraction_of_its_variance() -> No
 
 
 @pytest.mark.parametrize(("tau", "exact"), [(1.0, True), (2.0, False)])
-def test_reinmax_is_unbiased_for_quadratic_objectives_at_tau_one_only(tau: float, exact: bool, seed: int) -> None:
+def test_reinmax_is_unbiased_for_quadratic_objectives_at_tau_one_only(tau: float, exact: bool,
+                                                                      seed: int) -> None:
     """Liu et al. (2023): ReinMax's backward pass is Heun's (trapezoid) rule, exact for f
     quadratic in z at tau = 1 (straight-through, Euler's rule, is not); at tau = 2 the z-test
     detects its bias."""
@@ -639,7 +647,8 @@ def test_control_variate_parameters_descend_the_estimators_variance(name: str, s
     optimiser = torch.optim.Adam(estimator.parameters(), lr=0.05)
     rng = ReplicaGenerator([seed])
     for step in range(150):
-        surrogate, _ = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x), rng=rng, step=step)
+        surrogate, _ = estimator(model.encode(x), lambda z: model.reconstruction_loss(z, x), rng=rng,
+                                 step=step)
         optimiser.zero_grad()
         surrogate.sum().backward()
         optimiser.step()
@@ -653,7 +662,8 @@ def test_declared_cost_is_the_decoder_passes_the_trainer_counts(name: str, kind:
     model, x = problem(kind)
     for overrides in ({}, {"num_samples": 3}):
         estimator = build(name, kind, **overrides)
-        _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=accepted_tau(name), step=0)
+        _, _, info = training_loss(model, estimator, x, rng=ReplicaGenerator([seed]), tau=accepted_tau(name),
+                                   step=0)
         declared = type(estimator).decoder_passes(estimator.cfg, KINDS[kind])
         assert info["decoder_evals"].tolist() == [declared], overrides
 
@@ -673,18 +683,22 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
         "vae/reporting/bench.py": "the benchmark times a GS step",
         "experiments/gpu_check.py": "the GPU check times a GS step",
         "experiments/ssl_gradients.py": "its default rows: GS, ST-GS, RLOO (the measurement's subject)",
-        "vae/reporting/gradient_quality.py": "its method: the checkpoint is RLOO's run, the reference IndeCateR's draws",
+        "vae/reporting/gradient_quality.py": "its method: the checkpoint is RLOO's run, "
+                                             "the reference IndeCateR's draws",
     }
     repo = Path(__file__).resolve().parents[1]
-    quoted = re.compile(r"""["'](%s)["']""" % "|".join(re.escape(n) for n in sorted(BUILT_IN, key=len, reverse=True)))
-    own = {name: Path(inspect.getfile(cls)).resolve().relative_to(repo).as_posix() for name, cls in BUILT_IN.items()}
+    quoted = re.compile(r"""["'](%s)["']"""
+                        % "|".join(re.escape(n) for n in sorted(BUILT_IN, key=len, reverse=True)))
+    own = {name: Path(inspect.getfile(cls)).resolve().relative_to(repo).as_posix()
+           for name, cls in BUILT_IN.items()}
     offences = []
     for path in [*sorted((repo / "vae").rglob("*.py")), *sorted((repo / "experiments").glob("*.py"))]:
         rel = path.relative_to(repo).as_posix()
         if rel in allowed:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            offences += [f"{rel}:{number} names {m.group(1)!r}" for m in quoted.finditer(line) if own[m.group(1)] != rel]
+            offences += [f"{rel}:{number} names {m.group(1)!r}"
+                         for m in quoted.finditer(line) if own[m.group(1)] != rel]
     assert not offences, "\n".join(offences)
 
 
@@ -699,7 +713,8 @@ def test_the_declared_kinds_and_tasks_are_the_suites() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_indecater_with_several_samples_is_unbiased_and_costs_its_declared_passes(kind: str, seed: int) -> None:
+def test_indecater_with_several_samples_is_unbiased_and_costs_its_declared_passes(kind: str,
+                                                                                  seed: int) -> None:
     """IndeCateR at S = 3 samples (its default S = 1 is in the z-test above): unbiased for the
     encoder and the decoder, and S (N (K - 1) + 1) decoder passes per example (3 x 10 = 30 on the
     3 x 4 categorical problem, 3 x 7 = 21 on the 6-unit Bernoulli one)."""
@@ -723,7 +738,8 @@ def test_zgr_is_unbiased_for_objectives_quadratic_in_z_where_st_is_not(kind: str
     if kind == "bernoulli":
         logits = torch.cat([torch.zeros_like(logits[..., :1]), logits[..., 1:]], -1)
     logits.requires_grad_(True)
-    a, b = torch.randn(n * k, n * k, generator=gen, dtype=DTYPE), torch.randn(n * k, generator=gen, dtype=DTYPE)
+    a, b = (torch.randn(n * k, n * k, generator=gen, dtype=DTYPE),
+            torch.randn(n * k, generator=gen, dtype=DTYPE))
 
     def f(z: Tensor) -> Tensor:
         flat = z.flatten(-2)
@@ -742,7 +758,8 @@ def test_zgr_is_unbiased_for_objectives_quadratic_in_z_where_st_is_not(kind: str
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("alpha", [0.7, -1.5])
-def test_double_cv_is_unbiased_for_any_weight_of_its_control_variate(kind: str, alpha: float, seed: int) -> None:
+def test_double_cv_is_unbiased_for_any_weight_of_its_control_variate(kind: str, alpha: float,
+                                                                     seed: int) -> None:
     """Double CV starts at alpha = 0, where it is RLOO (the z-test above); its closed-form
     correction must cancel the linear control variate's mean at any alpha the training reaches."""
     model, x = problem(kind)
@@ -754,11 +771,12 @@ def test_double_cv_is_unbiased_for_any_weight_of_its_control_variate(kind: str, 
 
 
 @pytest.mark.parametrize("num_samples", [2, 3])
-def test_rodeo_is_unbiased_for_any_network_and_weights_of_its_control_variates(num_samples: int, seed: int) -> None:
+def test_rodeo_is_unbiased_for_any_network_and_weights_of_its_control_variates(num_samples: int,
+                                                                               seed: int) -> None:
     """RODEO starts at alpha = beta = 0, where it is RLOO (the z-test above covers that); its Stein
     control variates must keep their mean zero at whatever network, alpha and beta the training
-    reaches: here a random network (weights ~ N(0, 1), one fixed draw) and alpha, beta of both signs, at k = 2 (the
-    authors' discrete_stein_avg) and k = 3 (their output_avg)."""
+    reaches: here a random network (weights ~ N(0, 1), one fixed draw) and alpha, beta of both signs, at k = 2
+    (the authors' discrete_stein_avg) and k = 3 (their output_avg)."""
     model, x = problem("bernoulli")
     estimator = build("rodeo", "bernoulli", num_samples=num_samples)
     generator = torch.Generator().manual_seed(0)   # one fixed network: one whose outputs move with b
@@ -779,8 +797,8 @@ def test_unordered_set_draws_distinct_states_and_is_unbiased_for_two_samples(kin
     from vae.estimators.unordered_set import sample_without_replacement
 
     model, x = problem(kind)
-    draws = draw_gradients(model, build("unordered-set", kind, num_samples=2), x, tau=1.0, num_draws=NUM_DRAWS,
-                           seed=seed)
+    draws = draw_gradients(model, build("unordered-set", kind, num_samples=2), x, tau=1.0,
+                           num_draws=NUM_DRAWS, seed=seed)
     worst, z_crit = z_scores(draws, exact_gradients(model, x))
     assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"
     n, k = KINDS[kind]
@@ -807,7 +825,8 @@ def test_unordered_set_ratios_are_the_set_probabilities_of_sampling_without_repl
             total += prob
         return total
 
-    p = torch.softmax(torch.randn(7, generator=torch.Generator().manual_seed(1), dtype=DTYPE) * 1.5, 0).tolist()
+    p = torch.softmax(torch.randn(7, generator=torch.Generator().manual_seed(1), dtype=DTYPE) * 1.5,
+                      0).tolist()
     chosen = [0, 2, 3, 5]
     r1, r2 = set_ratios(torch.tensor([p[i] for i in chosen], dtype=DTYPE).log().view(1, 4, 1))
     for a, s in enumerate(chosen):
@@ -829,14 +848,15 @@ def test_an_estimator_reads_tau_exactly_when_it_declares_so(name: str, kind: str
     def draw(tau: float) -> tuple[Tensor, ...]:
         estimator = build(name, kind)
         logits = model.encode(x).detach().requires_grad_(True)
-        surrogate, _ = estimator(logits, lambda z: model.reconstruction_loss(z, x), rng=ReplicaGenerator([seed]),
-                                 tau=tau, context=x)
+        surrogate, _ = estimator(logits, lambda z: model.reconstruction_loss(z, x),
+                                 rng=ReplicaGenerator([seed]), tau=tau, context=x)
         return (surrogate, *torch.autograd.grad(surrogate.sum(), logits))
 
     one, two = draw(1.0), draw(2.0)
     same = all(torch.equal(a, b) for a, b in zip(one, two))
     declared = BUILT_IN[name].reads_tau
-    assert same != declared, f"{name}: reads_tau={declared}, yet tau {'did not move' if same else 'moved'} its gradient"
+    assert same != declared, (f"{name}: reads_tau={declared}, yet tau {'did not move' if same else 'moved'} "
+                              f"its gradient")
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
@@ -846,7 +866,8 @@ def test_the_plain_tensor_call_checks_its_inputs_as_the_config_does(name: str) -
     k = 4 if "categorical" in BUILT_IN[name].kinds else 2
     estimator = build_estimator(name, latent_shape=(3, k), context_dim=DATA_DIM)
     f = lambda z: z.sum((-1, -2))                                           # noqa: E731
-    with pytest.raises(ValueError, match=r"^logits: .*needs \[B, 3, \d+\] or \[R, B, 3, \d+\].*got shape \(4, "):
+    with pytest.raises(ValueError,
+                       match=r"^logits: .*needs \[B, 3, \d+\] or \[R, B, 3, \d+\].*got shape \(4, "):
         estimator(torch.randn(4, 3 * k), f)
     with pytest.raises(ValueError, match="^logits: .*floating-point"):
         estimator(torch.zeros(4, 3, k, dtype=torch.long), f, context=torch.randn(4, DATA_DIM))
@@ -879,7 +900,8 @@ def test_the_catalogue_is_generated_from_the_declarations_and_the_page_shows_it(
     copy.write_text("before\n<!-- catalogue -->\nstale\n<!-- /catalogue -->\nafter\n")
     assert catalogue_cli.main(["--plugins", "plugin_for_catalogue", "--readme", str(copy)]) == 0
     text = copy.read_text()
-    assert text.startswith("before\n<!-- catalogue -->\n| name |") and text.endswith("<!-- /catalogue -->\nafter\n")
+    assert (text.startswith("before\n<!-- catalogue -->\n| name |")
+            and text.endswith("<!-- /catalogue -->\nafter\n"))
     assert "| `rloo-copy` | RLOO \\| copied, for a test. | no | — |" in text and "stale" not in text
     copy.write_text("no markers\n")
     assert catalogue_cli.main(["--readme", str(copy)]) == 2 and copy.read_text() == "no markers\n"
@@ -895,8 +917,10 @@ def test_reinmax_at_tau_one_is_zgr(kind: str, num_classes: int) -> None:
     diag(p)/2 + (z z^T - z p^T - p z^T)/2: they differ by diag(z) - z z^T, which is 0 for a
     one-hot z. (Why the two rows of the 2020 board agree to round-off.)"""
     model, x = make_toy_problem(kind, 3, num_classes, dtype=torch.float64)
-    grads = {name: draw_gradients(model, build_estimator(name, latent_shape=(3, num_classes), context_dim=5).double(),
+    grads = {name: draw_gradients(model, build_estimator(name, latent_shape=(3, num_classes),
+                                                         context_dim=5).double(),
                                   x, tau=1.0, num_draws=8, seed=1) for name in ("zgr", "reinmax", "st")}
     for group in ("encoder", "decoder"):
         torch.testing.assert_close(grads["reinmax"][group], grads["zgr"][group], rtol=1e-12, atol=1e-14)
-    assert not torch.allclose(grads["st"]["encoder"], grads["zgr"]["encoder"])   # the draws can tell estimators apart
+    # the draws can tell estimators apart
+    assert not torch.allclose(grads["st"]["encoder"], grads["zgr"]["encoder"])

@@ -139,3 +139,15 @@ def test_every_estimator_is_one_file_that_registers_it_as_a_plugin_would():
         assert cls.__module__.startswith("vae.estimators."), (name, cls.__module__)
         assert (f'@register("{name}")\nclass {cls.__name__}('
                 in inspect.getsource(sys.modules[cls.__module__])), name
+
+
+def test_no_code_line_is_longer_than_110_characters():
+    """Every line of the Python files under vae/, experiments/ and tests/ is at most 110 characters
+    (characters, not bytes: a Greek letter counts as one)."""
+    root = VAE.parent
+    offenders = [f"{path.relative_to(root)}:{number} ({len(line)})"
+                 for folder in ("vae", "experiments", "tests")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if len(line) > 110]
+    assert not offenders, "lines longer than 110 characters: " + ", ".join(offenders)

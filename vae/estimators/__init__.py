@@ -21,10 +21,10 @@ from vae.numerics.replicas import ReplicaGenerator
 
 # The built-in estimators, one file each, registered by their own ``@register`` as they are imported:
 # this order is the registry's.
-from vae.estimators import (exact, gumbel_softmax, st_gumbel_softmax, straight_through, st_annealed,  # noqa: E402,F401
-                            reinforce, reinforce_ema, nvil, rloo, darn, muprop, gumbel_rao, reinmax, arm,
-                            disarm, arms, vimco, rebar, relax, indecater, zgr, gapped, decoupled, double_cv,
-                            rodeo, unordered_set)
+from vae.estimators import (exact, gumbel_softmax, st_gumbel_softmax, straight_through,  # noqa: E402,F401
+                            st_annealed, reinforce, reinforce_ema, nvil, rloo, darn, muprop, gumbel_rao,
+                            reinmax, arm, disarm, arms, vimco, rebar, relax, indecater, zgr, gapped,
+                            decoupled, double_cv, rodeo, unordered_set)
 
 
 def applicable(*, task: str, kind: str, lowest_tau: float, latent_shape: tuple[int, int],
@@ -36,8 +36,8 @@ def applicable(*, task: str, kind: str, lowest_tau: float, latent_shape: tuple[i
     cfg = cfg or EstimatorConfig()
     for name, cls in ESTIMATORS.items():
         try:
-            cls.check(replace(cfg, name=name, options=cfg.options if name == cfg.name else {}), task=task, kind=kind,
-                      lowest_tau=lowest_tau, latent_shape=latent_shape)
+            cls.check(replace(cfg, name=name, options=cfg.options if name == cfg.name else {}), task=task,
+                      kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
         except ValueError:
             continue
         names.append(name)
@@ -49,10 +49,12 @@ def check_applies(cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: flo
     """Raise ``ValueError`` in one line naming ``key`` if ``cfg.name`` cannot run there, listing the
     estimators that can (computed from the declarations, :func:`applicable`)."""
     try:
-        ESTIMATORS[cfg.name].check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
+        ESTIMATORS[cfg.name].check(cfg, task=task, kind=kind, lowest_tau=lowest_tau,
+                                   latent_shape=latent_shape)
     except ValueError as err:
-        others = [n for n in applicable(task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape,
-                                        cfg=cfg) if n != cfg.name]
+        others = [n
+                  for n in applicable(task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape,
+                                      cfg=cfg) if n != cfg.name]
         raise ValueError(f"{key}: {cfg.name!r} {err}; for task {task} with {kind} latents use "
                          f"{', '.join(others) or 'none of the registered estimators'}") from None
 
@@ -85,7 +87,8 @@ def catalogue() -> str:
         cls = ESTIMATORS[name]
         own = vars(cls)            # a subclass's row says what it declares, not its parent's words
         summary = own.get("summary") or (cls.__doc__ or "").strip().split("\n")[0]
-        biased = ("no" if cls.unbiased else "yes") + (f" ({own['bias_note']})" if own.get("bias_note") else "")
+        biased = (("no" if cls.unbiased else "yes")
+                  + (f" ({own['bias_note']})" if own.get("bias_note") else ""))
         cells = [f"`{name}`", summary, biased, own.get("reference") or "—"]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
@@ -106,8 +109,8 @@ def build_estimator(cfg: EstimatorConfig | str, *, latent_shape: tuple[int, int]
     cfg = EstimatorConfig(name=cfg) if isinstance(cfg, str) else cfg
     cfg.validate(ESTIMATORS)
     if len(latent_shape) != 2 or min(latent_shape) < 1 or num_replicas < 1 or context_dim < 0:
-        raise ValueError(f"build_estimator: latent_shape must be (N, K) with N, K >= 1, num_replicas >= 1 and "
-                         f"context_dim >= 0, got {latent_shape}, {num_replicas}, {context_dim}")
+        raise ValueError(f"build_estimator: latent_shape must be (N, K) with N, K >= 1, num_replicas >= 1 "
+                         f"and context_dim >= 0, got {latent_shape}, {num_replicas}, {context_dim}")
     rng = rng if rng is not None else ReplicaGenerator([0] * num_replicas)
     return ESTIMATORS[cfg.name](cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                                 context_dim=context_dim, rng=rng)

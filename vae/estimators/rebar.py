@@ -52,7 +52,8 @@ class REBAR(Estimator):
     one_hot_forward = False
     reference = ("Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, REBAR: Low-variance, unbiased gradient "
                  "estimates for discrete latent variable models, NeurIPS 2017")
-    passes = 3                                              # f at b, softmax(z / lambda), softmax(z~ / lambda)
+    # f at b, softmax(z / lambda), softmax(z~ / lambda)
+    passes = 3
     summary = ("score function with the control variate η·f(softmax(z/λ)) at the Gumbel perturbation z and "
                "at z̃ drawn given the hard sample; η and log λ descend the estimate's variance (double "
                "backprop)")
@@ -65,7 +66,8 @@ class REBAR(Estimator):
         self.log_temperature = nn.Parameter(torch.full((num_replicas,), math.log(0.5)))  # [R] log lambda
 
     def control_variate(self, f_relaxed: Tensor, perturbed: Tensor) -> Tensor:
-        """``c [R, S, B]`` from f at the relaxed points ``[R, S, B]`` and the perturbations ``[R, S, B, N, K]``."""
+        """``c [R, S, B]`` from f at the relaxed points ``[R, S, B]`` and the perturbations
+        ``[R, S, B, N, K]``."""
         return self.eta[:, None, None] * f_relaxed
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
@@ -77,7 +79,8 @@ class REBAR(Estimator):
         z_given = conditional_gumbel(wide, hard, rng)                             # z~ | b
         perturbed = torch.stack([z, z_given], dim=1)                              # [R, 2, B, N, K]
         lam = self.log_temperature.exp().to(wide.dtype)[:, None, None, None, None]
-        values = f(torch.cat([hard.unsqueeze(1), softmax(perturbed / lam)], dim=1).to(logits.dtype))  # [R, 3, B]
+        # [R, 3, B]
+        values = f(torch.cat([hard.unsqueeze(1), softmax(perturbed / lam)], dim=1).to(logits.dtype))
         f_hard = values[:, 0]                                                     # [R, B]
         c = self.control_variate(values[:, 1:], perturbed)                        # [R, 2, B]
         (pathwise,) = torch.autograd.grad((c[:, 0] - c[:, 1]).sum(), wide, create_graph=True)

@@ -52,7 +52,8 @@ def tuning_term(objective: Tensor, params: list[nn.Parameter]) -> Tensor:
     single-draw estimate of its variance's, by double backpropagation) while the model's receive the
     estimate. REBAR's, RELAX's, Double CV's and RODEO's control variates are tuned this way."""
     tuning = torch.autograd.grad(objective.sum(), params, retain_graph=True, allow_unused=True)
-    tune = sum((p * g.detach()).reshape(p.shape[0], -1).sum(-1) for p, g in zip(params, tuning) if g is not None)
+    tune = sum((p * g.detach()).reshape(p.shape[0], -1).sum(-1)
+               for p, g in zip(params, tuning) if g is not None)
     return tune - tune.detach()
 
 
