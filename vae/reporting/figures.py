@@ -233,7 +233,7 @@ def vae_curves(points: list[Point], model: str, preset: str, results_dir: Path, 
             estimator, variant = column(point)
             band(ax, point.run_dir, "test/neg_elbo", color=COLOURS.get(estimator, "0.5"),
                  label=column_title(estimator, variant),
-                  linestyle=":" if variant else "-" if estimator in PAPER_ESTIMATORS else "--", marker=".")
+                 linestyle=":" if variant else "-" if estimator in PAPER_ESTIMATORS else "--", marker=".")
             if EQUAL_COST in point.values:   # a few steps at another's cost: drawn, not scaled to
                 continue
             c = curve(point.run_dir, "test/neg_elbo")
@@ -267,7 +267,7 @@ def fig3(preset: str, results_dir: Path, partial: bool = False) -> list[Path]:
             name, variant = column(point)
             band(ax, point.run_dir, "test/nll", color=COLOURS.get(name, "0.5"),
                  label=column_title(name, variant),
-                  linestyle=":" if variant else "-" if name in PAPER_ESTIMATORS else "--", marker=".")
+                 linestyle=":" if variant else "-" if name in PAPER_ESTIMATORS else "--", marker=".")
             if EQUAL_COST not in point.values:   # a few steps at another's cost: drawn, not scaled to
                 scaled += curve(point.run_dir, "test/nll").mean
         if scaled:
@@ -370,7 +370,7 @@ def tau_ablation(preset: str, results_dir: Path, partial: bool = False) -> list[
             band(bottom, p.run_dir, "train/tau", color=colours[label], label=label)
         for p, style in zip(finished(references), ("--", "-.", ":")):
             band(top, p.run_dir, "test/neg_elbo", color="0.35", linestyle=style,
-                  label=display_name(p.cfg.estimator.name))
+                 label=display_name(p.cfg.estimator.name))
         top.set_title(f"{mode}: test negative ELBO")
         top.set_ylabel("test negative ELBO (nats, one discrete sample)")
         top.grid(alpha=0.3)
