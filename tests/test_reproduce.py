@@ -183,6 +183,18 @@ def test_samples_retrain_a_run_whose_records_carry_no_checkpoint(tiny_results, s
     assert threads == [1, 1]
 
 
+@pytest.mark.parametrize("count, nrow", [(40, 10), (11, 11), (7, 3), (3, 8)])
+def test_the_figures_image_grid_is_torchvisions_make_grid(count: int, nrow: int) -> None:
+    """The digit grids of `samples` and Figure 5 are laid out as torchvision's make_grid(padding=2,
+    pad_value=1) lays them out (the figures no longer import torchvision: seconds a process)."""
+    from torchvision.utils import make_grid
+
+    from vae.reporting.figures import _image_grid
+    images = torch.rand(count, 784)
+    expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
+    assert torch.equal(_image_grid(images, nrow), expected)
+
+
 def test_a_run_is_identified_by_its_settings_that_differ_from_the_defaults():
     """So a config key added later, with a default that keeps the old behaviour, moves no run."""
     assert identity(load_config(None)) == {}
