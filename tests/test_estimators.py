@@ -11,6 +11,7 @@ same float32 draw either way).
 
 from __future__ import annotations
 
+import ast
 import inspect
 import itertools
 import math
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor
 
 from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
@@ -700,6 +702,70 @@ def test_no_library_file_names_a_built_in_estimator_outside_its_own_module() -> 
             offences += [f"{rel}:{number} names {m.group(1)!r}"
                          for m in quoted.finditer(line) if own[m.group(1)] != rel]
     assert not offences, "\n".join(offences)
+
+
+def _name_lists(node: object, where: str) -> list[tuple[str, frozenset[str]]]:
+    """Every list of three or more built-in estimator names in a parsed YAML document (``where``: its
+    dotted path), as (path, names)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _name_lists(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        names = frozenset(v for v in node if isinstance(v, str) and v in BUILT_IN)
+        found += [(where, names)] if len(names) >= 3 else []
+        for i, value in enumerate(node):
+            found += _name_lists(value, f"{where}.{i}")
+    return found
+
+
+def test_no_test_or_config_keeps_a_hand_list_of_estimators_the_registry_could_give() -> None:
+    """A new estimator joins the shared tests and the sweeps with no edit to them: no test file and no
+    config file holds a list of three or more built-in estimators' names (a tuple, list or set in
+    Python, a YAML list) but the ones allowed here, each a choice the registry cannot make, with the
+    reason. Whole sets come from the registry and its declarations (``estimator_cases``,
+    ``applicable``, a sweep's ``{applicable: ...}`` axis)."""
+    allowed = {
+        ("tests/test_estimators.py", frozenset({"zgr", "reinmax", "st"})):
+            "its subject: ZGR and ReinMax agree on binary latents, ST differs",
+        ("tests/test_leaderboard.py", frozenset({"disarm", "rloo", "st-gs"})):
+            "the tiny 2020 board's entry and the two the test measures",
+        ("tests/test_reproduce.py", frozenset({"gs", "st-gs", "reinmax"})):
+            "the paper preset's exclusions, as configs/sweeps/table1.yaml writes them",
+        ("tests/test_step_cost.py", frozenset({"rloo", "st-gs", "vimco"})):
+            "the rows the bench measures: one relaxed sample, k samples, a multi-sample bound",
+        ("tests/test_step_cost.py", frozenset({"gs", "st-gs", "rloo"})):
+            "rows measured again and kept",
+        ("configs/sweeps/modern.yaml", frozenset({"rloo", "arm", "disarm", "relax", "double-cv", "vimco",
+                                                  "gs", "st-gs"})):
+            "a budget: the 2020 papers' own estimators and the relaxed anchors on the cells beyond "
+            "linear MNIST, where every estimator that applies runs (an applicable axis)",
+        ("tests/test_reproduce.py", frozenset({"arm", "disarm", "relax"})):
+            "members the family selector must give",
+        ("configs/sweeps/ssl_estimators.yaml", frozenset({"rloo", "gumbel-rao", "st"})):
+            "each a control for one explanation of ST-GS's accuracy (the file's comment)",
+        ("configs/sweeps/table1.yaml", frozenset({"gs", "st-gs", "reinmax"})):
+            "the paper preset's exclusions from its applicable axis: they get τ settings of their own",
+    }
+    this = inspect.getsourcelines(
+        test_no_test_or_config_keeps_a_hand_list_of_estimators_the_registry_could_give)
+    repo = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted((repo / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and not (     # (the list above)
+                    path.name == "test_estimators.py" and this[1] <= node.lineno < this[1] + len(this[0])):
+                names = frozenset(e.value for e in node.elts
+                                  if isinstance(e, ast.Constant) and e.value in BUILT_IN)
+                if len(names) >= 3:
+                    found.append((path.relative_to(repo).as_posix(), f"line {node.lineno}", names))
+    for path in sorted((repo / "configs").rglob("*.yaml")):
+        found += [(path.relative_to(repo).as_posix(), where, names)
+                  for where, names in _name_lists(yaml.safe_load(path.read_text()), "")]
+    offences = [f"{file} {where}: {', '.join(sorted(names))}" for file, where, names in found
+                if (file, names) not in allowed]
+    assert not offences, "\n".join(offences)
+    assert {(file, names) for file, _, names in found} == set(allowed)      # no reason left over
 
 
 def test_the_declared_kinds_and_tasks_are_the_suites() -> None:

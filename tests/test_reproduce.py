@@ -26,7 +26,7 @@ from vae.estimators import ESTIMATORS, EstimatorConfig, display_name
 from vae.store.records import curve, provenance
 from vae.store.run_dir import CHECKPOINT, SUMMARY
 from vae.sweeps import definition, running
-from vae.sweeps.definition import best_points, expand, identity, read_sweep
+from vae.sweeps.definition import Applicable, best_points, expand, identity, read_sweep
 from vae.sweeps.running import threads_per_worker
 from vae.training.tasks import TASKS, check
 from vae.training.trainer import Trainer, train
@@ -396,6 +396,19 @@ def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_
         assert point.run_dir in {p.run_dir for p in points}
 
 
+def test_an_applicable_axis_selects_by_family_and_by_the_papers_table():
+    """``family: [...]`` keeps the estimators that declare one of those families, ``paper: true``
+    those with a column in the paper's Table 1: read from the classes, not from a list of names."""
+    base = "configs/vae_bernoulli.yaml"
+    everything = Applicable.parse(True, "t").names(base, [])
+    families = Applicable.parse({"family": ["antithetic", "control variate"]}, "t").names(base, [])
+    assert families == [n for n in everything if ESTIMATORS[n].family in ("antithetic", "control variate")]
+    assert {"arm", "disarm", "relax"} <= set(families) and "rloo" not in families
+    paper = Applicable.parse({"paper": True, "exclude": ["gs"]}, "t").names(base, [])
+    assert paper == [n for n in everything if ESTIMATORS[n].paper_column is not None and n != "gs"]
+    assert len(paper) == 6
+
+
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert sweep_cli.main(["configs/sweeps/tau_ablation.yaml", "--preset", "quick", "--dry-run",
@@ -426,7 +439,12 @@ def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, caps
     ("base: configs/sbn_bernoulli.yaml\nparameters:\n  estimator.name: {applicable: {exclude: [rlo]}}\n", [],
      "applicable.exclude: unknown estimator 'rlo' (did you mean 'rloo'?)"),
     ("base: configs/sbn_bernoulli.yaml\nparameters:\n  estimator.name: {applicable: {max_pases: 4}}\n", [],
-     "applicable: expected true or a mapping with keys exclude, max_passes"),
+     "applicable: expected true or a mapping with keys exclude, family, max_passes, paper"),
+    ("base: configs/sbn_bernoulli.yaml\nparameters:\n"
+     "  estimator.name: {applicable: {family: [antithetical]}}\n", [],
+     "applicable.family: expected a list of families (score function, Taylor, "),
+    ("base: configs/sbn_bernoulli.yaml\nparameters:\n  estimator.name: {applicable: {paper: yes please}}\n",
+     [], "applicable.paper: expected true or false, got 'yes please'"),
     ("base: configs/vae_categorical.yaml\nmethod: bayes\npresets: {quick: {}}\n", [], "method: 'bayes'"),
     ("base: configs/vae_categorical.yaml\nmetric: {name: valid/accuracy, goal: best}\npresets: {quick: {}}\n",
      [], "goal: minimize or maximize"),

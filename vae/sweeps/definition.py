@@ -12,7 +12,8 @@ A sweep file is a W&B grid sweep plus keys of our own::
       estimator.name: {values: [gs, st-gs]}
       tau: {values: [{schedule: constant, tau0: 0.5}, {schedule: linear}]}
       # or estimator.name: {applicable: {max_passes: 4, exclude: [gs]}}: every registered estimator
-      # that applies to the base (its declarations), within a cost (Applicable); `true`: no limits
+      # that applies to the base (its declarations), within a cost, of some families or of the
+      # paper's Table 1 (Applicable); `true`: no limits
     include:                           # extra points next to the grid, each a mapping of overrides;
       - {estimator.name: rloo}         # a value written {values: [...]} makes the entry a small grid;
       - {base: configs/vae_bernoulli.yaml, estimator.name: arm}   # `base:` only for that base
@@ -51,6 +52,7 @@ import yaml
 from vae.config import (REPO, Config, ConfigError, config_from_dict, load_config, read_yaml, resolve_path,
                         to_dict, unreadable)
 from vae.estimators import ESTIMATORS
+from vae.estimators.base import FAMILIES
 from vae.estimators.config import did_you_mean
 from vae.store.records import final, select_best
 from vae.store.run_dir import CHECKPOINT, FAILED, SUMMARY, load_summary, read_config_text
@@ -140,21 +142,26 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class Applicable:
-    """``estimator.name: {applicable: true}`` or ``{applicable: {max_passes: P, exclude: [...]}}``: an
-    axis of every registered estimator whose declarations allow the point's resolved config (its task,
-    latent kind and shape, the lowest tau its schedule reaches: the checks ``train`` makes), in the
-    registry's order, except ``exclude`` and those spending more than ``max_passes`` decoder passes per
-    example and step (:meth:`vae.training.tasks.Task.decoder_passes`). Resolved per base, so each base config
-    gets the estimators that apply to it; a point's directory is the one the name written out gives."""
+    """``estimator.name: {applicable: true}`` or ``{applicable: {max_passes: P, family: [...], paper:
+    true, exclude: [...]}}``: an axis of every registered estimator whose declarations allow the
+    point's resolved config (its task, latent kind and shape, the lowest tau its schedule reaches: the
+    checks ``train`` makes), in the registry's order, except ``exclude``, those spending more than
+    ``max_passes`` decoder passes per example and step (:meth:`vae.training.tasks.Task.decoder_passes`),
+    those of no family in ``family`` (:data:`vae.estimators.base.FAMILIES`; empty: any) and, with
+    ``paper: true``, those without a column in the paper's Table 1 (``paper_column``). Resolved per
+    base, so each base config gets the estimators that apply to it; a point's directory is the one
+    the name written out gives."""
 
     max_passes: float | None = None
     exclude: tuple[str, ...] = ()
+    family: tuple[str, ...] = ()
+    paper: bool = False
 
     @classmethod
     def parse(cls, spec: Any, where: str) -> Applicable:
         if spec is True:
             return cls()
-        allowed = {"max_passes", "exclude"}
+        allowed = {"max_passes", "exclude", "family", "paper"}
         _require(isinstance(spec, dict) and set(spec) <= allowed,
                  f"{where}.applicable: expected true or a mapping with keys {', '.join(sorted(allowed))}, "
                  f"got {spec!r}")
@@ -166,7 +173,12 @@ class Applicable:
         for name in exclude:
             _require(name in ESTIMATORS, f"{where}.applicable.exclude: unknown estimator {name!r}"
                      f"{did_you_mean(name, ESTIMATORS)}")
-        return cls(passes, tuple(exclude))
+        family, paper = spec.get("family", []), spec.get("paper", False)
+        _require(isinstance(family, list) and all(f in FAMILIES for f in family),
+                 f"{where}.applicable.family: expected a list of families ({', '.join(FAMILIES)}), "
+                 f"got {family!r}")
+        _require(isinstance(paper, bool), f"{where}.applicable.paper: expected true or false, got {paper!r}")
+        return cls(passes, tuple(exclude), tuple(family), paper)
 
     def names(self, base: str, overrides: list[str]) -> list[str]:
         """The estimators this axis gives on ``base`` with ``overrides`` (``key=value`` strings);
@@ -181,8 +193,9 @@ class Applicable:
                tuple((n, id(c)) for n, c in ESTIMATORS.items()))
         if key in _APPLICABLE_NAMES:
             return list(_APPLICABLE_NAMES[key])
-        for name in list(ESTIMATORS):
-            if name in self.exclude:
+        for name, cls in list(ESTIMATORS.items()):
+            if (name in self.exclude or self.family and cls.family not in self.family
+                    or self.paper and cls.paper_column is None):
                 continue
             try:
                 cfg = check(load_config(path, [*overrides, f"estimator.name={name}"]))
