@@ -78,6 +78,16 @@ def test_a_section_given_a_string_sets_its_name():
         load_config(None, ["estimator=magic"])
 
 
+def test_a_section_value_merges_over_the_overrides_of_its_keys_before_it():
+    """A sweep point's ``model: {num_classes: 8, num_latents: 4}`` after its preset's
+    ``model.hidden=[16]`` keeps the hidden layers, and a later key still wins over the section."""
+    cfg = load_config("configs/categorical_benchmark.yaml",
+                      ["model.hidden=[16]", "model={num_classes: 8, num_latents: 4}", "model.num_latents=5"])
+    assert (cfg.model.hidden, cfg.model.num_classes, cfg.model.num_latents) == ([16], 8, 5)
+    cfg = load_config(None, ["tau.rate=0.5", "tau={schedule: constant, tau0: 2.0}"])
+    assert (cfg.tau.schedule, cfg.tau.tau0, cfg.tau.rate) == ("constant", 2.0, 0.5)
+
+
 def test_round_trip_through_plain_data():
     cfg = load_config(None, ["model.kind=bernoulli", "model.num_latents=200", "model.num_classes=2"])
     assert config_from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg)))) == cfg

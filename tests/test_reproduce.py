@@ -752,6 +752,35 @@ def test_the_2020_benchmark_table_has_a_table_per_cell_with_both_numbers_and_its
     assert "preset tiny | 4/4 runs finished" in markdown
 
 
+def test_the_categorical_benchmark_has_a_table_per_latent_shape_from_its_own_sweep(shared_cache, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """make categorical PRESET=tiny: the sweep trains each latent shape (K x N, the axis of whole
+    model sections, which keep the preset's hidden layers) on grey levels, then one table per shape
+    with a row per estimator, the training -ELBO and its budget against the scripts' 160 epochs;
+    with no finished run the table command refuses (exit 1) and writes nothing."""
+    from experiments import tables as tables_cli
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(REPO)
+    args = ["--preset", "tiny", "--results-dir", str(tmp_path)]
+    assert tables_cli.main(["categorical", *args]) == 1
+    assert "none of its 4 runs under preset tiny has finished" in capsys.readouterr().err
+    assert not (tmp_path / "tables").exists()
+    assert sweep_cli.main(["configs/sweeps/categorical.yaml", *args, "--no-progress"]) == 0
+    points = expand(read_sweep("configs/sweeps/categorical.yaml"), "tiny", tmp_path)
+    assert {(p.cfg.model.num_classes, p.cfg.model.num_latents, tuple(p.cfg.model.hidden),
+             p.cfg.data.binarization) for p in points} == {(8, 4, (16,), "none"), (10, 30, (16,), "none")}
+    capsys.readouterr()
+    assert tables_cli.main(["categorical", *args]) == 0
+    markdown = (tmp_path / "tables" / "tiny" / "categorical.md").read_text()
+    assert capsys.readouterr().out.strip() == markdown.strip()
+    assert re.findall(r"^The categorical benchmark, (\d+) x (\d+) ", markdown, flags=re.M) == [("8", "4"),
+                                                                                           ("10", "30")]
+    assert markdown.count("| ReinMax | ") == 2 and markdown.count("| ST Gumbel-S. | ") == 2
+    assert "4 steps (0.008 epochs of the 50,000 training images; the ReinMax scripts train 160" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| ReinMax |"))
+    assert len(re.findall(r"\d+\.\d ± \d+\.\d", row)) == 3 and "constant τ=1.3 for ReinMax" in markdown
+
+
 def test_a_sweep_s_default_threads_share_torch_s_own_count_among_its_workers():
     """The count torch would use (OMP_NUM_THREADS where set: the tests set 1) split among the
     workers, never 0: not the machine's cores, which a test or another sweep may hold."""

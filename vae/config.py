@@ -316,7 +316,10 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: {p} is not a section")
-    node[leaf] = value
+    # a section's value merges over the overrides of its keys before it (``model.hidden=[16]`` then
+    # ``model={num_latents: 4}`` keeps the hidden layers): later overrides win key by key
+    both_sections = isinstance(value, dict) and isinstance(node.get(leaf), dict)
+    node[leaf] = _merge(node[leaf], value) if both_sections else value
 
 
 def parse_overrides(overrides: list[str]) -> dict:

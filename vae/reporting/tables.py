@@ -12,9 +12,15 @@
 * ``model-question``: which model, optimiser and metric the paper's VAE numbers are consistent
   with -- GS and ST-GS on both latent types under every candidate (``configs/sweeps/model_question.yaml``),
   both metrics per cell, and each candidate's mean distance to the paper's four numbers.
+* ``modern``: the 2020 benchmark (``configs/sweeps/modern.yaml``), a table per (model, data set):
+  the training -ELBO and the 100-sample test bound per estimator, the published columns, the cost.
+* ``categorical``: the categorical benchmark of 2023-2026 (``configs/sweeps/categorical.yaml``,
+  the ReinMax scripts' protocol), a table per latent shape K x N: the training -ELBO (its number)
+  beside the published one, the test -ELBO and 100-sample bound, the cost.
 
 Written to ``<results>/tables/<preset>/<name>.md`` (and ``.tex``); the markdown is printed. Run
-the sweep first (``make table1`` / ``make table2`` / ``make model-question`` do both).
+the sweep first (``make table1``, ``make table2``, ``make model-question``, ``make modern``, ``make
+categorical`` do both).
 """
 
 from __future__ import annotations
@@ -575,4 +581,77 @@ def modern(preset: str, results_dir: Path) -> str:
     return write_tables("modern", tables, preset, results_dir, points)
 
 
-TABLES = {"table1": table1, "table2": table2, "model-question": model_question, "modern": modern}
+# ----------------------------------------------------------------------------- the categorical benchmark
+
+CATEGORICAL_SWEEP = SWEEP_DIR / "categorical.yaml"
+SCRIPTS_EPOCHS = 160         # the ReinMax repository's mnist_vae scripts' budget, at batch 100
+# Published numbers beside ours: (K, N) -> estimator -> (train -ELBO, source). Empty until they are
+# transcribed from the papers' tables (results/README.md "The categorical benchmark").
+PUBLISHED_CATEGORICAL: dict[tuple[int, int], dict[str, tuple[float, str]]] = {}
+
+
+def categorical_cells(points: list[Point]) -> dict[tuple[int, int], list[Point]]:
+    """``points`` by latent shape (K categories, N latents), in sweep order; in each, estimators in
+    column order."""
+    cells: dict[tuple[int, int], list[Point]] = {}
+    for point in points:
+        cells.setdefault((point.cfg.model.num_classes, point.cfg.model.num_latents), []).append(point)
+    return {cell: sorted(group, key=lambda p: column_order(p.cfg.estimator.name))
+            for cell, group in cells.items()}
+
+
+def categorical_table(cell: tuple[int, int], points: list[Point], preset: str) -> Table:
+    """One latent shape of the benchmark: a row per estimator, the training -ELBO (the benchmark's
+    number) beside the published one, the test -ELBO and bound, the cost."""
+    published = PUBLISHED_CATEGORICAL.get(cell, {})
+    header = ["train −ELBO", "published train −ELBO", "test −ELBO", "test −L100",
+              "decoder evaluations / example / step", "ms / step"]
+    rows = []
+    for point in points:
+        name, variant = column(point)
+        theirs = published.get(name) if not variant else None
+        rows.append((column_title(name, variant),
+                     [_cell(point, "train/neg_elbo"), "–" if theirs is None else f"{theirs[0]:.1f}",
+                      _cell(point, "test/neg_elbo"), _cell(point), _cost(point, "decoder"),
+                      _cost(point, "ms")]))
+    cfg = points[0].cfg
+    summaries = [s for s in (load_summary(p.run_dir) for p in points) if s is not None]
+    steps = sorted({s["steps"] for s in summaries}) or [cfg.steps]
+    train_size = DATASETS[cfg.data.name].split_sizes["train"]
+    per_epoch = train_size // cfg.data.batch_size
+    test = ", ".join(sorted({f"{s['iw_examples']:,}" for s in summaries})) or "?"
+    epochs = ", ".join(f"{n / per_epoch:g}" for n in steps)
+    classes, latents = cell
+    rates = sorted({p.cfg.optim.lr for p in points})
+    rate = (f"learning rate {rates[0]:g}" if len(rates) == 1 else
+            f"learning rates {', '.join(f'{r:g}' for r in rates)} (chosen per estimator on validation)")
+    caption = (f"The categorical benchmark, {classes} x {latents} (K = {classes} categories, N = {latents} "
+               f"latents): grey-level {DATASETS[cfg.data.name].title} with a Bernoulli likelihood on the "
+               f"intensities, {model_label(cfg)}, analytic KL, batch {cfg.data.batch_size}, "
+               f"{optimiser_label(cfg)} at {rate}, after {', '.join(f'{n:,}' for n in steps)} "
+               f"steps ({epochs} epochs of the {train_size:,} training images; the "
+               f"ReinMax scripts train {SCRIPTS_EPOCHS} of 60,000). train −ELBO: one sample per image on "
+               f"the training split at the last step (the benchmark's number; the scripts average the last "
+               f"epoch's batches while training); test −ELBO and −L100 (the m = {cfg.eval.iw_samples} "
+               f"importance-weighted bound) on {test} test images; nats, mean ± std over seeds, lower is "
+               f"better.{tau_note(points)} Published: the papers' train −ELBO for the same shape "
+               f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their "
+               f"protocol differs from ours as results/README.md \"The categorical benchmark\" says."
+               f"{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
+    return header, rows, caption
+
+
+def categorical(preset: str, results_dir: Path) -> str:
+    """The categorical benchmark (configs/sweeps/categorical.yaml): one table per latent shape (the
+    learning rate and tau chosen per estimator on validation where the preset grids them), then the
+    provenance."""
+    sweep = read_sweep(CATEGORICAL_SWEEP)
+    points = best_points(sweep, expand(sweep, preset, results_dir))
+    tables = [categorical_table(cell, group, preset) for cell, group in categorical_cells(points).items()]
+    header, rows, caption = tables[-1]
+    tables[-1] = (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")
+    return write_tables("categorical", tables, preset, results_dir, points)
+
+
+TABLES = {"table1": table1, "table2": table2, "model-question": model_question, "modern": modern,
+          "categorical": categorical}
