@@ -166,14 +166,19 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
                 and "SF" in ranked)
         assert ranked.count("\n") == 4                                       # header, rule, three entries
     assert "ST, tempered (options.backward_tau=3) | does not apply" in by_caption["VAE (Bern.)"]
-    assert len(list((tmp_path / "mine/sweeps").glob("*/tiny/*st-temp*/summary.json"))) == 2
+    # every board it applies to: the 2017 board's two categorical cells and the categorical
+    # benchmark's two shapes (the 2020 board is Bernoulli only)
+    assert len(list((tmp_path / "mine/sweeps").glob("*/tiny/*st-temp*/summary.json"))) == 4
+    assert "ST, tempered (options.backward_tau=3) (new)" in (
+        tmp_path / "mine/tables/tiny/leaderboard_categorical.md").read_text()
+    assert "board 2020: --preset: no finished entry" not in done.stdout      # the committed ones
     assert (tmp_path / "mine/figures/tiny/frontier.png").stat().st_size > 10_000
     assert "tied" in table or "behind" in table
 
     again = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator",
                         "estimator.options.backward_tau=3")
     assert (again.returncode == 0 and "started" not in again.stdout
-            and again.stdout.count(": done") == 2), again.stdout
+            and again.stdout.count(": done") == 4), again.stdout
 
 
 def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path):
@@ -200,6 +205,26 @@ def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, 
     assert table.count("ST, tempered (new)") == 4 and "Leaderboard of the 2020 benchmark (tiny)" in table
     assert len(list((tmp_path / "mine/sweeps/modern/tiny").glob("*st-temp*/summary.json"))) == 4
     assert (tmp_path / "mine/figures/tiny/frontier_2020.png").stat().st_size > 10_000
+
+
+def test_estimators_enter_the_categorical_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path,
+                                                                             monkeypatch):
+    """The third board: each latent shape K x N of the categorical benchmark's tiny preset a cell;
+    two estimators trained there by one command (none is committed at that preset) and ranked."""
+    from experiments.leaderboard import main
+
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--preset", "tiny", "--committed-dir", str(committed), "--results-dir", "mine", "--no-progress",
+                 "--board", "categorical", "--estimator", "gs", "zgr"]) == 0
+    table = (tmp_path / "mine/tables/tiny/leaderboard_categorical.md").read_text()
+    assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | 8 x 4 | "
+                                                   "10 x 30 |")
+    assert "Leaderboard of the categorical benchmark (tiny)" in table
+    assert all(row.count("(") == 2 for row in table.splitlines() if "| all |" in row)
+    assert len([row for row in table.splitlines() if "| all |" in row]) == 2
+    assert len(list((tmp_path / "mine/sweeps/categorical/tiny").glob("*/summary.json"))) == 4
+    assert (tmp_path / "mine/figures/tiny/frontier_categorical.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("args, message", [

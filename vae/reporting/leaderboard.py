@@ -9,7 +9,10 @@ with what it costs.
 categorical) of ``configs/sweeps/table1.yaml`` and the SBN (Bernoulli, categorical) of
 ``configs/sweeps/sbn.yaml`` -- written to ``leaderboard.md``; ``2020``, the 2020 benchmark's cells
 (each model and data set ``configs/sweeps/modern.yaml`` trains under the preset), written to
-``leaderboard_2020.md``; ``all`` (the default) draws both.
+``leaderboard_2020.md``; ``categorical``, the categorical benchmark's latent shapes (each K x N
+``configs/sweeps/categorical.yaml`` trains under the preset, ranked on the test bound like the
+other boards), written to ``leaderboard_categorical.md``; ``all`` (the default) draws every board
+that has a finished entry.
 
 **Cells.** Under a preset, a cell's configuration is
 its base config (and, on the 2020 board, its data set) with that sweep's preset settings (model, seeds, steps,
@@ -93,9 +96,10 @@ COMMITTED = REPO / "results"       # the committed records every leaderboard ran
 STEP_KEYS = ("steps", "log_every", "checkpoint_every", "eval.every", "gradvar_every")
 METRIC = {"table1": "test negative ELBO bound, m-sample importance weighted (test/iw_bound, nats)",
           "sbn": "test negative log-likelihood of the lower half, m samples (test/iw_nll, nats)",
-          "modern": "test negative ELBO bound, 100-sample importance weighted (test/iw_bound, nats)"}
+          "modern": "test negative ELBO bound, 100-sample importance weighted (test/iw_bound, nats)",
+          "categorical": "test negative ELBO bound, 100-sample importance weighted (test/iw_bound, nats)"}
 METRIC_SHORT = {"table1": "test bound, m-sample", "sbn": "test NLL, m-sample",
-                "modern": "test bound, 100-sample"}
+                "modern": "test bound, 100-sample", "categorical": "test bound, 100-sample"}
 SPAN = 8.0   # nats above a cell's best that the frontier's y axis shows
 ALPHA = 0.05  # the family-wise error of a cell's verdicts (Holm's correction over its comparisons)
 CHOSEN_KEYS = ("estimator.", "tau.", "optim.lr", "plugins", "experiment", "out_dir", *STEP_KEYS)
@@ -109,7 +113,9 @@ class Cell:
     label: str   # as the tables write it
     sweep: str   # configs/sweeps/<sweep>.yaml
     base: str    # one of that sweep's bases
-    values: tuple[tuple[str, Any], ...] = ()   # the point values beyond the base that fix it (data.name)
+    # the point values beyond the base that fix it, as (key, value) pairs (data.name; a whole section,
+    # the categorical benchmark's model shape, as its own pairs: a cell is hashable)
+    values: tuple[tuple[str, Any], ...] = ()
 
     def read_sweep(self) -> Sweep:
         return read_sweep(SWEEP_DIR / f"{self.sweep}.yaml")
@@ -117,7 +123,7 @@ class Cell:
     @property
     def entry(self) -> dict[str, Any]:
         """The cell as an include entry of its sweep: its base and values."""
-        return {"base": self.base, **dict(self.values)}
+        return {"base": self.base, **{k: dict(v) if isinstance(v, tuple) else v for k, v in self.values}}
 
 
 CELLS = (Cell("vae-bernoulli", "VAE (Bern.)", "table1", "configs/vae_bernoulli.yaml"),
@@ -138,6 +144,18 @@ def benchmark_cells(preset: str) -> tuple[Cell, ...]:
     return tuple(cells.values())
 
 
+def categorical_cells(preset: str) -> tuple[Cell, ...]:
+    """The categorical benchmark's cells under ``preset``: each latent shape K x N its sweep
+    (configs/sweeps/categorical.yaml) trains there, in the sweep's order."""
+    cells = {}
+    for point in expand(read_sweep(SWEEP_DIR / "categorical.yaml"), preset, COMMITTED):
+        shape = (point.cfg.model.num_classes, point.cfg.model.num_latents)
+        cells.setdefault(shape, Cell(f"{shape[0]}x{shape[1]}", f"{shape[0]} x {shape[1]}", "categorical",
+                                     point.base, (("model", (("num_classes", shape[0]),
+                                                             ("num_latents", shape[1]))),)))
+    return tuple(cells.values())
+
+
 @dataclass(frozen=True)
 class Board:
     """A leaderboard: its cells under a preset and the suffix of its files."""
@@ -145,10 +163,12 @@ class Board:
     title: str                                   # the summary's caption names it
     cells: Callable[[str], tuple[Cell, ...]]
     suffix: str                                  # leaderboard<suffix>.md, frontier<suffix>.png
+    target: str                                  # the make target that trains its sweeps
 
 
-BOARDS = {"2017": Board("Table 1's four cells", lambda preset: CELLS, ""),
-          "2020": Board("the 2020 benchmark", benchmark_cells, "_2020")}
+BOARDS = {"2017": Board("Table 1's four cells", lambda preset: CELLS, "", "table1"),
+          "2020": Board("the 2020 benchmark", benchmark_cells, "_2020", "modern"),
+          "categorical": Board("the categorical benchmark", categorical_cells, "_categorical", "categorical")}
 
 
 class NothingRanked(SweepError):
@@ -243,13 +263,26 @@ def cell_config(cell: Cell, preset: str) -> Config:
     return expand(cell.read_sweep(), preset, COMMITTED, entries=[cell.entry])[0].cfg
 
 
+_SWEEP_POINTS: dict[tuple, list[Point]] = {}   # sweep_points' answers by its key
+
+
+def sweep_points(cell: Cell, preset: str, store: Path) -> list[Point]:
+    """The points of the cell's sweep file under ``preset`` in ``store``, expanded once per file text,
+    preset, store and registry (every cell of a board reads the same expansion)."""
+    path = SWEEP_DIR / f"{cell.sweep}.yaml"
+    key = (str(path), path.read_text(), preset, str(store), tuple((n, id(c)) for n, c in ESTIMATORS.items()))
+    if key not in _SWEEP_POINTS:
+        _SWEEP_POINTS[key] = expand(cell.read_sweep(), preset, store)
+    return _SWEEP_POINTS[key]
+
+
 def committed_points(cell: Cell, preset: str, stores: list[Path]) -> list[Point]:
     """The finished entries of ``cell`` in the sweep file's points under ``preset``, read from
     ``stores`` (the first store holding a finished run wins), one per learning-rate set."""
     sweep, standard = cell.read_sweep(), _chosen_apart(cell_config(cell, preset))
     found: dict[str, Point] = {}
     for store in stores:
-        for point in expand(sweep, preset, store):
+        for point in sweep_points(cell, preset, store):
             if (point.base == cell.base and _chosen_apart(point.cfg) == standard
                     and point.run_dir.name not in found
                     and load_summary(point.run_dir) is not None):
@@ -582,7 +615,7 @@ def leaderboard(preset: str, results_dir: Path, *, names: list[str] = (), plugin
     if not any(by_cell.values()):
         raise NothingRanked(f"--preset: no finished entry of preset {preset!r} on board {board} in "
                             f"{' or '.join(map(str, stores))}; train its sweeps first (make "
-                            f"{'table1' if board == '2017' else 'modern'} PRESET={preset})")
+                            f"{BOARDS[board].target} PRESET={preset})")
     missing = {titles.get(name, column_title(name, "")): labels for name, labels in missing.items()}
     return write(by_cell, missing, preset, Path(results_dir), BOARDS[board])
 
