@@ -207,19 +207,19 @@ def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, 
     assert (tmp_path / "mine/figures/tiny/frontier_2020.png").stat().st_size > 10_000
 
 
-def test_estimators_enter_the_categorical_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path,
-                                                                             monkeypatch):
+def test_estimators_enter_the_categorical_benchmark_s_board_with_one_command(committed, shared_cache,
+                                                                             tmp_path, monkeypatch):
     """The third board: each latent shape K x N of the categorical benchmark's tiny preset a cell;
     two estimators trained there by one command (none is committed at that preset) and ranked."""
     from experiments.leaderboard import main
 
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     monkeypatch.chdir(tmp_path)
-    assert main(["--preset", "tiny", "--committed-dir", str(committed), "--results-dir", "mine", "--no-progress",
-                 "--board", "categorical", "--estimator", "gs", "zgr"]) == 0
+    assert main(["--preset", "tiny", "--committed-dir", str(committed), "--results-dir", "mine",
+                 "--no-progress", "--board", "categorical", "--estimator", "gs", "zgr"]) == 0
     table = (tmp_path / "mine/tables/tiny/leaderboard_categorical.md").read_text()
-    assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | 8 x 4 | "
-                                                   "10 x 30 |")
+    assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | "
+                                                   "8 x 4 | 10 x 30 |")
     assert "Leaderboard of the categorical benchmark (tiny)" in table
     assert all(row.count("(") == 2 for row in table.splitlines() if "| all |" in row)
     assert len([row for row in table.splitlines() if "| all |" in row]) == 2
