@@ -2,15 +2,18 @@
 no other edit anywhere, it is validated by them (a latent kind it does not declare is refused in
 one line that lists the estimators that do apply), trained through ``experiments.train``, swept
 beside a built-in estimator, tabled in Table 1's layout under its display name with its cost, and
-drawn by ``experiments.compare --plot``."""
+drawn by ``experiments.compare --plot``. The command lines run in this process (their ``main``,
+as ``python -m`` calls it: the same code, without an interpreter's start-up each); the module-scoped
+fixture of tests/conftest.py takes the plugin out of the registry after this file."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import env_with_cache, plugin_sweep, tiny_overrides
+from conftest import plugin_sweep, tiny_overrides
+from experiments import compare as compare_cli
+from experiments import sweep as sweep_cli
+from experiments import train as train_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,36 +48,32 @@ class TemperedStraightThrough(Estimator):
 
 
 def test_a_plugin_estimator_is_one_file_through_validation_training_a_sweep_a_table_and_a_figure(
-        shared_cache, tmp_path, monkeypatch):
+        shared_cache, tmp_path, monkeypatch, capsys):
     (tmp_path / "toy_estimator.py").write_text(TOY)
-    env = env_with_cache(shared_cache)
-    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
 
     tiny = tiny_overrides(tmp_path / "runs")
-    refused = cli("experiments.train", "plugins=[toy_estimator]", "estimator=st-temp", "model.kind=bernoulli",
-                  "model.num_latents=12", "model.num_classes=2", *tiny)
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert train_cli.main(["plugins=[toy_estimator]", "estimator=st-temp", "model.kind=bernoulli",
+                           "model.num_latents=12", "model.num_classes=2", *tiny]) == 2
+    refused = capsys.readouterr().err
+    assert refused.count("\n") == 1, refused
     assert (("estimator.name: 'st-temp' is for categorical latents, not bernoulli ones; for task vae with "
-             "bernoulli latents use") in refused.stderr
-            and "disarm" in refused.stderr and "st-temp," not in refused.stderr)
+             "bernoulli latents use") in refused and "disarm" in refused and "st-temp," not in refused)
 
-    done = cli("experiments.train", "--no-progress", "--config",
-               str(REPO / "configs/vae_categorical_linear.yaml"),
-               "plugins=[toy_estimator]", "estimator=st-temp", "estimator.options.backward_tau=3", *tiny)
-    assert done.returncode == 0, done.stderr
+    assert train_cli.main(["--no-progress", "--config", str(REPO / "configs/vae_categorical_linear.yaml"),
+                           "plugins=[toy_estimator]", "estimator=st-temp", "estimator.options.backward_tau=3",
+                           *tiny]) == 0
     assert len(list((tmp_path / "runs").glob("*/st-temp__*/summary.json"))) == 1
 
     sweep = tmp_path / "toy_sweep.yaml"
     sweep.write_text(plugin_sweep(str(REPO / "configs/vae_categorical_linear.yaml"), "toy_estimator",
                                   ["st-temp", "st"], tiny[1:]))
-    done = cli("experiments.sweep", str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress")
-    assert done.returncode == 0 and "toy_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
+    capsys.readouterr()
+    assert sweep_cli.main([str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress"]) == 0
+    assert "toy_sweep (none): finished 2" in capsys.readouterr().out
 
-    monkeypatch.syspath_prepend(str(tmp_path))
     from vae.reporting.tables import table1_rows
     from vae.sweeps.definition import expand, read_sweep
 
@@ -84,7 +83,6 @@ def test_a_plugin_estimator_is_one_file_through_validation_training_a_sweep_a_ta
     cost = dict(rows)["VAE (Cat.) decoder evaluations / example / step"]
     assert cost == ["1", "1"]
 
-    done = cli("experiments.compare", str(tmp_path / "store" / "sweeps" / "toy_sweep"), "--plot",
-               "--out", str(tmp_path / "figure"))
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "figure.png").stat().st_size > 1000 and "st-temp" in done.stdout
+    assert compare_cli.main([str(tmp_path / "store" / "sweeps" / "toy_sweep"), "--plot",
+                             "--out", str(tmp_path / "figure")]) == 0
+    assert (tmp_path / "figure.png").stat().st_size > 1000 and "st-temp" in capsys.readouterr().out

@@ -45,59 +45,57 @@ def test_nothing_in_the_project_points_outside_it():
 
 
 def test_your_own_estimator_trains_through_train_resume_a_sweep_and_a_table(shared_cache, tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch, capsys):
     """The README's example module, as a user would save it: trained by `experiments.train` (its
     options checked), resumed further, swept beside a built-in estimator, and drawn in Table 1's
-    layout under its own display name."""
-    import subprocess
-    import sys
-
+    layout under its own display name. The command lines run in this process (their ``main``, as
+    ``python -m`` calls it; tests/test_plugin.py does the same)."""
     import yaml
 
-    from conftest import env_with_cache, plugin_sweep, tiny_overrides
+    from conftest import plugin_sweep, tiny_overrides
+    from experiments import sweep as sweep_cli
+    from experiments import train as train_cli
     from vae.reporting.tables import table1_rows
     from vae.sweeps.definition import expand, read_sweep
 
     (tmp_path / "my_estimator.py").write_text(section_code("## Your own estimator in the suite"))
-    env = env_with_cache(shared_cache)
-    env["PYTHONPATH"] = f"{tmp_path}{':' + env['PYTHONPATH'] if env.get('PYTHONPATH') else ''}"
-    root = README.parent
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=300)
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(README.parent)
 
     tiny = tiny_overrides(tmp_path / "runs")
-    done = cli("experiments.train", "--no-progress", "plugins=[my_estimator]", "estimator=reinforce-const",
-               "estimator.options.baseline=9e1", *tiny)
-    assert done.returncode == 0, done.stderr
+    assert train_cli.main(["--no-progress", "plugins=[my_estimator]", "estimator=reinforce-const",
+                           "estimator.options.baseline=9e1", *tiny]) == 0
     run_dir = next((tmp_path / "runs").glob("*/*/summary.json")).parent
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["plugins"] == ["my_estimator"] and saved["estimator"]["options"] == {"baseline": 90.0}
-    assert cli("experiments.train", "--no-progress", "--resume", str(run_dir), "steps=16").returncode == 0
+    assert train_cli.main(["--no-progress", "--resume", str(run_dir), "steps=16"]) == 0
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 16
-    typo = cli("experiments.train", "plugins=[my_estimator]", "estimator=reinforce-const",
-               "estimator.options.baselin=1")
-    assert typo.returncode == 2 and ("estimator.options.baselin: unknown key (did you mean 'baseline'?); "
-                                     "allowed: baseline") in typo.stderr
+    capsys.readouterr()
+    assert train_cli.main(["plugins=[my_estimator]", "estimator=reinforce-const",
+                           "estimator.options.baselin=1"]) == 2
+    assert ("estimator.options.baselin: unknown key (did you mean 'baseline'?); "
+            "allowed: baseline") in capsys.readouterr().err
 
     sweep = tmp_path / "my_sweep.yaml"
     sweep.write_text(plugin_sweep("configs/vae_categorical_linear.yaml", "my_estimator",
                                   ["reinforce-const", "reinforce-ema"], tiny[1:]))
-    done = cli("experiments.sweep", str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress")
-    assert done.returncode == 0 and "my_sweep (none): finished 2" in done.stdout, done.stdout + done.stderr
-    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sweep_cli.main([str(sweep), "--results-dir", str(tmp_path / "store"), "--no-progress"]) == 0
+    assert "my_sweep (none): finished 2" in capsys.readouterr().out
     header, rows = table1_rows(expand(read_sweep(sweep), "none", tmp_path / "store"))
     assert header == ["SF", "SF, constant baseline"]
     # one seed
     assert rows[0][0] == "VAE (Cat.) ours" and all(re.fullmatch(r"\d+\.\d", cell) for cell in rows[0][1])
 
 
-def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
+def test_the_first_hour_runs_as_written(shared_cache, tmp_path, monkeypatch, capsys):
     """The commands and sweep file of "A first hour", run as written from a directory of the user's
     outside the repository (the config paths found by the path rule: the current directory, then
     the repository), on a tiny budget: a few tiny settings are appended to the train command and
-    replace the sweep file's `steps`."""
+    replace the sweep file's `steps`. The first command runs as typed, in a fresh interpreter there
+    (so `python -m experiments...` is importable from outside the repository); the others call the
+    same command line's ``main`` in this process, from that directory."""
+    import importlib
     import subprocess
     import sys
 
@@ -114,14 +112,21 @@ def test_the_first_hour_runs_as_written(shared_cache, tmp_path):
                   for o in tiny if not o.startswith("steps")))
     assert not (tmp_path / "configs").exists()
     outputs = []
-    for line in commands:
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    monkeypatch.chdir(tmp_path)
+    for i, line in enumerate(commands):
         words = line.split("#")[0].split()
         assert words[:2] == ["python", "-m"], line
         extra = tiny if words[2] == "experiments.train" else []
-        done = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path,
-                              env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, (line, done.stderr[-2000:])
-        outputs.append(done.stdout)
+        if i == 0:
+            done = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path,
+                                  env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, (line, done.stderr[-2000:])
+            outputs.append(done.stdout)
+            continue
+        capsys.readouterr()
+        assert importlib.import_module(words[2]).main([*words[3:], *extra]) == 0, line
+        outputs.append(capsys.readouterr().out)
     assert re.search(r"^test/iw_bound \d+\.\d\d ± \d+\.\d\d \(2 seeds\)$", outputs[0], re.M)
     assert outputs[1].count(": new -> ") == 4 and "my_ablation (none): finished 4" in outputs[2]
     assert outputs[3].count("| vae_categorical_linear__") == 4 and "optim.lr" in outputs[3]

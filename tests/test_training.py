@@ -3,6 +3,8 @@ bad input at the command line, and W&B offline logging."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -46,9 +48,27 @@ def metric_table(run_dir: Path) -> dict[tuple, float]:
     return {(r["step"], r["split"], r["metric"], r["seed"]): r["value"] for r in read_metrics(run_dir)}
 
 
-def run_cli(args: list[str], cache: Path, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.train", "--no-progress", *args], cwd=REPO,
-                          env=env_with_cache(cache), capture_output=True, text=True, timeout=300, **kwargs)
+def run_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    """``python -m experiments.train --no-progress ARGS`` from the repository with the data cache
+    ``cache`` and W&B off, as its process would run, but in this one: its ``main`` (an argument error's
+    SystemExit as the status), stdout and stderr captured; an interpreter's start-up saved a call.
+    (The SIGKILL test kills a real process; tests/test_readme.py runs a first command as typed.)"""
+    from experiments import train as train_cli
+
+    out, err, before, where = io.StringIO(), io.StringIO(), dict(os.environ), os.getcwd()
+    os.environ.update(VAE_DATA_DIR=str(cache), WANDB_MODE="disabled")
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = train_cli.main(["--no-progress", *args])
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 2
+    finally:
+        os.chdir(where)
+        os.environ.clear()
+        os.environ.update(before)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_replica_r_of_a_multi_seed_run_equals_the_single_seed_run(shared_cache, tmp_path, monkeypatch):
