@@ -16,8 +16,6 @@ import io
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from conftest import env_with_cache, float32_rtol
+from conftest import float32_rtol, run_main
 from vae.config import ConfigError, SSLConfig, load_config
 from vae.data.images import BinarizedImages
 from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
@@ -285,13 +283,9 @@ def assert_finished(summary: dict, decoder_evals: int) -> None:
 
 
 def test_cli_trains_the_ssl_config_with_gs_and_random_labels(shared_cache, tmp_path):
-    # one thread, as the tests in this process
-    done = subprocess.run([sys.executable, "-m", "experiments.train", "--no-progress", "--config",
-                           "configs/ssl_m2.yaml",
-                           *ssl_overrides(tmp_path), "ssl.y=gs", "eval.every=12", "ssl.labels=random",
-                           "ssl.num_classes=4"], cwd=REPO,
-                          env={**env_with_cache(shared_cache), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
+    done = run_main("experiments.train", ["--no-progress", "--config", "configs/ssl_m2.yaml",
+                                          *ssl_overrides(tmp_path), "ssl.y=gs", "eval.every=12",
+                                          "ssl.labels=random", "ssl.num_classes=4"], shared_cache)
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = Path(next(line for line in done.stdout.splitlines()
                         if line.startswith("results: ")).removeprefix("results: "))

@@ -3,8 +3,6 @@ bad input at the command line, and W&B offline logging."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -19,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import BUILT_IN, env_with_cache, estimator_cases, float32_rtol, tau_overrides, tiny_overrides
+from conftest import (BUILT_IN, env_with_cache, estimator_cases, float32_rtol, run_main, tau_overrides,
+                      tiny_overrides)
 from vae.config import ConfigError, load_config
 from vae.estimators import column_order
 from vae.reporting import bench
@@ -49,26 +48,9 @@ def metric_table(run_dir: Path) -> dict[tuple, float]:
 
 
 def run_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
-    """``python -m experiments.train --no-progress ARGS`` from the repository with the data cache
-    ``cache`` and W&B off, as its process would run, but in this one: its ``main`` (an argument error's
-    SystemExit as the status), stdout and stderr captured; an interpreter's start-up saved a call.
+    """``python -m experiments.train --no-progress ARGS``, in this process (:func:`conftest.run_main`).
     (The SIGKILL test kills a real process; tests/test_readme.py runs a first command as typed.)"""
-    from experiments import train as train_cli
-
-    out, err, before, where = io.StringIO(), io.StringIO(), dict(os.environ), os.getcwd()
-    os.environ.update(VAE_DATA_DIR=str(cache), WANDB_MODE="disabled")
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = train_cli.main(["--no-progress", *args])
-            except SystemExit as exit:
-                code = exit.code if isinstance(exit.code, int) else 2
-    finally:
-        os.chdir(where)
-        os.environ.clear()
-        os.environ.update(before)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return run_main("experiments.train", ["--no-progress", *args], cache)
 
 
 def test_replica_r_of_a_multi_seed_run_equals_the_single_seed_run(shared_cache, tmp_path, monkeypatch):
@@ -486,25 +468,21 @@ def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tm
 
 
 def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
-    cmd = [sys.executable, "-m", "experiments.demo", "--results-dir", str(tmp_path), "model.hidden=[16]",
-           "steps=4", "log_every=2", "checkpoint_every=2", "eval.every=2", "eval.iw_samples=4",
-           "eval.iw_examples=10", "eval.batch_size=5000"]
-    first = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
-                           timeout=300)
+    cmd = ["--results-dir", str(tmp_path), "model.hidden=[16]", "steps=4", "log_every=2", "checkpoint_every=2",
+           "eval.every=2", "eval.iw_samples=4", "eval.iw_examples=10", "eval.batch_size=5000"]
+    first = run_main("experiments.demo", cmd, shared_cache)
     assert first.returncode == 0, first.stderr
     assert "| gs |" in first.stdout and "| st-gs |" in first.stdout and "| reinforce-ema |" in first.stdout
     # stderr is no terminal: no bars in a log
     assert "step/s" not in first.stderr and "ex/s" not in first.stderr
-    again = subprocess.run(cmd, cwd=REPO, env=env_with_cache(shared_cache), capture_output=True, text=True,
-                           timeout=300)
+    again = run_main("experiments.demo", cmd, shared_cache)
     assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 3
 
 
 def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: `make gpu-check` runs the real thing")
-    done = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--out", str(tmp_path / "out")],
-                          cwd=REPO, env=env_with_cache(tmp_path), capture_output=True, text=True, timeout=120)
+    done = run_main("experiments.gpu_check", ["--out", str(tmp_path / "out")], tmp_path)
     assert (done.returncode == 2 and done.stderr.startswith("error: gpu-check: no CUDA device")
             and not (tmp_path / "out").exists())
 
