@@ -70,11 +70,11 @@ def _isolated_environment(request, tmp_path, monkeypatch):
     yield
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _built_in_estimators_only(tmp_path_factory):
-    """A test file that loads a plugin in-process (a sweep with `plugins:` read by `expand`) leaves
-    the registry as it found it: the next file on the same worker (which files share one depends on
-    how xdist spreads them) sees the built-ins only, and imports its own plugin module afresh."""
+    """A test that loads a plugin in-process (a command line's ``main`` with ``plugins``, a sweep with
+    `plugins:` read by `expand`) leaves the registry as it found it: the next test sees the built-ins
+    only, and imports its own plugin module afresh (two tests may write one module name)."""
     modules = set(sys.modules)
     yield
     ESTIMATORS.clear()
@@ -141,14 +141,14 @@ def env_with_cache(cache: Path) -> dict[str, str]:
     return env
 
 
-def run_main(module: str, args: list[str], cache: Path) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` run from the repository with the data cache ``cache`` and W&B off,
+def run_main(module: str, args: list[str], cache: Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` run from ``cwd`` (the repository) with the data cache ``cache`` and W&B off,
     as its process would run it, but in this one: the command line's ``main`` (an argument error's
     SystemExit as its status), its stdout and stderr captured, the environment and the working
     directory restored after; an interpreter's start-up (about 2 s) saved a call."""
     out, err, before, where = io.StringIO(), io.StringIO(), dict(os.environ), os.getcwd()
     os.environ.update(VAE_DATA_DIR=str(cache), WANDB_MODE="disabled")
-    os.chdir(REPO)
+    os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:

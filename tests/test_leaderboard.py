@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from test_plugin import TOY
 
-from conftest import env_with_cache, markdown_tables
+from conftest import markdown_tables, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,16 +135,16 @@ def committed(tiny_results) -> Path:
 
 
 def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repository(committed, shared_cache,
-                                                                                       tmp_path):
+                                                                                       tmp_path, monkeypatch):
+    """A plugin module in a directory of the user's, the command run there (in this process:
+    conftest.run_main)."""
     (tmp_path / "toy_estimator.py").write_text(TOY)
-    env = env_with_cache(shared_cache)
-    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    monkeypatch.syspath_prepend(str(tmp_path))
 
     def leaderboard(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny",
-                               "--committed-dir", str(committed), "--results-dir", "mine", "--no-progress",
-                               *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+        return run_main("experiments.leaderboard", ["--preset", "tiny", "--committed-dir", str(committed),
+                                                    "--results-dir", "mine", "--no-progress", *args],
+                        shared_cache, cwd=tmp_path)
 
     done = leaderboard("--estimator", "st-temp", "--plugins", "toy_estimator",
                        "estimator.options.backward_tau=3")
@@ -181,19 +180,18 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
             and again.stdout.count(": done") == 4), again.stdout
 
 
-def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path):
+def test_a_plugin_enters_the_2020_benchmark_s_board_with_one_command(committed, shared_cache, tmp_path,
+                                                                    monkeypatch):
     """The second board: a Bernoulli-capable plugin, trained by one command on each of the tiny
     preset's four benchmark cells (two models, two data sets) and ranked there beside the
     committed entries; the 2017 board is drawn beside it."""
     (tmp_path / "toy_estimator.py").write_text(TOY.replace('kinds = frozenset({"categorical"})',
                                                            'kinds = frozenset({"categorical", "bernoulli"})'))
-    env = env_with_cache(shared_cache)
-    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    done = subprocess.run([sys.executable, "-m", "experiments.leaderboard", "--preset", "tiny",
-                           "--committed-dir",
-                           str(committed), "--results-dir", "mine", "--no-progress", "--board", "2020",
-                           "--estimator", "st-temp", "--plugins", "toy_estimator"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    done = run_main("experiments.leaderboard", ["--preset", "tiny", "--committed-dir", str(committed),
+                                                "--results-dir", "mine", "--no-progress", "--board", "2020",
+                                                "--estimator", "st-temp", "--plugins", "toy_estimator"],
+                    shared_cache, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "mine/tables/tiny/leaderboard_2020.md").read_text()
     assert markdown_tables(table)[0][1].startswith("| rank | estimator | mean rank | ranked on cells | "
