@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from conftest import markdown_tables
-from vae.reporting.leaderboard import leaderboard
+from vae.reporting.leaderboard import BOARDS, leaderboard
 from vae.reporting.tables import TABLES
 from vae.store.records import DRAWN
 
-DRAWERS = {**TABLES, "leaderboard": leaderboard,   # the leaderboards rank the committed records too
-           "leaderboard-2020": lambda preset, results_dir: leaderboard(preset, results_dir, board="2020")}
+# the leaderboards rank the committed records too: leaderboard<suffix>.md per board
+DRAWERS = {**TABLES, **{f"leaderboard{b.suffix}".replace("_", "-"):
+                        lambda preset, results_dir, board=name: leaderboard(preset, results_dir, board=board)
+                        for name, b in BOARDS.items()}}
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((REPO / "results" / "tables").glob("*/*.md"))
