@@ -120,7 +120,8 @@ def test_the_first_hour_runs_as_written(shared_cache, tmp_path, monkeypatch, cap
         extra = tiny if words[2] == "experiments.train" else []
         if i == 0:
             done = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path,
-                                  env=env_with_cache(shared_cache), capture_output=True, text=True, timeout=300)
+                                  env=env_with_cache(shared_cache), capture_output=True, text=True,
+                                  timeout=300)
             assert done.returncode == 0, (line, done.stderr[-2000:])
             outputs.append(done.stdout)
             continue

@@ -468,8 +468,9 @@ def test_bench_profile_says_where_each_workloads_step_time_goes(shared_cache, tm
 
 
 def test_demo_entry_point_runs_and_reuses_finished_runs(shared_cache, tmp_path):
-    cmd = ["--results-dir", str(tmp_path), "model.hidden=[16]", "steps=4", "log_every=2", "checkpoint_every=2",
-           "eval.every=2", "eval.iw_samples=4", "eval.iw_examples=10", "eval.batch_size=5000"]
+    cmd = ["--results-dir", str(tmp_path), "model.hidden=[16]", "steps=4", "log_every=2",
+           "checkpoint_every=2", "eval.every=2", "eval.iw_samples=4", "eval.iw_examples=10",
+           "eval.batch_size=5000"]
     first = run_main("experiments.demo", cmd, shared_cache)
     assert first.returncode == 0, first.stderr
     assert "| gs |" in first.stdout and "| st-gs |" in first.stdout and "| reinforce-ema |" in first.stdout
