@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from vae.config import REPO, Config, TauConfig
@@ -528,13 +529,24 @@ def tau_note(points: list[Point]) -> str:
     return tau if tau.endswith(".") else tau + "."
 
 
+def grouped_by(points: list[Point], cell: Callable[[Point], Any]) -> dict[Any, list[Point]]:
+    """``points`` by ``cell(point)``, the cells in sweep order; in each, estimators in column order."""
+    cells: dict[Any, list[Point]] = {}
+    for point in points:
+        cells.setdefault(cell(point), []).append(point)
+    return {key: sorted(group, key=lambda p: column_order(p.cfg.estimator.name))
+            for key, group in cells.items()}
+
+
+def with_provenance(tables: list[Table], points: list[Point], preset: str) -> list[Table]:
+    """``tables`` with the provenance line of ``points`` after the last one's caption."""
+    header, rows, caption = tables[-1]
+    return [*tables[:-1], (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")]
+
+
 def modern_cells(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
     """``points`` by cell, (model, data set), in sweep order; in each, estimators in column order."""
-    cells: dict[tuple[str, str], list[Point]] = {}
-    for point in points:
-        cells.setdefault((benchmark_model(point.cfg), point.cfg.data.name), []).append(point)
-    return {cell: sorted(group, key=lambda p: column_order(p.cfg.estimator.name))
-            for cell, group in cells.items()}
+    return grouped_by(points, lambda p: (benchmark_model(p.cfg), p.cfg.data.name))
 
 
 def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Table:
@@ -574,11 +586,8 @@ def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Tab
 def modern(preset: str, results_dir: Path) -> str:
     """The 2020 benchmark (configs/sweeps/modern.yaml): one table per cell, then the provenance."""
     points = expand(read_sweep(MODERN_SWEEP), preset, results_dir)
-    cells = modern_cells(points)
-    tables = [modern_table(cell, group, preset) for cell, group in cells.items()]
-    header, rows, caption = tables[-1]
-    tables[-1] = (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")
-    return write_tables("modern", tables, preset, results_dir, points)
+    tables = [modern_table(cell, group, preset) for cell, group in modern_cells(points).items()]
+    return write_tables("modern", with_provenance(tables, points, preset), preset, results_dir, points)
 
 
 # ----------------------------------------------------------------------------- the categorical benchmark
@@ -593,11 +602,7 @@ PUBLISHED_CATEGORICAL: dict[tuple[int, int], dict[str, tuple[float, str]]] = {}
 def categorical_cells(points: list[Point]) -> dict[tuple[int, int], list[Point]]:
     """``points`` by latent shape (K categories, N latents), in sweep order; in each, estimators in
     column order."""
-    cells: dict[tuple[int, int], list[Point]] = {}
-    for point in points:
-        cells.setdefault((point.cfg.model.num_classes, point.cfg.model.num_latents), []).append(point)
-    return {cell: sorted(group, key=lambda p: column_order(p.cfg.estimator.name))
-            for cell, group in cells.items()}
+    return grouped_by(points, lambda p: (p.cfg.model.num_classes, p.cfg.model.num_latents))
 
 
 def categorical_table(cell: tuple[int, int], points: list[Point], preset: str) -> Table:
@@ -648,9 +653,7 @@ def categorical(preset: str, results_dir: Path) -> str:
     sweep = read_sweep(CATEGORICAL_SWEEP)
     points = best_points(sweep, expand(sweep, preset, results_dir))
     tables = [categorical_table(cell, group, preset) for cell, group in categorical_cells(points).items()]
-    header, rows, caption = tables[-1]
-    tables[-1] = (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")
-    return write_tables("categorical", tables, preset, results_dir, points)
+    return write_tables("categorical", with_provenance(tables, points, preset), preset, results_dir, points)
 
 
 TABLES = {"table1": table1, "table2": table2, "model-question": model_question, "modern": modern,
