@@ -544,6 +544,13 @@ def with_provenance(tables: list[Table], points: list[Point], preset: str) -> li
     return [*tables[:-1], (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")]
 
 
+def titled_published(point: Point, published: dict[str, Any]) -> tuple[str, Any]:
+    """A benchmark row's title and the published numbers for it (by estimator name; none for a
+    variant of an estimator, which no paper ran)."""
+    name, variant = column(point)
+    return column_title(name, variant), (published.get(name) if not variant else None)
+
+
 def modern_cells(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
     """``points`` by cell, (model, data set), in sweep order; in each, estimators in column order."""
     return grouped_by(points, lambda p: (benchmark_model(p.cfg), p.cfg.data.name))
@@ -556,9 +563,8 @@ def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Tab
               "decoder evaluations / example / step", "ms / step"]
     rows = []
     for point in points:
-        name, variant = column(point)
-        theirs = published.get(name) if not variant else None
-        rows.append((column_title(name, variant),
+        title, theirs = titled_published(point, published)
+        rows.append((title,
                      [_cell(point, "train/neg_elbo"), _cell(point), *(("–", "–") if theirs is None else
                       (f"{v:.1f}" if v is not None else "–" for v in theirs[:2])),
                       _cost(point, "decoder"), _cost(point, "ms")]))
@@ -613,9 +619,8 @@ def categorical_table(cell: tuple[int, int], points: list[Point], preset: str) -
               "decoder evaluations / example / step", "ms / step"]
     rows = []
     for point in points:
-        name, variant = column(point)
-        theirs = published.get(name) if not variant else None
-        rows.append((column_title(name, variant),
+        title, theirs = titled_published(point, published)
+        rows.append((title,
                      [_cell(point, "train/neg_elbo"), "–" if theirs is None else f"{theirs[0]:.1f}",
                       _cell(point, "test/neg_elbo"), _cell(point), _cost(point, "decoder"),
                       _cost(point, "ms")]))
