@@ -544,6 +544,13 @@ def with_provenance(tables: list[Table], points: list[Point], preset: str) -> li
     return [*tables[:-1], (header, rows, f"{caption}\n\n{provenance([p.run_dir for p in points], preset)}")]
 
 
+def published_note(published: dict, section: str) -> str:
+    """A benchmark caption's word on its published column: whether any number is transcribed, and
+    where results/README.md says how the papers' protocol differs."""
+    where = "none transcribed yet" if not published else "sources in results/README.md"
+    return f"({where}); their protocol differs from ours as results/README.md \"{section}\" says"
+
+
 def titled_published(point: Point, published: dict[str, Any]) -> tuple[str, Any]:
     """A benchmark row's title and the published numbers for it (by estimator name; none for a
     variant of an estimator, which no paper ran)."""
@@ -583,8 +590,7 @@ def modern_table(cell: tuple[str, str], points: list[Point], preset: str) -> Tab
                f"binarization); test −L100: the m = {m} importance-weighted bound on {test} test images (one "
                f"fixed binarization); nats, mean ± std over seeds, lower is better.{tau_note(points)} "
                f"Published: the papers' numbers for the same cell "
-               f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their "
-               f"protocol differs from ours as results/README.md \"The 2020 benchmark\" says, and their "
+               f"{published_note(published, 'The 2020 benchmark')}, and their "
                f"budget is {PAPERS_STEPS:,} steps.{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
     return header, rows, caption
 
@@ -645,8 +651,7 @@ def categorical_table(cell: tuple[int, int], points: list[Point], preset: str) -
                f"epoch's batches while training); test −ELBO and −L100 (the m = {cfg.eval.iw_samples} "
                f"importance-weighted bound) on {test} test images; nats, mean ± std over seeds, lower is "
                f"better.{tau_note(points)} Published: the papers' train −ELBO for the same shape "
-               f"({'none transcribed yet' if not published else 'sources in results/README.md'}); their "
-               f"protocol differs from ours as results/README.md \"The categorical benchmark\" says."
+               f"{published_note(published, 'The categorical benchmark')}."
                f"{compiled_note(points)} {BUDGET_NOTES.get(preset, '')}")
     return header, rows, caption
 
