@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="no progress bar (none either when stderr is not a terminal)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. tau.schedule=constant")
     args = parser.parse_args(argv)
-    if args.keys:
+    if args.keys:   # the config's plugins imported first, so their estimators' options are listed too
+        try:
+            load_config(args.config, args.overrides)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(key_table_markdown())
         return 0
     try:

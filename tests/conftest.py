@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import io
 import math
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from vae.data.images import write_idx
-from vae.estimators import ESTIMATORS
+from vae.estimators import ESTIMATORS, EstimatorConfig
 from vae.estimators.signal import NormalisedSignalEstimator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +188,21 @@ def float32_rtol(terms: int) -> float:
     sign, accumulates like a random walk, std about ``sqrt(terms) * eps / 2`` of the sum; this
     allows 8 such standard deviations, ``4 sqrt(terms) eps``."""
     return 4 * math.sqrt(terms) * FLOAT32_EPS
+
+
+def estimator_config(name: str, **settings) -> EstimatorConfig:
+    """``name``'s config with the tests' keyword ``settings``: ``num_samples``, shared by every
+    estimator, and otherwise the estimator's own options (``slope_rate=0.5``)."""
+    shared = {key: settings.pop(key) for key in list(settings) if key == "num_samples"}
+    return EstimatorConfig(name=name, **shared, options=settings)
+
+
+def small_networks(name: str) -> dict[str, int]:
+    """``baseline_hidden=8`` where the estimator declares that option (a baseline or control-variate
+    network, 100 units by default): the tests' many replicas train small ones."""
+    options = ESTIMATORS[name].Options
+    declared = {f.name for f in dataclasses.fields(options)} if options is not None else set()
+    return {"baseline_hidden": 8} if "baseline_hidden" in declared else {}
 
 
 def estimator_cases(task: str, *, unbiased: bool | None = None, sampled: bool = True,

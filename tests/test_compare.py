@@ -153,3 +153,18 @@ def test_tau_is_shown_only_for_estimators_that_read_it():
     assert labels[:2] == ["gs schedule=exp", "gs schedule=constant"]
     # otherwise alike: their directories
     assert labels[2:] == ["reinforce-ema_exp", "reinforce-ema_constant"]
+
+
+def test_an_estimator_option_is_a_difference_only_where_it_leaves_its_default():
+    """Two committed records, in the former spelling (vae.estimators.config.FORMER_SHARED_SETTINGS):
+    GS against SF differ in the estimator alone (SF's options at their defaults are no column), the
+    two DARN runs in their Taylor point."""
+    from vae.reporting.compare import differing, load_run
+
+    store = Path(__file__).resolve().parents[1] / "results" / "sweeps" / "table1" / "converged"
+    gs, sf, darn, at_mean = (load_run(store / name) for name in (
+        "vae_bernoulli__gs__4e7030e5", "vae_bernoulli__reinforce-ema__1822a2a6",
+        "vae_bernoulli__darn__715fa018", "vae_bernoulli__mean__darn__8ecfe9f8"))
+    assert [k for k in differing([gs, sf]) if k.startswith("estimator.")] == []   # the name: its column
+    assert [k for k in differing([darn, at_mean]) if k.startswith("estimator.")] == [
+        "estimator.options.darn_point"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -120,7 +121,12 @@ def test_round_trip_through_plain_data():
     ("model.hidden=64", r"^model\.hidden: expected a list"),
     ("model.hidden=[0]", r"^model\.hidden: must be a list of positive sizes"),
     ("model.prior=flat", r"^model\.prior: 'flat'; allowed: uniform, learned"),
-    ("estimator.darn_point=half", r"^estimator\.darn_point: 'half'; allowed"),
+    ("estimator.name=darn estimator.options.darn_point=half",
+     r"^estimator\.options\.darn_point: must be uniform or mean, got 'half'$"),
+    ("estimator.options.gap=2", r"^estimator\.options: 'gs' declares no options \(got gap\)$"),
+    ("estimator.ema_decay=0.5",    # the former spelling, for an estimator that does not read it
+     r"^estimator\.ema_decay: 'gs' does not read it; it is an option of .*nvil.* "
+     r"\(estimator\.options\.ema_decay\)$"),
     ("estimator.name=arm",
      r"^estimator\.name: 'arm' is for bernoulli latents, not categorical ones; for task "
                               r"vae with categorical latents use gs, .*rloo"),
@@ -171,9 +177,39 @@ def test_an_estimator_option_declared_positive_is_refused_at_zero_in_one_line(na
     """Every option an estimator declares in ``positive_options`` (read from the registry,
     not listed here)."""
     for option in ESTIMATORS[name].positive_options:
-        with pytest.raises(ConfigError, match=rf"^estimator\.name: "
-                                              rf"'{name}' needs estimator\.options\.{option} > 0, got 0"):
-            check(load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"]))
+        with pytest.raises(ConfigError, match=rf"^estimator\.options\.{option}: must be > 0, got 0(\.0)?$"):
+            load_config(None, [f"estimator.name={name}", f"estimator.options.{option}=0"])
+
+
+def test_an_older_config_s_estimator_settings_are_translated_into_the_estimator_s_options():
+    """vae.estimators.config.FORMER_SHARED_SETTINGS: at the section's top level (files and records
+    from before each estimator declared its own), such a setting moves into the options of the
+    estimator that declares it, an explicit option winning; at its former default it is dropped
+    for any estimator (old records carry them all); the options come back resolved."""
+    from vae.estimators.config import FORMER_SHARED_SETTINGS
+
+    cfg = load_config(None, ["estimator.name=st-annealed", "estimator.slope_rate=0.1"])
+    assert cfg.estimator.options == {"slope_rate": 0.1, "max_slope": 5.0}
+    cfg = load_config(None, ["estimator.name=st-annealed", "estimator.slope_rate=0.1",
+                             "estimator.options.slope_rate=0.2"])
+    assert cfg.estimator.options["slope_rate"] == 0.2
+    at_defaults = [f"estimator.{k}={yaml.safe_dump(v, default_flow_style=True).split(chr(10))[0]}"
+                   for k, v in FORMER_SHARED_SETTINGS.items()]
+    assert load_config(None, ["estimator.name=st-gs", *at_defaults]).estimator.options == {}
+    reinforce = load_config(None, ["estimator.name=reinforce-ema", *at_defaults,
+                                   "estimator.variance_normalisation=false"])
+    assert reinforce.estimator.options == {"ema_decay": 0.9, "variance_normalisation": False}
+
+
+def test_each_former_shared_setting_is_an_option_at_the_default_it_had():
+    """The translation drops a former setting at its former default: right only because the option
+    that took it over has that default (the former ``variance_normalisation: null`` meant on)."""
+    from vae.estimators.config import FORMER_SHARED_SETTINGS
+
+    defaults = {f.name: f.default for cls in ESTIMATORS.values() if cls.Options is not None
+                for f in dataclasses.fields(cls.Options)}
+    former = {**FORMER_SHARED_SETTINGS, "variance_normalisation": True}
+    assert {k: defaults.get(k) for k in former} == former
 
 
 def test_one_path_rule_the_current_directory_first_then_the_repository(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
+from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases, estimator_config
 from vae.estimators import EstimatorConfig, build_estimator
 from vae.models.discrete_vae import DiscreteVAE
 from vae.numerics.replicas import ReplicaGenerator
@@ -22,7 +22,7 @@ DTYPE = torch.float64
 
 
 def build(name: str, latent_shape: tuple[int, int], num_replicas: int = 1, data_dim: int = 5, **settings):
-    return build_estimator(EstimatorConfig(name=name, **settings), num_replicas=num_replicas,
+    return build_estimator(estimator_config(name, **settings), num_replicas=num_replicas,
                            latent_shape=latent_shape, context_dim=data_dim,
                            rng=ReplicaGenerator(list(range(num_replicas)))).to(DTYPE)
 

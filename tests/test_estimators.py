@@ -12,6 +12,7 @@ same float32 draw either way).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import itertools
 import math
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
+from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases, estimator_config
 from vae.config import ConfigError, load_config
 from vae.estimators import (ESTIMATORS, Estimator, EstimatorConfig, applicable, build_estimator, column_order,
                             register)
@@ -64,7 +65,7 @@ def problem(kind: str, seed: int = 0) -> tuple[DiscreteVAE, Tensor]:
 
 
 def build(name: str, kind: str, num_replicas: int = 1, **overrides: object):
-    return build_estimator(EstimatorConfig(name=name, **overrides), num_replicas=num_replicas,
+    return build_estimator(estimator_config(name, **overrides), num_replicas=num_replicas,
                            latent_shape=KINDS[kind], context_dim=DATA_DIM,
                            rng=ReplicaGenerator(list(range(num_replicas)))).to(DTYPE)
 
@@ -95,15 +96,44 @@ def test_register_refuses_a_taken_name_and_a_class_that_is_not_an_estimator() ->
     assert register("gs")(ESTIMATORS["gs"]) is ESTIMATORS["gs"] and "mine" not in ESTIMATORS
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("name", "foo"), ("num_samples", 1), ("ema_decay", 1.0), ("ema_decay", -0.1),
-    ("baseline_hidden", 0), ("slope_rate", -1.0), ("max_slope", 0.5), ("max_states", 0),
-    ("darn_point", "half"), ("rao_samples", 0)])
+@pytest.mark.parametrize(("field", "value"), [("name", "foo"), ("num_samples", 1)])
 def test_config_rejects_invalid_values(field: str, value: object) -> None:
     cfg = EstimatorConfig(**{field: value})
     with pytest.raises(ValueError, match=f"^estimator.{field}: "):
         cfg.validate(ESTIMATORS)
     EstimatorConfig().validate(ESTIMATORS)
+
+
+#: Values an option's own rule refuses (its Options' __post_init__; the > 0 of positive_options is
+#: tests/test_config.py's), by option: every estimator declaring the option is checked.
+REFUSED = {"ema_decay": [1.0, -0.1], "slope_rate": [-1.0], "max_slope": [0.5], "darn_point": ["half"]}
+
+
+@pytest.mark.parametrize(("name", "option", "value"), [
+    (name, f.name, value) for name, cls in BUILT_IN.items() if cls.Options is not None
+    for f in dataclasses.fields(cls.Options) for value in REFUSED.get(f.name, [])])
+def test_an_option_s_own_rule_refuses_a_value_in_one_line_naming_it(name: str, option: str,
+                                                                    value: object) -> None:
+    """The estimator refuses it when built, and the config refuses it when loaded, in the same words."""
+    with pytest.raises(ValueError, match=rf"^estimator\.options\.{option}: must be .*, got "):
+        ESTIMATORS[name].options_of(estimator_config(name, **{option: value}))
+    with pytest.raises(ConfigError, match=rf"^estimator\.options\.{option}: must be .*, got "):
+        load_config(None, [f"estimator.name={name}", f"estimator.options.{option}={value}"])
+
+
+def test_every_rule_of_refused_values_belongs_to_an_option_that_exists() -> None:
+    declared = {f.name for cls in BUILT_IN.values() if cls.Options is not None
+                for f in dataclasses.fields(cls.Options)}
+    assert set(REFUSED) <= declared
+
+
+def test_an_option_the_estimator_does_not_declare_is_refused_naming_those_it_does() -> None:
+    with pytest.raises(ValueError,
+                       match=r"^estimator\.options\.gap: 'gs' has no such option; allowed: none$"):
+        build("gs", "categorical", gap=1.0)
+    with pytest.raises(ValueError, match=r"^estimator\.options\.ema: 'nvil' has no such option; allowed: "
+                                         r"baseline_hidden, ema_decay, variance_normalisation$"):
+        build("nvil", "categorical", ema=0.5)
 
 
 def test_exact_matches_hand_enumeration() -> None:
@@ -140,7 +170,7 @@ def test_an_estimator_refuses_latents_it_does_not_declare_and_names_those_that_a
 
 
 def test_exact_refuses_large_latent_spaces() -> None:
-    with pytest.raises(ValueError, match="estimator.max_states"):
+    with pytest.raises(ValueError, match="estimator.options.max_states"):
         build_estimator(EstimatorConfig(name="exact"), num_replicas=1, latent_shape=(20, 10),
                         context_dim=DATA_DIM, rng=ReplicaGenerator([0]))
 
@@ -224,7 +254,7 @@ def darn_draws(point: str, logits: Tensor, f, seed: int) -> tuple[Tensor, Tensor
     exact gradient of ``E_q[f]``."""
     n, k = logits.shape[-2:]
     many = logits.detach().expand(NUM_DRAWS, *logits.shape[1:]).clone().requires_grad_(True)
-    darn = build_estimator(EstimatorConfig(name="darn", darn_point=point), num_replicas=NUM_DRAWS,
+    darn = build_estimator(estimator_config("darn", darn_point=point), num_replicas=NUM_DRAWS,
                            latent_shape=(n, k), context_dim=1, rng=ReplicaGenerator([0])).to(DTYPE)
     rng = ReplicaGenerator(torch.randint(2**62, (NUM_DRAWS,),
                                          generator=torch.Generator().manual_seed(seed)).tolist())
@@ -785,7 +815,7 @@ def test_indecater_with_several_samples_is_unbiased_and_costs_its_declared_passe
     encoder and the decoder, and S (N (K - 1) + 1) decoder passes per example (3 x 10 = 30 on the
     3 x 4 categorical problem, 3 x 7 = 21 on the 6-unit Bernoulli one)."""
     model, x = problem(kind)
-    estimator = build("indecater", kind, options={"samples": 3})
+    estimator = build("indecater", kind, samples=3)
     draws = draw_gradients(model, estimator, x, tau=1.0, num_draws=NUM_DRAWS, seed=seed)
     worst, z_crit = z_scores(draws, exact_gradients(model, x))
     assert worst <= z_crit, f"max z-score {worst:.2f} > {z_crit:.2f}"

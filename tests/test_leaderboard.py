@@ -157,18 +157,18 @@ def test_a_plugin_enters_the_leaderboard_with_one_command_from_outside_the_repos
     by_caption = {caption.split(" (tiny)")[0]: body for caption, body in markdown_tables(table)}
     # overall: ranked over the two categorical cells, the Bernoulli ones marked from its declarations
     (row,) = [line for line in by_caption["Leaderboard"].splitlines() if "ST, tempered" in line]
-    assert "ST, tempered (options.backward_tau=3)" in row and row.count("does not apply") == 2, row
+    assert "ST, tempered (backward_tau=3)" in row and row.count("does not apply") == 2, row
     assert row.split("|")[4].strip() == "VAE (Cat.), SBN (Cat.)"              # ranked on the cells it has
     for cell in ("VAE (Cat.)", "SBN (Cat.)"):
         ranked = by_caption[cell]
-        assert ("ST, tempered (options.backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked
+        assert ("ST, tempered (backward_tau=3) (new)" in ranked and "Gumbel-S." in ranked
                 and "SF" in ranked)
         assert ranked.count("\n") == 4                                       # header, rule, three entries
-    assert "ST, tempered (options.backward_tau=3) | does not apply" in by_caption["VAE (Bern.)"]
+    assert "ST, tempered (backward_tau=3) | does not apply" in by_caption["VAE (Bern.)"]
     # every board it applies to: the 2017 board's two categorical cells and the categorical
     # benchmark's two shapes (the 2020 board is Bernoulli only)
     assert len(list((tmp_path / "mine/sweeps").glob("*/tiny/*st-temp*/summary.json"))) == 4
-    assert "ST, tempered (options.backward_tau=3) (new)" in (
+    assert "ST, tempered (backward_tau=3) (new)" in (
         tmp_path / "mine/tables/tiny/leaderboard_categorical.md").read_text()
     assert "board 2020: --preset: no finished entry" not in done.stdout      # the committed ones
     assert (tmp_path / "mine/figures/tiny/frontier.png").stat().st_size > 10_000

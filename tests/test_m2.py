@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from conftest import float32_rtol, run_main
+from conftest import estimator_config, float32_rtol, run_main, small_networks
 from vae.config import ConfigError, SSLConfig, load_config
 from vae.data.images import BinarizedImages
-from vae.estimators import ESTIMATORS, EstimatorConfig, build_estimator
+from vae.estimators import ESTIMATORS, build_estimator
 from vae.models import m2
 from vae.numerics.replicas import ReplicaConv2d, ReplicaGenerator, from_groups, to_groups
 from vae.store.run_dir import read_metrics
@@ -167,7 +167,7 @@ def admitted(name: str) -> bool:
 @pytest.mark.parametrize("name", [n for n in ESTIMATORS if admitted(n)])
 def test_every_admitted_estimator_gives_a_finite_loss_and_gradient(name: str):
     model, x = tiny(batch=4)
-    estimator = build_estimator(EstimatorConfig(name=name, baseline_hidden=8), latent_shape=(1, C),
+    estimator = build_estimator(estimator_config(name, **small_networks(name)), latent_shape=(1, C),
                                 context_dim=784)
     labelled_y = torch.arange(4).unsqueeze(0)
     loss, kl, info = m2.training_loss(model, estimator, x, x, labelled_y, rng=ReplicaGenerator([3]), tau=1.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -146,7 +147,8 @@ def test_the_config_key_table_is_the_one_source_printed_by_train_keys(capsys):
     field comments): every key of vae/config.py with the default the code has (a README that said
     `variance_normalisation` defaults to true once went unnoticed) and a meaning."""
     from experiments.train import main
-    from vae.config import Config, key_table, to_dict
+    from vae.config import Config, key_table, option_table, to_dict
+    from vae.estimators import ESTIMATORS
     from vae.sweeps.definition import flat_settings
 
     assert main(["--keys"]) == 0
@@ -159,6 +161,11 @@ def test_the_config_key_table_is_the_one_source_printed_by_train_keys(capsys):
     expected = {**flat_settings(to_dict(Config())), "estimator.options": {}}
     assert {key: default for key, default, _ in rows} == expected
     assert all(meaning for _, _, meaning in rows)
+    declared = {(f"estimator.options.{f.name}", name) for name, cls in ESTIMATORS.items() if cls.Options
+                for f in dataclasses.fields(cls.Options)}
+    options = option_table()
+    assert {(key, name) for key, _, names, _ in options for name in names} == declared
+    assert all(meaning for *_, meaning in options)
 
 
 def test_the_command_lines_are_thin_and_import_no_other_command_line():

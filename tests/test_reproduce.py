@@ -232,7 +232,7 @@ def test_a_finished_run_under_another_config_is_stale_and_trained_again(shared_c
     assert sweep_cli.main(args) == 0
     gs, rloo = expand(read_sweep("configs/sweeps/gradvar.yaml"), "tiny", tmp_path)
     saved = yaml.safe_load((gs.run_dir / "config.yaml").read_text())
-    saved["estimator"]["ema_decay"] = 0.5                   # as if a default had changed since
+    saved["tau"]["floor"] = 0.25                           # as if a default had changed since
     (gs.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     assert (gs.status(), rloo.status()) == ("stale", "done")
     capsys.readouterr()

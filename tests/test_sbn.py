@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases
-from vae.estimators import Estimator, EstimatorConfig, build_estimator
+from conftest import BUILT_IN, NORMALISED, accepted_tau, estimator_cases, estimator_config, small_networks
+from vae.estimators import Estimator, build_estimator
 from vae.models.sbn import HALF, StochasticBinaryNetwork, training_loss
 from vae.numerics.replicas import ReplicaGenerator
 from vae.training.diagnostics import replicate
@@ -56,7 +56,7 @@ def estimators(name: str, kind: str, model: StochasticBinaryNetwork, replicas: i
     n, k = KINDS[kind]
     widths = [HALF, n * (1 if kind == "bernoulli" else k)]      # each layer's input: its NVIL context
     # 4,000 replicas: small networks, k = 2
-    cfg = EstimatorConfig(name=name, baseline_hidden=8, num_samples=2, **settings)
+    cfg = estimator_config(name, num_samples=2, **small_networks(name), **settings)
     return [build_estimator(cfg, latent_shape=(n, k), num_replicas=replicas, context_dim=d).to(DTYPE)
             for d in widths]
 

@@ -589,7 +589,7 @@ def test_a_compiled_step_compiles_once_as_tau_lr_and_the_slope_change(shared_cac
     monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
     cfg = load_config(None,
                       ["model.hidden=[16]", "data.batch_size=8", "estimator.name=st-annealed", "steps=6",
-                       "estimator.slope_rate=0.1", "tau.schedule=linear", "optim.lr_decay=0.5",
+                       "estimator.options.slope_rate=0.1", "tau.schedule=linear", "optim.lr_decay=0.5",
                        "optim.lr_decay_every=2", "device=cpu", "compile=true"])
     trainer = Trainer(cfg, log=lambda _: None)
     with torch._dynamo.config.patch(error_on_recompile=True):

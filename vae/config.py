@@ -25,7 +25,7 @@ import yaml
 
 from vae.data.images import BINARIZATIONS, DATASETS
 from vae.estimators import ESTIMATORS
-from vae.estimators.config import EstimatorConfig, did_you_mean
+from vae.estimators.config import FORMER_SHARED_SETTINGS, EstimatorConfig, did_you_mean
 from vae.numerics.replicas import ACTIVATIONS
 
 SCHEDULES = ("constant", "exp", "linear", "cosine", "learned")
@@ -199,23 +199,33 @@ class Config:
 
 # ----------------------------------------------------------------------------- what each key means
 
+def _field_comments(cls: type) -> dict[str, str]:
+    """A dataclass's field comments, after the field on its line or in the comment lines right above
+    it, its base classes' first (a subclass's Options extends its parent's)."""
+    import inspect
+    import textwrap
+
+    comments: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        above: list[str] = []
+        for line in textwrap.dedent(inspect.getsource(klass)).splitlines():
+            if (comment := re.match(r"^    # (.*)$", line)):
+                above.append(comment.group(1))
+            elif (declared := re.match(r"^    (\w+): [^\n]*?(?:  # (.*))?$", line)):
+                comments[declared.group(1)] = declared.group(2) or " ".join(above)
+                above = []
+            else:
+                above = []
+    return comments
+
+
 def key_table(cls: type = None, prefix: str = "") -> list[tuple[str, Any, str]]:
     """``(dotted key, default, meaning)`` of every config key, in declaration order. The meaning is
-    the field's comment in its dataclass, after it on its line or in the comment lines right above
-    it: the one source of ``python -m experiments.train --keys`` and of configs/README.md's table
-    (a test checks the table is this one)."""
-    import inspect
-
+    the field's comment in its dataclass (:func:`_field_comments`): the one source of
+    ``python -m experiments.train --keys`` and of configs/README.md's table (a test checks the
+    table is this one)."""
     cls = cls or Config
-    comments, above = {}, []
-    for line in inspect.getsource(cls).splitlines():
-        if (comment := re.match(r"^    # (.*)$", line)):
-            above.append(comment.group(1))
-        elif (declared := re.match(r"^    (\w+): [^\n]*?(?:  # (.*))?$", line)):
-            comments[declared.group(1)] = declared.group(2) or " ".join(above)
-            above = []
-        else:
-            above = []
+    comments = _field_comments(cls)
     rows = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -224,6 +234,23 @@ def key_table(cls: type = None, prefix: str = "") -> list[tuple[str, Any, str]]:
         else:
             rows.append((f"{prefix}{f.name}", default, comments.get(f.name, "")))
     return rows
+
+
+def option_table() -> list[tuple[str, Any, list[str], str]]:
+    """``(estimator.options.<field>, default, estimators, meaning)`` of every option a registered
+    estimator declares in its ``Options`` (vae.estimators.base.Estimator.Options), one row for the
+    estimators that share a field, its default and its meaning (an Options inherited)."""
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for name, cls in ESTIMATORS.items():
+        if cls.Options is None:
+            continue
+        comments = _field_comments(cls.Options)
+        for f in dataclasses.fields(cls.Options):
+            key = (f"estimator.options.{f.name}", repr(f.default), comments.get(f.name, ""))
+            rows.setdefault(key, []).append(name)
+    defaults = {(f"estimator.options.{f.name}", repr(f.default)): f.default for cls in ESTIMATORS.values()
+                if cls.Options is not None for f in dataclasses.fields(cls.Options)}
+    return [(key, defaults[key, default], names, meaning) for (key, default, meaning), names in rows.items()]
 
 
 def key_table_markdown() -> str:
@@ -237,6 +264,10 @@ def key_table_markdown() -> str:
         return meaning.replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
 
     lines += [f"| `{key}` | {literal(default)} | {text(meaning)} |" for key, default, meaning in key_table()]
+    lines += ["", "Each estimator's own settings (its `Options`), set as `estimator.options.<field>`:", "",
+              "| key | default | estimators | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {literal(default)} | {', '.join(names)} | {text(meaning)} |"
+              for key, default, names, meaning in option_table()]
     return "\n".join(lines)
 
 
@@ -382,7 +413,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config: {path} must hold a mapping of keys")
         tree = {k: ({"name": v} if k in NAMED_SECTIONS and isinstance(v, str) else v)
                 for k, v in tree.items()}
-    return _checked(_build(Config, _merge(tree, parse_overrides(list(overrides)))))
+    return _checked(_merge(tree, parse_overrides(list(overrides))))
 
 
 def to_dict(cfg: Config) -> dict:
@@ -392,26 +423,72 @@ def to_dict(cfg: Config) -> dict:
 
 def config_from_dict(values: dict) -> Config:
     """Inverse of :func:`to_dict`, validated."""
-    return _checked(_build(Config, values))
+    return _checked(values)
 
 
-def _checked(cfg: Config) -> Config:
-    """``cfg`` after importing its plugins (which register estimators), with its estimator's own
-    options checked against the estimator's ``Options`` dataclass (and typed by it), validated."""
+def options_reader(cfg: Config) -> str:
+    """The estimator whose settings ``estimator.options`` holds: ``ssl.y`` where M2 samples its
+    class through an estimator (``estimator.*`` then applies to it), else ``estimator.name``."""
+    return cfg.ssl.y if cfg.task == "ssl" and cfg.ssl.y != "marginal" else cfg.estimator.name
+
+
+def _checked(tree: dict) -> Config:
+    """The config of a tree of settings, validated: its plugins imported (they register estimators),
+    the estimator section's former shared settings translated (:func:`translate_estimator`), the
+    options typed by the estimator's ``Options`` and resolved, every default filled in."""
+    _check(isinstance(tree, dict), f"config: must hold a mapping of keys, got {type(tree).__name__}")
+    former: dict[str, Any] = {}
+    if isinstance(tree.get("estimator"), dict):
+        section = dict(tree["estimator"])
+        former = {k: section.pop(k) for k in list(section) if k in FORMER_SHARED_SETTINGS}
+        tree = {**tree, "estimator": section}
+    cfg = _build(Config, tree)
     for module in cfg.plugins:
         try:
             importlib.import_module(module)
         except Exception as err:  # whatever the module raises, the message names the key
             raise ConfigError(f"plugins: cannot import {module!r} ({type(err).__name__}: {err}); a module "
                               "importable from the current directory or PYTHONPATH is allowed") from err
-    declared = ESTIMATORS[cfg.estimator.name].Options if cfg.estimator.name in ESTIMATORS else None
-    if cfg.estimator.options:
-        _check(declared is not None, f"estimator.options: {cfg.estimator.name!r} declares no options "
-                                     f"(got {', '.join(cfg.estimator.options)})")
-        built = _build(declared, cfg.estimator.options, "estimator.options.")
-        cfg.estimator.options = {k: getattr(built, k) for k in cfg.estimator.options}
+    reader = options_reader(cfg)
+    if reader in ESTIMATORS:
+        cfg.estimator.options = translate_estimator(reader, former, cfg.estimator.options)
+        cfg.estimator.options = _resolved_options(reader, cfg.estimator)
     validate(cfg)
     return cfg
+
+
+def translate_estimator(reader: str, former: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the settings of :data:`FORMER_SHARED_SETTINGS` that an older config gave at
+    the estimator section's top level: moved in where ``reader`` declares them (``options`` winning),
+    dropped at their former defaults (every older record carries them all), refused otherwise."""
+    declared = ESTIMATORS[reader].Options
+    names = {f.name for f in dataclasses.fields(declared)} if declared is not None else set()
+    options = dict(options)
+    for key, value in former.items():
+        if value == FORMER_SHARED_SETTINGS[key]:
+            continue
+        readers = [n for n, e in ESTIMATORS.items()
+                   if e.Options is not None and key in {f.name for f in dataclasses.fields(e.Options)}]
+        _check(key in names, f"estimator.{key}: {reader!r} does not read it; it is an option of "
+                             f"{', '.join(readers)} (estimator.options.{key})")
+        options.setdefault(key, value)
+    return options
+
+
+def _resolved_options(reader: str, settings: EstimatorConfig) -> dict[str, Any]:
+    """Every field of ``reader``'s ``Options`` at ``settings.options`` (typed like any key, checked
+    by the estimator's own rules, the rest at their defaults), or {} where it declares none."""
+    declared = ESTIMATORS[reader].Options
+    if declared is None:
+        _check(not settings.options, f"estimator.options: {reader!r} declares no options "
+                                     f"(got {', '.join(settings.options)})")
+        return {}
+    try:
+        built = dataclasses.asdict(_build(declared, settings.options, "estimator.options."))
+        ESTIMATORS[reader].options_of(dataclasses.replace(settings, name=reader, options=built))
+    except ValueError as err:   # a type (ConfigError already) or an Options' own rule (base.refuse)
+        raise ConfigError(str(err)) from None
+    return built
 
 
 def _check(ok: bool, message: str) -> None:

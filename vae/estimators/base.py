@@ -40,9 +40,10 @@ Two hooks let an estimator change what the trainer does around it (``vae.models.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -64,6 +65,13 @@ def mean_field(f: Objective) -> Objective:
     ``f.mean_field`` when f has one (a network with stochastic layers below propagates their means
     through them, vae/models/sbn.py), else f itself."""
     return getattr(f, "mean_field", f)
+
+
+def refuse(ok: bool, option: str, allowed: str, value: Any) -> None:
+    """Unless ``ok``, raise the one-line ``ValueError`` of an option's rule: ``estimator.options.<option>:
+    must be <allowed>, got <value>`` (what an :attr:`Estimator.Options`' ``__post_init__`` calls)."""
+    if not ok:
+        raise ValueError(f"estimator.options.{option}: must be {allowed}, got {value!r}")
 
 
 class Estimator(nn.Module, abc.ABC):
@@ -110,11 +118,13 @@ class Estimator(nn.Module, abc.ABC):
     #: one per sample of ``estimator.num_samples`` (RLOO: k); an estimator whose cost depends on
     #: more overrides :meth:`decoder_passes` instead (IndeCateR: N (K - 1) + 1 per sample).
     passes: int | Literal["num_samples"] = 1
-    #: Settings of this estimator beyond the shared ones of :class:`EstimatorConfig`: a dataclass
-    #: whose fields are set as ``estimator.options.<field>`` and checked like every config key; the
-    #: estimator reads them as ``self.Options(**cfg.options)``. None: it has none.
+    #: Its own settings, beyond the name and ``num_samples`` of :class:`EstimatorConfig`: a
+    #: dataclass whose fields, each with its comment (the catalogue and ``--keys`` print it), are
+    #: set as ``estimator.options.<field>`` and typed like every config key; a rule beyond the type
+    #: is :attr:`positive_options` or the dataclass's ``__post_init__`` (:func:`refuse`). The
+    #: estimator reads them as ``self.options`` (:meth:`options_of`). None: it has none.
     Options: type | None = None
-    #: The fields of :attr:`Options` that must be > 0 (:meth:`check` refuses the config otherwise).
+    #: The fields of :attr:`Options` that must be > 0 (:meth:`options_of` refuses them otherwise).
     positive_options: tuple[str, ...] = ()
 
     #: Whether the estimate's mean equals the true gradient of ``E_q[f(z)]``.
@@ -140,6 +150,24 @@ class Estimator(nn.Module, abc.ABC):
                              f"got K = {latent_shape[1]}")
         self.cfg, self.num_replicas, self.latent_shape, self.context_dim = (cfg, num_replicas, latent_shape,
                                                                             context_dim)
+        self.options = self.options_of(cfg)
+
+    @classmethod
+    def options_of(cls, cfg: EstimatorConfig) -> Any:
+        """Its :attr:`Options` at ``cfg.options`` (the others at their defaults), or None where it
+        declares none; ``ValueError`` naming ``estimator.options.<field>`` for a field it lacks or a
+        value its rules refuse."""
+        declared = {f.name for f in dataclasses.fields(cls.Options)} if cls.Options is not None else set()
+        if (unknown := sorted(set(cfg.options) - declared)):
+            raise ValueError(f"estimator.options.{unknown[0]}: {cfg.name!r} has no such option; allowed: "
+                             f"{', '.join(sorted(declared)) or 'none'}")
+        if cls.Options is None:
+            return None
+        options = cls.Options(**cfg.options)
+        for name in cls.positive_options:
+            value = getattr(options, name)
+            refuse(value > 0, name, "> 0", value)
+        return options
 
     @classmethod
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
@@ -152,8 +180,8 @@ class Estimator(nn.Module, abc.ABC):
               latent_shape: tuple[int, int]) -> None:
         """Raise ``ValueError`` with a one-line reason (no key: the caller names it) if the estimator
         cannot run on ``task`` with latents of ``kind`` and shape ``(N, K)``, at a temperature schedule
-        that reaches ``lowest_tau``. Here: :attr:`tasks`, :attr:`kinds`, :attr:`min_tau` and
-        :attr:`positive_options`; an estimator with a rule of its own extends it."""
+        that reaches ``lowest_tau``. Here: :attr:`tasks`, :attr:`kinds` and :attr:`min_tau`; an
+        estimator with a rule of its own extends it (its options' own rules: :meth:`options_of`)."""
         if task not in cls.tasks:
             raise ValueError(f"is for task {' or '.join(sorted(cls.tasks))}, not {task}")
         if kind not in cls.kinds:
@@ -161,10 +189,6 @@ class Estimator(nn.Module, abc.ABC):
         if cls.min_tau is not None and lowest_tau < cls.min_tau:
             raise ValueError(f"needs tau >= {cls.min_tau:g} throughout, "
                              f"but the schedule reaches {lowest_tau:g}")
-        for name in cls.positive_options:
-            value = getattr(cls.Options(**cfg.options), name)
-            if not value > 0:
-                raise ValueError(f"needs estimator.options.{name} > 0, got {value}")
 
     def encoder_gradient_scale(self) -> Tensor | None:
         """``[R]`` divisor of the whole encoder gradient of the training loss, or None (no scaling).

@@ -7,7 +7,7 @@ which says what both Taylor estimators share):
 
     grad = grad_phi f(z) + sum_n A_n grad log q(z_n),   A_n = f'_n(p) . (z_n - z_bar_n)
 
-``estimator.darn_point`` picks the point:
+``estimator.options.darn_point`` picks the point:
 
 - ``uniform`` (the default): ``z_bar = 1/K`` in every class and the derivative at the sample,
   ``p = z`` -- Gu et al.'s eq. 5: ``z_bar = 1/2`` for binary units (Gregor et al.'s choice),
@@ -18,13 +18,15 @@ which says what both Taylor estimators share):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from vae.estimators.base import Objective, mean_field
+from vae.estimators.base import Objective, mean_field, refuse
 from vae.estimators.registry import register
 from vae.estimators.sampling import sample_one_hot
-from vae.estimators.signal import NormalisedSignalEstimator
+from vae.estimators.signal import NormalisedSignalEstimator, SignalOptions
 from vae.estimators.taylor import gradient_at
 from vae.numerics.gumbel import Generator, log_softmax, widen
 
@@ -45,11 +47,21 @@ class DARN(NormalisedSignalEstimator):
                "eq. 5); `darn_point=mean`: f′_n(μ)·(z_n − μ_n)")
     bias_note = "unbiased only for f quadratic in binary z; `mean`: only for f linear"
 
+    @dataclass
+    class Options(SignalOptions):
+        # the Taylor point: "uniform" (1/K, the derivative at the sample; Gregor et al.'s 1/2) or
+        # "mean" (softmax(logits), the derivative there)
+        darn_point: str = "uniform"
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            refuse(self.darn_point in ("uniform", "mean"), "darn_point", "uniform or mean", self.darn_point)
+
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_q = log_softmax(widen(logits))                  # [R, B, N, K]
         z = sample_one_hot(logits, rng).to(logits.dtype)                  # [R, B, N, K]
-        if self.cfg.darn_point == "uniform":  # derivative at the sample, point 1/K
+        if self.options.darn_point == "uniform":  # derivative at the sample, point 1/K
             bar = torch.full_like(z, 1.0 / z.shape[-1])
             _, slope = gradient_at(z, mean_field(f))                      # [R, B, N, K]
         else:                                # derivative and point at the mean

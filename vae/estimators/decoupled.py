@@ -49,7 +49,7 @@ class DecoupledSTGumbelSoftmax(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        forward_tau = self.Options(**self.cfg.options).forward_tau
+        forward_tau = self.options.forward_tau
         wide = widen(logits)
         g = gumbel_noise(wide.shape, rng, wide.device).to(wide.dtype)
         z = one_hot((wide.detach() / forward_tau + g).argmax(-1), wide.shape[-1], wide.dtype)

@@ -9,6 +9,8 @@ go on one sample axis ``S = K^N`` of f, so cost and memory grow as ``K^N``; spac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,11 +39,17 @@ class Exact(Estimator):
     reference = "the definition: the expectation summed over every state"
     summary = "the true gradient, enumerating all K^N states; refused above `max_states`"
 
+    @dataclass
+    class Options:
+        max_states: int = 4096  # refuse latent spaces with more than this many K^N states
+
+    positive_options = ("max_states",)
+
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                          context_dim=context_dim, rng=rng)
-        check_state_count(*latent_shape, cfg.max_states)
+        check_state_count(*latent_shape, self.options.max_states)
 
     @classmethod
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
@@ -52,14 +60,14 @@ class Exact(Estimator):
     def check(cls, cfg: EstimatorConfig, *, task: str, kind: str, lowest_tau: float,
               latent_shape: tuple[int, int]) -> None:
         super().check(cfg, task=task, kind=kind, lowest_tau=lowest_tau, latent_shape=latent_shape)
-        reason = too_many_states(*latent_shape, cfg.max_states)
+        reason = too_many_states(*latent_shape, cls.options_of(cfg).max_states)
         if reason:
             raise ValueError(reason)
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         r, b, n, k = logits.shape
-        check_state_count(n, k, self.cfg.max_states)
+        check_state_count(n, k, self.options.max_states)
         states = all_states(n, k, logits.device).to(logits.dtype)             # [S, N, K]
         z = states[None, :, None].expand(r, -1, b, n, k)                        # [R, S, B, N, K]
         loss = f(z)                                                             # [R, S, B]
@@ -70,8 +78,8 @@ class Exact(Estimator):
 def too_many_states(num_latents: int, num_classes: int, max_states: int) -> str:
     """Why ``exact`` refuses ``K^N > max_states`` states, or "" when it does not."""
     if num_classes ** num_latents > max_states:
-        return (f"enumerates K^N = {num_classes}^{num_latents} states, more than estimator.max_states = "
-                f"{max_states}")
+        return (f"enumerates K^N = {num_classes}^{num_latents} states, more than "
+                f"estimator.options.max_states = {max_states}")
     return ""
 
 

@@ -49,7 +49,7 @@ class GappedStraightThrough(Estimator):
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        gap = self.Options(**self.cfg.options).gap
+        gap = self.options.gap
         wide = widen(logits)
         z = sample_one_hot(logits, rng)                                   # [R, B, N, K]
         with torch.no_grad():

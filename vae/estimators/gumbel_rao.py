@@ -8,6 +8,8 @@ less variance, one decoder evaluation (the M draws only enter the softmax).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
 from vae.estimators.base import Estimator, Objective
@@ -30,12 +32,18 @@ class GumbelRao(Estimator):
                "perturbations drawn given the hard sample (held fixed, as in the authors' code): the same "
                "mean as `st-gs`, less variance")
 
+    @dataclass
+    class Options:
+        rao_samples: int = 10  # M: conditional Gumbel draws averaged in the backward pass
+
+    positive_options = ("rao_samples",)
+
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         log_pi = log_softmax(widen(logits))                        # [R, B, N, K]
         hard = one_hot((log_pi.detach() + gumbel_noise(logits.shape, rng, logits.device)).argmax(-1),
                        logits.shape[-1], log_pi.dtype)                           # [R, B, N, K]
-        draws = log_pi.detach().unsqueeze(1).expand(-1, self.cfg.rao_samples, *log_pi.shape[1:])
+        draws = log_pi.detach().unsqueeze(1).expand(-1, self.options.rao_samples, *log_pi.shape[1:])
         perturbed = conditional_gumbel(draws, hard.unsqueeze(1).expand_as(draws), rng)  # [R, M, B, N, K]
         noise = perturbed - draws                                                # G_m given D, no gradient
         tau_ = tau.unsqueeze(1) if isinstance(tau, Tensor) else tau

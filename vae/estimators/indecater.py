@@ -59,12 +59,12 @@ class IndeCateR(Estimator):
     @classmethod
     def decoder_passes(cls, cfg: EstimatorConfig, latent_shape: tuple[int, int]) -> float:
         n, k = latent_shape
-        return float(cls.Options(**cfg.options).samples * (n * (k - 1) + 1))
+        return float(cls.options_of(cfg).samples * (n * (k - 1) + 1))
 
     def estimate(self, logits: Tensor, f: Objective, *, rng: Generator,
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         r, b, n, k = logits.shape
-        s = self.Options(**self.cfg.options).samples
+        s = self.options.samples
         index = sample_classes(logits, rng, num_samples=s)                          # [R, S, B, N]
         z = F.one_hot(index, k).to(logits.dtype)                                    # [R, S, B, N, K]
         # neighbour (n, j), j < K - 1: z with variable n moved to the j-th of its other values

@@ -6,12 +6,15 @@ input-dependent baseline MLP ``b`` on ``context``, trained by the run's optimise
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from vae.estimators.config import EstimatorConfig
 from vae.estimators.registry import register
 from vae.estimators.reinforce_ema import ReinforceEMA
+from vae.estimators.signal import SignalOptions
 from vae.numerics.replicas import ReplicaGenerator, ReplicaMLP
 
 
@@ -26,6 +29,12 @@ class NVIL(ReinforceEMA):
     summary = "`reinforce-ema` plus a learned input-dependent baseline MLP"
     bias_note = "up to the scale"
 
+    @dataclass
+    class Options(SignalOptions):
+        baseline_hidden: int = 100  # hidden units of the input-dependent baseline MLP b(x)
+
+    positive_options = ("baseline_hidden",)
+
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
@@ -33,7 +42,7 @@ class NVIL(ReinforceEMA):
         if context_dim < 1:
             raise ValueError("nvil: needs context_dim >= 1 (the size of the encoder's input x, which its "
                              "input-dependent baseline reads), got 0")
-        self.baseline_net = ReplicaMLP([context_dim, cfg.baseline_hidden, 1], rng, torch.nn.Tanh)
+        self.baseline_net = ReplicaMLP([context_dim, self.options.baseline_hidden, 1], rng, torch.nn.Tanh)
 
     def baseline(self, context: Tensor | None, loss: Tensor) -> Tensor:
         if context is None:

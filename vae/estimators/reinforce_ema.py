@@ -1,5 +1,5 @@
 """``reinforce-ema``, the paper's SF: the score function with ``A = f(z) - c``, c a moving-average
-centre; with variance normalisation (on unless ``estimator.variance_normalisation=false``) the
+centre; with variance normalisation (on unless ``estimator.options.variance_normalisation=false``) the
 trainer divides the whole encoder gradient by the running std s (:mod:`vae.estimators.signal`).
 Unbiased: the score-function surrogate with this ``A``
 (:func:`vae.estimators.signal.score_surrogate`).

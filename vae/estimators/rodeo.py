@@ -12,7 +12,7 @@ Gibbs Stein operator of q, averaged over the N units,
 
 has mean zero under q for every h (q(b) rho_i(b) is unchanged by flipping unit i). Sample s's
 control functions see only the other samples: ``h_s(y) = mean_{j != s} H(g_j . (y - b_j), f_j)``,
-H a network 2 -> ``estimator.baseline_hidden`` LeakyReLU(0.3) -> 2 (its two outputs h^0, h^1), so
+H a network 2 -> ``estimator.options.baseline_hidden`` LeakyReLU(0.3) -> 2 (its two outputs h^0, h^1), so
 ``A h_s`` at b_s is a mean-zero control variate given the others. With the scalar one
 ``s_j = (A h^0_j)(b_j)`` and the vector one ``V_s = A[h^1_s(y) (y - theta)](b_s)`` (per unit d:
 ``(b_d - theta_d) sum_i a_i (h^1(b^(i)) - h^1(b)) + a_d h^1(b^(d)) (1 - 2 b_d)``, a_i = rho_i / N):
@@ -31,6 +31,8 @@ f's.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -64,13 +66,19 @@ class RODEO(Estimator):
                "Bernoulli units, VAE only")
     bias_note = "any network, α, β; tested at random ones"
 
+    @dataclass
+    class Options:
+        baseline_hidden: int = 100  # hidden LeakyReLU units of the control variates' network H
+
+    positive_options = ("baseline_hidden",)
+
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape,
                          context_dim=context_dim, rng=rng)
         self.alpha = nn.Parameter(torch.zeros(num_replicas))                    # [R]: the scalar CV's weight
         self.beta = nn.Parameter(torch.zeros(num_replicas))                     # [R]: the vector CV's weight
-        self.network = ReplicaMLP([2, cfg.baseline_hidden, 2], rng, ACTIVATIONS["leaky_relu"])
+        self.network = ReplicaMLP([2, self.options.baseline_hidden, 2], rng, ACTIVATIONS["leaky_relu"])
         k = cfg.num_samples
         others = [[j for j in range(k) if j != s] for s in range(k)]
         self.register_buffer("others", torch.tensor(others), persistent=False)  # [k, k - 1]

@@ -20,10 +20,12 @@ logits by its own estimator's s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from vae.estimators.base import Estimator
+from vae.estimators.base import Estimator, refuse
 from vae.estimators.config import EstimatorConfig
 from vae.numerics.replicas import ReplicaGenerator
 
@@ -99,16 +101,31 @@ class SignalNormaliser(nn.Module):
         return centred
 
 
+@dataclass
+class SignalOptions:
+    """The options of every :class:`NormalisedSignalEstimator` (an estimator's own extend them)."""
+
+    ema_decay: float = 0.9  # decay d of the learning signal's moving averages (its centre and variance)
+    # divide the whole encoder gradient by the signal's running std (Mnih & Gregor 2014; the paper's)
+    variance_normalisation: bool = True
+
+    def __post_init__(self) -> None:
+        refuse(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)", self.ema_decay)
+
+
 class NormalisedSignalEstimator(Estimator):
     """What every estimator with a moving-average centre and variance normalisation shares (SF,
-    NVIL, MuProp, DARN): the :class:`SignalNormaliser` of ``estimator.ema_decay`` and
-    ``estimator.variance_normalisation``, and the scale it hands the trainer."""
+    NVIL, MuProp, DARN): the :class:`SignalNormaliser` of its options ``ema_decay`` and
+    ``variance_normalisation`` (:class:`SignalOptions`), and the scale it hands the trainer."""
+
+    Options = SignalOptions
 
     def __init__(self, cfg: EstimatorConfig, *, num_replicas: int, latent_shape: tuple[int, int],
                  context_dim: int, rng: ReplicaGenerator):
         super().__init__(cfg, num_replicas=num_replicas, latent_shape=latent_shape, context_dim=context_dim,
                          rng=rng)
-        self.normaliser = SignalNormaliser(num_replicas, cfg.ema_decay, cfg.normalises())
+        self.normaliser = SignalNormaliser(num_replicas, self.options.ema_decay,
+                                           self.options.variance_normalisation)
 
     def encoder_gradient_scale(self) -> Tensor | None:
         return self.normaliser.scale() if self.normaliser.normalise else None

@@ -329,7 +329,7 @@ def gradient_agreement(draws: Tensor, exact: Tensor) -> dict[str, float]:
 
 def marginal(num_classes: int, num_replicas: int) -> Estimator:
     """``ssl.y=marginal``: the ``exact`` estimator on y's C classes (the sum over y)."""
-    return build_estimator(EstimatorConfig(name="exact", max_states=num_classes),
+    return build_estimator(EstimatorConfig(name="exact", options={"max_states": num_classes}),
                            latent_shape=(1, num_classes), num_replicas=num_replicas)
 
 

@@ -18,7 +18,7 @@ from vae.reporting.figures import band, save
 from vae.reporting.tables import to_markdown
 from vae.store.records import final
 from vae.store.run_dir import CONFIG, load_summary
-from vae.sweeps.definition import flat_settings
+from vae.sweeps.definition import changed_options, flat_settings
 from vae.training.tasks import TASKS
 
 IGNORED = ("out_dir", "experiment",          # where a run was written, not what it is
@@ -61,8 +61,11 @@ def load_run(run_dir: Path) -> Run:
         if not isinstance(tree, dict):
             raise ConfigError("not a mapping of keys")
         cfg = config_from_dict(tree)
-        return Run(run_dir, TASKS[cfg.task].estimator_name(cfg), flat_settings(to_dict(cfg)),
-                   load_summary(run_dir))
+        # the options at their defaults left out: another estimator's are no difference
+        settings = {k: v for k, v in flat_settings(to_dict(cfg)).items()
+                    if not k.startswith("estimator.options.")}
+        settings |= {f"estimator.options.{k}": v for k, v in changed_options(cfg).items()}
+        return Run(run_dir, TASKS[cfg.task].estimator_name(cfg), settings, load_summary(run_dir))
     except (ConfigError, yaml.YAMLError, json.JSONDecodeError) as err:
         raise CompareError(f"{run_dir}: unreadable run ({str(err).splitlines()[0]})") from err
 

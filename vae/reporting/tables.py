@@ -35,7 +35,7 @@ from vae.data.images import DATASETS
 from vae.estimators import ESTIMATORS, column_order, display_name
 from vae.store.records import final, provenance, write_drawing
 from vae.store.run_dir import FAILED, load_summary
-from vae.sweeps.definition import EQUAL_COST, STORE, Point, best_points, expand, read_sweep
+from vae.sweeps.definition import EQUAL_COST, STORE, Point, best_points, expand, read_sweep, short_key
 
 SWEEP_DIR = REPO / "configs" / "sweeps"   # read from the repository, whatever the working directory
 TABLE1_SWEEP = SWEEP_DIR / "table1.yaml"
@@ -131,7 +131,7 @@ def column(point: Point) -> tuple[str, str]:
     """``(estimator name, variant)``: the variant spells the point's other estimator settings
     (``darn_point=mean``) and its equal-cost budget (``equal_cost=rloo``), empty for the estimator
     as configured by default."""
-    variant = ", ".join(f"{k.removeprefix('estimator.')}={v}" for k, v in point.values.items()
+    variant = ", ".join(f"{short_key(k).removeprefix('estimator.')}={v}" for k, v in point.values.items()
                         if (k.startswith("estimator.") and k != "estimator.name") or k == EQUAL_COST)
     return point.cfg.estimator.name, variant
 

@@ -38,6 +38,7 @@ line and exits with 2.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -49,8 +50,8 @@ from typing import Any
 
 import yaml
 
-from vae.config import (REPO, Config, ConfigError, config_from_dict, load_config, read_yaml, resolve_path,
-                        to_dict, unreadable)
+from vae.config import (REPO, Config, ConfigError, config_from_dict, load_config, options_reader, read_yaml,
+                        resolve_path, to_dict, unreadable)
 from vae.estimators import ESTIMATORS
 from vae.estimators.base import FAMILIES
 from vae.estimators.config import did_you_mean
@@ -337,12 +338,30 @@ def flat_settings(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def short_key(key: str) -> str:
+    """``estimator.options.<field>`` -> ``estimator.<field>``, any other key as it is: how an estimator
+    option is named in a run's identity, slug and table column, the key the settings that were shared
+    before had (vae.estimators.config.FORMER_SHARED_SETTINGS), so their runs keep their directories."""
+    return key.replace("estimator.options.", "estimator.", 1) if key.startswith("estimator.options.") else key
+
+
+def changed_options(cfg: Config) -> dict[str, Any]:
+    """The estimator options of ``cfg`` that differ from their ``Options`` defaults."""
+    declared = ESTIMATORS[reader].Options if (reader := options_reader(cfg)) in ESTIMATORS else None
+    defaults = dataclasses.asdict(declared()) if declared is not None else {}
+    return {k: v for k, v in cfg.estimator.options.items() if k not in defaults or defaults[k] != v}
+
+
 def identity(cfg: Config) -> dict[str, Any]:
     """The settings of ``cfg`` that differ from the defaults, ``out_dir`` and ``compile`` aside
-    (:func:`what_it_computes`): what a run's directory hash is taken over."""
+    (:func:`what_it_computes`): what a run's directory hash is taken over. An estimator option
+    counts where it differs from its ``Options`` default (:func:`changed_options`), under its
+    :func:`short_key`."""
     defaults = flat_settings(to_dict(Config()))
-    return {k: v for k, v in flat_settings(what_it_computes(to_dict(cfg))).items()
-            if k not in defaults or defaults[k] != v}
+    settings = what_it_computes(to_dict(cfg))
+    del settings["estimator"]["options"]
+    changed = {k: v for k, v in flat_settings(settings).items() if k not in defaults or defaults[k] != v}
+    return changed | {short_key(f"estimator.options.{k}"): v for k, v in changed_options(cfg).items()}
 
 
 def _digest(cfg: Config) -> str:
@@ -352,9 +371,10 @@ def _digest(cfg: Config) -> str:
 
 
 def run_name(point_values: dict[str, Any], base: str, digest: str) -> str:
-    """``<slug>__<digest>``: the slug reads the point's values (in key order, so reordering a sweep
-    file's axes moves no run)."""
-    slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in sorted(point_values.items()))])
+    """``<slug>__<digest>``: the slug reads the point's values (in the order of their
+    :func:`short_key`, so reordering a sweep file's axes moves no run)."""
+    ordered = sorted(point_values.items(), key=lambda item: short_key(item[0]))
+    slug = "__".join([Path(base).stem, *(_slug(k, v) for k, v in ordered)])
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug) + "__" + digest
 
 

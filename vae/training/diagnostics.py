@@ -92,7 +92,7 @@ def exact_gradients(model: DiscreteVAE, x: Tensor, *, max_states: int = 4096,
                     loss: str = "estimator") -> dict[str, Tensor]:
     """The exact gradient of ``sum_b E_q[f]`` (``loss="training"``: of ``sum_b E_q[f] + KL``)
     for a single-replica model: ``{group: [P]}``."""
-    exact = build_estimator(EstimatorConfig(name="exact", max_states=max_states), num_replicas=1,
+    exact = build_estimator(EstimatorConfig(name="exact", options={"max_states": max_states}), num_replicas=1,
                             latent_shape=(model.num_latents, model.num_classes),
                             context_dim=x.shape[-1], rng=ReplicaGenerator([0]))
     grads = _draw_grads(model, exact.to(x.dtype), x, ReplicaGenerator([0]), tau=1.0, step=0, loss=loss)
