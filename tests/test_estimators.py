@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import itertools
 import math
 import re
+import sys
 import zlib
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from vae.estimators.sampling import sample_one_hot
 from vae.models.discrete_vae import DiscreteVAE, categorical_kl
 from vae.models.objectives import training_loss
 from vae.numerics.gumbel import gumbel_noise, log_prob_one_hot
-from vae.numerics.replicas import ReplicaGenerator
+from vae.numerics.replicas import NoiseSource, ReplicaGenerator
 from vae.training.diagnostics import draw_gradients, exact_gradients, make_toy_problem
 from vae.training.tasks import check
 
@@ -1020,3 +1022,84 @@ def test_reinmax_at_tau_one_is_zgr(kind: str, num_classes: int) -> None:
         torch.testing.assert_close(grads["reinmax"][group], grads["zgr"][group], rtol=1e-12, atol=1e-14)
     # the draws can tell estimators apart
     assert not torch.allclose(grads["st"]["encoder"], grads["zgr"]["encoder"])
+
+
+#: The authors' package, PyPI ``redge`` 0.1.0, read from its wheel (never installed) and pinned.
+REDGE_WHEEL = ("redge==0.1.0", "ca6f3aa5a86c13d8c33f89da455ea51fd19538784bc055e29d023dc5906d465d")
+
+
+class GivenNoise(NoiseSource):
+    """Hands out given normal draws and uniform ones, in order (one replica)."""
+
+    def __init__(self, normals: list[Tensor], uniforms: list[Tensor]):
+        self.normals, self.uniforms = list(normals), list(uniforms)
+
+    def __len__(self) -> int:
+        return 1
+
+    def normal(self, shape):
+        return self.normals.pop(0).reshape(shape)
+
+    def uniform(self, shape):
+        return self.uniforms.pop(0).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def redge_package(tmp_path_factory) -> Path:
+    """The wheel's files, fetched with ``pip download`` and checked against the pinned sha256;
+    the test is skipped, saying why, where the package index cannot be reached."""
+    import hashlib
+    import subprocess
+    import sys
+    import zipfile
+
+    where = tmp_path_factory.mktemp("redge")
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(where),
+                           REDGE_WHEEL[0]], capture_output=True, text=True, timeout=300)
+    wheels = sorted(where.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        pytest.skip(f"pip download {REDGE_WHEEL[0]} failed: the package index is not reachable here "
+                    f"({(done.stderr.strip().splitlines() or ['no wheel'])[-1]})")
+    assert hashlib.sha256(wheels[0].read_bytes()).hexdigest() == REDGE_WHEEL[1]
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel.extractall(where / "files")
+    return where / "files"
+
+
+@pytest.mark.parametrize("name, theirs_in", [("redge", "ddim.redge"), ("redge-cov", "redge_cov.redge_cov")])
+@pytest.mark.parametrize("steps, t_1", [(5, 0.5), (2, 0.3), (9, 0.9)])
+def test_redge_is_the_authors_package_s_redge_on_the_same_noise(redge_package, monkeypatch, name, theirs_in,
+                                                                steps, t_1):
+    """The estimator the trainer runs against its function in the authors' package: the same
+    Gaussian start and Gumbel draws (theirs ``-log E``, E exponential; ours ``-log(-log u)`` from
+    ``u = exp(-E)``) give the same one-hot sample and the same gradient of a linear f, in float64."""
+    import types
+
+    package = types.ModuleType("redge")                 # its modules without its __init__ (which
+    package.__path__ = [str(redge_package / "redge")]   # imports the reinmax package)
+    monkeypatch.setitem(sys.modules, "redge", package)
+    module, function, before = *theirs_in.split("."), set(sys.modules)
+    sample = getattr(importlib.import_module(f"redge.{module}"), function)
+    for loaded in set(sys.modules) - before:           # their modules gone again
+        del sys.modules[loaded]
+
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)         # their schedule and draws in float64 as well
+        try:
+            logits = torch.randn(7, 5, 6, generator=torch.Generator().manual_seed(steps)).requires_grad_()
+            weights = torch.randn(7, 5, 6, generator=torch.Generator().manual_seed(11))
+            torch.manual_seed(0)
+            theirs = sample(logits, n_steps=steps, t_1=t_1, hard=True)
+            (their_grad,) = torch.autograd.grad((weights * theirs).sum(), logits)
+            torch.manual_seed(0)                       # their draws again: the start, then the Gumbels
+            start = torch.randn(7, 5, 6)
+            exponential = torch.empty(7, 5, 6).exponential_()
+        finally:
+            torch.set_default_dtype(torch.float32)
+    ours = build_estimator(estimator_config(name, denoising_steps=steps, t_1=t_1), latent_shape=(5, 6))
+    seen = []
+    surrogate, _ = ours(logits, lambda z: seen.append(z.detach()) or (weights * z).sum((-1, -2)),
+                        rng=GivenNoise([start], [torch.exp(-exponential)]))
+    (our_grad,) = torch.autograd.grad(surrogate.sum(), logits)
+    assert torch.equal(seen[0], theirs.detach())
+    torch.testing.assert_close(our_grad, their_grad, rtol=1e-9, atol=1e-12)

@@ -75,7 +75,9 @@ def test_register_prints_the_agent_command_and_writes_nothing(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert "wandb agent someone/discrete-vae/abc123" in out
     (kind, config, project), = calls
-    assert kind == "sweep" and project == "discrete-vae" and len(config["parameters"][POINT]["values"]) == 22
+    points = expand(read_sweep(REPO / "configs/sweeps/gradvar.yaml"), "quick", tmp_path / "res")
+    assert kind == "sweep" and project == "discrete-vae"
+    assert config["parameters"][POINT]["values"] == [p.run_dir.name for p in points]   # every point
     assert not (tmp_path / "res").exists()
 
 

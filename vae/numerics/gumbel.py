@@ -90,6 +90,16 @@ def uniform(shape: torch.Size | tuple[int, ...], generator: Generator = None,
     return generator.uniform(shape)
 
 
+def normal(shape: torch.Size | tuple[int, ...], generator: Generator = None,
+           device: torch.device | str = "cpu") -> Tensor:
+    """Standard normal float32 draws of ``shape`` from ``generator``, as :func:`uniform`."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=generator.device)
+    return generator.normal(shape)
+
+
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: Generator = None,
                  device: torch.device | str = "cpu") -> Tensor:
     """Standard Gumbel(0, 1) noise of ``shape`` in float32, always finite.
