@@ -83,21 +83,21 @@ def logaddexp(a: Tensor, b: Tensor) -> Tensor:
 def uniform(shape: torch.Size | tuple[int, ...], generator: Generator = None,
             device: torch.device | str = "cpu") -> Tensor:
     """``U[0, 1)`` float32 draws of ``shape`` from ``generator`` (None: torch's global one, on ``device``)."""
-    if generator is None:
-        return torch.rand(shape, device=device)
-    if isinstance(generator, torch.Generator):
-        return torch.rand(shape, generator=generator, device=generator.device)
-    return generator.uniform(shape)
+    return _draws("uniform", shape, generator, device)
 
 
 def normal(shape: torch.Size | tuple[int, ...], generator: Generator = None,
            device: torch.device | str = "cpu") -> Tensor:
     """Standard normal float32 draws of ``shape`` from ``generator``, as :func:`uniform`."""
-    if generator is None:
-        return torch.randn(shape, device=device)
-    if isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator, device=generator.device)
-    return generator.normal(shape)
+    return _draws("normal", shape, generator, device)
+
+
+def _draws(kind: str, shape: torch.Size | tuple[int, ...], generator: Generator,
+           device: torch.device | str) -> Tensor:
+    if generator is None or isinstance(generator, torch.Generator):
+        draw = torch.rand if kind == "uniform" else torch.randn
+        return draw(shape, generator=generator, device=device if generator is None else generator.device)
+    return getattr(generator, kind)(shape)
 
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: Generator = None,
