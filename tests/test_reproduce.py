@@ -398,7 +398,8 @@ def test_an_applicable_axis_is_every_estimator_whose_config_validates_and_their_
 
 def test_an_applicable_axis_selects_by_family_and_by_the_papers_table():
     """``family: [...]`` keeps the estimators that declare one of those families, ``paper: true``
-    those with a column in the paper's Table 1: read from the classes, not from a list of names."""
+    those with a column in the paper's Table 1, ``reads_tau`` those that read tau or not: read from
+    the classes, not from a list of names."""
     base = "configs/vae_bernoulli.yaml"
     everything = Applicable.parse(True, "t").names(base, [])
     families = Applicable.parse({"family": ["antithetic", "control variate"]}, "t").names(base, [])
@@ -407,6 +408,11 @@ def test_an_applicable_axis_selects_by_family_and_by_the_papers_table():
     paper = Applicable.parse({"paper": True, "exclude": ["gs"]}, "t").names(base, [])
     assert paper == [n for n in everything if ESTIMATORS[n].paper_column is not None and n != "gs"]
     assert len(paper) == 6
+    tempered = Applicable.parse({"family": ["relaxation"], "reads_tau": True}, "t").names(base, [])
+    untempered = Applicable.parse({"family": ["relaxation"], "reads_tau": False}, "t").names(base, [])
+    relaxations = [n for n in everything if ESTIMATORS[n].family == "relaxation"]
+    assert tempered == [n for n in relaxations if ESTIMATORS[n].reads_tau] and "gs" in tempered
+    assert untempered == [n for n in relaxations if not ESTIMATORS[n].reads_tau] and "zgr" in untempered
 
 
 def test_dry_run_lists_the_points_and_trains_nothing(tmp_path, monkeypatch, capsys):

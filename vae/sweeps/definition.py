@@ -144,12 +144,13 @@ def _require(ok: bool, message: str) -> None:
 @dataclass(frozen=True)
 class Applicable:
     """``estimator.name: {applicable: true}`` or ``{applicable: {max_passes: P, family: [...], paper:
-    true, exclude: [...]}}``: an axis of every registered estimator whose declarations allow the
+    true, reads_tau: B, exclude: [...]}}``: an axis of every registered estimator whose declarations allow the
     point's resolved config (its task, latent kind and shape, the lowest tau its schedule reaches: the
     checks ``train`` makes), in the registry's order, except ``exclude``, those spending more than
     ``max_passes`` decoder passes per example and step (:meth:`vae.training.tasks.Task.decoder_passes`),
     those of no family in ``family`` (:data:`vae.estimators.base.FAMILIES`; empty: any) and, with
-    ``paper: true``, those without a column in the paper's Table 1 (``paper_column``). Resolved per
+    ``paper: true``, those without a column in the paper's Table 1 (``paper_column``), and with
+    ``reads_tau``, those whose ``reads_tau`` differs (a temperature grid for those that read it). Resolved per
     base, so each base config gets the estimators that apply to it; a point's directory is the one
     the name written out gives."""
 
@@ -157,12 +158,13 @@ class Applicable:
     exclude: tuple[str, ...] = ()
     family: tuple[str, ...] = ()
     paper: bool = False
+    reads_tau: bool | None = None
 
     @classmethod
     def parse(cls, spec: Any, where: str) -> Applicable:
         if spec is True:
             return cls()
-        allowed = {"max_passes", "exclude", "family", "paper"}
+        allowed = {"max_passes", "exclude", "family", "paper", "reads_tau"}
         _require(isinstance(spec, dict) and set(spec) <= allowed,
                  f"{where}.applicable: expected true or a mapping with keys {', '.join(sorted(allowed))}, "
                  f"got {spec!r}")
@@ -179,7 +181,10 @@ class Applicable:
                  f"{where}.applicable.family: expected a list of families ({', '.join(FAMILIES)}), "
                  f"got {family!r}")
         _require(isinstance(paper, bool), f"{where}.applicable.paper: expected true or false, got {paper!r}")
-        return cls(passes, tuple(exclude), tuple(family), paper)
+        reads_tau = spec.get("reads_tau")
+        _require(reads_tau is None or isinstance(reads_tau, bool),
+                 f"{where}.applicable.reads_tau: expected true or false, got {reads_tau!r}")
+        return cls(passes, tuple(exclude), tuple(family), paper, reads_tau)
 
     def names(self, base: str, overrides: list[str]) -> list[str]:
         """The estimators this axis gives on ``base`` with ``overrides`` (``key=value`` strings);
@@ -196,7 +201,8 @@ class Applicable:
             return list(_APPLICABLE_NAMES[key])
         for name, cls in list(ESTIMATORS.items()):
             if (name in self.exclude or self.family and cls.family not in self.family
-                    or self.paper and cls.paper_column is None):
+                    or self.paper and cls.paper_column is None
+                    or self.reads_tau is not None and cls.reads_tau != self.reads_tau):
                 continue
             try:
                 cfg = check(load_config(path, [*overrides, f"estimator.name={name}"]))
