@@ -24,7 +24,8 @@ from vae.numerics.replicas import ReplicaGenerator
 from vae.estimators import (exact, gumbel_softmax, st_gumbel_softmax, straight_through,  # noqa: E402,F401
                             st_annealed, reinforce, reinforce_ema, nvil, rloo, darn, muprop, gumbel_rao,
                             reinmax, arm, disarm, arms, vimco, rebar, relax, indecater, zgr, gapped,
-                            decoupled, double_cv, rodeo, unordered_set, redge, redge_cov)
+                            decoupled, double_cv, rodeo, unordered_set, redge, redge_cov,
+                            reindge)
 
 
 def applicable(*, task: str, kind: str, lowest_tau: float, latent_shape: tuple[int, int],

@@ -46,8 +46,8 @@ def schedule(steps: int, t_1: float) -> tuple[list[float], list[float]]:
 
 
 def denoised_mean(start: Tensor, posterior_logits: Callable[[Tensor, float, float], Tensor], steps: int,
-                  t_1: float) -> tuple[Tensor, Tensor]:
-    """``(m_1, its logits)`` after the DDIM steps from ``x_{n-1} = start`` (the module docstring),
+                  t_1: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(m_1, its logits, x_1)`` after the DDIM steps from ``x_{n-1} = start`` (the module docstring),
     ``posterior_logits(x_t, alpha_t, sigma_t)`` the logits of ``m_t(x_t)``; differentiable in both."""
     alphas, sigmas = schedule(steps, t_1)
     x = start
@@ -56,7 +56,7 @@ def denoised_mean(start: Tensor, posterior_logits: Callable[[Tensor, float, floa
         mean = softmax(pre)
         if t > 1:
             x = alphas[t - 1] * mean + (sigmas[t - 1] / sigmas[t]) * (x - alphas[t] * mean)
-    return mean, pre
+    return mean, pre, x
 
 
 @register("redge")
@@ -89,8 +89,8 @@ class ReDGE(Estimator):
                  tau: float | Tensor, step: int, context: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         wide = widen(logits)
         noise = normal(wide.shape, rng, logits.device).to(wide.dtype)            # [R, B, N, K]
-        mean, pre = denoised_mean(self.start(wide, noise), partial(self.posterior_logits, wide),
-                                  self.options.denoising_steps, self.options.t_1)
+        mean, pre, _ = denoised_mean(self.start(wide, noise), partial(self.posterior_logits, wide),
+                                     self.options.denoising_steps, self.options.t_1)
         z = sample_one_hot(pre, rng).to(wide.dtype)                              # z ~ Categorical(m_1)
         loss = f((z + (mean - mean.detach())).to(logits.dtype))                  # [R, B], forward exactly z
         return loss, {"loss": loss.detach().mean(-1)}
