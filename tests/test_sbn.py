@@ -78,10 +78,12 @@ def exact(model: StochasticBinaryNetwork, kind: str, x: Tensor) -> dict[str, Ten
     return {k: v[0] for k, v in layer_grads(model, loss).items()}
 
 
-def draws(name: str, kind: str, model: StochasticBinaryNetwork, x: Tensor, seed: int) -> dict[str, Tensor]:
+def draws(name: str, kind: str, model: StochasticBinaryNetwork, x: Tensor, seed: int,
+          **settings) -> dict[str, Tensor]:
     many = replicate(model, NUM_DRAWS)
     seeds = torch.randint(2**62, (NUM_DRAWS,), generator=torch.Generator().manual_seed(seed)).tolist()
-    loss, _ = training_loss(many, estimators(name, kind, model, NUM_DRAWS), x.expand(NUM_DRAWS, -1, -1),
+    loss, _ = training_loss(many, estimators(name, kind, model, NUM_DRAWS, **settings),
+                            x.expand(NUM_DRAWS, -1, -1),
                             rng=ReplicaGenerator(seeds), tau=accepted_tau(name), step=10**5)
     return layer_grads(many, loss)
 
@@ -124,12 +126,19 @@ def test_unbiased_estimators_match_exact_through_two_stochastic_layers(name: str
     assert worst <= z_crit, f"{name}: max z-score {worst:.2f} > {z_crit:.2f}"
 
 
+#: Options at which an estimator's bias is tested here, where its defaults leave it too near the
+#: threshold: ReinDGE's bias through two layers at its defaults is 3 to 6 standard errors at this
+#: budget (seed 0: z 3.1 Bernoulli, 6.1 categorical, against 5.1 and 5.2), at 2 steps 143 and 34
+#: (its bias at its defaults is tested on the VAE, tests/test_estimators.py).
+BIAS_SHOWN_AT = {"reindge": {"denoising_steps": 2}}
+
+
 @pytest.mark.parametrize(("name", "kind"), BIASED)
 def test_biased_estimators_have_a_measurable_bias_through_two_layers(name: str, kind: str, seed: int) -> None:
     """The z-test that passes the unbiased ones detects the bias; the mean still points the
     exact gradient's way for the first layer (cosine > 0.3)."""
     model, x = problem(kind)
-    got, want = draws(name, kind, model, x, seed), exact(model, kind, x)
+    got, want = draws(name, kind, model, x, seed, **BIAS_SHOWN_AT.get(name, {})), exact(model, kind, x)
     worst, z_crit = worst_z(got, want)
     assert math.isfinite(worst) and worst > z_crit
     assert torch.cosine_similarity(got["map0"].mean(0), want["map0"], dim=0) > 0.3
