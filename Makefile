@@ -11,9 +11,11 @@ RESULTS ?= results
 install: $(STAMP)
 
 # Re-runs only when the package metadata or the pins change: a second `make install` is a no-op.
+# --no-compile: Python writes the bytecode of the modules a process imports when it first imports
+# them, instead of pip compiling all of torch's files up front (about 20 s of a fresh install).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # One pytest worker per free core (pytest-xdist; tests/free_cores.py, read after the install;
