@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the points that differ only in optim.lr as one run, a learning rate per "
                              "replica (the GPU recipe for a learning-rate grid); "
                              "their records are the same as unpacked")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                        help="these seeds instead of the preset's (new points, as if the preset named "
+                             "them); a point that a finished record under the preset's seeds already "
+                             "trained with some of them trains only the others, and the two records are "
+                             "merged into the new point's (the earlier record stays; experiments/README.md "
+                             "\"More seeds\")")
     parser.add_argument("--point", nargs="+", action="extend", metavar="NAME",
                         help="run only the points of these names (<slug>__<hash>, as --dry-run lists them; a "
                              "W&B agent runs one; --point A B and --point A --point B are the same); put it "
@@ -65,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile and args.wandb:
             raise SweepError("--compile: not with --wandb (its agents train the registered "
                              "points as written)")
+        if args.seeds is not None and (len(set(args.seeds)) < len(args.seeds) or min(args.seeds) < 0):
+            raise SweepError(f"--seeds: distinct seeds >= 0, got {' '.join(map(str, args.seeds))}")
         sweep = read_sweep(args.sweep)
         preset = args.preset or ("quick" if sweep.presets else AS_WRITTEN)
-        points = expand(sweep, preset, results_dir)
+        points = expand(sweep, preset, results_dir, seeds=args.seeds)
+        earlier = expand(sweep, preset, results_dir) if args.seeds is not None else []
         if args.compile:
             points = [replace(p, cfg=replace(p.cfg, compile=True)) for p in points]
         if args.wandb:
@@ -78,13 +87,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise SweepError(f"--point: no point {missing[0]!r} in {sweep.path} under --preset {preset}")
             points = [p for p in points if p.run_dir.name in args.point]
         if args.dry_run:
+            adding = running.top_ups(points, earlier, results_dir)
             for i, point in enumerate(points, 1):
-                print(f"[{i}/{len(points)}] {point.label}: {point.status()} -> {point.run_dir}")
+                status = point.status()
+                if status != "done" and point.run_dir in adding:
+                    unit = adding[point.run_dir]
+                    status += f" (trains seeds {unit.added_seeds}, added to {unit.earlier.run_dir.name})"
+                print(f"[{i}/{len(points)}] {point.label}: {status} -> {point.run_dir}")
             return 0
         started = time.perf_counter()
         outcomes = train_points(sweep, points, preset, results_dir, workers=args.workers,
                                 threads=args.threads,
-                                pack_lr=args.pack_lr, progress=not args.no_progress and sys.stderr.isatty())
+                                pack_lr=args.pack_lr, progress=not args.no_progress and sys.stderr.isatty(),
+                                earlier=earlier)
     except (SweepError, ConfigError, DataError, RunDirError, WandbSweepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

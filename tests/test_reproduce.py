@@ -593,6 +593,87 @@ def test_packed_learning_rates_leave_the_records_an_unpacked_sweep_leaves(shared
     assert "grid (none): done 4" in capsys.readouterr().out
 
 
+SEED_GRID = LR_GRID.replace("[nvil, gs]", "[gs]").replace("[1.0e-3, 3.0e-3]", "[1.0e-3]")
+
+
+def test_added_seeds_train_alone_and_merge_into_the_records_of_all_seeds_at_once(shared_cache, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """``--seeds 0 1 2`` beside a finished record of seeds 0 and 1: only seed 2 trains (its run
+    in results/packs/, gone after), and the new point's records are those of the same sweep
+    trained with the three seeds at once: config, metric rows (replica = the seed's place), final
+    numbers to float tolerance (tests/test_training.py: replica r trains as its seed alone; one
+    step's loss sums 784 x 100 terms), the times summed; the earlier record is left as it was,
+    both commits are in ``sweep.json``, and a second call finds the point done."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(shared_cache))
+    path = tmp_path / "grid.yaml"
+    path.write_text(SEED_GRID)
+    added, together = tmp_path / "added", tmp_path / "together"
+    assert sweep_cli.main([str(path), "--results-dir", str(added), "--no-progress"]) == 0
+    sweep = read_sweep(path)
+    [earlier] = expand(sweep, definition.AS_WRITTEN, added)
+    records = ("config.yaml", "metrics.jsonl", "summary.json", "sweep.json")
+    before = {name: (earlier.run_dir / name).read_text() for name in records}
+    capsys.readouterr()
+    three = ["--seeds", "0", "1", "2"]
+    assert sweep_cli.main([str(path), "--results-dir", str(added), *three, "--dry-run"]) == 0
+    assert f"new (trains seeds [2], added to {earlier.run_dir.name})" in capsys.readouterr().out
+    assert sweep_cli.main([str(path), "--results-dir", str(added), "--no-progress", *three]) == 0
+    out = capsys.readouterr().out
+    assert f"started (seeds [2], added to {earlier.run_dir.name})" in out and "grid (none): finished 1" in out
+    assert not list((added / running.PACKS / "grid").glob("*/*"))
+    assert {name: (earlier.run_dir / name).read_text() for name in records} == before
+    assert sweep_cli.main([str(path), "--results-dir", str(together), "--no-progress", *three]) == 0
+    [p], [q] = (expand(sweep, definition.AS_WRITTEN, d, seeds=[0, 1, 2]) for d in (added, together))
+    assert p.run_dir.name == q.run_dir.name != earlier.run_dir.name and p.status() == "done"
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (p.run_dir, q.run_dir)]
+    assert configs[0] == to_dict(p.cfg) and {**configs[0], "out_dir": None} == {**configs[1], "out_dir": None}
+
+    def rows(run_dir: Path) -> list[dict]:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines),
+                      key=lambda r: (r["step"], r["split"], r["metric"], r["replica"]))
+    assert all(r["seed"] == [0, 1, 2][r["replica"]] for r in rows(p.run_dir))
+    for a, b in zip(rows(p.run_dir), rows(q.run_dir), strict=True):
+        assert {**a, "value": None} == {**b, "value": None}
+        assert a["value"] == pytest.approx(b["value"], rel=float32_rtol(784 * 100), abs=1e-4), a
+    s, t, first = (json.loads((d / SUMMARY).read_text()) for d in (p.run_dir, q.run_dir, earlier.run_dir))
+    assert s["seeds"] == t["seeds"] == [0, 1, 2] and s.keys() - {"seeds_added"} == t.keys()
+    assert s["test/iw_bound"]["per_seed"] == pytest.approx(t["test/iw_bound"]["per_seed"],
+                                                           rel=float32_rtol(784 * 100))
+    assert s["test/iw_bound"]["per_seed"][:2] == first["test/iw_bound"]["per_seed"]
+    assert s["seeds_added"]["seeds"] == [2]
+    assert s["train_seconds"] == pytest.approx(first["train_seconds"] + s["seeds_added"]["train_seconds"],
+                                               abs=0.02)
+    info = json.loads((p.run_dir / "sweep.json").read_text())
+    assert info["seeds_added"]["seeds"] == [2] and info["seeds_added"]["from"] == earlier.run_dir.name
+    assert info["commit"] == json.loads((earlier.run_dir / "sweep.json").read_text())["commit"]
+    assert sweep_cli.main([str(path), "--results-dir", str(added), "--no-progress", *three]) == 0
+    assert "grid (none): done 1" in capsys.readouterr().out
+
+
+def test_the_committed_board_s_third_seed_would_train_only_seed_2_of_every_finished_record(monkeypatch,
+                                                                                             capsys):
+    """experiments/README.md "More seeds" as written, on the committed records: every finished
+    point of Table 1's converged preset (seeds 0 and 1) is one that `--seeds 0 1 2` tops up."""
+    monkeypatch.chdir(REPO)
+    args = ["configs/sweeps/table1.yaml", "--preset", "converged"]
+    done = [p for p in expand(read_sweep(args[0]), "converged", Path("results")) if p.status() == "done"]
+    assert any(p.cfg.seeds == [0, 1] for p in done)
+    assert sweep_cli.main([*args, "--seeds", "0", "1", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for point in done:
+        assert (point.cfg.seeds != [0, 1]
+                or f"trains seeds [2], added to {point.run_dir.name})" in out), point.label
+
+
+@pytest.mark.parametrize("seeds", [["1", "1"], ["-1"]])
+def test_seeds_that_are_not_distinct_and_non_negative_are_refused(seeds, tmp_path, capsys):
+    path = tmp_path / "grid.yaml"
+    path.write_text(SEED_GRID)
+    assert sweep_cli.main([str(path), "--results-dir", str(tmp_path), "--seeds", *seeds]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --seeds: distinct seeds >= 0, got {' '.join(seeds)}"
+
+
 def test_a_learning_rate_that_diverges_in_a_pack_fails_alone(shared_cache, tmp_path, monkeypatch, capsys):
     """A learning rate that diverges must not take the others down: its point is marked failed and
     the others train again without it (the replicas of lr 10 report a NaN loss)."""

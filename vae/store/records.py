@@ -111,7 +111,8 @@ def provenance(run_dirs: Sequence[Path], preset: str) -> str:
     """One line saying what made a figure or table: preset, seeds, steps, device, run time and commits.
 
     Seeds, steps, devices and seconds are read from the finished runs' summaries; the runs' commits
-    from their ``sweep.json``; the drawing commit is the current one.
+    from their ``sweep.json`` (both, where seeds were added to a record later: ``sweep --seeds``);
+    the drawing commit is the current one.
     """
     seeds, steps, devices, commits = set(), set(), set(), set()
     finished, seconds = 0, 0.0
@@ -124,8 +125,10 @@ def provenance(run_dirs: Sequence[Path], preset: str) -> str:
             devices.add(summary["device"])
             seconds += summary.get("train_seconds", 0.0) + summary.get("iw_seconds", 0.0)
         info = read_sweep_info(run_dir)
-        if info is not None:
+        if info is not None:        # a record with seeds added later names the commit that trained them too
             commits.add(info["commit"])
+            if "seeds_added" in info:
+                commits.add(info["seeds_added"]["commit"])
     return (f"preset {preset} | {finished}/{len(run_dirs)} runs finished | seeds per run: {_joined(seeds)}"
             f" | steps: {_joined(steps)} | device: {_joined(devices)} | run time {seconds / 3600:.1f} h"
             f" (training and test bound, summed over runs) | runs from commit {_joined(commits)}"

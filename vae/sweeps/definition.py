@@ -385,11 +385,13 @@ def run_name(point_values: dict[str, Any], base: str, digest: str) -> str:
 
 
 def expand(sweep: Sweep, preset: str, results_dir: Path,
-           entries: list[dict[str, Any]] | None = None) -> list[Point]:
+           entries: list[dict[str, Any]] | None = None, seeds: list[int] | None = None) -> list[Point]:
     """Every point of ``sweep`` under ``preset`` (``AS_WRITTEN``: no preset), in a fixed order, with
     its resolved config; a point whose resolved config equals an earlier one's is left out (the
     two would be one run). ``entries``: these include entries instead of the grid and the file's
-    own (the preset's settings and its axes beyond the grid's apply to them as to any entry)."""
+    own (the preset's settings and its axes beyond the grid's apply to them as to any entry).
+    ``seeds``: these seeds instead of the preset's, as if the preset set them (``sweep --seeds``;
+    a point whose own values set its seeds keeps them)."""
     _require(preset == AS_WRITTEN or preset in sweep.presets,
              f"--preset: {preset!r} is not defined in {sweep.path}; defined: "
              f"{', '.join(sweep.presets) or 'none'} ({AS_WRITTEN}: the file as written)")
@@ -403,6 +405,8 @@ def expand(sweep: Sweep, preset: str, results_dir: Path,
             preset_axes[key] = _axis_or_value(key, spec, f"presets.{preset}")[1]
         else:
             preset_fixed[key] = spec
+    if seeds is not None:
+        preset_fixed["seeds"] = list(seeds)
     axes = {**sweep.axes, **preset_axes}       # a preset axis replaces a grid axis of the same key
     extra = {k: v for k, v in preset_axes.items() if k not in sweep.axes}
     grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]

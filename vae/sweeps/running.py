@@ -8,7 +8,9 @@ checkpoint is resumed; anything else starts afresh. A run that diverges is recor
 The run directories, checkpoints aside, are the records the figures and tables are drawn from;
 the repository commits them (``.gitignore`` leaves out the checkpoints). ``--pack-lr`` trains the
 points that differ only in ``optim.lr`` as one run with a learning rate per replica (:class:`Pack`)
-and then gives each point the records it would have had alone.
+and then gives each point the records it would have had alone. ``--seeds`` asks for more seeds than a
+finished record has: only the missing seeds train (:class:`TopUp`), and the two records are merged
+into the point's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ import torch
 from vae.config import Config, config_from_dict, read_yaml, to_dict
 from vae.store.records import final, git_commit
 from vae.store.run_dir import (CHECKPOINT, FAILED, load_summary, mark_failed, read_config_text, read_metrics,
-                               write_config, write_metrics, write_summary, write_sweep_info)
+                               read_sweep_info, write_config, write_metrics, write_summary, write_sweep_info)
 from vae.sweeps.definition import STORE, Point, Sweep, SweepError, run_name, what_it_computes
 from vae.sweeps.wandb_agents import register, start_agents, wandb_config
 from vae.training.trainer import TrainingDiverged, final_numbers, torch_threads, train
@@ -62,6 +64,82 @@ class Pack:
         return config_from_dict(values)
 
 
+@dataclass(frozen=True)
+class TopUp:
+    """A point whose config a finished record (``earlier``) already trained with some of its seeds:
+    only the others train, as a run of their own in a directory of its own (resumable like any
+    run, never committed); when it ends, :func:`merge_seeds` writes the point's records from the
+    two and the directory goes. Replica r of a run trains as the single-seed run of its seed
+    (tests/test_training.py), so the merged record is the one the point trained at once would
+    leave, to float round-off."""
+
+    point: Point
+    earlier: Point
+    run_dir: Path
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        return (self.point,)
+
+    @property
+    def cfg(self) -> Config:
+        return replace(self.point.cfg, seeds=self.added_seeds)
+
+    @property
+    def added_seeds(self) -> list[int]:
+        return [s for s in self.point.cfg.seeds if s not in self.earlier.cfg.seeds]
+
+
+def _apart_from_seeds(cfg: Config) -> str:
+    values = what_it_computes(to_dict(cfg))
+    values.pop("seeds", None)
+    return json.dumps(values, sort_keys=True)
+
+
+def top_ups(todo: list[Point], earlier: list[Point], packs_dir: Path) -> dict[Path, TopUp]:
+    """Per run directory of ``todo``, the :class:`TopUp` that brings it to ``done`` from a finished
+    point of ``earlier`` (the same sweep under its preset's own seeds) whose config differs from
+    it only in seeds, all of them among the point's."""
+    finished = {_apart_from_seeds(p.cfg): p for p in earlier if p.status() == "done"}
+    out = {}
+    for point in todo:
+        found = finished.get(_apart_from_seeds(point.cfg))
+        if found is not None and set(found.cfg.seeds) < set(point.cfg.seeds):
+            added = "-".join(str(s) for s in point.cfg.seeds if s not in found.cfg.seeds)
+            out[point.run_dir] = TopUp(point, found, packs_dir / f"{point.run_dir.name}__seeds_{added}")
+    return out
+
+
+def merge_seeds(unit: TopUp, info: dict[str, Any]) -> None:
+    """Write the point's records from the earlier record's and the added seeds' run: its config,
+    every metric row (replica renumbered to its seed's place in the point's seeds), its summary
+    (the final numbers of all its seeds; training and bound times summed, so its steps/s is that of
+    all its seeds one after the other; the added run's own in ``seeds_added``) and ``sweep.json``
+    (the earlier run's, with the added run's commit in ``seeds_added``); the summary last, so a
+    kill on the way leaves the point unfinished, not half-merged."""
+    point, order = unit.point, unit.point.cfg.seeds
+    rows = []
+    for run_dir, seeds in ((unit.earlier.run_dir, unit.earlier.cfg.seeds), (unit.run_dir, unit.added_seeds)):
+        rows += [{**r, "replica": order.index(seeds[r["replica"]])} for r in read_metrics(run_dir)]
+    rows.sort(key=lambda r: r["step"])          # stable: per step, the earlier seeds' rows first
+    earlier, added = load_summary(unit.earlier.run_dir), load_summary(unit.run_dir)
+    merged = {k: v for k, v in earlier.items() if not (isinstance(v, dict) and "per_seed" in v)}
+    merged.update(final_numbers(rows, point.cfg.steps, len(order)))
+    train_seconds = round(earlier["train_seconds"] + added["train_seconds"], 2)
+    merged.update(seeds=order, train_seconds=train_seconds,
+                  iw_seconds=round(earlier["iw_seconds"] + added["iw_seconds"], 2),
+                  steps_per_second=round(point.cfg.steps / train_seconds, 2) if train_seconds else None,
+                  seeds_added={"seeds": unit.added_seeds, **{k: added.get(k) for k in
+                               ("train_seconds", "iw_seconds", "steps_per_second", "compiled")}})
+    shutil.rmtree(point.run_dir, ignore_errors=True)   # leftovers of a stale run
+    point.run_dir.mkdir(parents=True)
+    write_config(point.run_dir, to_dict(point.cfg))
+    write_metrics(point.run_dir, rows)
+    write_sweep_info(point.run_dir, {**(read_sweep_info(unit.earlier.run_dir) or {}), "values": point.values,
+                                     "seeds_added": {**info, "from": unit.earlier.run_dir.name}})
+    write_summary(point.run_dir, merged)
+
+
 def pack_by_lr(points: list[Point], packs_dir: Path) -> list[Point | Pack]:
     """``points`` with those that differ only in ``optim.lr`` gathered into packs (in the order of
     their first point); a point with no such partner stays as it is."""
@@ -73,13 +151,17 @@ def pack_by_lr(points: list[Point], packs_dir: Path) -> list[Point | Pack]:
     return [members[0] if len(members) == 1 else make_pack(members, packs_dir) for members in groups.values()]
 
 
-def units_to_train(todo: list[Point], pack_lr: bool, packs_dir: Path) -> list[Point | Pack]:
-    """What a sweep trains: ``todo`` as it is, or (``pack_lr``) packed by learning rate, except a
-    point with a checkpoint of its own, which resumes alone (first)."""
+def units_to_train(todo: list[Point], pack_lr: bool, packs_dir: Path,
+                   earlier: list[Point] | None = None) -> list[Point | Pack | TopUp]:
+    """What a sweep trains: the points of ``todo`` that a finished record of ``earlier`` has some
+    seeds of, as :class:`TopUp` units (first); the others as they are, or (``pack_lr``) packed by
+    learning rate, except a point with a checkpoint of its own, which resumes alone (first)."""
+    topped = top_ups(todo, earlier or [], packs_dir)
+    rest = [p for p in todo if p.run_dir not in topped]
     if not pack_lr:
-        return todo
-    resuming = [p for p in todo if p.status() == "resume"]
-    return resuming + pack_by_lr([p for p in todo if p not in resuming], packs_dir)
+        return [*topped.values(), *rest]
+    resuming = [p for p in rest if p.status() == "resume"]
+    return [*topped.values(), *resuming, *pack_by_lr([p for p in rest if p not in resuming], packs_dir)]
 
 
 def make_pack(members: list[Point], packs_dir: Path) -> Pack:
@@ -160,7 +242,7 @@ def run_point(point: Point, sweep: Sweep, preset: str, progress: bool, commit: s
     return outcome, time.perf_counter() - start
 
 
-def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, commit: str,
+def run_unit(unit: Point | Pack | TopUp, sweep: Sweep, preset: str, progress: bool, commit: str,
              threads: int | None = None) -> list[tuple[str, float]]:
     """Bring a point or a pack to ``done``; returns (outcome, seconds) per point. When a replica of
     a pack diverges, its point is marked failed (alone it takes the same steps) and the others
@@ -170,6 +252,8 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
         return [run_point(unit, sweep, preset, progress, commit, threads)]
     if threads is not None:
         torch.set_num_threads(threads)
+    if isinstance(unit, TopUp):
+        return [run_top_up(unit, progress, commit)]
     start = time.perf_counter()
     pack_cfg = unit.cfg
     info = {"sweep": str(sweep.path), "preset": preset, "commit": commit}
@@ -209,6 +293,33 @@ def run_unit(unit: Point | Pack, sweep: Sweep, preset: str, progress: bool, comm
     return [("finished", seconds)] * len(unit.points)
 
 
+def run_top_up(unit: TopUp, progress: bool, commit: str) -> tuple[str, float]:
+    """Train the added seeds of ``unit`` (resuming their run where it has a checkpoint under the
+    same config), then merge them into the point's records (:func:`merge_seeds`); a divergence
+    marks the point failed, as it would have trained with those seeds at once."""
+    start = time.perf_counter()
+    saved = read_config_text(unit.run_dir)
+    try:
+        resumable = saved is not None and read_yaml(saved) == to_dict(unit.cfg)
+        if (unit.run_dir / CHECKPOINT).exists() and resumable:
+            train(None, unit.run_dir, resume=True, progress=progress)
+        else:
+            shutil.rmtree(unit.run_dir, ignore_errors=True)
+            train(unit.cfg, unit.run_dir, progress=progress)
+    except TrainingDiverged as err:
+        shutil.rmtree(unit.point.run_dir, ignore_errors=True)
+        unit.point.run_dir.mkdir(parents=True)
+        write_config(unit.point.run_dir, to_dict(unit.point.cfg))
+        mark_failed(unit.point.run_dir,
+                    f"seeds {unit.added_seeds}, added to {unit.earlier.run_dir.name}: {err}")
+        shutil.rmtree(unit.run_dir, ignore_errors=True)
+        return "diverged", time.perf_counter() - start
+    merge_seeds(unit, {"seeds": unit.added_seeds, "commit": commit,
+                       "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
+    shutil.rmtree(unit.run_dir)
+    return "finished", time.perf_counter() - start
+
+
 def _die_with_parent() -> None:
     """In a worker process: be sent SIGTERM when the sweep process ends, however it ends (Linux;
     elsewhere a killed sweep's workers finish their current run). Without it a killed sweep
@@ -226,7 +337,8 @@ def threads_per_worker(workers: int) -> int:
     return max(1, torch.get_num_threads() // workers)
 
 
-def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, preset: str, workers: int,
+def run_points(todo: list[Point | Pack | TopUp], heads: dict[Path, str], sweep: Sweep, preset: str,
+               workers: int,
                progress: bool, commit: str,
                threads: int | None = None) -> Iterator[tuple[str, Point, str, float]]:
     """Run ``todo`` (points and packs) one after another, or on ``workers`` processes, each with
@@ -236,17 +348,18 @@ def run_points(todo: list[Point | Pack], heads: dict[Path, str], sweep: Sweep, p
     seconds) per point, ``heads`` giving each point's heading by its run directory."""
     threads = threads or threads_per_worker(workers)
 
-    def members(unit: Point | Pack) -> tuple[Point, ...]:
-        return unit.points if isinstance(unit, Pack) else (unit,)
+    def members(unit: Point | Pack | TopUp) -> tuple[Point, ...]:
+        return (unit,) if isinstance(unit, Point) else unit.points
     if workers == 1:
         with torch_threads(threads):   # the caller's setting again after (a test calling main in-process)
             for unit in todo:
-                resumed = ((unit.run_dir / CHECKPOINT).exists() if isinstance(unit, Pack)
-                           else unit.status() == "resume")
+                resumed = (unit.status() == "resume" if isinstance(unit, Point)
+                           else (unit.run_dir / CHECKPOINT).exists())
                 for point in members(unit):
                     print(f"{heads[point.run_dir]}: {'resumed' if resumed else 'started'}"
                           + (f" (in a pack of {len(unit.points)} learning rates)" if isinstance(unit, Pack)
-                             else ""),
+                             else f" (seeds {unit.added_seeds}, added to {unit.earlier.run_dir.name})"
+                             if isinstance(unit, TopUp) else ""),
                           flush=True)
                 results = run_unit(unit, sweep, preset, progress, commit)
                 for point, result in zip(members(unit), results):
@@ -281,10 +394,12 @@ def register_with_wandb(sweep: Sweep, preset: str, points: list[Point], results_
 
 
 def train_points(sweep: Sweep, points: list[Point], preset: str, results_dir: Path, *, workers: int = 1,
-                 threads: int | None = None, pack_lr: bool = False, progress: bool = False) -> Counter[str]:
+                 threads: int | None = None, pack_lr: bool = False, progress: bool = False,
+                 earlier: list[Point] | None = None) -> Counter[str]:
     """Train the points of ``sweep`` that are not finished (or failed), resumably, printing a line
     per point as it ends; returns the count of each outcome (``done``, ``failed``, ``trained``,
-    ``resumed``, ``diverged``...). Holds the sweep's lock, so two calls never train one run."""
+    ``resumed``, ``diverged``...). ``earlier``: finished points with fewer seeds, which train only
+    the seeds they lack (:class:`TopUp`). Holds the sweep's lock, so two calls never train one run."""
     outcomes: Counter[str] = Counter()
     n = len(points)
     with _lock(results_dir / STORE / sweep.name):
@@ -297,7 +412,7 @@ def train_points(sweep: Sweep, points: list[Point], preset: str, results_dir: Pa
             else:
                 todo.append(point)
                 heads[point.run_dir] = head
-        units = units_to_train(todo, pack_lr, results_dir / PACKS / sweep.name / preset)
+        units = units_to_train(todo, pack_lr, results_dir / PACKS / sweep.name / preset, earlier)
         runs = run_points(units, heads, sweep, preset, workers, progress and workers == 1,
                           commit=git_commit(), threads=threads)
         for head, point, outcome, seconds in runs:
