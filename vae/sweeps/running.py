@@ -258,14 +258,7 @@ def run_unit(unit: Point | Pack | TopUp, sweep: Sweep, preset: str, progress: bo
     pack_cfg = unit.cfg
     info = {"sweep": str(sweep.path), "preset": preset, "commit": commit}
     try:
-        saved = read_config_text(unit.run_dir)
-        resumable = ((unit.run_dir / CHECKPOINT).exists() and saved is not None
-                     and read_yaml(saved) == to_dict(pack_cfg))
-        if resumable:
-            train(None, unit.run_dir, resume=True, progress=progress)
-        else:
-            shutil.rmtree(unit.run_dir, ignore_errors=True)
-            train(pack_cfg, unit.run_dir, progress=progress)
+        train_resuming(unit.run_dir, pack_cfg, progress)
     except TrainingDiverged as err:
         shutil.rmtree(unit.run_dir, ignore_errors=True)
         if err.replica is None:
@@ -293,19 +286,24 @@ def run_unit(unit: Point | Pack | TopUp, sweep: Sweep, preset: str, progress: bo
     return [("finished", seconds)] * len(unit.points)
 
 
+def train_resuming(run_dir: Path, cfg: Config, progress: bool) -> None:
+    """Train a pack's or a top-up's run (a directory of the sweep's own, not a point's): resumed
+    where it has a checkpoint under exactly ``cfg``, else afresh."""
+    saved = read_config_text(run_dir)
+    if (run_dir / CHECKPOINT).exists() and saved is not None and read_yaml(saved) == to_dict(cfg):
+        train(None, run_dir, resume=True, progress=progress)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(cfg, run_dir, progress=progress)
+
+
 def run_top_up(unit: TopUp, progress: bool, commit: str) -> tuple[str, float]:
     """Train the added seeds of ``unit`` (resuming their run where it has a checkpoint under the
     same config), then merge them into the point's records (:func:`merge_seeds`); a divergence
     marks the point failed, as it would have trained with those seeds at once."""
     start = time.perf_counter()
-    saved = read_config_text(unit.run_dir)
     try:
-        resumable = saved is not None and read_yaml(saved) == to_dict(unit.cfg)
-        if (unit.run_dir / CHECKPOINT).exists() and resumable:
-            train(None, unit.run_dir, resume=True, progress=progress)
-        else:
-            shutil.rmtree(unit.run_dir, ignore_errors=True)
-            train(unit.cfg, unit.run_dir, progress=progress)
+        train_resuming(unit.run_dir, unit.cfg, progress)
     except TrainingDiverged as err:
         shutil.rmtree(unit.point.run_dir, ignore_errors=True)
         unit.point.run_dir.mkdir(parents=True)
